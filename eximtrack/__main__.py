@@ -1,0 +1,3 @@
+from eximtrack.cli import main
+
+raise SystemExit(main())

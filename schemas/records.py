@@ -1,0 +1,162 @@
+"""The record contracts of eximtrack: one definition of each record, used by every stage.
+
+A raw log line (what the shipper publishes), a delivery event (what the joiner emits and the store keeps) and
+a reject (a line nothing could classify) are plain dataclasses here, free of Kafka, faust and ClickHouse.
+The faust records, the Kafka JSON and the ClickHouse rows are adapters built from these field lists, and a
+contract test checks that the ClickHouse migrations have exactly these columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+# cPanel Track Delivery's outcome vocabulary.
+OUTCOMES = ("success", "filtered", "archive", "defer", "failure", "rejected", "inprogress")
+
+# The four boxes of the Track Delivery page, as outcome sets.
+SHOW_GROUPS = {
+    "successes": ("success", "filtered", "archive"),
+    "deferred": ("defer",),
+    "failures": ("failure", "rejected"),
+    "inprogress": ("inprogress",),
+}
+
+# Rank of an outcome when two events of one recipient carry the same time: a final outcome outranks a
+# deferral, which outranks "in progress". Used to build the replacing version of the latest-state table.
+OUTCOME_RANK = {
+    "inprogress": 0,
+    "defer": 1,
+    "success": 2,
+    "filtered": 2,
+    "archive": 2,
+    "failure": 2,
+    "rejected": 2,
+}
+
+
+@dataclass(slots=True)
+class RawLine:
+    """One raw line of an Exim main log, with a stable identity (server, file identity, byte offset)."""
+
+    server: str
+    line: str
+    file_id: str = ""
+    offset: int = -1
+    tz: str = "UTC"
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class DeliveryEvent:
+    """The state of one recipient of one message after one log line: a row of Track Delivery.
+
+    Identity of the row in the latest-state table: (server, msgid, recipient, deliveredto).
+    `event_id` is deterministic (derived from server, message, recipient, outcome and the causing line), so
+    replaying the same input produces the same ids; `version` orders the states of one recipient
+    (time in ms, outcome rank, whether the arrival was known). `is_deleted` marks a tombstone for the
+    message-level "in progress" placeholder once the recipient's own rows exist.
+    """
+
+    event_id: str
+    type: str
+    server: str
+    msgid: str
+    # arrival (the `<=` line and what came before it)
+    email: str = ""  # envelope sender ("" for <>)
+    sender: str = ""  # auth login or local user
+    user: str = ""  # cPanel account of the sender
+    domain: str = ""  # domain of the sender
+    owner: str = ""  # reseller owning `user` (trueuserowners)
+    senderhost: str = ""
+    senderip: str = ""
+    senderauth: str = ""  # authenticator (dovecot_login …), "localuser", or "" for unauthenticated
+    spamscore: float | None = None
+    sendunixtime: float = 0.0  # arrival time, epoch seconds (UTC)
+    size: int = 0
+    subject: str = ""
+    message_id: str = ""  # Message-ID header (id= / id*=)
+    protocol: str = ""  # P= of the arrival
+    parent_msgid: str = ""  # R= of a `<= <>` bounce/DSN: the message it reports on
+    # recipient and delivery (the flag line)
+    recipient: str = ""  # envelope recipient as the message had it (original address)
+    deliveredto: str = ""  # where it went: final address, local part, pipe, file, :blackhole:
+    deliveryuser: str = ""
+    deliverydomain: str = ""
+    deliveryowner: str = ""
+    router: str = ""
+    transport: str = ""
+    host: str = ""  # delivery host name
+    ip: str = ""  # delivery host IP
+    message: str = ""  # full result text, never cut
+    confirmation: str = ""  # C="…": the remote server's reply
+    tls: str = ""  # X= cipher
+    queue_time: float | None = None  # QT= seconds
+    delivery_time: float | None = None  # DT= seconds
+    actionunixtime: float = 0.0  # time of the line that caused this state, epoch seconds (UTC)
+    attempts: int = 0  # delivery attempts of this recipient so far (== and final lines)
+    frozen: int = 0
+    transport_is_remote: int = 0
+    version: int = 0
+    is_deleted: int = 0
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeliveryEvent:
+        return cls(**{k: data[k] for k in EVENT_FIELDS if k in data})
+
+
+@dataclass(slots=True)
+class RejectRecord:
+    """A line that no rule could classify: kept with its reason, never dropped."""
+
+    reject_id: str
+    server: str
+    line: str
+    reason: str
+    file_id: str = ""
+    offset: int = -1
+    logunixtime: float = 0.0  # 0 when even the timestamp could not be read
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class LogLineRecord:
+    """A raw line that belongs to a message (or an SMTP-time rejection), kept for the message's story."""
+
+    line_id: str
+    server: str
+    msgid: str
+    logunixtime: float
+    line: str
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryEvent))
+REJECT_FIELDS = tuple(f.name for f in dataclasses.fields(RejectRecord))
+LOGLINE_FIELDS = tuple(f.name for f in dataclasses.fields(LogLineRecord))
+
+__all__ = [
+    "DeliveryEvent",
+    "EVENT_FIELDS",
+    "LOGLINE_FIELDS",
+    "LogLineRecord",
+    "OUTCOMES",
+    "OUTCOME_RANK",
+    "REJECT_FIELDS",
+    "RawLine",
+    "RejectRecord",
+    "SCHEMA_VERSION",
+    "SHOW_GROUPS",
+]

@@ -1,0 +1,1 @@
+"""Sinks: delivery events -> durable storage (ClickHouse, embedded chDB by default)."""

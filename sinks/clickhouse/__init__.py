@@ -1,0 +1,1 @@
+"""The ClickHouse store: migrations, connection (chdb:// or http://), idempotent batch inserts."""
