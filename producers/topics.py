@@ -1,0 +1,131 @@
+"""Create eximtrack's Kafka topics (``schemas.topics``) with explicit partitions, retention and compaction.
+
+Idempotent: a missing topic is created; an existing one is checked. A differing topic-level config is set
+back to the value in ``schemas.topics`` (incremental alter, so other settings someone made are kept). A
+differing *partition count* is never "fixed": changing it remaps servers to partitions (see
+``schemas/topics.py``), so :class:`TopicMismatch` is raised and a human decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError, for_code
+
+from schemas.topics import ALL_TOPICS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+# Kafka error code 36: TOPIC_ALREADY_EXISTS -- another process created it between our check and create.
+_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic has a partition count other than the one the key rule depends on."""
+
+
+def resolve(
+    topics: Iterable[TopicSpec], *, prefix: str = "", replication_factor: int, brokers: int
+) -> list[tuple[TopicSpec, int]]:
+    """Pure: apply a name prefix and pick per-topic replication and ``min.insync.replicas``.
+
+    With 3+ replicas, ``min.insync.replicas=2`` makes ``acks=all`` survive one broker loss without
+    accepting writes held by a single replica; with fewer, it must be 1 or every write would fail.
+    """
+    if replication_factor > brokers:
+        raise ValueError(f"replication factor {replication_factor} > {brokers} broker(s)")
+    out = []
+    for spec in topics:
+        config = dict(spec.config)
+        config.setdefault("min.insync.replicas", "2" if replication_factor >= 3 else "1")
+        out.append((dataclasses.replace(spec, name=prefix + spec.name, config=config), replication_factor))
+    return out
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[TopicSpec] = ALL_TOPICS,
+    *,
+    prefix: str = "",
+    replication_factor: int | None = None,
+    timeout_ms: int = 30_000,
+    admin: KafkaAdminClient | None = None,
+) -> dict[str, str]:
+    """Make sure every topic exists as specified; return ``{name: "created" | "ok" | "updated"}``.
+
+    :param bootstrap: ``host:port[,host:port]`` of the cluster.
+    :param topics: the specs to ensure (default: all of eximtrack's topics).
+    :param prefix: prepended to every name (tests use a unique prefix per test).
+    :param replication_factor: default ``min(3, number of brokers)``.
+    :param admin: an existing admin client to use (not closed); otherwise one is opened and closed.
+    :raises TopicMismatch: an existing topic has a different partition count.
+    """
+    own = admin is None
+    client = admin or KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eximtrack-topics")
+    try:
+        brokers = len(client.describe_cluster()["brokers"])
+        rf = replication_factor or min(3, brokers)
+        wanted = resolve(topics, prefix=prefix, replication_factor=rf, brokers=brokers)
+        existing = {
+            t["name"]: t for t in client.describe_topics([s.name for s, _ in wanted]) if t["error_code"] == 0
+        }
+        result: dict[str, str] = {}
+
+        missing = [(s, r) for s, r in wanted if s.name not in existing]
+        if missing:
+            resp = client.create_topics(
+                {
+                    s.name: {"num_partitions": s.partitions, "replication_factor": r, "configs": s.config}
+                    for s, r in missing
+                },
+                timeout_ms=timeout_ms,
+                raise_errors=False,
+                wait_for_metadata=False,
+            )
+            raced = []
+            for t in resp["topics"]:
+                if t["error_code"] == 0:
+                    result[t["name"]] = "created"
+                    log.info("created topic %s (%s partitions)", t["name"], t["num_partitions"])
+                elif t["error_code"] == _ALREADY_EXISTS:
+                    raced.append(t["name"])
+                else:
+                    raise for_code(t["error_code"])(f"creating topic {t['name']}: {t['error_message']}")
+            if raced:
+                existing.update({t["name"]: t for t in client.describe_topics(raced) if t["error_code"] == 0})
+            created = [n for n, v in result.items() if v == "created"]
+            if created:
+                client.wait_for_topics(created, timeout_ms=timeout_ms)
+
+        check = [s for s, _ in wanted if s.name in existing and s.name not in result]
+        for spec in check:
+            have = len(existing[spec.name]["partitions"])
+            if have != spec.partitions:
+                raise TopicMismatch(
+                    f"topic {spec.name} has {have} partitions, eximtrack expects {spec.partitions}; "
+                    "changing it would move servers to other partitions (see schemas/topics.py) -- not altered"
+                )
+        if check:
+            described = client.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name, dict.fromkeys(s.config)) for s in check],
+                config_filter="all",
+            )["topic"]
+            to_alter = []
+            for spec in check:
+                current = described.get(spec.name, {})
+                diff = {k: v for k, v in spec.config.items() if current.get(k, {}).get("value") != v}
+                if diff:
+                    log.warning("topic %s: setting %s", spec.name, diff)
+                    to_alter.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, diff))
+                    result[spec.name] = "updated"
+                else:
+                    result[spec.name] = "ok"
+            if to_alter:
+                client.alter_configs(to_alter, raise_on_unknown=False)
+        return result
+    finally:
+        if own:
+            client.close()
