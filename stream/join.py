@@ -1,0 +1,599 @@
+"""Per-message joiner: parsed Exim lines -> per-recipient delivery events (pure: no faust, Kafka, ClickHouse).
+
+Identity of a message is (server, Exim message id); one `Joiner` serves one server. For each message it keeps a
+bounded `MessageState`: what the arrival said (sender, auth, client host/IP, size, subject, Message-ID, spam
+score, parent of a bounce) and one row per (recipient, deliveredto) with the row's latest state. Every change
+of a row's state emits a `DeliveryEvent` that carries the arrival's fields.
+
+Rules (docs/ARCHITECTURE.md has the full table):
+- `<=`/`(=`: one `inprogress` placeholder row per `for` recipient (`deliveredto` = ""), or one message-level
+  placeholder (recipient "" ) when the log has no recipient list.
+- `==` -> defer; `=>`/`->`/`>>`/`*>` -> success (`:blackhole:`, `discarded`, `/dev/null`, `**bypassed**` ->
+  filtered; archiver routers/transports -> archive); `**` -> failure. The first result of a recipient
+  tombstones its placeholder (`is_deleted=1`), so the latest-state table keeps only real rows.
+- `removed by`, `cancelled by` -> failure of every row without a final outcome; `<addr>: error ignored` ->
+  failure of that address; `Frozen…`/`frozen by…` and `Unfrozen…` re-emit the open rows with `frozen` set.
+- Lines before their `<=` (spam verdict, cutthrough `>>`) are kept; when the arrival comes, the rows already
+  emitted are emitted again (same `event_id`, higher `version`) with the arrival's fields.
+- `== … retry time not reached` is a skip, not an attempt: it changes nothing when the row is known.
+- SMTP-time rejections -> one `rejected` event each, under a deterministic synthetic message id.
+- State ends `grace` seconds (event time) after `Completed`, or `expiry` seconds after the message was last
+  seen; both are counted. `open_messages` is the number of states held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+
+from schemas.records import OUTCOME_RANK, DeliveryEvent, LogLineRecord, RejectRecord
+from stream.accounts import AccountMap
+from stream.clock import LocalClock, msgid_time
+from stream.parse import ParsedLine, parse_line
+
+FINAL_TYPES = frozenset(("success", "filtered", "archive", "failure", "rejected"))
+FILTERED_TARGETS = frozenset((":blackhole:", "discarded", "/dev/null"))
+DEFAULT_GRACE = 300.0  # seconds of event time a completed message is kept for late lines
+DEFAULT_EXPIRY = (
+    8 * 86400.0
+)  # longer than Exim's default retry timeout (4 days), so deferrals keep their arrival
+SWEEP_EVERY = 4096  # lines between two sweeps of finished/idle states
+
+ARRIVAL_FIELDS = ("email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth",
+                  "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid")  # fmt: skip
+
+
+def stable_id(*parts: str) -> str:
+    """Deterministic id of a record: the same input always gives the same id (replays are harmless)."""
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+
+
+def _seconds(value: str | None) -> float | None:
+    """`0.005s`, `2s`, `1m3s`, `1h2m` (Exim's readconf_printtime) -> seconds."""
+    if not value:
+        return None
+    total = 0.0
+    num = ""
+    try:
+        for ch in value:
+            if ch.isdigit() or ch == ".":
+                num += ch
+            elif ch in "wdhms":
+                total += float(num or 0) * {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}[ch]
+                num = ""
+            else:
+                return None
+        if num:
+            total += float(num)
+    except ValueError:
+        return None
+    return total
+
+
+def _domain(address: str) -> str:
+    at = address.rfind("@")
+    return address[at + 1 :].lower() if at >= 0 else ""
+
+
+def _strip_angle(value: str) -> str:
+    return value[1:-1] if value.startswith("<") and value.endswith(">") else value
+
+
+def _row_key_part(value: str) -> str:
+    """Addresses and local parts compare case-insensitively; pipes and paths keep their case."""
+    return value if value[:1] in ("|", "/") else value.lower()
+
+
+@dataclass(slots=True)
+class MessageState:
+    """Everything the joiner holds for one message. Bounded: ends on Completed (+grace) or expiry."""
+
+    msgid: str
+    arrival: dict | None = None  # ARRIVAL_FIELDS once the `<=` line (or what precedes it) is known
+    pre: dict = field(default_factory=dict)  # fields seen before `<=` (spam score, sender identification)
+    rows: dict = field(default_factory=dict)  # (recipient, deliveredto) -> last DeliveryEvent of the row
+    frozen: int = 0
+    completed_at: float = 0.0
+    last_seen: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "msgid": self.msgid,
+            "arrival": self.arrival,
+            "pre": self.pre,
+            "rows": [ev.to_dict() for ev in self.rows.values()],
+            "frozen": self.frozen,
+            "completed_at": self.completed_at,
+            "last_seen": self.last_seen,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MessageState:
+        rows = {}
+        for d in data.get("rows", []):
+            ev = DeliveryEvent.from_dict(d)
+            rows[(ev.recipient, ev.deliveredto)] = ev
+        return cls(
+            msgid=data["msgid"],
+            arrival=data.get("arrival"),
+            pre=data.get("pre") or {},
+            rows=rows,
+            frozen=data.get("frozen", 0),
+            completed_at=data.get("completed_at", 0.0),
+            last_seen=data.get("last_seen", 0.0),
+        )
+
+
+@dataclass(slots=True)
+class JoinOutput:
+    """What one line produced: events for the store, rejects, and the raw line kept for its message."""
+
+    events: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
+
+
+class Joiner:
+    """Joins the lines of one server's main log into delivery events.
+
+    `process(line)` parses and applies one line; `sweep(now)` ends finished and idle states (called by
+    `process` itself every SWEEP_EVERY lines, by event time). `latest()` folds every event emitted so far
+    the way the latest-state table does (only when `keep_latest`; for tests and small inputs).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        tz: str = "UTC",
+        accounts: AccountMap | None = None,
+        grace: float = DEFAULT_GRACE,
+        expiry: float = DEFAULT_EXPIRY,
+        keep_latest: bool = True,
+    ) -> None:
+        self.server = server
+        self.clock = LocalClock(tz)
+        self.accounts = accounts or AccountMap()
+        self.grace = grace
+        self.expiry = expiry
+        self.states: dict[str, MessageState] = {}
+        self._completed: deque[tuple[float, str]] = deque()
+        self.watermark = 0.0  # the latest event time seen (lines may go backwards; this does not)
+        self._since_sweep = 0
+        self._last_idle_scan = 0.0
+        self._latest: dict | None = {} if keep_latest else None
+        self.stats: dict[str, int] = {
+            "lines": 0, "message_lines": 0, "rejections": 0, "ignored": 0, "rejects": 0, "events": 0,
+            "completed": 0, "expired": 0, "retry_skips": 0, "open_messages": 0,
+        }  # fmt: skip
+        self.ignored_by_rule: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def process(self, line: str, file_id: str = "", offset: int = -1) -> JoinOutput:
+        out = JoinOutput()
+        stats = self.stats
+        stats["lines"] += 1
+        p = parse_line(line)
+        kind = p.kind
+        if kind == "ignored":
+            stats["ignored"] += 1
+            self.ignored_by_rule[p.rule] = self.ignored_by_rule.get(p.rule, 0) + 1
+            return out
+        if kind == "unparsed":
+            self._reject(out, line, p.reason, file_id, offset, 0.0)
+            return out
+        try:
+            ts = self.clock.epoch(p.date, p.time, p.zone)
+        except (ValueError, KeyError) as exc:
+            self._reject(out, line, f"invalid timestamp: {exc}", file_id, offset, 0.0)
+            return out
+        if ts > self.watermark:
+            self.watermark = ts
+        if kind == "rejection":
+            stats["rejections"] += 1
+            self._rejection(p, ts, line, out)
+        else:
+            stats["message_lines"] += 1
+            self._apply(p, ts, line, out)
+        if p.msgid or kind == "rejection":
+            msgid = p.msgid if p.msgid else out.events[0].msgid
+            out.lines.append(LogLineRecord(stable_id(self.server, line), self.server, msgid, ts, line))
+        self._since_sweep += 1
+        if self._since_sweep >= SWEEP_EVERY:
+            self.sweep(self.watermark)
+        stats["events"] += len(out.events)
+        return out
+
+    def sweep(self, now: float) -> int:
+        """End the states of messages completed more than `grace` ago and of those idle beyond `expiry`."""
+        self._since_sweep = 0
+        ended = 0
+        states = self.states
+        while self._completed and self._completed[0][0] + self.grace <= now:
+            _, msgid = self._completed.popleft()
+            st = states.get(msgid)
+            if st is not None and st.completed_at and st.completed_at + self.grace <= now:
+                del states[msgid]
+                ended += 1
+        if now - self._last_idle_scan >= min(self.expiry / 8, 3600.0):
+            self._last_idle_scan = now
+            stale = [k for k, st in states.items() if st.last_seen + self.expiry <= now]
+            for k in stale:
+                del states[k]
+            self.stats["expired"] += len(stale)
+            ended += len(stale)
+        self.stats["open_messages"] = len(states)
+        return ended
+
+    @property
+    def open_messages(self) -> int:
+        return len(self.states)
+
+    def latest(self) -> dict:
+        """{(msgid, recipient, deliveredto): DeliveryEvent} as the latest-state table shows it."""
+        if self._latest is None:
+            raise RuntimeError("Joiner(keep_latest=False) does not fold events")
+        return {k: ev for k, ev in self._latest.items() if not ev.is_deleted}
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _reject(self, out: JoinOutput, line: str, reason: str, file_id: str, offset: int, ts: float) -> None:
+        self.stats["rejects"] += 1
+        out.rejects.append(RejectRecord(stable_id(self.server, "reject", line), self.server, line, reason,
+                                        file_id, offset, ts))  # fmt: skip
+
+    def _emit(self, out: JoinOutput, ev: DeliveryEvent) -> None:
+        out.events.append(ev)
+        if self._latest is not None:
+            key = (ev.msgid, ev.recipient, ev.deliveredto)
+            prev = self._latest.get(key)
+            if prev is None or ev.version >= prev.version:
+                self._latest[key] = ev
+
+    def _state(self, msgid: str, ts: float) -> MessageState:
+        st = self.states.get(msgid)
+        if st is None:
+            st = MessageState(msgid)
+            self.states[msgid] = st
+        st.last_seen = ts
+        return st
+
+    def _apply(self, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+        kind = p.kind
+        st = self._state(p.msgid, ts)
+        if kind == "arrival":
+            self._arrival(st, p, ts, line, out)
+        elif kind in ("delivery", "defer", "failure"):
+            self._result(st, p, ts, line, out)
+        elif kind == "completed":
+            if not st.completed_at:
+                self.stats["completed"] += 1
+                self._completed.append((ts, st.msgid))
+            st.completed_at = ts
+        elif kind in ("removed", "cancelled"):
+            self._fail_open_rows(st, ts, line, p.body, out)
+        elif kind == "error_ignored":
+            self._error_ignored(st, p, ts, line, out)
+        elif kind == "frozen":
+            if not st.frozen:
+                st.frozen = 1
+                self._reemit_open(st, ts, line, p.body, out)
+        elif kind == "unfrozen":
+            if st.frozen:
+                st.frozen = 0
+                self._reemit_open(st, ts, line, p.body, out)
+        elif kind == "spam":
+            try:
+                st.pre["spamscore"] = float(p.fields["score"])
+            except (KeyError, ValueError):
+                pass
+            self._late_arrival_detail(st, out)
+        elif kind == "identification":
+            user = p.fields.get("U", "")
+            if user:
+                st.pre["user"] = user
+                self._late_arrival_detail(st, out)
+        # queued, locked, info, autoreply: kept as log lines of the message, no state change
+        if not st.rows and st.arrival is None and not st.pre and not st.completed_at:
+            # a line that says nothing about a message we hold: do not keep an empty state for it
+            del self.states[st.msgid]
+
+    # arrival -------------------------------------------------------------------------------------------
+
+    def _arrival_fields(self, st: MessageState, p: ParsedLine, ts: float) -> dict:
+        f = p.fields
+        email = p.address
+        if email == "<>":
+            email = ""
+        email = (
+            email.strip('"')
+            if email.count('"') == 2 and email.startswith('"') and email.endswith('"')
+            else email
+        )
+        protocol = f.get("P", "")
+        auth = f.get("A", "")
+        sender = senderauth = user = ""
+        if auth:
+            parts = auth.split(":")
+            senderauth = parts[0]
+            sender = parts[1] if len(parts) > 1 else ""
+            if "@" in sender:
+                user = self.accounts.user_of_domain(_domain(sender)) or sender
+            else:
+                user = sender
+        elif protocol.startswith("local"):
+            senderauth = "localuser"
+            sender = f.get("U", "")
+            user = sender
+        if "user" in st.pre:
+            user = st.pre["user"]
+        senderhost = f.get("Hname") or f.get("Hhelo", "")
+        size = f.get("S", "0")
+        return {
+            "email": email,
+            "sender": sender,
+            "user": user,
+            "domain": _domain(email),
+            "owner": self.accounts.owner_of(user),
+            "senderhost": senderhost,
+            "senderip": f.get("Hip", ""),
+            "senderauth": senderauth,
+            "spamscore": st.pre.get("spamscore"),
+            "sendunixtime": ts,
+            "size": int(size) if size.isdigit() else 0,
+            "subject": f.get("T", ""),
+            "message_id": f.get("id") or f.get("id*", ""),
+            "protocol": protocol,
+            "parent_msgid": f.get("R", "") if not email else "",
+        }
+
+    def _arrival(self, st: MessageState, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+        st.arrival = self._arrival_fields(st, p, ts)
+        recipients: list[str] = []
+        seen = set()
+        for rcpt in p.fields.get("for", "").split():
+            key = rcpt.lower()
+            if key not in seen:
+                seen.add(key)
+                recipients.append(key)
+        # rows that came before the arrival (cutthrough `>>`, a frozen mark …) now learn the arrival
+        for key, prev in list(st.rows.items()):
+            ev = self._copy_with_arrival(st, prev)
+            ev.version = prev.version + 1
+            st.rows[key] = ev
+            self._emit(out, ev)
+        have = {r for r, _ in st.rows}
+        targets = [r for r in recipients if r not in have] if recipients else ([] if st.rows else [""])
+        for rcpt in targets:
+            ev = self._new_event(st, "inprogress", rcpt, "", ts, line)
+            st.rows[(rcpt, "")] = ev
+            self._emit(out, ev)
+
+    def _late_arrival_detail(self, st: MessageState, out: JoinOutput) -> None:
+        """A detail that usually precedes `<=` came after it: apply it and re-emit the rows."""
+        if st.arrival is None:
+            return
+        if "spamscore" in st.pre:
+            st.arrival["spamscore"] = st.pre["spamscore"]
+        if "user" in st.pre:
+            st.arrival["user"] = st.pre["user"]
+            st.arrival["owner"] = self.accounts.owner_of(st.pre["user"])
+        for key, prev in list(st.rows.items()):
+            ev = self._copy_with_arrival(st, prev)
+            ev.version = prev.version + 1
+            st.rows[key] = ev
+            self._emit(out, ev)
+
+    # results -------------------------------------------------------------------------------------------
+
+    def _result(self, st: MessageState, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+        address = p.address
+        if address.startswith(">"):  # a filter's autoreply is logged as a delivery; it is not one
+            return
+        f = p.fields
+        rcpt = (p.original or address).lower()
+        deliveredto = _row_key_part(address)
+        router = f.get("R", "")
+        transport = f.get("T", "")
+        kind = p.kind
+        message = p.message
+        if kind == "delivery":
+            if address in FILTERED_TARGETS or transport == "**bypassed**":
+                etype = "filtered"
+            elif "archive" in router or "archive" in transport:
+                etype = "archive"
+            else:
+                etype = "success"
+            message = f.get("C", "") or message
+        elif kind == "defer":
+            etype = "defer"
+        else:
+            etype = "failure"
+        key = (rcpt, deliveredto)
+        prev = st.rows.get(key)
+        skip = kind == "defer" and "retry time not reached" in message
+        if skip and prev is not None and prev.type == "defer":
+            self.stats["retry_skips"] += 1
+            return
+        self._tombstone_placeholders(st, rcpt, ts, line, out)
+        ev = self._new_event(st, etype, rcpt, deliveredto, ts, line)
+        ev.router = router
+        ev.transport = transport
+        ev.transport_is_remote = 1 if "remote" in transport else 0
+        ev.host = f.get("Hname", "")
+        ev.ip = f.get("Hip", "")
+        ev.message = message
+        ev.confirmation = f.get("C", "")
+        ev.tls = f.get("X", "")
+        ev.queue_time = _seconds(f.get("QT"))
+        ev.delivery_time = _seconds(f.get("DT"))
+        dom = _domain(address) or _domain(rcpt)
+        ev.deliverydomain = dom
+        ev.deliveryuser = self.accounts.user_of_domain(dom)
+        ev.deliveryowner = self.accounts.owner_of(ev.deliveryuser)
+        ev.attempts = (prev.attempts if prev is not None else 0) + (0 if skip else 1)
+        if prev is not None and ev.version <= prev.version:
+            ev.version = prev.version + 1
+        st.rows[key] = ev
+        self._emit(out, ev)
+
+    def _tombstone_placeholders(
+        self, st: MessageState, rcpt: str, ts: float, line: str, out: JoinOutput
+    ) -> None:
+        for key in ((rcpt, ""), ("", "")):
+            ph = st.rows.get(key)
+            if ph is None or ph.type != "inprogress":
+                continue
+            tomb = self._copy_with_arrival(st, ph)
+            tomb.event_id = stable_id(self.server, st.msgid, key[0], "", "tombstone")
+            tomb.is_deleted = 1
+            tomb.version = max(ph.version + 1, self._version(ts, "inprogress", st))
+            tomb.actionunixtime = ts
+            del st.rows[key]
+            self._emit(out, tomb)
+
+    def _fail_open_rows(self, st: MessageState, ts: float, line: str, text: str, out: JoinOutput) -> None:
+        open_rows = [k for k, ev in st.rows.items() if ev.type not in FINAL_TYPES]
+        if not st.rows:
+            ev = self._new_event(st, "failure", "", "", ts, line)
+            ev.message = text
+            st.rows[("", "")] = ev
+            self._emit(out, ev)
+            return
+        for key in open_rows:
+            prev = st.rows[key]
+            ev = self._new_event(st, "failure", key[0], key[1], ts, line)
+            self._carry_delivery(prev, ev)
+            ev.message = text
+            ev.version = max(ev.version, prev.version + 1)
+            st.rows[key] = ev
+            self._emit(out, ev)
+
+    def _error_ignored(self, st: MessageState, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+        addr = p.address.lower()
+        for key, prev in list(st.rows.items()):
+            if prev.type in FINAL_TYPES or addr not in (key[0], key[1]):
+                continue
+            ev = self._new_event(st, "failure", key[0], key[1], ts, line)
+            self._carry_delivery(prev, ev)
+            ev.message = p.message
+            ev.version = max(ev.version, prev.version + 1)
+            st.rows[key] = ev
+            self._emit(out, ev)
+
+    def _reemit_open(self, st: MessageState, ts: float, line: str, text: str, out: JoinOutput) -> None:
+        for key, prev in list(st.rows.items()):
+            if prev.type in FINAL_TYPES:
+                continue
+            ev = self._new_event(st, prev.type, key[0], key[1], ts, line)
+            self._carry_delivery(prev, ev)
+            ev.message = text
+            ev.version = max(ev.version, prev.version + 1)
+            st.rows[key] = ev
+            self._emit(out, ev)
+
+    # rejections ----------------------------------------------------------------------------------------
+
+    def _rejection(self, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+        f = p.fields
+        msgid = p.msgid or "rej-" + stable_id(self.server, line)[:16]
+        st = self.states.get(p.msgid) if p.msgid else None
+        rcpt = p.address.lower()
+        email = _strip_angle(f.get("F", ""))
+        auth = f.get("A", "")
+        ev = DeliveryEvent(
+            event_id=stable_id(self.server, msgid, rcpt, "", "rejected", line),
+            type="rejected",
+            server=self.server,
+            msgid=msgid,
+            email=email,
+            sender=auth.split(":")[1] if auth.count(":") >= 1 else "",
+            domain=_domain(email),
+            senderhost=f.get("Hname") or f.get("Hhelo", ""),
+            senderip=f.get("Hip", ""),
+            senderauth=auth.split(":")[0] if auth else "",
+            sendunixtime=ts,
+            recipient=rcpt,
+            deliverydomain=_domain(rcpt),
+            router="reject",
+            transport="**rejected**",
+            message=p.message,
+            actionunixtime=ts,
+            attempts=1,
+        )
+        if ev.sender and "@" in ev.sender:
+            ev.user = self.accounts.user_of_domain(_domain(ev.sender)) or ev.sender
+        ev.owner = self.accounts.owner_of(ev.user)
+        ev.deliveryuser = self.accounts.user_of_domain(ev.deliverydomain)
+        ev.deliveryowner = self.accounts.owner_of(ev.deliveryuser)
+        if st is not None:
+            ev.spamscore = st.pre.get("spamscore")
+            del self.states[p.msgid]  # a message rejected after DATA never gets an id again
+        ev.version = self._version(ts, "rejected", None)
+        self._emit(out, ev)
+
+    # event construction --------------------------------------------------------------------------------
+
+    def _version(self, ts: float, etype: str, st: MessageState | None) -> int:
+        has_arrival = 1 if st is not None and st.arrival is not None else 0
+        return int(round(ts * 1000)) * 8 + OUTCOME_RANK[etype] * 2 + has_arrival
+
+    def _new_event(
+        self, st: MessageState, etype: str, rcpt: str, deliveredto: str, ts: float, line: str
+    ) -> DeliveryEvent:
+        ev = DeliveryEvent(
+            event_id=stable_id(self.server, st.msgid, rcpt, deliveredto, etype, line),
+            type=etype,
+            server=self.server,
+            msgid=st.msgid,
+            recipient=rcpt,
+            deliveredto=deliveredto,
+            actionunixtime=ts,
+            frozen=st.frozen,
+            version=self._version(ts, etype, st),
+        )
+        self._fill_arrival(st, ev)
+        if rcpt and not ev.deliverydomain:
+            ev.deliverydomain = _domain(rcpt)
+            ev.deliveryuser = self.accounts.user_of_domain(ev.deliverydomain)
+            ev.deliveryowner = self.accounts.owner_of(ev.deliveryuser)
+        return ev
+
+    def _fill_arrival(self, st: MessageState, ev: DeliveryEvent) -> None:
+        a = st.arrival
+        if a is None:
+            ev.sendunixtime = msgid_time(st.msgid)
+            ev.spamscore = st.pre.get("spamscore")
+            if "user" in st.pre:
+                ev.user = st.pre["user"]
+            return
+        for name in ARRIVAL_FIELDS:
+            setattr(ev, name, a[name])
+
+    def _copy_with_arrival(self, st: MessageState, prev: DeliveryEvent) -> DeliveryEvent:
+        ev = DeliveryEvent.from_dict(prev.to_dict())
+        self._fill_arrival(st, ev)
+        ev.frozen = prev.frozen
+        return ev
+
+    @staticmethod
+    def _carry_delivery(prev: DeliveryEvent, ev: DeliveryEvent) -> None:
+        """A message-level change keeps what the row's last attempt said about the delivery."""
+        for name in ("router", "transport", "transport_is_remote", "host", "ip", "confirmation", "tls",
+                     "queue_time", "delivery_time", "attempts", "deliverydomain", "deliveryuser", "deliveryowner"):  # fmt: skip
+            setattr(ev, name, getattr(prev, name))
+
+
+def join_lines(
+    server: str, lines, tz: str = "UTC", accounts: AccountMap | None = None
+) -> tuple[Joiner, JoinOutput]:
+    """Join an iterable of lines in one go (tests, small inputs): returns the joiner and everything emitted."""
+    joiner = Joiner(server, tz, accounts)
+    total = JoinOutput()
+    for n, line in enumerate(lines):
+        out = joiner.process(line.rstrip("\n"), offset=n)
+        total.events.extend(out.events)
+        total.rejects.extend(out.rejects)
+        total.lines.extend(out.lines)
+    return joiner, total
