@@ -153,10 +153,9 @@ def _parse(text: str) -> ParsedLine:
         and text[pos] == " "
         and text[pos + 1] in "+-"
         and _DIGITS.issuperset(text[pos + 2 : pos + 6])
-    ):
-        if pos + 6 == n or text[pos + 6] == " ":
-            zone = text[pos + 1 : pos + 6]
-            pos += 6
+    ) and (pos + 6 == n or text[pos + 6] == " "):
+        zone = text[pos + 1 : pos + 6]
+        pos += 6
     pid = ""
     if pos + 2 < n and text[pos] == " " and text[pos + 1] == "[":
         close = text.find("]", pos + 2)
