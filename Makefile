@@ -1,0 +1,55 @@
+# eximtrack — one entry point for humans. `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= chdb://$(CURDIR)/data
+export EXIMTRACK_CACHE ?= $(HOME)/.cache/eximtrack
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/eximtrack: pyproject.toml
+	@command -v $(PY) >/dev/null || PY=python3; test -d $(VENV) || $${PY:-python3} -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+venv: $(BIN)/eximtrack ## create the virtualenv and install eximtrack (+ dev tools)
+
+apt: ## install the system packages the tests use (Exim 4.96, Java, Maven) — needs root
+	@if ! command -v exim4 >/dev/null || ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq exim4-daemon-light default-jre-headless maven >/dev/null; fi
+	@exim4 --version | head -1
+
+broker-fetch: venv ## fetch Apache Kafka 4.x jars with Maven into $(EXIMTRACK_CACHE)
+	$(BIN)/python -m eximtrack.local_broker fetch
+
+deps: apt venv broker-fetch ## everything the tests need on a fresh machine
+
+demo: venv ## ingest the real-Exim sample logs into the embedded store and show a search
+	$(BIN)/eximtrack ingest --store $(STORE) --server demo1 samples/mainlog-cpanel.log
+	$(BIN)/eximtrack ingest --store $(STORE) --server demo2 samples/mainlog-all.log
+	$(BIN)/eximtrack search --store $(STORE) --show failures,deferred
+
+lint: venv ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: venv ## format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-unit: venv ## unit tests only (pure logic, seconds)
+	$(BIN)/pytest -q tests/unit
+
+clean: ## remove the local store and caches of this checkout
+	rm -rf data .pytest_cache .ruff_cache
+
+.PHONY: help venv apt broker-fetch deps demo lint fmt test test-unit clean

@@ -1,0 +1,316 @@
+"""Joiner: the outcome rules, state lifetime, deterministic ids and attribution."""
+
+from stream.accounts import AccountMap
+from stream.clock import LocalClock, msgid_time
+from stream.join import Joiner, MessageState, join_lines
+
+ID = "1xWksW-0004pV-1a"
+
+
+def L(t, body, msgid=ID):  # noqa: N802 - a log line
+    return f"2026-11-27 {t} [1] {msgid} {body}" if msgid else f"2026-11-27 {t} [1] {body}"
+
+
+ARRIVAL = (
+    "<= alice@local.test H=(client.example) [127.0.0.1]:37234 P=esmtpsa A=dovecot_login:alice@local.test S=597 "
+    'id=m1@client.example T="Hello" for ok-a@remote.test carol@local.test'
+)
+
+
+def latest_types(joiner):
+    return {(k[1], k[2]): ev.type for k, ev in joiner.latest().items()}
+
+
+def test_arrival_creates_inprogress_rows_per_recipient_with_arrival_fields():
+    j, out = join_lines("s1", [L("01:00:00.000", ARRIVAL)])
+    assert latest_types(j) == {("ok-a@remote.test", ""): "inprogress", ("carol@local.test", ""): "inprogress"}
+    ev = out.events[0]
+    assert (ev.email, ev.sender, ev.senderauth, ev.senderip, ev.senderhost) == (
+        "alice@local.test",
+        "alice@local.test",
+        "dovecot_login",
+        "127.0.0.1",
+        "client.example",
+    )
+    assert (ev.size, ev.subject, ev.message_id, ev.protocol, ev.domain) == (
+        597,
+        "Hello",
+        "m1@client.example",
+        "esmtpsa",
+        "local.test",
+    )
+    assert ev.sendunixtime == ev.actionunixtime == LocalClock("UTC").epoch("2026-11-27", "01:00:00.000")
+
+
+def test_arrival_without_recipient_list_gives_one_message_level_row():
+    j, _ = join_lines("s1", [L("01:00:00", "<= a@b.example U=bob P=local S=10")])
+    assert latest_types(j) == {("", ""): "inprogress"}
+    j, _ = join_lines(
+        "s1",
+        [
+            L("01:00:00", "<= a@b.example U=bob P=local S=10"),
+            L("01:00:01", "=> x@remote.test R=r T=remote_smtp"),
+        ],
+    )
+    assert latest_types(j) == {("x@remote.test", "x@remote.test"): "success"}
+
+
+def test_defer_then_success_replaces_state_and_keeps_history():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L(
+            "01:00:01",
+            "== ok-a@remote.test R=lookuphost T=remote_smtp defer (-44) H=h [1.2.3.4]: SMTP error: 451 later",
+        ),
+        L("01:00:01", "=> carol <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+        L("01:10:00", '=> ok-a@remote.test R=lookuphost T=remote_smtp H=h [1.2.3.4] X=TLS1.3:x C="250 ok"'),
+        L("01:10:00", "Completed"),
+    ]
+    j, out = join_lines("s1", lines)
+    assert latest_types(j) == {
+        ("ok-a@remote.test", "ok-a@remote.test"): "success",
+        ("carol@local.test", "carol"): "success",
+    }
+    row = j.latest()[(ID, "ok-a@remote.test", "ok-a@remote.test")]
+    assert (row.attempts, row.confirmation, row.tls, row.ip, row.transport_is_remote) == (
+        2,
+        "250 ok",
+        "TLS1.3:x",
+        "1.2.3.4",
+        1,
+    )
+    history = [e.type for e in out.events if e.recipient == "ok-a@remote.test" and not e.is_deleted]
+    assert history == ["inprogress", "defer", "success"]
+    # the placeholder was tombstoned exactly once per recipient
+    assert sum(e.is_deleted for e in out.events) == 2
+
+
+def test_outcome_types_filtered_archive_failure():
+    lines = [
+        L(
+            "01:00:00",
+            "<= a@b.example U=bob P=local S=10 for devnull@l.test arch@l.test bad@r.test by@l.test",
+        ),
+        L("01:00:01", "=> :blackhole: <devnull@l.test> R=virtual_aliases"),
+        L("01:00:01", "=> arch@l.test R=archiver_outgoing T=archiver_transport"),
+        L("01:00:01", "** bad@r.test R=lookuphost T=remote_smtp: SMTP error: 550 no such user"),
+        L("01:00:01", "=> /dev/null (x@l.test) <by@l.test> R=virtual_user_filter T=**bypassed**"),
+    ]
+    j, _ = join_lines("s1", lines)
+    assert latest_types(j) == {
+        ("devnull@l.test", ":blackhole:"): "filtered",
+        ("arch@l.test", "arch@l.test"): "archive",
+        ("bad@r.test", "bad@r.test"): "failure",
+        ("by@l.test", "/dev/null"): "filtered",
+    }
+    failure = j.latest()[(ID, "bad@r.test", "bad@r.test")]
+    assert failure.message == "SMTP error: 550 no such user"
+
+
+def test_forwarder_expansion_gives_one_row_per_final_address():
+    lines = [
+        L("01:00:00", "<= a@b.example H=(c) [1.1.1.1] P=esmtp S=10 for list@l.test"),
+        L("01:00:01", "=> ok-1@r.test <list@l.test> R=lookuphost T=remote_smtp H=h [2.2.2.2]"),
+        L("01:00:01", "-> ok-2@r.test <list@l.test> R=lookuphost T=remote_smtp H=h [2.2.2.2]"),
+        L("01:00:01", "=> alice <list@l.test> R=virtual_user T=dovecot_virtual_delivery"),
+    ]
+    j, _ = join_lines("s1", lines)
+    assert latest_types(j) == {
+        ("list@l.test", "ok-1@r.test"): "success",
+        ("list@l.test", "ok-2@r.test"): "success",
+        ("list@l.test", "alice"): "success",
+    }
+
+
+def test_cutthrough_before_arrival_is_enriched_when_arrival_comes():
+    lines = [
+        L("01:00:00.100", '>> ok@cut.test R=lookuphost T=remote_smtp H=h [2.2.2.2] C="250 ok"'),
+        L("01:00:00.101", '<= a@b.example H=(c) [1.1.1.1] P=esmtp S=10 T="cut" for ok@cut.test'),
+    ]
+    j, out = join_lines("s1", lines)
+    assert latest_types(j) == {("ok@cut.test", "ok@cut.test"): "success"}
+    row = j.latest()[(ID, "ok@cut.test", "ok@cut.test")]
+    assert (row.email, row.subject, row.senderip) == ("a@b.example", "cut", "1.1.1.1")
+    # the enriched event has the same id and a higher version, so the store replaces it
+    assert out.events[0].event_id == out.events[1].event_id and out.events[1].version > out.events[0].version
+
+
+def test_spam_score_before_arrival_is_carried():
+    lines = [
+        L(
+            "01:00:00",
+            'H=(c) [1.1.1.1]:5 Warning: "SpamAssassin as cpaneleximscanner detected message as NOT spam (0.4)"',
+        ),
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "=> carol <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+    ]
+    j, _ = join_lines("s1", lines)
+    assert {ev.spamscore for ev in j.latest().values()} == {0.4}
+
+
+def test_retry_time_not_reached_is_not_an_attempt():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (111): Connection refused"),
+        L(
+            "01:05:00",
+            "== ok-a@remote.test R=lookuphost T=remote_smtp defer (-54): retry time not reached for any host",
+        ),
+    ]
+    j, out = join_lines("s1", lines)
+    row = j.latest()[(ID, "ok-a@remote.test", "ok-a@remote.test")]
+    assert (row.type, row.attempts, row.message) == ("defer", 1, "Connection refused")
+    assert j.stats["retry_skips"] == 1
+
+
+def test_removed_and_cancelled_fail_open_rows_only():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "=> carol <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+        L("01:00:02", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (111): Connection refused"),
+        L("01:00:03", "cancelled by root"),
+        L("01:00:03", "Completed"),
+    ]
+    j, _ = join_lines("s1", lines)
+    assert latest_types(j) == {
+        ("carol@local.test", "carol"): "success",
+        ("ok-a@remote.test", "ok-a@remote.test"): "failure",
+    }
+    assert j.latest()[(ID, "ok-a@remote.test", "ok-a@remote.test")].message == "cancelled by root"
+    j, _ = join_lines("s1", [L("01:00:00", ARRIVAL), L("01:00:03", "removed by root")])
+    assert set(latest_types(j).values()) == {"failure"}
+
+
+def test_frozen_marks_open_rows_once():
+    lines = [L("01:00:00", ARRIVAL), L("01:00:00", "frozen by ACL"), L("01:30:00", "Message is frozen")]
+    j, out = join_lines("s1", lines)
+    assert {ev.frozen for ev in j.latest().values()} == {1}
+    assert {ev.type for ev in j.latest().values()} == {"inprogress"}
+    assert len(out.events) == 4  # 2 arrivals + 2 frozen updates; the repeated "Message is frozen" adds none
+    j, _ = join_lines("s1", lines + [L("02:00:00", "unfrozen by root")])
+    assert {ev.frozen for ev in j.latest().values()} == {0}
+
+
+def test_error_ignored_fails_that_address():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "ok-a@remote.test: error ignored: RFC 3461 DSN, failure notify not requested"),
+    ]
+    j, _ = join_lines("s1", lines)
+    assert latest_types(j)[("ok-a@remote.test", "")] == "failure"
+
+
+def test_bounce_links_parent():
+    lines = [
+        L(
+            "01:00:00",
+            '<= <> R=1xWksa-0004pz-0A U=Debian-exim P=local S=2354 T="Mail delivery failed" for carol@local.test',
+        )
+    ]
+    j, out = join_lines("s1", lines)
+    assert out.events[0].parent_msgid == "1xWksa-0004pz-0A" and out.events[0].email == ""
+
+
+def test_started_mid_log_emits_what_is_known():
+    j, out = join_lines("s1", [L("01:00:01", "=> x@r.test R=lookuphost T=remote_smtp H=h [2.2.2.2]")])
+    ev = out.events[0]
+    assert ev.type == "success" and ev.email == "" and ev.sendunixtime == msgid_time(ID)
+
+
+def test_smtp_rejection_gets_deterministic_synthetic_id():
+    line = L("01:00:00", "H=(c) [1.1.1.1]:5 F=<a@b.example> rejected RCPT <trap@l.test>: spam trap", msgid="")
+    _, out1 = join_lines("s1", [line])
+    _, out2 = join_lines("s1", [line])
+    ev = out1.events[0]
+    assert (
+        ev.type == "rejected"
+        and ev.recipient == "trap@l.test"
+        and ev.email == "a@b.example"
+        and ev.senderip == "1.1.1.1"
+    )
+    assert ev.msgid == out2.events[0].msgid and ev.event_id == out2.events[0].event_id
+    assert ev.msgid.startswith("rej-")
+    _, out3 = join_lines("s2", [line])
+    assert out3.events[0].msgid != ev.msgid  # ids are per server
+
+
+def test_event_ids_are_deterministic_and_unique():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (111): Connection refused"),
+        L("01:00:02", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (111): Connection refused again"),
+        L("01:00:03", "=> ok-a@remote.test R=lookuphost T=remote_smtp H=h [2.2.2.2]"),
+    ]
+    _, a = join_lines("s1", lines)
+    _, b = join_lines("s1", lines)
+    assert [(e.event_id, e.version) for e in a.events] == [(e.event_id, e.version) for e in b.events]
+    assert len({e.event_id for e in a.events}) == len(a.events)
+
+
+def test_state_ends_after_completed_plus_grace_and_after_expiry():
+    j = Joiner("s1", grace=60, expiry=3600)
+    j.process(L("01:00:00", ARRIVAL))
+    j.process(L("01:00:01", "Completed"))
+    j.process(L("01:00:00", "<= b@b.example U=x P=local S=1 for y@r.test", msgid="1xWksX-0004pV-1b"))
+    assert j.open_messages == 2
+    j.sweep(j.clock.epoch("2026-11-27", "01:00:30"))
+    assert j.open_messages == 2
+    j.sweep(j.clock.epoch("2026-11-27", "01:01:02"))
+    assert j.open_messages == 1 and j.stats["completed"] == 1
+    j.sweep(j.clock.epoch("2026-11-27", "02:00:01"))
+    assert j.open_messages == 0 and j.stats["expired"] == 1
+
+
+def test_message_state_round_trips_through_dict():
+    j, _ = join_lines("s1", [L("01:00:00", ARRIVAL), L("01:00:01", "=> carol <carol@local.test> R=v T=t")])
+    st = j.states[ID]
+    again = MessageState.from_dict(st.to_dict())
+    assert again.to_dict() == st.to_dict()
+
+
+def test_timezone_of_the_server_is_applied():
+    j, out = join_lines("s1", [L("01:00:00", ARRIVAL)], tz="Europe/Berlin")
+    assert out.events[0].actionunixtime == LocalClock("UTC").epoch("2026-11-27", "00:00:00")
+    p = Joiner("s1", tz="Europe/Berlin").clock.epoch("2026-11-27", "01:00:00", "+0000")
+    assert p == LocalClock("UTC").epoch("2026-11-27", "01:00:00")
+
+
+def test_attribution_from_account_maps():
+    accounts = AccountMap.from_text("local.test: alice\nremote.test: rem\n", "alice: reseller1\nrem: root\n")
+    j, out = join_lines(
+        "s1",
+        [L("01:00:00", ARRIVAL), L("01:00:01", "=> carol <carol@local.test> R=v T=dovecot")],
+        accounts=accounts,
+    )
+    row = j.latest()[(ID, "carol@local.test", "carol")]
+    assert (row.user, row.owner, row.deliveryuser, row.deliverydomain, row.deliveryowner) == (
+        "alice",
+        "reseller1",
+        "alice",
+        "local.test",
+        "reseller1",
+    )
+    local = join_lines("s1", [L("01:00:00", "<= bob@x.example U=bob P=local S=1 for a@r.test")])[1].events[0]
+    assert (local.user, local.sender, local.senderauth) == ("bob", "bob", "localuser")
+
+
+def test_every_line_is_accounted_for():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:00", "SMTP connection from [127.0.0.1]:1 (TCP/IP connection count = 1)", msgid=""),
+        L("01:00:00", "H=(c) [1.1.1.1]:5 F=<a@b.example> rejected RCPT <trap@l.test>: spam trap", msgid=""),
+        "garbage line",
+        L("01:00:01", "a message line nobody knows"),
+    ]
+    j, out = join_lines("s1", lines)
+    s = j.stats
+    assert s["lines"] == 5 == s["message_lines"] + s["rejections"] + s["ignored"] + s["rejects"]
+    assert (
+        s["rejects"] == 2
+        and len(out.rejects) == 2
+        and {r.reason for r in out.rejects}
+        == {
+            "no Exim timestamp at the start of the line",
+            "unrecognised message line",
+        }
+    )
