@@ -1,0 +1,230 @@
+"""Tests of the real-Exim harness itself (no eximtrack code): the logs exist, the truth matches them, and the
+log_selector modes differ as they should. Only tiny, independent regexes are used on the logs."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+
+import pytest
+
+from tests.exim.harness import ID_RE, LOG_SELECTORS, MODES, SCENARIOS
+
+pytestmark = [pytest.mark.exim, pytest.mark.slow]
+
+# what the scenario definitions produce, identical in every mode
+EXPECTED_TYPES = {"success": 21, "failure": 7, "defer": 2, "inprogress": 2, "filtered": 1}
+EXPECTED_BOUNCES = (
+    6  # S07 remote 550, S08 unknown user, S11 pipe fail, S12 :fail:, S22 -Mg, S23 retry timeout
+)
+EXPECTED_MESSAGES = 28  # 22 accepted messages + 6 bounces
+EXPECTED_REJECTIONS = Counter(
+    {("RCPT", False): 1, ("RCPT", True): 1, ("MAIL", False): 1, ("DATA", False): 1, ("SIZE", False): 1}
+)
+
+PREFIX = re.compile(
+    r"^(?P<date>\d{4}-\d\d-\d\d) (?P<time>\d\d:\d\d:\d\d(?P<ms>\.\d{3})?)(?: \[(?P<pid>\d+)\])?"
+    r"(?: (?P<id>" + ID_RE + r"))? (?P<body>.*)$"
+)
+
+
+def lines(res) -> list[str]:
+    return res.mainlog.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+
+
+def parsed(res) -> list[re.Match]:
+    out = []
+    for ln in lines(res):
+        m = PREFIX.match(ln)
+        assert m, f"unexpected line shape: {ln!r}"
+        out.append(m)
+    return out
+
+
+@pytest.fixture(params=MODES)
+def res(request, exim_runs):
+    return exim_runs[request.param]
+
+
+def test_all_modes_ran(exim_runs):
+    assert set(exim_runs) == set(MODES)
+    for mode, r in exim_runs.items():
+        assert r.mode == mode
+        assert r.log_selector == LOG_SELECTORS[mode]
+
+
+def test_log_exists(res):
+    assert res.mainlog.is_file()
+    assert res.mainlog.stat().st_size > 1000
+    assert any("daemon started" in ln for ln in lines(res)[:3])
+
+
+def test_no_self_check_problems(res):
+    assert res.problems == []
+
+
+def test_runtime_budget(res):
+    assert res.runtime < 60
+
+
+def test_daemon_stopped(res):
+    assert res.daemon_pid > 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(res.daemon_pid, 0)
+
+
+def test_expected_shape(res):
+    for e in res.expected:
+        assert {"msgid", "recipient", "type", "scenario"} <= set(e)
+        assert re.fullmatch(ID_RE, e["msgid"])
+        assert e["recipient"] == e["recipient"].lower() and "@" in e["recipient"]
+        assert e["type"] in {"success", "filtered", "defer", "failure", "inprogress"}
+    keys = [(e["msgid"], e["recipient"], e.get("deliveredto", "")) for e in res.expected]
+    assert len(keys) == len(set(keys))
+
+
+def test_counts(res):
+    assert Counter(e["type"] for e in res.expected) == EXPECTED_TYPES
+    assert len({e["msgid"] for e in res.expected}) == EXPECTED_MESSAGES
+    assert sum(1 for e in res.expected if "parent" in e) == EXPECTED_BOUNCES
+    assert Counter((r["kind"], r["temporary"]) for r in res.rejections) == EXPECTED_REJECTIONS
+    assert {fn.__name__.split("_")[0].upper() for fn in SCENARIOS} <= set(res.scenarios)
+
+
+def test_counts_identical_across_modes(exim_runs):
+    shapes = {
+        mode: sorted((e["scenario"], e["recipient"], e.get("deliveredto", ""), e["type"]) for e in r.expected)
+        for mode, r in exim_runs.items()
+    }
+    assert shapes["default"] == shapes["cpanel"] == shapes["all"]
+
+
+def test_every_expected_msgid_in_log(res):
+    ids = Counter(m["id"] for m in parsed(res) if m["id"])
+    for e in res.expected:
+        assert ids[e["msgid"]] >= 2, e  # at least an arrival and one more line
+    arrivals = {m["id"] for m in parsed(res) if m["body"].startswith(("<= ", "(= "))}
+    assert {e["msgid"] for e in res.expected} <= arrivals
+
+
+def test_final_lines_agree_with_truth(res):
+    """Coarse, independent check: the last flag line of each expected message agrees with its types."""
+    last_flags: dict[str, set[str]] = {}
+    notes: dict[str, list[str]] = {}
+    for m in parsed(res):
+        if not m["id"]:
+            continue
+        body = m["body"]
+        flag = body[:2]
+        if flag in ("=>", "->", ">>", "**", "==") and body[2:3] == " ":
+            last_flags.setdefault(m["id"], set()).add(flag)
+        notes.setdefault(m["id"], []).append(body)
+    for e in res.expected:
+        f = last_flags.get(e["msgid"], set())
+        body = notes[e["msgid"]]
+        if e["type"] in ("success", "filtered"):
+            assert f & {"=>", "->", ">>"}, e
+        elif e["type"] == "defer":
+            assert f == {"=="}, e
+        elif e["type"] == "inprogress":
+            assert not f, e
+        elif e.get("how") == "removed":
+            assert any(b.startswith("removed by ") for b in body), e
+        elif e.get("how") == "cancelled":
+            assert any(b.startswith("cancelled by ") for b in body), e
+        else:
+            assert "**" in f, e
+
+
+def test_queue_at_end(res):
+    pending = {e["msgid"] for e in res.expected if e["type"] in ("defer", "inprogress")}
+    assert set(res.queue_at_end) == pending
+
+
+def test_bounces(res):
+    log = "\n".join(lines(res))
+    for e in res.expected:
+        if "parent" in e:
+            assert re.search(re.escape(e["msgid"]) + r" <= <> R=" + re.escape(e["parent"]) + " ", log)
+            assert e["recipient"] == "alice@local.test"
+
+
+def test_rejection_lines(res):
+    log = lines(res)
+    for r in res.rejections:
+        if r["kind"] == "RCPT":
+            word = "temporarily rejected" if r["temporary"] else "rejected"
+            assert any(f"F=<{r['sender']}> {word} RCPT <{r['recipient']}>" in ln for ln in log), r
+        elif r["kind"] == "MAIL":
+            assert any(f"rejected MAIL <{r['sender']}>" in ln for ln in log), r
+        elif r["kind"] == "SIZE":
+            assert any(
+                f"rejected MAIL FROM:<{r['sender']}>" in ln and "message too big" in ln for ln in log
+            ), r
+        elif r["kind"] == "DATA":
+            assert any(f"F=<{r['sender']}> rejected after DATA" in ln for ln in log), r
+
+
+def _first_index(res, msgid, pred):
+    for i, m in enumerate(parsed(res)):
+        if m["id"] == msgid and pred(m["body"]):
+            return i
+    return None
+
+
+def test_spam_warning_before_arrival(res):
+    smtp_ids = {
+        m["id"] for m in parsed(res) if m["id"] and m["body"].startswith("<= ") and " P=esmtp" in m["body"]
+    }
+    assert len(smtp_ids) >= 15
+    for mid in smtp_ids:
+        w = _first_index(res, mid, lambda b: 'Warning: "SpamAssassin as cpaneleximscanner detected' in b)
+        a = _first_index(res, mid, lambda b: b.startswith("<= "))
+        assert w is not None and w < a, mid
+
+
+def test_cutthrough_before_arrival(res):
+    (e,) = [e for e in res.expected if e["scenario"] == "S14"]
+    c = _first_index(res, e["msgid"], lambda b: b.startswith(">> ok-cut@cut.test "))
+    a = _first_index(res, e["msgid"], lambda b: b.startswith("<= "))
+    assert c is not None and a is not None and c < a
+
+
+def test_auth_and_local_submissions(res):
+    by_sc = {}
+    for e in res.expected:
+        by_sc.setdefault(e["scenario"], e["msgid"])
+    arrivals = {m["id"]: m["body"] for m in parsed(res) if m["id"] and m["body"].startswith("<= ")}
+    assert " P=esmtpa " in arrivals[by_sc["S24"]]
+    assert " A=dovecot_login:alice@local.test " in arrivals[by_sc["S24"]]
+    assert " U=root P=local " in arrivals[by_sc["S25"]]
+
+
+def test_mode_differences(exim_runs):
+    text = {m: "\n".join(lines(r)) for m, r in exim_runs.items()}
+    rows = {m: parsed(r) for m, r in exim_runs.items()}
+    # subject only with +subject (cpanel, all)
+    assert ' T="S01 local delivery"' not in text["default"]
+    assert ' T="S01 local delivery"' in text["cpanel"] and ' T="S01 local delivery"' in text["all"]
+    # pid and millisec only with +all
+    assert all(m["pid"] for m in rows["all"]) and all(m["ms"] for m in rows["all"])
+    for mode in ("default", "cpanel"):
+        assert not any(m["pid"] or m["ms"] for m in rows[mode])
+    # +received_recipients, +incoming_port, +smtp_connection, +arguments: cpanel and all
+    for mode, present in (("default", False), ("cpanel", True), ("all", True)):
+        arr = [m["body"] for m in rows[mode] if m["body"].startswith("<= alice@local.test H=")]
+        assert arr
+        assert all(" for " in b for b in arr) is present
+        assert all(re.search(r"\[127\.0\.0\.1\]:\d+ ", b) for b in arr) is present
+        assert ("SMTP connection from [127.0.0.1]" in text[mode]) is present
+        assert any(m["body"].startswith("cwd=") for m in rows[mode]) is present
+    # interface and receive time only with +all
+    assert " I=[127.0.0.1]:" in text["all"] and " I=[127.0.0.1]:" not in text["cpanel"]
+    assert " RT=" in text["all"] and " QT=" in text["all"] and " DT=" in text["all"]
+    assert " QT=" not in text["default"]
+
+
+def test_distinct_runs(exim_runs):
+    ids = [{e["msgid"] for e in r.expected} for r in exim_runs.values()]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
