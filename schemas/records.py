@@ -104,7 +104,10 @@ class DeliveryEvent:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in EVENT_FIELDS}
+
+    def copy(self) -> DeliveryEvent:
+        return DeliveryEvent(**{name: getattr(self, name) for name in EVENT_FIELDS})
 
     @classmethod
     def from_dict(cls, data: dict) -> DeliveryEvent:

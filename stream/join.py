@@ -572,7 +572,7 @@ class Joiner:
             setattr(ev, name, a[name])
 
     def _copy_with_arrival(self, st: MessageState, prev: DeliveryEvent) -> DeliveryEvent:
-        ev = DeliveryEvent.from_dict(prev.to_dict())
+        ev = prev.copy()
         self._fill_arrival(st, ev)
         ev.frozen = prev.frozen
         return ev

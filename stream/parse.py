@@ -300,28 +300,14 @@ def _host_fields(body: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- field scanner
 
 
+_TOKEN_RE = re.compile(r'(?:[^ "]|"(?:\\.|[^"\\])*"?)+')
+
+
 def _split_tokens(s: str) -> list[str]:
     """Split on spaces, keeping `KEY="…"` quoted values (with \\" and \\\\ escapes) as one token."""
     if '"' not in s:
-        return s.split(" ")
-    tokens: list[str] = []
-    i, n = 0, len(s)
-    while i < n:
-        if s[i] == " ":
-            i += 1
-            continue
-        j = i
-        while j < n and s[j] != " ":
-            if s[j] == '"':
-                j += 1
-                while j < n and s[j] != '"':
-                    if s[j] == "\\":
-                        j += 1
-                    j += 1
-            j += 1
-        tokens.append(s[i:j])
-        i = j
-    return tokens
+        return s.split()
+    return _TOKEN_RE.findall(s)
 
 
 def unquote(value: str) -> str:
