@@ -1,0 +1,323 @@
+"""Track Delivery search, as SQL: pure functions that build (sql, params), no I/O.
+
+`build_search(filters)` reads the latest state per recipient (`latest FINAL`, which also drops the
+tombstoned "in progress" placeholders). Every user value is a bound parameter ({name:Type}); column names
+(sort) are whitelisted against the record's field list. Result columns are exactly the DeliveryEvent field
+names, with sendunixtime/actionunixtime as epoch seconds (Float64).
+
+Matching (`match`: eq | begins | contains) is case-insensitive on lower(column) for addresses, subject,
+headers, IPs, accounts and domains — the skip indexes of the migrations are built on lower(column).
+`msgid` and `server` are compared case-sensitively (Exim ids are base-62: case matters; server is in the
+sort key). since/until apply to sendunixtime, or to actionunixtime when the arrival time is unknown (0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
+
+MATCH_MODES = ("eq", "begins", "contains")
+TIME_COLUMNS = ("sendunixtime", "actionunixtime")
+DEFAULT_SORT = "sendunixtime"
+
+
+class SearchError(ValueError):
+    """A filter value the search cannot use (reported to the user, exit code 2)."""
+
+
+@dataclass
+class SearchFilters:
+    recipient: str | None = None
+    sender: str | None = None  # envelope sender (`email`)
+    address: str | None = None  # sender or recipient
+    domain: str | None = None  # sender or recipient domain
+    msgid: str | None = None
+    message_id: str | None = None  # Message-ID header
+    subject: str | None = None
+    senderip: str | None = None
+    server: str | None = None
+    user: str | None = None
+    type: list[str] = field(default_factory=list)
+    show: list[str] = field(default_factory=list)  # successes, deferred, failures, inprogress
+    since: float | str | None = None  # epoch seconds or ISO date/time (UTC unless it carries a zone)
+    until: float | str | None = None
+    match: str = "eq"
+    sort: str | None = None  # FIELD, -FIELD, FIELD:asc, FIELD:desc
+    limit: int | None = None
+
+
+def _select_list(prefix: str = "") -> str:
+    cols = []
+    for name in EVENT_FIELDS:
+        if name in TIME_COLUMNS:
+            cols.append(f"toUnixTimestamp64Milli({prefix}{name}) / 1000 AS {name}")
+        else:
+            cols.append(f"{prefix}{name}" if not prefix else f"{prefix}{name} AS {name}")
+    return ", ".join(cols)
+
+
+def parse_time(value: float | int | str | None, name: str = "time") -> float | None:
+    """Epoch seconds or an ISO 8601 date/time (naive = UTC) -> epoch seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise SearchError(
+            f"{name}: {value!r} is neither an ISO date/time (2026-11-27 or 2026-11-27T10:00) nor epoch seconds"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _ph(name: str, ch_type: str) -> str:
+    """A bound-parameter placeholder {name:Type}."""
+    return "{" + name + ":" + ch_type + "}"
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _Builder:
+    def __init__(self, match: str):
+        if match not in MATCH_MODES:
+            raise SearchError(f"match must be one of {', '.join(MATCH_MODES)}, not {match!r}")
+        self.match = match
+        self.where: list[str] = []
+        self.params: dict[str, object] = {}
+
+    def param(self, value, prefix: str = "p") -> str:
+        name = f"{prefix}{len(self.params)}"
+        self.params[name] = value
+        return name
+
+    def text(self, exprs: Iterable[str], value: str, *, case_sensitive: bool = False) -> None:
+        """One condition: any of `exprs` matches `value` under the match mode."""
+        value = str(value)
+        if not case_sensitive:
+            value = value.lower()
+        if self.match == "eq":
+            op, arg = "=", value
+        else:
+            pattern = _like_escape(value) + "%" if self.match == "begins" else "%" + _like_escape(value) + "%"
+            op, arg = "LIKE", pattern
+        placeholder = _ph(self.param(arg), "String")
+        parts = []
+        for expr in exprs:
+            e = expr if case_sensitive else f"lower({expr})"
+            parts.append(f"{e} {op} {placeholder}")
+        self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
+
+
+def _domain_of(col: str) -> str:
+    return f"if(position({col}, '@') > 0, substring({col}, position({col}, '@') + 1), '')"
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    out = []
+    for item in value:
+        out.extend(p.strip() for p in str(item).split(",") if p.strip())
+    return out
+
+
+def parse_sort(sort: str | None) -> tuple[str, str]:
+    """FIELD / -FIELD / FIELD:asc / FIELD:desc → (column, direction). Time columns default to desc."""
+    text = (sort or DEFAULT_SORT).strip()
+    direction = None
+    if text.startswith("-"):
+        text, direction = text[1:], "DESC"
+    if ":" in text:
+        text, _, d = text.partition(":")
+        d = d.strip().lower()
+        if d not in ("asc", "desc"):
+            raise SearchError(f"sort direction must be asc or desc, not {d!r}")
+        direction = d.upper()
+    column = text.strip()
+    if column not in EVENT_FIELDS:
+        raise SearchError(f"cannot sort by {column!r}: not a column (choose from {', '.join(EVENT_FIELDS)})")
+    if direction is None:
+        direction = "DESC" if column in TIME_COLUMNS else "ASC"
+    return column, direction
+
+
+def _filters(filters: SearchFilters | Mapping | None) -> SearchFilters:
+    if filters is None:
+        return SearchFilters()
+    if isinstance(filters, SearchFilters):
+        return filters
+    known = {f.name for f in dataclasses.fields(SearchFilters)}
+    unknown = set(filters) - known
+    if unknown:
+        raise SearchError(f"unknown search filter(s): {', '.join(sorted(unknown))}")
+    return SearchFilters(**{k: v for k, v in filters.items() if v is not None})
+
+
+def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, dict]:
+    f = _filters(filters)
+    b = _Builder(f.match or "eq")
+    if f.recipient:
+        b.text(["recipient"], f.recipient)
+    if f.sender:
+        b.text(["email"], f.sender)
+    if f.address:
+        b.text(["email", "recipient"], f.address)
+    if f.domain:
+        b.text(["domain", _domain_of("email"), _domain_of("recipient"), "deliverydomain"], f.domain)
+    if f.msgid:
+        b.text(["msgid"], f.msgid, case_sensitive=True)
+    if f.message_id:
+        b.text(["message_id"], f.message_id.strip().strip("<>") if b.match != "eq" else f.message_id)
+    if f.subject:
+        b.text(["subject"], f.subject)
+    if f.senderip:
+        b.text(["senderip"], f.senderip)
+    if f.server:
+        b.text(["server"], f.server, case_sensitive=True)
+    if f.user:
+        b.text(["user"], f.user)
+
+    types = _as_list(f.type)
+    bad = [t for t in types if t not in OUTCOMES]
+    if bad:
+        raise SearchError(f"unknown type(s) {', '.join(bad)}: choose from {', '.join(OUTCOMES)}")
+    if types:
+        b.where.append("type IN " + _ph(b.param(sorted(set(types)), "types"), "Array(String)"))
+
+    groups = _as_list(f.show)
+    bad = [g for g in groups if g not in SHOW_GROUPS]
+    if bad:
+        raise SearchError(f"unknown show group(s) {', '.join(bad)}: choose from {', '.join(SHOW_GROUPS)}")
+    if groups:
+        shown = sorted({t for g in groups for t in SHOW_GROUPS[g]})
+        b.where.append("type IN " + _ph(b.param(shown, "show"), "Array(String)"))
+
+    since = parse_time(f.since, "since")
+    until = parse_time(f.until, "until")
+    when = "if(sendunixtime = 0, actionunixtime, sendunixtime)"
+    if since is not None:
+        p = _ph(b.param(round(since * 1000), "since"), "Int64")
+        b.where.append(f"{when} >= fromUnixTimestamp64Milli({p}, 'UTC')")
+    if until is not None:
+        p = _ph(b.param(round(until * 1000), "until"), "Int64")
+        b.where.append(f"{when} <= fromUnixTimestamp64Milli({p}, 'UTC')")
+
+    column, direction = parse_sort(f.sort)
+    tiebreak = ("server", "msgid", "recipient", "deliveredto")
+    order = [f"{column} {direction}"] + [f"{c} ASC" for c in tiebreak if c != column]
+
+    limit = ""
+    if f.limit is not None:
+        try:
+            n = int(f.limit)
+        except (TypeError, ValueError):
+            raise SearchError(f"limit must be a whole number, not {f.limit!r}") from None
+        if n < 0:
+            raise SearchError("limit must be >= 0")
+        limit = " LIMIT " + _ph(b.param(n, "limit"), "UInt64")
+
+    where = (" WHERE " + " AND ".join(b.where)) if b.where else ""
+    # The inner query filters and sorts on the real columns (DateTime64, usable by the skip indexes); the
+    # outer one only converts times to epoch seconds, so its aliases cannot shadow a column in WHERE.
+    sql = (
+        f"SELECT {_select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+        f"ORDER BY {', '.join(order)}{limit}) AS r"
+    )
+    return sql, b.params
+
+
+# Columns of the arrival (the `<=` line) of a message.
+ARRIVAL_FIELDS = (
+    "server",
+    "msgid",
+    "email",
+    "sender",
+    "user",
+    "domain",
+    "owner",
+    "senderhost",
+    "senderip",
+    "senderauth",
+    "spamscore",
+    "sendunixtime",
+    "size",
+    "subject",
+    "message_id",
+    "protocol",
+    "parent_msgid",
+)
+
+
+def _arrival_select() -> str:
+    return ", ".join(
+        f"toUnixTimestamp64Milli(sendunixtime) / 1000 AS {c}" if c == "sendunixtime" else c
+        for c in ARRIVAL_FIELDS
+    )
+
+
+def build_show(msgid: str, server: str | None = None) -> dict[str, tuple[str, dict]]:
+    """Queries for `eximtrack show`: {"arrival", "attempts", "children", "lines"} → (sql, params).
+
+    arrival: one row per server holding the message (the most complete state known);
+    attempts: every event (tombstones excluded) in order: server, actionunixtime, version;
+    children: latest rows of bounces/DSNs whose parent_msgid is the message; lines: its raw log lines.
+    """
+    if not msgid or not str(msgid).strip():
+        raise SearchError("a message id is required")
+    params: dict[str, object] = {"msgid": str(msgid).strip()}
+    cond = "msgid = {msgid:String}"
+    child_cond = "parent_msgid = {msgid:String}"
+    if server:
+        params["server"] = server
+        cond += " AND server = {server:String}"
+        child_cond += " AND server = {server:String}"
+    arrival = (
+        f"SELECT {_arrival_select()} FROM events FINAL WHERE {cond} AND is_deleted = 0 "
+        "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server"
+    )
+    attempts = (
+        f"SELECT {_select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond} AND is_deleted = 0 "
+        "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
+    )
+    children = (
+        f"SELECT {_select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond} "
+        "ORDER BY server, sendunixtime, msgid, recipient) AS c"
+    )
+    lines = (
+        "SELECT server, msgid, toUnixTimestamp64Milli(logunixtime) / 1000 AS logunixtime, line, line_id "
+        f"FROM log_lines FINAL WHERE {cond} ORDER BY server, logunixtime, line_id"
+    )
+    return {
+        "arrival": (arrival, dict(params)),
+        "attempts": (attempts, dict(params)),
+        "children": (children, dict(params)),
+        "lines": (lines, dict(params)),
+    }
+
+
+__all__ = [
+    "ARRIVAL_FIELDS",
+    "MATCH_MODES",
+    "SearchError",
+    "SearchFilters",
+    "build_search",
+    "build_show",
+    "parse_sort",
+    "parse_time",
+]

@@ -1,0 +1,122 @@
+"""Pure row encoding: records of schemas/records.py -> column lists for clickhouse-connect inserts.
+
+No I/O here. Times (epoch seconds as float in the records) become integer milliseconds, which
+clickhouse-connect writes as DateTime64(3) ticks unchanged (it refuses plain floats for DateTime64).
+Column order is exactly the record's field order, which is also the column order of the migrations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from schemas.records import (
+    EVENT_FIELDS,
+    LOGLINE_FIELDS,
+    REJECT_FIELDS,
+    DeliveryEvent,
+    LogLineRecord,
+    RejectRecord,
+)
+
+# Record fields stored as DateTime64(3, 'UTC').
+TIME_FIELDS = frozenset({"sendunixtime", "actionunixtime", "logunixtime"})
+
+# Largest time DateTime64(3) accepts here without overflow surprises (year 2299).
+_MAX_MS = 10_413_791_999_999
+
+
+def to_ms(seconds: float | int | None) -> int:
+    """Epoch seconds (float) -> integer milliseconds, clamped to the DateTime64 range; bad values -> 0."""
+    if seconds is None:
+        return 0
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return 0
+    if not math.isfinite(value) or value <= 0:
+        return 0
+    ms = round(value * 1000)
+    return ms if ms <= _MAX_MS else _MAX_MS
+
+
+def _opt_float(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _uint(value) -> int:
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return value if value > 0 else 0
+
+
+def _str(value) -> str:
+    return "" if value is None else str(value)
+
+
+# Per-field converters (everything not listed is a string column).
+_EVENT_CONVERT = {
+    "sendunixtime": to_ms,
+    "actionunixtime": to_ms,
+    "spamscore": _opt_float,
+    "queue_time": _opt_float,
+    "delivery_time": _opt_float,
+    "size": _uint,
+    "attempts": _uint,
+    "frozen": _uint,
+    "transport_is_remote": _uint,
+    "version": _uint,
+    "is_deleted": _uint,
+    "schema_version": _uint,
+}
+_REJECT_CONVERT = {"logunixtime": to_ms, "offset": int, "schema_version": _uint}
+_LOGLINE_CONVERT = {"logunixtime": to_ms, "schema_version": _uint}
+
+
+def _encoder(fields: tuple[str, ...], convert: dict):
+    funcs = [(name, convert.get(name, _str)) for name in fields]
+
+    def encode(record) -> list:
+        return [func(getattr(record, name)) for name, func in funcs]
+
+    return encode
+
+
+encode_event = _encoder(EVENT_FIELDS, _EVENT_CONVERT)
+encode_reject = _encoder(REJECT_FIELDS, _REJECT_CONVERT)
+encode_logline = _encoder(LOGLINE_FIELDS, _LOGLINE_CONVERT)
+
+
+def event_rows(events: Iterable[DeliveryEvent]) -> list[list]:
+    return [encode_event(e) for e in events]
+
+
+def reject_rows(rejects: Iterable[RejectRecord]) -> list[list]:
+    return [encode_reject(r) for r in rejects]
+
+
+def logline_rows(lines: Iterable[LogLineRecord]) -> list[list]:
+    return [encode_logline(r) for r in lines]
+
+
+def row_to_event(columns: Iterable[str], row: Iterable) -> DeliveryEvent:
+    """A result row whose columns are DeliveryEvent field names (times as epoch seconds) -> DeliveryEvent."""
+    return DeliveryEvent.from_dict(dict(zip(columns, row, strict=False)))
+
+
+__all__ = [
+    "TIME_FIELDS",
+    "encode_event",
+    "encode_logline",
+    "encode_reject",
+    "event_rows",
+    "logline_rows",
+    "reject_rows",
+    "row_to_event",
+    "to_ms",
+]

@@ -1,0 +1,263 @@
+"""The ClickHouse store: one code path (clickhouse-connect) over two backends, embedded chDB or a server.
+
+    store = Store.open("chdb:///var/lib/eximtrack?database=eximtrack")   # or http://host:8123/eximtrack
+    store.insert_events(events); store.insert_rejects(rejects); store.insert_lines(lines)
+    result = store.query("SELECT … WHERE recipient = {r:String}", {"r": "a@b"})
+
+Opening applies the migrations (schemas/clickhouse/*.sql) and, when asked, the retention. Inserts are
+batched (≤ 50k rows per insert). Idempotency comes from deterministic ids + ReplacingMergeTree: inserting
+the same records again changes nothing a `FINAL` query can see. chDB allows one engine path per process and
+one process per directory, so chDB clients are cached per process (per path and database).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import clickhouse_connect
+
+from eximtrack.config import (
+    ConfigError,
+    StoreURL,
+    parse_store_url,
+    resolve_retention_days,
+    resolve_store_url,
+)
+from schemas.records import EVENT_FIELDS, LOGLINE_FIELDS, REJECT_FIELDS
+from sinks.clickhouse import encode, migrations
+
+BATCH_ROWS = 50_000
+
+
+class StoreError(RuntimeError):
+    """The store could not be opened or used (message meant for the user)."""
+
+
+_lock = threading.RLock()
+_chdb_path: str | None = None
+_chdb_clients: dict[tuple[str, str], Any] = {}
+
+
+def _chdb_client(url: StoreURL):
+    global _chdb_path
+    with _lock:
+        key = (url.path, url.database)
+        if key in _chdb_clients:
+            return _chdb_clients[key]
+        if _chdb_path is not None and _chdb_path != url.path:
+            raise StoreError(
+                f"chDB allows one store path per process: this process already uses {_chdb_path}, "
+                f"cannot also open {url.path}"
+            )
+        try:
+            if url.path != ":memory:":
+                import os
+
+                os.makedirs(url.path, exist_ok=True)
+            bootstrap = _chdb_clients.get((url.path, ""))
+            if bootstrap is None:
+                bootstrap = clickhouse_connect.get_client(dsn=_chdb_dsn(url.path))
+                _chdb_clients[(url.path, "")] = bootstrap
+            _chdb_path = url.path
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
+            client = clickhouse_connect.get_client(dsn=_chdb_dsn(url.path), database=url.database)
+        except StoreError:
+            raise
+        except Exception as exc:  # chDB's lock error, bad directory, …
+            raise StoreError(f"cannot open chDB store {url.path}: {_first_line(exc)}") from exc
+        _chdb_clients[key] = client
+        return client
+
+
+def current_chdb_path() -> str | None:
+    """The chDB path this process uses (None before the first chDB store is opened)."""
+    return _chdb_path
+
+
+def _chdb_dsn(path: str) -> str:
+    return "chdb://memory" if path == ":memory:" else f"chdb://{path}"
+
+
+def _http_client(url: StoreURL):
+    kwargs = dict(
+        host=url.host,
+        port=url.port,
+        secure=url.secure,
+        username=url.username or "default",
+        password=url.password or "",
+    )
+    try:
+        client = clickhouse_connect.get_client(**kwargs)
+        client.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
+        client.database = url.database
+    except Exception as exc:
+        raise StoreError(f"cannot open ClickHouse store {url.display()}: {_first_line(exc)}") from exc
+    return client
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _batches(rows: Sequence, size: int):
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class Store:
+    def __init__(self, client, url: StoreURL):
+        self.client = client
+        self.url = url
+
+    # -- opening -----------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        url: str | StoreURL | None = None,
+        *,
+        retention_days: int | None = None,
+        migrate: bool = True,
+    ) -> Store:
+        """Open (and migrate) a store. `url` None → $EXIMTRACK_STORE or chdb://./data.
+
+        retention_days: None → $EXIMTRACK_RETENTION_DAYS if set, else leave the TTL as it is (90 days on a
+        new store); 0 → keep forever; N → TTL of N days on events, latest, rejects and log_lines.
+        """
+        if not isinstance(url, StoreURL):
+            url = parse_store_url(resolve_store_url(url))
+        client = _chdb_client(url) if url.backend == "chdb" else _http_client(url)
+        store = cls(client, url)
+        if migrate:
+            try:
+                migrations.apply_migrations(client)
+            except Exception as exc:
+                raise StoreError(
+                    f"applying migrations to {url.display()} failed: {_first_line(exc)}"
+                ) from exc
+            days = resolve_retention_days(retention_days)
+            if days is not None:
+                store.set_retention(days)
+        return store
+
+    def close(self) -> None:
+        """Close a server client. chDB clients stay cached for the life of the process (one engine)."""
+        if self.url.backend != "chdb":
+            self.client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- retention ---------------------------------------------------------------------------------
+    def retention_days(self) -> int:
+        return migrations.current_retention(self.client, "events")
+
+    def set_retention(self, days: int) -> list[str]:
+        if days < 0:
+            raise ConfigError("retention days must be >= 0")
+        return migrations.ensure_retention(self.client, days)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _insert(self, table: str, columns: tuple[str, ...], rows: list[list], batch_rows: int) -> int:
+        for batch in _batches(rows, max(1, batch_rows)):
+            self.client.insert(table, batch, column_names=list(columns))
+        return len(rows)
+
+    def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
+        """Insert DeliveryEvents into `events` (the materialized view feeds `latest`)."""
+        return self._insert("events", EVENT_FIELDS, encode.event_rows(events), batch_rows)
+
+    def insert_rejects(self, rejects: Iterable, batch_rows: int = BATCH_ROWS) -> int:
+        return self._insert("rejects", REJECT_FIELDS, encode.reject_rows(rejects), batch_rows)
+
+    def insert_lines(self, lines: Iterable, batch_rows: int = BATCH_ROWS) -> int:
+        return self._insert("log_lines", LOGLINE_FIELDS, encode.logline_rows(lines), batch_rows)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _readonly_chdb_client(self):
+        """A separate chDB session with readonly=1 for the whole session.
+
+        Per-call readonly=1 is unsafe on the chDB backend: for statements clickhouse-connect treats as
+        inserts/commands it applies settings with SET … and restores them with SET … = DEFAULT, which a
+        read-only session refuses ("Cannot modify 'readonly' setting in readonly mode"), so the writer's
+        session would stay read-only. A dedicated session cannot leak."""
+        key = (self.url.path, self.url.database, "readonly")
+        with _lock:
+            client = _chdb_clients.get(key)
+            if client is None:
+                client = clickhouse_connect.get_client(
+                    dsn=_chdb_dsn(self.url.path), database=self.url.database, settings={"readonly": 1}
+                )
+                _chdb_clients[key] = client
+        return client
+
+    def query(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+        settings: Mapping[str, Any] | None = None,
+    ):
+        """Run a query with bound parameters ({name:Type} placeholders); returns a clickhouse-connect
+        QueryResult (.column_names, .result_rows, .named_results()).
+
+        readonly=True runs it where no write is possible: a read-only session on chDB, the readonly=1
+        setting on a server (readonly=2 if the server refuses the settings the client sends itself)."""
+        bound = dict(params) if params else None
+        settings = dict(settings or {})
+        if readonly and self.url.backend == "chdb":
+            return self._readonly_chdb_client().query(sql, parameters=bound, settings=settings or None)
+        if readonly:
+            settings["readonly"] = 1
+        try:
+            return self.client.query(sql, parameters=bound, settings=settings or None)
+        except Exception as exc:
+            if readonly and "readonly mode" in str(exc) and "modify" in str(exc).lower():
+                settings["readonly"] = 2
+                return self.client.query(sql, parameters=bound, settings=settings)
+            raise
+
+    def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+    ) -> tuple[list[str], Iterator[Sequence]]:
+        """(column names, row iterator) without holding the whole result in memory."""
+        client, settings = self.client, None
+        if readonly and self.url.backend == "chdb":
+            client = self._readonly_chdb_client()
+        elif readonly:
+            settings = {"readonly": 1}
+        ctx = client.query_row_block_stream(
+            sql, parameters=dict(params) if params else None, settings=settings
+        )
+        stream = ctx.__enter__()
+        columns = list(stream.source.column_names)
+
+        def rows() -> Iterator[Sequence]:
+            try:
+                for block in stream:
+                    yield from block
+            finally:
+                ctx.__exit__(None, None, None)
+
+        return columns, rows()
+
+    def query_dicts(self, sql: str, params: Mapping[str, Any] | None = None, **kwargs) -> list[dict]:
+        result = self.query(sql, params, **kwargs)
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None):
+        return self.client.command(sql, parameters=dict(params or {}) or None)
+
+
+__all__ = ["BATCH_ROWS", "Store", "StoreError", "current_chdb_path"]

@@ -1,0 +1,348 @@
+"""The store against a real embedded ClickHouse (chDB).
+
+chDB allows one engine path per process, so all tests of a process share one path (the one already open,
+else a session tmp dir) and each test gets a fresh database (`chdb:///path?database=test_<uuid>`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from eximtrack.search import build_search, build_show
+from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord
+from sinks.clickhouse import migrations
+from sinks.clickhouse.store import Store, StoreError, current_chdb_path
+
+pytestmark = pytest.mark.store
+
+NOW = time.time()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory):
+    return current_chdb_path() or str(tmp_path_factory.mktemp("chdb-store"))
+
+
+@pytest.fixture
+def url(chdb_path):
+    return f"chdb://{chdb_path}?database=test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(url):
+    return Store.open(url)
+
+
+def ev(event_id, type_="success", *, msgid="m1", server="web1", t=0.0, **kw) -> DeliveryEvent:
+    """An event `t` seconds after NOW-3600 (recent, so the 90-day TTL keeps it)."""
+    base = NOW - 3600
+    kw.setdefault("sendunixtime", base)
+    kw.setdefault("actionunixtime", base + t)
+    kw.setdefault("version", int((base + t) * 1000) * 10)
+    return DeliveryEvent(event_id=event_id, type=type_, server=server, msgid=msgid, **kw)
+
+
+def count(store, sql, params=None) -> int:
+    return store.query(sql, params).result_rows[0][0]
+
+
+def search(store, **filters) -> list[dict]:
+    sql, params = build_search(filters)
+    return store.query_dicts(sql, params)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_migrations_apply_once_and_are_idempotent(url, store):
+    assert count(store, "SELECT count() FROM schema_migrations FINAL") == len(migrations.load_migrations())
+    again = Store.open(url)
+    assert migrations.apply_migrations(again.client) == []
+    assert count(again, "SELECT count() FROM schema_migrations") == len(migrations.load_migrations())
+    tables = {r[0] for r in store.query("SHOW TABLES").result_rows}
+    assert {"events", "latest", "latest_mv", "rejects", "log_lines", "schema_migrations"} <= tables
+    assert store.retention_days() == 90
+
+
+def test_reinsert_is_harmless(store):
+    events = [
+        ev("p", "inprogress", t=0),
+        ev("d", "defer", t=10, recipient="a@x.org", deliveredto="a@x.org"),
+        ev("s", "success", t=20, recipient="b@x.org", deliveredto="b@x.org"),
+    ]
+    for _ in range(3):
+        store.insert_events(events)
+    assert count(store, "SELECT count() FROM events") == 9  # raw parts until merged
+    assert count(store, "SELECT count() FROM events FINAL") == 3
+    assert count(store, "SELECT count() FROM latest FINAL") == 3
+    store.command("OPTIMIZE TABLE events FINAL")
+    assert count(store, "SELECT count() FROM events") == 3
+
+
+def test_latest_keeps_highest_version_whatever_the_insert_order(store):
+    rcpt = {"recipient": "a@x.org", "deliveredto": "a@x.org"}
+    store.insert_events([ev("s", "success", t=20, **rcpt)])
+    store.insert_events([ev("d", "defer", t=10, **rcpt)])  # older state arrives late
+    rows = search(store)
+    assert [(r["type"], r["event_id"]) for r in rows] == [("success", "s")]
+    assert search(store, type=["defer"]) == []  # WHERE applies after FINAL, not to stale rows
+
+
+def test_tombstone_hides_placeholder(store):
+    store.insert_events([ev("p", "inprogress", t=0, version=1)])
+    assert [r["type"] for r in search(store)] == ["inprogress"]
+    store.insert_events(
+        [
+            ev("d", "defer", t=5, recipient="a@x.org", deliveredto="a@x.org", version=5),
+            ev("p-del", "inprogress", t=5, version=2, is_deleted=1),
+        ]
+    )
+    rows = search(store)
+    assert [(r["type"], r["recipient"]) for r in rows] == [("defer", "a@x.org")]
+    assert search(store, show=["inprogress"]) == []
+    assert count(store, "SELECT count() FROM latest FINAL WHERE recipient = ''") == 0
+    # the history keeps the placeholder (and the tombstone row, which show excludes)
+    sql, params = build_show("m1")["attempts"]
+    assert [r["type"] for r in store.query_dicts(sql, params)] == ["inprogress", "defer"]
+
+
+def test_bound_parameters_stop_injection(store):
+    store.insert_events([ev("s", recipient="a@x.org", deliveredto="a@x.org", subject="hi")])
+    for match in ("eq", "begins", "contains"):
+        assert search(store, recipient="' OR 1=1 --", match=match) == []
+        assert search(store, subject="') OR ('1'='1", match=match) == []
+    assert search(store, msgid="m1' OR '1'='1") == []
+    assert len(search(store, recipient="a@x.org")) == 1
+
+
+@pytest.fixture
+def fleet(store):
+    """Four messages on two servers."""
+    store.insert_events(
+        [
+            ev(
+                "a1",
+                "success",
+                msgid="1aaaaa-000001-AA",
+                server="web1",
+                t=10,
+                email="Alice@Example.com",
+                user="alice",
+                domain="example.com",
+                senderip="192.0.2.10",
+                subject="Quarterly Report",
+                message_id="<abc123@example.com>",
+                recipient="Bob@Remote.org",
+                deliveredto="bob@remote.org",
+                spamscore=1.5,
+            ),
+            ev(
+                "b1",
+                "defer",
+                msgid="1bbbbb-000002-BB",
+                server="web1",
+                t=20,
+                sendunixtime=NOW - 1800,
+                email="carol@shop.net",
+                user="carol",
+                domain="shop.net",
+                senderip="198.51.100.7",
+                subject="Your order",
+                recipient="dave@example.com",
+                deliveredto="dave@example.com",
+                message="451 try later",
+            ),
+            ev(
+                "c1",
+                "failure",
+                msgid="1ccccc-000003-CC",
+                server="web2",
+                t=30,
+                sendunixtime=NOW - 900,
+                email="",
+                subject="Mail delivery failed",
+                parent_msgid="1bbbbb-000002-BB",
+                recipient="carol@shop.net",
+                deliveredto="carol@shop.net",
+            ),
+            ev("d1", "inprogress", msgid="1ddddd-000004-DD", server="web2", t=40, sendunixtime=0),
+        ]
+    )
+    return store
+
+
+def ids(rows) -> list[str]:
+    return sorted(r["event_id"] for r in rows)
+
+
+def test_every_search_filter(fleet):
+    s = fleet
+    assert ids(search(s)) == ["a1", "b1", "c1", "d1"]
+    assert ids(search(s, recipient="bob@remote.org")) == ["a1"]  # case-insensitive
+    assert ids(search(s, recipient="BOB@", match="begins")) == ["a1"]
+    assert ids(search(s, recipient="example", match="contains")) == ["b1"]
+    assert ids(search(s, sender="alice@example.com")) == ["a1"]
+    assert ids(search(s, address="carol@shop.net")) == ["b1", "c1"]
+    assert ids(search(s, domain="example.com")) == ["a1", "b1"]  # sender domain / recipient domain
+    assert ids(search(s, domain="shop.net")) == ["b1", "c1"]
+    assert ids(search(s, msgid="1aaaaa-000001-AA")) == ["a1"]
+    assert ids(search(s, msgid="1aaaaa-000001-aa")) == []  # Exim ids are case-sensitive
+    assert ids(search(s, msgid="1c", match="begins")) == ["c1"]
+    assert ids(search(s, message_id="<ABC123@example.com>")) == ["a1"]
+    assert ids(search(s, message_id="abc123", match="contains")) == ["a1"]
+    assert ids(search(s, subject="report", match="contains")) == ["a1"]
+    assert ids(search(s, subject="quarterly report")) == ["a1"]
+    assert ids(search(s, senderip="198.51.100.7")) == ["b1"]
+    assert ids(search(s, server="web2")) == ["c1", "d1"]
+    assert ids(search(s, user="carol")) == ["b1"]
+    assert ids(search(s, type=["failure", "inprogress"])) == ["c1", "d1"]
+    assert ids(search(s, show=["successes"])) == ["a1"]
+    assert ids(search(s, show=["deferred"])) == ["b1"]
+    assert ids(search(s, show=["failures"])) == ["c1"]
+    assert ids(search(s, show=["inprogress"])) == ["d1"]
+    assert ids(search(s, show=["successes", "failures"], server="web2")) == ["c1"]
+    # since/until use sendunixtime, or actionunixtime when the arrival is unknown (d1: NOW-3600+40)
+    assert ids(search(s, since=NOW - 2000)) == ["b1", "c1"]
+    assert ids(search(s, since=NOW - 3600 + 35)) == ["b1", "c1", "d1"]
+    assert ids(search(s, until=NOW - 3000)) == ["a1", "d1"]
+    assert ids(search(s, since=NOW - 2000, until=NOW - 1000)) == ["b1"]
+    # combined filters are ANDed
+    assert ids(search(s, domain="example.com", type=["defer"])) == ["b1"]
+
+
+def test_sort_limit_and_result_shape(fleet):
+    rows = search(fleet)
+    assert [r["event_id"] for r in rows] == ["c1", "b1", "a1", "d1"]  # sendunixtime desc, unknown (0) last
+    assert [r["event_id"] for r in search(fleet, sort="recipient:asc")] == ["d1", "a1", "c1", "b1"]
+    assert [r["event_id"] for r in search(fleet, sort="-actionunixtime", limit=2)] == ["d1", "c1"]
+    assert search(fleet, limit=0) == []
+    a1 = search(fleet, msgid="1aaaaa-000001-AA")[0]
+    assert abs(a1["sendunixtime"] - (NOW - 3600)) < 0.002
+    assert a1["spamscore"] == 1.5 and a1["queue_time"] is None
+    assert DeliveryEvent.from_dict(a1).recipient == "Bob@Remote.org"
+
+
+def test_show_queries(fleet):
+    s = fleet
+    s.insert_events(
+        [
+            ev(
+                "b2",
+                "success",
+                msgid="1bbbbb-000002-BB",
+                t=60,
+                email="carol@shop.net",
+                subject="Your order",
+                recipient="dave@example.com",
+                deliveredto="dave@example.com",
+                sendunixtime=NOW - 1800,
+            )
+        ]
+    )
+    s.insert_lines(
+        [
+            LogLineRecord(
+                "l2", "web1", "1bbbbb-000002-BB", NOW - 1790, "… == dave@example.com R=dnslookup defer"
+            ),
+            LogLineRecord("l1", "web1", "1bbbbb-000002-BB", NOW - 1800, "… <= carol@shop.net H=…"),
+        ]
+    )
+    q = build_show("1bbbbb-000002-BB")
+    arrival = s.query_dicts(*q["arrival"])
+    assert (
+        len(arrival) == 1
+        and arrival[0]["email"] == "carol@shop.net"
+        and arrival[0]["subject"] == "Your order"
+    )
+    assert [r["event_id"] for r in s.query_dicts(*q["attempts"])] == ["b1", "b2"]
+    assert [r["msgid"] for r in s.query_dicts(*q["children"])] == ["1ccccc-000003-CC"]
+    assert [r["line_id"] for r in s.query_dicts(*q["lines"])] == ["l1", "l2"]
+    assert s.query_dicts(*build_show("1bbbbb-000002-BB", server="web2")["attempts"]) == []
+
+
+def test_rejects_and_lines_replace(store):
+    rejects = [
+        RejectRecord("r1", "web1", "garbage line", "unparsed", "/var/log/exim_mainlog:1", 0, NOW - 60),
+        RejectRecord("r2", "web1", "no time at all", "no-timestamp", "/var/log/exim_mainlog:1", 13, 0.0),
+    ]
+    lines = [LogLineRecord(f"l{i}", "web1", "m1", NOW - 100 + i, f"line {i}") for i in range(5)]
+    for _ in range(2):
+        store.insert_rejects(rejects)
+        store.insert_lines(lines)
+    assert count(store, "SELECT count() FROM rejects FINAL") == 2  # the time-less reject is not expired
+    assert count(store, "SELECT count() FROM log_lines FINAL") == 5
+    row = store.query_dicts(
+        "SELECT reason, offset, toUnixTimestamp64Milli(logunixtime) AS ms FROM rejects FINAL WHERE reject_id = 'r1'"
+    )[0]
+    assert row["reason"] == "unparsed" and row["ms"] == round((NOW - 60) * 1000)
+
+
+def test_batches(store):
+    events = [ev(f"e{i}", recipient=f"r{i}@x.org", deliveredto=f"r{i}@x.org") for i in range(7)]
+    assert store.insert_events(events, batch_rows=2) == 7
+    assert count(store, "SELECT count() FROM latest FINAL") == 7
+    assert count(store, "SELECT count(DISTINCT _part) FROM events") >= 4
+
+
+def test_retention(url, store):
+    assert store.set_retention(30) == ["events", "latest", "rejects", "log_lines"]
+    assert store.retention_days() == 30
+    assert store.set_retention(30) == []  # unchanged -> no ALTER
+    assert Store.open(url, retention_days=7).retention_days() == 7
+    store.set_retention(0)
+    assert store.retention_days() == 0
+    old = ev("old", actionunixtime=NOW - 200 * 86400, sendunixtime=NOW - 200 * 86400, recipient="o@x.org")
+    store.insert_events([old])
+    assert count(store, "SELECT count() FROM latest FINAL") == 1  # kept forever
+    store.set_retention(90)
+    store.insert_events([ev("old2", actionunixtime=NOW - 200 * 86400, recipient="p@x.org")])
+    store.command("OPTIMIZE TABLE latest FINAL")
+    assert count(store, "SELECT count() FROM latest FINAL") == 0
+
+
+def test_retention_from_environment(url, monkeypatch):
+    monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "45")
+    assert Store.open(url).retention_days() == 45
+
+
+def test_readonly_query_refuses_writes(store):
+    assert store.query("SELECT 1", readonly=True).result_rows == [(1,)]
+    with pytest.raises(Exception, match="(?i)readonly"):
+        store.query("INSERT INTO events (event_id) VALUES ('x')", readonly=True)
+    assert count(store, "SELECT count() FROM events") == 0
+    store.insert_events([ev("after")])  # the session is not left read-only
+    assert count(store, "SELECT count() FROM events") == 1
+
+
+def test_one_chdb_path_per_process(chdb_path, tmp_path):
+    with pytest.raises(StoreError, match="one store path per process"):
+        Store.open(f"chdb://{tmp_path}/other")
+
+
+def test_bulk_insert_throughput(store, capsys):
+    n = 50_000
+    events = [
+        ev(
+            f"bulk{i}",
+            msgid=f"m{i // 4}",
+            recipient=f"user{i}@example{i % 97}.com",
+            deliveredto=f"user{i}@example{i % 97}.com",
+            subject=f"subject {i}",
+            t=i % 3000,
+        )
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    store.insert_events(events)
+    elapsed = time.perf_counter() - started
+    assert count(store, "SELECT count() FROM latest FINAL") == n
+    started = time.perf_counter()
+    assert len(search(store, recipient=f"user4242@example{4242 % 97}.com")) == 1
+    lookup = time.perf_counter() - started
+    with capsys.disabled():
+        print(
+            f"\n[store] inserted {n} events (events + latest via MV) in {elapsed:.2f}s = {n / elapsed:,.0f} rows/s; recipient search {lookup * 1000:.0f} ms"
+        )
