@@ -24,7 +24,7 @@ Rules (docs/ARCHITECTURE.md has the full table):
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from schemas.records import OUTCOME_RANK, DeliveryEvent, LogLineRecord, RejectRecord
@@ -38,7 +38,8 @@ DEFAULT_GRACE = 300.0  # seconds of event time a completed message is kept for l
 DEFAULT_EXPIRY = (
     8 * 86400.0
 )  # longer than Exim's default retry timeout (4 days), so deferrals keep their arrival
-SWEEP_EVERY = 4096  # lines between two sweeps of finished/idle states
+SWEEP_EVERY = 4096  # lines between two sweeps of finished/idle states …
+SWEEP_MIN_INTERVAL = 30.0  # … and at least this much event time
 
 ARRIVAL_FIELDS = ("email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth",
                   "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid")  # fmt: skip
@@ -96,9 +97,11 @@ class MessageState:
     frozen: int = 0
     completed_at: float = 0.0
     last_seen: float = 0.0
+    hw: int = -1  # highest source sequence (Kafka offset) applied: a replayed line is recognised by it
 
     def to_dict(self) -> dict:
         return {
+            "hw": self.hw,
             "msgid": self.msgid,
             "arrival": self.arrival,
             "pre": self.pre,
@@ -122,6 +125,7 @@ class MessageState:
             frozen=data.get("frozen", 0),
             completed_at=data.get("completed_at", 0.0),
             last_seen=data.get("last_seen", 0.0),
+            hw=data.get("hw", -1),
         )
 
 
@@ -150,27 +154,31 @@ class Joiner:
         grace: float = DEFAULT_GRACE,
         expiry: float = DEFAULT_EXPIRY,
         keep_latest: bool = True,
+        states: MutableMapping[str, MessageState] | None = None,
     ) -> None:
         self.server = server
         self.clock = LocalClock(tz)
         self.accounts = accounts or AccountMap()
         self.grace = grace
         self.expiry = expiry
-        self.states: dict[str, MessageState] = {}
-        self._completed: deque[tuple[float, str]] = deque()
+        # msgid -> state; a dict here, a faust Table adapter in the stream app (stream/app.py)
+        self.states: MutableMapping[str, MessageState] = {} if states is None else states
         self.watermark = 0.0  # the latest event time seen (lines may go backwards; this does not)
         self._since_sweep = 0
-        self._last_idle_scan = 0.0
+        self._last_sweep = 0.0
         self._latest: dict | None = {} if keep_latest else None
         self.stats: dict[str, int] = {
             "lines": 0, "message_lines": 0, "rejections": 0, "ignored": 0, "rejects": 0, "events": 0,
-            "completed": 0, "expired": 0, "retry_skips": 0, "open_messages": 0,
+            "completed": 0, "expired": 0, "retry_skips": 0, "replayed": 0, "open_messages": 0,
         }  # fmt: skip
         self.ignored_by_rule: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------------ public API
 
-    def process(self, line: str, file_id: str = "", offset: int = -1) -> JoinOutput:
+    def process(self, line: str, file_id: str = "", offset: int = -1, seq: int | None = None) -> JoinOutput:
+        """Parse and apply one line. `seq` is the line's position in a replayable source (the Kafka offset in
+        the stream app): a line whose message state has already applied it (seq <= state.hw) changes
+        nothing and re-emits the message's current rows instead, so a replay after a crash is harmless."""
         out = JoinOutput()
         stats = self.stats
         stats["lines"] += 1
@@ -195,12 +203,12 @@ class Joiner:
             self._rejection(p, ts, line, out)
         else:
             stats["message_lines"] += 1
-            self._apply(p, ts, line, out)
+            self._apply(p, ts, line, out, seq)
         if p.msgid or kind == "rejection":
             msgid = p.msgid if p.msgid else out.events[0].msgid
             out.lines.append(LogLineRecord(stable_id(self.server, line), self.server, msgid, ts, line))
         self._since_sweep += 1
-        if self._since_sweep >= SWEEP_EVERY:
+        if self._since_sweep >= SWEEP_EVERY and self.watermark - self._last_sweep >= SWEEP_MIN_INTERVAL:
             self.sweep(self.watermark)
         stats["events"] += len(out.events)
         return out
@@ -208,23 +216,16 @@ class Joiner:
     def sweep(self, now: float) -> int:
         """End the states of messages completed more than `grace` ago and of those idle beyond `expiry`."""
         self._since_sweep = 0
-        ended = 0
-        states = self.states
-        while self._completed and self._completed[0][0] + self.grace <= now:
-            _, msgid = self._completed.popleft()
-            st = states.get(msgid)
-            if st is not None and st.completed_at and st.completed_at + self.grace <= now:
-                del states[msgid]
-                ended += 1
-        if now - self._last_idle_scan >= min(self.expiry / 8, 3600.0):
-            self._last_idle_scan = now
-            stale = [k for k, st in states.items() if st.last_seen + self.expiry <= now]
-            for k in stale:
-                del states[k]
-            self.stats["expired"] += len(stale)
-            ended += len(stale)
-        self.stats["open_messages"] = len(states)
-        return ended
+        self._last_sweep = now
+        done = [k for k, st in self.states.items() if st.completed_at and st.completed_at + self.grace <= now]
+        idle = [k for k, st in self.states.items() if st.last_seen + self.expiry <= now and k not in done]
+        for k in done:
+            del self.states[k]
+        for k in idle:
+            del self.states[k]
+        self.stats["expired"] += len(idle)
+        self.stats["open_messages"] = len(self.states)
+        return len(done) + len(idle)
 
     @property
     def open_messages(self) -> int:
@@ -251,17 +252,19 @@ class Joiner:
             if prev is None or ev.version >= prev.version:
                 self._latest[key] = ev
 
-    def _state(self, msgid: str, ts: float) -> MessageState:
-        st = self.states.get(msgid)
-        if st is None:
-            st = MessageState(msgid)
-            self.states[msgid] = st
-        st.last_seen = ts
-        return st
-
-    def _apply(self, p: ParsedLine, ts: float, line: str, out: JoinOutput) -> None:
+    def _apply(self, p: ParsedLine, ts: float, line: str, out: JoinOutput, seq: int | None) -> None:
         kind = p.kind
-        st = self._state(p.msgid, ts)
+        st = self.states.get(p.msgid)
+        if st is None:
+            st = MessageState(p.msgid)
+        elif seq is not None and seq <= st.hw:
+            self.stats["replayed"] += 1
+            for ev in st.rows.values():
+                self._emit(out, ev)
+            return
+        st.last_seen = ts
+        if seq is not None:
+            st.hw = seq
         if kind == "arrival":
             self._arrival(st, p, ts, line, out)
         elif kind in ("delivery", "defer", "failure"):
@@ -269,7 +272,6 @@ class Joiner:
         elif kind == "completed":
             if not st.completed_at:
                 self.stats["completed"] += 1
-                self._completed.append((ts, st.msgid))
             st.completed_at = ts
         elif kind in ("removed", "cancelled"):
             self._fail_open_rows(st, ts, line, p.body, out)
@@ -295,8 +297,10 @@ class Joiner:
                 st.pre["user"] = user
                 self._late_arrival_detail(st, out)
         # queued, locked, info, autoreply: kept as log lines of the message, no state change
-        if not st.rows and st.arrival is None and not st.pre and not st.completed_at:
-            # a line that says nothing about a message we hold: do not keep an empty state for it
+        if st.rows or st.arrival is not None or st.pre or st.completed_at:
+            self.states[st.msgid] = st  # write back (a no-op for a dict, a changelog write for a faust Table)
+        elif st.msgid in self.states:
+            # a line that says nothing about a message: do not keep an empty state for it
             del self.states[st.msgid]
 
     # arrival -------------------------------------------------------------------------------------------
