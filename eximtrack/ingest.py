@@ -133,7 +133,8 @@ def make_joiner(
     accounts = None
     if userdomains or trueuserowners:
         accounts = AccountMap.from_files(userdomains=userdomains, trueuserowners=trueuserowners)
-    return Joiner(server=server, tz=tz, accounts=accounts)
+    # keep_latest=False: the store folds the latest state; the joiner need not keep every event in memory.
+    return Joiner(server=server, tz=tz, accounts=accounts, keep_latest=False)
 
 
 def ingest_files(
@@ -216,7 +217,10 @@ def ingest_files(
 
     jstats = dict(getattr(joiner, "stats", {}) or {})
     stats.joiner = jstats
-    stats.open_messages = int(jstats.get("open_messages", 0) or 0)
+    open_messages = getattr(joiner, "open_messages", None)
+    if not isinstance(open_messages, int):
+        open_messages = jstats.get("open_messages", 0)
+    stats.open_messages = int(open_messages or 0)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -1,0 +1,287 @@
+"""The CLI end to end on the real Exim samples (samples/mainlog-*.log + expected-*.json) and a real chDB.
+
+In-process tests share the process's one chDB path (fresh database per test); the `python -m eximtrack`
+tests run in subprocesses on their own store directory (a chDB directory admits one process at a time).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from eximtrack import cli
+from schemas.records import EVENT_FIELDS
+from sinks.clickhouse.store import Store, current_chdb_path
+
+pytestmark = pytest.mark.store
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+MODES = ("all", "cpanel", "default")
+
+needs_joiner = pytest.mark.skipif(
+    not (ROOT / "stream" / "join.py").exists() or not (SAMPLES / "mainlog-all.log").exists(),
+    reason="needs stream/join.py and samples/mainlog-*.log",
+)
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory):
+    return current_chdb_path() or str(tmp_path_factory.mktemp("chdb-cli"))
+
+
+@pytest.fixture
+def url(chdb_path, monkeypatch):
+    # the samples are recent, but keep them whatever their age: no TTL in test stores
+    monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
+    return f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def ingest(capsys, url, mode="all", *extra):
+    rc, out, err = run(
+        capsys, "ingest", "--server", "web1", "--store", url, *extra, SAMPLES / f"mainlog-{mode}.log"
+    )
+    assert rc == 0, err
+    return out
+
+
+def search(capsys, url, *args) -> list[dict]:
+    rc, out, err = run(capsys, "search", "--store", url, "--format", "json", *args)
+    assert rc == 0, err
+    return jsonl(out)
+
+
+def expected(mode: str) -> dict:
+    return json.loads((SAMPLES / f"expected-{mode}.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+@needs_joiner
+@pytest.mark.parametrize("mode", MODES)
+def test_ingest_matches_ground_truth_and_is_idempotent(capsys, url, mode):
+    out = ingest(capsys, url, mode)
+    assert "lines=" in out and "events=" in out and "rejects=" in out and "open_messages=" in out
+    first = search(capsys, url)
+    exp = expected(mode)
+    rejected = [r for r in first if r["type"] == "rejected"]
+    assert len(rejected) == len(exp["rejections"])
+    got = collections.Counter(
+        (r["msgid"], r["recipient"], r["type"]) for r in first if r["type"] != "rejected"
+    )
+    want = collections.Counter((e["msgid"], e["recipient"], e["type"]) for e in exp["expected"])
+    if mode == "default":
+        # without +received_recipients a message never delivered has no recipient list: one
+        # message-level row (recipient "") stands for its recipients
+        got = collections.Counter((m, t) for (m, _r, t) in got.elements())
+        want_msgs = collections.Counter()
+        for (m, _r, t), n in want.items():
+            want_msgs[(m, t)] += n
+        assert set(got) == set(want_msgs)
+    else:
+        assert got == want
+
+    store = Store.open(url)
+    counts = {
+        t: store.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
+        for t in ("events", "latest", "log_lines", "rejects")
+    }
+    ingest(capsys, url, mode)  # the same file again
+    assert search(capsys, url) == first
+    again = {
+        t: store.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
+        for t in ("events", "latest", "log_lines", "rejects")
+    }
+    assert again == counts
+
+
+@needs_joiner
+def test_gzip_ingest_same_as_plain(capsys, url, tmp_path):
+    gz = tmp_path / "mainlog-all.log.gz"
+    with open(SAMPLES / "mainlog-all.log", "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    rc, out, err = run(capsys, "ingest", "--server", "web1", "--store", url, gz)
+    assert rc == 0, err
+    from_gz = search(capsys, url)
+    ingest(capsys, url, "all")  # the plain file: same content ids -> nothing new
+    assert search(capsys, url) == from_gz
+    assert len(from_gz) == len(expected("all")["expected"]) + len(expected("all")["rejections"])
+
+
+@needs_joiner
+def test_search_json_shape_and_filters(capsys, url):
+    ingest(capsys, url, "all")
+    rows = search(capsys, url)
+    assert all(list(r) == list(EVENT_FIELDS) for r in rows)
+    assert all(isinstance(r["sendunixtime"], int) and isinstance(r["actionunixtime"], int) for r in rows)
+    assert [r["sendunixtime"] for r in rows] == sorted((r["sendunixtime"] for r in rows), reverse=True)
+
+    exp = expected("all")["expected"]
+    n_fail = sum(1 for e in exp if e["type"] == "failure") + len(expected("all")["rejections"])
+    assert len(search(capsys, url, "--show", "failures")) == n_fail
+    assert len(search(capsys, url, "--type", "success", "--type", "filtered")) == sum(
+        e["type"] in ("success", "filtered") for e in exp
+    )
+    assert len(search(capsys, url, "--show", "successes,deferred")) == sum(
+        e["type"] in ("success", "filtered", "defer") for e in exp
+    )
+    assert len(search(capsys, url, "--limit", "3")) == 3
+    bob = search(capsys, url, "--recipient", "BOB@local.test")
+    assert bob and all(r["recipient"].lower() == "bob@local.test" for r in bob)
+    remote = search(capsys, url, "--recipient", "remote.test", "--match", "contains")
+    assert remote and all("remote.test" in r["recipient"] for r in remote)
+    assert search(capsys, url, "--recipient", "' OR 1=1 --") == []
+    assert search(capsys, url, "--recipient", "' OR 1=1 --", "--match", "contains") == []
+    msgid = bob[0]["msgid"]
+    assert {r["msgid"] for r in search(capsys, url, "--msgid", msgid)} == {msgid}
+    assert len(search(capsys, url, "--server", "web1")) == len(rows)
+    assert search(capsys, url, "--server", "web2") == []
+    assert search(capsys, url, "--since", "2000-01-01", "--until", "2000-01-02") == []
+    assert len(search(capsys, url, "--since", "2000-01-01")) == len(rows)
+    by_rcpt = search(capsys, url, "--sort", "recipient:asc")
+    assert [r["recipient"] for r in by_rcpt] == sorted(r["recipient"] for r in by_rcpt)
+
+    rc, out, _ = run(capsys, "search", "--store", url, "--format", "csv")
+    table = list(csv.reader(io.StringIO(out)))
+    assert table[0] == list(EVENT_FIELDS) and len(table) == len(rows) + 1
+    rc, out, _ = run(capsys, "search", "--store", url)
+    assert out.splitlines()[0].split()[:3] == ["Event", "From", "Address"]
+    assert f"({len(rows)} rows)" in out
+
+
+@needs_joiner
+def test_show(capsys, url):
+    ingest(capsys, url, "all")
+    exp = expected("all")
+    parent = next(e for e in exp["expected"] if e.get("parent"))["parent"]
+    rc, out, err = run(capsys, "show", parent, "--store", url)
+    assert rc == 0, err
+    assert f"Message {parent} on web1" in out
+    for section in ("Arrival", "Recipients", "Bounces / DSNs about this message", "Log lines"):
+        assert section in out
+    assert f"{parent} <= " in out  # the raw arrival line
+    rc, out, _ = run(capsys, "show", parent, "--store", url, "--format", "json")
+    data = json.loads(out)
+    assert data["arrival"][0]["msgid"] == parent and data["children"] and data["lines"]
+    assert [a["actionunixtime"] for a in data["attempts"]] == sorted(
+        a["actionunixtime"] for a in data["attempts"]
+    )
+    rc, _, err = run(capsys, "show", "1xxxxx-000000-XX", "--store", url)
+    assert rc == 1 and "no message" in err
+
+
+def test_sql(capsys, url):
+    Store.open(url)
+    rc, out, _ = run(
+        capsys,
+        "sql",
+        "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name;",
+        "--store",
+        url,
+        "--format",
+        "json",
+    )
+    assert rc == 0
+    assert {"events", "latest", "log_lines", "rejects"} <= {r["name"] for r in jsonl(out)}
+    rc, out, _ = run(capsys, "sql", "WITH 2 AS x SELECT x * 21 AS answer, ';' AS s", "--store", url)
+    assert rc == 0 and "42" in out
+    for bad in (
+        "INSERT INTO events (event_id) VALUES ('x')",
+        "DROP TABLE events",
+        "SELECT 1; DROP TABLE events",
+        "ALTER TABLE events DELETE WHERE 1",
+        "",
+        "-- only a comment",
+    ):
+        rc, _, err = run(capsys, "sql", bad, "--store", url)
+        assert rc == 2 and "error" in err, bad
+    rc, _, err = run(capsys, "sql", "SELECT * FROM no_such_table", "--store", url)
+    assert rc == 1 and "no_such_table" in err
+    rc, out, _ = run(capsys, "sql", "SELECT count() AS n FROM events", "--store", url, "--format", "csv")
+    assert out.splitlines() == ["n", "0"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "--type", "bounced"],
+        ["search", "--show", "everything"],
+        ["search", "--since", "yesterday"],
+        ["search", "--match", "regex"],
+        ["search", "--sort", "nosuchfield"],
+        ["search", "--limit", "-3"],
+        ["search", "--format", "xml"],
+        ["ingest", "/no/such/file.log", "--server", "x"],
+        ["ingest", "somefile"],  # no --server
+        ["ingest", "--server", "web1", "--tz", "Mars/Olympus", __file__],
+        ["show"],
+        ["frobnicate"],
+        [],
+        ["search", "--store", "ftp://nowhere"],
+        ["search", "--store", "chdb:///tmp/x?database=bad-name"],
+    ],
+)
+def test_bad_arguments_exit_2_without_traceback(capsys, argv):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert err.strip()
+
+
+def test_help_exits_0(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "search" in out and "ingest" in out
+
+
+def test_extension_registry(capsys, monkeypatch):
+    assert "producers.ship" in cli.EXTENSION_MODULES and "eximtrack.local_broker" in cli.EXTENSION_MODULES
+    monkeypatch.setattr(cli, "EXTENSION_MODULES", ["eximtrack.no_such_module", *cli.EXTENSION_MODULES])
+    parser, failed = cli.build_parser()
+    # a missing module is skipped silently; one that fails to import is reported, never fatal
+    assert "eximtrack.no_such_module" not in {name for name, _ in failed}
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0 and "search" in out
+
+
+@needs_joiner
+def test_python_dash_m_subprocess(tmp_path):
+    store = f"chdb://{tmp_path}/store"
+    env = {**os.environ, "EXIMTRACK_RETENTION_DAYS": "0", "EXIMTRACK_STORE": store}
+    log = SAMPLES / "mainlog-cpanel.log"
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "eximtrack", "ingest", "--server", "web9", str(log)],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "\r[" not in proc.stderr  # no progress bar when stderr is not a terminal
+    proc = subprocess.run(
+        [sys.executable, "-m", "eximtrack", "search", "--format", "json", "--server", "web9"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = jsonl(proc.stdout)
+    exp = expected("cpanel")
+    assert len(rows) == len(exp["expected"]) + len(exp["rejections"])
