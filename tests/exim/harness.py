@@ -31,10 +31,12 @@ import signal
 import smtplib
 import socket
 import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -58,6 +60,7 @@ LOCAL_USERS = ("alice", "bob", "carol", "dave")
 
 # timing knobs (seconds)
 DEAD_RETRY_CUTOFF = 5  # retry rule `dead.test * F,5s,1s`
+DELAY_WARNING = 2  # delay_warning (only for subjects with "[warn]")
 IDLE_TIMEOUT = 30.0
 
 
@@ -277,7 +280,8 @@ disable_ipv6 = true
 host_lookup =
 rfc1413_hosts =
 rfc1413_query_timeout = 0s
-tls_advertise_hosts =
+@@TLS@@
+dsn_advertise_hosts = *
 keep_environment =
 trusted_users = root
 message_size_limit = 50K
@@ -286,7 +290,8 @@ smtp_accept_max = 50
 queue_run_max = 0
 ignore_bounce_errors_after = 2d
 timeout_frozen_after = 0s
-delay_warning = 1d
+delay_warning = @@DELAYWARN@@s
+delay_warning_condition = ${if match{$h_subject:}{\N\[warn\]\N}}
 auth_advertise_hosts = *
 
 acl_smtp_mail = acl_check_mail
@@ -321,6 +326,8 @@ acl_check_data:
           control = freeze
   warn    condition = ${if match{$h_subject:}{\N\[queue\]\N}}
           control = queue
+  warn    condition = ${if match{$h_subject:}{\N\[fakereject\]\N}}
+          control = fakereject
   warn    log_message = @@SPAM_WARNING@@
   accept
 
@@ -428,7 +435,10 @@ class EximRun:
         self.rejections: list[dict] = []
         self.messages: dict[str, str] = {}
         self.senders: dict[str, str] = {}  # msgid -> envelope sender (lower)
-        self.bounce_parents: dict[str, str] = {}  # parent msgid -> scenario, parents expected to bounce
+        # parent msgid -> (scenario, kind): messages expected to make Exim generate exactly one message
+        # ("bounce", "dsn" = success DSN, "warning" = delay warning)
+        self.generated_parents: dict[str, tuple[str, str]] = {}
+        self.after_idle: list = []  # callbacks run after the next wait_idle()
         self.scenarios: dict[str, str] = {}
         self.problems: list[str] = []
         self.daemon_pid: int | None = None
@@ -477,6 +487,7 @@ class EximRun:
             "closed: :fail: Account closed by administrator\n"
             "onhold: :defer: Mailbox migration in progress\n"
         )
+        tls_line = self._make_cert(etc)
         self.sink = Sink().start()
         self.port = free_port()
         self.deadport = free_port()
@@ -491,6 +502,8 @@ class EximRun:
             "SINKPORT": str(self.sink.port),
             "DEADPORT": str(self.deadport),
             "DEADCUTOFF": str(DEAD_RETRY_CUTOFF),
+            "DELAYWARN": str(DELAY_WARNING),
+            "TLS": tls_line,
             "SELECTOR_LINE": f"log_selector = {sel}" if sel else "# no log_selector (Exim's default set)",
             "SPAM_WARNING": SPAM_WARNING,
             "AUTHUSER": AUTH_USER,
@@ -509,6 +522,23 @@ class EximRun:
         if ver.returncode != 0:
             raise HarnessError(f"exim -bV failed: {ver.stdout}{ver.stderr}")
         self.exim_version = ver.stdout.splitlines()[0] if ver.stdout else ""
+
+    def _make_cert(self, etc: Path) -> str:
+        """A self-signed certificate for STARTTLS (openssl); without openssl Exim makes its own."""
+        openssl = shutil.which("openssl")
+        cert, key = etc / "cert.pem", etc / "key.pem"
+        if openssl:
+            r = subprocess.run(
+                [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-days", "3650", "-subj", "/CN=realexim.test", "-keyout", str(key), "-out", str(cert)],
+                capture_output=True,
+            )  # fmt: skip
+            if r.returncode == 0:
+                os.chmod(cert, 0o644)
+                os.chown(key, self.uid, self.gid)
+                os.chmod(key, 0o600)
+                return f"tls_advertise_hosts = *\ntls_certificate = {cert}\ntls_privatekey = {key}"
+        return "tls_advertise_hosts = *"
 
     def start_daemon(self) -> None:
         pidfile = self.rt / "run" / "daemon.pid"
@@ -573,6 +603,11 @@ class EximRun:
             if needle in cmd.split(b"\0"):
                 pids.append(int(d))
         return pids
+
+    def run_after_idle(self) -> None:
+        todo, self.after_idle = self.after_idle, []
+        for fn in todo:
+            fn()
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT, settle: float = 0.3) -> None:
         """Wait until no Exim process of ours runs except the daemon (deliveries, bounces, SMTP children)."""
@@ -640,17 +675,25 @@ class EximRun:
         sender: str,
         rcpts: list[str],
         *,
-        auth: bool = False,
+        auth: bool | str = False,
         s: smtplib.SMTP | None = None,
+        tls: bool = False,
+        rcpt_options: dict[str, list[str]] | None = None,
     ) -> dict:
         """One SMTP transaction. Returns {"msgid", "accepted": [rcpt], "data_reply": (code, text)}."""
         own = s is None
         if own:
             s = self.smtp()
         try:
+            if tls:
+                s.starttls(context=ssl._create_unverified_context())
+                s.ehlo("client.example")
             if auth:
                 s.user, s.password = AUTH_USER, AUTH_PASSWORD
-                code, resp = s.auth("LOGIN", s.auth_login)
+                if auth == "PLAIN":
+                    code, resp = s.auth("PLAIN", s.auth_plain)
+                else:
+                    code, resp = s.auth("LOGIN", s.auth_login)
                 if code != 235:
                     raise HarnessError(f"AUTH failed: {code} {resp!r}")
             code, resp = s.mail(sender)
@@ -658,7 +701,7 @@ class EximRun:
                 raise HarnessError(f"{scenario}: MAIL {sender} -> {code} {resp!r}")
             accepted = []
             for r in rcpts:
-                code, resp = s.rcpt(r)
+                code, resp = s.rcpt(r, (rcpt_options or {}).get(r, []))
                 if code == 250:
                     accepted.append(r)
                 else:
@@ -674,8 +717,10 @@ class EximRun:
                     )
             msgid = None
             data_reply = None
+            message_id = None
             if accepted:
                 msg = self.message(scenario, subject, sender, rcpts)
+                message_id = msg["Message-ID"]
                 code, resp = s.data(msg.as_bytes())
                 text = resp.decode("utf-8", "replace")
                 data_reply = (code, text)
@@ -684,7 +729,7 @@ class EximRun:
                     msgid = m.group(1) if m else None
             else:
                 s.rset()
-            return {"msgid": msgid, "accepted": accepted, "data_reply": data_reply}
+            return {"msgid": msgid, "accepted": accepted, "data_reply": data_reply, "message_id": message_id}
         finally:
             if own:
                 with contextlib.suppress(Exception):
@@ -710,6 +755,16 @@ class EximRun:
             raise HarnessError(f"{scenario}: no message id in DATA reply {r['data_reply']!r}")
         self.register(scenario, r["msgid"], sender)
         return r["msgid"]
+
+    def mailbox_id(self, user: str, message_id: str) -> str | None:
+        """The Exim id of a message delivered to a local mailbox (from its Received: header)."""
+        for p in sorted((self.rt / "mail" / user).glob("*/*")):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            head = text.split("\n\n", 1)[0]
+            if message_id in head:
+                m = RECEIVED_ID_RE.search(head)
+                return m.group(1) if m else None
+        return None
 
     # ---------------------------------------------------------------- generated messages
 
@@ -775,14 +830,14 @@ def s07_remote_550(r: EximRun) -> None:
     sc = "S07"
     mid = r.accept(sc, "S07 remote 550", ALICE, ["bad-user@remote.test"])
     r.add_expected(sc, mid, "bad-user@remote.test", "failure")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s08_unknown_local(r: EximRun) -> None:
     sc = "S08"
     mid = r.accept(sc, "S08 unknown local user", ALICE, ["ghost@local.test"])
     r.add_expected(sc, mid, "ghost@local.test", "failure")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s09_blackhole(r: EximRun) -> None:
@@ -801,14 +856,14 @@ def s11_pipe_fail(r: EximRun) -> None:
     sc = "S11"
     mid = r.accept(sc, "S11 pipe fail", ALICE, ["pipe-fail@local.test"])
     r.add_expected(sc, mid, "pipe-fail@local.test", "failure")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s12_fail(r: EximRun) -> None:
     sc = "S12"
     mid = r.accept(sc, "S12 redirect :fail:", ALICE, ["closed@local.test"])
     r.add_expected(sc, mid, "closed@local.test", "failure")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s13_defer(r: EximRun) -> None:
@@ -943,7 +998,7 @@ def s22_cancelled(r: EximRun) -> None:  # phase 3
     mid = r.accept(sc, "S22 cancelled by -Mg [queue]", ALICE, ["ok-cancel@remote.test"])
     r.exim_cmd("-Mg", mid)
     r.add_expected(sc, mid, "ok-cancel@remote.test", "failure", how="cancelled")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s23_dead_host(r: EximRun) -> None:
@@ -951,7 +1006,7 @@ def s23_dead_host(r: EximRun) -> None:
     mid = r.accept(sc, "S23 dead host retry timeout", ALICE, ["user@dead.test"])
     r.dead_accepted_at = time.monotonic()
     r.add_expected(sc, mid, "user@dead.test", "failure", first="defer", how="retry timeout")
-    r.bounce_parents[mid] = sc
+    r.generated_parents[mid] = (sc, "bounce")
 
 
 def s24_auth(r: EximRun) -> None:
@@ -992,8 +1047,124 @@ def s26_auth_fail(r: EximRun) -> None:
             s.quit()
 
 
+def s27_mixed_case(r: EximRun) -> None:
+    sc = "S27"
+    mid = r.accept(sc, "S27 mixed-case recipient", ALICE, ["Carol@Local.TEST"])
+    r.add_expected(sc, mid, "carol@local.test", "success")
+
+
+def s28_mixed_outcome(r: EximRun) -> None:
+    sc = "S28"
+    mid = r.accept(sc, "S28 one delivered one failed", ALICE, [BOB, "ghost2@local.test"])
+    r.add_expected(sc, mid, BOB, "success")
+    r.add_expected(sc, mid, "ghost2@local.test", "failure")
+    r.generated_parents[mid] = (sc, "bounce")
+
+
+TRICKY_SUBJECT = (
+    'S29 tricky "quoted" \\ subject for bob@local.test R=fake T=fake S=1 <= x ünïcødé '
+    "and long enough to pass the hundred characters Exim keeps in T= ........ END"
+)
+
+
+def s29_tricky_subject(r: EximRun) -> None:
+    sc = "S29"
+    mid = r.accept(sc, TRICKY_SUBJECT, ALICE, [BOB])
+    r.add_expected(sc, mid, BOB, "success")
+
+
+def s30_quoted_local_part(r: EximRun) -> None:
+    sc = "S30"
+    rc = '"ok quoted"@remote.test'
+    mid = r.accept(sc, "S30 quoted local part", ALICE, [rc])
+    r.add_expected(sc, mid, rc, "success")
+
+
+def s31_success_dsn(r: EximRun) -> None:
+    sc = "S31"
+    rc = "carol@local.test"
+    mid = r.accept(sc, "S31 success DSN requested", ALICE, [rc], rcpt_options={rc: ["NOTIFY=SUCCESS"]})
+    r.add_expected(sc, mid, rc, "success")
+    r.generated_parents[mid] = (sc, "dsn")
+
+
+def s32_notify_never(r: EximRun) -> None:
+    sc = "S32"
+    rc = "bad-never@remote.test"
+    mid = r.accept(sc, "S32 failure with NOTIFY=NEVER", ALICE, [rc], rcpt_options={rc: ["NOTIFY=NEVER"]})
+    r.add_expected(sc, mid, rc, "failure", how="error ignored")
+
+
+def s33_delay_warning(r: EximRun) -> None:
+    sc = "S33"
+    rc = "tempfail-warn@remote.test"
+    mid = r.accept(sc, "S33 delay warning [warn]", "dave@local.test", [rc])
+    r.add_expected(sc, mid, rc, "defer")
+    r.generated_parents[mid] = (sc, "warning")
+
+
+def s34_thawed(r: EximRun) -> None:  # phase 3
+    sc = "S34"
+    mid = r.accept(sc, "S34 frozen, thawed by -Mt, delivered by -M [freeze]", ALICE, ["carol@local.test"])
+    r.exim_cmd("-Mt", mid)
+    r.exim_cmd("-M", mid)
+    r.add_expected(sc, mid, "carol@local.test", "success", first="inprogress")
+
+
+def s35_suppressed(r: EximRun) -> None:  # phase 3
+    sc = "S35"
+    mid = r.accept(sc, "S35 delivery suppressed by -N [queue]", ALICE, [BOB])
+    r.exim_cmd("-N", "-M", mid)
+    r.add_expected(sc, mid, BOB, "success", how="suppressed")
+
+
+def s36_two_in_one_connection(r: EximRun) -> None:
+    sc = "S36"
+    s = r.smtp()
+    try:
+        m1 = r.accept(sc, "S36 first of two in one connection", ALICE, [BOB], s=s)
+        m2 = r.accept(
+            sc, "S36 second of two in one connection", BOB, ["spamtrap-2@local.test", "carol@local.test"], s=s
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            s.quit()
+    r.add_expected(sc, m1, BOB, "success")
+    r.add_expected(sc, m2, "carol@local.test", "success")
+
+
+def s37_tls_auth(r: EximRun) -> None:
+    sc = "S37"
+    rcpts = ["ok-tls@remote.test", BOB]
+    mid = r.accept(sc, "S37 STARTTLS and AUTH PLAIN", ALICE, rcpts, tls=True, auth="PLAIN")
+    for rc in rcpts:
+        r.add_expected(sc, mid, rc, "success")
+
+
+def s38_fakereject(r: EximRun) -> None:
+    sc = "S38"
+    subject = "S38 fakereject [fakereject]"
+    r.scenarios[sc] = subject
+    res = r.send(sc, subject, ALICE, [BOB])
+    code = res["data_reply"][0] if res["data_reply"] else 0
+    if code < 500:
+        raise HarnessError(f"{sc}: expected a (fake) 5xx reply to DATA, got {res['data_reply']!r}")
+
+    def resolve() -> None:
+        # the client was told 5xx, but the message was kept and delivered: its id is in the mailbox
+        mid = res["msgid"] or r.mailbox_id("bob", res["message_id"])
+        if not mid:
+            r.problems.append(f"{sc}: fakereject message not found in bob's mailbox")
+            return
+        r.register(sc, mid, ALICE)
+        r.add_expected(sc, mid, BOB, "success", fakereject=True)
+
+    r.after_idle.append(resolve)
+
+
 PHASE1 = [
     s23_dead_host,  # first: its retry cutoff must pass before the queue run
+    s33_delay_warning,  # early: it must be older than delay_warning at the queue run
     s01_local,
     s02_multi,
     s03_forward,
@@ -1016,8 +1187,17 @@ PHASE1 = [
     s24_auth,
     s25_local_cli,
     s26_auth_fail,
+    s27_mixed_case,
+    s28_mixed_outcome,
+    s29_tricky_subject,
+    s30_quoted_local_part,
+    s31_success_dsn,
+    s32_notify_never,
+    s36_two_in_one_connection,
+    s37_tls_auth,
+    s38_fakereject,
 ]
-PHASE3 = [s20_queued, s21_removed, s22_cancelled]
+PHASE3 = [s20_queued, s21_removed, s22_cancelled, s34_thawed, s35_suppressed]
 SCENARIOS = PHASE1 + PHASE3
 
 
@@ -1052,31 +1232,36 @@ def run_exim_scenarios(workdir: Path, mode: str) -> HarnessResult:
         for fn in PHASE1:
             fn(r)
         r.wait_idle()
+        r.run_after_idle()
         # phase 2: let the dead host's retry cutoff pass, then force a queue run: tempfail-once delivers,
         # tempfail-always and :defer: defer again, the dead host times out (failure + bounce)
-        time.sleep(max(0.0, r.dead_accepted_at + DEAD_RETRY_CUTOFF + 1.5 - time.monotonic()))
+        wait = max(DEAD_RETRY_CUTOFF, DELAY_WARNING) + 1.5
+        time.sleep(max(0.0, r.dead_accepted_at + wait - time.monotonic()))
         r.exim_cmd("-qf")
         r.wait_idle()
         # phase 3: messages that must stay queued, or that are removed/cancelled by the admin
         for fn in PHASE3:
             fn(r)
         r.wait_idle()
-        # bounces generated by Exim: recipient = the parent's envelope sender, delivered locally
+        r.run_after_idle()
+        # messages generated by Exim (bounces, success DSNs, delay warnings): recipient = the parent's
+        # envelope sender (always a local mailbox here), delivered at once
         children = r.find_bounces()
-        seen_parents = set()
+        seen: Counter[str] = Counter()
         for child, parent in children.items():
             if parent not in r.messages:
-                r.problems.append(f"bounce {child} of unknown parent {parent}")
+                r.problems.append(f"generated message {child} of unknown parent {parent}")
                 continue
             sc = r.messages[parent]
-            seen_parents.add(parent)
+            seen[parent] += 1
             r.messages[child] = sc
-            r.add_expected(sc, child, r.senders[parent], "success", parent=parent, generated="bounce")
-        for parent, sc in r.bounce_parents.items():
-            if parent not in seen_parents:
-                r.problems.append(f"{sc}: expected a bounce of {parent}, none found")
-        for parent in seen_parents - set(r.bounce_parents):
-            r.problems.append(f"{r.messages[parent]}: unexpected bounce of {parent}")
+            kind = r.generated_parents.get(parent, (sc, "unexpected"))[1]
+            r.add_expected(sc, child, r.senders[parent], "success", parent=parent, generated=kind)
+        for parent, (sc, kind) in r.generated_parents.items():
+            if seen[parent] != 1:
+                r.problems.append(f"{sc}: expected one {kind} of {parent}, found {seen[parent]}")
+        for parent in set(seen) - set(r.generated_parents):
+            r.problems.append(f"{r.messages[parent]}: unexpected generated message of {parent}")
         r.queue_at_end = r.queue_ids()
         _self_check(r)
     finally:
