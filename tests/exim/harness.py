@@ -445,6 +445,7 @@ class EximRun:
         self.sink: Sink | None = None
         self.counter = 0
         self.dead_accepted_at = 0.0
+        self.dead_msgid = ""
 
     # ---------------------------------------------------------------- setup / teardown
 
@@ -1005,6 +1006,7 @@ def s23_dead_host(r: EximRun) -> None:
     sc = "S23"
     mid = r.accept(sc, "S23 dead host retry timeout", ALICE, ["user@dead.test"])
     r.dead_accepted_at = time.monotonic()
+    r.dead_msgid = mid
     r.add_expected(sc, mid, "user@dead.test", "failure", first="defer", how="retry timeout")
     r.generated_parents[mid] = (sc, "bounce")
 
@@ -1239,6 +1241,14 @@ def run_exim_scenarios(workdir: Path, mode: str) -> HarnessResult:
         time.sleep(max(0.0, r.dead_accepted_at + wait - time.monotonic()))
         r.exim_cmd("-qf")
         r.wait_idle()
+        # on a loaded machine the first attempt of S23 may have come late, so its retry cutoff had not
+        # passed at the queue run: retry only that message (nothing else changes)
+        for _ in range(5):
+            if r.dead_msgid not in r.queue_ids():
+                break
+            time.sleep(1.5)
+            r.exim_cmd("-M", r.dead_msgid)
+            r.wait_idle()
         # phase 3: messages that must stay queued, or that are removed/cancelled by the admin
         for fn in PHASE3:
             fn(r)
