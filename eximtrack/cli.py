@@ -471,7 +471,9 @@ def _add_store(p) -> None:
     )
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, list[tuple[str, str]]]:
+def build_parser(load_extensions: bool = True) -> tuple[argparse.ArgumentParser, list[tuple[str, str]]]:
+    """The parser with the built-in commands and (if load_extensions) those of EXTENSION_MODULES;
+    returns it with the [(module, error)] of extension modules that exist but failed to load."""
     parser = _Parser(prog="eximtrack", description="Track Delivery for a fleet of Exim servers.")
     from eximtrack import __version__
 
@@ -534,7 +536,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[tuple[str, str]]]:
     p.set_defaults(func=cmd_sql)
 
     failed = []
-    for module_name in EXTENSION_MODULES:
+    for module_name in EXTENSION_MODULES if load_extensions else ():
         try:
             if importlib.util.find_spec(module_name) is None:
                 continue
@@ -550,14 +552,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[tuple[str, str]]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = bool(os.environ.get("EXIMTRACK_DEBUG"))
-    parser, failed = build_parser()
+    # Extensions are imported only when the command is not a built-in one (or for --help): `search` and
+    # `ingest` do not pay for importing Kafka clients.
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parser, failed = build_parser(load_extensions=wanted not in BUILTIN_COMMANDS)
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0) if not isinstance(exc.code, str) else 2
         finally:
-            wanted = next((a for a in argv if not a.startswith("-")), None)
             if failed and (debug or (wanted and wanted not in BUILTIN_COMMANDS)):
                 for name, err in failed:
                     print(f"eximtrack: warning: cannot load {name}: {err}", file=sys.stderr)

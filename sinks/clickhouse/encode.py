@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from operator import attrgetter
 
 from schemas.records import (
     EVENT_FIELDS,
@@ -92,6 +93,57 @@ encode_reject = _encoder(REJECT_FIELDS, _REJECT_CONVERT)
 encode_logline = _encoder(LOGLINE_FIELDS, _LOGLINE_CONVERT)
 
 
+# Column-oriented encoding (what the store sends: no per-row lists, one pass per column).
+_MAX_SECONDS = _MAX_MS / 1000
+
+
+def _time_col(values: list) -> list:
+    return [
+        round(v * 1000) if type(v) is float and 0.0 < v < _MAX_SECONDS else to_ms(v)  # noqa: E721
+        for v in values
+    ]
+
+
+def _str_col(values: list) -> list:
+    return [v if type(v) is str else _str(v) for v in values]  # noqa: E721
+
+
+def _uint_col(values: list) -> list:
+    return [v if type(v) is int and v >= 0 else _uint(v) for v in values]  # noqa: E721
+
+
+def _opt_float_col(values: list) -> list:
+    return [v if v is None or (type(v) is float and math.isfinite(v)) else _opt_float(v) for v in values]  # noqa: E721
+
+
+def _int_col(values: list) -> list:
+    return [v if type(v) is int else int(v) for v in values]  # noqa: E721
+
+
+_COLUMN_CONVERT = {
+    to_ms: _time_col,
+    _opt_float: _opt_float_col,
+    _uint: _uint_col,
+    int: _int_col,
+    _str: _str_col,
+}
+
+
+def _column_encoder(fields: tuple[str, ...], convert: dict):
+    plan = [(attrgetter(name), _COLUMN_CONVERT[convert.get(name, _str)]) for name in fields]
+
+    def encode_columns(records) -> list[list]:
+        records = records if isinstance(records, list) else list(records)
+        return [conv(list(map(get, records))) for get, conv in plan]
+
+    return encode_columns
+
+
+event_columns = _column_encoder(EVENT_FIELDS, _EVENT_CONVERT)
+reject_columns = _column_encoder(REJECT_FIELDS, _REJECT_CONVERT)
+logline_columns = _column_encoder(LOGLINE_FIELDS, _LOGLINE_CONVERT)
+
+
 def event_rows(events: Iterable[DeliveryEvent]) -> list[list]:
     return [encode_event(e) for e in events]
 
@@ -114,7 +166,10 @@ __all__ = [
     "encode_event",
     "encode_logline",
     "encode_reject",
+    "event_columns",
     "event_rows",
+    "logline_columns",
+    "reject_columns",
     "logline_rows",
     "reject_rows",
     "row_to_event",

@@ -163,20 +163,23 @@ class Store:
         return migrations.ensure_retention(self.client, days)
 
     # -- writing -----------------------------------------------------------------------------------
-    def _insert(self, table: str, columns: tuple[str, ...], rows: list[list], batch_rows: int) -> int:
-        for batch in _batches(rows, max(1, batch_rows)):
-            self.client.insert(table, batch, column_names=list(columns))
-        return len(rows)
+    def _insert(
+        self, table: str, columns: tuple[str, ...], encoder, records: Iterable, batch_rows: int
+    ) -> int:
+        records = records if isinstance(records, list) else list(records)
+        for batch in _batches(records, max(1, batch_rows)):
+            self.client.insert(table, encoder(batch), column_names=list(columns), column_oriented=True)
+        return len(records)
 
     def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         """Insert DeliveryEvents into `events` (the materialized view feeds `latest`)."""
-        return self._insert("events", EVENT_FIELDS, encode.event_rows(events), batch_rows)
+        return self._insert("events", EVENT_FIELDS, encode.event_columns, events, batch_rows)
 
     def insert_rejects(self, rejects: Iterable, batch_rows: int = BATCH_ROWS) -> int:
-        return self._insert("rejects", REJECT_FIELDS, encode.reject_rows(rejects), batch_rows)
+        return self._insert("rejects", REJECT_FIELDS, encode.reject_columns, rejects, batch_rows)
 
     def insert_lines(self, lines: Iterable, batch_rows: int = BATCH_ROWS) -> int:
-        return self._insert("log_lines", LOGLINE_FIELDS, encode.logline_rows(lines), batch_rows)
+        return self._insert("log_lines", LOGLINE_FIELDS, encode.logline_columns, lines, batch_rows)
 
     # -- reading -----------------------------------------------------------------------------------
     def _readonly_chdb_client(self):

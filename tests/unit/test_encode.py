@@ -100,3 +100,25 @@ def test_bulk_helpers_and_row_to_event():
     back = encode.row_to_event(EVENT_FIELDS, encode.encode_event(events[0]))
     assert back.event_id == "e0" and back.type == "success"
     assert encode.reject_rows([]) == [] and encode.logline_rows([]) == []
+
+
+def test_column_encoding_equals_row_encoding():
+    events = [
+        DeliveryEvent(
+            event_id="a", type="success", server="s", msgid="m", sendunixtime=1700000000.25, spamscore=1.0
+        ),
+        DeliveryEvent(
+            event_id="b", type="defer", server="s", msgid="m", sendunixtime=0.0, spamscore=math.nan, size=-3
+        ),
+        DeliveryEvent(
+            event_id="c", type="defer", server="s", msgid="m", actionunixtime=math.inf, queue_time=2
+        ),
+    ]
+    events[2].subject = None
+    columns = encode.event_columns(events)
+    assert len(columns) == len(EVENT_FIELDS)
+    assert [list(r) for r in zip(*columns, strict=True)] == encode.event_rows(events)
+    rejects = [RejectRecord("r", "s", "x", "why", offset=5, logunixtime=1.5)]
+    assert [list(r) for r in zip(*encode.reject_columns(rejects), strict=True)] == encode.reject_rows(rejects)
+    lines = [LogLineRecord("l", "s", "m", 1700000000.001, "x")]
+    assert [list(r) for r in zip(*encode.logline_columns(lines), strict=True)] == encode.logline_rows(lines)
