@@ -1,0 +1,261 @@
+"""Kafka side of the shipper: encode raw lines and account maps, and hand them to kafka-python.
+
+This module owns the producer settings and the wire format; it does not decide *when* a position is safe
+(``producers/checkpoint.py``) or *what* to read (``producers/tail.py``).
+
+Producer settings and why
+    ``acks="all"`` + ``enable_idempotence=True``: a record counts as delivered only when every in-sync
+    replica has it, and the broker drops the duplicates that the producer's own retries would create, so
+    retries neither duplicate nor reorder records within one producer session.
+    ``delivery_timeout_ms`` is very large (24 days): while the broker is down, records wait in the
+    producer and are retried rather than failed. kafka-python 3 has no ``buffer_memory`` limit, so memory
+    is bounded by the shipper alone: it keeps at most ``AckWindow.max_records``/``max_bytes`` in flight and
+    stops reading the log when the window is full; the log file itself is the buffer.
+    ``allow_auto_create_topics=False``: a missing topic must not be auto-created with the broker's
+    default partition count -- that would break the key rule (``schemas/topics.py``).
+    ``linger_ms`` / ``batch_size``: one shipper writes all its lines to one partition (key = server), so
+    large batches form naturally; 20 ms of linger costs nothing for a log tailer.
+    Compression: lz4 if the ``lz4`` package is installed, else zstd if ``zstandard`` is, else gzip
+    (stdlib). Exim lines compress 5-10x.
+
+Wire format (value, UTF-8 JSON; key = server name, :func:`schemas.topics.raw_line_key`)
+    raw-lines: ``{"server", "file_id", "offset", "line", "tz", "schema_version"}`` -- the fields of
+    ``schemas.records.RawLine``. accounts: see ``schemas/topics.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.codec import has_lz4, has_zstd
+from kafka.partitioner.default import murmur2
+
+from producers.tail import Line
+from schemas.records import SCHEMA_VERSION, RawLine
+from schemas.topics import ACCOUNTS, ACCOUNTS_MAX_BYTES, RAW_LINES, raw_line_key
+
+log = logging.getLogger(__name__)
+
+_RAW_FIELDS = tuple(f.name for f in dataclasses.fields(RawLine))
+# 24 days: effectively "retry until the broker is back"; Java's int ms limit is 2^31-1 (24.8 days).
+DELIVERY_TIMEOUT_MS = 24 * 24 * 3600 * 1000
+
+
+def pick_compression() -> str:
+    """The best codec whose package is installed (lz4 > zstd > gzip)."""
+    if has_lz4():
+        return "lz4"
+    if has_zstd():
+        return "zstd"
+    return "gzip"
+
+
+def encode_raw_line(server: str, line: Line, tz: str) -> bytes:
+    """One raw-lines record value; field names are exactly those of ``schemas.records.RawLine``.
+
+    Same bytes as ``json.dumps({...}, ensure_ascii=False, separators=(",", ":"))`` of the record (a unit
+    test checks it), built by hand because this runs once per log line: only the line needs escaping.
+    """
+    return (
+        f'{{"server":{_dumps(server)},"file_id":{_dumps(line.file_id)},"offset":{line.offset:d},'
+        f'"line":{_dumps(line.text)},"tz":{_dumps(tz)},"schema_version":{SCHEMA_VERSION:d}}}'
+    ).encode()
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def key_partition(key: bytes, num_partitions: int) -> int:
+    """The partition Kafka's default partitioner assigns to ``key`` (murmur2, positive, modulo)."""
+    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+
+
+def decode_raw_line(value: bytes) -> RawLine:
+    """Inverse of :func:`encode_raw_line` (used by tests and consumers that want the dataclass)."""
+    data = json.loads(value)
+    return RawLine(**{k: data[k] for k in _RAW_FIELDS if k in data})
+
+
+def producer_config(
+    brokers: str,
+    *,
+    linger_ms: int = 20,
+    batch_size: int = 512 * 1024,
+    compression: str | None = None,
+    client_id: str = "eximtrack-ship",
+) -> dict[str, Any]:
+    """kafka-python ``KafkaProducer`` settings of the shipper (see the module docstring)."""
+    return {
+        "bootstrap_servers": brokers.split(","),
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "max_in_flight_requests_per_connection": 5,  # the most idempotence allows while keeping order
+        "linger_ms": linger_ms,
+        "batch_size": batch_size,
+        # "none" switches compression off; None picks the best installed codec.
+        "compression_type": None if compression == "none" else (compression or pick_compression()),
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "request_timeout_ms": 30_000,
+        # send() blocks at most this long for metadata or buffer space; the shipper retries the same record.
+        "max_block_ms": 5_000,
+        "max_request_size": ACCOUNTS_MAX_BYTES + 64 * 1024,
+        "allow_auto_create_topics": False,
+        "reconnect_backoff_ms": 100,
+        "reconnect_backoff_max_ms": 5_000,
+        "metadata_max_age_ms": 60_000,
+        # The constructor waits this long for a first broker; the shipper retries with backoff.
+        "bootstrap_timeout_ms": 5_000,
+    }
+
+
+class Publisher:
+    """Sends one server's lines and account maps. Thin: no retry logic beyond kafka-python's own.
+
+    :param producer_factory: builds the producer from :func:`producer_config`'s dict (tests inject).
+    """
+
+    def __init__(
+        self,
+        brokers: str,
+        server: str,
+        tz: str,
+        *,
+        topic: str = RAW_LINES.name,
+        accounts_topic: str = ACCOUNTS.name,
+        producer_factory: Callable[..., Any] = KafkaProducer,
+        **config: Any,
+    ) -> None:
+        self.server = server
+        self.key = raw_line_key(server)
+        self.tz = tz
+        self.topic = topic
+        self.accounts_topic = accounts_topic
+        self.config = producer_config(brokers, **config)
+        self._factory = producer_factory
+        self.producer: Any = None
+        self.partition: int | None = None  # of self.key in self.topic, once metadata is known
+
+    def connect(self) -> None:
+        """Create the producer. Raises a KafkaError (KafkaTimeoutError) if no broker answers in time."""
+        self.producer = self._factory(**self.config)
+
+    def check_topic(self, topic: str) -> bool:
+        """True if the broker knows ``topic`` (metadata fetched); False if it does not exist.
+
+        For the raw-lines topic this also fixes the partition of this server's key (see ``send_line``).
+        """
+        try:
+            partitions = self.producer.partitions_for(topic)
+        except Exception as exc:  # kafka-python raises KafkaTimeoutError for an unknown topic
+            log.debug("metadata for %s: %r", topic, exc)
+            return False
+        if partitions and topic == self.topic:
+            self.partition = key_partition(self.key, len(partitions))
+            log.info("%s: key %r -> partition %d of %d", topic, self.server, self.partition, len(partitions))
+        return bool(partitions)
+
+    def send_line(self, line: Line) -> tuple[Any, int]:
+        """Queue one line; return (delivery future, payload size). May raise KafkaTimeoutError.
+
+        The partition is passed explicitly once known: it is exactly what the default partitioner would
+        pick for the key (murmur2, as in the Java client and aiokafka), computed once instead of per line.
+        """
+        value = encode_raw_line(self.server, line, self.tz)
+        return self.producer.send(self.topic, key=self.key, value=value, partition=self.partition), len(value)
+
+    def send_accounts(self, value: bytes) -> Any:
+        return self.producer.send(self.accounts_topic, key=self.key, value=value)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout=timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.producer is not None:
+            self.producer.close(timeout=timeout)
+            self.producer = None
+
+    def connection_count(self) -> int | None:
+        """Open connections of the producer (kafka-python's ``connection-count`` gauge), if available."""
+        try:
+            for group, values in self.producer.metrics().items():
+                if group == "producer-metrics" and "connection-count" in values:
+                    return int(values["connection-count"])
+        except Exception:  # metrics are best effort
+            return None
+        return None
+
+
+# ---------------------------------------------------------------------------------------- accounts
+
+
+DEFAULT_USERDOMAINS = "/etc/userdomains"
+DEFAULT_TRUEUSEROWNERS = "/etc/trueuserowners"
+
+
+class AccountsWatcher:
+    """Watches cPanel's account maps; :meth:`changed` returns a new snapshot record when either changed.
+
+    A file counts as changed when its (inode, size, mtime) changed -- cPanel rewrites these files by
+    rename, so the inode changes too. A missing file is shipped as ``null``. The record holds both maps so
+    the compacted topic keeps one consistent snapshot per server.
+    """
+
+    def __init__(self, server: str, userdomains: str | None, trueuserowners: str | None) -> None:
+        self.server = server
+        self.paths = {"userdomains": userdomains, "trueuserowners": trueuserowners}
+        self.acked_signature: tuple | None = None
+        self.pending_signature: tuple | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any(self.paths.values())
+
+    def _signature(self) -> tuple:
+        sig = []
+        for name, path in self.paths.items():
+            if not path:
+                sig.append((name, None))
+                continue
+            try:
+                st = os.stat(path)
+                sig.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                sig.append((name, None))
+        return tuple(sig)
+
+    def changed(self) -> tuple[tuple, bytes] | None:
+        """(signature, value) if the files differ from what was last acknowledged and nothing is pending."""
+        if not self.enabled or self.pending_signature is not None:
+            return None
+        sig = self._signature()
+        if sig == self.acked_signature:
+            return None
+        record: dict[str, Any] = {"server": self.server}
+        for name, path in self.paths.items():
+            text = None
+            if path:
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as fh:
+                        text = fh.read()
+                except OSError:
+                    text = None
+            record[name] = text
+        record["schema_version"] = SCHEMA_VERSION
+        value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if len(value) > ACCOUNTS_MAX_BYTES:
+            log.error(
+                "account maps of %s are %d bytes, over the %d limit; not shipped",
+                self.server,
+                len(value),
+                ACCOUNTS_MAX_BYTES,
+            )
+            self.acked_signature = sig
+            return None
+        return sig, value
