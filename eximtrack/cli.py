@@ -324,29 +324,27 @@ def _print_show(parts: dict, msgid: str) -> None:
         attempts = [e for e in parts["attempts"] if e["server"] == server]
         if attempts:
             out.write("Recipients\n")
-            by_rcpt: dict[tuple[str, str], list[dict]] = {}
+            by_rcpt: dict[str, list[dict]] = {}
             for e in attempts:
-                by_rcpt.setdefault((e["recipient"], e["deliveredto"]), []).append(e)
-            for (rcpt, dto), events in by_rcpt.items():
-                label = rcpt or "(message)"
-                if dto and dto != rcpt:
-                    label += f" -> {dto}"
-                out.write(f"  {label}\n")
+                by_rcpt.setdefault(e["recipient"], []).append(e)
+            for rcpt, events in by_rcpt.items():
+                out.write(f"  {rcpt or '(message: recipients not logged yet)'}\n")
                 for e in events:
                     where = " ".join(
                         x
                         for x in (
+                            f"-> {e['deliveredto']}" if e["deliveredto"] and e["deliveredto"] != rcpt else "",
                             f"R={e['router']}" if e["router"] else "",
                             f"T={e['transport']}" if e["transport"] else "",
                             f"H={e['host']}" if e["host"] else "",
                             f"[{e['ip']}]" if e["ip"] else "",
+                            "(frozen)" if e.get("frozen") else "",
                         )
                         if x
                     )
                     text = e["message"] or e["confirmation"]
-                    out.write(
-                        f"    {_iso(e['actionunixtime'])}  {e['type']:<10} {where}  {text}".rstrip() + "\n"
-                    )
+                    line = f"    {_iso(e['actionunixtime'])}  {e['type']:<10} {where}  {text}"
+                    out.write(line.rstrip() + "\n")
         children = [c for c in parts["children"] if c["server"] == server]
         if children:
             out.write("Bounces / DSNs about this message\n")

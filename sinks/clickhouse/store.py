@@ -12,6 +12,7 @@ one process per directory, so chDB clients are cached per process (per path and 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -52,12 +53,11 @@ def _chdb_client(url: StoreURL):
                 f"cannot also open {url.path}"
             )
         try:
-            if url.path != ":memory:":
-                import os
-
-                os.makedirs(url.path, exist_ok=True)
             bootstrap = _chdb_clients.get((url.path, ""))
             if bootstrap is None:
+                if url.path != ":memory:":
+                    os.makedirs(url.path, exist_ok=True)
+                    _check_not_locked(url.path)
                 bootstrap = clickhouse_connect.get_client(dsn=_chdb_dsn(url.path))
                 _chdb_clients[(url.path, "")] = bootstrap
             _chdb_path = url.path
@@ -69,6 +69,32 @@ def _chdb_client(url: StoreURL):
             raise StoreError(f"cannot open chDB store {url.path}: {_first_line(exc)}") from exc
         _chdb_clients[key] = client
         return client
+
+
+def _check_not_locked(path: str) -> None:
+    """Fail clearly when another process holds the chDB directory (ClickHouse flocks `status`)."""
+    import fcntl
+
+    status = os.path.join(path, "status")
+    try:
+        fh = open(status, "rb")  # noqa: SIM115
+    except OSError:
+        return  # a new store
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = ""
+            try:
+                first = fh.read(200).decode(errors="replace").splitlines()
+                owner = f" ({first[0].strip()})" if first else ""
+            except OSError:
+                pass
+            raise StoreError(
+                f"the chDB store {path} is in use by another process{owner}: an embedded store admits one "
+                "process at a time (stop it, or use a ClickHouse server: --store http://host:8123)"
+            ) from None
+        fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def current_chdb_path() -> str | None:
@@ -90,7 +116,15 @@ def _http_client(url: StoreURL):
     )
     try:
         client = clickhouse_connect.get_client(**kwargs)
-        client.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
+        try:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
+        except Exception:
+            # no CREATE permission is fine when the database exists already
+            exists = client.query(
+                "SELECT count() FROM system.databases WHERE name = {d:String}", parameters={"d": url.database}
+            ).result_rows[0][0]
+            if not exists:
+                raise
         client.database = url.database
     except Exception as exc:
         raise StoreError(f"cannot open ClickHouse store {url.display()}: {_first_line(exc)}") from exc

@@ -344,3 +344,22 @@ def test_store_url_resolution(monkeypatch, tmp_path):
     for bad in ("ftp://x", "http://", "chdb:///x?database=a-b", "", "http://h:99999"):
         with pytest.raises(ConfigError):
             parse_store_url(bad)
+
+
+def test_store_in_use_by_another_process(tmp_path):
+    store = f"chdb://{tmp_path}/busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time\nfrom sinks.clickhouse.store import Store\nStore.open({store!r})\nprint('open', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        proc = subprocess.run(
+            [sys.executable, "-m", "eximtrack", "search", "--store", store],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert "in use by another process" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
