@@ -438,6 +438,8 @@ class EximRun:
         # parent msgid -> (scenario, kind): messages expected to make Exim generate exactly one message
         # ("bounce", "dsn" = success DSN, "warning" = delay warning)
         self.generated_parents: dict[str, tuple[str, str]] = {}
+        # parent msgid -> (type, extra keys) of its generated message when not a plain delivered "success"
+        self.generated_outcome: dict[str, tuple[str, dict]] = {}
         self.after_idle: list = []  # callbacks run after the next wait_idle()
         self.scenarios: dict[str, str] = {}
         self.problems: list[str] = []
@@ -1164,6 +1166,55 @@ def s38_fakereject(r: EximRun) -> None:
     r.after_idle.append(resolve)
 
 
+def s39_protocol_noise(r: EximRun) -> None:
+    """Noise without messages: a pipelining sync error, a syntax error, a transaction dropped after RCPT,
+    and a connection lost in the middle of DATA. Nothing is accepted, nothing is expected."""
+    sc = "S39"
+    r.scenarios[sc] = "S39 SMTP protocol noise (no messages)"
+
+    def talk(helo: str, chunks: list[bytes], pause: float = 0.15) -> None:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=10) as so:
+            so.recv(4096)
+            so.sendall(f"HELO {helo}\r\n".encode())
+            so.recv(4096)
+            so.settimeout(0.3)  # no reply is due in the middle of DATA
+            for c in chunks:
+                so.sendall(c)
+                time.sleep(pause)
+                with contextlib.suppress(OSError):
+                    so.recv(4096)
+
+    # HELO (no PIPELINING advertised), then MAIL and RCPT in one packet
+    talk("early.example", [b"MAIL FROM:<alice@local.test>\r\nRCPT TO:<bob@local.test>\r\n", b"QUIT\r\n"])
+    talk("idle.example", [b"FOOBAR\r\n", b"QUIT\r\n"])
+    talk("dropper.example", [b"MAIL FROM:<alice@local.test>\r\n", b"RCPT TO:<bob@local.test>\r\n"])
+    talk(
+        "halfway.example",
+        [
+            b"MAIL FROM:<alice@local.test>\r\n",
+            b"RCPT TO:<bob@local.test>\r\n",
+            b"DATA\r\n",
+            b"Subject: cut\r\n",
+        ],
+    )
+
+
+def s40_remote_sender_bounce(r: EximRun) -> None:
+    sc = "S40"
+    mid = r.accept(sc, "S40 bounce to a remote sender", "ext-sender@remote.test", ["ghost3@local.test"])
+    r.add_expected(sc, mid, "ghost3@local.test", "failure")
+    r.generated_parents[mid] = (sc, "bounce")
+
+
+def s41_failed_bounce(r: EximRun) -> None:
+    sc = "S41"
+    mid = r.accept(sc, "S41 bounce that fails", "bad-sender@remote.test", ["ghost4@local.test"])
+    r.add_expected(sc, mid, "ghost4@local.test", "failure")
+    r.generated_parents[mid] = (sc, "bounce")
+    # the bounce is refused by the sender's server: `** … F=<>`, then frozen on the queue
+    r.generated_outcome[mid] = ("failure", {"frozen": True})
+
+
 PHASE1 = [
     s23_dead_host,  # first: its retry cutoff must pass before the queue run
     s33_delay_warning,  # early: it must be older than delay_warning at the queue run
@@ -1198,6 +1249,9 @@ PHASE1 = [
     s36_two_in_one_connection,
     s37_tls_auth,
     s38_fakereject,
+    s39_protocol_noise,
+    s40_remote_sender_bounce,
+    s41_failed_bounce,
 ]
 PHASE3 = [s20_queued, s21_removed, s22_cancelled, s34_thawed, s35_suppressed]
 SCENARIOS = PHASE1 + PHASE3
@@ -1211,9 +1265,9 @@ def _self_check(r: EximRun) -> None:
     q = set(r.queue_at_end)
     by_msg: dict[str, set[str]] = {}
     for e in r.expected:
-        by_msg.setdefault(e["msgid"], set()).add(e["type"])
+        by_msg.setdefault(e["msgid"], set()).add("frozen" if e.get("frozen") else e["type"])
     for mid, types in by_msg.items():
-        pending = bool(types & {"defer", "inprogress"})
+        pending = bool(types & {"defer", "inprogress", "frozen"})
         if pending != (mid in q):
             r.problems.append(f"{mid} ({r.messages.get(mid)}): types {sorted(types)} but on queue={mid in q}")
     for mid in q:
@@ -1266,7 +1320,8 @@ def run_exim_scenarios(workdir: Path, mode: str) -> HarnessResult:
             seen[parent] += 1
             r.messages[child] = sc
             kind = r.generated_parents.get(parent, (sc, "unexpected"))[1]
-            r.add_expected(sc, child, r.senders[parent], "success", parent=parent, generated=kind)
+            type_, extra = r.generated_outcome.get(parent, ("success", {}))
+            r.add_expected(sc, child, r.senders[parent], type_, parent=parent, generated=kind, **extra)
         for parent, (sc, kind) in r.generated_parents.items():
             if seen[parent] != 1:
                 r.problems.append(f"{sc}: expected one {kind} of {parent}, found {seen[parent]}")

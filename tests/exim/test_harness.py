@@ -14,11 +14,12 @@ from tests.exim.harness import ID_RE, LOG_SELECTORS, MODES, SCENARIOS
 pytestmark = [pytest.mark.exim, pytest.mark.slow]
 
 # what the scenario definitions produce, identical in every mode
-EXPECTED_TYPES = {"success": 36, "failure": 9, "defer": 3, "inprogress": 2, "filtered": 1}
+EXPECTED_TYPES = {"success": 37, "failure": 12, "defer": 3, "inprogress": 2, "filtered": 1}
 # generated messages: bounces of S07 remote 550, S08 unknown user, S11 pipe fail, S12 :fail:, S22 -Mg,
-# S23 retry timeout, S28 mixed outcome; S31 success DSN; S33 delay warning
-EXPECTED_GENERATED = {"bounce": 7, "dsn": 1, "warning": 1}
-EXPECTED_MESSAGES = 44  # 35 accepted messages + 9 generated
+# S23 retry timeout, S28 mixed outcome, S40 (to a remote sender), S41 (refused: fails, frozen);
+# S31 success DSN; S33 delay warning
+EXPECTED_GENERATED = {"bounce": 9, "dsn": 1, "warning": 1}
+EXPECTED_MESSAGES = 48  # 37 accepted messages + 11 generated
 EXPECTED_REJECTIONS = Counter(
     {("RCPT", False): 2, ("RCPT", True): 1, ("MAIL", False): 1, ("DATA", False): 1, ("SIZE", False): 1}
 )
@@ -138,7 +139,7 @@ def test_final_lines_agree_with_truth(res):
 
 
 def test_queue_at_end(res):
-    pending = {e["msgid"] for e in res.expected if e["type"] in ("defer", "inprogress")}
+    pending = {e["msgid"] for e in res.expected if e["type"] in ("defer", "inprogress") or e.get("frozen")}
     assert set(res.queue_at_end) == pending
 
 
@@ -147,7 +148,12 @@ def test_bounces(res):
     for e in res.expected:
         if "parent" in e:
             assert re.search(re.escape(e["msgid"]) + r" <= <> R=" + re.escape(e["parent"]) + " ", log)
-            assert e["recipient"] in ("alice@local.test", "dave@local.test")
+            assert e["recipient"] in (
+                "alice@local.test",
+                "dave@local.test",
+                "ext-sender@remote.test",
+                "bad-sender@remote.test",
+            )
 
 
 def test_rejection_lines(res):
@@ -260,3 +266,17 @@ def test_special_shapes(res):
     assert any(
         b.startswith("** user@dead.test") and "retry timeout exceeded" in b for b in body[first["S23"]]
     )
+    # a bounce refused by the sender's server: `** …` (`F=<>` with +sender_on_delivery), then frozen
+    (bounce,) = [e for e in res.expected if e["scenario"] == "S41" and "parent" in e]
+    assert any(b.startswith("** bad-sender@remote.test ") for b in body[bounce["msgid"]])
+    assert "Frozen (delivery error message)" in body[bounce["msgid"]]
+
+
+def test_noise_lines(res):
+    log = "\n".join(lines(res))
+    assert "SMTP protocol synchronization error" in log
+    assert "SMTP connection from (halfway.example) [127.0.0.1]" in log  # lost while reading message data
+    assert "unexpected disconnection while reading SMTP command from (dropper.example)" in log
+    # +smtp_syntax_error and +smtp_incomplete_transaction are only in +all
+    assert ('SMTP syntax error in "FOOBAR"' in log) is (res.mode == "all")
+    assert ("incomplete transaction (connection lost) from <alice@local.test>" in log) is (res.mode == "all")
