@@ -195,6 +195,11 @@ def cmd_ingest(args) -> int:
         raise UsageError("--batch-rows must be > 0")
     retention = resolve_retention_days(args.retention_days)
     store = _open_store(args, retention_days=retention)
+    if not hasattr(store, "client"):  # a RemoteStore: the directory belongs to another process
+        raise CommandError(
+            f"cannot ingest into {store.url.path}: it is owned by process {store.endpoint.get('pid')} "
+            "(read-only from here); stop it or let it consume the logs"
+        )
     total = sum(os.path.getsize(p) for p in args.files)
     progress = Progress(total)
     stats = ingest_files(
@@ -577,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SearchError) as exc:
         print(f"eximtrack: error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"eximtrack: error: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115

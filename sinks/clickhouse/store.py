@@ -36,6 +36,10 @@ class StoreError(RuntimeError):
     """The store could not be opened or used (message meant for the user)."""
 
 
+class StoreLockedError(StoreError):
+    """Another process holds the embedded (chDB) store directory."""
+
+
 _lock = threading.RLock()
 _chdb_path: str | None = None
 _chdb_clients: dict[tuple[str, str], Any] = {}
@@ -90,11 +94,21 @@ def _check_not_locked(path: str) -> None:
                 owner = f" ({first[0].strip()})" if first else ""
             except OSError:
                 pass
-            raise StoreError(
+            raise StoreLockedError(
                 f"the chDB store {path} is in use by another process{owner}: an embedded store admits one "
                 "process at a time (stop it, or use a ClickHouse server: --store http://host:8123)"
             ) from None
         fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remote_store(url: StoreURL):
+    """A read-only RemoteStore over the query endpoint of the process owning a chDB store, if it serves one."""
+    try:
+        from sinks.clickhouse.query_server import RemoteStore, find_endpoint
+    except ImportError:
+        return None
+    endpoint = find_endpoint(url.path)
+    return RemoteStore(url, endpoint) if endpoint else None
 
 
 def current_chdb_path() -> str | None:
@@ -157,12 +171,25 @@ class Store:
     ) -> Store:
         """Open (and migrate) a store. `url` None → $EXIMTRACK_STORE or chdb://./data.
 
+        When another process owns a chDB store and serves its query endpoint
+        (sinks/clickhouse/query_server.py), this returns a read-only RemoteStore for it instead.
+
         retention_days: None → $EXIMTRACK_RETENTION_DAYS if set, else leave the TTL as it is (90 days on a
         new store); 0 → keep forever; N → TTL of N days on events, latest, rejects and log_lines.
         """
         if not isinstance(url, StoreURL):
             url = parse_store_url(resolve_store_url(url))
-        client = _chdb_client(url) if url.backend == "chdb" else _http_client(url)
+        if url.backend == "chdb":
+            try:
+                client = _chdb_client(url)
+            except StoreLockedError:
+                # The owner (the sink, the web app) may serve read-only queries for its store.
+                remote = _remote_store(url)
+                if remote is None:
+                    raise
+                return remote
+        else:
+            client = _http_client(url)
         store = cls(client, url)
         if migrate:
             try:
@@ -297,4 +324,4 @@ class Store:
         return self.client.command(sql, parameters=dict(params or {}) or None)
 
 
-__all__ = ["BATCH_ROWS", "Store", "StoreError", "current_chdb_path"]
+__all__ = ["BATCH_ROWS", "Store", "StoreError", "StoreLockedError", "current_chdb_path"]

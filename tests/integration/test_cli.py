@@ -363,3 +363,39 @@ def test_store_in_use_by_another_process(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+@needs_joiner
+def test_store_owned_by_a_process_serving_queries(tmp_path):
+    """search/show/sql go through the owner's query endpoint; ingest refuses clearly."""
+    pytest.importorskip("sinks.clickhouse.query_server")
+    store = f"chdb://{tmp_path}/owned"
+    env = {**os.environ, "EXIMTRACK_RETENTION_DAYS": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "eximtrack", "ingest", "--server", "web1", "--store", store, str(SAMPLES / "mainlog-all.log")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    code = (
+        "import sys\nfrom sinks.clickhouse.store import Store\nfrom sinks.clickhouse.query_server import QueryServer\n"
+        f"s = QueryServer(Store.open({store!r}))\ns.start()\nprint('open', flush=True)\nsys.stdin.read()\ns.stop()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        proc = subprocess.run(
+            [sys.executable, "-m", "eximtrack", "search", "--format", "json", "--store", store],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert row_key(jsonl(proc.stdout)) == joiner_latest("all")
+        proc = subprocess.run(
+            [sys.executable, "-m", "eximtrack", "ingest", "--server", "web1", "--store", store, str(SAMPLES / "mainlog-all.log")],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 1 and "owned by process" in proc.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
