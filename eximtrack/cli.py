@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 from datetime import UTC, date, datetime
 
@@ -424,7 +425,10 @@ def readonly_statement(sql: str) -> str:
         raise UsageError(
             f"only read-only statements are allowed ({', '.join(READONLY_KEYWORDS)}), not {first_word}"
         )
-    return text[:end] if end is not None else text
+    statement = text[:end] if end is not None else text
+    if re.search(r"\bFORMAT\s+\w+\s*$", statement, re.IGNORECASE):
+        raise UsageError("leave out the FORMAT clause: use --format table|json|csv")
+    return statement
 
 
 def cmd_sql(args) -> int:

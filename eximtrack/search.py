@@ -210,13 +210,16 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
 
     since = parse_time(f.since, "since")
     until = parse_time(f.until, "until")
-    when = "if(sendunixtime = 0, actionunixtime, sendunixtime)"
+    # "sendunixtime, or actionunixtime when sendunixtime is 0", written without if() so that the minmax
+    # skip indexes on both columns can prune granules.
     if since is not None:
-        p = _ph(b.param(round(since * 1000), "since"), "Int64")
-        b.where.append(f"{when} >= fromUnixTimestamp64Milli({p}, 'UTC')")
+        t = f"fromUnixTimestamp64Milli({_ph(b.param(round(since * 1000), 'since'), 'Int64')}, 'UTC')"
+        b.where.append(f"(sendunixtime >= {t} OR (sendunixtime = 0 AND actionunixtime >= {t}))")
     if until is not None:
-        p = _ph(b.param(round(until * 1000), "until"), "Int64")
-        b.where.append(f"{when} <= fromUnixTimestamp64Milli({p}, 'UTC')")
+        t = f"fromUnixTimestamp64Milli({_ph(b.param(round(until * 1000), 'until'), 'Int64')}, 'UTC')"
+        b.where.append(
+            f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
+        )
 
     column, direction = parse_sort(f.sort)
     tiebreak = ("server", "msgid", "recipient", "deliveredto")

@@ -239,6 +239,7 @@ def test_sql(capsys, url):
         "ALTER TABLE events DELETE WHERE 1",
         "",
         "-- only a comment",
+        "SELECT 1 FORMAT JSON",
     ):
         rc, _, err = run(capsys, "sql", bad, "--store", url)
         assert rc == 2 and "error" in err, bad

@@ -91,7 +91,7 @@ def test_types_and_show_groups():
 def test_since_until():
     sql, params = build_search({"since": "2026-11-01", "until": 1795000000})
     assert params["since0"] == 1793491200000 and params["until1"] == 1795000000000
-    assert "if(sendunixtime = 0, actionunixtime, sendunixtime) >=" in sql
+    assert "(sendunixtime >= fromUnixTimestamp64Milli({since0:Int64}, 'UTC') OR (sendunixtime = 0 AND" in sql
     assert parse_time("2026-11-01T10:00:00+01:00") == 1793523600.0
     assert parse_time("2026-11-01T09:00:00Z") == 1793523600.0
     with pytest.raises(SearchError):
