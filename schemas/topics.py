@@ -10,6 +10,7 @@ Topics
                           or must be rebuilt.
 ``eximtrack.events``      joiner -> sink. ``DeliveryEvent`` JSON, keyed by server as well (see below).
 ``eximtrack.rejects``     joiner -> sink. Lines nothing could classify (``RejectRecord``), kept, never dropped.
+``eximtrack.log-lines``   joiner -> sink. The raw lines of each message (``LogLineRecord``) for its story.
 ``eximtrack.accounts``    shipper -> joiner. Compacted: the latest cPanel account maps of each server.
 ``eximtrack.dead-letter`` anything a stage gave up on after classifying the error as permanent.
 
@@ -106,6 +107,12 @@ REJECTS = TopicSpec(
     {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS), "compression.type": "producer"},
     "lines no rule could classify, key = server",
 )
+LOG_LINES = TopicSpec(
+    "eximtrack.log-lines",
+    RAW_LINE_PARTITIONS,
+    {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS), "compression.type": "producer"},
+    "raw lines that belong to a message (LogLineRecord), for the message's story, key = server",
+)
 ACCOUNTS = TopicSpec(
     "eximtrack.accounts",
     3,
@@ -127,7 +134,7 @@ DEAD_LETTER = TopicSpec(
     "records a stage gave up on, with the error",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_LINES, EVENTS, REJECTS, ACCOUNTS, DEAD_LETTER)
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_LINES, EVENTS, REJECTS, LOG_LINES, ACCOUNTS, DEAD_LETTER)
 BY_NAME = {t.name: t for t in ALL_TOPICS}
 
 # Largest accounts record the shipper may send; keep below ACCOUNTS' max.message.bytes.
@@ -148,6 +155,7 @@ __all__ = [
     "BY_NAME",
     "DEAD_LETTER",
     "EVENTS",
+    "LOG_LINES",
     "RAW_LINES",
     "RAW_LINE_PARTITIONS",
     "REJECTS",

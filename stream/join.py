@@ -24,6 +24,7 @@ Rules (docs/ARCHITECTURE.md has the full table):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
@@ -43,6 +44,10 @@ SWEEP_MIN_INTERVAL = 30.0  # … and at least this much event time
 
 ARRIVAL_FIELDS = ("email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth",
                   "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid")  # fmt: skip
+
+
+# `for a b "quoted local"@c`: recipients are space-separated, but a quoted local part may contain spaces
+_RCPT_LIST_RE = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^\s"])+')
 
 
 def stable_id(*parts: str) -> str:
@@ -356,7 +361,7 @@ class Joiner:
         st.arrival = self._arrival_fields(st, p, ts)
         recipients: list[str] = []
         seen = set()
-        for rcpt in p.fields.get("for", "").split():
+        for rcpt in _RCPT_LIST_RE.findall(p.fields.get("for", "")):
             key = rcpt.lower()
             if key not in seen:
                 seen.add(key)

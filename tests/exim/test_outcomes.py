@@ -8,20 +8,14 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from stream.join import Joiner
 from tests.exim.harness import MODES
 
 pytestmark = [pytest.mark.exim, pytest.mark.slow]
 
-join = pytest.importorskip("stream.join")  # written in parallel; the harness tests do not need it
-
-# Scenarios whose logs the parser is known to get (partly) wrong; checked separately as non-strict xfail so
-# the rest stays a hard gate. S30: `for "ok quoted"@remote.test` (+received_recipients) is split at the
-# space inside the quoted local part, leaving two bogus "in progress" rows ('"ok', 'quoted"@remote.test').
-KNOWN_GAPS = {"S30": "quoted local part with a space in the `for` list of `<=`"}
-
 
 def _ingest(res):
-    j = join.Joiner(server="test", tz="UTC")
+    j = Joiner(server="test", tz="UTC")
     events, rejects = [], []
     with open(res.mainlog, encoding="utf-8", errors="surrogateescape") as f:
         for n, line in enumerate(f):
@@ -101,15 +95,7 @@ def _unexpected_rows(res, j):
 
 def test_no_unexpected_rows(case):
     res, j, events, rejects = case
-    assert [x for x in _unexpected_rows(res, j) if x[0] not in KNOWN_GAPS] == []
-
-
-@pytest.mark.parametrize("scenario", sorted(KNOWN_GAPS))
-def test_known_gaps(case, scenario):
-    res, j, events, rejects = case
-    extra = [x for x in _unexpected_rows(res, j) if x[0] == scenario]
-    if extra:
-        pytest.xfail(f"{scenario}: {KNOWN_GAPS[scenario]}: {extra}")
+    assert _unexpected_rows(res, j) == []
 
 
 def test_arrival_fields(case):

@@ -1,0 +1,268 @@
+"""The ClickHouse sink (`eximtrack sink`): events, rejects and log lines from Kafka -> the store.
+
+Commit order (docs/GUARANTEES.md), the one rule this module exists for:
+  1. poll a batch (bounded by `batch_size` records and `batch_seconds` of waiting),
+  2. decode it; a record that can never be inserted (not JSON, wrong schema) goes to the dead-letter topic
+     with the reason, and the dead-letter producer is flushed (acks=all),
+  3. insert events, rejects and lines through clickhouse-connect; a transient error is retried inside the
+     loop with capped, jittered backoff (sinks/clickhouse/retry.py) — the sink blocks, Kafka lag is the
+     buffer; a permanent error is narrowed down to the bad records, which are dead-lettered,
+  4. only then commit the consumer offsets.
+A crash anywhere before 4 replays the batch: harmless, because every record has a deterministic id and the
+tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing a query sees).
+
+In embedded mode (chdb://) this process owns the store (chDB allows one process per directory), so it also
+serves read-only queries for the CLI and the web page on 127.0.0.1 (sinks/clickhouse/query_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from schemas import topics as T
+from schemas.records import SCHEMA_VERSION, DeliveryEvent, LogLineRecord, RejectRecord
+from sinks.clickhouse.query_server import ENGINE_LOCK
+from sinks.clickhouse.retry import REJECT, backoff, classify
+
+log = logging.getLogger("eximtrack.sink")
+
+
+class SinkStopped(Exception):
+    """Raised inside a retry loop when the sink is asked to stop: the batch is left uncommitted."""
+
+
+@dataclass
+class SinkStats:
+    batches: int = 0
+    events: int = 0
+    rejects: int = 0
+    lines: int = 0
+    dead_letters: int = 0
+    insert_retries: int = 0
+    commits: int = 0
+    last_commit: float = 0.0
+    by_topic: dict = field(default_factory=dict)
+
+
+def decode_record(kind: str, value: bytes | None):
+    """A Kafka record of the given kind -> its record object; ValueError with the reason if it is unusable."""
+    if value is None:
+        raise ValueError("empty record")
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {data.get('schema_version')} is newer than {SCHEMA_VERSION}")
+    try:
+        if kind == "event":
+            ev = DeliveryEvent.from_dict(data)
+            if not ev.event_id or not ev.server or not ev.msgid or not ev.type:
+                raise ValueError("event without event_id/server/msgid/type")
+            return ev
+        if kind == "reject":
+            return RejectRecord(**{k: data[k] for k in RejectRecord.__dataclass_fields__ if k in data})
+        return LogLineRecord(**{k: data[k] for k in LogLineRecord.__dataclass_fields__ if k in data})
+    except TypeError as exc:
+        raise ValueError(f"wrong schema: {exc}") from None
+
+
+class Sink:
+    """Kafka -> store, with the commit order above. I/O only; the rules live in decode_record and retry."""
+
+    def __init__(self, store, brokers: str, *, prefix: str = "", group: str = "eximtrack-sink",
+                 batch_size: int = 20000, batch_seconds: float = 1.0, max_retry_seconds: float | None = None) -> None:  # fmt: skip
+        from kafka import KafkaConsumer, KafkaProducer
+
+        self.store = store
+        self.kinds = {
+            prefix + T.EVENTS.name: "event",
+            prefix + T.REJECTS.name: "reject",
+            prefix + T.LOG_LINES.name: "line",
+        }
+        self.dead_topic = prefix + T.DEAD_LETTER.name
+        self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
+        self.max_retry_seconds = max_retry_seconds
+        self.stats = SinkStats()
+        self._stop = threading.Event()
+        self.consumer = KafkaConsumer(
+            *self.kinds,
+            bootstrap_servers=brokers.split(","),
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=min(batch_size, 50000),
+            max_poll_interval_ms=600_000,  # a long store outage must not get us kicked out of the group
+        )
+        self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all", linger_ms=5)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.run_once()
+        except SinkStopped as exc:
+            log.info("%s", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            self.producer.close()
+
+    def run_once(self) -> int:
+        """One batch: poll, decode, insert (with retries), then commit. Returns the number of records."""
+        records = []
+        deadline = time.monotonic() + self.batch_seconds
+        while len(records) < self.batch_size and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            polled = self.consumer.poll(
+                timeout_ms=int(left * 1000) + 1, max_records=self.batch_size - len(records)
+            )
+            for batch in polled.values():
+                records.extend(batch)
+        if not records:
+            return 0
+        decoded: dict[str, list] = {"event": [], "reject": [], "line": []}
+        for rec in records:
+            kind = self.kinds.get(rec.topic, "event")
+            try:
+                decoded[kind].append(decode_record(kind, rec.value))
+            except ValueError as exc:
+                self._dead_letter(rec.topic, rec.partition, rec.offset, str(exc), rec.value)
+        self._insert_all("event", decoded["event"], self.store.insert_events)
+        self._insert_all("reject", decoded["reject"], self.store.insert_rejects)
+        self._insert_all("line", decoded["line"], self.store.insert_lines)
+        self.producer.flush()
+        self.consumer.commit()  # only after every insert of the batch returned
+        s = self.stats
+        s.batches += 1
+        s.commits += 1
+        s.last_commit = time.time()
+        s.events += len(decoded["event"])
+        s.rejects += len(decoded["reject"])
+        s.lines += len(decoded["line"])
+        return len(records)
+
+    def _insert_all(self, kind: str, items: list, insert) -> None:
+        if not items:
+            return
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            try:
+                with ENGINE_LOCK:
+                    insert(items)
+                return
+            except Exception as exc:  # classified below; nothing is dropped without a dead letter
+                if classify(exc) == REJECT:
+                    self._insert_narrowing(kind, items, insert)
+                    return
+                if self.max_retry_seconds is not None and time.monotonic() - started > self.max_retry_seconds:
+                    raise
+                self.stats.insert_retries += 1
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning(
+                    "insert of %d %s records failed (%s); retry %d in %.1fs",
+                    len(items),
+                    kind,
+                    exc,
+                    attempt,
+                    delay,
+                )
+                if self._stop.wait(delay):
+                    raise SinkStopped(
+                        "stopped while retrying; the batch is not committed and will be replayed"
+                    ) from exc
+
+    def _insert_narrowing(self, kind: str, items: list, insert) -> None:
+        """A permanent error: insert halves until the bad records are found; dead-letter only those."""
+        if len(items) == 1:
+            try:
+                with ENGINE_LOCK:
+                    insert(items)
+            except Exception as exc:
+                if classify(exc) != REJECT:
+                    raise
+                self._dead_letter(
+                    kind, -1, -1, f"insert failed permanently: {exc}", json.dumps(items[0].to_dict()).encode()
+                )
+            return
+        mid = len(items) // 2
+        for part in (items[:mid], items[mid:]):
+            try:
+                with ENGINE_LOCK:
+                    insert(part)
+            except Exception as exc:
+                if classify(exc) != REJECT:
+                    raise
+                self._insert_narrowing(kind, part, insert)
+
+    def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> None:
+        self.stats.dead_letters += 1
+        body = (value or b"")[:65536].decode("utf-8", "replace")
+        payload = {"topic": topic, "partition": partition, "offset": offset, "reason": reason, "value": body}
+        self.producer.send(self.dead_topic, json.dumps(payload).encode())
+        log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sink", help="run the ClickHouse sink: delivery events from Kafka -> the store")
+    p.add_argument("--brokers", default="127.0.0.1:9092", help="Kafka bootstrap HOST:PORT[,…]")
+    p.add_argument(
+        "--store", default=None, help="chdb:///path (default ./data or $EXIMTRACK_STORE) or http://host:8123"
+    )
+    p.add_argument("--topic-prefix", default="", help="prefix of every topic name (tests)")
+    p.add_argument("--group", default="eximtrack-sink", help="Kafka consumer group")
+    p.add_argument("--batch-size", type=int, default=20000)
+    p.add_argument("--batch-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--query-port",
+        type=int,
+        default=0,
+        help="embedded store: serve read-only queries here (0 = any free port)",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from sinks.clickhouse.store import Store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store = Store.open(args.store)
+    server = None
+    if store.url.backend == "chdb":
+        from sinks.clickhouse.query_server import QueryServer
+
+        server = QueryServer(store, port=args.query_port)
+        server.start()
+        log.info("embedded store %s: queries served on 127.0.0.1:%d", store.url.path, server.port)
+    sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
+                batch_seconds=args.batch_seconds)  # fmt: skip
+
+    def _stop(*_):
+        sink.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        sink.run()
+    finally:
+        if server is not None:
+            server.stop()
+    return 0

@@ -1,0 +1,341 @@
+"""The faust-streaming app (`eximtrack stream`): raw lines from Kafka -> the core joiner -> events to Kafka.
+
+A thin I/O shell around `stream.join.Joiner` (the same joiner `eximtrack ingest` uses). What it owns:
+
+- State: the per-message `MessageState`s live in a faust Table (`messages`, changelog-backed, so a restarted
+  or re-balanced worker recovers them). The table is keyed by "server\\x1fmsgid"; the raw-lines topic is keyed
+  by server, and faust writes each table change to the changelog partition of the event being processed, so
+  a message's state always sits on its server's partition (co-partitioned).
+- Bounded state: the joiner ends states on `Completed` (+ grace) and on expiry by event time, sweeping
+  inside the agent while it handles lines of the same server (faust has no per-key TTL, and tables may only
+  change while processing an event). `eximtrack_open_messages` counts what is held.
+- Delivery (docs/GUARANTEES.md): at-least-once with deterministic ids. The agent runs with concurrency 1
+  (faust-streaming#606: concurrency > 1 can commit past in-flight events). faust flushes the producer
+  (events, and the table changelog) before it commits the source offsets. After a crash, lines past the
+  committed offset are processed again: a message whose state already applied a line (`seq <= hw`)
+  re-emits its current rows instead of applying it twice, and a line the shipper re-sent (same file id
+  and offset) is recognised by the per-server position table and skipped. The sink makes the repeats
+  harmless (ReplacingMergeTree by event id + version).
+- Bad records (not JSON, wrong schema, huge) go to the dead-letter topic with the reason; the agent goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, MutableMapping
+
+import faust
+
+from schemas import topics as T
+from schemas.records import SCHEMA_VERSION
+from stream.accounts import AccountMap
+from stream.join import Joiner, MessageState
+
+log = logging.getLogger("eximtrack.stream")
+
+MAX_RECORD_BYTES = 1 << 20  # a raw-line record larger than this is dead-lettered (a log line is < 64 KiB)
+SEP = "\x1f"
+
+
+class TableStates(MutableMapping):
+    """The joiner's `states` mapping for one server, stored in the faust `messages` table as plain dicts."""
+
+    def __init__(self, table, server: str) -> None:
+        self.table = table
+        self.prefix = server + SEP
+
+    def __getitem__(self, msgid: str) -> MessageState:
+        data = self.table.get(self.prefix + msgid)
+        if data is None:
+            raise KeyError(msgid)
+        return MessageState.from_dict(data)
+
+    def get(self, msgid: str, default=None):
+        data = self.table.get(self.prefix + msgid)
+        return default if data is None else MessageState.from_dict(data)
+
+    def __setitem__(self, msgid: str, state: MessageState) -> None:
+        self.table[self.prefix + msgid] = state.to_dict()
+
+    def __delitem__(self, msgid: str) -> None:
+        del self.table[self.prefix + msgid]
+
+    def __contains__(self, msgid) -> bool:
+        return (self.prefix + msgid) in self.table
+
+    def _keys(self) -> list[str]:
+        n = len(self.prefix)
+        return [k[n:] for k in list(self.table.keys()) if isinstance(k, str) and k.startswith(self.prefix)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def items(self):
+        n = len(self.prefix)
+        for k, v in list(self.table.items()):
+            if isinstance(k, str) and k.startswith(self.prefix) and v is not None:
+                yield k[n:], MessageState.from_dict(v)
+
+
+def decode_raw_line(value: bytes | None) -> dict:
+    """A raw-line record -> dict, or ValueError with the reason (the record then goes to the dead letters)."""
+    if value is None:
+        raise ValueError("empty record")
+    if len(value) > MAX_RECORD_BYTES:
+        raise ValueError(f"record too large ({len(value)} bytes)")
+    try:
+        rec = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    server, line = rec.get("server"), rec.get("line")
+    if not isinstance(server, str) or not server or not isinstance(line, str):
+        raise ValueError("missing or invalid 'server'/'line'")
+    if rec.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {rec.get('schema_version')} is newer than {SCHEMA_VERSION}")
+    offset = rec.get("offset", -1)
+    rec["offset"] = offset if isinstance(offset, int) else -1
+    rec["file_id"] = str(rec.get("file_id") or "")
+    rec["tz"] = str(rec.get("tz") or "UTC")
+    return rec
+
+
+def dead_letter(topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> bytes:
+    body = (value or b"")[:65536].decode("utf-8", "replace")
+    return json.dumps(
+        {"topic": topic, "partition": partition, "offset": offset, "reason": reason, "value": body}
+    ).encode()
+
+
+class ShipperPositions:
+    """Per server, the highest byte offset applied of each recent log file: a line the shipper re-sent after
+    its own crash (same file id, offset not beyond) is recognised and skipped."""
+
+    KEEP_FILES = 8
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def seen(self, server: str, file_id: str, offset: int) -> bool:
+        if not file_id or offset < 0:
+            return False
+        files = self.table.get(server) or {}
+        last = files.get(file_id)
+        return last is not None and offset <= last
+
+    def advance(self, server: str, file_id: str, offset: int) -> None:
+        if not file_id or offset < 0:
+            return
+        files = dict(self.table.get(server) or {})
+        files[file_id] = offset
+        if len(files) > self.KEEP_FILES:
+            for k in sorted(files, key=files.get)[: len(files) - self.KEEP_FILES]:
+                del files[k]
+        self.table[server] = files
+
+
+ACCOUNTS_REFRESH_SECONDS = 60.0
+
+
+class AccountsFeed:
+    """The latest account maps of every server, read from the compacted accounts topic.
+
+    A faust GlobalTable would do this, but with faust-streaming 0.15.3 and Kafka 4.1 a GlobalTable never
+    finished its first partition assignment here (the worker hung after "performing partition
+    assignments"). The topic is small and compacted, so it is simply read from the beginning to the end
+    at start and every minute, without a consumer group."""
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.brokers = brokers
+        self.topic = topic
+        self.maps: dict[str, dict] = {}
+
+    def get(self, server: str):
+        return self.maps.get(server)
+
+    def refresh(self) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.brokers.split(","), enable_auto_commit=False, group_id=None,
+                                 consumer_timeout_ms=2000)  # fmt: skip
+        try:
+            parts = consumer.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in parts]
+            if not tps:
+                return 0
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            maps = dict(self.maps)
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                for batch in consumer.poll(timeout_ms=1000).values():
+                    for rec in batch:
+                        server = (rec.key or b"").decode("utf-8", "replace")
+                        if rec.value is None:
+                            maps.pop(server, None)
+                            continue
+                        try:
+                            data = json.loads(rec.value)
+                            maps[data.get("server") or server] = data
+                        except ValueError:
+                            log.warning(
+                                "bad accounts record at %s[%s]@%s", rec.topic, rec.partition, rec.offset
+                            )
+            self.maps = maps
+            return len(maps)
+        finally:
+            consumer.close()
+
+
+def changelog_topics(app_id: str, prefix: str = "") -> list:
+    """The faust tables' changelog topics, created up front: faust creates them itself on the first start
+    but then does not refresh its metadata, and the first write fails with PartitionsMismatch."""
+    return [
+        T.TopicSpec(f"{app_id}-{name}-changelog", T.RAW_LINE_PARTITIONS, {"cleanup.policy": "compact"})
+        for name in ("messages", "shipper-positions")
+    ]
+
+
+def create_app(
+    brokers: str,
+    *,
+    app_id: str = "eximtrack-stream",
+    prefix: str = "",
+    data_dir: str = "/tmp/eximtrack-stream",
+    web_port: int | None = None,
+    grace: float | None = None,
+    expiry: float | None = None,
+) -> faust.App:
+    """Build the faust app. `prefix` is put before every topic name (tests use one per test)."""
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
+        store="memory://",  # the changelog topic is the durable copy; recovery replays it
+        datadir=data_dir,
+        topic_partitions=T.RAW_LINE_PARTITIONS,
+        topic_replication_factor=1,
+        processing_guarantee="at_least_once",
+        stream_buffer_maxsize=16384,
+        broker_commit_every=5000,
+        broker_commit_interval=1.0,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+    )
+    raw_topic = app.topic(prefix + T.RAW_LINES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    events_topic = app.topic(prefix + T.EVENTS.name, value_serializer="raw")
+    rejects_topic = app.topic(prefix + T.REJECTS.name, value_serializer="raw")
+    lines_topic = app.topic(prefix + T.LOG_LINES.name, value_serializer="raw")
+    dead_topic = app.topic(prefix + T.DEAD_LETTER.name, value_serializer="raw")
+
+    messages = app.Table("messages", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str, help="per-message join state")  # fmt: skip
+    positions_table = app.Table("shipper-positions", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str)  # fmt: skip
+    accounts_table = AccountsFeed(brokers, prefix + T.ACCOUNTS.name)
+    app.eximtrack_accounts = accounts_table  # type: ignore[attr-defined]
+    positions = ShipperPositions(positions_table)
+    joiners: dict[str, tuple[Joiner, str]] = {}
+    kw = {k: v for k, v in (("grace", grace), ("expiry", expiry)) if v is not None}
+    counters = {"lines": 0, "events": 0, "rejects": 0, "dead_letters": 0, "shipper_repeats": 0}
+    app.eximtrack_counters = counters  # type: ignore[attr-defined]
+
+    def joiner_for(server: str, tz: str) -> Joiner:
+        acc = accounts_table.get(server)
+        acc_version = json.dumps(acc, sort_keys=True) if acc else ""
+        held = joiners.get(server)
+        if held is None or held[0].clock.tz != tz:
+            j = Joiner(server, tz, keep_latest=False, states=TableStates(messages, server), **kw)
+            held = (j, "")
+            joiners[server] = held
+        j, version = held
+        if version != acc_version:
+            j.accounts = (
+                AccountMap.from_text(acc.get("userdomains") or "", acc.get("trueuserowners") or "")
+                if acc
+                else AccountMap()
+            )
+            joiners[server] = (j, acc_version)
+        return j
+
+    @app.agent(raw_topic, concurrency=1)
+    async def join(stream):
+        async for event in stream.events():
+            msg = event.message
+            try:
+                rec = decode_raw_line(event.value)
+            except ValueError as exc:
+                counters["dead_letters"] += 1
+                await dead_topic.send(
+                    value=dead_letter(msg.topic, msg.partition, msg.offset, str(exc), event.value)
+                )
+                continue
+            server = rec["server"]
+            counters["lines"] += 1
+            if positions.seen(server, rec["file_id"], rec["offset"]):
+                counters["shipper_repeats"] += 1
+                continue
+            joiner = joiner_for(server, rec["tz"])
+            out = joiner.process(rec["line"], rec["file_id"], rec["offset"], seq=msg.offset)
+            key = server.encode()
+            for ev in out.events:
+                await events_topic.send(key=key, value=json.dumps(ev.to_dict()).encode())
+            for rj in out.rejects:
+                await rejects_topic.send(key=key, value=json.dumps(rj.to_dict()).encode())
+            for ll in out.lines:
+                await lines_topic.send(key=key, value=json.dumps(ll.to_dict()).encode())
+            counters["events"] += len(out.events)
+            counters["rejects"] += len(out.rejects)
+            positions.advance(server, rec["file_id"], rec["offset"])
+
+    @app.timer(ACCOUNTS_REFRESH_SECONDS)
+    async def refresh_accounts():
+        await app.loop.run_in_executor(None, accounts_table.refresh)
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        lines = [f"eximtrack_stream_{k}_total {v}" for k, v in counters.items()]
+        for server, (j, _) in joiners.items():
+            lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
+            lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')
+        return web.text("\n".join(lines) + "\n")
+
+    return app
+
+
+def run_worker(app: faust.App, loglevel: str = "warning") -> None:
+    """Run the app in this process until SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.WARNING))
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("stream", help="run the faust joiner: raw lines from Kafka -> delivery events")
+    p.add_argument("--brokers", default="127.0.0.1:9092", help="Kafka bootstrap HOST:PORT[,…]")
+    p.add_argument("--topic-prefix", default="", help="prefix of every topic name (tests)")
+    p.add_argument("--app-id", default="eximtrack-stream", help="consumer group / app id")
+    p.add_argument("--data-dir", default="/tmp/eximtrack-stream", help="faust's local data directory")
+    p.add_argument("--web-port", type=int, default=None, help="serve /metrics on this port")
+    p.add_argument("--expiry", type=float, default=None, help="seconds (event time) an idle message is kept")
+    p.add_argument("--loglevel", default="warning")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from producers.topics import ensure_topics
+
+    ensure_topics(args.brokers, prefix=args.topic_prefix)
+    ensure_topics(args.brokers, changelog_topics(args.app_id))
+    app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
+                     web_port=args.web_port, expiry=args.expiry)  # fmt: skip
+    app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
+    run_worker(app, args.loglevel)
+    return 0
