@@ -30,10 +30,14 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 # `register(subparsers)`, which adds a subcommand and sets `func=<handler(args) -> int>` as its default.
 #   producers.ship           -> `eximtrack ship`
 #   eximtrack.local_broker   -> `eximtrack broker`
+#   stream.app               -> `eximtrack stream`
+#   sinks.clickhouse.sink    -> `eximtrack sink`
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
     "eximtrack.local_broker",
+    "stream.app",
+    "sinks.clickhouse.sink",
 ]
 # ---------------------------------------------------------------------------------------------------
 
