@@ -12,9 +12,12 @@ File identity
     defined as soon as the file has one complete line -- i.e. always by the time a line is emitted.
 
 Situations handled (all without losing or repeating a line)
-    * rename + create (logrotate ``create``, cPanel's rotation): the path now names a new inode. The old
-      file is read to its end (and watched for ``rotate_grace`` more seconds, for a writer that has not
-      reopened yet), then the new file is read from offset 0.
+    * rename + create (logrotate ``create``, cPanel's rotation): the path now names a new inode. This is
+      checked on every poll, and the new file is opened at once and held by fd (so a second rotation
+      before we get to it cannot make us skip it). The old file is read to its end (and watched for
+      ``rotate_grace`` more seconds, for a writer that has not reopened yet), then the new one from 0.
+      Limit: a generation that was created *and* rotated away between two polls (well under a second)
+      is never seen live; it would be found among the siblings only on a resume.
     * copytruncate: same inode, size below our offset (or the first line changed). If a sibling such as
       ``FILE.1`` has our fingerprint and is longer than our offset, it is the copy: the lines we had not
       read yet are read from it, under the *old* identity (the copy has the same bytes at the same
@@ -189,6 +192,9 @@ class Follower:
         self._cur: _Open | None = None
         self._queue: deque[tuple[str, int, str | None, int | None]] = deque()  # (path, offset, fixed_id, end)
         self._rotated_since: float | None = None
+        # The file that replaced ours at the path, opened as soon as the rotation is seen: held by fd, so a
+        # second rotation before we get to it cannot make us skip it.
+        self._successor: _Open | None = None
         self._start_pos: Position | None = position
         self._start_at_end = start_at_end and position is None
         self._closed = False
@@ -198,6 +204,7 @@ class Follower:
     def poll(self, max_lines: int = 10_000) -> list[Line]:
         """Return up to ``max_lines`` complete lines available now (maybe none). Never blocks."""
         out: list[Line] = []
+        self._watch_rotation()
         guard = 0
         while len(out) < max_lines and guard < 64:
             guard += 1
@@ -229,7 +236,7 @@ class Follower:
             except OSError:
                 size = cur.read_pos
             total += max(0, (cur.end if cur.end is not None else size) - cur.line_start)
-            path_counted = cur.name == self.path and not self._cur_is_rotated()
+            path_counted = cur.name == self.path and self._successor is None
         for qpath, off, _fid, end in self._queue:
             with contextlib.suppress(OSError):
                 total += max(0, (end if end is not None else os.stat(qpath).st_size) - off)
@@ -251,9 +258,10 @@ class Follower:
         return Position(fid, cur.line_start) if fid is not None else None
 
     def close(self) -> None:
-        if self._cur is not None:
-            self._cur.close()
-            self._cur = None
+        for f in (self._cur, self._successor):
+            if f is not None:
+                f.close()
+        self._cur = self._successor = None
         self._closed = True
 
     def __enter__(self) -> Follower:
@@ -287,17 +295,31 @@ class Follower:
         if cur.end is not None:  # a drained copy or a queued sibling: done with it
             self._finish_current(partial_ok=True)
             return True
-        if self._cur_is_rotated():
+        self._watch_rotation()
+        if self._successor is not None and self._rotated_since is not None:
             now = self.clock()
-            if self._rotated_since is None:
-                self._rotated_since = now
-                self.stats.rotations += 1
-                log.info("%s was rotated (inode %s); draining the old file", self.path, cur.ino)
             if now - self._rotated_since >= self.rotate_grace:
                 self._rotated_since = None
                 self._finish_current(partial_ok=True)
                 return True
         return False
+
+    def _watch_rotation(self) -> None:
+        """Notice a rename rotation of the live file (once per poll, not only at EOF) and hold its successor."""
+        cur = self._cur
+        if cur is None or self._successor is not None or not self._cur_is_rotated():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        st = os.fstat(fd)
+        self._successor = _Open(fd, st.st_dev, st.st_ino, 0, name=self.path)
+        self._rotated_since = self.clock()
+        self.stats.rotations += 1
+        log.info(
+            "%s was rotated (inode %s -> %s); finishing the old file first", self.path, cur.ino, st.st_ino
+        )
 
     def _cur_is_rotated(self) -> bool:
         cur = self._cur
@@ -590,5 +612,8 @@ class Follower:
             self._emit(cur, bytes(cur.buf), consumed=len(cur.buf), partial=True, truncated=cur.skipping)
         cur.close()
         self._cur = None
-        if not self._queue:
+        if self._successor is not None:
+            self._cur, self._successor = self._successor, None
+            self._rotated_since = None
+        elif not self._queue:
             self._queue.append((self.path, 0, None, None))

@@ -155,6 +155,42 @@ def test_rotation_waits_grace_period_for_late_writes(log):
     assert pairs(drain(f, clock)) == [("new", 0)]
 
 
+def test_two_rotations_within_grace_do_not_skip_a_generation(log):
+    clock = FakeClock()
+    w = Writer(log)
+    w.lines("g1")
+    f = Follower(log, clock=clock, rotate_grace=5.0)
+    assert pairs(f.poll()) == [("g1", 0)]
+    rename_rotate(log, w)
+    w.reopen()
+    w.lines("g2")
+    assert f.poll() == []  # rotation seen, its successor opened and held, grace period running
+    rename_rotate(log, w)  # g2's file is renamed away before we even started reading it
+    w.reopen()
+    w.lines("g3")
+    clock.advance(10)
+    assert pairs(drain(f, clock)) == [("g2", 0), ("g3", 0)]
+    assert f.stats.rotations == 2
+
+
+def test_rotation_seen_while_catching_up(log):
+    """The rotation is noticed on the next poll even while the old file still has a backlog."""
+    clock = FakeClock()
+    w = Writer(log)
+    w.lines(*[f"a{i}" for i in range(100)])
+    f = Follower(log, clock=clock, rotate_grace=0)
+    got = f.poll(max_lines=10)
+    rename_rotate(log, w)
+    w.reopen()
+    w.lines("b0")
+    got += f.poll(max_lines=10)  # sees the rotation, holds b0's file, still 80 lines behind in the old one
+    rename_rotate(log, w)
+    w.reopen()
+    w.lines("c0")
+    got += drain(f, clock, rounds=10)
+    assert [ln.text for ln in got] == [f"a{i}" for i in range(100)] + ["b0", "c0"]
+
+
 def test_partial_line_at_rotation_is_emitted_as_partial(log):
     clock = FakeClock()
     w = Writer(log)
