@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -124,6 +126,51 @@ class Progress:
             self.stream.flush()
 
 
+class _Writer:
+    """Writes batches to the store on a background thread, so joining and inserting overlap (the engine
+    works outside the GIL). At most `depth` batches wait; the first insert error is re-raised in the caller."""
+
+    def __init__(self, store, batch_rows: int, background: bool = True, depth: int = 2):
+        self.store = store
+        self.batch_rows = batch_rows
+        self.error: BaseException | None = None
+        self.thread = None
+        if background:
+            self.queue: queue.Queue = queue.Queue(maxsize=depth)
+            self.thread = threading.Thread(target=self._run, name="eximtrack-ingest-writer", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # handed to the caller
+                    self.error = exc
+
+    def _write(self, method: str, records: list) -> None:
+        getattr(self.store, method)(records, self.batch_rows)
+
+    def put(self, method: str, records: list) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.thread is None:
+            self._write(method, records)
+        else:
+            self.queue.put((method, records))
+
+    def close(self, raise_error: bool = True) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
+        if raise_error and self.error is not None:
+            raise self.error
+
+
 def make_joiner(
     server: str, tz: str = "UTC", userdomains: str | None = None, trueuserowners: str | None = None
 ):
@@ -149,8 +196,10 @@ def ingest_files(
     batch_rows: int = BATCH_ROWS,
     progress: Progress | None = None,
     now: Callable[[], float] = time.time,
+    background: bool = True,
 ) -> IngestStats:
-    """Feed every line of `paths` (in order) to one joiner and write its output to `store`."""
+    """Feed every line of `paths` (in order) to one joiner and write its output to `store` (in batches of
+    `batch_rows`, on a background thread unless background=False)."""
     if joiner is None:
         if not server:
             raise ValueError("a server name is required")
@@ -164,16 +213,18 @@ def ingest_files(
     rejects: list = []
     lines: list = []
 
+    writer = _Writer(store, batch_rows, background=background)
+
     def flush(force: bool = False) -> None:
         nonlocal events, rejects, lines
         if events and (force or len(events) >= batch_rows):
-            store.insert_events(events, batch_rows)
+            writer.put("insert_events", events)
             events = []
         if rejects and (force or len(rejects) >= batch_rows):
-            store.insert_rejects(rejects, batch_rows)
+            writer.put("insert_rejects", rejects)
             rejects = []
         if lines and (force or len(lines) >= batch_rows):
-            store.insert_lines(lines, batch_rows)
+            writer.put("insert_lines", lines)
             lines = []
 
     def take(out) -> None:
@@ -193,24 +244,28 @@ def ingest_files(
 
     total = sum(os.path.getsize(p) for p in paths)
     done_before = 0
-    for path in paths:
-        reader = _Reader(path)
-        fid = file_id_of(path)
-        try:
-            for offset, line in reader.lines():
-                stats.lines += 1
-                take(joiner.process(line, file_id=fid, offset=offset))
-                if len(events) >= batch_rows or len(rejects) >= batch_rows or len(lines) >= batch_rows:
-                    flush()
-                if progress is not None and not stats.lines & 1023:
-                    progress.update(done_before + reader.position(), stats.lines)
-        finally:
-            done_before += reader.size
-            stats.bytes += reader.size
-            reader.close()
-        stats.files += 1
-
-    flush(force=True)
+    try:
+        for path in paths:
+            reader = _Reader(path)
+            fid = file_id_of(path)
+            try:
+                for offset, line in reader.lines():
+                    stats.lines += 1
+                    take(joiner.process(line, file_id=fid, offset=offset))
+                    if len(events) >= batch_rows or len(rejects) >= batch_rows or len(lines) >= batch_rows:
+                        flush()
+                    if progress is not None and not stats.lines & 1023:
+                        progress.update(done_before + reader.position(), stats.lines)
+            finally:
+                done_before += reader.size
+                stats.bytes += reader.size
+                reader.close()
+            stats.files += 1
+        flush(force=True)
+    except BaseException:
+        writer.close(raise_error=False)
+        raise
+    writer.close()
     if progress is not None:
         progress.update(total, stats.lines, force=True)
         progress.finish()

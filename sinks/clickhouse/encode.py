@@ -97,6 +97,9 @@ encode_logline = _encoder(LOGLINE_FIELDS, _LOGLINE_CONVERT)
 _MAX_SECONDS = _MAX_MS / 1000
 
 
+_NONE_TYPE = type(None)
+
+
 def _time_col(values: list) -> list:
     return [
         round(v * 1000) if type(v) is float and 0.0 < v < _MAX_SECONDS else to_ms(v)  # noqa: E721
@@ -104,19 +107,31 @@ def _time_col(values: list) -> list:
     ]
 
 
+# The fast paths check a whole column at C speed (set(map(type, …)), min) and hand it over unchanged.
 def _str_col(values: list) -> list:
+    if set(map(type, values)) <= {str}:
+        return values
     return [v if type(v) is str else _str(v) for v in values]  # noqa: E721
 
 
 def _uint_col(values: list) -> list:
+    if set(map(type, values)) <= {int} and (not values or min(values) >= 0):
+        return values
     return [v if type(v) is int and v >= 0 else _uint(v) for v in values]  # noqa: E721
 
 
 def _opt_float_col(values: list) -> list:
+    types = set(map(type, values))
+    if types <= {_NONE_TYPE}:
+        return values
+    if types <= {float, _NONE_TYPE} and all(map(math.isfinite, filter(None.__ne__, values))):
+        return values
     return [v if v is None or (type(v) is float and math.isfinite(v)) else _opt_float(v) for v in values]  # noqa: E721
 
 
 def _int_col(values: list) -> list:
+    if set(map(type, values)) <= {int}:
+        return values
     return [v if type(v) is int else int(v) for v in values]  # noqa: E721
 
 
