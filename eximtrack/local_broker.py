@@ -373,9 +373,11 @@ class LocalBroker:
                 text=True,
             )
             if fmt.returncode != 0:
+                # The message is at the top, followed by a long Java stack trace: keep the message.
+                text = [ln for ln in (fmt.stdout + fmt.stderr).splitlines() if not ln.startswith("\tat ")]
                 raise BrokerError(
                     f"formatting KRaft storage in {self.data_dir} failed (exit {fmt.returncode}):\n"
-                    + (fmt.stdout + fmt.stderr)[-4000:]
+                    + "\n".join(text[:40])
                 )
         t_format = time.monotonic()
         self._save_state(cluster_id)
@@ -593,7 +595,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("fetch", "start", "stop", "status"))
     parser.add_argument("--dir", default=".eximtrack/kafka", help="broker work dir (default: %(default)s)")
     parser.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
-    parser.add_argument("--version", default=DEFAULT_VERSION, help="Kafka version (default: %(default)s)")
+    parser.add_argument(
+        "--kafka-version", default=DEFAULT_VERSION, help="Kafka version to fetch/run (default: %(default)s)"
+    )
     parser.add_argument("--heap", default=DEFAULT_HEAP, help="JVM heap (default: %(default)s)")
     parser.set_defaults(func=run)
 
@@ -603,13 +607,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "fetch":
             t0 = time.monotonic()
-            libs = fetch(args.version, quiet=False)
+            libs = fetch(args.kafka_version, quiet=False)
             print(
-                f"Kafka {args.version}: {len(list(libs.glob('*.jar')))} jars in {libs} "
+                f"Kafka {args.kafka_version}: {len(list(libs.glob('*.jar')))} jars in {libs} "
                 f"({time.monotonic() - t0:.1f}s)"
             )
             return 0
-        broker = LocalBroker(args.dir, args.port, version=args.version, heap=args.heap)
+        broker = LocalBroker(args.dir, args.port, version=args.kafka_version, heap=args.heap)
         if args.action == "start":
             with contextlib.suppress(BrokerError):
                 broker.attach()

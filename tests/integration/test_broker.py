@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from eximtrack.local_broker import metadata_brokers
+from eximtrack.local_broker import BrokerError, LocalBroker, metadata_brokers
 
 pytestmark = [pytest.mark.kafka]
 
@@ -59,3 +59,40 @@ def test_produce_consume_round_trip(kafka_bootstrap, unique_topic):
     # Order is kept within one key (one partition).
     for key in by_key:
         assert [v for k, v in got if k == key] == [v for k, v in sent if k == key]
+
+
+def test_bad_config_fails_with_the_reason(tmp_path):
+    broker = LocalBroker(tmp_path / "bad", extra_config={"num.network.threads": "not-a-number"})
+    with pytest.raises(BrokerError) as info:
+        broker.start()
+    assert "num.network.threads" in str(info.value)
+    assert not broker.running()
+
+
+def test_cli_start_status_stop_and_startup_failure(tmp_path):
+    """The CLI round trip; then a broker that dies during startup reports the tail of its log."""
+    from eximtrack.local_broker import main
+
+    workdir = tmp_path / "cli"
+    try:
+        assert main(["start", "--dir", str(workdir)]) == 0
+        bootstrap = (workdir / "bootstrap").read_text().strip()
+        host, port = bootstrap.split(":")
+        assert metadata_brokers(host, int(port))
+        assert main(["status", "--dir", str(workdir)]) == 0
+    finally:
+        assert main(["stop", "--dir", str(workdir)]) == 0
+    assert main(["status", "--dir", str(workdir)]) == 3
+
+    # Corrupt the formatted storage: the JVM starts, then exits during startup.
+    meta = workdir / "data" / "meta.properties"
+    meta.write_text(meta.read_text().replace("node.id=1", "node.id=7"))
+    broker = LocalBroker(workdir, start_timeout=60)
+    try:
+        with pytest.raises(BrokerError) as info:
+            broker.start()
+    finally:
+        broker.stop()
+    msg = str(info.value)
+    assert "exited with code" in msg and "server.log" in msg
+    assert not broker.running()
