@@ -124,7 +124,7 @@ def _opt_float_col(values: list) -> list:
     types = set(map(type, values))
     if types <= {_NONE_TYPE}:
         return values
-    if types <= {float, _NONE_TYPE} and all(map(math.isfinite, filter(None.__ne__, values))):
+    if types <= {float, _NONE_TYPE} and all(math.isfinite(v) for v in values if v is not None):
         return values
     return [v if v is None or (type(v) is float and math.isfinite(v)) else _opt_float(v) for v in values]  # noqa: E721
 
