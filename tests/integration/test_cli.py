@@ -400,3 +400,92 @@ def test_store_owned_by_a_process_serving_queries(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+@needs_joiner
+def test_small_batches_and_several_files(capsys, url, tmp_path):
+    """Many background batches give the same result as one; files are read in the order given."""
+    log = (SAMPLES / "mainlog-all.log").read_bytes().splitlines(keepends=True)
+    half = len(log) // 2
+    (tmp_path / "part1.log").write_bytes(b"".join(log[:half]))
+    (tmp_path / "part2.log").write_bytes(b"".join(log[half:]))
+    rc, out, err = run(
+        capsys,
+        "ingest",
+        "--server",
+        "web1",
+        "--store",
+        url,
+        "--batch-rows",
+        "7",
+        tmp_path / "part1.log",
+        tmp_path / "part2.log",
+    )
+    assert rc == 0, err
+    assert f"lines={len(log)}" in out and "ingested 2 file(s)" in out
+    assert row_key(search(capsys, url)) == joiner_latest("all")
+
+
+def test_writer_errors_reach_the_caller(tmp_path):
+    from eximtrack.ingest import ingest_files
+    from schemas.records import DeliveryEvent
+
+    class Out:
+        def __init__(self, n):
+            self.events = [DeliveryEvent(event_id=f"e{n}", type="defer", server="s", msgid="m")]
+            self.rejects, self.lines = [], []
+
+    class Joiner:
+        stats = {}
+        open_messages = 0
+
+        def process(self, line, file_id="", offset=-1):
+            return Out(offset)
+
+    class BrokenStore:
+        calls = 0
+
+        def retention_days(self):
+            return 0
+
+        def insert_events(self, events, batch_rows):
+            BrokenStore.calls += 1
+            raise RuntimeError("disk full")
+
+    log = tmp_path / "x.log"
+    log.write_text("a\nb\nc\nd\n")
+    for background in (True, False):
+        with pytest.raises(RuntimeError, match="disk full"):
+            ingest_files(BrokenStore(), [str(log)], joiner=Joiner(), batch_rows=1, background=background)
+
+
+def test_progress_bar_only_on_a_terminal():
+    from eximtrack.ingest import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    quiet = io.StringIO()
+    p = Progress(100, stream=quiet)
+    p.update(50, 10, force=True)
+    p.finish()
+    assert quiet.getvalue() == ""
+    tty = Tty()
+    p = Progress(100, stream=tty)
+    p.update(50, 10, force=True)
+    p.finish()
+    assert "50.0%" in tty.getvalue() and tty.getvalue().startswith("\r[")
+
+
+def test_iter_file_lines_offsets_and_decoding(tmp_path):
+    from eximtrack.ingest import iter_file_lines
+
+    raw = b"first line\nbad \xff byte\r\nlast without newline"
+    plain = tmp_path / "log"
+    plain.write_bytes(raw)
+    gz = tmp_path / "log.gz"
+    gz.write_bytes(gzip.compress(raw))
+    expected_lines = [(0, "first line"), (11, "bad \ufffd byte"), (23, "last without newline")]
+    assert list(iter_file_lines(str(plain))) == expected_lines
+    assert list(iter_file_lines(str(gz))) == expected_lines
