@@ -338,7 +338,7 @@ def _print_show(parts: dict, msgid: str) -> None:
             for e in attempts:
                 by_rcpt.setdefault(e["recipient"], []).append(e)
             for rcpt, events in by_rcpt.items():
-                out.write(f"  {rcpt or '(message: recipients not logged yet)'}\n")
+                out.write(f"  {rcpt or '(whole message)'}\n")
                 for e in events:
                     where = " ".join(
                         x
@@ -562,6 +562,17 @@ def build_parser(load_extensions: bool = True) -> tuple[argparse.ArgumentParser,
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `--sort -size` (descending) would look like an option to argparse: glue it as `--sort=-size`.
+    glued: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--sort" and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][:2] != "--":
+            glued.append(f"--sort={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    argv = glued
     debug = bool(os.environ.get("EXIMTRACK_DEBUG"))
     # Extensions are imported only when the command is not a built-in one (or for --help): `search` and
     # `ingest` do not pay for importing Kafka clients.

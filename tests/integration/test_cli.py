@@ -185,6 +185,8 @@ def test_search_json_shape_and_filters(capsys, url):
     assert search(capsys, url, "--server", "web2") == []
     assert search(capsys, url, "--since", "2000-01-01", "--until", "2000-01-02") == []
     assert len(search(capsys, url, "--since", "2000-01-01")) == len(rows)
+    newest = search(capsys, url, "--sort", "-actionunixtime")  # a leading "-" is not an option
+    assert [r["actionunixtime"] for r in newest] == sorted((r["actionunixtime"] for r in rows), reverse=True)
     by_rcpt = search(capsys, url, "--sort", "recipient:asc")
     assert [r["recipient"] for r in by_rcpt] == sorted(r["recipient"] for r in by_rcpt)
 
