@@ -1,0 +1,174 @@
+"""The whole pipeline on one machine: local Kafka broker, topics, sink, faust worker and shippers.
+
+Used by `make run` (`eximtrack run`) and by the end-to-end tests. Every component is a separate process,
+started with the same console commands an operator would use (`eximtrack sink`, `eximtrack stream`,
+`eximtrack ship`), so the tests exercise exactly what runs in production. The embedded chDB store is owned by
+the sink process; searches from other processes go through its query endpoint (sinks/clickhouse/query_server).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from eximtrack.local_broker import LocalBroker, fetch
+from schemas import topics as T
+
+
+class Component:
+    """One `eximtrack …` subprocess with its own log file; can be killed and started again."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict | None = None) -> None:
+        self.name = name
+        self.args = [sys.executable, "-m", "eximtrack", *args]
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Component:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)  # fmt: skip
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash every guarantee is written for."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class DevStack:
+    """Broker + sink + stream worker + one shipper per log file, all on 127.0.0.1."""
+
+    def __init__(self, workdir: Path, store: str | None = None, *, prefix: str | None = None,
+                 broker: LocalBroker | None = None, bootstrap: str | None = None) -> None:  # fmt: skip
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = store or f"chdb://{self.workdir / 'store'}"
+        self.prefix = prefix if prefix is not None else f"s{uuid.uuid4().hex[:6]}."
+        self.app_id = f"{self.prefix}stream"
+        self.broker = broker
+        self._own_broker = broker is None and bootstrap is None
+        self._bootstrap = bootstrap
+        self.components: dict[str, Component] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap or self.broker.bootstrap
+
+    def start_broker(self) -> None:
+        if self._own_broker and self.broker is None:
+            fetch()
+            self.broker = LocalBroker(self.workdir / "kafka")
+            self.broker.start()
+
+    def create_topics(self) -> None:
+        from producers.topics import ensure_topics
+        from stream.app import changelog_topics
+
+        ensure_topics(self.bootstrap, prefix=self.prefix)
+        ensure_topics(self.bootstrap, changelog_topics(self.app_id))
+
+    def _component(self, name: str, args: list[str]) -> Component:
+        comp = Component(name, args, self.workdir / f"{name}.log")
+        self.components[name] = comp
+        return comp
+
+    def sink(self) -> Component:
+        return self.components.get("sink") or self._component("sink", [
+            "sink", "--brokers", self.bootstrap, "--store", self.store, "--topic-prefix", self.prefix,
+            "--group", f"{self.prefix}sink", "--batch-seconds", "0.5"])  # fmt: skip
+
+    def stream(self, n: int = 1) -> Component:
+        name = "stream" if n == 1 else f"stream{n}"
+        return self.components.get(name) or self._component(name, [
+            "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
+            "--data-dir", str(self.workdir / f"faust{n}")])  # fmt: skip
+
+    def shipper(self, server: str, log: Path, tz: str = "UTC") -> Component:
+        name = f"ship-{server}"
+        return self.components.get(name) or self._component(name, [
+            "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, "--no-accounts",
+            "--topic", self.prefix + T.RAW_LINES.name, "--accounts-topic", self.prefix + T.ACCOUNTS.name,
+            "--checkpoint", str(self.workdir / f"checkpoint-{server}.json"), "--linger-ms", "5", str(log)])  # fmt: skip
+
+    def start(self, logs: dict[str, Path]) -> DevStack:
+        self.start_broker()
+        self.create_topics()
+        self.sink().start()
+        self.stream().start()
+        for server, log in logs.items():
+            self.shipper(server, log).start()
+        return self
+
+    def search_json(self, *args: str, timeout: float = 120) -> list[dict]:
+        import json
+
+        out = subprocess.run([sys.executable, "-m", "eximtrack", "search", "--store", self.store, "--format", "json",
+                              *args], capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"search failed ({out.returncode}): {out.stderr.strip()}")
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def sql(self, statement: str, timeout: float = 120) -> str:
+        out = subprocess.run([sys.executable, "-m", "eximtrack", "sql", "--store", self.store, "--format", "json",
+                              statement], capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"sql failed ({out.returncode}): {out.stderr.strip()}")
+        return out.stdout
+
+    def wait_endpoint(self, timeout: float = 60) -> None:
+        """Wait until the sink serves queries for the embedded store."""
+        from sinks.clickhouse.query_server import find_endpoint
+
+        if not self.store.startswith("chdb://"):
+            return
+        path = self.store[len("chdb://") :].split("?")[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if find_endpoint(path):
+                return
+            if not self.components["sink"].alive():
+                raise RuntimeError("sink died:\n" + self.components["sink"].tail())
+            time.sleep(0.2)
+        raise TimeoutError("the sink did not open the store:\n" + self.components["sink"].tail())
+
+    def stop(self) -> None:
+        for name in [n for n in self.components if n.startswith("ship-")] + ["stream", "stream2", "sink"]:
+            comp = self.components.get(name)
+            if comp is not None:
+                comp.stop()
+        if self._own_broker and self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> DevStack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
