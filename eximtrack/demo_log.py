@@ -44,30 +44,37 @@ def rounds(
     if first is None:
         return
     r = 0
-    counter = salt * 10_000_000
+    renamer = _IdRenamer(salt)
     while n_rounds is None or r < n_rounds:
         shift = (start.replace(tzinfo=None) - first) + timedelta(seconds=r * round_seconds)
-        ids: dict[str, str] = {}
+        renamer.ids.clear()
         out = []
         for line in lines:
             m = _TS_RE.match(line)
             if m:
                 ts = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") + shift
-                line = ts.strftime("%Y-%m-%d %H:%M:%S") + line[19:]
-
-                def new_id(mm: re.Match) -> str:
-                    nonlocal counter
-                    old = mm.group(0)
-                    if old not in ids:
-                        counter += 1
-                        epoch = int((ts.replace(tzinfo=UTC)).timestamp())
-                        ids[old] = f"{_b62(epoch, 6)}-{_b62(counter, 6)}-{mm.group(3)}"
-                    return ids[old]
-
-                line = _ID_RE.sub(new_id, line)
+                renamer.epoch = int(ts.replace(tzinfo=UTC).timestamp())
+                line = _ID_RE.sub(renamer, ts.strftime("%Y-%m-%d %H:%M:%S") + line[19:])
             out.append(line)
         yield out
         r += 1
+
+
+class _IdRenamer:
+    """Gives every message id of one round a new, unique id whose time part is the shifted arrival time."""
+
+    def __init__(self, salt: int) -> None:
+        self.counter = salt * 10_000_000
+        self.ids: dict[str, str] = {}
+        self.epoch = 0
+
+    def __call__(self, m: re.Match) -> str:
+        old = m.group(0)
+        new = self.ids.get(old)
+        if new is None:
+            self.counter += 1
+            new = self.ids[old] = f"{_b62(self.epoch, 6)}-{_b62(self.counter, 6)}-{m.group(3)}"
+        return new
 
 
 def write_log(
