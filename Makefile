@@ -29,6 +29,9 @@ broker-fetch: venv ## fetch Apache Kafka 4.x jars with Maven into $(EXIMTRACK_CA
 
 deps: apt venv broker-fetch ## everything the tests need on a fresh machine
 
+run: venv broker-fetch ## THE MAIN JOB: broker + shipper (demo log or /var/log/exim4/mainlog) + faust + sink into ./data
+	$(BIN)/eximtrack run --store $(STORE)
+
 demo: venv ## ingest the real-Exim sample logs into the embedded store and show a search
 	$(BIN)/eximtrack ingest --store $(STORE) --server demo1 samples/mainlog-cpanel.log
 	$(BIN)/eximtrack ingest --store $(STORE) --server demo2 samples/mainlog-all.log
@@ -52,4 +55,4 @@ test-unit: venv ## unit tests only (pure logic, seconds)
 clean: ## remove the local store and caches of this checkout
 	rm -rf data .pytest_cache .ruff_cache
 
-.PHONY: help venv apt broker-fetch deps demo lint fmt test test-unit clean
+.PHONY: help venv apt broker-fetch deps run demo lint fmt test test-unit clean

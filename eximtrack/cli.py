@@ -32,12 +32,14 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.local_broker   -> `eximtrack broker`
 #   stream.app               -> `eximtrack stream`
 #   sinks.clickhouse.sink    -> `eximtrack sink`
+#   eximtrack.devstack       -> `eximtrack run` (the whole pipeline on one machine)
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
     "eximtrack.local_broker",
     "stream.app",
     "sinks.clickhouse.sink",
+    "eximtrack.devstack",
 ]
 # ---------------------------------------------------------------------------------------------------
 
