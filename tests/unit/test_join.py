@@ -314,3 +314,25 @@ def test_every_line_is_accounted_for():
             "unrecognised message line",
         }
     )
+
+
+def test_replayed_line_reemits_current_rows_without_applying_twice():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (111): Connection refused"),
+        L("01:00:02", "=> carol <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+    ]
+    j = Joiner("s1")
+    for seq, line in enumerate(lines):
+        j.process(line, seq=seq)
+    before = {k: (ev.type, ev.attempts, ev.version) for k, ev in j.latest().items()}
+    # a crash replays from offset 1: both lines were applied already
+    out1 = j.process(lines[1], seq=1)
+    out2 = j.process(lines[2], seq=2)
+    assert j.stats["replayed"] == 2
+    after = {k: (ev.type, ev.attempts, ev.version) for k, ev in j.latest().items()}
+    assert after == before
+    assert {e.event_id for e in out1.events} == {ev.event_id for ev in j.latest().values()}
+    assert out2.events and all(
+        e.version <= before[(e.msgid, e.recipient, e.deliveredto)][2] for e in out2.events if not e.is_deleted
+    )
