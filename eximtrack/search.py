@@ -14,6 +14,7 @@ sort key). since/until apply to sendunixtime, or to actionunixtime when the arri
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +88,36 @@ def _ph(name: str, ch_type: str) -> str:
     return "{" + name + ":" + ch_type + "}"
 
 
+# ClickHouse lower() changes ASCII letters only; lower-case values the same way so `lower(col) = value`
+# means the same on both sides (Python's str.lower() would also fold Ä, É, …).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+# Columns of `latest` with a text index (tokenizer splitByNonAlpha, preprocessor lower(col)); see
+# schemas/clickhouse/002_search_indexes.sql.
+TOKEN_INDEXED = frozenset({"recipient", "email", "subject"})
+
+# A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
+_TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
+
+
+def ascii_lower(value: str) -> str:
+    return value.translate(_ASCII_LOWER)
+
+
+def complete_tokens(value: str, match: str) -> list[str]:
+    """Tokens of `value` that are whole tokens of every column value the match accepts.
+
+    eq: every token; begins: every token followed by a separator (the first starts the column value);
+    contains: tokens with a separator on both sides inside `value`."""
+    n = len(value)
+    whole = {
+        "eq": lambda m: True,
+        "begins": lambda m: m.end() < n,
+        "contains": lambda m: m.start() > 0 and m.end() < n,
+    }[match]
+    return sorted({m.group() for m in _TOKEN.finditer(value) if whole(m)})
+
+
 def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -108,17 +139,26 @@ class _Builder:
         """One condition: any of `exprs` matches `value` under the match mode."""
         value = str(value)
         if not case_sensitive:
-            value = value.lower()
+            value = ascii_lower(value)
         if self.match == "eq":
             op, arg = "=", value
         else:
             pattern = _like_escape(value) + "%" if self.match == "begins" else "%" + _like_escape(value) + "%"
             op, arg = "LIKE", pattern
         placeholder = _ph(self.param(arg), "String")
+        tokens = None
+        if not case_sensitive and any(expr in TOKEN_INDEXED for expr in exprs):
+            found = complete_tokens(value, self.match)
+            if found:  # hasAllTokens(col, []) is false: only with at least one token
+                tokens = _ph(self.param(found, "tok"), "Array(String)")
         parts = []
         for expr in exprs:
             e = expr if case_sensitive else f"lower({expr})"
-            parts.append(f"{e} {op} {placeholder}")
+            test = f"{e} {op} {placeholder}"
+            if tokens and expr in TOKEN_INDEXED:
+                # the text index prunes granules; the exact test decides
+                test = f"(hasAllTokens({expr}, {tokens}) AND {test})"
+            parts.append(test)
         self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
 
 

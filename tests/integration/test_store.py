@@ -346,3 +346,49 @@ def test_bulk_insert_throughput(store, capsys):
         print(
             f"\n[store] inserted {n} events (events + latest via MV) in {elapsed:.2f}s = {n / elapsed:,.0f} rows/s; recipient search {lookup * 1000:.0f} ms"
         )
+
+
+def _reference_match(value: str, wanted: str, match: str) -> bool:
+    from eximtrack.search import ascii_lower
+
+    v, w = ascii_lower(value), ascii_lower(wanted)
+    return v == w if match == "eq" else v.startswith(w) if match == "begins" else w in v
+
+
+def test_token_prefilter_never_changes_results(store):
+    """The hasAllTokens prefilter (text index) must only prune: compare with a plain Python filter over
+    many substrings of real values, in mixed case and with non-ASCII characters."""
+    import random
+
+    rng = random.Random(7)
+    domains = ["Example.com", "example.ORG", "mail.Grüße.de", "x-y_z.net", "shop.co.uk"]
+    words = ["Invoice", "order", "Ärger", "re:", "FW:", "#42", "a_b", "grüße", "x.y"]
+    events = []
+    for i in range(300):
+        events.append(
+            ev(
+                f"t{i}",
+                msgid=f"1tok{i:02d}-000000-AA",
+                email=f"{rng.choice(['Alice', 'bob', 'c.d', 'ÉMILE'])}{i % 7}@{rng.choice(domains)}",
+                recipient=f"{rng.choice(['Rcpt', 'info', 'x_y', 'Ünï'])}.{i % 11}@{rng.choice(domains)}",
+                deliveredto=f"d{i}",
+                subject=" ".join(rng.choice(words) for _ in range(rng.randint(1, 5))),
+            )
+        )
+    store.insert_events(events)
+    checked = 0
+    for field, column in (("recipient", "recipient"), ("sender", "email"), ("subject", "subject")):
+        for _ in range(40):
+            value = getattr(rng.choice(events), column)
+            a = rng.randrange(len(value))
+            b = rng.randrange(a, len(value)) + 1
+            for match, wanted in (("eq", value), ("begins", value[:b]), ("contains", value[a:b])):
+                if rng.random() < 0.5:
+                    wanted = wanted.upper() if rng.random() < 0.5 else wanted.lower()
+                expected = sorted(
+                    e.event_id for e in events if _reference_match(getattr(e, column), wanted, match)
+                )
+                got = sorted(r["event_id"] for r in search(store, **{field: wanted, "match": match}))
+                assert got == expected, (field, match, wanted)
+                checked += 1
+    assert checked == 360

@@ -137,3 +137,36 @@ def test_build_show():
     assert build_show("m")["lines"][1] == {"msgid": "m"}
     with pytest.raises(SearchError):
         build_show("  ")
+
+
+def test_ascii_lower_matches_clickhouse_lower():
+    from eximtrack.search import ascii_lower
+
+    assert ascii_lower("Bob@Example.COM") == "bob@example.com"
+    assert ascii_lower("GRÜẞE Ärger") == "grÜẞe Ärger"  # ClickHouse lower() leaves non-ASCII alone
+
+
+def test_complete_tokens():
+    from eximtrack.search import complete_tokens
+
+    assert complete_tokens("bob@example.com", "eq") == ["bob", "com", "example"]
+    assert complete_tokens("bob@exam", "begins") == ["bob"]
+    assert complete_tokens("bob@", "begins") == ["bob"]
+    assert complete_tokens("bob", "begins") == []
+    assert complete_tokens("ob@example.co", "contains") == ["example"]
+    assert complete_tokens("@example.", "contains") == ["example"]
+    assert complete_tokens("example", "contains") == []
+    assert complete_tokens("grüße@x", "eq") == ["grüße", "x"]  # non-ASCII characters are token characters
+    assert complete_tokens("a_b-c", "eq") == ["a", "b", "c"]
+
+
+def test_token_prefilter_only_on_text_indexed_columns():
+    sql, params = build_search({"recipient": "Bob@Example.com"})
+    assert "(hasAllTokens(recipient, {tok1:Array(String)}) AND lower(recipient) = {p0:String})" in sql
+    assert params["tok1"] == ["bob", "com", "example"]
+    sql, params = build_search({"recipient": "bob", "match": "contains"})
+    assert "hasAllTokens" not in sql  # no whole token: hasAllTokens(col, []) would be false
+    sql, params = build_search({"address": "x@y.z", "match": "begins"})
+    assert sql.count("hasAllTokens(") == 2 and params["tok1"] == ["x", "y"]
+    sql, _ = build_search({"senderip": "10.0.0.1", "message_id": "a.b@c"})
+    assert "hasAllTokens" not in sql
