@@ -20,6 +20,14 @@ from eximtrack.local_broker import LocalBroker, fetch
 from schemas import topics as T
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Component:
     """One `eximtrack …` subprocess with its own log file; can be killed and started again."""
 
@@ -29,6 +37,7 @@ class Component:
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.web_port: int | None = None
 
     def start(self) -> Component:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -107,9 +116,26 @@ class DevStack:
 
     def stream(self, n: int = 1) -> Component:
         name = "stream" if n == 1 else f"stream{n}"
-        return self.components.get(name) or self._component(name, [
-            "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
-            "--data-dir", str(self.workdir / f"faust{n}")])  # fmt: skip
+        if name not in self.components:
+            comp = self._component(name, [
+                "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
+                "--data-dir", str(self.workdir / f"faust{n}"), "--web-port", str(_free_port())])  # fmt: skip
+            comp.web_port = int(comp.args[-1])
+        return self.components[name]
+
+    def stream_metrics(self, n: int = 1) -> dict[str, float]:
+        """The worker's /metrics page as {name: value}."""
+        import urllib.request
+
+        comp = self.stream(n)
+        with urllib.request.urlopen(f"http://127.0.0.1:{comp.web_port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
 
     def shipper(self, server: str, log: Path, tz: str = "UTC") -> Component:
         name = f"ship-{server}"

@@ -188,3 +188,47 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
     while time.monotonic() < deadline and not stack.search_json("--server", "dl1", "--limit", "1"):
         time.sleep(0.5)
     assert stack.search_json("--server", "dl1", "--limit", "1")
+
+
+def test_two_workers_share_the_partitions(tmp_path, stack):
+    """Scale-out is adding workers: two faust workers split the raw-line partitions, the result is the same."""
+    from producers.publish import key_partition
+    from schemas.topics import RAW_LINE_PARTITIONS
+
+    # eight servers on eight different partitions: whatever faust assigns, each worker owns some of them
+    names, parts = [], set()
+    i = 0
+    while len(names) < 8:
+        name, i = f"host{i}", i + 1
+        part = key_partition(name.encode(), RAW_LINE_PARTITIONS)
+        if part not in parts:
+            parts.add(part)
+            names.append(name)
+    modes = ("cpanel", "all", "default")
+    sources = {}
+    for n, name in enumerate(names):
+        gen = tmp_path / f"gen-{name}.log"
+        write_log(gen, modes[n % 3], n_rounds=2, salt=20 + n)
+        sources[name] = [gen]
+    want = rows(eximtrack("sql", "--store", oracle(tmp_path, sources), "--format", "json", LATEST))
+    live = {server: tmp_path / f"live-{server}.log" for server in sources}
+    for p in live.values():
+        p.touch()
+    stack.start_broker()
+    stack.create_topics()
+    stack.sink().start()
+    stack.stream(1).start()
+    stack.stream(2).start()
+    for server, path in live.items():
+        stack.shipper(server, path).start()
+    stack.wait_endpoint()
+    time.sleep(10)  # let the two workers settle their partition assignment before the lines come
+    for server, path in live.items():
+        append_slowly(sources[server][0], path)
+    got = wait_for(stack, want)
+    assert got == want
+    lines = [stack.stream_metrics(n).get("eximtrack_stream_lines_total", 0) for n in (1, 2)]
+    total = sum(len(src[0].read_text().splitlines()) for src in sources.values())
+    print(f"\nlines per worker: {lines} of {total}")
+    assert all(n > 0 for n in lines)
+    assert sum(lines) >= total
