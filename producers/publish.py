@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.codec import has_lz4, has_zstd
 from kafka.partitioner.default import murmur2
 
@@ -130,6 +130,7 @@ class Publisher:
         topic: str = RAW_LINES.name,
         accounts_topic: str = ACCOUNTS.name,
         producer_factory: Callable[..., Any] = KafkaProducer,
+        admin_factory: Callable[..., Any] = KafkaAdminClient,
         **config: Any,
     ) -> None:
         self.server = server
@@ -139,21 +140,47 @@ class Publisher:
         self.accounts_topic = accounts_topic
         self.config = producer_config(brokers, **config)
         self._factory = producer_factory
+        self._admin_factory = admin_factory
         self.producer: Any = None
         self.partition: int | None = None  # of self.key in self.topic, once metadata is known
 
     def connect(self) -> None:
         """Create the producer. Raises a KafkaError (KafkaTimeoutError) if no broker answers in time."""
         self.producer = self._factory(**self.config)
+        # kafka-python 3.0.12 does not pass ``allow_auto_create_topics`` on to the metadata object of its
+        # connection manager, so every producer metadata request asks the broker to auto-create the topic
+        # (seen here: a missing raw-lines topic came back with 1 partition). Set it where it is read;
+        # check_topic() below also never lets the producer ask about a topic that does not exist.
+        md = getattr(self.producer, "_metadata", None)
+        if isinstance(getattr(md, "config", None), dict):
+            md.config["allow_auto_create_topics"] = False
+
+    def _topic_partitions(self, topic: str) -> int | None:
+        """Partition count of ``topic`` from an admin Metadata request that never auto-creates."""
+        admin = self._admin_factory(
+            bootstrap_servers=self.config["bootstrap_servers"],
+            client_id=f"{self.config['client_id']}-check",
+            request_timeout_ms=10_000,
+            bootstrap_timeout_ms=5_000,
+        )
+        try:
+            for t in admin.describe_topics([topic]):
+                if t["name"] == topic and t["error_code"] == 0:
+                    return len(t["partitions"])
+            return None
+        finally:
+            admin.close()
 
     def check_topic(self, topic: str) -> bool:
-        """True if the broker knows ``topic`` (metadata fetched); False if it does not exist.
+        """True if ``topic`` exists (and the producer has its metadata); False if it does not.
 
         For the raw-lines topic this also fixes the partition of this server's key (see ``send_line``).
         """
         try:
+            if not self._topic_partitions(topic):
+                return False
             partitions = self.producer.partitions_for(topic)
-        except Exception as exc:  # kafka-python raises KafkaTimeoutError for an unknown topic
+        except Exception as exc:  # broker away, or kafka-python's KafkaTimeoutError for an unknown topic
             log.debug("metadata for %s: %r", topic, exc)
             return False
         if partitions and topic == self.topic:
@@ -180,16 +207,6 @@ class Publisher:
         if self.producer is not None:
             self.producer.close(timeout=timeout)
             self.producer = None
-
-    def connection_count(self) -> int | None:
-        """Open connections of the producer (kafka-python's ``connection-count`` gauge), if available."""
-        try:
-            for group, values in self.producer.metrics().items():
-                if group == "producer-metrics" and "connection-count" in values:
-                    return int(values["connection-count"])
-        except Exception:  # metrics are best effort
-            return None
-        return None
 
 
 # ---------------------------------------------------------------------------------------- accounts

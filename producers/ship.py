@@ -208,7 +208,9 @@ class Shipper:
                 )
                 last_stats, shipped_at_stats = now, shipped
             if self.window.full:
-                self.stop.wait(0.005)  # back-pressure: the log file is the buffer
+                # Back-pressure: stop reading, the log file is the buffer. Poll the acks often while they
+                # flow, rarely while the broker is away.
+                self.stop.wait(0.1 if self._broker_down else 0.005)
                 continue
             room = min(5_000, self.window.max_records - self.window.in_flight)
             lines = self.follower.poll(max_lines=room)

@@ -22,7 +22,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
         fetch()
     except BrokerError as exc:
         pytest.fail(f"could not fetch the Kafka broker jars: {exc}", pytrace=False)
-    broker = LocalBroker(tmp_path_factory.mktemp("kafka"))
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), die_with_parent=True)
     try:
         broker.start()
     except BrokerError as exc:

@@ -257,6 +257,11 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     s.wait_metric("accounts_sent_total", lambda v: v >= 1)
     m = s.wait_metric("bytes_behind", lambda v: v == 0, timeout=10)
     assert m == 0
+    # cPanel rewrites the map by rename: the shipper sends a new snapshot (checked every 5 s).
+    tmp = tmp_path / "userdomains.new"
+    tmp.write_text("example.org: alice\nexample.com: bob\n")
+    tmp.rename(ud)
+    s.wait_metric("accounts_sent_total", lambda v: v >= 2, timeout=20)
     assert s.terminate() == 0
     size = log.stat().st_size
     assert json.loads(s.ckpt.read_text())["offset"] == size
@@ -272,10 +277,11 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     offsets = [json.loads(r.value)["offset"] for r in records]
     assert offsets == sorted(offsets)
 
-    accounts = consume(kafka_bootstrap, acc_topic, 1)
-    assert len(accounts) == 1 and accounts[0].key == b"mx1.example.net"
-    acc = json.loads(accounts[0].value)
-    assert acc["userdomains"] == "example.org: alice\n*: nobody\n" and acc["trueuserowners"] is None
+    accounts = consume(kafka_bootstrap, acc_topic, 2)
+    assert len(accounts) == 2 and {a.key for a in accounts} == {b"mx1.example.net"}
+    acc = [json.loads(a.value) for a in accounts]
+    assert acc[0]["userdomains"] == "example.org: alice\n*: nobody\n" and acc[0]["trueuserowners"] is None
+    assert acc[1]["userdomains"] == "example.org: alice\nexample.com: bob\n"
 
     # A restart after a clean stop sends nothing again.
     s2 = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
@@ -418,6 +424,27 @@ def test_broker_outage_waits_bounded_and_catches_up(tmp_path, shippers):
         broker.stop()
 
 
+def test_missing_topic_waits_instead_of_auto_creating(kafka_bootstrap, tmp_path, shippers):
+    """The raw-lines topic must be created with its partition count (key rule); the shipper never lets the
+    broker auto-create it with defaults -- it waits, and ships once the topic exists."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topic = prefix + RAW_LINES.name
+    log = tmp_path / "exim_mainlog"
+    w = LogWriter(log)
+    w.write(100)
+    s = Shipper(log, kafka_bootstrap, topic, prefix + ACCOUNTS.name, tmp_path / "ck.json", "--no-accounts")
+    shippers.append(s.start())
+    time.sleep(3)
+    assert s.proc.poll() is None
+    assert s.metrics().get("lines_shipped_total", 0) == 0
+    ensure_topics(kafka_bootstrap, [RAW_LINES], prefix=prefix)
+    s.wait_metric("lines_shipped_total", lambda v: v >= 100, timeout=30)
+    assert s.terminate() == 0
+    records = consume(kafka_bootstrap, topic, 100)
+    assert len(records) == 100
+    assert len({r.partition for r in records}) == 1
+
+
 @pytest.mark.slow
 def test_throughput_200k_lines(kafka_bootstrap, tmp_path, shippers):
     topic, acc_topic = make_topics(kafka_bootstrap)
@@ -439,3 +466,102 @@ def test_throughput_200k_lines(kafka_bootstrap, tmp_path, shippers):
         f"(+{t1 - t0:.2f}s process start and connect)"
     )
     assert rate > 2_000
+
+
+# ------------------------------------------------------------------- pure parts (no broker needed)
+
+
+def test_encode_raw_line_is_plain_json_of_the_rawline_fields():
+    from producers.publish import decode_raw_line, encode_raw_line
+    from producers.tail import Line
+
+    line = Line(b'a "q" \\ \xc3\xa9 \x01 \xff', "1:2:ab", 5, 20)
+    value = encode_raw_line('mx"1', line, "Europe/Paris")
+    expected = {
+        "server": 'mx"1',
+        "file_id": "1:2:ab",
+        "offset": 5,
+        "line": line.text,
+        "tz": "Europe/Paris",
+        "schema_version": 1,
+    }
+    assert value == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
+    assert decode_raw_line(value) == RawLine(**expected)
+    assert line.text.endswith("\\xff")  # undecodable bytes stay visible
+
+
+def test_key_partition_matches_the_default_partitioner():
+    from kafka.partitioner.default import DefaultPartitioner
+
+    class Cluster:
+        def topics(self):
+            return {"t"}
+
+        def partitions_for_topic(self, topic):
+            return set(range(12))
+
+        def available_partitions_for_topic(self, topic):
+            return set(range(12))
+
+    for server in ("mx1.example.net", "a", "server-ü", "x" * 300):
+        key = server.encode()
+        assert key_partition(key, 12) == DefaultPartitioner().partition("t", None, key, None, None, Cluster())
+
+
+def test_ack_window_checkpoints_only_the_contiguous_acked_prefix():
+    from producers.checkpoint import AckWindow
+    from producers.tail import Position
+
+    class F:
+        def __init__(self):
+            self.is_done = False
+            self.exception = None
+
+        def failed(self):
+            return self.is_done and self.exception is not None
+
+    futs = [F() for _ in range(4)]
+    win = AckWindow(max_records=4)
+    for i, f in enumerate(futs):
+        win.add(f, Position("f", (i + 1) * 10), 100)
+    assert win.full
+    futs[1].is_done = futs[2].is_done = True  # acked out of order: nothing is safe yet
+    assert win.collect() == 0 and win.safe is None
+    futs[0].is_done = True
+    assert win.collect() == 3 and win.safe == Position("f", 30) and not win.full
+    futs[3].is_done, futs[3].exception = True, RuntimeError("boom")
+    assert win.collect() == 0 and win.safe == Position("f", 30) and win.error is not None
+
+
+def test_checkpoint_save_is_atomic_and_round_trips(tmp_path):
+    from producers import checkpoint
+    from producers.tail import Position
+
+    path = tmp_path / "state" / "ck.json"
+    assert checkpoint.load(path) is None
+    checkpoint.save(path, Position("1:2:abc", 123))
+    assert checkpoint.load(path) == Position("1:2:abc", 123)
+    checkpoint.save(path, Position("1:2:abc", 456))
+    assert checkpoint.load(path) == Position("1:2:abc", 456)
+    assert [p.name for p in path.parent.iterdir()] == ["ck.json"]  # no temp file left behind
+    path.write_text("{not json")
+    with pytest.raises(ValueError):
+        checkpoint.load(path)
+
+
+def test_metrics_text_format():
+    from producers.metrics import ShipMetrics, serve
+
+    m = ShipMetrics('mx"1')
+    m.inc("lines_shipped_total", 5)
+    m.set("bytes_behind", 42)
+    text = m.render()
+    assert 'lines_shipped_total{server="mx\\"1"} 5' in text
+    assert "# TYPE reconnects_total counter" in text and "# TYPE bytes_behind gauge" in text
+    port = free_port()
+    httpd = serve(m, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert resp.read().decode() == m.render()
+    finally:
+        httpd.shutdown()
