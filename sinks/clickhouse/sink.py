@@ -241,9 +241,11 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
+    from producers.topics import ensure_topics
     from sinks.clickhouse.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ensure_topics(args.brokers, prefix=args.topic_prefix)  # idempotent: the sink may start before the worker
     store = Store.open(args.store)
     server = None
     if store.url.backend == "chdb":
