@@ -125,7 +125,15 @@ class Shipper:
         self.poll_interval = poll_interval
         self.flush_timeout = flush_timeout
         self.stop = stop or threading.Event()
-        start = ckpt.load(checkpoint_path)
+        try:
+            start = ckpt.load(checkpoint_path)
+        except ValueError as exc:
+            # Unreadable position: re-ship the current file from its start rather than crash-loop. Safe:
+            # the re-sent lines carry the same (file_id, offset) identities, so downstream drops them.
+            aside = f"{checkpoint_path}.corrupt-{int(time.time())}"
+            os.replace(checkpoint_path, aside)
+            log.error("%s; moved it to %s and starting %s from the beginning", exc, aside, path)
+            start = None
         if start is not None:
             log.info("resuming %s from checkpoint %s @ %d", path, start.file_id, start.offset)
             self.checkpointer.written = start

@@ -292,6 +292,16 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     records = consume(kafka_bootstrap, topic, 3510)
     assert [json.loads(r.value)["line"] for r in records] == w.written
 
+    # A corrupt checkpoint is moved aside and the file re-shipped: duplicates with identical identities.
+    (tmp_path / "ck.json").write_text("{garbage")
+    s3 = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
+    shippers.append(s3.start())
+    s3.wait_metric("lines_shipped_total", lambda v: v >= 3510)
+    assert s3.terminate() == 0
+    assert list(tmp_path.glob("ck.json.corrupt-*"))
+    dups = check_no_loss(w.written, consume(kafka_bootstrap, topic, 2 * 3510))
+    assert len(dups) == 3510 and set(dups.values()) == {2}
+
 
 @pytest.mark.parametrize("style", ["rename", "copytruncate"])
 def test_rotation_while_shipping(kafka_bootstrap, tmp_path, shippers, style):
