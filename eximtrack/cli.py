@@ -264,7 +264,29 @@ def _filters_from_args(args) -> SearchFilters:
         match=args.match,
         sort=args.sort,
         limit=args.limit,
+        scope=_scope_from_args(args),
     )
+
+
+def _scope_from_args(args):
+    from eximtrack.search import Scope
+
+    given = {k: getattr(args, f"scope_{k}", None) for k in ("user", "reseller", "address")}
+    given = {k: v for k, v in given.items() if v}
+    if not given:
+        return None
+    if len(given) > 1:
+        raise UsageError("give at most one of --scope-user, --scope-reseller, --scope-address")
+    return Scope(**given)
+
+
+def _add_scope(p) -> None:
+    g = p.add_argument_group("tenant scope (what a cPanel user, reseller or webmail login may see)")
+    g.add_argument("--scope-user", metavar="USER", help="only the account's sends and the mail it receives")
+    g.add_argument(
+        "--scope-reseller", metavar="OWNER", help="only accounts owned by the reseller (and its own)"
+    )
+    g.add_argument("--scope-address", metavar="ADDR", help="only mail from or to this address (webmail)")
 
 
 def cmd_search(args) -> int:
@@ -288,7 +310,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_show(args) -> int:
-    queries = build_show(args.msgid, args.server)
+    queries = build_show(args.msgid, args.server, scope=_scope_from_args(args))
     store = _open_store(args)
     parts = {}
     for name, (sql, params) in queries.items():
@@ -533,6 +555,7 @@ def build_parser(load_extensions: bool = True) -> tuple[argparse.ArgumentParser,
     )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--limit", type=_nonneg_int, default=None, help="at most N rows (default: all)")
+    _add_scope(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("show", help="the whole story of one message")
@@ -540,6 +563,7 @@ def build_parser(load_extensions: bool = True) -> tuple[argparse.ArgumentParser,
     p.add_argument("--server")
     _add_store(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    _add_scope(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("sql", help="run one read-only SQL statement against the store")

@@ -49,6 +49,42 @@ class SearchFilters:
     match: str = "eq"
     sort: str | None = None  # FIELD, -FIELD, FIELD:asc, FIELD:desc
     limit: int | None = None
+    # Tenant scope (cPanel's rules), ANDed with everything else; exact, case-insensitive. Set by whoever
+    # serves a tenant (web app, API); the CLI is root and sees all unless --scope-… is given.
+    scope: Scope | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one tenant may see. cPanel: an account sees its own sends and the rows it receives (delivery
+    user); a reseller sees the accounts it owns (and its own); a webmail login sees only its address."""
+
+    user: str | None = None  # cPanel account
+    reseller: str | None = None  # owner in /etc/trueuserowners
+    address: str | None = None  # webmail login (an email address)
+
+    def __post_init__(self):
+        if sum(1 for v in (self.user, self.reseller, self.address) if v) != 1:
+            raise SearchError("a scope needs exactly one of user, reseller, address")
+
+
+def scope_condition(
+    scope: Scope | None, params: dict, prefix: str = "scope", sender_only: bool = False
+) -> str | None:
+    """SQL condition (bound parameters added to `params`) restricting rows of events/latest to `scope`;
+    sender_only: only the sending side (own sends), not the rows received."""
+    if scope is None:
+        return None
+    name = f"{prefix}{len(params)}"
+    if scope.user:
+        value, sender_cols, rcpt_cols = scope.user, ["user"], ["deliveryuser"]
+    elif scope.reseller:
+        value, sender_cols, rcpt_cols = scope.reseller, ["owner", "user"], ["deliveryowner", "deliveryuser"]
+    else:
+        value, sender_cols, rcpt_cols = scope.address, ["email"], ["recipient", "deliveredto"]
+    params[name] = ascii_lower(value.strip())
+    cols = sender_cols if sender_only else sender_cols + rcpt_cols
+    return "(" + " OR ".join(f"lower({c}) = {_ph(name, 'String')}" for c in cols) + ")"
 
 
 def _select_list(prefix: str = "") -> str:
@@ -206,7 +242,10 @@ def _filters(filters: SearchFilters | Mapping | None) -> SearchFilters:
     unknown = set(filters) - known
     if unknown:
         raise SearchError(f"unknown search filter(s): {', '.join(sorted(unknown))}")
-    return SearchFilters(**{k: v for k, v in filters.items() if v is not None})
+    values = {k: v for k, v in filters.items() if v is not None}
+    if isinstance(values.get("scope"), Mapping):
+        values["scope"] = Scope(**values["scope"])
+    return SearchFilters(**values)
 
 
 def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, dict]:
@@ -261,6 +300,9 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
             f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
         )
 
+    if f.scope is not None:
+        b.where.append(scope_condition(f.scope, b.params))
+
     column, direction = parse_sort(f.sort)
     tiebreak = ("server", "msgid", "recipient", "deliveredto")
     order = [f"{column} {direction}"] + [f"{c} ASC" for c in tiebreak if c != column]
@@ -314,12 +356,18 @@ def _arrival_select() -> str:
     )
 
 
-def build_show(msgid: str, server: str | None = None) -> dict[str, tuple[str, dict]]:
+def build_show(
+    msgid: str, server: str | None = None, scope: Scope | None = None
+) -> dict[str, tuple[str, dict]]:
     """Queries for `eximtrack show`: {"arrival", "attempts", "children", "lines"} → (sql, params).
 
     arrival: one row per server holding the message (the most complete state known);
     attempts: every event (tombstones excluded) in order: server, actionunixtime, version;
     children: latest rows of bounces/DSNs whose parent_msgid is the message; lines: its raw log lines.
+
+    With a scope, attempts and children are the rows the tenant may see; the arrival only when one of the
+    message's rows is visible; the raw lines (which name every recipient) only when the tenant is the
+    sender side (its send), i.e. the scope matches with the recipient-side columns blanked out.
     """
     if not msgid or not str(msgid).strip():
         raise SearchError("a message id is required")
@@ -330,21 +378,33 @@ def build_show(msgid: str, server: str | None = None) -> dict[str, tuple[str, di
         params["server"] = server
         cond += " AND server = {server:String}"
         child_cond += " AND server = {server:String}"
+    child_scope = ""
+    line_scope = ""
+    if scope is not None:
+        visible = scope_condition(scope, params)
+        sender_side = scope_condition(scope, params, "sender", sender_only=True)
+        seen = f"(server, msgid) IN (SELECT server, msgid FROM events FINAL WHERE {cond} AND is_deleted = 0"
+        line_scope = f" AND {seen} AND {sender_side})"
+        cond += f" AND {seen} AND {visible})"
+        child_scope = f" AND {visible}"
+        cond_rows = f"{cond} AND {visible}"
+    else:
+        cond_rows = cond
     arrival = (
         f"SELECT {_arrival_select()} FROM events FINAL WHERE {cond} AND is_deleted = 0 "
         "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server"
     )
     attempts = (
-        f"SELECT {_select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond} AND is_deleted = 0 "
+        f"SELECT {_select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond_rows} AND is_deleted = 0 "
         "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
     )
     children = (
-        f"SELECT {_select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond} "
+        f"SELECT {_select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond}{child_scope} "
         "ORDER BY server, sendunixtime, msgid, recipient) AS c"
     )
     lines = (
         "SELECT server, msgid, toUnixTimestamp64Milli(logunixtime) / 1000 AS logunixtime, line, line_id "
-        f"FROM log_lines FINAL WHERE {cond} ORDER BY server, logunixtime, line_id"
+        f"FROM log_lines FINAL WHERE {cond}{line_scope} ORDER BY server, logunixtime, line_id"
     )
     return {
         "arrival": (arrival, dict(params)),
@@ -358,9 +418,11 @@ __all__ = [
     "ARRIVAL_FIELDS",
     "MATCH_MODES",
     "SearchError",
+    "Scope",
     "SearchFilters",
     "build_search",
     "build_show",
     "parse_sort",
     "parse_time",
+    "scope_condition",
 ]

@@ -491,3 +491,26 @@ def test_iter_file_lines_offsets_and_decoding(tmp_path):
     expected_lines = [(0, "first line"), (11, "bad \ufffd byte"), (23, "last without newline")]
     assert list(iter_file_lines(str(plain))) == expected_lines
     assert list(iter_file_lines(str(gz))) == expected_lines
+
+
+@needs_joiner
+def test_scope_flags_with_account_maps(capsys, url, tmp_path):
+    (tmp_path / "userdomains").write_text("local.test: localacct\n*: nobody\n")
+    (tmp_path / "trueuserowners").write_text("localacct: res1\n")
+    rc, out, err = run(
+        capsys, "ingest", "--server", "web1", "--store", url, "--userdomains", tmp_path / "userdomains",
+        "--trueuserowners", tmp_path / "trueuserowners", SAMPLES / "mainlog-cpanel.log",
+    )  # fmt: skip
+    assert rc == 0, err
+    rows = search(capsys, url)
+    mine = [r for r in rows if "localacct" in (r["user"], r["deliveryuser"])]
+    assert mine and len(mine) < len(rows)
+    assert search(capsys, url, "--scope-user", "localacct") == mine
+    assert search(capsys, url, "--scope-reseller", "res1") == [
+        r
+        for r in rows
+        if "res1" in (r["owner"], r["deliveryowner"]) or "res1" in (r["user"], r["deliveryuser"])
+    ]
+    assert search(capsys, url, "--scope-user", "somebody-else") == []
+    rc, _, err = run(capsys, "search", "--store", url, "--scope-user", "a", "--scope-address", "b@c")
+    assert rc == 2 and "at most one" in err

@@ -392,3 +392,58 @@ def test_token_prefilter_never_changes_results(store):
                 assert got == expected, (field, match, wanted)
                 checked += 1
     assert checked == 360
+
+
+def test_tenant_scope(store):
+    """cPanel's rules: an account sees its sends and what it receives; a reseller the accounts it owns;
+    a webmail login only its own address. Applied to search and to show."""
+    from eximtrack.search import Scope
+
+    store.insert_events(
+        [
+            # bob (owned by res1) sends to carol (owned by res2) and to an outside address
+            ev("b1", msgid="1bob00-000001-AA", user="bob", owner="res1", email="bob@bob.test", recipient="carol@carol.test",
+               deliveredto="carol@carol.test", deliveryuser="carol", deliveryowner="res2"),
+            ev("b2", msgid="1bob00-000001-AA", user="bob", owner="res1", email="bob@bob.test", recipient="x@remote.test",
+               deliveredto="x@remote.test"),
+            # an outsider sends to dave (owned by res1)
+            ev("o1", msgid="1out00-000002-BB", email="spam@out.test", recipient="Dave@dave.test", deliveredto="dave@dave.test",
+               deliveryuser="dave", deliveryowner="res1"),
+        ]
+    )  # fmt: skip
+    store.insert_lines(
+        [
+            LogLineRecord(
+                "l1",
+                "web1",
+                "1bob00-000001-AA",
+                NOW - 3600,
+                "… <= bob@bob.test … for carol@carol.test x@remote.test",
+            )
+        ]
+    )
+
+    def scoped(**scope):
+        return ids(search(store, scope=Scope(**scope)))
+
+    assert scoped(user="bob") == ["b1", "b2"]
+    assert scoped(user="CAROL") == ["b1"]  # received; not bob's other recipient
+    assert scoped(user="dave") == ["o1"]
+    assert scoped(user="nobody") == []
+    assert scoped(reseller="res1") == ["b1", "b2", "o1"]  # bob's sends and dave's inbound
+    assert scoped(reseller="res2") == ["b1"]
+    assert scoped(address="dave@dave.test") == ["o1"]
+    assert scoped(address="bob@bob.test") == ["b1", "b2"]
+    assert ids(search(store, recipient="x@remote.test", scope=Scope(user="carol"))) == []
+
+    def show(msgid, **scope):
+        q = build_show(msgid, scope=Scope(**scope))
+        return {k: store.query_dicts(sql, params) for k, (sql, params) in q.items()}
+
+    mine = show("1bob00-000001-AA", user="bob")
+    assert [r["event_id"] for r in mine["attempts"]] == ["b1", "b2"] and mine["arrival"] and mine["lines"]
+    received = show("1bob00-000001-AA", user="carol")
+    assert [r["event_id"] for r in received["attempts"]] == ["b1"] and received["arrival"]
+    assert received["lines"] == []  # the raw lines name bob's other recipients
+    stranger = show("1bob00-000001-AA", user="dave")
+    assert not any(stranger.values())

@@ -170,3 +170,23 @@ def test_token_prefilter_only_on_text_indexed_columns():
     assert sql.count("hasAllTokens(") == 2 and params["tok1"] == ["x", "y"]
     sql, _ = build_search({"senderip": "10.0.0.1", "message_id": "a.b@c"})
     assert "hasAllTokens" not in sql
+
+
+def test_scope_is_bound_and_anded():
+    from eximtrack.search import Scope
+
+    sql, params = build_search({"recipient": "a@b.c", "scope": {"user": "Bob' OR 1=1"}})
+    assert "Bob" not in sql and "bob' or 1=1" in params.values()
+    assert "(lower(user) = {scope2:String} OR lower(deliveryuser) = {scope2:String})" in sql
+    sql, _ = build_search({"scope": Scope(reseller="res1")})
+    assert "lower(owner)" in sql and "lower(deliveryowner)" in sql
+    sql, _ = build_search({"scope": Scope(address="x@y.z")})
+    assert "lower(email)" in sql and "lower(recipient)" in sql and "lower(deliveredto)" in sql
+    with pytest.raises(SearchError):
+        Scope()
+    with pytest.raises(SearchError):
+        Scope(user="a", address="b@c")
+    q = build_show("m1", scope=Scope(user="bob"))
+    for sql, params in q.values():
+        assert _placeholders(sql) <= set(params) and "bob" not in sql
+    assert "lower(deliveryuser)" not in q["lines"][0].split("log_lines FINAL", 1)[1].split("sender")[1]
