@@ -30,11 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 MODES = ("all", "cpanel", "default")
 
-needs_joiner = pytest.mark.skipif(
-    not (ROOT / "stream" / "join.py").exists() or not (SAMPLES / "mainlog-all.log").exists(),
-    reason="needs stream/join.py and samples/mainlog-*.log",
-)
-
 
 @pytest.fixture(scope="session")
 def chdb_path(tmp_path_factory):
@@ -98,7 +93,6 @@ def row_key(rows) -> dict:
     }
 
 
-@needs_joiner
 @pytest.mark.parametrize("mode", MODES)
 def test_ingest_equals_joiner_fold_and_is_idempotent(capsys, url, mode):
     out = ingest(capsys, url, mode)
@@ -117,11 +111,9 @@ def test_ingest_equals_joiner_fold_and_is_idempotent(capsys, url, mode):
     assert {t: store.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0] for t in tables} == counts
 
 
-@needs_joiner
 @pytest.mark.parametrize("mode", MODES)
 def test_ingest_against_ground_truth(capsys, url, mode):
-    """The samples' ground truth (expected-*.json). A difference here is the joiner's, not the store's
-    (test_ingest_equals_joiner_fold checks the store), so it is reported as an expected failure."""
+    """The samples' ground truth (expected-*.json, from the real-Exim harness) through ingest + search."""
     ingest(capsys, url, mode)
     rows = search(capsys, url)
     exp = expected(mode)
@@ -135,14 +127,10 @@ def test_ingest_against_ground_truth(capsys, url, mode):
         got = collections.Counter({(m, t) for (m, _r, t) in got})
         want = collections.Counter({(m, t) for (m, _r, t) in want})
     n_rejected = sum(1 for r in rows if r["type"] == "rejected")
-    if got != want or n_rejected != len(exp["rejections"]):
-        pytest.xfail(
-            f"joiner differs from the ground truth: missing {dict(want - got)}, extra {dict(got - want)}, "
-            f"rejected {n_rejected} vs {len(exp['rejections'])}"
-        )
+    assert (dict(want - got), dict(got - want)) == ({}, {})
+    assert n_rejected == len(exp["rejections"])
 
 
-@needs_joiner
 def test_gzip_ingest_same_as_plain(capsys, url, tmp_path):
     gz = tmp_path / "mainlog-all.log.gz"
     with open(SAMPLES / "mainlog-all.log", "rb") as src, gzip.open(gz, "wb") as dst:
@@ -155,7 +143,6 @@ def test_gzip_ingest_same_as_plain(capsys, url, tmp_path):
     assert row_key(from_gz) == joiner_latest("all")
 
 
-@needs_joiner
 def test_search_json_shape_and_filters(capsys, url):
     ingest(capsys, url, "all")
     rows = search(capsys, url)
@@ -198,7 +185,6 @@ def test_search_json_shape_and_filters(capsys, url):
     assert f"({len(rows)} rows)" in out
 
 
-@needs_joiner
 def test_show(capsys, url):
     ingest(capsys, url, "all")
     exp = expected("all")
@@ -292,7 +278,6 @@ def test_extension_registry(capsys, monkeypatch):
     assert rc == 0 and "search" in out
 
 
-@needs_joiner
 def test_python_dash_m_subprocess(tmp_path):
     store = f"chdb://{tmp_path}/store"
     env = {**os.environ, "EXIMTRACK_RETENTION_DAYS": "0", "EXIMTRACK_STORE": store}
@@ -368,10 +353,8 @@ def test_store_in_use_by_another_process(tmp_path):
         holder.wait(timeout=60)
 
 
-@needs_joiner
 def test_store_owned_by_a_process_serving_queries(tmp_path):
     """search/show/sql go through the owner's query endpoint; ingest refuses clearly."""
-    pytest.importorskip("sinks.clickhouse.query_server")
     store = f"chdb://{tmp_path}/owned"
     env = {**os.environ, "EXIMTRACK_RETENTION_DAYS": "0"}
     proc = subprocess.run(
@@ -404,7 +387,6 @@ def test_store_owned_by_a_process_serving_queries(tmp_path):
         holder.wait(timeout=60)
 
 
-@needs_joiner
 def test_small_batches_and_several_files(capsys, url, tmp_path):
     """Many background batches give the same result as one; files are read in the order given."""
     log = (SAMPLES / "mainlog-all.log").read_bytes().splitlines(keepends=True)
@@ -493,7 +475,6 @@ def test_iter_file_lines_offsets_and_decoding(tmp_path):
     assert list(iter_file_lines(str(gz))) == expected_lines
 
 
-@needs_joiner
 def test_scope_flags_with_account_maps(capsys, url, tmp_path):
     (tmp_path / "userdomains").write_text("local.test: localacct\n*: nobody\n")
     (tmp_path / "trueuserowners").write_text("localacct: res1\n")
