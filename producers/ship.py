@@ -142,6 +142,8 @@ class Shipper:
         self._accounts_future: Any = None
         self._accounts_sig: tuple | None = None
         self._last_accounts_check = float("-inf")
+        self._accounts_topic_ok = False
+        self._last_accounts_topic_check = float("-inf")
         self._last_progress = time.monotonic()
         self._broker_down = False
         self._inflight_raw: list[int] = []  # raw log bytes per in-flight record, parallel to the window
@@ -178,15 +180,15 @@ class Shipper:
                 delay = min(delay * 2, 30.0)
         else:
             return False
+        # The raw-lines topic must exist before anything is read (its partition count is part of the key
+        # rule, so it is never auto-created). The accounts topic is checked in _ship_accounts: lines do not
+        # wait for it.
         waited = 0.0
-        for topic in [self.pub.topic] + (
-            [self.pub.accounts_topic] if self.accounts and self.accounts.enabled else []
-        ):
-            while not self.stop.is_set() and not self.pub.check_topic(topic):
-                if waited % 30 < 1:
-                    log.error("topic %s does not exist (create it with ensure_topics); waiting", topic)
-                self.stop.wait(1.0)
-                waited += 1.0
+        while not self.stop.is_set() and not self.pub.check_topic(self.pub.topic):
+            if waited % 30 < 1:
+                log.error("topic %s does not exist (create it with ensure_topics); waiting", self.pub.topic)
+            self.stop.wait(1.0)
+            waited += 1.0
         if self._broker_down:
             self._set_down(False)
         self.metrics.set("broker_up", 1)
@@ -298,6 +300,14 @@ class Shipper:
         if self._accounts_future is not None or now - self._last_accounts_check < ACCOUNTS_CHECK_SECONDS:
             return
         self._last_accounts_check = now
+        if not self._accounts_topic_ok:
+            if now - self._last_accounts_topic_check < 60.0:
+                return
+            self._last_accounts_topic_check = now
+            self._accounts_topic_ok = self.pub.check_topic(self.pub.accounts_topic)
+            if not self._accounts_topic_ok:
+                log.error("topic %s does not exist; account maps not shipped yet", self.pub.accounts_topic)
+                return
         change = acc.changed()
         if change is None:
             return
