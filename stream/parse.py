@@ -413,15 +413,7 @@ def _scan_fields(tokens: list[str], i: int, fields: dict[str, str], flags: list[
                     glued = True
                 fields[key] = unquote(value)
             else:
-                if (
-                    value.endswith(":")
-                    and not value.endswith("]:")
-                    and key not in ("X",)
-                    or value.endswith("]:")
-                    or key == "X"
-                    and value.endswith(":")
-                    and i + 1 < n
-                ):
+                if value.endswith(":"):  # `R=router:` / `[ip]:port:` — the message follows
                     value = value[:-1]
                     glued = True
                 fields[key] = value
@@ -637,16 +629,9 @@ def _rejection(body: str, kind: str) -> ParsedLine:
             _scan_fields(_split_tokens(tail.strip()), 0, tail_fields, [])
             for k, v in tail_fields.items():
                 fields.setdefault(k, v)
-            cut = text.find(": ", text.find(">") if ">" in text else 0)
             if "too big" in text:
-                text = (
-                    "rejected MAIL FROM:<"
-                    + (m.group(1) if m else "")
-                    + ">: "
-                    + text[text.find("message too big") :]
-                )
-            elif cut > 0:
-                text = text[:cut] + text[cut:]
+                sender = m.group(1) if m else ""
+                text = f"rejected MAIL FROM:<{sender}>: " + text[text.find("message too big") :]
     p.fields = fields
     p.message = text
     return p
