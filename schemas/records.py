@@ -9,6 +9,7 @@ contract test checks that the ClickHouse migrations have exactly these columns.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
@@ -146,6 +147,35 @@ class LogLineRecord:
         return dataclasses.asdict(self)
 
 
+MAX_RECORD_BYTES = 1 << 20  # a Kafka record larger than this is dead-lettered (a log line is < 64 KiB)
+
+
+def load_record_json(value: bytes | None) -> dict:
+    """A Kafka record value -> its JSON object, or ValueError with the reason (the caller dead-letters it)."""
+    if value is None:
+        raise ValueError("empty record")
+    if len(value) > MAX_RECORD_BYTES:
+        raise ValueError(f"record too large ({len(value)} bytes)")
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version!r} is not one this version reads (<= {SCHEMA_VERSION})")
+    return data
+
+
+def dead_letter_record(topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> bytes:
+    """The dead-letter topic's record: where the bad record was, why, and (the first 64 KiB of) what it was."""
+    body = (value or b"")[:65536].decode("utf-8", "replace")
+    return json.dumps(
+        {"topic": topic, "partition": partition, "offset": offset, "reason": reason, "value": body}
+    ).encode()
+
+
 EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryEvent))
 REJECT_FIELDS = tuple(f.name for f in dataclasses.fields(RejectRecord))
 LOGLINE_FIELDS = tuple(f.name for f in dataclasses.fields(LogLineRecord))
@@ -162,4 +192,6 @@ __all__ = [
     "RejectRecord",
     "SCHEMA_VERSION",
     "SHOW_GROUPS",
+    "dead_letter_record",
+    "load_record_json",
 ]

@@ -28,13 +28,12 @@ from collections.abc import Iterator, MutableMapping
 import faust
 
 from schemas import topics as T
-from schemas.records import SCHEMA_VERSION
+from schemas.records import dead_letter_record, load_record_json
 from stream.accounts import AccountMap
 from stream.join import Joiner, MessageState
 
 log = logging.getLogger("eximtrack.stream")
 
-MAX_RECORD_BYTES = 1 << 20  # a raw-line record larger than this is dead-lettered (a log line is < 64 KiB)
 SEP = "\x1f"
 
 
@@ -83,33 +82,15 @@ class TableStates(MutableMapping):
 
 def decode_raw_line(value: bytes | None) -> dict:
     """A raw-line record -> dict, or ValueError with the reason (the record then goes to the dead letters)."""
-    if value is None:
-        raise ValueError("empty record")
-    if len(value) > MAX_RECORD_BYTES:
-        raise ValueError(f"record too large ({len(value)} bytes)")
-    try:
-        rec = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(rec, dict):
-        raise ValueError("not a JSON object")
+    rec = load_record_json(value)
     server, line = rec.get("server"), rec.get("line")
     if not isinstance(server, str) or not server or not isinstance(line, str):
         raise ValueError("missing or invalid 'server'/'line'")
-    if rec.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-        raise ValueError(f"schema_version {rec.get('schema_version')} is newer than {SCHEMA_VERSION}")
     offset = rec.get("offset", -1)
     rec["offset"] = offset if isinstance(offset, int) else -1
     rec["file_id"] = str(rec.get("file_id") or "")
     rec["tz"] = str(rec.get("tz") or "UTC")
     return rec
-
-
-def dead_letter(topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> bytes:
-    body = (value or b"")[:65536].decode("utf-8", "replace")
-    return json.dumps(
-        {"topic": topic, "partition": partition, "offset": offset, "reason": reason, "value": body}
-    ).encode()
 
 
 class ShipperPositions:
@@ -272,7 +253,7 @@ def create_app(
             except ValueError as exc:
                 counters["dead_letters"] += 1
                 await dead_topic.send(
-                    value=dead_letter(msg.topic, msg.partition, msg.offset, str(exc), event.value)
+                    value=dead_letter_record(msg.topic, msg.partition, msg.offset, str(exc), event.value)
                 )
                 continue
             server = rec["server"]

@@ -497,6 +497,20 @@ def _arrival(rest: str) -> ParsedLine:
 # ----------------------------------------------------------------------------------- delivery/defer/failure
 
 
+def _take_group(tokens: list[str], i: int, closer: str) -> tuple[int, str, bool]:
+    """Tokens from tokens[i] up to the one ending in `closer` ("(a, b)", "<x y@z>"), joined; returns (next
+    index, the group without a glued `:`, whether a `:` separator was glued to it)."""
+    parts = []
+    while i < len(tokens):
+        tok = tokens[i]
+        parts.append(tok)
+        i += 1
+        if tok.rstrip(":").endswith(closer):
+            break
+    group = " ".join(parts)
+    return i, group.rstrip(":"), group.endswith(":")
+
+
 def _result(rest: str, kind: str) -> ParsedLine:
     p = ParsedLine(kind)
     tokens = _split_tokens(rest)
@@ -522,29 +536,15 @@ def _result(rest: str, kind: str) -> ParsedLine:
         i += 1
     p.address = " ".join(addr)
     if not done and i < n and tokens[i].startswith("("):
-        parents = []
-        while i < n:
-            tok = tokens[i]
-            parents.append(tok)
-            i += 1
-            if tok.rstrip(":").endswith(")"):
-                break
-        p.parents = " ".join(parents).rstrip(":").strip("()")
-        if parents[-1].endswith(":") and kind != "delivery":
-            message = " ".join(tokens[i:])
-            done = True
+        i, parents, glued = _take_group(tokens, i, ")")
+        p.parents = parents[1:-1]
+        if glued and kind != "delivery":
+            message, done = " ".join(tokens[i:]), True
     if not done and i < n and tokens[i].startswith("<"):
-        orig = []
-        while i < n:
-            tok = tokens[i]
-            orig.append(tok)
-            i += 1
-            if tok.rstrip(":").endswith(">"):
-                break
-        p.original = " ".join(orig).rstrip(":")[1:-1]
-        if orig[-1].endswith(":") and kind != "delivery":
-            message = " ".join(tokens[i:])
-            done = True
+        i, original, glued = _take_group(tokens, i, ">")
+        p.original = original[1:-1]
+        if glued and kind != "delivery":
+            message, done = " ".join(tokens[i:]), True
     fields: dict[str, str] = {}
     flags: list[str] = []
     if not done:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from schemas import topics as T
-from schemas.records import SCHEMA_VERSION, DeliveryEvent, LogLineRecord, RejectRecord
+from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord, dead_letter_record, load_record_json
 from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
 
@@ -51,16 +51,7 @@ class SinkStats:
 
 def decode_record(kind: str, value: bytes | None):
     """A Kafka record of the given kind -> its record object; ValueError with the reason if it is unusable."""
-    if value is None:
-        raise ValueError("empty record")
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-        raise ValueError(f"schema_version {data.get('schema_version')} is newer than {SCHEMA_VERSION}")
+    data = load_record_json(value)
     try:
         if kind == "event":
             ev = DeliveryEvent.from_dict(data)
@@ -215,9 +206,7 @@ class Sink:
 
     def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> None:
         self.stats.dead_letters += 1
-        body = (value or b"")[:65536].decode("utf-8", "replace")
-        payload = {"topic": topic, "partition": partition, "offset": offset, "reason": reason, "value": body}
-        self.producer.send(self.dead_topic, json.dumps(payload).encode())
+        self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
         log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason)
 
 
