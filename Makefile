@@ -19,9 +19,9 @@ $(BIN)/eximtrack: pyproject.toml
 
 venv: $(BIN)/eximtrack ## create the virtualenv and install eximtrack (+ dev tools)
 
-apt: ## install the system packages the tests use (Exim 4.96, Java, Maven) — needs root
-	@if ! command -v exim4 >/dev/null || ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
-	  apt-get update -qq && apt-get install -y -qq exim4-daemon-light default-jre-headless maven >/dev/null; fi
+apt: ## install the system packages the tests use (Exim 4.96, Java, Maven, Chromium) — needs root
+	@if ! command -v exim4 >/dev/null || ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v chromium >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq exim4-daemon-light default-jre-headless maven chromium >/dev/null; fi
 	@exim4 --version | head -1
 
 broker-fetch: venv ## fetch Apache Kafka 4.x jars with Maven into $(EXIMTRACK_CACHE)

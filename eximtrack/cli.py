@@ -33,6 +33,9 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   stream.app               -> `eximtrack stream`
 #   sinks.clickhouse.sink    -> `eximtrack sink`
 #   eximtrack.devstack       -> `eximtrack run` (the whole pipeline on one machine)
+#   eximtrack.web.app        -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
+#   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
+#   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -40,6 +43,9 @@ EXTENSION_MODULES = [
     "stream.app",
     "sinks.clickhouse.sink",
     "eximtrack.devstack",
+    "eximtrack.web.app",
+    "eximtrack.stats",
+    "eximtrack.report",
 ]
 # ---------------------------------------------------------------------------------------------------
 

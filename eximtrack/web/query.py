@@ -1,0 +1,451 @@
+"""HTTP query parameters -> bound SQL (pure, no I/O): search with cursor paging, count, stats, message.
+
+Every query is built on eximtrack/search.py (the `_Builder` of bound text conditions, `parse_sort`,
+`parse_time`, `build_show`) and ANDs the caller's tenant `Scope` (`scope_condition`) — the scope is a
+separate condition that no request parameter can remove or widen. Column names come only from whitelists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from eximtrack.search import (
+    MATCH_MODES,
+    Scope,
+    SearchError,
+    _Builder,
+    _select_list,
+    build_show,
+    parse_sort,
+    parse_time,
+    scope_condition,
+)
+from schemas.records import OUTCOMES, SHOW_GROUPS
+
+# cPanel's filter keys (EmailTrack::search) + ours -> the columns they match.
+FILTER_COLUMNS: dict[str, list[str]] = {
+    "user": ["user"],
+    "domain": ["domain"],
+    "email": ["email"],
+    "sender": ["sender"],
+    "senderip": ["senderip"],
+    "senderhost": ["senderhost"],
+    "senderauth": ["senderauth"],
+    "spamscore": ["ifNull(toString(spamscore), '')"],
+    "recipient": ["recipient"],
+    "deliveredto": ["deliveredto"],
+    "deliveryuser": ["deliveryuser"],
+    "deliverydomain": ["deliverydomain"],
+    "msgid": ["msgid"],
+    "ip": ["ip"],
+    "host": ["host"],
+    "router": ["router"],
+    "transport": ["transport"],
+    "message": ["message", "confirmation"],
+    "server": ["server"],
+    "subject": ["subject"],
+    "message_id": ["message_id"],
+}
+CASE_SENSITIVE = frozenset({"msgid", "server"})
+# `all`: contains (by default) across the text fields.
+ALL_COLUMNS = [
+    "email",
+    "sender",
+    "user",
+    "domain",
+    "senderhost",
+    "senderip",
+    "senderauth",
+    "recipient",
+    "deliveredto",
+    "deliveryuser",
+    "deliverydomain",
+    "msgid",
+    "router",
+    "transport",
+    "host",
+    "ip",
+    "message",
+    "confirmation",
+    "subject",
+    "message_id",
+    "server",
+]
+FLAGS = {"success": "successes", "defer": "deferred", "failure": "failures", "inprogress": "inprogress"}
+DELIVERY_TYPES = ("all", "remote", "local")
+STATS_GROUPS = ("server", "user", "domain", "owner", "deliveryuser", "deliverydomain")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+
+_COMMON = (
+    set(FILTER_COLUMNS)
+    | {"all", "searchmatch"}
+    | {f"{k}_searchmatch" for k in [*FILTER_COLUMNS, "all"]}
+    | set(FLAGS)
+    | {"deliverytype", "type", "startdate", "enddate", "minsize", "maxsize"}
+)
+SEARCH_PARAMS = _COMMON | {"sort", "limit", "cursor", "with_total"}
+CSV_PARAMS = _COMMON | {"sort"}
+STATS_PARAMS = _COMMON | {"groupby"}
+
+TIME_SORT = frozenset({"sendunixtime", "actionunixtime"})
+NULLABLE_FLOAT = frozenset({"spamscore", "queue_time", "delivery_time"})
+UNSIGNED = frozenset(
+    {"size", "attempts", "frozen", "transport_is_remote", "version", "is_deleted", "schema_version"}
+)
+TIEBREAK = ("server", "msgid", "recipient", "deliveredto")
+NULL_FLOAT = -1e308  # NULL spam scores / delays sort first (ascending), last (descending)
+
+
+class BadRequest(ValueError):
+    """A parameter the API cannot use: answered with 400 and this message."""
+
+
+def _single(params: Mapping[str, list[str]] | Mapping[str, str], allowed: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    unknown = sorted(k for k in params if k not in allowed)
+    if unknown:
+        raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}")
+    for key, value in params.items():
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise BadRequest(f"parameter {key} is given {len(value)} times; give it once")
+            value = value[0]
+        out[key] = value
+    return out
+
+
+def _flag(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise BadRequest(f"{name} must be 1 or 0, not {value!r}")
+
+
+def _int(name: str, value: str, low: int = 0, high: int | None = None) -> int:
+    try:
+        n = int(value.strip())
+    except (ValueError, AttributeError):
+        raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
+    if n < low or (high is not None and n > high):
+        raise BadRequest(
+            f"{name} must be between {low} and {high}" if high is not None else f"{name} must be >= {low}"
+        )
+    return n
+
+
+def _match(p: dict[str, str], key: str, default: str) -> str:
+    m = p.get(f"{key}_searchmatch") or p.get("searchmatch") or default
+    m = m.strip().lower()
+    if m not in MATCH_MODES:
+        raise BadRequest(
+            f"{key}_searchmatch / searchmatch must be one of {', '.join(MATCH_MODES)}, not {m!r}"
+        )
+    return m
+
+
+def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
+    """The WHERE conditions common to search, CSV and stats (scope included)."""
+    b = _Builder("eq")
+    for key in [k for k in p if k == "searchmatch" or k.endswith("_searchmatch")]:
+        _match(p, key.removesuffix("_searchmatch"), "eq")  # a bad mode is a 400 even without its filter
+    for key, exprs in FILTER_COLUMNS.items():
+        value = p.get(key)
+        if value is None or value == "":
+            continue
+        if key == "message_id":
+            value = value.strip().strip("<>")
+        b.match = _match(p, key, "eq")
+        b.text(exprs, value, case_sensitive=key in CASE_SENSITIVE)
+    if p.get("all"):
+        b.match = _match(p, "all", "contains")
+        b.text(ALL_COLUMNS, p["all"])
+    b.match = "eq"
+
+    flags = {k: _flag(k, p[k]) for k in FLAGS if k in p}
+    types: set[str] = set(OUTCOMES)
+    if flags:
+        on = [FLAGS[k] for k, v in flags.items() if v]
+        if not on:
+            raise BadRequest("You must show at least one message type.")
+        types = {t for g in on for t in SHOW_GROUPS[g]}
+    if p.get("type"):
+        wanted = {t.strip() for t in p["type"].split(",") if t.strip()}
+        bad = sorted(wanted - set(OUTCOMES))
+        if bad:
+            raise BadRequest(f"unknown type(s) {', '.join(bad)}: choose from {', '.join(OUTCOMES)}")
+        types &= wanted
+        if not types:
+            raise BadRequest("You must show at least one message type.")
+    if types != set(OUTCOMES):
+        b.where.append("type IN {" + b.param(sorted(types), "types") + ":Array(String)}")
+
+    dtype = (p.get("deliverytype") or "all").strip().lower()
+    if dtype not in DELIVERY_TYPES:
+        raise BadRequest(f"deliverytype must be one of {', '.join(DELIVERY_TYPES)}, not {dtype!r}")
+    if dtype == "remote":
+        b.where.append("transport_is_remote = 1")
+    elif dtype == "local":
+        b.where.append("transport_is_remote = 0 AND transport != ''")
+
+    try:
+        since = parse_time(p.get("startdate"), "startdate")
+        until = parse_time(p.get("enddate"), "enddate")
+    except SearchError as exc:
+        raise BadRequest(str(exc)) from None
+    for name, value in (("startdate", since), ("enddate", until)):
+        if value is not None and (not math.isfinite(value) or abs(value) > 1e11):
+            raise BadRequest(f"{name} is out of range")
+    if since is not None:
+        t = "fromUnixTimestamp64Milli({" + b.param(round(since * 1000), "since") + ":Int64}, 'UTC')"
+        b.where.append(f"(sendunixtime >= {t} OR (sendunixtime = 0 AND actionunixtime >= {t}))")
+    if until is not None:
+        t = "fromUnixTimestamp64Milli({" + b.param(round(until * 1000), "until") + ":Int64}, 'UTC')"
+        b.where.append(
+            f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
+        )
+    if p.get("minsize"):
+        b.where.append("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}")
+    if p.get("maxsize"):
+        b.where.append("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}")
+
+    cond = scope_condition(scope, b.params)
+    if cond:
+        b.where.append(cond)
+    return b
+
+
+# -- sort and cursor --------------------------------------------------------------------------------
+
+
+def _sort_expr(column: str) -> str:
+    return f"ifNull({column}, {NULL_FLOAT!r})" if column in NULLABLE_FLOAT else column
+
+
+def _param_type(column: str) -> str:
+    if column in TIME_SORT:
+        return "Int64"
+    if column in NULLABLE_FLOAT:
+        return "Float64"
+    if column in UNSIGNED:
+        return "UInt64"
+    return "String"
+
+
+def _placeholder(b: _Builder, column: str, value) -> str:
+    ch_type = _param_type(column)
+    name = b.param(value, "k")
+    if column in TIME_SORT:
+        return f"fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')"
+    return f"{{{name}:{ch_type}}}"
+
+
+def key_value(column: str, value):
+    """A row's value (as the API returns it) -> the cursor's value of the sort key."""
+    if column in TIME_SORT:
+        return round(float(value or 0) * 1000)
+    if column in NULLABLE_FLOAT:
+        return NULL_FLOAT if value is None else float(value)
+    if column in UNSIGNED:
+        return int(value or 0)
+    return "" if value is None else str(value)
+
+
+def _check_key_value(column: str, value) -> None:
+    kind = _param_type(column)
+    ok = (
+        (kind == "String" and isinstance(value, str))
+        or (kind in ("Int64", "UInt64") and isinstance(value, int) and not isinstance(value, bool))
+        or (kind == "Float64" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    )
+    if (
+        not ok
+        or (kind == "UInt64" and not 0 <= value < 2**64)
+        or (kind == "Int64" and not -(2**63) <= value < 2**63)
+    ):
+        raise BadRequest("invalid cursor")
+    if kind == "Float64" and not math.isfinite(value):
+        raise BadRequest("invalid cursor")
+
+
+@dataclass
+class CursorCodec:
+    """Opaque cursors: base64url(JSON {"s": sort, "k": [sort value, server, msgid, recipient, deliveredto]})
+    + HMAC-SHA256 (the key is the server's), so a changed cursor is a 400, not a different query."""
+
+    key: bytes
+
+    def encode(self, sort: str, keys: list) -> str:
+        body = json.dumps({"s": sort, "k": keys}, separators=(",", ":"), ensure_ascii=False).encode()
+        sig = hmac.new(self.key, body, hashlib.sha256).digest()[:16]
+        return (
+            base64.urlsafe_b64encode(body).decode().rstrip("=")
+            + "."
+            + base64.urlsafe_b64encode(sig).decode().rstrip("=")
+        )
+
+    def decode(self, cursor: str, sort: str) -> list:
+        try:
+            b64body, b64sig = cursor.strip().split(".")
+            body = base64.urlsafe_b64decode(b64body + "=" * (-len(b64body) % 4))
+            sig = base64.urlsafe_b64decode(b64sig + "=" * (-len(b64sig) % 4))
+        except (ValueError, TypeError):
+            raise BadRequest("invalid cursor") from None
+        if not hmac.compare_digest(sig, hmac.new(self.key, body, hashlib.sha256).digest()[:16]):
+            raise BadRequest(
+                "invalid cursor (changed, or from another server instance): start again without it"
+            )
+        try:
+            data = json.loads(body)
+            keys = data["k"]
+            if data["s"] != sort:
+                raise BadRequest("the cursor belongs to another sort order: start again without it")
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest("invalid cursor") from None
+        if not isinstance(keys, list):
+            raise BadRequest("invalid cursor")
+        return keys
+
+
+@dataclass
+class SearchQuery:
+    """A search: its conditions (scope included) and order; `page(keys, n)` gives the SQL of the `n` rows
+    after the cursor keys (None = from the start), `count()` the SQL of the total."""
+
+    conds: list[str]
+    params: dict
+    sort_column: str
+    sort_dir: str
+    key_columns: list[str]
+    limit: int | None = None  # page size asked for (search), None for exports
+    keys: list | None = None  # decoded cursor
+
+    @property
+    def sort(self) -> str:
+        return f"{self.sort_column}:{self.sort_dir.lower()}"
+
+    def cursor_keys(self, row: Mapping) -> list:
+        return [key_value(c, row.get(c)) for c in self.key_columns]
+
+    def page(self, keys: list | None, rows: int) -> tuple[str, dict]:
+        b = _Builder("eq")
+        b.params = dict(self.params)
+        conds = list(self.conds)
+        if keys is not None:
+            conds.append(keyset_condition(b, self.key_columns, self.sort_dir, keys))
+        order = [f"{_sort_expr(self.sort_column)} {self.sort_dir}"] + [
+            f"{c} ASC" for c in self.key_columns[1:]
+        ]
+        b.params["lim"] = rows
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        sql = (
+            f"SELECT {_select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+            f"ORDER BY {', '.join(order)} LIMIT {{lim:UInt64}}) AS r"
+        )
+        return sql, b.params
+
+    def count(self) -> tuple[str, dict]:
+        where = (" WHERE " + " AND ".join(self.conds)) if self.conds else ""
+        return f"SELECT count() AS total FROM latest FINAL{where}", dict(self.params)
+
+
+def build_search_query(
+    raw: Mapping, scope: Scope | None, codec: CursorCodec | None = None, *, csv: bool = False
+) -> SearchQuery:
+    p = _single(raw, CSV_PARAMS if csv else SEARCH_PARAMS)
+    b = _conditions(p, scope)
+    try:
+        column, direction = parse_sort(p.get("sort") or None)
+    except SearchError as exc:
+        raise BadRequest(str(exc)) from None
+    key_columns = [column] + [c for c in TIEBREAK if c != column]
+    limit = None
+    if not csv:
+        limit = _int("limit", p["limit"], 1, MAX_LIMIT) if p.get("limit") else DEFAULT_LIMIT
+    q = SearchQuery(list(b.where), dict(b.params), column, direction, key_columns, limit)
+    if p.get("cursor"):
+        if codec is None:
+            raise BadRequest("cursor not accepted here")
+        keys = codec.decode(p["cursor"], q.sort)
+        keyset_condition(_Builder("eq"), key_columns, direction, keys)  # validates the keys
+        q.keys = keys
+    return q
+
+
+def keyset_condition(b: _Builder, key_columns: list[str], direction: str, keys: list) -> str:
+    """Rows strictly after `keys` in the order (sort column `direction`, tiebreak columns ASC)."""
+    if not isinstance(keys, list) or len(keys) != len(key_columns):
+        raise BadRequest("invalid cursor")
+    for c, v in zip(key_columns, keys, strict=True):
+        _check_key_value(c, v)
+    expr = _sort_expr(key_columns[0])
+    ph = [_placeholder(b, c, v) for c, v in zip(key_columns, keys, strict=True)]
+    rest_cols = ", ".join(key_columns[1:])
+    rest_vals = ", ".join(ph[1:])
+    if direction == "ASC":
+        return f"(tuple({expr}, {rest_cols}) > tuple({ph[0]}, {rest_vals}))"
+    return f"({expr} < {ph[0]} OR ({expr} = {ph[0]} AND tuple({rest_cols}) > tuple({rest_vals})))"
+
+
+# -- stats ----------------------------------------------------------------------------------------------
+
+
+def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, list[str]]:
+    p = _single(raw, STATS_PARAMS)
+    b = _conditions(p, scope)
+    text = p.get("groupby", "server")
+    groups = [g.strip() for g in text.split(",") if g.strip() and g.strip() != "none"]
+    bad = [g for g in groups if g not in STATS_GROUPS]
+    if bad:
+        raise BadRequest(
+            f"groupby must be a comma list of {', '.join(STATS_GROUPS)} (or none), not {bad[0]!r}"
+        )
+    groups = list(dict.fromkeys(groups))
+    where = (" WHERE " + " AND ".join(b.where)) if b.where else ""
+    cols = ", ".join(groups)
+    sql = (
+        f"SELECT {cols + ', ' if cols else ''}"
+        "count() AS SENDCOUNT, "
+        "countIf(type IN ('success', 'filtered', 'archive')) AS SUCCESSCOUNT, "
+        "countIf(type IN ('failure', 'rejected')) AS FAILCOUNT, "
+        "countIf(type = 'defer') AS DEFERCOUNT, "
+        "countIf(type IN ('failure', 'rejected') AND attempts > 1) AS DEFERFAILCOUNT, "
+        "countIf(type = 'inprogress') AS INPROGRESSCOUNT, "
+        "sum(size) AS TOTALSIZE, "
+        "uniqExact(server, msgid) AS MESSAGECOUNT "
+        f"FROM latest FINAL{where}" + (f" GROUP BY {cols} ORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+    )
+    return sql, b.params, groups
+
+
+# -- message ---------------------------------------------------------------------------------------------
+
+
+def build_message_queries(server: str, msgid: str, scope: Scope | None) -> dict[str, tuple[str, dict]]:
+    if not server or not msgid:
+        raise BadRequest("the path is /api/v1/message/{server}/{msgid}")
+    if len(msgid) > 200 or len(server) > 200:
+        raise BadRequest("server or msgid too long")
+    try:
+        return build_show(msgid, server, scope=scope)
+    except SearchError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+__all__ = [
+    "BadRequest",
+    "CursorCodec",
+    "FILTER_COLUMNS",
+    "SearchQuery",
+    "build_message_queries",
+    "build_search_query",
+    "build_stats_query",
+]
