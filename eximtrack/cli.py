@@ -33,6 +33,8 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   stream.app               -> `eximtrack stream`
 #   sinks.clickhouse.sink    -> `eximtrack sink`
 #   eximtrack.devstack       -> `eximtrack run` (the whole pipeline on one machine)
+#   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
+#   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 #   eximtrack.web.app        -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
 #   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
 #   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
@@ -43,6 +45,8 @@ EXTENSION_MODULES = [
     "stream.app",
     "sinks.clickhouse.sink",
     "eximtrack.devstack",
+    "eximtrack.stats",
+    "eximtrack.report",
     "eximtrack.web.app",
     "eximtrack.stats",
     "eximtrack.report",
