@@ -36,8 +36,6 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
 #   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 #   eximtrack.web.app        -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
-#   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
-#   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -48,8 +46,6 @@ EXTENSION_MODULES = [
     "eximtrack.stats",
     "eximtrack.report",
     "eximtrack.web.app",
-    "eximtrack.stats",
-    "eximtrack.report",
 ]
 # ---------------------------------------------------------------------------------------------------
 
