@@ -119,8 +119,12 @@ def test_cursor_tampering(web, all_rows):
 
 @pytest.mark.parametrize("name", SCOPED)
 def test_guessed_message_ids_show_nothing_foreign(web, all_rows, name):
-    msgs = sorted({(r["server"], r["msgid"]) for r in all_rows if r["server"] == "web1"})  # web2: same scenarios
-    foreign = [m for m in msgs if not any(visible(name, r) for r in all_rows if (r["server"], r["msgid"]) == m)]
+    msgs = sorted(
+        {(r["server"], r["msgid"]) for r in all_rows if r["server"] == "web1"}
+    )  # web2: same scenarios
+    foreign = [
+        m for m in msgs if not any(visible(name, r) for r in all_rows if (r["server"], r["msgid"]) == m)
+    ]
     msgs = [m for m in msgs if m not in foreign] + foreign[::2]  # every own message, half of the others
     assert msgs
     for server, msgid in msgs:
