@@ -33,6 +33,7 @@ from stream.accounts import AccountMap
 from stream.clock import LocalClock, msgid_time
 from stream.parse import ParsedLine, parse_line
 
+NO_STATE_KINDS = frozenset(("queued", "locked", "info"))
 FINAL_TYPES = frozenset(("success", "filtered", "archive", "failure", "rejected"))
 FILTERED_TARGETS = frozenset((":blackhole:", "discarded", "/dev/null"))
 DEFAULT_GRACE = 300.0  # seconds of event time a completed message is kept for late lines
@@ -301,7 +302,10 @@ class Joiner:
             if user:
                 st.pre["user"] = user
                 self._late_arrival_detail(st, out)
-        # queued, locked, info, autoreply: kept as log lines of the message, no state change
+        elif kind in NO_STATE_KINDS and p.msgid in self.states:
+            # queued, locked, info: kept as log lines of the message, no state change, so no write-back (a
+            # faust Table write is a changelog record); replaying such a line is harmless
+            return
         if st.rows or st.arrival is not None or st.pre or st.completed_at:
             self.states[st.msgid] = st  # write back (a no-op for a dict, a changelog write for a faust Table)
         elif st.msgid in self.states:
