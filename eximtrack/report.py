@@ -450,8 +450,8 @@ def _grafana_panel(panel: Panel, n: int) -> dict:
         "datasource": DATASOURCE,
         "editorType": "sql",
         "rawSql": grafana_sql(panel.sql),
-        "format": 0 if panel.kind == "timeseries" else 1,  # plugin Format: 0 time series, 1 table
-        "queryType": "timeseries" if panel.kind == "timeseries" else "table",
+        # the plugin's (v4) QueryType: 'table' | 'logs' | 'timeSeries' | 'traces' (src/types/sql.ts)
+        "queryType": "timeSeries" if panel.kind == "timeseries" else "table",
     }
     defaults: dict = {"unit": panel.unit or "short"}
     if panel.threshold is not None:
