@@ -49,10 +49,13 @@ test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines
+	EXIMTRACK_FUZZ_LINES=1000000 $(BIN)/pytest -q -s tests/reliability/test_fuzz.py
+
 test-unit: venv ## unit tests only (pure logic, seconds)
 	$(BIN)/pytest -q tests/unit
 
 clean: ## remove the local store and caches of this checkout
 	rm -rf data .pytest_cache .ruff_cache
 
-.PHONY: help venv apt broker-fetch deps run demo lint fmt test test-unit clean
+.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz test-unit clean
