@@ -22,6 +22,7 @@ the same events are inserted again. `--since`/`--until` select arrival-hour buck
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -133,6 +134,36 @@ def set_aggregate_retention(store, days: int) -> list[str]:
     return changed
 
 
+# -- rebuild ---------------------------------------------------------------------------------------------
+
+
+def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
+    """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
+    rows); `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
+    migration = next(m for m in migrations.load_migrations() if m.name == "backfill_aggregates")
+    out = []
+    for statement in migration.statements():
+        table = statement.split()[2]
+        if final:
+            statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
+        out.append((table, statement))
+    return out
+
+
+def rebuild_aggregates(store) -> list[str]:
+    """Empty every aggregate table and fill it again from `events FINAL` / `rejects FINAL`.
+
+    Needed only when the same event ids were stored with different dimensions (old logs re-ingested with
+    another account map): the set-based aggregates then hold both. Dashboards read partial numbers while it
+    runs; inserts arriving meanwhile are counted (sets), never twice."""
+    done = []
+    for table, statement in backfill_statements(final=True):
+        store.command(f"TRUNCATE TABLE {table}")
+        store.command(statement)
+        done.append(table)
+    return done
+
+
 # -- CLI -------------------------------------------------------------------------------------------------
 
 
@@ -181,6 +212,15 @@ def cmd_retention(args) -> int:
     return 0
 
 
+def cmd_rebuild(args) -> int:
+    from eximtrack import cli
+
+    store = cli._open_store(args)
+    for table in rebuild_aggregates(store):
+        print(f"rebuilt {table}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from eximtrack import cli
 
@@ -213,12 +253,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cli._add_store(r)
     r.set_defaults(func=cmd_retention)
 
+    b = subparsers.add_parser(
+        "rebuild-aggregates", help="empty the aggregate tables and fill them again from the stored events"
+    )
+    cli._add_store(b)
+    b.set_defaults(func=cmd_rebuild)
+
 
 __all__ = [
     "AGGREGATE_TABLES",
     "COUNTERS",
     "aggregate_retention",
+    "backfill_statements",
     "build_stats",
+    "rebuild_aggregates",
     "register",
     "set_aggregate_retention",
     "stats",
