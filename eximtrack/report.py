@@ -29,12 +29,11 @@ from pathlib import Path
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "eximtrack-clickhouse"}
 _VAR = re.compile(r"\$VAR\((\w+)\)")
 
-SUCCESS = "uniqExactMerge(rows_success) + uniqExactMerge(rows_filtered) + uniqExactMerge(rows_archive)"
-DEFERRED = "uniqExactMerge(rows_deferred_or_final) - uniqExactMerge(rows_final)"
-INPROGRESS = (
-    "uniqExactMerge(rows_seen) - uniqExactMerge(rows_deferred_or_final) - uniqExactMerge(rows_removed)"
-)
-FAILED = "uniqExactMerge(rows_failure) + uniqExactMerge(rejected)"
+# mail_hourly_all (migration 005): plain numbers per key, summable (rolled-up hours + finalised recent states)
+SUCCESS = "sum(success + filtered + archive)"
+DEFERRED = "sum(deferred)"
+INPROGRESS = "sum(inprogress)"
+FAILED = "sum(failure + rejected)"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def _outcomes_sql(where: str = "") -> str:
     {DEFERRED} AS deferred,
     {FAILED} AS failed,
     {INPROGRESS} AS in_progress
-FROM mail_hourly
+FROM mail_hourly_all
 WHERE $RANGE{extra}
 GROUP BY time
 ORDER BY time"""
@@ -75,9 +74,9 @@ ORDER BY time"""
 def _received_sql(where: str = "") -> str:
     extra = f" AND {where}" if where else ""
     return f"""SELECT hour AS time,
-    uniqExactMerge(messages) AS messages,
-    uniqExactMerge(recipients) AS recipients
-FROM mail_hourly
+    sum(messages) AS messages,
+    sum(recipients) AS recipients
+FROM mail_hourly_all
 WHERE $RANGE{extra}
 GROUP BY time
 ORDER BY time"""
@@ -118,8 +117,8 @@ FLEET = Dashboard(
             "Servers: mail received in the range",
             "bar",
             """SELECT server,
-    uniqExactMerge(messages) AS messages
-FROM mail_hourly
+    sum(messages) AS messages
+FROM mail_hourly_all
 WHERE $RANGE
 GROUP BY server
 ORDER BY messages DESC
@@ -161,13 +160,13 @@ LIMIT 15""",
             "Accounts on this server (cPanel stats)",
             "table",
             f"""SELECT user,
-    uniqExactMerge(messages) AS SENDCOUNT,
+    sum(messages) AS SENDCOUNT,
     {SUCCESS} AS SUCCESSCOUNT,
     {FAILED} AS FAILCOUNT,
     {DEFERRED} AS DEFERCOUNT,
     {INPROGRESS} AS INPROGRESSCOUNT,
-    toUInt64(bitShiftRight(sumDistinctMerge(bytes), 192)) AS TOTALSIZE
-FROM mail_hourly
+    sum(bytes) AS TOTALSIZE
+FROM mail_hourly_all
 WHERE $RANGE AND server = $VAR(server)
 GROUP BY user
 ORDER BY SENDCOUNT DESC
@@ -195,18 +194,18 @@ DOMAIN = Dashboard(
             "Senders of the domain",
             "table",
             f"""SELECT user, sender,
-    uniqExactMerge(messages) AS messages,
-    uniqExactMerge(rcpt_addresses) AS unique_recipients,
+    sum(messages) AS messages,
+    sum(recipients) AS recipients,
     {FAILED} AS failed,
     {DEFERRED} AS deferred
-FROM mail_hourly
+FROM mail_hourly_all
 WHERE $RANGE AND domain = $VAR(domain)
 GROUP BY user, sender
 ORDER BY messages DESC
 LIMIT 25""",
         ),
     ),
-    variables=(("domain", "SELECT DISTINCT domain FROM mail_hourly WHERE domain != '' ORDER BY domain"),),
+    variables=(("domain", "SELECT DISTINCT domain FROM mail_hourly_all WHERE domain != '' ORDER BY domain"),),
 )
 
 REASONS = Dashboard(
@@ -550,9 +549,9 @@ def pick_variables(store, t_from: datetime, t_to: datetime, given: dict[str, str
     out = {k: v for k, v in given.items() if v}
     params = {"t_from": t_from, "t_to": t_to}
     pick = {
-        "server": "SELECT server FROM mail_hourly WHERE $RANGE GROUP BY server ORDER BY uniqExactMerge(messages) DESC LIMIT 1",
-        "domain": "SELECT domain FROM mail_hourly WHERE $RANGE AND domain != '' GROUP BY domain "
-        "ORDER BY uniqExactMerge(messages) DESC LIMIT 1",
+        "server": "SELECT server FROM mail_hourly_all WHERE $RANGE GROUP BY server ORDER BY sum(messages) DESC LIMIT 1",
+        "domain": "SELECT domain FROM mail_hourly_all WHERE $RANGE AND domain != '' GROUP BY domain "
+        "ORDER BY sum(messages) DESC LIMIT 1",
     }
     for name, sql in pick.items():
         if name not in out:

@@ -1,4 +1,5 @@
-"""`eximtrack stats`: cPanel's EmailTrack::stats / emailtrack_user_stats counters, read from `mail_hourly`;
+"""`eximtrack stats`: cPanel's EmailTrack::stats / emailtrack_user_stats counters, read from `mail_hourly_all`
+(rolled-up totals of closed hours + finalised set states of the recent ones); `eximtrack rollup`;
 `eximtrack retention`: the TTL of the raw tables and of the aggregates.
 
     eximtrack stats --by user --since 2026-11-20 --until 2026-11-27 --format json
@@ -24,7 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sinks.clickhouse import migrations
 
@@ -48,17 +49,18 @@ AGGREGATE_TABLES = (
     "activity_hourly",
     "unclassified_hourly",
 )
+# ... plus the rolled-up totals (migration 005): every table whose TTL `retention --aggregates-days` sets
+RETENTION_TABLES = (*AGGREGATE_TABLES, "mail_hourly_totals")
 DEFAULT_AGGREGATE_DAYS = 730
 
 _COUNTER_SQL = """
-    uniqExactMerge(messages) AS SENDCOUNT,
-    uniqExactMerge(rows_success) + uniqExactMerge(rows_filtered) + uniqExactMerge(rows_archive) AS SUCCESSCOUNT,
-    uniqExactMerge(rows_failure) + uniqExactMerge(rejected) AS FAILCOUNT,
-    uniqExactMerge(rows_deferred_or_final) - uniqExactMerge(rows_final) AS DEFERCOUNT,
+    sum(messages) AS SENDCOUNT,
+    sum(success + filtered + archive) AS SUCCESSCOUNT,
+    sum(failure + rejected) AS FAILCOUNT,
+    sum(deferred) AS DEFERCOUNT,
     DEFERCOUNT + FAILCOUNT AS DEFERFAILCOUNT,
-    uniqExactMerge(rows_seen) - uniqExactMerge(rows_deferred_or_final) - uniqExactMerge(rows_removed)
-        AS INPROGRESSCOUNT,
-    toUInt64(bitShiftRight(sumDistinctMerge(bytes), 192)) AS TOTALSIZE"""
+    sum(inprogress) AS INPROGRESSCOUNT,
+    sum(bytes) AS TOTALSIZE"""
 
 
 def _hour_floor(epoch: float) -> datetime:
@@ -97,7 +99,7 @@ def build_stats(
         where.append("outbound = 1")
     key = BY_COLUMNS[by]
     sql = (
-        f"SELECT {key} AS {by},{_COUNTER_SQL}\nFROM mail_hourly"
+        f"SELECT {key} AS {by},{_COUNTER_SQL}\nFROM mail_hourly_all"
         + (f"\nWHERE {' AND '.join(where)}" if where else "")
         + f"\nGROUP BY {key}\nORDER BY SENDCOUNT DESC, {by}"
     )
@@ -114,7 +116,7 @@ def stats(store, by: str = "user", since=None, until=None, **filters) -> list[di
 
 def aggregate_retention(store) -> dict[str, int]:
     """{table: TTL days (0 = none)} for the aggregate tables."""
-    return {t: migrations.current_retention(store.client, t) for t in AGGREGATE_TABLES}
+    return {t: migrations.current_retention(store.client, t) for t in RETENTION_TABLES}
 
 
 def set_aggregate_retention(store, days: int) -> list[str]:
@@ -123,7 +125,7 @@ def set_aggregate_retention(store, days: int) -> list[str]:
     if days < 0:
         raise ValueError("retention days must be >= 0")
     changed = []
-    for table in AGGREGATE_TABLES:
+    for table in RETENTION_TABLES:
         if migrations.current_retention(store.client, table) == days:
             continue
         if days == 0:
@@ -132,6 +134,55 @@ def set_aggregate_retention(store, days: int) -> list[str]:
             store.command(f"ALTER TABLE {table} MODIFY TTL hour + toIntervalDay({days})")
         changed.append(table)
     return changed
+
+
+# -- rollup ----------------------------------------------------------------------------------------------
+
+DEFAULT_CLOSED_AFTER_DAYS = 16  # joiner expiry (8 days) + Kafka retention of raw lines (7 days) + 1
+
+
+def rollup_horizon(store) -> datetime:
+    value = store.query(
+        "SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly'", readonly=True
+    ).result_rows[0][0]
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def rollup(store, until: datetime, drop_states: bool = False) -> dict:
+    """Copy the finalised numbers of every hour before `until` (floored to the hour) from the set states
+    into mail_hourly_totals and move the horizon there (never backwards). With drop_states, drop the
+    monthly partitions of mail_hourly that lie wholly before the horizon. Idempotent."""
+    until = _hour_floor(until.timestamp())
+    old = rollup_horizon(store)
+    horizon = max(old, until)
+    rolled = 0
+    if until > old:
+        params = {"a": old, "b": until}
+        rolled = store.query(
+            "SELECT count() FROM mail_hourly_v WHERE hour >= {a:DateTime('UTC')} AND hour < {b:DateTime('UTC')}",
+            params,
+        ).result_rows[0][0]
+        store.command(
+            "INSERT INTO mail_hourly_totals SELECT *, now64(3) AS rolled_at FROM mail_hourly_v "
+            "WHERE hour >= {a:DateTime('UTC')} AND hour < {b:DateTime('UTC')}",
+            params,
+        )
+        store.command(
+            "INSERT INTO rollup_state (name, horizon) VALUES ('mail_hourly', {h:DateTime('UTC')})",
+            {"h": horizon},
+        )
+    dropped = []
+    if drop_states:
+        limit = int(horizon.strftime("%Y%m"))  # months strictly before the horizon's month
+        parts = store.query(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() "
+            "AND table = 'mail_hourly' AND active ORDER BY partition"
+        ).result_rows
+        for (partition,) in parts:
+            if partition.isdigit() and int(partition) < limit:
+                store.command(f"ALTER TABLE mail_hourly DROP PARTITION {int(partition)}")
+                dropped.append(partition)
+    return {"horizon": horizon, "rolled_keys": rolled, "dropped_partitions": dropped}
 
 
 # -- rebuild ---------------------------------------------------------------------------------------------
@@ -212,6 +263,26 @@ def cmd_retention(args) -> int:
     return 0
 
 
+def cmd_rollup(args) -> int:
+    from eximtrack import cli
+    from eximtrack.search import parse_time
+
+    if args.until:
+        try:
+            until = datetime.fromtimestamp(parse_time(args.until, "--until"), UTC)
+        except ValueError as exc:
+            raise cli.UsageError(str(exc)) from exc
+    else:
+        until = datetime.now(UTC) - timedelta(days=args.closed_after_days)
+    store = cli._open_store(args)
+    done = rollup(store, until, drop_states=args.drop_states)
+    print(
+        f"horizon {done['horizon']:%Y-%m-%d %H:%M} UTC: rolled {done['rolled_keys']} keys; "
+        f"dropped partitions: {', '.join(done['dropped_partitions']) or 'none'}"
+    )
+    return 0
+
+
 def cmd_rebuild(args) -> int:
     from eximtrack import cli
 
@@ -253,6 +324,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cli._add_store(r)
     r.set_defaults(func=cmd_retention)
 
+    u = subparsers.add_parser(
+        "rollup", help="turn the closed hours of mail_hourly into plain numbers (smaller, faster to read)"
+    )
+    u.add_argument(
+        "--closed-after-days",
+        type=cli._nonneg_int,
+        default=DEFAULT_CLOSED_AFTER_DAYS,
+        help=f"an hour is closed this many days later (default {DEFAULT_CLOSED_AFTER_DAYS})",
+    )
+    u.add_argument("--until", help="roll up the hours before this time instead (ISO, UTC)")
+    u.add_argument(
+        "--drop-states", action="store_true", help="drop the months of set states wholly before the horizon"
+    )
+    cli._add_store(u)
+    u.set_defaults(func=cmd_rollup)
+
     b = subparsers.add_parser(
         "rebuild-aggregates", help="empty the aggregate tables and fill them again from the stored events"
     )
@@ -263,10 +350,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 __all__ = [
     "AGGREGATE_TABLES",
     "COUNTERS",
+    "RETENTION_TABLES",
     "aggregate_retention",
     "backfill_statements",
     "build_stats",
     "rebuild_aggregates",
+    "rollup",
+    "rollup_horizon",
     "register",
     "set_aggregate_retention",
     "stats",

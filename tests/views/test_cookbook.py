@@ -134,6 +134,10 @@ def check_stats_per_account(store, sql):
     assert got == want and len(got) >= 3
 
 
+def check_stats_per_account_from_states(store, sql):
+    check_stats_per_account(store, sql)
+
+
 def check_slow_destinations(store, sql):
     got = _rows(store, sql)
     assert got

@@ -15,6 +15,7 @@ from tests.views.conftest import ROOT
 GRAFANA = ROOT / "deploy" / "grafana"
 AGGREGATES = {
     "mail_hourly",
+    "mail_hourly_all",
     "reasons_hourly",
     "delays_hourly",
     "rejections_hourly",

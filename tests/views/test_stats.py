@@ -8,7 +8,7 @@ import json
 import pytest
 
 from eximtrack import cli
-from eximtrack.stats import AGGREGATE_TABLES, COUNTERS, aggregate_retention, build_stats
+from eximtrack.stats import COUNTERS, RETENTION_TABLES, aggregate_retention, build_stats
 from sinks.clickhouse.store import Store
 
 pytestmark = pytest.mark.store
@@ -92,7 +92,7 @@ def test_retention_defaults_and_changes(capsys, url):
     rc = cli.main(["retention", "--store", url, "--aggregates-days", "400", "--events-days", "30"])
     out, _ = capsys.readouterr()
     assert rc == 0
-    assert aggregate_retention(store) == dict.fromkeys(AGGREGATE_TABLES, 400)
+    assert aggregate_retention(store) == dict.fromkeys(RETENTION_TABLES, 400)
     assert store.retention_days() == 30
     assert "mail_hourly" in out and "400 days" in out and "30 days" in out
     rc = cli.main(["retention", "--store", url, "--aggregates-days", "0"])
