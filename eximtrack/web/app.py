@@ -73,6 +73,14 @@ class App:
         else:
             self.lock = nullcontext()
 
+    def retention_days(self) -> int | None:
+        """Days the store keeps data (0 = forever; None when it cannot be told)."""
+        try:
+            with self.lock:
+                return int(self.store.retention_days())
+        except Exception:
+            return None
+
     def query(self, sql: str, params: dict):
         with self.lock:
             return self.store.query(sql, params, readonly=True)
@@ -171,7 +179,9 @@ def make_handler(app: App):
                 if path == "/api/v1/servers":
                     return self._servers(params, scope)
                 if path == "/api/v1/whoami":
-                    return self._json(200, {k: v for k, v in account.public().items() if k != "created"})
+                    me = {k: v for k, v in account.public().items() if k != "created"}
+                    me["retention_days"] = app.retention_days()
+                    return self._json(200, me)
                 if path.startswith("/api/v1/message/"):
                     parts = path[len("/api/v1/message/") :].split("/")
                     if len(parts) != 2:

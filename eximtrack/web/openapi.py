@@ -42,10 +42,7 @@ def _q(name: str, description: str, schema: dict | None = None) -> dict:
 
 
 def _common_params() -> list[dict]:
-    params = [
-        _q(k, f"keep rows with {k}=1 ({'/'.join(v for v in [g])})", {"type": "string", "enum": ["0", "1"]})
-        for k, g in FLAGS.items()
-    ]
+    params = [_q(k, "", {"type": "string", "enum": ["0", "1"]}) for k in FLAGS]
     params[0]["description"] = (
         "Show Successes (success, filtered, archive). With none of success/defer/failure/inprogress given, "
         "all types are shown; with any given, only those set to 1 (all 0 is a 400)."

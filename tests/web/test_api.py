@@ -51,11 +51,13 @@ def test_every_endpoint_needs_a_token(web, path):
 
 
 def test_whoami(web):
-    assert web.api("/api/v1/whoami", "bob") == {
-        "id": web.api("/api/v1/whoami", "bob")["id"],
+    me = web.api("/api/v1/whoami", "bob")
+    assert me == {
+        "id": me["id"],
         "name": "bob",
         "role": "webmail",
         "address": "bob@local.test",
+        "retention_days": 0,
     }
 
 
@@ -362,3 +364,31 @@ def test_injection_in_every_parameter_is_harmless(web, all_rows, payload):
     assert r.status in (400, 404)
     # the store is intact
     assert web.api("/api/v1/search", with_total=1, limit=1)["total"] == len(all_rows)
+
+
+def test_a_second_server_on_a_store_owned_by_another_process(web, all_rows, tmp_path):
+    """chDB admits one process per store: a second `serve` (like one next to the sink) queries through the
+    owner's read-only endpoint and answers the same."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eximtrack", "serve", "--store", web.store, "--port", "0", "--tokens", web.tokens_file],
+        env=web.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        second = type(web)(
+            line.split("listening on ", 1)[1].split()[0].rstrip("/"),
+            web.tokens,
+            web.tokens_file,
+            web.store,
+            proc,
+        )
+        assert [ident(r) for r in second.search_all(limit=50)] == [ident(r) for r in all_rows]
+        assert sorted(map(ident, second.search_all("bob"))) == sorted(map(ident, web.search_all("bob")))
+        r = second.get("/api/v1/search.csv", "localacct")
+        assert r.status == 200 and len(list(csv.DictReader(io.StringIO(r.body.decode())))) == len(
+            web.search_all("localacct")
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -119,6 +119,9 @@ def test_sign_in_shows_cpanels_default_report(page, web):
     icon = page.locator("#body tr").first.locator(".event")
     assert icon.get_attribute("title") in ("Failure", "Rejected (blocked at SMTP time)")
     assert page.locator("#tz").inner_text() == ZONE
+    assert (
+        page.locator("#retention").inner_text() == "Data is kept until you delete it."
+    )  # test store: no TTL
     page.screenshot(path=str(SHOTS / "01-default-report.png"), full_page=True)
 
 

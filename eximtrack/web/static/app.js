@@ -435,6 +435,8 @@
         : me.role === "user" ? "cPanel account " + me.user : "webmail " + me.address;
       $("whoami-text").textContent = "Signed in as " + me.name + " — " + who;
       $("whoami").hidden = false;
+      $("retention").textContent = me.retention_days === null || me.retention_days === undefined ? ""
+        : me.retention_days === 0 ? "Data is kept until you delete it." : "Data is retained for " + me.retention_days + " days.";
       $("login").hidden = true;
       $("app").hidden = false;
       apiJson("/api/v1/servers").then(function (res) {
