@@ -615,21 +615,31 @@ def render_panel(panel: Panel, columns, rows, threshold, path: Path, subtitle: s
 
 
 def _plot_timeseries(ax, columns, rows) -> None:
-    if "series" in columns and "value" in columns:
-        ti, si, vi = columns.index("time"), columns.index("series"), columns.index("value")
-        series: dict[str, tuple[list, list]] = {}
-        for r in rows:
-            xs, ys = series.setdefault(_short(str(r[si]) or "(empty)", 50), ([], []))
-            xs.append(r[ti])
-            ys.append(r[vi])
-        for name, (xs, ys) in series.items():
-            ax.plot(xs, ys, marker=".", label=name)
-        return
     ti = columns.index("time")
-    for i, name in enumerate(columns):
-        if i == ti or name == "q":
-            continue
-        ax.plot([r[ti] for r in rows], [r[i] for r in rows], marker=".", label=name)
+    if "series" in columns and "value" in columns:
+        si, vi = columns.index("series"), columns.index("value")
+        series: dict[str, list] = {}
+        for r in rows:
+            series.setdefault(_short(str(r[si]) or "(empty)", 50), []).append((r[ti], r[vi]))
+    else:
+        series = {
+            name: [(r[ti], r[i]) for r in rows] for i, name in enumerate(columns) if i != ti and name != "q"
+        }
+    for name, points in series.items():
+        xs, ys = _break_gaps(sorted(points, key=lambda p: p[0]))
+        ax.plot(xs, ys, marker=".", label=name)
+
+
+def _break_gaps(points) -> tuple[list, list]:
+    """Hours without data are not zero and not a straight line: break the line there."""
+    xs, ys = [], []
+    for n, (x, y) in enumerate(points):
+        if n and x - points[n - 1][0] > timedelta(hours=1):
+            xs.append(points[n - 1][0] + timedelta(minutes=30))
+            ys.append(float("nan"))
+        xs.append(x)
+        ys.append(float(y) if y is not None else float("nan"))
+    return xs, ys
 
 
 def _pad_time_axis(ax, rows, columns) -> None:
