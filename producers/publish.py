@@ -19,8 +19,12 @@ Producer settings and why
     (stdlib). Exim lines compress 5-10x.
 
 Wire format (value, UTF-8 JSON; key = server name, :func:`schemas.topics.raw_line_key`)
-    raw-lines: ``{"server", "file_id", "offset", "line", "tz", "schema_version"}`` -- the fields of
-    ``schemas.records.RawLine``. accounts: see ``schemas/topics.py``.
+    raw-lines: one record per group of consecutive lines of ONE file (``schemas.records.RawBatch``):
+    ``{"server", "file_id", "tz", "schema_version", "lines": [[offset, text], ...]}``, at most
+    ``BATCH_MAX_LINES`` lines and about ``BATCH_MAX_BYTES`` bytes. Each line keeps its identity
+    ``(server, file_id, offset)``. Consumers also read the single-line form ``{"server", "file_id",
+    "offset", "line", "tz", "schema_version"}`` (``schemas.records.RawLine``, :func:`encode_raw_line`).
+    accounts: see ``schemas/topics.py``.
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ from kafka.codec import has_lz4, has_zstd
 from kafka.partitioner.default import murmur2
 
 from producers.tail import Line
-from schemas.records import SCHEMA_VERSION, RawLine
+from schemas.records import MAX_BATCH_LINES, SCHEMA_VERSION, RawLine, decode_raw_record
 from schemas.topics import ACCOUNTS, ACCOUNTS_MAX_BYTES, RAW_LINES, raw_line_key
 
 log = logging.getLogger(__name__)
 
 _RAW_FIELDS = tuple(f.name for f in dataclasses.fields(RawLine))
+# One raw-lines record holds at most this many lines / about this many bytes (one line more may pass the
+# byte limit: a batch is closed once it reached it). Far below MAX_RECORD_BYTES and MAX_BATCH_LINES.
+BATCH_MAX_LINES = 500
+BATCH_MAX_BYTES = 256 * 1024
+assert BATCH_MAX_LINES <= MAX_BATCH_LINES
 # 24 days: effectively "retry until the broker is back"; Java's int ms limit is 2^31-1 (24.8 days).
 DELIVERY_TIMEOUT_MS = 24 * 24 * 3600 * 1000
 
@@ -71,6 +80,40 @@ def encode_raw_line(server: str, line: Line, tz: str) -> bytes:
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def encode_raw_batch(server: str, lines: list[Line], tz: str) -> bytes:
+    """One raw-lines record for consecutive lines of one file (all share ``lines[0].file_id``).
+
+    Same bytes as ``json.dumps(RawBatch-dict, ensure_ascii=False, separators=(",", ":"))`` (a test checks
+    it), built by hand: only the texts need escaping.
+    """
+    body = ",".join([f"[{ln.offset:d},{_dumps(ln.text)}]" for ln in lines])
+    return (
+        f'{{"server":{_dumps(server)},"file_id":{_dumps(lines[0].file_id)},"tz":{_dumps(tz)},'
+        f'"schema_version":{SCHEMA_VERSION:d},"lines":[{body}]}}'
+    ).encode()
+
+
+def batch_lines(lines: list[Line], max_lines: int = BATCH_MAX_LINES, max_bytes: int = BATCH_MAX_BYTES):
+    """Split the follower's lines into batches: consecutive lines of one file (same ``file_id``, each line
+    starting where the previous one ended), at most ``max_lines`` lines, closed once ``max_bytes`` of log
+    text are in. Order is kept; every line is in exactly one batch."""
+    batch: list[Line] = []
+    size = 0
+    for ln in lines:
+        if batch and (
+            ln.file_id != batch[-1].file_id
+            or ln.offset != batch[-1].next_offset
+            or len(batch) >= max_lines
+            or size >= max_bytes
+        ):
+            yield batch
+            batch, size = [], 0
+        batch.append(ln)
+        size += len(ln.data) + 16
+    if batch:
+        yield batch
+
+
 def key_partition(key: bytes, num_partitions: int) -> int:
     """The partition Kafka's default partitioner assigns to ``key`` (murmur2, positive, modulo)."""
     return (murmur2(key) & 0x7FFFFFFF) % num_partitions
@@ -80,6 +123,11 @@ def decode_raw_line(value: bytes) -> RawLine:
     """Inverse of :func:`encode_raw_line` (used by tests and consumers that want the dataclass)."""
     data = json.loads(value)
     return RawLine(**{k: data[k] for k in _RAW_FIELDS if k in data})
+
+
+def decode_raw_lines(value: bytes) -> list[RawLine]:
+    """The lines of one raw-lines record, batch or single line (:func:`schemas.records.decode_raw_record`)."""
+    return decode_raw_record(value)
 
 
 def producer_config(
@@ -195,6 +243,11 @@ class Publisher:
         pick for the key (murmur2, as in the Java client and aiokafka), computed once instead of per line.
         """
         value = encode_raw_line(self.server, line, self.tz)
+        return self.producer.send(self.topic, key=self.key, value=value, partition=self.partition), len(value)
+
+    def send_batch(self, lines: list[Line]) -> tuple[Any, int]:
+        """Queue one batch of consecutive lines of one file (see :func:`batch_lines`); like send_line."""
+        value = encode_raw_batch(self.server, lines, self.tz)
         return self.producer.send(self.topic, key=self.key, value=value, partition=self.partition), len(value)
 
     def send_accounts(self, value: bytes) -> Any:

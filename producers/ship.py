@@ -6,10 +6,13 @@ log), ``publish.py`` (the producer and wire format), ``checkpoint.py`` (when a p
 
 One line, step by step
     1. The follower reads a complete line and gives it its identity ``(file_id, offset)``.
-    2. The line is encoded as a RawLine JSON record, key = server name, and handed to the idempotent
-       producer (``acks=all``); its delivery future goes into the in-order ack window.
-    3. When Kafka acknowledged it *and every line before it*, the window's safe position moves to just
-       after it.
+    2. Consecutive lines of one file are grouped into a batch (at most ``BATCH_MAX_LINES`` lines, about
+       ``BATCH_MAX_BYTES``; ``producers/publish.py``), encoded as one RawBatch JSON record, key = server
+       name, and handed to the idempotent producer (``acks=all``); the record's delivery future goes into
+       the in-order ack window. The window counts records (and their bytes); a batch's position is the
+       next offset after its LAST line.
+    3. When Kafka acknowledged the record *and every record before it*, the window's safe position moves
+       to just after the batch's last line.
     4. At most every 0.25 s (and on shutdown) the safe position is written to the checkpoint file
        atomically. Nothing that Kafka has not acknowledged is ever checkpointed.
     On restart the follower resumes from the checkpoint (finding the file by inode if it was rotated).
@@ -56,7 +59,13 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from producers import checkpoint as ckpt
 from producers.checkpoint import AckWindow, Checkpointer
 from producers.metrics import ShipMetrics, serve
-from producers.publish import DEFAULT_TRUEUSEROWNERS, DEFAULT_USERDOMAINS, AccountsWatcher, Publisher
+from producers.publish import (
+    DEFAULT_TRUEUSEROWNERS,
+    DEFAULT_USERDOMAINS,
+    AccountsWatcher,
+    Publisher,
+    batch_lines,
+)
 from producers.tail import Follower, Position
 from schemas.topics import ACCOUNTS, RAW_LINES
 
@@ -147,6 +156,8 @@ class Shipper:
         self._last_progress = time.monotonic()
         self._broker_down = False
         self._inflight_raw: list[int] = []  # raw log bytes per in-flight record, parallel to the window
+        self._inflight_lines: list[int] = []  # log lines per in-flight record, parallel to the window
+        self._unsent: list[Any] = []  # lines read from the log, not yet handed to the producer
 
     # ------------------------------------------------------------------ main loop
 
@@ -222,23 +233,32 @@ class Shipper:
                 # flow, rarely while the broker is away.
                 self.stop.wait(0.1 if self._broker_down else 0.005)
                 continue
-            room = min(5_000, self.window.max_records - self.window.in_flight)
-            lines = self.follower.poll(max_lines=room)
+            # Lines read but not yet sent (the window filled up in the middle of a poll) go first.
+            lines = self._unsent or self.follower.poll(max_lines=5_000)
+            self._unsent = []
             if not lines:
                 self.stop.wait(self.poll_interval)
                 continue
-            for line in lines:
-                fut, size = self._send(line)
+            sent = 0
+            for batch in batch_lines(lines):
+                if self.window.full:
+                    break
+                fut, size = self._send(batch)
                 if fut is None:
                     return 0  # stopped while the broker was unreachable
-                self.window.add(fut, Position(line.file_id, line.next_offset), size)
-                self._inflight_raw.append(line.next_offset - line.offset)
+                last = batch[-1]
+                # The checkpoint position of a batch: after its last line, safe once the record is acked.
+                self.window.add(fut, Position(last.file_id, last.next_offset), size)
+                self._inflight_raw.append(sum(ln.next_offset - ln.offset for ln in batch))
+                self._inflight_lines.append(len(batch))
+                sent += len(batch)
+            self._unsent = lines[sent:]
         return 0
 
-    def _send(self, line: Any) -> tuple[Any | None, int]:
+    def _send(self, batch: list[Any]) -> tuple[Any | None, int]:
         while True:
             try:
-                return self.pub.send_line(line)
+                return self.pub.send_batch(batch)
             except KafkaTimeoutError as exc:
                 # No metadata or no buffer space within max_block_ms: the broker is away. Same record again.
                 self._set_down(True)
@@ -253,7 +273,9 @@ class Shipper:
         if n:
             raw = sum(self._inflight_raw[:n])
             del self._inflight_raw[:n]
-            self.metrics.inc("lines_shipped_total", n)
+            lines = sum(self._inflight_lines[:n])
+            del self._inflight_lines[:n]
+            self.metrics.inc("lines_shipped_total", lines)
             self._last_progress = now
             if self._broker_down:
                 self._set_down(False)
@@ -320,7 +342,8 @@ class Shipper:
 
     def _update_gauges(self) -> None:
         st = self.follower.stats
-        self.metrics.set("bytes_behind", self.follower.backlog_bytes() + sum(self._inflight_raw))
+        unsent = sum(ln.next_offset - ln.offset for ln in self._unsent)
+        self.metrics.set("bytes_behind", self.follower.backlog_bytes() + sum(self._inflight_raw) + unsent)
         self.metrics.set("inflight_records", self.window.in_flight)
         self.metrics.set("lines_truncated_total", st.lines_truncated)
         self.metrics.set("rotations_total", st.rotations)

@@ -50,6 +50,27 @@ class RawLine:
     schema_version: int = SCHEMA_VERSION
 
 
+MAX_BATCH_LINES = 65536  # the stream app's seq is kafka_offset * 65536 + index in the batch
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Consecutive lines of ONE log file of one server in one Kafka record (the shipper's unit of publishing).
+
+    Wire form: ``{"server", "file_id", "tz", "schema_version", "lines": [[offset, text], ...]}``. Each line
+    keeps its own identity ``(server, file_id, offset)``; the batch is only the transport unit.
+    """
+
+    server: str
+    file_id: str = ""
+    tz: str = "UTC"
+    lines: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def raw_lines(self) -> list[RawLine]:
+        return [RawLine(self.server, text, self.file_id, offset, self.tz) for offset, text in self.lines]
+
+
 @dataclass(slots=True)
 class DeliveryEvent:
     """The state of one recipient of one message after one log line: a row of Track Delivery.
@@ -129,7 +150,8 @@ class RejectRecord:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        # every field is a scalar: the same dict as dataclasses.asdict, without its deep copy
+        return {name: getattr(self, name) for name in REJECT_FIELDS}
 
 
 @dataclass(slots=True)
@@ -144,28 +166,88 @@ class LogLineRecord:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in LOGLINE_FIELDS}
 
 
 MAX_RECORD_BYTES = 1 << 20  # a Kafka record larger than this is dead-lettered (a log line is < 64 KiB)
 
 
-def load_record_json(value: bytes | None) -> dict:
-    """A Kafka record value -> its JSON object, or ValueError with the reason (the caller dead-letters it)."""
+def _load_json(value: bytes | None):
     if value is None:
         raise ValueError("empty record")
     if len(value) > MAX_RECORD_BYTES:
         raise ValueError(f"record too large ({len(value)} bytes)")
     try:
-        data = json.loads(value)
+        return json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
+
+
+def check_record_object(data) -> dict:
+    """One decoded JSON element -> itself if it is an object of a schema version we read, else ValueError."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     version = data.get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ValueError(f"schema_version {version!r} is not one this version reads (<= {SCHEMA_VERSION})")
     return data
+
+
+def load_record_json(value: bytes | None) -> dict:
+    """A Kafka record value -> its JSON object, or ValueError with the reason (the caller dead-letters it)."""
+    return check_record_object(_load_json(value))
+
+
+def load_record_items(value: bytes | None) -> list:
+    """A record of the joiner's output topics -> its elements, unchecked (see :func:`check_record_object`).
+
+    The joiner writes a JSON array of objects per record (events, rejects or log lines of one raw-lines
+    record); a single object (the format before batching) is one element. ValueError (the whole record is
+    unusable) when it is not JSON, too large, or neither an object nor an array.
+    """
+    data = _load_json(value)
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return [check_record_object(data)]
+    raise ValueError("not a JSON object or array")
+
+
+def decode_raw_record(value: bytes | None) -> list[RawLine]:
+    """A raw-lines record -> its lines, in order; ValueError with the reason if it is unusable.
+
+    Reads both forms: a batch (:class:`RawBatch`: ``{"server", "file_id", "tz", "lines": [[offset, text],
+    ...]}``) and a single line (:class:`RawLine`: ``{"server", "file_id", "offset", "line", "tz"}``). A
+    record with any malformed line is rejected as a whole (the caller dead-letters it with the reason).
+    """
+    rec = load_record_json(value)
+    server = rec.get("server")
+    if not isinstance(server, str) or not server:
+        raise ValueError("missing or invalid 'server'")
+    file_id = str(rec.get("file_id") or "")
+    tz = str(rec.get("tz") or "UTC")
+    if "lines" in rec:
+        lines = rec["lines"]
+        if not isinstance(lines, list) or not lines:
+            raise ValueError("'lines' is not a non-empty array")
+        if len(lines) > MAX_BATCH_LINES:
+            raise ValueError(f"batch of {len(lines)} lines (at most {MAX_BATCH_LINES})")
+        out = []
+        for i, item in enumerate(lines):
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
+                raise ValueError(f"line {i} is not an [offset, text] pair")
+            offset = item[0]
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                offset = -1
+            out.append(RawLine(server, item[1], file_id, offset, tz))
+        return out
+    line = rec.get("line")
+    if not isinstance(line, str):
+        raise ValueError("missing or invalid 'line' (or 'lines')")
+    offset = rec.get("offset", -1)
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        offset = -1
+    return [RawLine(server, line, file_id, offset, tz)]
 
 
 def dead_letter_record(topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> bytes:
@@ -185,13 +267,18 @@ __all__ = [
     "EVENT_FIELDS",
     "LOGLINE_FIELDS",
     "LogLineRecord",
+    "MAX_BATCH_LINES",
     "OUTCOMES",
     "OUTCOME_RANK",
     "REJECT_FIELDS",
+    "RawBatch",
     "RawLine",
     "RejectRecord",
     "SCHEMA_VERSION",
     "SHOW_GROUPS",
+    "check_record_object",
     "dead_letter_record",
+    "decode_raw_record",
+    "load_record_items",
     "load_record_json",
 ]

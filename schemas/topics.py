@@ -5,12 +5,19 @@ take their names from here.
 
 Topics
 ------
-``eximtrack.raw-lines``   shipper -> joiner. One record per Exim main-log line (``schemas.records.RawLine``
-                          as JSON). Retained 7 days: the replay buffer when the joiner or the store is down
-                          or must be rebuilt.
-``eximtrack.events``      joiner -> sink. ``DeliveryEvent`` JSON, keyed by server as well (see below).
-``eximtrack.rejects``     joiner -> sink. Lines nothing could classify (``RejectRecord``), kept, never dropped.
-``eximtrack.log-lines``   joiner -> sink. The raw lines of each message (``LogLineRecord``) for its story.
+``eximtrack.raw-lines``   shipper -> joiner. One record per BATCH of consecutive lines of one log file
+                          (``schemas.records.RawBatch`` as JSON: ``{"server", "file_id", "tz",
+                          "schema_version", "lines": [[offset, text], ...]}``, at most 500 lines / about
+                          256 KiB, never more than ``MAX_BATCH_LINES``); consumers also read the older
+                          one-line form (``RawLine`` JSON). Retained 7 days: the replay buffer when the
+                          joiner or the store is down or must be rebuilt.
+``eximtrack.events``      joiner -> sink. A JSON array of ``DeliveryEvent`` objects per record: what one
+                          raw-lines record produced (split only above 512 KiB); keyed by server as well
+                          (see below). A single object is read as an array of one.
+``eximtrack.rejects``     joiner -> sink. Lines nothing could classify (``RejectRecord``), kept, never dropped;
+                          an array per record, like events.
+``eximtrack.log-lines``   joiner -> sink. The raw lines of each message (``LogLineRecord``) for its story; an
+                          array per record, like events.
 ``eximtrack.accounts``    shipper -> joiner. Compacted: the latest cPanel account maps of each server.
 ``eximtrack.dead-letter`` anything a stage gave up on after classifying the error as permanent.
 
@@ -33,7 +40,8 @@ the Exim message id. The reasons:
    message; lines without a message id (SMTP-time rejections, connection and TLS lines, ``Start queue
    run``) would need a key of their own and lose their order relative to the message lines.
 4. *Throughput.* All lines of one shipper go to one partition, so the producer fills large batches
-   (``linger_ms`` + ``batch_size``) instead of spreading single records over every partition.
+   (``linger_ms`` + ``batch_size``) instead of spreading single records over every partition; and a
+   record of many lines of one file needs one key, which only a per-server key gives.
 
 The cost is skew: one very busy server is one partition and one joiner task. Parallelism is across
 servers (a fleet has many); ``RAW_LINES.partitions`` bounds the number of joiner workers.
@@ -54,7 +62,8 @@ the consumer side by ``stream.accounts.AccountMap.from_text`` so there is one pa
 Delivery and identity
 ---------------------
 Shippers are at-least-once: after a crash between Kafka's ack and the checkpoint write, lines are sent
-again with the same ``(server, file_id, offset)`` identity. Downstream deduplicates on that identity.
+again with the same ``(server, file_id, offset)`` identity (maybe grouped into other batches: a batch is only
+the transport unit). Downstream deduplicates on that identity, line by line.
 """
 
 from __future__ import annotations

@@ -9,14 +9,21 @@ A thin I/O shell around `stream.join.Joiner` (the same joiner `eximtrack ingest`
 - Bounded state: the joiner ends states on `Completed` (+ grace) and on expiry by event time, sweeping
   inside the agent while it handles lines of the same server (faust has no per-key TTL, and tables may only
   change while processing an event). `eximtrack_open_messages` counts what is held.
+- Batches: a raw-lines record holds many lines of one file (`schemas.records.decode_raw_record` reads a
+  batch or a single line). Every line is processed in order with `seq = kafka_offset * 65536 + index in
+  the batch` (monotone per partition). The states touched by one record are cached in `TableStates` and
+  written to the table once at the end of the record; the record's events, rejects and log lines go out
+  as ONE record per output topic (a JSON array, keyed by server; split in halves only above
+  OUT_RECORD_BYTES).
 - Delivery (docs/GUARANTEES.md): at-least-once with deterministic ids. The agent runs with concurrency 1
   (faust-streaming#606: concurrency > 1 can commit past in-flight events). faust flushes the producer
-  (events, and the table changelog) before it commits the source offsets. After a crash, lines past the
+  (events, and the table changelog) before it commits the source offsets. After a crash, records past the
   committed offset are processed again: a message whose state already applied a line (`seq <= hw`)
   re-emits its current rows instead of applying it twice, and a line the shipper re-sent (same file id
   and offset) is recognised by the per-server position table and skipped. The sink makes the repeats
   harmless (ReplacingMergeTree by event id + version).
-- Bad records (not JSON, wrong schema, huge) go to the dead-letter topic with the reason; the agent goes on.
+- Bad records (not JSON, wrong schema, huge, a malformed line in a batch) go to the dead-letter topic with
+  the reason; the agent goes on.
 """
 
 from __future__ import annotations
@@ -28,44 +35,94 @@ from collections.abc import Iterator, MutableMapping
 import faust
 
 from schemas import topics as T
-from schemas.records import dead_letter_record, load_record_json
+from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record
 from stream.accounts import AccountMap
 from stream.join import Joiner, MessageState
 
 log = logging.getLogger("eximtrack.stream")
 
 SEP = "\x1f"
+# An output record (a JSON array) is split in halves above this size: below the sink's MAX_RECORD_BYTES and
+# the producers' and broker's default 1 MB record limit.
+OUT_RECORD_BYTES = 512 * 1024
+
+
+_DELETED = object()  # a write-back cache entry: the state was deleted while processing this record
 
 
 class TableStates(MutableMapping):
-    """The joiner's `states` mapping for one server, stored in the faust `messages` table as plain dicts."""
+    """The joiner's `states` mapping for one server, stored in the faust `messages` table as plain dicts,
+    with a write-back cache for one Kafka record.
+
+    A raw-lines record holds many lines, and several of them usually touch the same message. While one record
+    is processed, every state read or written is kept in `cache` (reads see the cached copy first, deletes
+    too); :meth:`flush` then writes each state that was set or deleted to the table ONCE -- one changelog
+    record per touched message per Kafka record instead of one per line -- and empties the cache. The agent
+    calls flush() at the end of every record, before the record's offset can be committed."""
 
     def __init__(self, table, server: str) -> None:
         self.table = table
         self.prefix = server + SEP
+        self.cache: dict[str, object] = {}  # msgid -> MessageState or _DELETED
+        self.dirty: set[str] = set()  # msgids set or deleted since the last flush
+        self.writes = 0  # table writes and deletes done by flush()
+
+    def _load(self, msgid: str):
+        hit = self.cache.get(msgid)
+        if hit is None:
+            data = self.table.get(self.prefix + msgid)
+            hit = _DELETED if data is None else MessageState.from_dict(data)
+            self.cache[msgid] = hit
+        return hit
 
     def __getitem__(self, msgid: str) -> MessageState:
-        data = self.table.get(self.prefix + msgid)
-        if data is None:
+        st = self._load(msgid)
+        if st is _DELETED:
             raise KeyError(msgid)
-        return MessageState.from_dict(data)
+        return st  # type: ignore[return-value]
 
     def get(self, msgid: str, default=None):
-        data = self.table.get(self.prefix + msgid)
-        return default if data is None else MessageState.from_dict(data)
+        st = self._load(msgid)
+        return default if st is _DELETED else st
 
     def __setitem__(self, msgid: str, state: MessageState) -> None:
-        self.table[self.prefix + msgid] = state.to_dict()
+        self.cache[msgid] = state
+        self.dirty.add(msgid)
 
     def __delitem__(self, msgid: str) -> None:
-        del self.table[self.prefix + msgid]
+        if self._load(msgid) is _DELETED:
+            raise KeyError(msgid)
+        self.cache[msgid] = _DELETED
+        self.dirty.add(msgid)
 
     def __contains__(self, msgid) -> bool:
-        return (self.prefix + msgid) in self.table
+        return self._load(msgid) is not _DELETED
+
+    def flush(self) -> int:
+        """Write every state set or deleted since the last flush to the table, once each; clear the cache."""
+        n = 0
+        for msgid in self.dirty:
+            st = self.cache[msgid]
+            key = self.prefix + msgid
+            if st is _DELETED:
+                if key in self.table:
+                    del self.table[key]
+                    n += 1
+            else:
+                self.table[key] = st.to_dict()  # type: ignore[union-attr]
+                n += 1
+        self.dirty.clear()
+        self.cache.clear()
+        self.writes += n
+        return n
 
     def _keys(self) -> list[str]:
         n = len(self.prefix)
-        return [k[n:] for k in list(self.table.keys()) if isinstance(k, str) and k.startswith(self.prefix)]
+        keys = [k[n:] for k in list(self.table.keys()) if isinstance(k, str) and k.startswith(self.prefix)]
+        in_table = set(keys)
+        keys = [k for k in keys if self.cache.get(k) is not _DELETED]
+        keys.extend(k for k, v in self.cache.items() if v is not _DELETED and k not in in_table)
+        return keys
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys())
@@ -75,32 +132,31 @@ class TableStates(MutableMapping):
 
     def items(self):
         n = len(self.prefix)
+        cache = self.cache
+        seen = set()
         for k, v in list(self.table.items()):
             if isinstance(k, str) and k.startswith(self.prefix) and v is not None:
-                yield k[n:], MessageState.from_dict(v)
-
-
-def decode_raw_line(value: bytes | None) -> dict:
-    """A raw-line record -> dict, or ValueError with the reason (the record then goes to the dead letters)."""
-    rec = load_record_json(value)
-    server, line = rec.get("server"), rec.get("line")
-    if not isinstance(server, str) or not server or not isinstance(line, str):
-        raise ValueError("missing or invalid 'server'/'line'")
-    offset = rec.get("offset", -1)
-    rec["offset"] = offset if isinstance(offset, int) else -1
-    rec["file_id"] = str(rec.get("file_id") or "")
-    rec["tz"] = str(rec.get("tz") or "UTC")
-    return rec
+                msgid = k[n:]
+                seen.add(msgid)
+                hit = cache.get(msgid)
+                if hit is None:
+                    yield msgid, MessageState.from_dict(v)
+                elif hit is not _DELETED:
+                    yield msgid, hit
+        for msgid, hit in list(cache.items()):
+            if hit is not _DELETED and msgid not in seen:
+                yield msgid, hit
 
 
 class ShipperPositions:
     """Per server, the highest byte offset applied of each recent log file: a line the shipper re-sent after
     its own crash (same file id, offset not beyond) is recognised and skipped.
 
-    Held in memory and written to the `shipper-positions` table every WRITE_EVERY lines and whenever the
-    file changes, so the changelog gets one record per WRITE_EVERY lines instead of one per line. After a
-    worker crash the table may be up to WRITE_EVERY lines behind: a shipper re-send inside that window that
-    coincides with a worker crash is applied again (same event ids; docs/GUARANTEES.md)."""
+    Held in memory and written to the `shipper-positions` table by :meth:`save` at the end of a Kafka record
+    once WRITE_EVERY lines were applied since the last write, or a new file was seen, so the changelog gets
+    at most one record per Kafka record (one per WRITE_EVERY lines for single-line records). After a worker
+    crash the table may be up to WRITE_EVERY lines (or one batch) behind: a shipper re-send inside that
+    window that coincides with a worker crash is applied again (same event ids; docs/GUARANTEES.md)."""
 
     KEEP_FILES = 8
     WRITE_EVERY = 200
@@ -109,6 +165,7 @@ class ShipperPositions:
         self.table = table
         self.cache: dict[str, dict[str, int]] = {}
         self.unsaved: dict[str, int] = {}
+        self.new_file: set[str] = set()
 
     def _files(self, server: str) -> dict[str, int]:
         files = self.cache.get(server)
@@ -126,20 +183,29 @@ class ShipperPositions:
         if not file_id or offset < 0:
             return
         files = self._files(server)
-        new_file = file_id not in files
+        if file_id not in files:
+            self.new_file.add(server)
         files[file_id] = offset
         if len(files) > self.KEEP_FILES:
             for k in sorted(files, key=files.get)[: len(files) - self.KEEP_FILES]:
                 del files[k]
         self.unsaved[server] = self.unsaved.get(server, 0) + 1
-        if new_file or self.unsaved[server] >= self.WRITE_EVERY:
-            self.table[server] = dict(files)
-            self.unsaved[server] = 0
+
+    def save(self, server: str) -> bool:
+        """End of a Kafka record: write the server's positions if a new file was seen or WRITE_EVERY lines
+        were applied since the last write."""
+        if server not in self.new_file and self.unsaved.get(server, 0) < self.WRITE_EVERY:
+            return False
+        self.table[server] = dict(self._files(server))
+        self.unsaved[server] = 0
+        self.new_file.discard(server)
+        return True
 
     def forget(self) -> None:
         """Partitions were reassigned: re-read from the table on next use."""
         self.cache.clear()
         self.unsaved.clear()
+        self.new_file.clear()
 
 
 ACCOUNTS_REFRESH_SECONDS = 60.0
@@ -271,35 +337,59 @@ def create_app(
     async def _revoked(app, revoked, **kwargs):  # noqa: ARG001 - faust signal signature
         positions.forget()
 
+    async def send_array(topic, key: bytes, items: list) -> None:
+        """One record per output topic per input record: a JSON array of the records' dicts, split only if
+        it would exceed OUT_RECORD_BYTES (the broker's and the sink's record size limits)."""
+        if not items:
+            return
+        value = json.dumps(items, separators=(",", ":")).encode()
+        if len(value) <= OUT_RECORD_BYTES or len(items) == 1:
+            await topic.send(key=key, value=value)
+            return
+        mid = len(items) // 2
+        await send_array(topic, key, items[:mid])
+        await send_array(topic, key, items[mid:])
+
     @app.agent(raw_topic, concurrency=1)
     async def join(stream):
         async for event in stream.events():
             msg = event.message
             try:
-                rec = decode_raw_line(event.value)
+                lines = decode_raw_record(event.value)
             except ValueError as exc:
                 counters["dead_letters"] += 1
                 await dead_topic.send(
                     value=dead_letter_record(msg.topic, msg.partition, msg.offset, str(exc), event.value)
                 )
                 continue
-            server = rec["server"]
-            counters["lines"] += 1
-            if positions.seen(server, rec["file_id"], rec["offset"]):
-                counters["shipper_repeats"] += 1
-                continue
-            joiner = joiner_for(server, rec["tz"])
-            out = joiner.process(rec["line"], rec["file_id"], rec["offset"], seq=msg.offset)
+            first = lines[0]
+            server = first.server
+            counters["lines"] += len(lines)
+            joiner = joiner_for(server, first.tz)
+            events: list[dict] = []
+            rejects: list[dict] = []
+            log_lines: list[dict] = []
+            base = msg.offset * MAX_BATCH_LINES  # seq: monotone per partition across and within records
+            for i, rl in enumerate(lines):
+                if positions.seen(server, rl.file_id, rl.offset):
+                    counters["shipper_repeats"] += 1
+                    continue
+                out = joiner.process(rl.line, rl.file_id, rl.offset, seq=base + i)
+                for ev in out.events:
+                    events.append(ev.to_dict())
+                for rj in out.rejects:
+                    rejects.append(rj.to_dict())
+                for ll in out.lines:
+                    log_lines.append(ll.to_dict())
+                positions.advance(server, rl.file_id, rl.offset)
+            joiner.states.flush()  # the write-back cache: each touched state once per record
+            positions.save(server)
             key = server.encode()
-            for ev in out.events:
-                await events_topic.send(key=key, value=json.dumps(ev.to_dict()).encode())
-            for rj in out.rejects:
-                await rejects_topic.send(key=key, value=json.dumps(rj.to_dict()).encode())
-            for ll in out.lines:
-                await lines_topic.send(key=key, value=json.dumps(ll.to_dict()).encode())
-            counters["events"] += len(out.events)
-            counters["rejects"] += len(out.rejects)
-            positions.advance(server, rec["file_id"], rec["offset"])
+            await send_array(events_topic, key, events)
+            await send_array(rejects_topic, key, rejects)
+            await send_array(lines_topic, key, log_lines)
+            counters["events"] += len(events)
+            counters["rejects"] += len(rejects)
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():

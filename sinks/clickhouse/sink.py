@@ -1,9 +1,11 @@
 """The ClickHouse sink (`eximtrack sink`): events, rejects and log lines from Kafka -> the store.
 
 Commit order (docs/GUARANTEES.md), the one rule this module exists for:
-  1. poll a batch (bounded by `batch_size` records and `batch_seconds` of waiting),
-  2. decode it; a record that can never be inserted (not JSON, wrong schema) goes to the dead-letter topic
-     with the reason, and the dead-letter producer is flushed (acks=all),
+  1. poll a batch (bounded by `batch_size` decoded items and `batch_seconds` of waiting),
+  2. decode it: each record is a JSON array of events / rejects / log lines (the joiner's output of one
+     raw-lines record; a single object, the older form, is read too); a record that can never be inserted
+     (not JSON, too large) goes to the dead-letter topic with the reason, and so does each element of an
+     array that is unusable (wrong schema), on its own; the dead-letter producer is flushed (acks=all),
   3. insert events, rejects and lines through clickhouse-connect; a transient error is retried inside the
      loop with capped, jittered backoff (sinks/clickhouse/retry.py) — the sink blocks, Kafka lag is the
      buffer; a permanent error is narrowed down to the bad records, which are dead-lettered,
@@ -25,7 +27,15 @@ import time
 from dataclasses import dataclass, field
 
 from schemas import topics as T
-from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord, dead_letter_record, load_record_json
+from schemas.records import (
+    DeliveryEvent,
+    LogLineRecord,
+    RejectRecord,
+    check_record_object,
+    dead_letter_record,
+    load_record_items,
+    load_record_json,
+)
 from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
 
@@ -51,7 +61,25 @@ class SinkStats:
 
 def decode_record(kind: str, value: bytes | None):
     """A Kafka record of the given kind -> its record object; ValueError with the reason if it is unusable."""
-    data = load_record_json(value)
+    return decode_item(kind, load_record_json(value))
+
+
+def decode_records(kind: str, value: bytes | None) -> tuple[list, list[tuple[int, str, bytes]]]:
+    """A Kafka record (a JSON array of objects, or one object) -> (record objects, bad elements).
+
+    ValueError if the whole record is unusable (not JSON, too large); each element that is not a usable
+    object is returned as ``(index, reason, its JSON)`` to be dead-lettered on its own."""
+    good, bad = [], []
+    for i, data in enumerate(load_record_items(value)):
+        try:
+            good.append(decode_item(kind, check_record_object(data)))
+        except ValueError as exc:
+            bad.append((i, str(exc), json.dumps(data).encode()))
+    return good, bad
+
+
+def decode_item(kind: str, data: dict):
+    """One decoded JSON object of the given kind -> its record object, or ValueError with the reason."""
     try:
         if kind == "event":
             ev = DeliveryEvent.from_dict(data)
@@ -82,6 +110,9 @@ class Sink:
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.max_retry_seconds = max_retry_seconds
+        # Records are arrays of up to a few hundred items each; poll few at a time so that one batch stays
+        # near batch_size items.
+        self.max_poll_records = max(1, min(batch_size, 500))
         self.stats = SinkStats()
         self._stop = threading.Event()
         self.consumer = KafkaConsumer(
@@ -90,7 +121,7 @@ class Sink:
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=min(batch_size, 50000),
+            max_poll_records=self.max_poll_records,
             max_poll_interval_ms=600_000,  # a long store outage must not get us kicked out of the group
         )
         self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all", linger_ms=5)
@@ -115,26 +146,34 @@ class Sink:
 
     def run_once(self) -> int:
         """One batch: poll, decode, insert (with retries), then commit. Returns the number of records."""
-        records = []
+        records = 0
+        items = 0
+        decoded: dict[str, list] = {"event": [], "reject": [], "line": []}
         deadline = time.monotonic() + self.batch_seconds
-        while len(records) < self.batch_size and not self._stop.is_set():
+        # A record holds an array (the joiner's output of one raw-lines record): bound the batch by the
+        # number of decoded items, not of Kafka records.
+        while items < self.batch_size and not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            polled = self.consumer.poll(
-                timeout_ms=int(left * 1000) + 1, max_records=self.batch_size - len(records)
-            )
+            polled = self.consumer.poll(timeout_ms=int(left * 1000) + 1, max_records=self.max_poll_records)
             for batch in polled.values():
-                records.extend(batch)
+                for rec in batch:
+                    records += 1
+                    kind = self.kinds.get(rec.topic, "event")
+                    try:
+                        good, bad = decode_records(kind, rec.value)
+                    except ValueError as exc:
+                        self._dead_letter(rec.topic, rec.partition, rec.offset, str(exc), rec.value)
+                        continue
+                    for i, reason, value in bad:
+                        self._dead_letter(
+                            rec.topic, rec.partition, rec.offset, f"element {i}: {reason}", value
+                        )
+                    decoded[kind].extend(good)
+                    items += len(good)
         if not records:
             return 0
-        decoded: dict[str, list] = {"event": [], "reject": [], "line": []}
-        for rec in records:
-            kind = self.kinds.get(rec.topic, "event")
-            try:
-                decoded[kind].append(decode_record(kind, rec.value))
-            except ValueError as exc:
-                self._dead_letter(rec.topic, rec.partition, rec.offset, str(exc), rec.value)
         self._insert_all("event", decoded["event"], self.store.insert_events)
         self._insert_all("reject", decoded["reject"], self.store.insert_rejects)
         self._insert_all("line", decoded["line"], self.store.insert_lines)
@@ -147,7 +186,7 @@ class Sink:
         s.events += len(decoded["event"])
         s.rejects += len(decoded["reject"])
         s.lines += len(decoded["line"])
-        return len(records)
+        return records
 
     def _insert_all(self, kind: str, items: list, insert) -> None:
         if not items:

@@ -2,7 +2,8 @@
 
 Rule checked throughout (see producers/ship.py): no written line is ever LOST, and when a line arrives more
 than once (allowed after a SIGKILL between Kafka's ack and the checkpoint write) every copy carries the same
-identity (server, file_id, offset) and the same text, so downstream can deduplicate.
+identity (server, file_id, offset) and the same text, so downstream can deduplicate. A Kafka record holds a
+batch of consecutive lines of one file; every property is checked per LINE.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from eximtrack.local_broker import LocalBroker
-from producers.publish import key_partition
+from producers.publish import BATCH_MAX_LINES, decode_raw_lines, key_partition
 from producers.topics import ensure_topics
 from schemas.records import RawLine
 from schemas.topics import ACCOUNTS, RAW_LINES
@@ -147,21 +148,25 @@ def shippers():
         s.close()
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 60, settle: float = 1.0) -> list:
-    """All records of ``topic`` from the beginning: wait for ``expected`` of them, then ``settle`` more
-    seconds so that extra (duplicate) records are seen too."""
+def consume(
+    bootstrap: str, topic: str, expected: int, timeout: float = 60, settle: float = 1.0, lines: bool = True
+) -> list:
+    """All records of ``topic`` from the beginning: wait for ``expected`` LINES in them (records, with
+    ``lines=False``), then ``settle`` more seconds so that extra (duplicate) records are seen too."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         got = []
+        n = 0
         deadline = time.monotonic() + timeout
         settle_until = None
         while time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
                 got.extend(records)
-            if len(got) >= expected and settle_until is None:
+                n += sum(len(decode_raw_lines(r.value)) for r in records) if lines else len(records)
+            if n >= expected and settle_until is None:
                 settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
@@ -171,7 +176,12 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 60, sett
 
 
 def decode(records) -> list[tuple[RawLine, object]]:
-    return [(RawLine(**json.loads(r.value)), r) for r in records]
+    """(line, its record) for every line of every record, in order."""
+    return [(line, r) for r in records for line in decode_raw_lines(r.value)]
+
+
+def texts(records) -> list[str]:
+    return [line.line for line, _ in decode(records)]
 
 
 class LogWriter:
@@ -267,17 +277,23 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     assert json.loads(s.ckpt.read_text())["offset"] == size
 
     records = consume(kafka_bootstrap, topic, 3500)
-    assert [json.loads(r.value)["line"] for r in records] == w.written  # exactly once, in log order
+    assert texts(records) == w.written  # exactly once, in log order
+    assert len(records) < 3500 / 10  # many lines per record
     parts = {r.partition for r in records}
     assert parts == {key_partition(b"mx1.example.net", RAW_LINES.partitions)}
     assert {r.key for r in records} == {b"mx1.example.net"}
     first = json.loads(records[0].value)
-    assert set(first) == {"server", "file_id", "offset", "line", "tz", "schema_version"}
-    assert first["tz"] == "Europe/Berlin" and first["offset"] == 0
-    offsets = [json.loads(r.value)["offset"] for r in records]
+    assert set(first) == {"server", "file_id", "tz", "schema_version", "lines"}
+    assert first["tz"] == "Europe/Berlin" and first["lines"][0][0] == 0
+    assert all(len(json.loads(r.value)["lines"]) <= BATCH_MAX_LINES for r in records)
+    rows = decode(records)
+    offsets = [line.offset for line, _ in rows]
     assert offsets == sorted(offsets)
+    # a batch is consecutive lines: each starts where the one before it ended
+    size = {line.offset: len(line.line.encode()) + 1 for line, _ in rows}
+    assert all(b == a + size[a] for a, b in zip(offsets, offsets[1:], strict=False))
 
-    accounts = consume(kafka_bootstrap, acc_topic, 2)
+    accounts = consume(kafka_bootstrap, acc_topic, 2, lines=False)
     assert len(accounts) == 2 and {a.key for a in accounts} == {b"mx1.example.net"}
     acc = [json.loads(a.value) for a in accounts]
     assert acc[0]["userdomains"] == "example.org: alice\n*: nobody\n" and acc[0]["trueuserowners"] is None
@@ -290,7 +306,7 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     s2.wait_metric("lines_shipped_total", lambda v: v >= 10)
     assert s2.terminate() == 0
     records = consume(kafka_bootstrap, topic, 3510)
-    assert [json.loads(r.value)["line"] for r in records] == w.written
+    assert texts(records) == w.written
 
     # A corrupt checkpoint is moved aside and the file re-shipped: duplicates with identical identities.
     (tmp_path / "ck.json").write_text("{garbage")
@@ -339,9 +355,10 @@ def test_rotation_while_shipping(kafka_bootstrap, tmp_path, shippers, style):
     records = consume(kafka_bootstrap, topic, total)
     dups = check_no_loss(w.written, records)
     assert not dups, "no restart happened, so nothing may be duplicated"
-    assert len(records) == total
-    ids = {json.loads(r.value)["file_id"] for r in records}
+    assert len(decode(records)) == total
+    ids = {line.file_id for line, _ in decode(records)}
     assert len(ids) == 3  # the original file and two generations after it
+    assert all(len({line.file_id for line in decode_raw_lines(r.value)}) == 1 for r in records)
 
 
 def test_sigkill_and_restart_lose_nothing(kafka_bootstrap, tmp_path, shippers):
@@ -464,7 +481,7 @@ def test_missing_topic_waits_instead_of_auto_creating(kafka_bootstrap, tmp_path,
     s.wait_metric("lines_shipped_total", lambda v: v >= 100, timeout=30)
     assert s.terminate() == 0
     records = consume(kafka_bootstrap, topic, 100)
-    assert len(records) == 100
+    assert len(decode(records)) == 100
     assert len({r.partition for r in records}) == 1
 
 

@@ -4,9 +4,17 @@ import json
 
 import pytest
 
-from schemas.records import DeliveryEvent, dead_letter_record, load_record_json
-from sinks.clickhouse.sink import decode_record
-from stream.app import decode_raw_line
+from schemas.records import (
+    MAX_BATCH_LINES,
+    DeliveryEvent,
+    RawBatch,
+    RawLine,
+    dead_letter_record,
+    decode_raw_record,
+    load_record_items,
+    load_record_json,
+)
+from sinks.clickhouse.sink import decode_record, decode_records
 
 
 @pytest.mark.parametrize(
@@ -27,11 +35,56 @@ def test_bad_records_have_a_reason(value, reason):
 
 
 def test_raw_line_decoding():
-    rec = decode_raw_line(json.dumps({"server": "w1", "line": "x", "offset": "7"}).encode())
-    assert (rec["server"], rec["offset"], rec["file_id"], rec["tz"]) == ("w1", -1, "", "UTC")
-    for bad in ({"server": 5, "line": "x"}, {"server": "", "line": "x"}, {"server": "w1"}):
+    (rec,) = decode_raw_record(json.dumps({"server": "w1", "line": "x", "offset": "7"}).encode())
+    assert (rec.server, rec.offset, rec.file_id, rec.tz, rec.line) == ("w1", -1, "", "UTC", "x")
+    for bad in ({"server": 5, "line": "x"}, {"server": "", "line": "x"}):
         with pytest.raises(ValueError, match="server"):
-            decode_raw_line(json.dumps(bad).encode())
+            decode_raw_record(json.dumps(bad).encode())
+    with pytest.raises(ValueError, match="line"):
+        decode_raw_record(json.dumps({"server": "w1"}).encode())
+
+
+def test_raw_batch_decoding_gives_every_line_its_identity():
+    batch = RawBatch("w1", "1:2:ab", "Europe/Berlin", [(0, "a"), (2, "b \u00e9"), (9, "")])
+    value = json.dumps(
+        {
+            "server": batch.server,
+            "file_id": batch.file_id,
+            "tz": batch.tz,
+            "schema_version": 1,
+            "lines": [list(x) for x in batch.lines],
+        }  # fmt: skip
+    ).encode()
+    assert decode_raw_record(value) == batch.raw_lines()
+    assert batch.raw_lines()[1] == RawLine("w1", "b \u00e9", "1:2:ab", 2, "Europe/Berlin")
+    # a malformed batch is unusable as a whole, with the reason
+    for lines, reason in (
+        ([], "non-empty"),
+        ("x", "non-empty"),
+        ([[1, "a"], [2]], "line 1"),
+        ([[1, 5]], "line 0"),
+        ([[0, "a"]] * (MAX_BATCH_LINES + 1), "at most"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            decode_raw_record(json.dumps({"server": "w1", "lines": lines}).encode())
+    (rl,) = decode_raw_record(json.dumps({"server": "w1", "lines": [["3", "a"]]}).encode())
+    assert (rl.offset, rl.file_id, rl.tz) == (-1, "", "UTC")
+
+
+def test_output_records_are_arrays_or_single_objects():
+    ev = DeliveryEvent(event_id="e1", type="success", server="w1", msgid="m1", recipient="a@b")
+    ev2 = DeliveryEvent(event_id="e2", type="defer", server="w1", msgid="m1", recipient="c@d")
+    value = json.dumps([ev.to_dict(), {"event_id": ""}, ev2.to_dict(), 5, {"schema_version": 9}]).encode()
+    good, bad = decode_records("event", value)
+    assert good == [ev, ev2]
+    assert [(i, r.split(":")[0]) for i, r, _ in bad] == [(1, "wrong schema"), (3, "not a JSON object"),
+                                                         (4, "schema_version 9 is not one this version reads (<= 1)")]  # fmt: skip
+    assert json.loads(bad[0][2]) == {"event_id": ""}
+    assert decode_records("event", json.dumps(ev.to_dict()).encode()) == ([ev], [])
+    assert load_record_items(b"[]") == []
+    for value, reason in ((b"5", "not a JSON object or array"), (b"\xff", "not JSON"), (None, "empty")):
+        with pytest.raises(ValueError, match=reason):
+            decode_records("event", value)
 
 
 def test_event_decoding_round_trips_and_rejects_incomplete():

@@ -1,0 +1,179 @@
+"""Many lines per Kafka record: the shipper's batch codec and the stream worker's write-back state cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eximtrack.demo_log import SAMPLES
+from producers.publish import (
+    BATCH_MAX_LINES,
+    batch_lines,
+    decode_raw_lines,
+    encode_raw_batch,
+    encode_raw_line,
+)
+from producers.tail import Line
+from schemas.records import MAX_BATCH_LINES, RawLine, decode_raw_record
+from stream.app import ShipperPositions, TableStates
+from stream.join import Joiner, MessageState
+
+
+def lines_of(texts: list[str], file_id: str = "1:2:ab", start: int = 0) -> list[Line]:
+    out, off = [], start
+    for t in texts:
+        data = t.encode()
+        out.append(Line(data, file_id, off, off + len(data) + 1))
+        off += len(data) + 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------ batch codec
+
+
+def test_encode_raw_batch_is_plain_json_and_round_trips():
+    lines = lines_of(['a "q" \\ é', "", "x" * 10])
+    lines.append(Line(b"bad \xff\x01", "1:2:ab", lines[-1].next_offset, lines[-1].next_offset + 7))
+    value = encode_raw_batch('mx"1', lines, "Europe/Paris")
+    expected = {
+        "server": 'mx"1',
+        "file_id": "1:2:ab",
+        "tz": "Europe/Paris",
+        "schema_version": 1,
+        "lines": [[ln.offset, ln.text] for ln in lines],
+    }
+    assert value == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
+    got = decode_raw_lines(value)
+    assert got == [RawLine('mx"1', ln.text, "1:2:ab", ln.offset, "Europe/Paris") for ln in lines]
+    assert got[-1].line.endswith("\\xff\x01")  # undecodable bytes stay visible
+    # the single-line form is still read, by the same decoder
+    assert decode_raw_record(encode_raw_line("mx1", lines[0], "UTC")) == [
+        RawLine("mx1", lines[0].text, "1:2:ab", 0, "UTC")
+    ]
+
+
+def test_batch_lines_keeps_order_one_file_per_batch_and_the_limits():
+    a = lines_of([f"line {i}" for i in range(1200)], "1:2:aa")
+    b = lines_of([f"other {i}" for i in range(10)], "1:3:bb")
+    c = lines_of(["after truncation"], "1:3:bb", start=0)  # same file id, offset not contiguous
+    batches = list(batch_lines(a + b + c))
+    assert [ln for bt in batches for ln in bt] == a + b + c
+    assert [len(bt) for bt in batches] == [BATCH_MAX_LINES, BATCH_MAX_LINES, 200, 10, 1]
+    for bt in batches:
+        assert len({ln.file_id for ln in bt}) == 1
+        assert all(x.next_offset == y.offset for x, y in zip(bt, bt[1:], strict=False))
+    big = lines_of(["y" * 100_000] * 7)
+    sizes = [len(bt) for bt in batch_lines(big, max_bytes=256 * 1024)]
+    assert sizes == [3, 3, 1]  # closed once the byte limit is reached
+    assert BATCH_MAX_LINES <= MAX_BATCH_LINES
+
+
+# ------------------------------------------------------------------------------- write-back state cache
+
+
+class CountingTable(dict):
+    """Stands in for the faust Table: a dict that counts writes and deletes (changelog records)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+        self.dels = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.sets += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self.dels += 1
+        super().__delitem__(key)
+
+
+def test_table_states_reads_cache_first_and_writes_once_per_flush():
+    table = CountingTable()
+    table["w1\x1fold"] = MessageState("old").to_dict()
+    table["w2\x1fother"] = MessageState("other").to_dict()
+    table.sets = 0
+    st = TableStates(table, "w1")
+    a = MessageState("a")
+    st["a"] = a
+    a.frozen = 1
+    st["a"] = a
+    st["a"] = a
+    assert st.get("a") is a and st["a"].frozen == 1 and "a" in st
+    assert table.sets == 0  # nothing written before the end of the record
+    old = st["old"]
+    assert st.get("old") is old  # the cached copy, not a new one from the table
+    del st["old"]
+    assert "old" not in st and st.get("old") is None
+    with pytest.raises(KeyError):
+        st["old"]
+    with pytest.raises(KeyError):
+        del st["old"]
+    assert sorted(st) == ["a"] and len(st) == 1 and [k for k, _ in st.items()] == ["a"]
+    st["tmp"] = MessageState("tmp")
+    del st["tmp"]  # created and deleted within one record: never reaches the table
+    assert st.flush() == 2
+    assert (table.sets, table.dels) == (1, 1)
+    assert set(table) == {"w1\x1fa", "w2\x1fother"} and table["w1\x1fa"]["frozen"] == 1
+    assert not st.cache and st.flush() == 0
+    # read-only use writes nothing
+    assert st.get("a").frozen == 1 and st.get("nope") is None
+    assert st.flush() == 0 and (table.sets, table.dels) == (1, 1)
+
+
+def _joined(lines: list[str], batch: int, replay_every: int = 0):
+    """The joiner over a TableStates, one flush per `batch` lines, seq as in the stream app; with
+    `replay_every`, every so many records the previous record is processed again (a worker crash replay)."""
+    table = CountingTable()
+    j = Joiner("web1", "UTC", keep_latest=True, states=TableStates(table, "web1"))
+    events = []
+    records = [lines[i : i + batch] for i in range(0, len(lines), batch)]
+    todo = []
+    for n, rec in enumerate(records):
+        todo.append((n, rec))
+        if replay_every and n and n % replay_every == 0:
+            todo.append((n, rec))  # the same record again, same Kafka offset
+    for kafka_offset, rec in todo:
+        for i, text in enumerate(rec):
+            out = j.process(text, "f", kafka_offset * 10_000 + i, seq=kafka_offset * MAX_BATCH_LINES + i)
+            events.extend(out.events)
+        j.states.flush()
+    return j, events, table
+
+
+@pytest.mark.parametrize("mode", ["cpanel", "all", "default"])
+def test_cached_states_give_the_same_result_as_a_dict(mode):
+    lines = (SAMPLES / f"mainlog-{mode}.log").read_text().splitlines()
+    plain = Joiner("web1", "UTC")
+    want = []
+    for n, text in enumerate(lines):
+        want.extend(plain.process(text, "f", n, seq=n).events)
+    one, ev1, t1 = _joined(lines, 1)
+    many, ev500, t500 = _joined(lines, 500)
+    assert [e.to_dict() for e in ev1] == [e.to_dict() for e in want]
+    assert [e.to_dict() for e in ev500] == [e.to_dict() for e in want]
+    assert many.latest() == plain.latest() == one.latest()
+    assert set(t500) == set(t1) == {"web1\x1f" + k for k in plain.states}
+    assert t500.sets < t1.sets  # one write per touched message per record, not per line
+    # a replayed record changes no state and re-emits only ids already emitted
+    rep, ev_rep, t_rep = _joined(lines, 50, replay_every=3)
+    assert rep.latest() == plain.latest()
+    assert {e.event_id for e in ev_rep} <= {e.event_id for e in want}
+    assert dict(t_rep) == dict(_joined(lines, 50)[2])
+
+
+def test_shipper_positions_dedupe_per_line_and_save_once_per_record():
+    table = CountingTable()
+    pos = ShipperPositions(table)
+    for off in range(0, 300, 10):
+        assert not pos.seen("w1", "f1", off)
+        pos.advance("w1", "f1", off)
+    assert table.sets == 0
+    assert pos.save("w1") and table.sets == 1 and table["w1"] == {"f1": 290}
+    assert not pos.save("w1")
+    assert pos.seen("w1", "f1", 100) and not pos.seen("w1", "f1", 300) and not pos.seen("w1", "f2", 0)
+    pos.advance("w1", "f2", 0)
+    assert pos.save("w1") and table["w1"] == {"f1": 290, "f2": 0}  # a new file is saved at once
+    pos.forget()
+    assert pos.seen("w1", "f2", 0)
