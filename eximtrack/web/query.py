@@ -440,7 +440,19 @@ def build_message_queries(server: str, msgid: str, scope: Scope | None) -> dict[
         raise BadRequest(str(exc)) from None
 
 
+def build_visible_query(server: str, msgid: str, scope: Scope) -> tuple[str, dict]:
+    """One row when some event of the message is visible to `scope` (build_show shows nothing otherwise)."""
+    params: dict = {"server": server, "msgid": msgid.strip()}
+    cond = scope_condition(scope, params)
+    sql = (
+        "SELECT 1 FROM events FINAL WHERE server = {server:String} AND msgid = {msgid:String} "
+        f"AND is_deleted = 0 AND {cond} LIMIT 1"
+    )
+    return sql, params
+
+
 __all__ = [
+    "build_visible_query",
     "BadRequest",
     "CursorCodec",
     "FILTER_COLUMNS",
