@@ -33,6 +33,7 @@ from stream.accounts import AccountMap
 from stream.clock import LocalClock, msgid_time
 from stream.parse import ParsedLine, parse_line
 
+SKIP_KEEPS = frozenset(("defer", "success", "filtered", "archive", "failure"))  # a retry skip changes none of these
 NO_STATE_KINDS = frozenset(("queued", "locked", "info"))
 FINAL_TYPES = frozenset(("success", "filtered", "archive", "failure", "rejected"))
 FILTERED_TARGETS = frozenset((":blackhole:", "discarded", "/dev/null"))
@@ -426,7 +427,7 @@ class Joiner:
         key = (rcpt, deliveredto)
         prev = st.rows.get(key)
         skip = kind == "defer" and "retry time not reached" in message
-        if skip and prev is not None and prev.type == "defer":
+        if skip and prev is not None and prev.type in SKIP_KEEPS:
             self.stats["retry_skips"] += 1
             return
         self._tombstone_placeholders(st, rcpt, ts, line, out)

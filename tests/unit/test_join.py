@@ -336,3 +336,14 @@ def test_replayed_line_reemits_current_rows_without_applying_twice():
     assert out2.events and all(
         e.version <= before[(e.msgid, e.recipient, e.deliveredto)][2] for e in out2.events if not e.is_deleted
     )
+
+
+def test_retry_skip_after_a_final_outcome_changes_nothing():
+    lines = [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "=> ok-a@remote.test R=lookuphost T=remote_smtp H=h [2.2.2.2]"),
+        L("01:05:00", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (-54): retry time not reached for any host"),
+    ]
+    j, out = join_lines("s1", lines)
+    assert j.latest()[(ID, "ok-a@remote.test", "ok-a@remote.test")].type == "success"
+    assert j.stats["retry_skips"] == 1
