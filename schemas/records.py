@@ -128,12 +128,26 @@ class DeliveryEvent:
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in EVENT_FIELDS}
 
+    def to_wire(self) -> dict:
+        """``to_dict`` without the optional fields that hold their default value: the events topic's form
+        (about a third smaller and faster to encode; :meth:`from_dict` restores the defaults)."""
+        d = {"event_id": self.event_id, "type": self.type, "server": self.server, "msgid": self.msgid}
+        for name, default in _EVENT_DEFAULTS:
+            v = getattr(self, name)
+            if v is default or (type(v) is type(default) and v == default):
+                continue
+            d[name] = v
+        return d
+
     def copy(self) -> DeliveryEvent:
         return DeliveryEvent(**{name: getattr(self, name) for name in EVENT_FIELDS})
 
     @classmethod
     def from_dict(cls, data: dict) -> DeliveryEvent:
-        return cls(**{k: data[k] for k in EVENT_FIELDS if k in data})
+        try:
+            return cls(**data)  # the usual case: the keys are (a subset of) the fields
+        except TypeError:
+            return cls(**{k: data[k] for k in EVENT_FIELDS if k in data})  # unknown keys are ignored
 
 
 @dataclass(slots=True)
@@ -259,6 +273,9 @@ def dead_letter_record(topic: str, partition: int, offset: int, reason: str, val
 
 
 EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryEvent))
+_EVENT_DEFAULTS = tuple(
+    (f.name, f.default) for f in dataclasses.fields(DeliveryEvent) if f.default is not dataclasses.MISSING
+)
 REJECT_FIELDS = tuple(f.name for f in dataclasses.fields(RejectRecord))
 LOGLINE_FIELDS = tuple(f.name for f in dataclasses.fields(LogLineRecord))
 

@@ -13,7 +13,8 @@ Topics
                           joiner or the store is down or must be rebuilt.
 ``eximtrack.events``      joiner -> sink. A JSON array of ``DeliveryEvent`` objects per record: what one
                           raw-lines record produced (split only above 512 KiB); keyed by server as well
-                          (see below). A single object is read as an array of one.
+                          (see below). Optional fields holding their default are left out
+                          (``DeliveryEvent.to_wire``). A single object is read as an array of one.
 ``eximtrack.rejects``     joiner -> sink. Lines nothing could classify (``RejectRecord``), kept, never dropped;
                           an array per record, like events.
 ``eximtrack.log-lines``   joiner -> sink. The raw lines of each message (``LogLineRecord``) for its story; an

@@ -376,7 +376,7 @@ def create_app(
                     continue
                 out = joiner.process(rl.line, rl.file_id, rl.offset, seq=base + i)
                 for ev in out.events:
-                    events.append(ev.to_dict())
+                    events.append(ev.to_wire())
                 for rj in out.rejects:
                     rejects.append(rj.to_dict())
                 for ll in out.lines:

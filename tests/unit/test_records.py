@@ -101,3 +101,15 @@ def test_event_decoding_round_trips_and_rejects_incomplete():
 def test_dead_letter_record_says_where_and_why():
     rec = json.loads(dead_letter_record("t", 3, 42, "not JSON", b"\xffabc"))
     assert rec == {"topic": "t", "partition": 3, "offset": 42, "reason": "not JSON", "value": "\ufffdabc"}
+
+
+def test_event_wire_form_leaves_out_defaults_and_round_trips():
+    ev = DeliveryEvent(event_id="e1", type="success", server="w1", msgid="m1", recipient="a@b", spamscore=0.0,
+                       sendunixtime=1.5, size=0, frozen=1)  # fmt: skip
+    wire = ev.to_wire()
+    assert wire == {"event_id": "e1", "type": "success", "server": "w1", "msgid": "m1", "recipient": "a@b",
+                    "spamscore": 0.0, "sendunixtime": 1.5, "frozen": 1}  # fmt: skip
+    assert DeliveryEvent.from_dict(json.loads(json.dumps(wire))) == ev
+    assert DeliveryEvent.from_dict({**ev.to_dict(), "unknown": 1}) == ev
+    good, bad = decode_records("event", json.dumps([wire, ev.to_dict()]).encode())
+    assert good == [ev, ev] and not bad
