@@ -289,8 +289,10 @@ def create_app(
         topic_partitions=T.RAW_LINE_PARTITIONS,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
-        stream_buffer_maxsize=16384,
-        broker_commit_every=5000,
+        # A record is a batch of up to 500 lines (<= ~256 KiB): buffer few records per partition (bounded
+        # memory), commit every 500 records or every second, whichever comes first.
+        stream_buffer_maxsize=64,
+        broker_commit_every=500,
         broker_commit_interval=1.0,
         producer_linger=0.02,  # batch the events and changelog records (one request per record otherwise)
         web_enabled=web_port is not None,
