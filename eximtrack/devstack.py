@@ -137,10 +137,18 @@ class DevStack:
                 out[name] = float(value)
         return out
 
-    def shipper(self, server: str, log: Path, tz: str = "UTC") -> Component:
+    def shipper(
+        self, server: str, log: Path, tz: str = "UTC", accounts: tuple[Path, Path] | None = None
+    ) -> Component:
+        """`accounts` = (userdomains, trueuserowners) files to ship with the lines; none by default."""
         name = f"ship-{server}"
+        maps = (
+            ["--userdomains", str(accounts[0]), "--trueuserowners", str(accounts[1])]
+            if accounts
+            else ["--no-accounts"]
+        )
         return self.components.get(name) or self._component(name, [
-            "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, "--no-accounts",
+            "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, *maps,
             "--topic", self.prefix + T.RAW_LINES.name, "--accounts-topic", self.prefix + T.ACCOUNTS.name,
             "--checkpoint", str(self.workdir / f"checkpoint-{server}.json"), "--linger-ms", "5", str(log)])  # fmt: skip
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, MutableMapping
 
 import faust
@@ -219,13 +220,28 @@ class AccountsFeed:
     assignments"). The topic is small and compacted, so it is simply read from the beginning to the end
     at start and every minute, without a consumer group."""
 
+    UNKNOWN_RETRY_SECONDS = 10.0
+
     def __init__(self, brokers: str, topic: str) -> None:
         self.brokers = brokers
         self.topic = topic
         self.maps: dict[str, dict] = {}
+        self._unknown_checked: dict[str, float] = {}
 
     def get(self, server: str):
-        return self.maps.get(server)
+        """The maps of `server`. A server seen for the first time (its shipper sends its maps before its
+        lines) triggers a re-read at once instead of waiting for the minute timer; at most every 10 s."""
+        found = self.maps.get(server)
+        if found is None:
+            now = time.monotonic()
+            if now - self._unknown_checked.get(server, float("-inf")) >= self.UNKNOWN_RETRY_SECONDS:
+                self._unknown_checked[server] = now
+                try:
+                    self.refresh()
+                except Exception as exc:  # the broker hiccups: attribution waits for the next try
+                    log.warning("reading the accounts topic failed: %s", exc)
+                found = self.maps.get(server)
+        return found
 
     def refresh(self) -> int:
         from kafka import KafkaConsumer, TopicPartition

@@ -232,3 +232,32 @@ def test_two_workers_share_the_partitions(tmp_path, stack):
     print(f"\nlines per worker: {lines} of {total}")
     assert all(n > 0 for n in lines)
     assert sum(lines) >= total
+
+
+def test_account_maps_shipped_with_the_lines_attribute_the_events(tmp_path, stack):
+    """The shipper ships /etc/userdomains and /etc/trueuserowners; the worker attributes users and resellers."""
+    userdomains = tmp_path / "userdomains"
+    userdomains.write_text("local.test: alice\nremote.test: remoteacct\n*: nobody\n")
+    owners = tmp_path / "trueuserowners"
+    owners.write_text("alice: reseller1\nremoteacct: root\n")
+    sources = {"acct1": [SAMPLES / "mainlog-cpanel.log"]}
+    store = f"chdb://{tmp_path / 'oracle'}"
+    eximtrack("ingest", "--server", "acct1", "--store", store, "--userdomains", str(userdomains),
+              "--trueuserowners", str(owners), str(sources["acct1"][0]))  # fmt: skip
+    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+    attributed = rows(eximtrack("sql", "--store", store, "--format", "json",
+                                "SELECT count() AS n FROM latest FINAL WHERE deliveryowner = 'reseller1'"))[0]["n"]  # fmt: skip
+    assert attributed > 0
+    log = tmp_path / "live.log"
+    log.touch()
+    stack.start_broker()
+    stack.create_topics()
+    stack.sink().start()
+    stack.stream().start()
+    stack.shipper("acct1", log, accounts=(userdomains, owners)).start()
+    stack.wait_endpoint()
+    time.sleep(2)  # the shipper sends the maps first
+    append_slowly(sources["acct1"][0], log)
+    assert wait_for(stack, want) == want
+    got = rows(stack.sql("SELECT count() AS n FROM latest FINAL WHERE deliveryowner = 'reseller1'"))[0]["n"]
+    assert got == attributed
