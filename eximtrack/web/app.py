@@ -32,7 +32,7 @@ from eximtrack.web.auth import Account, AuthError, TokenStore, default_tokens_pa
 from eximtrack.web.openapi import document
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CSV_PAGE_ROWS = int(os.environ.get("EXIMTRACK_CSV_PAGE_ROWS") or 5_000)  # rows per query of an export
+CSV_PAGE_ROWS = int(os.environ.get("EXIMTRACK_CSV_PAGE_ROWS") or 20_000)  # rows per query of an export
 
 
 def _jsonable(value):
@@ -61,11 +61,23 @@ def _rows(result) -> list[dict]:
 class App:
     """The request-independent state: store, tokens, cursor key."""
 
-    def __init__(self, store, tokens: TokenStore, cursor_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        store,
+        tokens: TokenStore,
+        cursor_key: bytes | None = None,
+        stream_exports: bool | None = None,
+    ) -> None:
         self.store = store
         self.tokens = tokens
         self.codec = q.CursorCodec(cursor_key or secrets.token_bytes(32))
         local_chdb = hasattr(store, "client") and getattr(store.url, "backend", "") == "chdb"
+        # Exports: a ClickHouse server streams one query's blocks (O(rows), no lock to hold). The embedded
+        # engine is shared by every request of this process (one query at a time) and a RemoteStore loads
+        # whole results, so there an export is a sequence of keyset pages: other requests run in between.
+        self.stream_exports = (
+            stream_exports if stream_exports is not None else hasattr(store, "client") and not local_chdb
+        )
         if local_chdb:
             from sinks.clickhouse.query_server import ENGINE_LOCK
 
@@ -252,6 +264,23 @@ def make_handler(app: App):
                 return
             buf = io.StringIO()
             writer = csv.writer(buf)
+
+            def flush():
+                self.wfile.write(buf.getvalue().encode("utf-8"))
+                buf.seek(0)
+                buf.truncate()
+
+            if app.stream_exports:
+                sql, bound = sq.page(None, None)
+                with app.lock:
+                    names, rows = app.store.stream(sql, bound, readonly=True)
+                    writer.writerow(names)
+                    for n, row in enumerate(rows, 1):
+                        writer.writerow(["" if v is None else _jsonable(v) for v in row])
+                        if n % 2000 == 0:
+                            flush()
+                    flush()
+                return
             keys = None
             header_done = False
             while True:
@@ -264,9 +293,7 @@ def make_handler(app: App):
                 rows = _rows(result)
                 for row in rows:
                     writer.writerow(["" if row[n] is None else row[n] for n in names])
-                self.wfile.write(buf.getvalue().encode("utf-8"))
-                buf.seek(0)
-                buf.truncate()
+                flush()
                 if len(rows) < CSV_PAGE_ROWS:
                     break
                 keys = sq.cursor_keys(rows[-1])

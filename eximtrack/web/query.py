@@ -335,7 +335,8 @@ class SearchQuery:
     def cursor_keys(self, row: Mapping) -> list:
         return [key_value(c, row.get(c)) for c in self.key_columns]
 
-    def page(self, keys: list | None, rows: int) -> tuple[str, dict]:
+    def page(self, keys: list | None, rows: int | None) -> tuple[str, dict]:
+        """SQL of the `rows` rows after `keys` (None: from the start; rows None: all of them)."""
         b = _Builder("eq")
         b.params = dict(self.params)
         conds = list(self.conds)
@@ -344,11 +345,14 @@ class SearchQuery:
         order = [f"{_sort_expr(self.sort_column)} {self.sort_dir}"] + [
             f"{c} ASC" for c in self.key_columns[1:]
         ]
-        b.params["lim"] = rows
+        limit = ""
+        if rows is not None:
+            b.params["lim"] = rows
+            limit = " LIMIT {lim:UInt64}"
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         sql = (
             f"SELECT {_select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
-            f"ORDER BY {', '.join(order)} LIMIT {{lim:UInt64}}) AS r"
+            f"ORDER BY {', '.join(order)}{limit}) AS r"
         )
         return sql, b.params
 
