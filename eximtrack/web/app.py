@@ -418,7 +418,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_token(args) -> int:
-    tokens = TokenStore(args.tokens or default_tokens_path())
+    if args.token_command not in ("add", "list", "revoke"):
+        print("usage: eximtrack token {add,list,revoke} … (eximtrack token add --help)", file=sys.stderr)
+        return 2
+    tokens = TokenStore(getattr(args, "tokens", None) or default_tokens_path())
     try:
         if args.token_command == "add":
             token, account = tokens.add(args.role, args.name, args.user, args.reseller, args.address)
@@ -448,7 +451,6 @@ def cmd_token(args) -> int:
     except AuthError as exc:
         print(f"eximtrack: error: {exc}", file=sys.stderr)
         return 2
-    print("eximtrack token: choose add, list or revoke", file=sys.stderr)
     return 2
 
 

@@ -83,3 +83,8 @@ def test_a_broken_tokens_file_is_an_error_not_a_crash(tmp_path):
     f.write_text("{not json")
     with pytest.raises(AuthError):
         TokenStore(str(f)).authenticate("et_x")
+
+
+def test_token_without_an_action_is_a_usage_error(capsys):
+    rc, _, err = run(capsys, "token")
+    assert rc == 2 and "add,list,revoke" in err
