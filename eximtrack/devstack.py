@@ -119,7 +119,8 @@ class DevStack:
         if name not in self.components:
             comp = self._component(name, [
                 "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
-                "--data-dir", str(self.workdir / f"faust{n}"), "--web-port", str(_free_port())])  # fmt: skip
+                "--data-dir", str(self.workdir / f"faust{n}"), "--instance-id", f"{self.app_id}-{n}",
+                "--web-port", str(_free_port())])  # fmt: skip
             comp.web_port = int(comp.args[-1])
         return self.components[name]
 
