@@ -52,10 +52,13 @@ test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka)
 fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines
 	EXIMTRACK_FUZZ_LINES=1000000 $(BIN)/pytest -q -s tests/reliability/test_fuzz.py
 
+chaos: venv ## fault injection: 30 random SIGKILLs of shipper/worker/sink/broker while shipping
+	EXIMTRACK_CHAOS_KILLS=30 $(BIN)/pytest -q -s tests/reliability/test_chaos.py
+
 test-unit: venv ## unit tests only (pure logic, seconds)
 	$(BIN)/pytest -q tests/unit
 
 clean: ## remove the local store and caches of this checkout
 	rm -rf data .pytest_cache .ruff_cache
 
-.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz test-unit clean
+.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz chaos test-unit clean
