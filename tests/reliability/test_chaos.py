@@ -71,9 +71,12 @@ def test_random_kills_lose_and_double_nothing(tmp_path):
         rng = random.Random(int(os.environ.get("EXIMTRACK_CHAOS_SEED", "7")))
         names = ["stream", "sink", "broker", *[f"ship-{s}" for s in live]]
         broker_outage_done = False
-        for _ in range(KILLS):
+        # every component is killed once (in random order) before the choice becomes free
+        victims = rng.sample(names, len(names)) + [
+            rng.choice(names) for _ in range(max(0, KILLS - len(names)))
+        ]
+        for victim in victims[:KILLS]:
             time.sleep(rng.uniform(1.0, 4.0))
-            victim = rng.choice(names)
             killed.append(victim)
             if victim == "broker":
                 stack.broker.stop(timeout=0.0)  # SIGKILL right after SIGTERM
