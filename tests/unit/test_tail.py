@@ -444,3 +444,64 @@ def test_random_rotations_and_restarts_lose_and_repeat_nothing(tmp_path, seed):
     assert [ln.text for ln in read] == written
     ids = [(ln.file_id, ln.offset) for ln in read]
     assert len(set(ids)) == len(ids)
+
+
+# --- the log itself, as issue 7 lists it: delete + re-create, delayed compression, a symlinked path ---------
+
+
+def test_deleted_and_recreated_log_is_read_from_zero(log):
+    clock = FakeClock()
+    w = Writer(log)
+    w.lines("a1", "a2")
+    f = Follower(log, clock=clock, rotate_grace=1.0)
+    assert pairs(f.poll()) == [("a1", 0), ("a2", 3)]
+    w.lines("a3")  # written before the delete: must not be lost
+    w.close()
+    log.unlink()
+    w2 = Writer(log)
+    w2.lines("b1", "b2")
+    got = drain(f, clock)
+    assert pairs(got) == [("a3", 6), ("b1", 0), ("b2", 3)]
+    assert got[0].file_id != got[1].file_id
+
+
+def test_delayed_compression_of_the_rotated_file(log):
+    """logrotate `delaycompress`: FILE -> FILE.1 now, FILE.1 -> FILE.2.gz at the next rotation."""
+    import gzip
+
+    clock = FakeClock()
+    w = Writer(log)
+    w.lines("g1")
+    f = Follower(log, clock=clock, rotate_grace=1.0)
+    assert pairs(f.poll()) == [("g1", 0)]
+    rename_rotate(log, w)
+    w.lines("g2")  # still into the renamed file
+    w.reopen()
+    w.lines("h1")
+    assert pairs(drain(f, clock)) == [("g2", 3), ("h1", 0)]
+    # next rotation: FILE.1 is compressed and removed, FILE -> FILE.1
+    one = log.with_name(log.name + ".1")
+    with open(one, "rb") as src, gzip.open(log.with_name(log.name + ".2.gz"), "wb") as dst:
+        dst.write(src.read())
+    one.unlink()
+    rename_rotate(log, w)
+    w.lines("h2")
+    w.reopen()
+    w.lines("i1")
+    assert pairs(drain(f, clock)) == [("h2", 3), ("i1", 0)]
+
+
+def test_symlinked_log_path_follows_the_target(tmp_path):
+    real = tmp_path / "real" / "mainlog"
+    real.parent.mkdir()
+    link = tmp_path / "exim_mainlog"
+    link.symlink_to(real)
+    clock = FakeClock()
+    w = Writer(real)
+    w.lines("s1")
+    f = Follower(link, clock=clock, rotate_grace=1.0)
+    assert pairs(f.poll()) == [("s1", 0)]
+    rename_rotate(real, w)  # the target rotates behind the link
+    w.reopen()
+    w.lines("t1")
+    assert pairs(drain(f, clock)) == [("t1", 0)]
