@@ -19,9 +19,10 @@ import math
 import os
 import re
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from eximtrack.config import ConfigError, resolve_retention_days
+from eximtrack.jsonable import jsonable
 from eximtrack.search import MATCH_MODES, SearchError, SearchFilters, build_search, build_show
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
@@ -88,23 +89,7 @@ def _iso(seconds) -> str:
 
 
 def _jsonable(value):
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    return jsonable(value)
 
 
 def _event_dict(columns, row) -> dict:

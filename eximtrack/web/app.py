@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import mimetypes
 import os
 import secrets
@@ -23,10 +22,11 @@ import threading
 import traceback
 import urllib.parse
 from contextlib import nullcontext
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from eximtrack.jsonable import jsonable
 from eximtrack.web import query as q
 from eximtrack.web.auth import Account, AuthError, TokenStore, default_tokens_path
 from eximtrack.web.openapi import document
@@ -36,21 +36,7 @@ CSV_PAGE_ROWS = int(os.environ.get("EXIMTRACK_CSV_PAGE_ROWS") or 20_000)  # rows
 
 
 def _jsonable(value):
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    return jsonable(value, datetimes="epoch")
 
 
 def _rows(result) -> list[dict]:
