@@ -130,9 +130,22 @@ class Sink:
         self._stop.set()
 
     def run(self) -> None:
+        from kafka.errors import KafkaError
+
+        attempt = 0
         try:
             while not self._stop.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                    attempt = 0
+                except KafkaError as exc:
+                    # The broker went away (a poll or the offset commit failed). What was inserted and not
+                    # committed is consumed again later: harmless (idempotent tables). Wait and go on.
+                    delay = backoff(attempt, base=0.5, cap=10.0)
+                    attempt += 1
+                    log.warning("Kafka unavailable (%s); retrying in %.1fs", exc, delay)
+                    if self._stop.wait(delay):
+                        break
         except SinkStopped as exc:
             log.info("%s", exc)
         finally:
