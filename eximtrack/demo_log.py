@@ -32,9 +32,15 @@ def sample_lines(mode: str = "cpanel") -> list[str]:
 
 
 def rounds(
-    lines: list[str], start: datetime, n_rounds: int | None, round_seconds: int = 60, salt: int = 0
+    lines: list[str],
+    start: datetime,
+    n_rounds: int | None,
+    round_seconds: int = 60,
+    salt: int = 0,
+    id_maps: list | None = None,
 ) -> Iterator[list[str]]:
-    """Yield the sample once per round, each with its own message ids and timestamps shifted by round."""
+    """Yield the sample once per round, each with its own message ids and timestamps shifted by round.
+    With `id_maps`, each round's {sample id: new id} is appended to it (the truth follows the ids)."""
     first = None
     for line in lines:
         m = _TS_RE.match(line)
@@ -56,6 +62,8 @@ def rounds(
                 renamer.epoch = int(ts.replace(tzinfo=UTC).timestamp())
                 line = _ID_RE.sub(renamer, ts.strftime("%Y-%m-%d %H:%M:%S") + line[19:])
             out.append(line)
+        if id_maps is not None:
+            id_maps.append(dict(renamer.ids))
         yield out
         r += 1
 
@@ -88,6 +96,27 @@ def write_log(
             fh.write("\n".join(chunk) + "\n")
             n += len(chunk)
     return n
+
+
+def truth(mode: str = "cpanel", n_rounds: int = 10, start: datetime | None = None, salt: int = 0) -> dict:
+    """The generator's truth for `write_log(…, mode, n_rounds, start, salt)`: the real-Exim harness's ground
+    truth of the sample (samples/expected-<mode>.json), once per round under that round's message ids."""
+    import json
+
+    start = start or datetime(2026, 11, 1, tzinfo=UTC)
+    maps: list[dict] = []
+    for _ in rounds(sample_lines(mode), start, n_rounds, salt=salt, id_maps=maps):
+        pass
+    sample = json.loads((SAMPLES / f"expected-{mode}.json").read_text(encoding="utf-8"))
+    expected, rejections = [], []
+    for ids in maps:
+        for e in sample["expected"]:
+            e = dict(e, msgid=ids.get(e["msgid"], e["msgid"]))
+            if "parent" in e:
+                e["parent"] = ids.get(e["parent"], e["parent"])
+            expected.append(e)
+        rejections.extend(dict(r) for r in sample["rejections"])
+    return {"mode": mode, "expected": expected, "rejections": rejections}
 
 
 def grow(path: Path, mode: str = "cpanel", lines_per_second: float = 200.0, stop=None, salt: int = 0) -> None:

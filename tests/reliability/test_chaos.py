@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from eximtrack.demo_log import write_log
+from eximtrack.demo_log import truth, write_log
 from eximtrack.devstack import DevStack
 from tests.integration.test_pipeline import COUNTS, HISTORY, LATEST, eximtrack, oracle, rows, wait_for
+from tests.unit.test_demo_log import outcomes
 
 pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
 
@@ -103,5 +104,13 @@ def test_random_kills_lose_and_double_nothing(tmp_path):
         counts = rows(stack.sql(COUNTS))[0]
         assert counts["latest_rows"] == counts["distinct_rows"] == len(want)
         assert rows(stack.sql(HISTORY)) == want_history
+        # and the generator's truth: every recipient's outcome and every SMTP-time rejection
+        for n, (server, mode) in enumerate(zip(sources, ("cpanel", "all", "default"), strict=True)):
+            t = truth(mode, n_rounds=6, salt=40 + n)
+            stored = [(r["msgid"], r["recipient"], r["type"]) for r in got if r["server"] == server]
+            assert outcomes([x for x in stored if x[2] != "rejected"], mode) == outcomes(
+                [(e["msgid"], e["recipient"], e["type"]) for e in t["expected"]], mode
+            )
+            assert sum(1 for x in stored if x[2] == "rejected") == len(t["rejections"])
     finally:
         stack.stop()
