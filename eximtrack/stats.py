@@ -121,19 +121,7 @@ def aggregate_retention(store) -> dict[str, int]:
 
 def set_aggregate_retention(store, days: int) -> list[str]:
     """Set the TTL of every aggregate table to `days` (0 removes it); returns the tables changed."""
-    days = int(days)
-    if days < 0:
-        raise ValueError("retention days must be >= 0")
-    changed = []
-    for table in RETENTION_TABLES:
-        if migrations.current_retention(store.client, table) == days:
-            continue
-        if days == 0:
-            store.command(f"ALTER TABLE {table} REMOVE TTL")
-        else:
-            store.command(f"ALTER TABLE {table} MODIFY TTL hour + toIntervalDay({days})")
-        changed.append(table)
-    return changed
+    return migrations.ensure_retention(store.client, days, {table: "hour" for table in RETENTION_TABLES})
 
 
 # -- rollup ----------------------------------------------------------------------------------------------

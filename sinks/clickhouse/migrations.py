@@ -110,13 +110,14 @@ def current_retention(client, table: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def ensure_retention(client, days: int) -> list[str]:
-    """Set the TTL of every data table to `days` (0 removes the TTL); returns the tables changed."""
+def ensure_retention(client, days: int, tables: dict[str, str] | None = None) -> list[str]:
+    """Set the TTL of `tables` ({table: time expression the TTL counts from}; default: the data tables) to
+    `days` (0 removes the TTL); returns the tables changed."""
     days = int(days)
     if days < 0:
         raise ValueError("retention days must be >= 0")
     changed = []
-    for table, base in TTL_BASE.items():
+    for table, base in (TTL_BASE if tables is None else tables).items():
         if current_retention(client, table) == days:
             continue
         if days == 0:
