@@ -69,8 +69,10 @@ def populated(chdb_path, generated_logs) -> Store:
     mp = pytest.MonkeyPatch()
     mp.setenv("EXIMTRACK_RETENTION_DAYS", "0")
     url = new_url(chdb_path, "views_pop")
-    populate(url, generated_logs)
-    store = Store.open(url)
+    try:
+        populate(url, generated_logs)
+        store = Store.open(url)
+    finally:
+        mp.undo()  # the retention is set by now; the variable must not leak into later tests
     store.url_text = url
     yield store
-    mp.undo()
