@@ -1,0 +1,54 @@
+"""The generated log sets the suites share, made once per bench work directory (bench/generate.py).
+
+comparison_corpus: 16-character ids (Debian 12's eximstats reads no other), cPanel's log_selector, the
+default outcome mix — the file eximstats and eximtrack both read. Quick mode is a smoke-test size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.generate import GenConfig, generate
+
+COMPARISON = {
+    "quick": {"servers": 2, "messages_per_day": 2_000},
+    "full": {"servers": 4, "messages_per_day": 60_000},
+}
+
+
+def build(outdir: Path, **config) -> tuple[dict[str, Path], dict]:
+    """Generate (or reuse, when the manifest says it was made from the same config) a log set in `outdir`;
+    returns ({server: log path}, manifest)."""
+    manifest_path = outdir / "manifest.json"
+    cfg = GenConfig(**config)
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("config_key") == repr(cfg):
+            return _files(outdir, manifest), manifest
+    manifest = generate(cfg, outdir)
+    manifest["config_key"] = repr(cfg)
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    return _files(outdir, manifest), manifest
+
+
+def _files(outdir: Path, manifest: dict) -> dict[str, Path]:
+    return {server: outdir / f"{server}.log" for server in sorted(manifest["servers"])}
+
+
+def comparison_corpus(workdir: Path, quick: bool) -> tuple[dict[str, Path], dict]:
+    size = COMPARISON["quick" if quick else "full"]
+    return build(workdir / ("corpus-quick" if quick else "corpus"), id_format="old", seed=6, **size)
+
+
+PIPELINE = {
+    "quick": {"servers": 2, "messages_per_day": 1_000},
+    "full": {"servers": 2, "messages_per_day": 40_000},
+}
+
+
+def pipeline_corpus(workdir: Path, quick: bool, seed: int) -> tuple[dict[str, Path], dict]:
+    """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed."""
+    size = PIPELINE["quick" if quick else "full"]
+    name = f"pipeline-{seed}" + ("-quick" if quick else "")
+    return build(workdir / name, id_format="new", seed=seed, **size)

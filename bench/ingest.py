@@ -1,0 +1,78 @@
+"""`eximtrack ingest` end to end into the embedded store: lines/s and rows/s, beside the same eximstats run.
+
+Each run starts from an empty chDB store and runs the console script once per server file — exactly what a
+user types (process start, migrations, parse, join, inserts into events/latest/aggregates/log_lines) —
+then counts what the store holds, so a run that stored nothing cannot report a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import eximstats
+from bench.corpus import comparison_corpus
+from bench.timing import summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _eximtrack() -> list[str]:
+    script = Path(sys.executable).with_name("eximtrack")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "eximtrack"]
+
+
+def ingest_all(files: dict[str, Path], store: Path) -> None:
+    for server, path in files.items():
+        subprocess.run(
+            [*_eximtrack(), "ingest", "--store", f"chdb://{store}", "--server", server,
+             "--retention-days", "0", str(path)],
+            check=True, capture_output=True, cwd=ROOT,
+        )  # fmt: skip
+
+
+def stored_counts(store: Path) -> dict:
+    out = subprocess.run(
+        [*_eximtrack(), "sql", "--store", f"chdb://{store}", "--format", "json",
+         "SELECT (SELECT count() FROM events) AS events, (SELECT count() FROM latest FINAL) AS latest, "
+         "(SELECT count() FROM log_lines) AS log_lines, (SELECT count() FROM rejects) AS rejects"],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    ).stdout  # fmt: skip
+    rows = json.loads(out)
+    return {k: int(v) for k, v in (rows[0] if isinstance(rows, list) else rows).items()}
+
+
+def run(quick: bool, workdir: Path) -> dict:
+    files, manifest = comparison_corpus(workdir, quick)
+    paths = list(files.values())
+    lines = manifest["lines"]
+    runs = 2 if quick else 3
+    ref, line_rates, row_rates = [], [], []
+    counts: dict = {}
+    for i in range(runs):
+        ref.append(lines / eximstats.run(paths, workdir / "eximstats.txt"))
+        store = workdir / f"ingest-store-{i}"
+        shutil.rmtree(store, ignore_errors=True)
+        t0 = time.perf_counter()
+        ingest_all(files, store)
+        secs = time.perf_counter() - t0
+        counts = stored_counts(store)
+        if counts["events"] == 0:
+            raise RuntimeError("ingest stored no events")
+        line_rates.append(lines / secs)
+        row_rates.append((counts["events"] + counts["log_lines"] + counts["rejects"]) / secs)
+        shutil.rmtree(store, ignore_errors=True)
+    ref_s, line_s = summarize(ref, "lines/s"), summarize(line_rates, "lines/s")
+    return {
+        "corpus": {"lines": lines, "servers": len(files), "id_format": "old (16 chars)"},
+        "eximstats": ref_s.as_dict(),
+        "ingest_lines": line_s.as_dict(),
+        "ingest_rows": summarize(row_rates, "rows/s").as_dict(),
+        "stored": counts,
+        "ratio": line_s.median / ref_s.median,
+        "target_ratio": 1.0,
+    }

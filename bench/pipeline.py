@@ -1,0 +1,291 @@
+"""Streaming pipeline: sustained lines/s through shipper -> Kafka -> faust -> sink, and freshness.
+
+Everything runs as in production on this one machine (eximtrack.devstack: local Kafka broker, `eximtrack
+sink` owning a chDB store, one `eximtrack stream` worker, one `eximtrack ship` per server log).
+
+  drain      a generated log set (23-character ids) is appended to the shipped logs at once; throughput =
+             its lines / time until the store holds every message line of it (the count a direct join of
+             the same files predicts), sampled every 0.5 s (the curve goes into the report).
+  freshness  a second log set is appended at a steady rate below the drain rate while a probe arrival line
+             is appended every 100 ms; a poller asks the sink's query endpoint every 20 ms which probes are
+             stored. Freshness = stored - appended (wall clock), p50/p95/p99 over every probe.
+  memory     peak RSS (VmHWM) of the worker and the shippers over the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from bench.corpus import pipeline_corpus
+from bench.timing import percentile
+
+PROBE_EVERY = 0.1
+POLL_EVERY = 0.02
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _b62(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 62)
+        out.append(_B62[r])
+    return "".join(reversed(out))
+
+
+def expected_message_lines(files: dict[str, Path]) -> int:
+    """How many log_lines rows a correct pipeline stores for `files` (a direct join of the same lines)."""
+    from eximtrack.ingest import iter_file_lines, make_joiner
+
+    total = 0
+    for server, path in files.items():
+        joiner = make_joiner(server)
+        for offset, line in iter_file_lines(str(path)):
+            total += len(joiner.process(line, offset=offset).lines)
+    return total
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (VmRSS now, or VmHWM: the peak) in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+class _Appender:
+    """Appends whole lines to the shipped logs (one lock per file, so probes never split a corpus line)."""
+
+    def __init__(self, logs: dict[str, Path]):
+        self.fh = {s: open(p, "a", encoding="utf-8") for s, p in logs.items()}  # noqa: SIM115 - closed in close()
+        self.lock = {s: threading.Lock() for s in logs}
+        self.stamp = {s: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) for s in logs}
+        self.probes = 0
+
+    def write(self, server: str, text: str) -> None:
+        with self.lock[server]:
+            fh = self.fh[server]
+            fh.write(text)
+            fh.flush()
+            last = text.rstrip("\n").rsplit("\n", 1)[-1]
+            if last[:4].isdigit():
+                self.stamp[server] = last[:19]
+
+    def probe(self, server: str) -> tuple[str, float]:
+        """Append one probe arrival; (msgid, wall time it was appended)."""
+        self.probes += 1
+        msgid = f"{_b62(int(time.time()), 6)}-PROBE{self.probes:06d}-0000"
+        with self.lock[server]:
+            line = (f"{self.stamp[server]} {msgid} <= probe@bench.test H=(probe) [192.0.2.1] P=esmtp S=100 "
+                    f"for probe{self.probes}@bench.test\n")  # fmt: skip
+            self.fh[server].write(line)
+            self.fh[server].flush()
+            return msgid, time.monotonic()
+
+    def close(self) -> None:
+        for fh in self.fh.values():
+            fh.close()
+
+
+def _stored_lines(store, servers: list[str]) -> int:
+    rows = store.query(
+        "SELECT count() FROM log_lines WHERE server IN {s:Array(String)} AND NOT like(msgid, '%-PROBE%')",
+        {"s": servers},
+    ).result_rows
+    return int(rows[0][0])
+
+
+def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict:
+    servers = list(files)
+    base = _stored_lines(store, servers)
+    lines = 0
+    t0 = time.monotonic()
+    for server, path in files.items():
+        text = path.read_text(encoding="utf-8")
+        lines += text.count("\n")
+        appender.write(server, text)
+    curve = []
+    while True:
+        stored = _stored_lines(store, servers) - base
+        now = time.monotonic() - t0
+        curve.append((round(now, 2), stored))
+        if stored >= expected:
+            break
+        if now > timeout:
+            raise TimeoutError(f"pipeline stored {stored}/{expected} message lines in {timeout:.0f} s")
+        _check_alive(stack)
+        time.sleep(0.5)
+    seconds = time.monotonic() - t0
+    return {"lines": lines, "message_lines": expected, "seconds": seconds, "lines_per_s": lines / seconds,
+            "curve": curve}  # fmt: skip
+
+
+def _check_alive(stack) -> None:
+    dead = [n for n, c in stack.components.items() if not c.alive()]
+    if dead:
+        raise RuntimeError(f"{', '.join(dead)} died:\n" + "\n".join(stack.components[n].tail() for n in dead))
+
+
+def _steady(stack, store, appender, files, rate: float, seconds: float) -> dict:
+    """Append `files` at `rate` lines/s (all servers together) for `seconds`, probing freshness."""
+    servers = list(files)
+    stop = threading.Event()
+    pending: dict[str, float] = {}
+    plock = threading.Lock()
+    written = [0]
+
+    def feed() -> None:
+        chunks = {s: p.read_text(encoding="utf-8").splitlines(keepends=True) for s, p in files.items()}
+        pos = dict.fromkeys(chunks, 0)
+        step = 0.05
+        per_step = max(1, int(rate * step / len(chunks)))
+        t_next = time.monotonic()
+        while not stop.is_set():
+            for s, lines in chunks.items():
+                if pos[s] < len(lines):
+                    appender.write(s, "".join(lines[pos[s] : pos[s] + per_step]))
+                    written[0] += min(per_step, len(lines) - pos[s])
+                    pos[s] += per_step
+            t_next += step
+            time.sleep(max(0.0, t_next - time.monotonic()))
+
+    def probe() -> None:
+        i = 0
+        while not stop.is_set():
+            msgid, t = appender.probe(servers[i % len(servers)])
+            with plock:
+                pending[msgid] = t
+            i += 1
+            time.sleep(PROBE_EVERY)
+
+    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=probe, daemon=True)]
+    for t in threads:
+        t.start()
+    fresh: list[float] = []
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    while time.monotonic() < deadline or pending:
+        if time.monotonic() > deadline:
+            stop.set()
+        with plock:
+            ids = list(pending)
+        if ids:
+            rows = store.query(
+                "SELECT DISTINCT msgid FROM events WHERE server IN {s:Array(String)} AND msgid IN {ids:Array(String)}",
+                {"s": servers, "ids": ids},
+            ).result_rows
+            now = time.monotonic()
+            with plock:
+                for (msgid,) in rows:
+                    t = pending.pop(msgid, None)
+                    if t is not None:
+                        fresh.append(now - t)
+        if time.monotonic() > deadline + 60:
+            raise TimeoutError(f"{len(pending)} probes not stored 60 s after the load stopped")
+        time.sleep(POLL_EVERY)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    return {
+        "rate_target": rate,
+        "rate_appended": written[0] / seconds,
+        "seconds": seconds,
+        "probes": len(fresh),
+        "p50": percentile(fresh, 50),
+        "p95": percentile(fresh, 95),
+        "p99": percentile(fresh, 99),
+        "max": max(fresh),
+        "unit": "s",
+        "elapsed": elapsed,
+    }
+
+
+def _open_messages(stack, store, appender, server: str, n: int) -> dict:
+    """Worker RSS before and after `n` messages arrive that never complete (one arrival line each, 1-3
+    recipients): the memory the worker holds per open message (its faust table lives in memory)."""
+    worker = stack.components["stream"].proc.pid
+    before = rss_mb(worker)
+    stamp = appender.stamp[server]
+    epoch = int(time.time())
+    lines = []
+    for i in range(n):
+        rcpts = " ".join(f"user{i}-{k}@example.net" for k in range(1 + i % 3))
+        lines.append(
+            f"{stamp} {_b62(epoch, 6)}-OPEN{i:07d}-0000 <= sender{i % 997}@customer{i % 101}.example "
+            f"H=mail.customer{i % 101}.example [198.51.100.{i % 250}] P=esmtpsa X=TLS1.3:TLS_AES_256_GCM_SHA384:256 "
+            f"CV=no A=dovecot_login:sender{i % 997}@customer{i % 101}.example S={2000 + i % 50000} "
+            f'id=<{i}.bench@customer{i % 101}.example> T="Quarterly report {i}" for {rcpts}\n'
+        )
+    for k in range(0, n, 5000):
+        appender.write(server, "".join(lines[k : k + 5000]))
+    deadline = time.monotonic() + 600
+    sql = "SELECT count(DISTINCT msgid) FROM events WHERE server = {s:String} AND like(msgid, '%-OPEN%')"
+    while store.query(sql, {"s": server}).result_rows[0][0] < n:
+        _check_alive(stack)
+        if time.monotonic() > deadline:
+            raise TimeoutError("open messages not stored in 600 s")
+        time.sleep(1.0)
+    time.sleep(2.0)
+    after = rss_mb(worker)
+    return {"messages": n, "rss_before_mb": before, "rss_after_mb": after,
+            "bytes_per_open_message": (after - before) * 1024 * 1024 / n}  # fmt: skip
+
+
+def run(quick: bool, workdir: Path) -> dict:
+    from eximtrack.config import parse_store_url
+    from eximtrack.devstack import DevStack
+    from sinks.clickhouse.query_server import RemoteStore, find_endpoint
+
+    drain_files, _ = pipeline_corpus(workdir, quick, seed=7)
+    steady_files, _ = pipeline_corpus(workdir, quick, seed=8)
+    expected = expected_message_lines(drain_files)
+    root = workdir / ("pipeline-run-quick" if quick else "pipeline-run")
+    shutil.rmtree(root, ignore_errors=True)
+    logs = {s: root / f"{s}.log" for s in drain_files}
+    root.mkdir(parents=True)
+    for p in logs.values():
+        p.touch()
+    stack = DevStack(root, prefix="bench.")
+    with stack:
+        stack.start(logs)
+        stack.wait_endpoint()
+        path = stack.store[len("chdb://") :]
+        store = RemoteStore(parse_store_url(stack.store), find_endpoint(path))
+        appender = _Appender(logs)
+        try:
+            # warm-up: one probe through every component before anything is timed
+            msgid, _ = appender.probe(next(iter(logs)))
+            deadline = time.monotonic() + 180
+            while not store.query(
+                "SELECT count() FROM events WHERE msgid = {m:String}", {"m": msgid}
+            ).result_rows[0][0]:
+                _check_alive(stack)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("warm-up probe not stored in 180 s")
+                time.sleep(0.2)
+            drain = _drain(stack, store, appender, drain_files, expected, timeout=120 if quick else 900)
+            rate = min(5_000.0, drain["lines_per_s"] * 0.5) if not quick else 1_000.0
+            steady = _steady(stack, store, appender, steady_files, rate, 10.0 if quick else 60.0)
+            memory = {name: rss_mb(c.proc.pid, "VmHWM") for name, c in stack.components.items() if c.proc}
+            open_state = _open_messages(
+                stack, store, appender, next(iter(logs)), 10_000 if quick else 100_000
+            )
+        finally:
+            appender.close()
+    return {
+        "drain": drain,
+        "freshness": steady,
+        "peak_rss_mb": memory,
+        "open_messages": open_state,
+        "cores": os.cpu_count(),
+        "target_lines_per_s": 20_000,
+        "target_p99_s": 2.0,
+    }
