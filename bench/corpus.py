@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.generate import GenConfig, generate
 
 COMPARISON = {
     "quick": {"servers": 2, "messages_per_day": 2_000},
@@ -20,6 +19,8 @@ COMPARISON = {
 def build(outdir: Path, **config) -> tuple[dict[str, Path], dict]:
     """Generate (or reuse, when the manifest says it was made from the same config) a log set in `outdir`;
     returns ({server: log path}, manifest)."""
+    from bench.generate import GenConfig, generate
+
     manifest_path = outdir / "manifest.json"
     cfg = GenConfig(**config)
     if manifest_path.exists():

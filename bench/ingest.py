@@ -35,15 +35,26 @@ def ingest_all(files: dict[str, Path], store: Path) -> None:
         )  # fmt: skip
 
 
-def stored_counts(store: Path) -> dict:
+def _sql(store: Path, statement: str) -> list[dict]:
     out = subprocess.run(
-        [*_eximtrack(), "sql", "--store", f"chdb://{store}", "--format", "json",
-         "SELECT (SELECT count() FROM events) AS events, (SELECT count() FROM latest FINAL) AS latest, "
-         "(SELECT count() FROM log_lines) AS log_lines, (SELECT count() FROM rejects) AS rejects"],
+        [*_eximtrack(), "sql", "--store", f"chdb://{store}", "--format", "json", statement],
         check=True, capture_output=True, text=True, cwd=ROOT,
     ).stdout  # fmt: skip
-    rows = json.loads(out)
-    return {k: int(v) for k, v in (rows[0] if isinstance(rows, list) else rows).items()}
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def stored_counts(store: Path) -> dict:
+    row = _sql(store, "SELECT (SELECT count() FROM events) AS events, (SELECT count() FROM latest FINAL) AS latest, "
+               "(SELECT count() FROM log_lines) AS log_lines, (SELECT count() FROM rejects) AS rejects")[0]  # fmt: skip
+    return {k: int(v) for k, v in row.items()}
+
+
+def disk_usage(store: Path, events: int) -> dict:
+    """Bytes on disk of the active parts per table (the store as ingest left it), per stored event."""
+    rows = _sql(store, "SELECT table, sum(bytes_on_disk) AS bytes FROM system.parts WHERE active AND "
+                "database = currentDatabase() GROUP BY table ORDER BY bytes DESC")  # fmt: skip
+    by_table = {r["table"]: int(r["bytes"]) / events for r in rows}
+    return {"bytes_per_event": sum(by_table.values()), "by_table": by_table}
 
 
 def run(quick: bool, workdir: Path) -> dict:
@@ -53,6 +64,7 @@ def run(quick: bool, workdir: Path) -> dict:
     runs = 2 if quick else 3
     ref, line_rates, row_rates = [], [], []
     counts: dict = {}
+    disk: dict = {}
     for i in range(runs):
         ref.append(lines / eximstats.run(paths, workdir / "eximstats.txt"))
         store = workdir / f"ingest-store-{i}"
@@ -65,6 +77,8 @@ def run(quick: bool, workdir: Path) -> dict:
             raise RuntimeError("ingest stored no events")
         line_rates.append(lines / secs)
         row_rates.append((counts["events"] + counts["log_lines"] + counts["rejects"]) / secs)
+        if i == runs - 1:
+            disk = disk_usage(store, counts["events"])
         shutil.rmtree(store, ignore_errors=True)
     ref_s, line_s = summarize(ref, "lines/s"), summarize(line_rates, "lines/s")
     return {
@@ -73,6 +87,7 @@ def run(quick: bool, workdir: Path) -> dict:
         "ingest_lines": line_s.as_dict(),
         "ingest_rows": summarize(row_rates, "rows/s").as_dict(),
         "stored": counts,
+        "disk": disk,
         "ratio": line_s.median / ref_s.median,
         "target_ratio": 1.0,
     }

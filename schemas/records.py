@@ -276,11 +276,13 @@ EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryEvent))
 _EVENT_DEFAULTS = tuple(
     (f.name, f.default) for f in dataclasses.fields(DeliveryEvent) if f.default is not dataclasses.MISSING
 )
+EVENT_DEFAULTS = dict(_EVENT_DEFAULTS)  # field -> default, for the optional fields
 REJECT_FIELDS = tuple(f.name for f in dataclasses.fields(RejectRecord))
 LOGLINE_FIELDS = tuple(f.name for f in dataclasses.fields(LogLineRecord))
 
 __all__ = [
     "DeliveryEvent",
+    "EVENT_DEFAULTS",
     "EVENT_FIELDS",
     "LOGLINE_FIELDS",
     "LogLineRecord",

@@ -1,0 +1,294 @@
+"""Render bench/results.json into docs/BENCHMARKS.md (the tables), docs/benchmarks.png (the plot) and the
+README's numbers: `python -m bench.report [--results FILE]`.
+
+Only the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` markers is replaced, so the
+hand-written analysis around the tables stays; every number a reader sees comes from one results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+PLOT = ROOT / "docs" / "benchmarks.png"
+README = ROOT / "README.md"
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def _spread(s: dict) -> str:
+    return f"{_n(s['median'])} ({_n(s['min'])}–{_n(s['max'])}, {s['runs']} runs)"
+
+
+def _met(ok: bool) -> str:
+    return "✅ met" if ok else "❌ missed"
+
+
+def targets(r: dict) -> list[tuple[str, str, str, str]]:
+    """(what, target, measured, verdict) rows for the summary table."""
+    s = r.get("suites", {})
+    rows = []
+    core = s.get("core", {})
+    if "ratio_1_process" in core:
+        rows.append(("Core (parse + join) vs eximstats, lines/s", "≥ 2×",
+                     f"{core['ratio_1_process']:.2f}× (1 process), {core['ratio_all_cores']:.2f}× "
+                     f"({core['cores']} processes)", _met(core["ratio_all_cores"] >= 2)))  # fmt: skip
+    ing = s.get("ingest", {})
+    if "ratio" in ing:
+        rows.append(("`eximtrack ingest` vs eximstats, lines/s", "≥ 1×", f"{ing['ratio']:.2f}×",
+                     _met(ing["ratio"] >= 1)))  # fmt: skip
+    pipe = s.get("pipeline", {})
+    if "drain" in pipe:
+        rows.append(("Pipeline sustained throughput", "≥ 20,000 lines/s",
+                     f"{_n(pipe['drain']['lines_per_s'])} lines/s", _met(pipe["drain"]["lines_per_s"] >= 20_000)))  # fmt: skip
+        f = pipe["freshness"]
+        rows.append(("Freshness p99 (append → searchable)", "< 2 s",
+                     f"{f['p99']:.2f} s at {_n(f['rate_appended'])} lines/s", _met(f["p99"] < 2.0)))  # fmt: skip
+    q = s.get("queries", {})
+    for scale in ("1e8", "1e7"):
+        worst = _worst_query(q, scale)
+        if worst:
+            name, p95 = worst
+            rows.append((f"Track Delivery queries at {scale} events, slowest p95", "< 100 ms",
+                         f"{_ms(p95)} ms ({name})", _met(p95 < 100)))  # fmt: skip
+            break
+    fp = s.get("footprint", {})
+    if "changelog_json_bytes" in fp:
+        worst = max(fp["changelog_json_bytes"], fp["memory_table_dicts_bytes"])
+        rows.append(("State per open message", "≤ 1 KB",
+                     f"{_n(fp['changelog_json_bytes'])} B changelog, {_n(fp['memory_table_dicts_bytes'])} B in "
+                     "the worker's table", _met(worst <= 1024)))  # fmt: skip
+    return rows
+
+
+def _scales(q: dict) -> dict:
+    return q.get("scales", {}) if isinstance(q.get("scales"), dict) else {}
+
+
+def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:
+    queries = _scales(q).get(scale, {}).get("queries", {})
+    timed = [(name, v["p95"]) for name, v in queries.items() if isinstance(v, dict) and "p95" in v]
+    return max(timed, key=lambda t: t[1]) if timed else None
+
+
+def render(r: dict) -> str:
+    m = r.get("machine", {})
+    v = m.get("versions", {})
+    s = r.get("suites", {})
+    out = [
+        f"Measured on **{m.get('cpu', '?')}**, {m.get('cores', '?')} cores, {_n(m.get('memory_mb', 0) / 1024)} GiB, "
+        f"{m.get('os', '?')}; Python {v.get('python', '?')}, chDB {v.get('chdb', '?')}, clickhouse-connect "
+        f"{v.get('clickhouse_connect', '?')}, faust-streaming {v.get('faust', '?')}, kafka-python "
+        f"{v.get('kafka', '?')}, Kafka {v.get('kafka_broker', '?')}; commit `{m.get('commit', '?')}`"
+        + (" — **quick (smoke) sizes, not the reference numbers**" if r.get("quick") else "")
+        + ".",
+        "",
+        "| What | Target | Measured | |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(r)]
+    for name in s:
+        if "error" in s[name]:
+            out.append(f"\n**{name} failed:** `{s[name]['error']}`")
+    core = s.get("core", {})
+    if "eximstats" in core:
+        c = core["corpus"]
+        out += ["", "### Core and ingest vs eximstats", "",
+                f"Corpus: {c['servers']} servers, {_n(c['lines'])} lines ({c['bytes'] / 1e6:.0f} MB), "
+                f"{_n(c.get('messages') or 0)} messages, 16-character ids; {_n(c.get('events') or 0)} delivery events. "
+                f"Each figure is the median of the runs (min–max); eximstats ({core['eximstats'].get('version', '')}) "
+                "runs before each eximtrack run on the same files.", "",
+                "| Program | lines/s |", "| --- | --- |",
+                f"| eximstats (default report) | {_spread(core['eximstats'])} |",
+                f"| core: parse + join, 1 process | {_spread(core['core_1_process'])} |",
+                f"| core: parse + join, {core['cores']} processes (one per server file) | "
+                f"{_spread(core['core_all_cores'])} |"]  # fmt: skip
+        ing = s.get("ingest", {})
+        if "ingest_lines" in ing:
+            st = ing["stored"]
+            out += [f"| `eximtrack ingest` into chDB (lines) | {_spread(ing['ingest_lines'])} |",
+                    f"| `eximtrack ingest` into chDB (rows: events + log lines + rejects) | "
+                    f"{_spread(ing['ingest_rows'])} |", "",
+                    f"The ingest runs stored {_n(st['events'])} events ({_n(st['latest'])} Track Delivery rows), "
+                    f"{_n(st['log_lines'])} raw message lines and {_n(st['rejects'])} rejects."]  # fmt: skip
+            if "disk" in ing:
+                d = ing["disk"]
+                out += ["", f"On disk after ingest: **{_n(d['bytes_per_event'])} bytes per event** in all "
+                        f"tables together ({', '.join(f'{k} {_n(b)} B' for k, b in d['by_table'].items())})."]  # fmt: skip
+    pipe = s.get("pipeline", {})
+    if "drain" in pipe:
+        d, f = pipe["drain"], pipe["freshness"]
+        out += ["", "### Streaming pipeline", "",
+                f"Drain: {_n(d['lines'])} lines appended at once to {len([k for k in pipe['peak_rss_mb'] if k.startswith('ship-')])} "
+                f"shipped logs; every message line stored after {d['seconds']:.1f} s = **{_n(d['lines_per_s'])} lines/s**.",
+                "",
+                f"Freshness at a steady {_n(f['rate_appended'])} lines/s for {f['seconds']:.0f} s, {f['probes']} probes: "
+                f"p50 **{f['p50']:.2f} s**, p95 **{f['p95']:.2f} s**, p99 **{f['p99']:.2f} s** (max {f['max']:.2f} s).",
+                "", "| Process | peak RSS |", "| --- | --- |"]  # fmt: skip
+        out += [f"| {name} | {v:,.0f} MiB |" for name, v in sorted(pipe["peak_rss_mb"].items())]
+        om = pipe.get("open_messages")
+        if om:
+            out += ["", f"Worker RSS with {_n(om['messages'])} more open messages: {om['rss_before_mb']:.0f} → "
+                    f"{om['rss_after_mb']:.0f} MiB = **{_n(om['bytes_per_open_message'])} bytes per open message** "
+                    f"({(om['rss_after_mb'] - om['rss_before_mb']) / om['messages'] * 100_000:.0f} MiB per 100k)."]  # fmt: skip
+    fp = s.get("footprint", {})
+    if "changelog_json_bytes" in fp:
+        out += ["", "### Join state per open message", "",
+                f"{_n(fp['open_messages'])} open messages, {fp['recipients_per_message']:.2f} recipients each:", "",
+                "| Form | bytes per open message |", "| --- | --- |",
+                f"| MessageState objects (`eximtrack ingest`) | {_n(fp['memory_objects_bytes'])} |",
+                f"| table dicts (the faust worker's in-memory table) | {_n(fp['memory_table_dicts_bytes'])} |",
+                f"| JSON on the changelog topic | {_n(fp['changelog_json_bytes'])} |"]  # fmt: skip
+    out += _render_queries(s.get("queries", {}))
+    return "\n".join(out) + "\n"
+
+
+def _render_queries(q: dict) -> list[str]:
+    scales = _scales(q)
+    if not scales:
+        return []
+    names: list[str] = []
+    for data in scales.values():
+        for n in data.get("queries", {}):
+            if n not in names:
+                names.append(n)
+    order = sorted(scales, key=float)
+    out = ["", "### Queries", "",
+           "p50 / p95 in ms over the runs, after one warm-up, through the same query builders the CLI and the "
+           "API use.", "",
+           "| Query | " + " | ".join(f"{k} events p50 / p95" for k in order) + " |",
+           "| --- |" + " --- |" * len(order)]  # fmt: skip
+    for n in names:
+        cells = []
+        for k in order:
+            v = scales[k].get("queries", {}).get(n)
+            cells.append(f"{_ms(v['p50'])} / {_ms(v['p95'])}" if isinstance(v, dict) and "p95" in v else "–")
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    extra = []
+    for k in order:
+        d = scales[k]
+        bits = []
+        if "fill_events_per_s" in d:
+            bits.append(f"filled at {_n(d['fill_events_per_s'])} events/s")
+        if "bytes_per_event" in d:
+            bits.append(f"{_n(d['bytes_per_event'])} bytes/event on disk")
+        if bits:
+            extra.append(f"{k}: " + ", ".join(bits))
+    if extra:
+        out += ["", "; ".join(extra) + "."]
+    return out
+
+
+def readme_summary(r: dict) -> str:
+    rows = targets(r)
+    return "\n".join(f"- {a}: **{c}** (target {b})" for a, b, c, _ in rows) + "\n"
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"marker {start} … {end} not found")
+    return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = r.get("suites", {})
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    ax = axes[0][0]
+    core, ing = s.get("core", {}), s.get("ingest", {})
+    bars = []
+    if "eximstats" in core:
+        bars += [("eximstats", core["eximstats"]), ("core 1 proc", core["core_1_process"]),
+                 (f"core {core['cores']} procs", core["core_all_cores"])]  # fmt: skip
+    if "ingest_lines" in ing:
+        bars.append(("ingest", ing["ingest_lines"]))
+    if bars:
+        xs = range(len(bars))
+        med = [b[1]["median"] for b in bars]
+        err = [[b[1]["median"] - b[1]["min"] for b in bars], [b[1]["max"] - b[1]["median"] for b in bars]]
+        ax.bar(xs, med, yerr=err, color=["#888"] + ["#2a7"] * (len(bars) - 1), capsize=4)
+        ax.set_xticks(list(xs), [b[0] for b in bars])
+        ax.set_ylabel("lines/s")
+        ax.set_title("Log lines/s on the same files (median, min–max)")
+    ax = axes[0][1]
+    pipe = s.get("pipeline", {})
+    if "drain" in pipe:
+        curve = pipe["drain"]["curve"]
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], color="#27a")
+        ax.set_xlabel("seconds since the lines were appended")
+        ax.set_ylabel("message lines stored")
+        f = pipe["freshness"]
+        ax.set_title(f"Pipeline drain: {pipe['drain']['lines_per_s']:,.0f} lines/s; freshness p50/p95/p99 "
+                     f"{f['p50']:.2f}/{f['p95']:.2f}/{f['p99']:.2f} s", fontsize=9)  # fmt: skip
+    ax = axes[1][0]
+    scales = _scales(s.get("queries", {}))
+    if scales:
+        order = sorted(scales, key=float)
+        names = sorted({n for k in order for n in scales[k].get("queries", {})})
+        width = 0.8 / len(order)
+        for i, k in enumerate(order):
+            qs = scales[k].get("queries", {})
+            ax.barh([j + i * width for j in range(len(names))],
+                    [qs.get(n, {}).get("p95", 0) for n in names], height=width, label=f"{k} events p95")  # fmt: skip
+        ax.set_yticks([j + width * (len(order) - 1) / 2 for j in range(len(names))], names, fontsize=8)
+        ax.axvline(100, color="red", linestyle="--", label="target 100 ms")
+        ax.set_xlabel("ms")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title("Query latency p95")
+    ax = axes[1][1]
+    fp = s.get("footprint", {})
+    if "changelog_json_bytes" in fp:
+        labels = ["objects (ingest)", "worker table", "changelog JSON"]
+        vals = [fp["memory_objects_bytes"], fp["memory_table_dicts_bytes"], fp["changelog_json_bytes"]]
+        om = pipe.get("open_messages") if pipe else None
+        if om:
+            labels.append("worker RSS")
+            vals.append(om["bytes_per_open_message"])
+        ax.bar(labels, vals, color="#a72")
+        ax.axhline(1024, color="red", linestyle="--", label="target 1 KB")
+        ax.set_ylabel("bytes per open message")
+        ax.legend(fontsize=8)
+        ax.set_title("Join state per open message")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--doc", default=str(DOC))
+    ap.add_argument("--plot", default=str(PLOT))
+    ap.add_argument("--readme", default=str(README), help="README to update ('' to skip)")
+    args = ap.parse_args(argv)
+    r = json.loads(Path(args.results).read_text())
+    doc = Path(args.doc)
+    doc.write_text(replace_block(doc.read_text(), "results", render(r)))
+    plot(r, Path(args.plot))
+    if args.readme:
+        readme = Path(args.readme)
+        readme.write_text(replace_block(readme.read_text(), "summary", readme_summary(r)))
+    print(f"wrote {doc}, {args.plot}" + (f", {args.readme}" if args.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
