@@ -1,0 +1,759 @@
+"""Track Delivery query latency at 1e7 / 1e8 stored events, over a store filled by a fast path.
+
+    python -m bench.queries --scale 1e7 --store /work/bench-data/q1e7 [--runs 30]
+
+THE FAST PATH (`fill`). Parsing and joining 1e8 events through the pipeline would take hours, so the events
+are generated inside ClickHouse: `INSERT INTO events SELECT … FROM numbers(start, chunk) ARRAY JOIN …`, in
+chunks of CHUNK_SLOTS recipient slots (~8M events per INSERT). Every insert goes through `events`, so
+`latest_mv` and the aggregate views of 003 are fed exactly as the sink feeds them. It generates what the
+joiner (stream/join.py) emits for a fleet:
+
+  * messages: one per 4 "slots" of numbers(); 1..4 recipient rows each (60/20/10/10 %), arrival times
+    spread evenly (in arrival order, like real ingest) over SPAN_DAYS = 35 days ending at `end` (default:
+    now), with milliseconds;
+  * servers: 1000 (`mx0000.fleet.example` …); a third run Exim >= 4.97 (new 6-11-4 message ids), the rest
+    the old 6-6-2 format; every msgid starts with the base-62 of its arrival second (stream.clock.msgid_time
+    decodes it back to sendunixtime's second);
+  * accounts: 50 000 cPanel users, each with one domain (`<word>-<word>[n].<tld>`), 400 resellers + root as
+    owners; senders skewed towards the big accounts (index ~ 50000·u², u uniform);
+  * 60 % outbound (authenticated, `dovecot_login`, protocol esmtpsa) to ~5M distinct external recipients
+    (skewed: index ~ 5e6·u²) at 8 mailbox providers; 40 % inbound (esmtps, a spam score) from ~1M external
+    senders to local mailboxes of the accounts (deliveryuser / deliverydomain / deliveryowner set);
+  * subjects: 3..6 words from WORDS; Message-ID headers `<16 hex>.<n>@<sender domain>` (stored without <>);
+  * 3 % of messages are SMTP-time rejections: one `rejected` event under a synthetic `rej-<16 hex>` msgid;
+  * per recipient row, the joiner's attempt history: an `inprogress` placeholder (deliveredto ""), its
+    tombstone (`is_deleted = 1`) at the first result, then the attempts (deliveredto = recipient): 0..3
+    `defer`s before the final state for 30 % of rows, with versions `ms·8 + rank·2 + 1` like the joiner's.
+    Final states: success 86 %, filtered 2 %, archive 1 %, failure 5 %, still deferred 3 % (1..4 defers),
+    still in progress 3 % (placeholder only);
+  * so `events` holds ~3.3 events per `latest` row; `latest FINAL` holds one row per real recipient row.
+
+`run(quick, workdir)` builds (or reuses: a store whose `events` holds the asked number of events within 2 %
+is used as it is) one store per scale, then times every query through the real builders (eximtrack/search.py,
+eximtrack/web/query.py, eximtrack/stats.py), executed with Store.query(readonly=True) like the CLI and API.
+Probe values (a recipient, a sender domain, a msgid, …) are picked from the store itself so that every query
+returns rows; "now" is the newest arrival in the store, so a reused store measures the same windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.timing import latencies
+
+SPAN_DAYS = 35
+CHUNK_SLOTS = 5_000_000  # numbers() per INSERT: ~7M events
+SERVERS = 1000
+ACCOUNTS = 50_000
+RESELLERS = 400
+RECIPIENTS = 5_000_000
+EXT_SENDERS = 1_000_000
+DEFAULT_RUNS = 30
+SCALES = {"1e5": 100_000, "1e6": 1_000_000, "1e7": 10_000_000, "1e8": 100_000_000}
+
+WORDS = [
+    "invoice",
+    "order",
+    "account",
+    "payment",
+    "report",
+    "meeting",
+    "update",
+    "project",
+    "review",
+    "team",
+    "schedule",
+    "delivery",
+    "support",
+    "ticket",
+    "request",
+    "offer",
+    "sale",
+    "discount",
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "holiday",
+    "family",
+    "photo",
+    "garden",
+    "house",
+    "office",
+    "travel",
+    "booking",
+    "flight",
+    "hotel",
+    "dinner",
+    "lunch",
+    "party",
+    "birthday",
+    "wedding",
+    "school",
+    "course",
+    "lesson",
+    "exam",
+    "result",
+    "health",
+    "doctor",
+    "clinic",
+    "insurance",
+    "bank",
+    "loan",
+    "credit",
+    "card",
+    "statement",
+    "receipt",
+    "shipping",
+    "package",
+    "tracking",
+    "status",
+    "notice",
+    "reminder",
+    "alert",
+    "warning",
+    "security",
+    "password",
+    "login",
+    "access",
+    "server",
+    "domain",
+    "website",
+    "hosting",
+    "backup",
+    "email",
+    "newsletter",
+    "weekly",
+    "monthly",
+    "daily",
+    "annual",
+    "quarterly",
+    "budget",
+    "plan",
+    "strategy",
+    "market",
+    "product",
+    "launch",
+    "release",
+    "version",
+    "feature",
+    "design",
+    "draft",
+    "final",
+    "contract",
+    "agreement",
+    "proposal",
+    "quote",
+    "estimate",
+    "price",
+    "list",
+    "catalog",
+    "stock",
+    "supply",
+    "customer",
+    "client",
+    "partner",
+    "vendor",
+    "service",
+    "repair",
+    "maintenance",
+    "install",
+    "setup",
+    "config",
+    "network",
+    "cloud",
+    "storage",
+    "file",
+    "document",
+    "image",
+    "video",
+    "music",
+    "event",
+    "concert",
+    "ticket",
+    "game",
+    "match",
+    "score",
+    "player",
+    "coach",
+    "training",
+    "fitness",
+    "recipe",
+    "kitchen",
+    "coffee",
+    "tea",
+    "wine",
+    "beer",
+    "pizza",
+    "market",
+    "green",
+    "blue",
+    "red",
+    "silver",
+    "golden",
+    "river",
+    "mountain",
+    "ocean",
+    "forest",
+    "city",
+    "village",
+    "north",
+    "south",
+    "east",
+    "west",
+    "central",
+]
+FIRST = [
+    "john",
+    "mary",
+    "james",
+    "linda",
+    "robert",
+    "susan",
+    "michael",
+    "sarah",
+    "david",
+    "karen",
+    "william",
+    "nancy",
+    "richard",
+    "lisa",
+    "joseph",
+    "betty",
+    "thomas",
+    "helen",
+    "charles",
+    "sandra",
+    "daniel",
+    "donna",
+    "matthew",
+    "carol",
+    "anthony",
+    "ruth",
+    "mark",
+    "sharon",
+    "paul",
+    "michelle",
+    "steven",
+    "laura",
+    "andrew",
+    "emily",
+    "kevin",
+    "kim",
+    "brian",
+    "deborah",
+    "george",
+    "jessica",
+    "edward",
+    "amy",
+    "ronald",
+    "anna",
+    "timothy",
+    "angela",
+    "jason",
+    "melissa",
+    "jeffrey",
+    "brenda",
+    "ryan",
+    "emma",
+    "jacob",
+    "olivia",
+    "gary",
+    "sophia",
+    "nicholas",
+    "ava",
+    "eric",
+    "mia",
+    "jonathan",
+    "ella",
+    "stephen",
+    "grace",
+    "larry",
+    "chloe",
+    "justin",
+    "zoe",
+    "scott",
+    "lily",
+    "brandon",
+    "hannah",
+]
+LAST = [
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "wilson",
+    "anderson",
+    "thomas",
+    "taylor",
+    "moore",
+    "jackson",
+    "martin",
+    "lee",
+    "perez",
+    "thompson",
+    "white",
+    "harris",
+    "sanchez",
+    "clark",
+    "ramirez",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "torres",
+    "nguyen",
+    "hill",
+    "flores",
+    "green",
+    "adams",
+    "nelson",
+    "baker",
+    "hall",
+    "rivera",
+    "campbell",
+    "mitchell",
+    "carter",
+    "roberts",
+    "gomez",
+    "phillips",
+    "evans",
+    "turner",
+    "diaz",
+    "parker",
+    "cruz",
+    "edwards",
+    "collins",
+    "reyes",
+    "stewart",
+    "morris",
+    "morales",
+    "murphy",
+    "cook",
+    "rogers",
+]
+TLDS = ["com", "net", "org", "co.uk", "de", "com.br", "io", "info"]
+PROVIDERS = [
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "hotmail.com",
+    "aol.com",
+    "icloud.com",
+    "gmx.de",
+    "mail.ru",
+]
+LOCALS = [
+    "info",
+    "sales",
+    "admin",
+    "support",
+    "contact",
+    "office",
+    "billing",
+    "hello",
+    "team",
+    "jobs",
+    "news",
+    "orders",
+]
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _arr(values) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _slot_sql(seed: int, start: int, count: int, total_slots: int, end_s: int) -> str:
+    """The SELECT producing the events of slots [start, start+count) (see the module docstring)."""
+    messages = max(1, math.ceil(total_slots / 4))
+    span = SPAN_DAYS * 86400
+    t0 = end_s - span
+    wn = len(WORDS)
+    # Everything derives from sipHash64 of (seed, message) / (seed, message, rcpt) / (…, event): stable.
+    return f"""
+WITH
+    {_arr(WORDS)} AS W, {_arr(FIRST)} AS FN, {_arr(LAST)} AS LN, {_arr(TLDS)} AS TLD,
+    {_arr(PROVIDERS)} AS PROV, {_arr(LOCALS)} AS LOC, '{BASE62}' AS B62,
+    (a -> concat(W[1 + a % {wn}], '-', W[1 + intDiv(a, {wn}) % {wn}],
+                 if(a >= {wn * wn}, toString(intDiv(a, {wn * wn})), ''), '.', TLD[1 + intDiv(a, 7) % 8])) AS dom_of,
+    (a -> concat(substring(W[1 + a % {wn}], 1, 6), toString(a))) AS user_of,
+    (a -> if(a % 20 = 0, 'root', concat('res', toString(a % {RESELLERS})))) AS owner_of
+SELECT
+    lower(hex(sipHash128({seed}, m, k, j))) AS event_id,
+    multiIf(rejected, 'rejected', j = 0 OR j = 1, 'inprogress',
+            j - 1 < natt OR final = 'defer', 'defer', final) AS type,
+    server,
+    msgid,
+    email, sender, user, domain, owner, senderhost, senderip, senderauth, spamscore,
+    fromUnixTimestamp64Milli(ts_ms, 'UTC') AS sendunixtime,
+    size, subject, message_id, protocol, '' AS parent_msgid,
+    rcpt AS recipient,
+    if(j >= 2 OR rejected, rcpt, '') AS deliveredto,
+    duser AS deliveryuser, ddomain AS deliverydomain, downer AS deliveryowner,
+    multiIf(rejected, 'reject', j < 2, '', outbound, 'dkim_lookuphost',
+            final = 'filtered', 'virtual_user_filter', final = 'archive', 'archive_router', 'virtual_user') AS router,
+    multiIf(rejected, '**rejected**', j < 2, '', outbound, 'remote_smtp',
+            final = 'filtered', '**bypassed**', final = 'archive', 'archive_transport',
+            'dovecot_virtual_delivery') AS transport,
+    if(j >= 2 AND outbound, concat('mx', toString(hr % 4 + 1), '.', ddomain), '') AS host,
+    if(j >= 2 AND outbound, IPv4NumToString(toUInt32(bitShiftRight(hr, 32))), '') AS ip,
+    multiIf(rejected, concat('550 5.7.1 <', rcpt, '>: Recipient address rejected: blocked by policy (',
+                             senderip, ')'),
+            j < 2, '',
+            type = 'defer', concat('451 4.7.', toString(hr % 10), ' ', W[1 + j % {wn}],
+                                   ' temporarily deferred, try again later (', ddomain, ')'),
+            type = 'failure', concat('550 5.1.1 <', rcpt, '>: user unknown in ', ddomain),
+            '') AS message,
+    if(type = 'success' AND outbound, concat('250 2.0.0 OK ', toString(ts_s), ' ', lower(hex(hr))), '')
+        AS confirmation,
+    if(j >= 2 AND outbound, 'TLS1.3:TLS_AES_256_GCM_SHA384:256', '') AS tls,
+    if(j >= 2, toNullable((act_ms - ts_ms) / 1000), NULL) AS queue_time,
+    if(j >= 2, toNullable(toFloat64(hr % 3000) / 1000), NULL) AS delivery_time,
+    fromUnixTimestamp64Milli(act_ms, 'UTC') AS actionunixtime,
+    toUInt32(if(rejected, 1, greatest(j - 1, 0))) AS attempts,
+    toUInt8(0) AS frozen,
+    toUInt8(j >= 2 AND outbound) AS transport_is_remote,
+    toUInt64(act_ms * 8 + multiIf(rejected, 4, j < 2, 0, type = 'defer', 2, 4)
+             + if(rejected, 0, 1)) AS version,
+    toUInt8(j = 1 AND NOT rejected) AS is_deleted,
+    toUInt16(1) AS schema_version
+FROM
+(
+    SELECT
+        number AS n, intDiv(n, 4) AS m, n % 4 AS k,
+        sipHash64({seed}, m) AS hm, sipHash64({seed}, m, k) AS hr,
+        hm % 100 AS pr,
+        if(bitShiftRight(hm, 16) % 100 < 3, 1, 1 + (pr >= 60) + (pr >= 80) + (pr >= 90)) AS nrcpt,
+        bitShiftRight(hm, 16) % 100 < 3 AS rejected,
+        bitShiftRight(hm, 8) % 100 < 60 AS outbound,
+        hm % {SERVERS} AS srv,
+        concat('mx', leftPad(toString(srv), 4, '0'), '.fleet.example') AS server,
+        toInt64({t0}) + intDiv(m * {span}, {messages}) AS ts_s,
+        ts_s * 1000 + toInt64(bitShiftRight(hm, 20) % 1000) AS ts_ms,
+        arrayStringConcat(arrayMap(p -> substring(B62, 1 + intDiv(toUInt64(ts_s), p) % 62, 1),
+                                   [916132832, 14776336, 238328, 3844, 62, 1])) AS t62,
+        arrayStringConcat(arrayMap(i -> substring(B62, 1 + bitShiftRight(hm, i * 5) % 62, 1), range(11))) AS r62,
+        if(rejected, concat('rej-', substring(lower(hex(hm)), 1, 16)),
+           if(srv % 3 = 0, concat(t62, '-', substring(r62, 1, 11), '-', substring(r62, 7, 4)),
+              concat(t62, '-', substring(r62, 1, 6), '-', substring(r62, 8, 2)))) AS msgid,
+        toUInt32({ACCOUNTS} * pow((bitShiftRight(hm, 24) % 1000003) / 1000003, 2)) AS acct,
+        dom_of(acct) AS adomain,
+        toUInt32(bitShiftRight(hm, 28) % {EXT_SENDERS}) AS xs,
+        concat(LOC[1 + xs % {len(LOCALS)}], toString(intDiv(xs, {len(LOCALS)}) % 1000), '@',
+               dom_of({ACCOUNTS} + xs % 200000)) AS xsender,
+        if(outbound, concat(FN[1 + bitShiftRight(hm, 40) % {len(FIRST)}], '@', adomain), xsender) AS email,
+        if(outbound, email, '') AS sender,
+        if(outbound, user_of(acct), '') AS user,
+        if(outbound, adomain, substring(xsender, position(xsender, '@') + 1)) AS domain,
+        if(outbound, owner_of(acct), '') AS owner,
+        if(outbound, concat('client', toString(bitShiftRight(hm, 44) % 4096), '.isp.example'),
+           concat('mail.', domain)) AS senderhost,
+        IPv4NumToString(toUInt32(bitShiftRight(hm, 30))) AS senderip,
+        if(rejected, '', if(outbound, 'dovecot_login', '')) AS senderauth,
+        if(outbound OR rejected, NULL, toNullable(round((bitShiftRight(hm, 40) % 200) / 10 - 5, 1))) AS spamscore,
+        toUInt64(400 + pow((bitShiftRight(hm, 12) % 10007) / 10007, 3) * 5000000) AS size,
+        arrayStringConcat(arrayMap(i -> W[1 + bitShiftRight(sipHash64(hm, i), 7) % {wn}],
+                                   range(3 + bitShiftRight(hm, 48) % 4)), ' ') AS subject0,
+        concat(upper(substring(subject0, 1, 1)), substring(subject0, 2)) AS subject,
+        if(rejected, '', concat(lower(hex(sipHash64(hm, 'mid'))), '.', toString(bitShiftRight(hm, 50)),
+                                '@', domain)) AS message_id,
+        if(rejected, '', if(outbound, 'esmtpsa', 'esmtps')) AS protocol,
+        toUInt32(bitShiftRight(hr, 8) % {ACCOUNTS}) AS racct,
+        toUInt64({RECIPIENTS} * pow((bitShiftRight(hr, 20) % 1000003) / 1000003, 2)) AS rid,
+        if(outbound OR rejected,
+           concat(FN[1 + rid % {len(FIRST)}], '.', LN[1 + intDiv(rid, {len(FIRST)}) % {len(LAST)}],
+                  toString(intDiv(rid, {len(FIRST) * len(LAST)})), '@', PROV[1 + intDiv(rid, 3) % 8]),
+           concat(FN[1 + bitShiftRight(hr, 40) % {len(FIRST)}], '@', dom_of(racct))) AS rcpt,
+        substring(rcpt, position(rcpt, '@') + 1) AS ddomain,
+        if(outbound OR rejected, '', user_of(racct)) AS duser,
+        if(outbound OR rejected, '', owner_of(racct)) AS downer,
+        hr % 1000 AS fr,
+        multiIf(fr < 860, 'success', fr < 880, if(outbound, 'success', 'filtered'),
+                fr < 890, if(outbound, 'success', 'archive'), fr < 940, 'failure',
+                fr < 970, 'defer', 'inprogress') AS final,
+        multiIf(final = 'inprogress', 0,
+                final = 'defer', 1 + bitShiftRight(hr, 14) % 4,
+                bitShiftRight(hr, 10) % 10 < 7, 1,
+                2 + bitShiftRight(hr, 14) % 3) AS natt,
+        if(rejected, 1, if(final = 'inprogress', 1, 2 + natt)) AS nev
+    FROM numbers({start}, {count})
+    WHERE k < nrcpt
+)
+ARRAY JOIN range(nev) AS j
+-- per event: its time (placeholder at arrival, tombstone at the first attempt, attempts 30 min apart)
+SETTINGS max_block_size = 65536
+""".replace(
+        "act_ms",
+        "(if(j = 0 OR rejected, ts_ms, ts_ms + 1000 + toInt64(hr % 30000) "
+        "+ toInt64(greatest(j - 2, 0)) * (1800000 + toInt64(hr % 600000))))",
+    )
+
+
+def _insert_sql(select: str) -> str:
+    from schemas.records import EVENT_FIELDS
+
+    return f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) {select}"
+
+
+def slots_per_event(client, seed: int = 1, sample: int = 400_000) -> float:
+    """Events generated per numbers() slot, measured on a sample (the distributions are fixed)."""
+    sql = f"SELECT count() FROM ({_slot_sql(seed, 0, sample, sample, 2_000_000_000)})"
+    events = int(client.query(sql).result_rows[0][0])
+    return events / sample
+
+
+def fill(
+    client,
+    n_events: int,
+    seed: int = 1,
+    *,
+    end: float | None = None,
+    chunk_slots: int = CHUNK_SLOTS,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Generate ~n_events events into `events` (see the module docstring for what), in chunks.
+
+    Returns {"events": rows inserted, "seconds": wall time, "rate": events/s, "slots": …, "end": epoch}."""
+    end_s = int(end if end is not None else time.time())
+    per_slot = slots_per_event(client, seed)
+    total_slots = max(4, round(n_events / per_slot))
+    t0 = time.perf_counter()
+    done = 0
+    for start in range(0, total_slots, chunk_slots):
+        count = min(chunk_slots, total_slots - start)
+        client.command(_insert_sql(_slot_sql(seed, start, count, total_slots, end_s)))
+        done += count
+        if progress:
+            el = time.perf_counter() - t0
+            progress(f"fill: {done}/{total_slots} slots, {el:.0f} s")
+    seconds = time.perf_counter() - t0
+    events = int(client.query("SELECT count() FROM events").result_rows[0][0])
+    return {
+        "events": events,
+        "seconds": seconds,
+        "rate": events / seconds if seconds else 0.0,
+        "slots": total_slots,
+        "end": end_s,
+    }
+
+
+# -- probes and queries ---------------------------------------------------------------------------------
+
+
+def _one(store, sql: str, params: dict | None = None):
+    rows = store.query(sql, params or {}).result_rows
+    return rows[0] if rows else None
+
+
+def pick_probes(store) -> dict:
+    """Probe values taken from the store (deterministic: the smallest hash among candidates)."""
+    now = float(_one(store, "SELECT toUnixTimestamp64Milli(max(sendunixtime)) / 1000 FROM latest")[0])
+    week = {"t": int((now - 7 * 86400) * 1000)}
+    # a message delivered in the last week, with a typical (not huge) recipient
+    server, msgid, recipient, message_id, subject = _one(
+        store,
+        "SELECT server, msgid, recipient, message_id, subject FROM latest "
+        "WHERE type = 'success' AND senderauth != '' AND deliveredto != '' "
+        "AND sendunixtime >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') "
+        "ORDER BY cityHash64(msgid, recipient) LIMIT 1",
+        week,
+    )
+    domain = _one(
+        store,
+        "SELECT domain FROM latest WHERE senderauth != '' AND sendunixtime >= "
+        "fromUnixTimestamp64Milli({t:Int64}, 'UTC') ORDER BY cityHash64(msgid, recipient) DESC LIMIT 1",
+        week,
+    )[0]
+    return {
+        "now": now,
+        "server": server,
+        "msgid": msgid,
+        "recipient": recipient,
+        "message_id": message_id,
+        "subject": subject,
+        "subject_word": "invoice",
+        "domain": domain,
+    }
+
+
+def build_queries(p: dict) -> dict[str, list[tuple[str, dict]]]:
+    """{name: [(sql, params), …]} — each through the builders the CLI / API use (the API pages 100 + 1)."""
+    from eximtrack import search, stats
+    from eximtrack.web import query as q
+
+    now = p["now"]
+    d30 = str(now - 30 * 86400)
+    d1 = str(now - 86400)
+
+    def api(params: dict) -> list[tuple[str, dict]]:
+        sq = q.build_search_query(params, None)
+        return [sq.page(None, sq.limit + 1)]
+
+    def stats_api(params: dict) -> list[tuple[str, dict]]:
+        sql, bound, _ = q.build_stats_query(params, None)
+        return [(sql, bound)]
+
+    return {
+        "recipient_30d": api({"recipient": p["recipient"], "startdate": d30, "enddate": str(now)}),
+        "recipient_cli": [search.build_search({"recipient": p["recipient"], "since": d30, "until": now})],
+        "sender_domain": api({"domain": p["domain"]}),
+        "msgid": api({"msgid": p["msgid"]}),
+        "message_id": api({"message_id": p["message_id"]}),
+        "subject_contains": api({"subject": p["subject"], "subject_searchmatch": "contains"}),
+        "subject_word": api({"subject": p["subject_word"], "subject_searchmatch": "contains"}),
+        "failures_24h": api({"failure": "1", "startdate": d1}),
+        "all_free_text": api({"all": p["recipient"]}),
+        "timeline": list(q.build_message_queries(p["server"], p["msgid"], None).values()),
+        "stats_api_24h": stats_api({"groupby": "server", "startdate": d1}),
+        "stats_cli_24h": [stats.build_stats("user", since=now - 86400, until=now)],
+    }
+
+
+def run_query(store, parts: list[tuple[str, dict]], settings: dict | None = None) -> int:
+    rows = 0
+    for sql, params in parts:
+        rows += len(store.query(sql, params, readonly=True, settings=settings).result_rows)
+    return rows
+
+
+def disk_usage(store) -> dict:
+    """Bytes on disk of the active parts: per table, and the groups events / latest / aggregates."""
+    rows = store.query(
+        "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
+        "WHERE active AND database = currentDatabase() GROUP BY table"
+    ).result_rows
+    tables = {t: {"bytes": int(b), "rows": int(r)} for t, b, r in rows}
+    agg = sum(v["bytes"] for t, v in tables.items() if t not in ("events", "latest", "rejects", "log_lines"))
+    return {
+        "tables": tables,
+        "events": tables.get("events", {}).get("bytes", 0),
+        "latest": tables.get("latest", {}).get("bytes", 0),
+        "aggregates": agg,
+        "total": sum(v["bytes"] for v in tables.values()),
+    }
+
+
+def measure_store(store_path: str, n_events: int, runs: int, seed: int = 1, log=print) -> dict:
+    """Fill (unless a store of that size exists at `store_path`) and time every query. One chDB path per
+    process: call this once per process (run() uses a subprocess per scale)."""
+    from sinks.clickhouse.store import Store
+
+    store = Store.open(f"chdb://{store_path}", retention_days=0)
+    have = int(_one(store, "SELECT count() FROM events")[0])
+    meta_path = Path(store_path) / "bench-fill.json"
+    if have and abs(have - n_events) <= 0.02 * n_events and meta_path.exists():
+        filled = json.loads(meta_path.read_text())
+        log(f"reusing {store_path}: {have} events")
+    else:
+        if have:
+            raise SystemExit(f"{store_path} holds {have} events, not ~{n_events}: use another --store")
+        filled = fill(store.client, n_events, seed, progress=log)
+        meta_path.write_text(json.dumps(filled))
+        log(f"filled {filled['events']} events in {filled['seconds']:.1f} s ({filled['rate']:.0f}/s)")
+    probes_path = Path(store_path) / "bench-probes.json"
+    if probes_path.exists():
+        probes = json.loads(probes_path.read_text())
+    else:
+        probes = pick_probes(store)
+        probes_path.write_text(json.dumps(probes))
+    latest_rows = int(_one(store, "SELECT count() FROM latest FINAL")[0])
+    disk = disk_usage(store)
+    events = filled["events"]
+    result: dict = {
+        "events": events,
+        "latest_rows": latest_rows,
+        "fill_rate": filled["rate"],
+        "fill_seconds": filled["seconds"],
+        "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates")},
+        "disk": disk,
+        "probes": probes,
+        "queries": {},
+    }
+    for name, parts in build_queries(probes).items():
+        n = run_query(store, parts)
+        lat = latencies(lambda parts=parts: run_query(store, parts), runs, warmup=2)
+        lat["rows"] = n
+        result["queries"][name] = lat
+        log(f"{name:18} p50 {lat['p50']:8.1f} ms  p95 {lat['p95']:8.1f} ms  rows {n}")
+    return result
+
+
+def run(quick: bool, workdir: Path, runs: int = DEFAULT_RUNS) -> dict:
+    """{scale: {query: {p50, p95, p99, min, max, runs, unit, rows}}, "_fill": {scale: {...}}}; one subprocess
+    per scale (chDB: one store path per process); stores are kept in workdir/q<scale> for reuse."""
+    import subprocess
+
+    scales = ["1e5"] if quick else ["1e7", "1e8"]
+    out: dict = {"_meta": {}}
+    root = Path(__file__).resolve().parents[1]
+    for scale in scales:
+        store = Path(workdir) / f"q{scale}"
+        js = Path(workdir) / f"q{scale}.json"
+        cmd = [sys.executable, "-m", "bench.queries", "--scale", scale, "--store", str(store)]
+        cmd += ["--runs", str(runs if not quick else 5), "--json", str(js)]
+        subprocess.run(cmd, check=True, cwd=root)
+        res = json.loads(js.read_text())
+        out[scale] = res["queries"]
+        out["_meta"][scale] = {k: v for k, v in res.items() if k != "queries"}
+    return out
+
+
+def _table(res: dict) -> str:
+    lines = [f"{'query':18} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'rows':>6}"]
+    for name, r in res["queries"].items():
+        lines.append(
+            f"{name:18} {r['p50']:9.1f} {r['p95']:9.1f} {r['p99']:9.1f} {r['max']:9.1f} {r['rows']:6d}"
+        )
+    b = res["bytes_per_event"]
+    lines.append(
+        f"events {res['events']}  latest rows {res['latest_rows']}  fill {res['fill_rate']:.0f} events/s  "
+        f"bytes/event total {b['total']:.1f} (events {b['events']:.1f}, latest {b['latest']:.1f}, "
+        f"aggregates {b['aggregates']:.1f})"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.queries", description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", default="1e6", help="events: 1e5, 1e6, 1e7, 1e8 or a number")
+    ap.add_argument("--store", required=True, help="chDB directory (reused when it holds that many events)")
+    ap.add_argument("--runs", type=int, default=DEFAULT_RUNS)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="also write the result here")
+    args = ap.parse_args(argv)
+    n = SCALES.get(args.scale) or int(float(args.scale))
+    os.environ.setdefault("EXIMTRACK_RETENTION_DAYS", "0")
+    res = measure_store(args.store, n, args.runs, args.seed, log=lambda m: print(m, file=sys.stderr))
+    res["scale"] = args.scale
+    res["at"] = datetime.now(UTC).isoformat()
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    print(_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
