@@ -8,7 +8,9 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -135,8 +137,6 @@ def test_message_ids_encode_their_arrival_and_are_unique(generated, id_format):
 
 
 def _utc(epoch: int) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
@@ -164,8 +164,6 @@ def test_retries_spread_over_hours(generated):
 
 
 def _seconds(stamp: str) -> int:
-    from datetime import UTC, datetime
-
     return int(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp())
 
 
