@@ -55,10 +55,17 @@ fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines
 chaos: venv ## fault injection: 30 random SIGKILLs of shipper/worker/sink/broker while shipping
 	EXIMTRACK_CHAOS_KILLS=30 $(BIN)/pytest -q -s tests/reliability/test_chaos.py
 
+bench: deps ## benchmarks (about 1 h, 1e8-event query store needs ~25 GB): bench/results.json -> docs/BENCHMARKS.md
+	$(BIN)/python -m bench
+	$(BIN)/python -m bench.report
+
+bench-quick: deps ## benchmark smoke run at small sizes (a few minutes; results in .eximtrack/bench, docs untouched)
+	$(BIN)/python -m bench --quick
+
 test-unit: venv ## unit tests only (pure logic, seconds)
 	$(BIN)/pytest -q tests/unit
 
 clean: ## remove the local store and caches of this checkout
 	rm -rf data .pytest_cache .ruff_cache
 
-.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz chaos test-unit clean
+.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz chaos bench bench-quick test-unit clean

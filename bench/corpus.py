@@ -7,8 +7,8 @@ default outcome mix — the file eximstats and eximtrack both read. Quick mode i
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
 
 COMPARISON = {
     "quick": {"servers": 2, "messages_per_day": 2_000},
@@ -49,7 +49,9 @@ PIPELINE = {
 
 
 def pipeline_corpus(workdir: Path, quick: bool, seed: int) -> tuple[dict[str, Path], dict]:
-    """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed."""
+    """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed. The log starts
+    yesterday (UTC), so the store's retention (90 days by default) never drops what the pipeline stores."""
     size = PIPELINE["quick" if quick else "full"]
     name = f"pipeline-{seed}" + ("-quick" if quick else "")
-    return build(workdir / name, id_format="new", seed=seed, **size)
+    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT00:00:00+00:00")
+    return build(workdir / name, id_format="new", seed=seed, start=start, **size)

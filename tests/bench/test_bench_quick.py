@@ -1,0 +1,86 @@
+"""The benchmark suite's smoke run (`make bench-quick`): every suite runs at small sizes against the real
+parts (eximstats, chDB, a local Kafka broker, faust) and its results must be complete and consistent, and the
+report must render from them. The numbers themselves are not asserted (speed lives in docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.store, pytest.mark.exim]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--workdir", str(work)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    results = work / "results-quick.json"
+    assert results.exists(), proc.stdout + proc.stderr
+    data = json.loads(results.read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    data["_work"] = str(work)
+    return data
+
+
+def test_every_suite_ran(quick):
+    assert set(quick["suites"]) == {"core", "ingest", "footprint", "pipeline", "queries"}
+    for name, suite in quick["suites"].items():
+        assert "error" not in suite, (name, suite)
+    assert quick["machine"]["cores"] >= 1 and quick["quick"] is True
+
+
+def test_core_and_ingest_read_the_same_files_as_eximstats(quick):
+    core, ing = quick["suites"]["core"], quick["suites"]["ingest"]
+    manifest = json.loads((Path(quick["_work"]) / "corpus-quick" / "manifest.json").read_text())
+    # eximstats counted the generated arrivals, so it really parsed the 16-character ids
+    arrivals = manifest["totals"]["messages"]
+    assert core["eximstats"]["totals"]["received"] == arrivals
+    assert core["corpus"]["lines"] == manifest["totals"]["lines"] > 10_000
+    assert core["corpus"]["events"] > arrivals
+    for s in (core["eximstats"], core["core_1_process"], core["core_all_cores"], ing["ingest_lines"]):
+        assert 0 < s["min"] <= s["median"] <= s["max"] and s["runs"] >= 2
+    # ingest stored one Track Delivery row per truth row (the suite raises otherwise) and every event
+    assert ing["stored"]["latest"] == ing["truth_rows"] > 0
+    assert 0 < ing["stored"]["events"] <= core["corpus"]["events"]  # re-emissions of one event_id may merge
+    assert ing["disk"]["bytes_per_event"] > 0 and "events" in ing["disk"]["by_table"]
+
+
+def test_pipeline_stored_everything_and_measured_freshness(quick):
+    p = quick["suites"]["pipeline"]
+    assert p["drain"]["lines_per_s"] > 0 and p["drain"]["curve"][-1][1] >= p["drain"]["message_lines"] > 0
+    f = p["freshness"]
+    assert f["probes"] >= 50 and 0 < f["p50"] <= f["p95"] <= f["p99"] <= f["max"]
+    assert f["rate_appended"] > 0.5 * f["rate_target"]
+    assert {"sink", "stream", "ship-web01"} <= set(p["peak_rss_mb"])
+    assert p["open_messages"]["messages"] == 10_000 and p["open_messages"]["rss_after_mb"] > 0
+
+
+def test_footprint_measured_open_states(quick):
+    fp = quick["suites"]["footprint"]
+    assert fp["open_messages"] > 1000 and fp["recipients_per_message"] >= 1
+    assert 0 < fp["changelog_json_bytes"] < 100_000 and fp["memory_table_dicts_bytes"] > 0
+
+
+def test_report_renders_from_the_results(quick, tmp_path):
+    doc, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    shutil.copy(ROOT / "docs" / "BENCHMARKS.md", doc)
+    shutil.copy(ROOT / "README.md", readme)
+    results = Path(quick["_work"]) / "results-quick.json"
+    assert report.main(["--results", str(results), "--doc", str(doc), "--plot", str(tmp_path / "b.png"),
+                        "--readme", str(readme)]) == 0  # fmt: skip
+    text = doc.read_text()
+    assert "quick (smoke) sizes" in text and "eximstats" in text and "Freshness" in text
+    assert (tmp_path / "b.png").stat().st_size > 10_000
+    assert "Core (parse + join) vs eximstats" in readme.read_text()
+    # the hand-written parts around the markers survive
+    assert text.startswith("# Benchmarks") and "## How to run" in text
