@@ -53,6 +53,31 @@ OUT_RECORD_BYTES = 512 * 1024
 _DELETED = object()  # a write-back cache entry: the state was deleted while processing this record
 
 
+class _StoredState:
+    """A table value seen by `Joiner.sweep`, which reads only `completed_at` and `last_seen`: those come
+    straight from the stored dict, and the full MessageState is decoded only if anything else is asked for.
+    (A sweep visits every open message; decoding each one made a sweep cost O(open messages) decodes.)"""
+
+    __slots__ = ("data", "state")
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+        self.state: MessageState | None = None
+
+    @property
+    def completed_at(self) -> float:
+        return self.data.get("completed_at", 0.0)
+
+    @property
+    def last_seen(self) -> float:
+        return self.data.get("last_seen", 0.0)
+
+    def __getattr__(self, name: str):
+        if self.state is None:
+            self.state = MessageState.from_dict(self.data)
+        return getattr(self.state, name)
+
+
 class TableStates(MutableMapping):
     """The joiner's `states` mapping for one server, stored in the faust `messages` table as plain dicts,
     with a write-back cache for one Kafka record.
@@ -93,8 +118,9 @@ class TableStates(MutableMapping):
         self.dirty.add(msgid)
 
     def __delitem__(self, msgid: str) -> None:
-        if self._load(msgid) is _DELETED:
-            raise KeyError(msgid)
+        hit = self.cache.get(msgid)
+        if hit is _DELETED or (hit is None and self.table.get(self.prefix + msgid) is None):
+            raise KeyError(msgid)  # (checked without decoding the stored state: a sweep deletes many)
         self.cache[msgid] = _DELETED
         self.dirty.add(msgid)
 
@@ -143,7 +169,7 @@ class TableStates(MutableMapping):
                 seen.add(msgid)
                 hit = cache.get(msgid)
                 if hit is None:
-                    yield msgid, MessageState.from_dict(v)
+                    yield msgid, _StoredState(v)
                 elif hit is not _DELETED:
                     yield msgid, hit
         for msgid, hit in list(cache.items()):

@@ -177,3 +177,20 @@ def test_shipper_positions_dedupe_per_line_and_save_once_per_record():
     assert pos.save("w1") and table["w1"] == {"f1": 290, "f2": 0}  # a new file is saved at once
     pos.forget()
     assert pos.seen("w1", "f2", 0)
+
+
+def test_sweep_over_the_table_ends_the_same_states_without_decoding_them(monkeypatch):
+    lines = (SAMPLES / "mainlog-all.log").read_text().splitlines()
+    plain = Joiner("web1", "UTC")
+    for n, text in enumerate(lines):
+        plain.process(text, "f", n, seq=n)
+    j, _, table = _joined(lines, 500)
+    assert set(table) == {"web1\x1f" + k for k in plain.states} and len(table) > 5
+    decoded = []
+    real = MessageState.from_dict
+    monkeypatch.setattr(MessageState, "from_dict", classmethod(lambda cls, d: decoded.append(d) or real(d)))
+    later = plain.watermark + 10 * 86400  # past the grace of the completed and the expiry of the rest
+    assert j.sweep(later) == plain.sweep(later) == len(table) - 0
+    j.states.flush()
+    assert decoded == [] and set(table) == set() and not plain.states
+    assert j.stats["expired"] == plain.stats["expired"] > 0
