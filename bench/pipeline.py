@@ -9,6 +9,8 @@ sink` owning a chDB store, one `eximtrack stream` worker, one `eximtrack ship` p
   freshness  a second log set is appended at a steady rate below the drain rate while a probe arrival line
              is appended every 100 ms; a poller asks the sink's query endpoint every 20 ms which probes are
              stored. Freshness = stored - appended (wall clock), p50/p95/p99 over every probe.
+  cpu        CPU time each process used during the drain, as cores (1.0 = one core busy all along): where
+             the machine's cores go.
   memory     peak RSS (VmHWM) of the worker and the shippers over the whole run.
 """
 
@@ -60,6 +62,23 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (and its waited-for children) has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(stack) -> dict[str, int]:
+    pids = {name: c.proc.pid for name, c in stack.components.items() if c.proc}
+    broker = getattr(stack.broker, "pid", None)
+    if broker:
+        pids["kafka broker"] = broker
+    return pids
+
+
 class _Appender:
     """Appends whole lines to the shipped logs (one lock per file, so probes never split a corpus line)."""
 
@@ -105,6 +124,8 @@ def _stored_lines(store, servers: list[str]) -> int:
 def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict:
     servers = list(files)
     base = _stored_lines(store, servers)
+    pids = _pids(stack)
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     lines = 0
     t0 = time.monotonic()
     for server, path in files.items():
@@ -123,8 +144,9 @@ def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict
         _check_alive(stack)
         time.sleep(0.5)
     seconds = time.monotonic() - t0
+    cpu = {name: (cpu_seconds(pid) - cpu0[name]) / seconds for name, pid in pids.items()}
     return {"lines": lines, "message_lines": expected, "seconds": seconds, "lines_per_s": lines / seconds,
-            "curve": curve}  # fmt: skip
+            "curve": curve, "cpu_cores_used": cpu}  # fmt: skip
 
 
 def _check_alive(stack) -> None:

@@ -135,8 +135,14 @@ def render(r: dict) -> str:
                 "",
                 f"Freshness at a steady {_n(f['rate_appended'])} lines/s for {f['seconds']:.0f} s, {f['probes']} probes: "
                 f"p50 **{f['p50']:.2f} s**, p95 **{f['p95']:.2f} s**, p99 **{f['p99']:.2f} s** (max {f['max']:.2f} s).",
-                "", "| Process | peak RSS |", "| --- | --- |"]  # fmt: skip
-        out += [f"| {name} | {v:,.0f} MiB |" for name, v in sorted(pipe["peak_rss_mb"].items())]
+                "", "| Process | CPU during the drain (cores) | peak RSS |", "| --- | --- | --- |"]  # fmt: skip
+        cpu = d.get("cpu_cores_used", {})
+        names = sorted(set(pipe["peak_rss_mb"]) | set(cpu))
+        out += [f"| {n} | {cpu.get(n, 0):.2f} | "
+                + (f"{pipe['peak_rss_mb'][n]:,.0f} MiB" if n in pipe["peak_rss_mb"] else "–") + " |" for n in names]  # fmt: skip
+        if cpu:
+            out += ["", f"All processes together used {sum(cpu.values()):.2f} of the machine's "
+                    f"{pipe.get('cores', '?')} cores during the drain."]  # fmt: skip
         om = pipe.get("open_messages")
         if om:
             out += ["", f"Worker RSS with {_n(om['messages'])} more open messages: {om['rss_before_mb']:.0f} → "
