@@ -50,7 +50,7 @@ def _timed(fn) -> tuple[float, object]:
 def run(quick: bool, workdir: Path) -> dict:
     files, manifest = comparison_corpus(workdir, quick)
     paths = list(files.values())
-    lines = manifest["lines"]
+    lines = manifest["totals"]["lines"]
     size = sum(p.stat().st_size for p in paths)
     runs = 2 if quick else 3
     cores = os.cpu_count() or 1
@@ -68,7 +68,7 @@ def run(quick: bool, workdir: Path) -> dict:
     ref_s, one_s, many_s = summarize(ref, "lines/s"), summarize(one, "lines/s"), summarize(many, "lines/s")
     return {
         "corpus": {"lines": lines, "bytes": size, "servers": len(files), "id_format": "old (16 chars)",
-                   "messages": manifest.get("messages"), "events": events},
+                   "messages": manifest["totals"]["messages"], "events": events},
         "eximstats": ref_s.as_dict() | {"version": eximstats.version(),
                                          "totals": eximstats.totals(report.read_text())},
         "core_1_process": one_s.as_dict(),
