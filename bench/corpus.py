@@ -48,10 +48,11 @@ PIPELINE = {
 }
 
 
-def pipeline_corpus(workdir: Path, quick: bool, seed: int) -> tuple[dict[str, Path], dict]:
-    """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed. The log starts
-    yesterday (UTC), so the store's retention (90 days by default) never drops what the pipeline stores."""
+def pipeline_corpus(workdir: Path, quick: bool, seed: int, days_ago: int = 1) -> tuple[dict[str, Path], dict]:
+    """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed, starting `days_ago`
+    days before today (UTC): recent, so the store's retention (90 days by default) keeps what is stored,
+    and log sets appended one after another can move forward in time."""
     size = PIPELINE["quick" if quick else "full"]
     name = f"pipeline-{seed}" + ("-quick" if quick else "")
-    start = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT00:00:00+00:00")
+    start = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT00:00:00+00:00")
     return build(workdir / name, id_format="new", seed=seed, start=start, **size)

@@ -1,11 +1,14 @@
 """Footprint of the join state: bytes per open message, in memory and on the changelog.
 
-An open message is one whose `<=` arrived and whose `Completed` has not: the worker keeps its
-MessageState (stream/join.py) until then. The faust worker holds each state as the plain dict of
-`MessageState.to_dict()` in its in-memory table and writes it, JSON-encoded, to the changelog topic; `eximtrack
-ingest` holds MessageState objects. All three are measured here with tracemalloc over `n` realistic
-arrivals (the arrival lines of the pipeline corpus, 1-n recipients, subjects, auth, TLS) fed to a Joiner,
-without Kafka; the pipeline suite measures the real worker process's RSS for the same question.
+An open message is one whose `<=` arrived and whose `Completed` has not: the worker keeps its state
+(stream/join.py MessageState) until then. Measured with tracemalloc over `n` realistic arrivals (the
+arrival lines of the pipeline corpus: 1-n recipients, subjects, auth, TLS), without Kafka:
+  worker_table_bytes   what the faust worker's in-memory table keeps per open message: the key and the
+                       MessageState.to_bytes() value (everything the joiner + TableStates leave allocated);
+  changelog_bytes      the size of that value, i.e. of its changelog record;
+  as_python_dicts      the same states held as decoded dicts (how the worker held them before format 2 bytes);
+  ingest_objects       MessageState objects, as `eximtrack ingest` holds them.
+The pipeline suite measures the real worker process's RSS growth for the same question.
 (Disk bytes per stored event come from the ingest and queries suites.)
 """
 
@@ -33,38 +36,58 @@ def arrival_lines(files: dict[str, Path], n: int) -> list[str]:
     return out
 
 
-def measure(lines: list[str]) -> dict:
-    from stream.join import Joiner
-
+def _retained(build) -> tuple[int, object]:
+    """Bytes still allocated after `build()` returned (what its result keeps alive), and the result."""
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    joiner = Joiner(server="bench", keep_latest=False, expiry=1e12)  # nothing may expire mid-measurement
-    for i, line in enumerate(lines):
-        joiner.process(line, offset=i)
+    kept = build()
     gc.collect()
-    objects = tracemalloc.get_traced_memory()[0] - base
-    states = dict(joiner.states)
-    n = len(states)
-    gc.collect()
-    base = tracemalloc.get_traced_memory()[0]
-    table = {k: st.to_dict() for k, st in states.items()}
-    gc.collect()
-    as_dicts = tracemalloc.get_traced_memory()[0] - base
+    size = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    wire = [len(json.dumps(v, separators=(",", ":")).encode()) for v in table.values()]
+    return size, kept
+
+
+def measure(lines: list[str]) -> dict:
+    from stream.app import TableStates
+    from stream.join import Joiner
+
+    def worker_table() -> dict:
+        # exactly what the stream worker holds: the joiner over TableStates, flushed once per Kafka record
+        # (500 lines), whose table keeps MessageState.to_bytes() values under "server<US>msgid" keys
+        table: dict = {}
+        j = Joiner("bench", keep_latest=False, expiry=1e12, states=TableStates(table, "bench"))
+        for r in range(0, len(lines), 500):
+            for i, line in enumerate(lines[r : r + 500]):
+                j.process(line, offset=r + i, seq=r + i)
+            j.states.flush()
+        return table
+
+    def ingest_states() -> dict:
+        j = Joiner("bench", keep_latest=False, expiry=1e12)  # nothing may expire mid-measurement
+        for i, line in enumerate(lines):
+            j.process(line, offset=i)
+        return j.states
+
+    table_bytes, table = _retained(worker_table)
+    object_bytes, states = _retained(ingest_states)
+    n = len(table)
+    if n != len(states):
+        raise RuntimeError(f"the worker table holds {n} states, the joiner {len(states)}")
     recipients = sum(len(st.rows) for st in states.values())
+    as_dicts, _ = _retained(lambda: {k: json.loads(v) for k, v in table.items()})
     return {
         "open_messages": n,
         "recipients_per_message": recipients / n,
-        "memory_objects_bytes": objects / n,
-        "memory_table_dicts_bytes": as_dicts / n,
-        "changelog_json_bytes": sum(wire) / n,
+        "worker_table_bytes": table_bytes / n,
+        "changelog_bytes": sum(len(v) for v in table.values()) / n,
+        "as_python_dicts_bytes": as_dicts / n,
+        "ingest_objects_bytes": object_bytes / n,
         "target_bytes": TARGET_BYTES,
     }
 
 
 def run(quick: bool, workdir: Path) -> dict:
-    files, _ = pipeline_corpus(workdir, quick, seed=7)
+    files, _ = pipeline_corpus(workdir, quick, seed=20, days_ago=1)  # the pipeline suite's steady-load logs
     lines = arrival_lines(files, 10_000 if quick else 100_000)
     return measure(lines)

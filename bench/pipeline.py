@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.corpus import pipeline_corpus
-from bench.timing import percentile
+from bench.timing import percentile, summarize
 
 PROBE_EVERY = 0.1
 POLL_EVERY = 0.02
@@ -155,8 +155,9 @@ def _check_alive(stack) -> None:
         raise RuntimeError(f"{', '.join(dead)} died:\n" + "\n".join(stack.components[n].tail() for n in dead))
 
 
-def _steady(stack, store, appender, files, rate: float, seconds: float) -> dict:
-    """Append `files` at `rate` lines/s (all servers together) for `seconds`, probing freshness."""
+def _steady(stack, store, appender, files, rate: float, seconds: float, windows: int = 1) -> dict:
+    """Append `files` at `rate` lines/s (all servers together) for `seconds`, probing freshness; the
+    percentiles over all probes, and per window of seconds/windows (how stable they are)."""
     servers = list(files)
     stop = threading.Event()
     pending: dict[str, float] = {}
@@ -191,6 +192,7 @@ def _steady(stack, store, appender, files, rate: float, seconds: float) -> dict:
     for t in threads:
         t.start()
     fresh: list[float] = []
+    started: list[float] = []
     t0 = time.monotonic()
     deadline = t0 + seconds
     while time.monotonic() < deadline or pending:
@@ -209,6 +211,7 @@ def _steady(stack, store, appender, files, rate: float, seconds: float) -> dict:
                     t = pending.pop(msgid, None)
                     if t is not None:
                         fresh.append(now - t)
+                        started.append(t - t0)
         if time.monotonic() > deadline + 60:
             raise TimeoutError(f"{len(pending)} probes not stored 60 s after the load stopped")
         time.sleep(POLL_EVERY)
@@ -216,7 +219,14 @@ def _steady(stack, store, appender, files, rate: float, seconds: float) -> dict:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
+    span = seconds / windows
+    per_window = []
+    for w in range(windows):
+        xs = [f for f, s in zip(fresh, started, strict=True) if w * span <= s < (w + 1) * span]
+        if xs:
+            per_window.append({q: percentile(xs, v) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))})
     return {
+        "windows": per_window,
         "rate_target": rate,
         "rate_appended": written[0] / seconds,
         "seconds": seconds,
@@ -266,12 +276,14 @@ def run(quick: bool, workdir: Path) -> dict:
     from eximtrack.devstack import DevStack
     from sinks.clickhouse.query_server import RemoteStore, find_endpoint
 
-    drain_files, _ = pipeline_corpus(workdir, quick, seed=7)
-    steady_files, _ = pipeline_corpus(workdir, quick, seed=8)
-    expected = expected_message_lines(drain_files)
+    runs = 2 if quick else 3
+    # drains oldest first, then the steady load (yesterday): the log's time only moves forward
+    drains = [pipeline_corpus(workdir, quick, seed=7 + k, days_ago=runs + 1 - k)[0] for k in range(runs)]
+    steady_files, _ = pipeline_corpus(workdir, quick, seed=20, days_ago=1)
+    expected = [expected_message_lines(files) for files in drains]
     root = workdir / ("pipeline-run-quick" if quick else "pipeline-run")
     shutil.rmtree(root, ignore_errors=True)
-    logs = {s: root / f"{s}.log" for s in drain_files}
+    logs = {s: root / f"{s}.log" for s in drains[0]}
     root.mkdir(parents=True)
     for p in logs.values():
         p.touch()
@@ -293,17 +305,25 @@ def run(quick: bool, workdir: Path) -> dict:
                 if time.monotonic() > deadline:
                     raise TimeoutError("warm-up probe not stored in 180 s")
                 time.sleep(0.2)
-            drain = _drain(stack, store, appender, drain_files, expected, timeout=120 if quick else 900)
-            rate = min(5_000.0, drain["lines_per_s"] * 0.5) if not quick else 1_000.0
-            steady = _steady(stack, store, appender, steady_files, rate, 10.0 if quick else 60.0)
+            done = [
+                _drain(stack, store, appender, files, n, timeout=120 if quick else 900)
+                for files, n in zip(drains, expected, strict=True)
+            ]
+            rates = summarize([d["lines_per_s"] for d in done], "lines/s")
+            rate = 1_000.0 if quick else min(5_000.0, rates.median * 0.5)
+            steady = _steady(
+                stack, store, appender, steady_files, rate, 10.0 if quick else 90.0, windows=runs
+            )
             memory = {name: rss_mb(c.proc.pid, "VmHWM") for name, c in stack.components.items() if c.proc}
             open_state = _open_messages(
                 stack, store, appender, next(iter(logs)), 10_000 if quick else 100_000
             )
         finally:
             appender.close()
+    middle = sorted(done, key=lambda d: d["lines_per_s"])[len(done) // 2]
     return {
-        "drain": drain,
+        "drain": middle
+        | {"runs": [round(d["lines_per_s"]) for d in done], "lines_per_s_runs": rates.as_dict()},
         "freshness": steady,
         "peak_rss_mb": memory,
         "open_messages": open_state,

@@ -40,7 +40,7 @@ import faust
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record
 from stream.accounts import AccountMap
-from stream.join import Joiner, MessageState
+from stream.join import Joiner, MessageState, state_ends
 
 log = logging.getLogger("eximtrack.stream")
 
@@ -55,32 +55,34 @@ _DELETED = object()  # a write-back cache entry: the state was deleted while pro
 
 class _StoredState:
     """A table value seen by `Joiner.sweep`, which reads only `completed_at` and `last_seen`: those come
-    straight from the stored dict, and the full MessageState is decoded only if anything else is asked for.
-    (A sweep visits every open message; decoding each one made a sweep cost O(open messages) decodes.)"""
+    from the head of the stored bytes (`state_ends`), and the full MessageState is decoded only if anything
+    else is asked for. (A sweep visits every open message; decoding each one would cost O(open messages).)"""
 
-    __slots__ = ("data", "state")
+    __slots__ = ("value", "ends", "state")
 
-    def __init__(self, data: dict) -> None:
-        self.data = data
+    def __init__(self, value) -> None:
+        self.value = value
+        self.ends = state_ends(value)
         self.state: MessageState | None = None
 
     @property
     def completed_at(self) -> float:
-        return self.data.get("completed_at", 0.0)
+        return self.ends[0]
 
     @property
     def last_seen(self) -> float:
-        return self.data.get("last_seen", 0.0)
+        return self.ends[1]
 
     def __getattr__(self, name: str):
         if self.state is None:
-            self.state = MessageState.from_dict(self.data)
+            self.state = MessageState.from_value(self.value)
         return getattr(self.state, name)
 
 
 class TableStates(MutableMapping):
-    """The joiner's `states` mapping for one server, stored in the faust `messages` table as plain dicts,
-    with a write-back cache for one Kafka record.
+    """The joiner's `states` mapping for one server, stored in the faust `messages` table as the compact JSON
+    bytes of `MessageState.to_bytes()` (dicts, as older versions stored, are read too), with a write-back
+    cache for one Kafka record.
 
     A raw-lines record holds many lines, and several of them usually touch the same message. While one record
     is processed, every state read or written is kept in `cache` (reads see the cached copy first, deletes
@@ -99,7 +101,7 @@ class TableStates(MutableMapping):
         hit = self.cache.get(msgid)
         if hit is None:
             data = self.table.get(self.prefix + msgid)
-            hit = _DELETED if data is None else MessageState.from_dict(data)
+            hit = _DELETED if data is None else MessageState.from_value(data)
             self.cache[msgid] = hit
         return hit
 
@@ -138,7 +140,7 @@ class TableStates(MutableMapping):
                     del self.table[key]
                     n += 1
             else:
-                self.table[key] = st.to_dict()  # type: ignore[union-attr]
+                self.table[key] = st.to_bytes()  # type: ignore[union-attr]
                 n += 1
         self.dirty.clear()
         self.cache.clear()
@@ -414,7 +416,8 @@ def create_app(
     lines_topic = app.topic(prefix + T.LOG_LINES.name, value_serializer="raw")
     dead_topic = app.topic(prefix + T.DEAD_LETTER.name, value_serializer="raw")
 
-    messages = app.Table("messages", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str, help="per-message join state")  # fmt: skip
+    messages = app.Table("messages", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str,
+                         value_type=bytes, help="per-message join state (MessageState.to_bytes)")  # fmt: skip
     positions_table = app.Table("shipper-positions", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str)  # fmt: skip
     accounts_table = AccountsFeed(brokers, prefix + T.ACCOUNTS.name)
     app.eximtrack_accounts = accounts_table  # type: ignore[attr-defined]

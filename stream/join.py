@@ -24,6 +24,7 @@ Rules (docs/ARCHITECTURE.md has the full table):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -55,6 +56,21 @@ SWEEP_MIN_INTERVAL = 30.0  # … and at least this much event time
 
 STATE_FORMAT = 2  # MessageState.to_dict(): rows as differences from the arrival (1: rows as full events)
 _NO_VALUE = object()
+_ENDS_RE = re.compile(rb'\{"v":2,"completed_at":(-?[0-9.eE+]+),"last_seen":(-?[0-9.eE+]+)[,}]')
+
+
+def state_ends(value: bytes | dict) -> tuple[float, float]:
+    """(completed_at, last_seen) of a stored state -- all a sweep needs -- read from the head of the bytes
+    `MessageState.to_bytes()` writes, without decoding the rest (other forms are decoded)."""
+    if isinstance(value, dict):
+        return value.get("completed_at", 0.0), value.get("last_seen", 0.0)
+    if isinstance(value, bytes):
+        m = _ENDS_RE.match(value)
+        if m:
+            return float(m.group(1)), float(m.group(2))
+    data = json.loads(value)
+    return data.get("completed_at", 0.0), data.get("last_seen", 0.0)
+
 
 ARRIVAL_FIELDS = ("email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth",
                   "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid")  # fmt: skip
@@ -142,15 +158,25 @@ class MessageState:
             rows.append(row)
         return {
             "v": STATE_FORMAT,
+            "completed_at": self.completed_at,  # first, so that state_ends() finds them without decoding
+            "last_seen": self.last_seen,
             "hw": self.hw,
             "msgid": self.msgid,
             "arrival": self.arrival,
             "pre": self.pre,
             "rows": rows,
             "frozen": self.frozen,
-            "completed_at": self.completed_at,
-            "last_seen": self.last_seen,
         }
+
+    def to_bytes(self) -> bytes:
+        """The stream worker's table value and changelog record: `to_dict()` as compact JSON. Held as bytes,
+        an open message costs about a third of the memory the same state costs as Python dicts."""
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_value(cls, value: bytes | str | dict) -> MessageState:
+        """A stored state: bytes of `to_bytes()` (or JSON text), or a dict of `to_dict()`."""
+        return cls.from_dict(value if isinstance(value, dict) else json.loads(value))
 
     @classmethod
     def from_dict(cls, data: dict) -> MessageState:

@@ -115,7 +115,8 @@ def test_table_states_reads_cache_first_and_writes_once_per_flush():
     del st["tmp"]  # created and deleted within one record: never reaches the table
     assert st.flush() == 2
     assert (table.sets, table.dels) == (1, 1)
-    assert set(table) == {"w1\x1fa", "w2\x1fother"} and table["w1\x1fa"]["frozen"] == 1
+    assert set(table) == {"w1\x1fa", "w2\x1fother"} and MessageState.from_value(table["w1\x1fa"]).frozen == 1
+    assert isinstance(table["w1\x1fa"], bytes)  # the compact form; the dicts put in above are still read
     assert not st.cache and st.flush() == 0
     # read-only use writes nothing
     assert st.get("a").frozen == 1 and st.get("nope") is None

@@ -354,7 +354,7 @@ def test_state_dict_is_lossless_for_every_state_of_the_real_exim_samples():
     row, at every step (rows before their arrival, bounces, frozen, failures …), and format 1 still reads."""
     from pathlib import Path
 
-    from stream.join import STATE_FORMAT
+    from stream.join import _ENDS_RE, STATE_FORMAT, state_ends
 
     samples = Path(__file__).resolve().parents[2] / "samples"
     checked = 0
@@ -370,6 +370,9 @@ def test_state_dict_is_lossless_for_every_state_of_the_real_exim_samples():
                 assert d["v"] == STATE_FORMAT
                 again = MessageState.from_dict(d)
                 assert again.rows == st.rows and again.arrival == st.arrival and again.hw == st.hw
+                raw = st.to_bytes()
+                assert MessageState.from_value(raw).rows == st.rows
+                assert _ENDS_RE.match(raw) and state_ends(raw) == (st.completed_at, st.last_seen) == state_ends(d)
                 old = dict(d, rows=[e.to_dict() for e in st.rows.values()])
                 del old["v"]
                 assert MessageState.from_dict(old).rows == st.rows  # format 1 (full rows)
