@@ -656,7 +656,9 @@ def disk_usage(store) -> dict:
     }
 
 
-def measure_store(store_path: str, n_events: int, runs: int, seed: int = 1, log=print) -> dict:
+def measure_store(
+    store_path: str, n_events: int, runs: int, seed: int = 1, log=print, budget_s: float = 60.0
+) -> dict:
     """Fill (unless a store of that size exists at `store_path`) and time every query. One chDB path per
     process: call this once per process (run() uses a subprocess per scale)."""
     from sinks.clickhouse.store import Store
@@ -680,11 +682,18 @@ def measure_store(store_path: str, n_events: int, runs: int, seed: int = 1, log=
         probes = pick_probes(store)
         probes_path.write_text(json.dumps(probes))
     latest_rows = int(_one(store, "SELECT count() FROM latest FINAL")[0])
+    parts = dict(
+        store.query(
+            "SELECT table, count() FROM system.parts WHERE active AND database = currentDatabase() "
+            "AND table IN ('events', 'latest') GROUP BY table"
+        ).result_rows
+    )
     disk = disk_usage(store)
     events = filled["events"]
     result: dict = {
         "events": events,
         "latest_rows": latest_rows,
+        "parts": parts,
         "fill_rate": filled["rate"],
         "fill_seconds": filled["seconds"],
         "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates")},
@@ -693,11 +702,15 @@ def measure_store(store_path: str, n_events: int, runs: int, seed: int = 1, log=
         "queries": {},
     }
     for name, parts in build_queries(probes).items():
-        n = run_query(store, parts)
-        lat = latencies(lambda parts=parts: run_query(store, parts), runs, warmup=2)
+        t0 = time.perf_counter()
+        n = run_query(store, parts)  # also the first warm-up
+        first = time.perf_counter() - t0
+        # a slow query gets fewer runs (at least 5): at most ~budget_s seconds per query
+        k = max(5, min(runs, int(budget_s / max(first, 1e-3))))
+        lat = latencies(lambda parts=parts: run_query(store, parts), k, warmup=1)
         lat["rows"] = n
         result["queries"][name] = lat
-        log(f"{name:18} p50 {lat['p50']:8.1f} ms  p95 {lat['p95']:8.1f} ms  rows {n}")
+        log(f"{name:18} p50 {lat['p50']:8.1f} ms  p95 {lat['p95']:8.1f} ms  rows {n}  runs {k}")
     return result
 
 
@@ -722,10 +735,11 @@ def run(quick: bool, workdir: Path, runs: int = DEFAULT_RUNS) -> dict:
 
 
 def _table(res: dict) -> str:
-    lines = [f"{'query':18} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'rows':>6}"]
+    lines = [f"{'query':18} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'rows':>6} {'runs':>5}"]
     for name, r in res["queries"].items():
         lines.append(
-            f"{name:18} {r['p50']:9.1f} {r['p95']:9.1f} {r['p99']:9.1f} {r['max']:9.1f} {r['rows']:6d}"
+            f"{name:18} {r['p50']:9.1f} {r['p95']:9.1f} {r['p99']:9.1f} {r['max']:9.1f} {r['rows']:6d} "
+            f"{r['runs']:5d}"
         )
     b = res["bytes_per_event"]
     lines.append(
@@ -743,10 +757,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of runs per query at most (>= 5 runs)"
+    )
     args = ap.parse_args(argv)
     n = SCALES.get(args.scale) or int(float(args.scale))
     os.environ.setdefault("EXIMTRACK_RETENTION_DAYS", "0")
-    res = measure_store(args.store, n, args.runs, args.seed, log=lambda m: print(m, file=sys.stderr))
+    res = measure_store(
+        args.store, n, args.runs, args.seed, log=lambda m: print(m, file=sys.stderr), budget_s=args.budget
+    )
     res["scale"] = args.scale
     res["at"] = datetime.now(UTC).isoformat()
     if args.json:
