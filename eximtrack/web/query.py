@@ -21,7 +21,9 @@ from eximtrack.search import (
     SearchError,
     _Builder,
     _select_list,
+    ascii_lower,
     build_show,
+    complete_tokens,
     parse_sort,
     parse_time,
     scope_condition,
@@ -77,6 +79,9 @@ ALL_COLUMNS = [
     "message_id",
     "server",
 ]
+# The text index of migration 006 (`tok_all` on `latest`) is built on exactly this expression: the ALL_COLUMNS
+# joined by a separator, so the whole tokens of every column are tokens of it (no token spans two columns).
+ALL_TEXT = "concatWithSeparator(' ', " + ", ".join(ALL_COLUMNS) + ")"
 FLAGS = {"success": "successes", "defer": "deferred", "failure": "failures", "inprogress": "inprogress"}
 DELIVERY_TYPES = ("all", "remote", "local")
 STATS_GROUPS = ("server", "user", "domain", "owner", "deliveryuser", "deliverydomain")
@@ -168,6 +173,12 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
     if p.get("all"):
         b.match = _match(p, "all", "contains")
         b.text(ALL_COLUMNS, p["all"])
+        # A value one column matches holds only whole tokens of that column, hence of ALL_TEXT: the text
+        # index prunes granules, the OR of exact tests decides (hasAllTokens(x, []) is false: only with tokens).
+        tokens = complete_tokens(ascii_lower(p["all"]), b.match)
+        if tokens:
+            ph = "{" + b.param(tokens, "tokall") + ":Array(String)}"
+            b.where[-1] = f"(hasAllTokens({ALL_TEXT}, {ph}) AND {b.where[-1]})"
     b.match = "eq"
 
     flags = {k: _flag(k, p[k]) for k in FLAGS if k in p}

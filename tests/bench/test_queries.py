@@ -167,3 +167,26 @@ def test_stats_endpoint_equals_naive(store):
         {"t": int((now - 86400) * 1000)},
     ).result_rows
     assert got and got == {r[0]: tuple(r[1:]) for r in naive}
+
+
+def test_all_text_index_expression_matches_the_builder():
+    """The `all` prefilter is only served by the index of migration 006 when the expressions are identical."""
+    from pathlib import Path
+
+    from eximtrack.web.query import ALL_TEXT, build_search_query
+
+    sql = (Path(__file__).resolve().parents[2] / "schemas/clickhouse/006_all_text_index.sql").read_text()
+    assert f"INDEX IF NOT EXISTS tok_all {ALL_TEXT} TYPE text(" in sql
+    assert f"preprocessor = lower({ALL_TEXT})" in sql
+    q = build_search_query({"all": "Mark.Carter838@gmail.com"}, None)
+    assert any(f"hasAllTokens({ALL_TEXT}, " in c for c in q.conds)
+    assert ["carter838", "gmail"] in q.params.values()
+
+
+def test_all_uses_the_text_index(store):
+    from eximtrack.web import query as q
+
+    sq = q.build_search_query({"all": store.probes["recipient"]}, None)
+    sql, bound = sq.page(None, 101)
+    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
+    assert "tok_all" in plan
