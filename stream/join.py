@@ -494,6 +494,8 @@ class Joiner:
             etype = "failure"
         key = (rcpt, deliveredto)
         prev = st.rows.get(key)
+        if prev is None and kind == "delivery" and deliveredto and "@" not in deliveredto:
+            prev = self._supersede_full_address_row(st, rcpt, deliveredto, ts, out)
         skip = kind == "defer" and "retry time not reached" in message
         if skip and prev is not None and prev.type in SKIP_KEEPS:
             self.stats["retry_skips"] += 1
@@ -519,6 +521,29 @@ class Joiner:
             ev.version = prev.version + 1
         st.rows[key] = ev
         self._emit(out, ev)
+
+    def _supersede_full_address_row(
+        self, st: MessageState, rcpt: str, local: str, ts: float, out: JoinOutput
+    ) -> DeliveryEvent | None:
+        """Exim logs a local delivery as `=> bob <bob@dom>` but its deferrals as `== bob@dom …` (the full
+        address: deliver.c logs the local part alone only for a success). So the deferred row keyed by the
+        full address is this recipient's: it is tombstoned and the delivery carries on its attempts, or the
+        recipient would show as deferred and delivered at once."""
+        for key, row in list(st.rows.items()):
+            if key[0] != rcpt or row.type != "defer":
+                continue
+            at = key[1].rfind("@")
+            if at <= 0 or key[1][:at] != local:
+                continue
+            tomb = self._copy_with_arrival(st, row)
+            tomb.event_id = stable_id(self.server, st.msgid, key[0], key[1], "superseded")
+            tomb.is_deleted = 1
+            tomb.version = max(row.version + 1, self._version(ts, "defer", st))
+            tomb.actionunixtime = ts
+            del st.rows[key]
+            self._emit(out, tomb)
+            return row
+        return None
 
     def _tombstone_placeholders(
         self, st: MessageState, rcpt: str, ts: float, line: str, out: JoinOutput

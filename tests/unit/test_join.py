@@ -342,7 +342,10 @@ def test_retry_skip_after_a_final_outcome_changes_nothing():
     lines = [
         L("01:00:00", ARRIVAL),
         L("01:00:01", "=> ok-a@remote.test R=lookuphost T=remote_smtp H=h [2.2.2.2]"),
-        L("01:05:00", "== ok-a@remote.test R=lookuphost T=remote_smtp defer (-54): retry time not reached for any host"),
+        L(
+            "01:05:00",
+            "== ok-a@remote.test R=lookuphost T=remote_smtp defer (-54): retry time not reached for any host",
+        ),
     ]
     j, out = join_lines("s1", lines)
     assert j.latest()[(ID, "ok-a@remote.test", "ok-a@remote.test")].type == "success"
@@ -372,9 +375,46 @@ def test_state_dict_is_lossless_for_every_state_of_the_real_exim_samples():
                 assert again.rows == st.rows and again.arrival == st.arrival and again.hw == st.hw
                 raw = st.to_bytes()
                 assert MessageState.from_value(raw).rows == st.rows
-                assert _ENDS_RE.match(raw) and state_ends(raw) == (st.completed_at, st.last_seen) == state_ends(d)
+                assert _ENDS_RE.match(raw) and state_ends(raw) == (
+                    st.completed_at,
+                    st.last_seen,
+                ) == state_ends(d)
                 old = dict(d, rows=[e.to_dict() for e in st.rows.values()])
                 del old["v"]
                 assert MessageState.from_dict(old).rows == st.rows  # format 1 (full rows)
                 checked += 1
     assert checked > 100
+
+
+def test_local_deferral_then_delivery_is_one_row():
+    """`== carol@local.test … defer` then `=> carol <carol@local.test>` (Exim logs the local part alone only
+    on success; Exim test 0132 shows the full address on a local deferral): one row, delivered, 2 attempts."""
+    j, out = join_lines("s1", [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "=> ok-a@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [192.0.2.1] C=\"250 OK\""),
+        L("01:00:01", "== carol@local.test R=virtual_user T=dovecot_virtual_delivery defer (-22): Mailbox full"),
+        L("01:15:01", "== carol@local.test R=virtual_user T=dovecot_virtual_delivery defer (-22): Mailbox full"),
+        L("01:30:01", "=> carol <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+        L("01:30:01", "Completed"),
+    ])  # fmt: skip
+    assert latest_types(j) == {
+        ("ok-a@remote.test", "ok-a@remote.test"): "success",
+        ("carol@local.test", "carol"): "success",
+    }
+    row = j.latest()[(ID, "carol@local.test", "carol")]
+    assert row.attempts == 3
+    tomb = [e for e in out.events if e.is_deleted and e.deliveredto == "carol@local.test"]
+    assert len(tomb) == 1 and tomb[0].version > max(
+        e.version for e in out.events if e.type == "defer" and not e.is_deleted
+    )
+
+
+def test_local_delivery_of_another_local_part_keeps_the_deferred_row():
+    j, _ = join_lines("s1", [
+        L("01:00:00", ARRIVAL),
+        L("01:00:01", "== carol@local.test R=virtual_user T=dovecot_virtual_delivery defer (-22): Mailbox full"),
+        L("01:30:01", "=> carolyn <carol@local.test> R=virtual_user T=dovecot_virtual_delivery"),
+    ])  # fmt: skip
+    types = latest_types(j)
+    assert types[("carol@local.test", "carol@local.test")] == "defer"
+    assert types[("carol@local.test", "carolyn")] == "success"
