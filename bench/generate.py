@@ -51,6 +51,7 @@ DEFAULT_MIX: dict[str, float] = {
     "forwarder": 3.0,  # a local forwarder: one recipient, several delivered-to rows
     "defer_then_success": 6.0,  # remote 4xx / connection refused, retried over minutes to hours, delivered
     "defer_pending": 2.0,  # still deferred at the end of the log (retries spread over hours)
+    "defer_local": 2.0,  # a local mailbox over quota: `== lp@dom` deferrals, then `=> lp <lp@dom>` (or still full)
     "failure": 4.0,  # permanent failure (`**`) and its bounce `<= <> R=<parent>` delivered to the sender
     "rejected": 10.0,  # SMTP-time `rejected RCPT` / `temporarily rejected RCPT`: no message id
     "spam": 6.0,  # cPanel SpamAssassin "detected message as spam": spam box (success) or /dev/null (filtered)
@@ -604,6 +605,29 @@ class _Server:
             if not warned and offset >= DELAY_WARNING_AFTER:
                 warned = True
                 self.child_message(msgid, at, sender, f"Warning: message {msgid} delayed 24 hours")
+        self.write_rows(msgid, [rcpt], rows)
+
+    def defer_local(self, t: float) -> None:
+        """A local mailbox over quota, retried every ~15 min. Exim logs a deferral with the full address
+        (`== lp@dom`) and the later success with the local part (`=> lp <lp@dom>`): one row either way."""
+        rng = self.rng
+        lp, dom, acct = self.mailbox()
+        rcpt = f"{lp}@{dom}"
+        msgid, sec = self.smtp_arrival(t, self.remote_address(), [rcpt], scanner=acct)
+        rows: dict = {}
+        tries = 1 + rng.randrange(4)
+        for n in range(tries + 1):
+            at = sec + n * 900 + (rng.randrange(60) if n else rng.randrange(2))
+            if at >= self.end:
+                break
+            if n == tries and rng.random() < 0.8:
+                if self.emit(at, self.local_delivery(msgid, lp, rcpt)):
+                    rows = {(rcpt, lp): "success"}
+                self.complete(msgid, at)
+                break
+            if self.emit(at, f"{msgid} == {rcpt} R=virtual_user T=dovecot_virtual_delivery defer (-22): mailbox is "
+                             f"full (MTA-imposed quota exceeded while writing to file /home/{acct}/mail/{dom}/{lp}/new)"):  # fmt: skip
+                rows = {(rcpt, rcpt): "defer"}
         self.write_rows(msgid, [rcpt], rows)
 
     def defer_then_success(self, t: float) -> None:
