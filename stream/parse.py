@@ -115,9 +115,40 @@ def parse_line(text: str) -> ParsedLine:
         return _unparsed(f"parser error: {type(exc).__name__}: {exc}")
 
 
+# The usual line start, matched in one go: date, time[.frac], optional zone and [pid], optional message id.
+# Only a match is trusted; anything else goes through _parse_checked, which says exactly what is wrong.
+# A zone or [pid] that is there is always taken (the negative lookaheads stop the regex from backtracking
+# past it to a different reading of the line).
+_PREFIX_RE = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?)"
+    r"(?: ([+-][0-9]{4})(?= |$)|(?! [+-][0-9]{4}(?: |$)))"
+    r"(?: \[([0-9]+)\]|(?! \[[0-9]+\])) "
+    r"(?:([0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}))(?: |$))?"
+)
+
+
 def _parse(text: str) -> ParsedLine:
     if text.endswith("\r"):
         text = text[:-1]
+    m = _PREFIX_RE.match(text)
+    if m is None:
+        return _parse_checked(text)
+    date, time, zone, pid, msgid = m.groups()
+    return _finish(text[m.end() :], msgid or "", date, time, zone, pid or "")
+
+
+def _finish(body: str, msgid: str, date: str, time: str, zone: str | None, pid: str) -> ParsedLine:
+    p = _message_line(body, msgid) if msgid else _no_id_line(body)
+    p.date = date
+    p.time = time
+    p.zone = zone
+    p.pid = pid
+    if not p.body:
+        p.body = body
+    return p
+
+
+def _parse_checked(text: str) -> ParsedLine:
     n = len(text)
     if n < 20 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
         if not text.strip():
@@ -171,18 +202,7 @@ def _parse(text: str) -> ParsedLine:
     if is_msgid(token):
         msgid = token
         pos = sp + 1 if sp > 0 else n
-    body = text[pos:]
-    if msgid:
-        p = _message_line(body, msgid)
-    else:
-        p = _no_id_line(body)
-    p.date = date
-    p.time = time
-    p.zone = zone
-    p.pid = pid
-    if not p.body:
-        p.body = body
-    return p
+    return _finish(text[pos:], msgid, date, time, zone, pid)
 
 
 # --------------------------------------------------------------------------------------------- message lines
