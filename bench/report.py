@@ -68,9 +68,15 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
             break
     fp = s.get("footprint", {})
     if "worker_table_bytes" in fp:
-        rows.append(("State per open message (worker memory)", "≤ 1 KB",
+        om = pipe.get("open_messages") if pipe else None
+        rss = (
+            f"; the worker process's RSS grows {_n(om['bytes_per_open_message'])} B per open message"
+            if om
+            else ""
+        )
+        rows.append(("State per open message", "≤ 1 KB",
                      f"{_n(fp['worker_table_bytes'])} B in the worker's table ({_n(fp['changelog_bytes'])} B changelog "
-                     "record)", _met(fp["worker_table_bytes"] <= 1024)))  # fmt: skip
+                     f"record){rss}", _met(fp["worker_table_bytes"] <= 1024)))  # fmt: skip
     return rows
 
 
