@@ -19,6 +19,23 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 README = ROOT / "README.md"
 
 
+# What each query of bench/queries.py is, in the words of a Track Delivery user (and in the table's order).
+QUERY_LABELS = {
+    "recipient_30d": "by recipient, last 30 days (API page of 100)",
+    "recipient_cli": "by recipient, last 30 days (`eximtrack search`, all rows)",
+    "sender_domain": "by sender domain (API page)",
+    "msgid": "by Exim message id (API)",
+    "message_id": "by Message-ID header (API)",
+    "subject_contains": "subject contains a whole subject (API)",
+    "subject_word": "subject contains a common word (API page)",
+    "failures_24h": "failures in the last 24 h across the fleet (API page)",
+    "all_free_text": "`all` free text: an address in any field (API)",
+    "timeline": "a message's timeline (`show`: arrival, attempts, children, raw lines)",
+    "stats_api_24h": "stats endpoint, last 24 h by server",
+    "stats_cli_24h": "`eximtrack stats`, last 24 h by account",
+}
+
+
 def _n(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -133,7 +150,7 @@ def render(r: dict) -> str:
         out += ["", "### Core and ingest vs eximstats", "",
                 f"Corpus: {c['servers']} servers, {_n(c['lines'])} lines ({c['bytes'] / 1e6:.0f} MB), "
                 f"{_n(c.get('messages') or 0)} messages, 16-character ids; {_n(c.get('events') or 0)} delivery events. "
-                f"Each figure is the median of the runs (min–max); eximstats ({core['eximstats'].get('version', '')}) "
+                f"Each figure is the median of the runs (min–max); {core['eximstats'].get('version', 'eximstats')} "
                 "runs before each eximtrack run on the same files.", "",
                 "| Program | lines/s |", "| --- | --- |",
                 f"| eximstats (default report) | {_spread(core['eximstats'])} |",
@@ -196,7 +213,7 @@ def _render_queries(q: dict) -> list[str]:
     scales = _scales(q)
     if not scales:
         return []
-    names: list[str] = []
+    names: list[str] = [n for n in QUERY_LABELS if any(n in d.get("queries", {}) for d in scales.values())]
     for data in scales.values():
         for n in data.get("queries", {}):
             if n not in names:
@@ -214,7 +231,8 @@ def _render_queries(q: dict) -> list[str]:
         for k in order:
             v = scales[k].get("queries", {}).get(n)
             cells.append(f"{_ms(v['p50'])} / {_ms(v['p95'])}" if isinstance(v, dict) and "p95" in v else "–")
-        out.append(f"| {n} | " + " | ".join(cells) + " |")
+        label = f"{QUERY_LABELS[n]} (`{n}`)" if n in QUERY_LABELS else n
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     extra = []
     for k in order:
         d = scales[k]
