@@ -1,7 +1,7 @@
 """eximtrack benchmarks: throughput, freshness, query latency and footprint, beside the references.
 
 `python -m bench` (or `make bench`; `make bench-quick` for the CI smoke run) runs every suite, each a module
-with `run(ctx) -> dict`, and writes bench/results.json; `python -m bench.report` renders docs/BENCHMARKS.md
+with `run(quick, workdir) -> dict`, and writes bench/results.json; `python -m bench.report` renders docs/BENCHMARKS.md
 and docs/benchmarks.png from it. Suites:
   generate  realistic multi-server Exim logs with their truth (bench/generate.py, also used by the others)
   core      parse + join lines/s vs Exim's eximstats on the same file

@@ -39,7 +39,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+from stream.clock import BASE62_DIGITS as BASE62
+from stream.clock import base62
+
 ID_FORMATS = ("old", "new", "mixed")
 
 # What one "transaction" of the mix is (weights are relative; they need not add up to 100):
@@ -112,15 +114,6 @@ DEFER_REASONS = (  # (errno part, message) of a remote deferral; `{a}` = the add
 )  # fmt: skip
 RETRY_TIMEOUT = 4 * 86400  # Exim's default retry rule gives up after 4 days
 DELAY_WARNING_AFTER = 24 * 3600  # delay_warning default
-
-
-def base62(n: int, width: int) -> str:
-    """`n` in Exim's base-62 (0-9A-Za-z), left-padded to `width` digits."""
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(BASE62[r])
-    return "".join(reversed(out))
 
 
 def decode_base62(text: str) -> int:

@@ -24,18 +24,10 @@ from pathlib import Path
 
 from bench.corpus import pipeline_corpus
 from bench.timing import percentile, summarize
+from stream.clock import base62
 
 PROBE_EVERY = 0.1
 POLL_EVERY = 0.02
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _b62(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_B62[r])
-    return "".join(reversed(out))
 
 
 def expected_message_lines(files: dict[str, Path]) -> int:
@@ -100,7 +92,7 @@ class _Appender:
     def probe(self, server: str) -> tuple[str, float]:
         """Append one probe arrival; (msgid, wall time it was appended)."""
         self.probes += 1
-        msgid = f"{_b62(int(time.time()), 6)}-PROBE{self.probes:06d}-0000"
+        msgid = f"{base62(int(time.time()), 6)}-PROBE{self.probes:06d}-0000"
         with self.lock[server]:
             line = (f"{self.stamp[server]} {msgid} <= probe@bench.test H=(probe) [192.0.2.1] P=esmtp S=100 "
                     f"for probe{self.probes}@bench.test\n")  # fmt: skip
@@ -251,7 +243,7 @@ def _open_messages(stack, store, appender, server: str, n: int) -> dict:
     for i in range(n):
         rcpts = " ".join(f"user{i}-{k}@example.net" for k in range(1 + i % 3))
         lines.append(
-            f"{stamp} {_b62(epoch, 6)}-OPEN{i:07d}-0000 <= sender{i % 997}@customer{i % 101}.example "
+            f"{stamp} {base62(epoch, 6)}-OPEN{i:07d}-0000 <= sender{i % 997}@customer{i % 101}.example "
             f"H=mail.customer{i % 101}.example [198.51.100.{i % 250}] P=esmtpsa X=TLS1.3:TLS_AES_256_GCM_SHA384:256 "
             f"CV=no A=dovecot_login:sender{i % 997}@customer{i % 101}.example S={2000 + i % 50000} "
             f'id=<{i}.bench@customer{i % 101}.example> T="Quarterly report {i}" for {rcpts}\n'

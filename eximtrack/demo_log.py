@@ -13,18 +13,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stream.clock import base62
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ID_RE = re.compile(r"\b([0-9A-Za-z]{6})-([0-9A-Za-z]{6})-([0-9A-Za-z]{2})\b")
 _TS_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
-
-
-def _b62(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_B62[r])
-    return "".join(reversed(out))
 
 
 def sample_lines(mode: str = "cpanel") -> list[str]:
@@ -81,7 +74,7 @@ class _IdRenamer:
         new = self.ids.get(old)
         if new is None:
             self.counter += 1
-            new = self.ids[old] = f"{_b62(self.epoch, 6)}-{_b62(self.counter, 6)}-{m.group(3)}"
+            new = self.ids[old] = f"{base62(self.epoch, 6)}-{base62(self.counter, 6)}-{m.group(3)}"
         return new
 
 

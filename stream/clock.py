@@ -11,7 +11,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-_BASE62 = {c: i for i, c in enumerate("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")}
+BASE62_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62 = {c: i for i, c in enumerate(BASE62_DIGITS)}
+
+
+def base62(n: int, width: int) -> str:
+    """`n` in Exim's base 62 (0-9A-Za-z), left-padded to `width` digits: the inverse of what msgid_time reads."""
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, 62)
+        out.append(BASE62_DIGITS[r])
+    return "".join(reversed(out))
 
 
 def msgid_time(msgid: str) -> float:
