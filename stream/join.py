@@ -41,9 +41,8 @@ from stream.accounts import AccountMap
 from stream.clock import LocalClock, msgid_time
 from stream.parse import ParsedLine, parse_line
 
-SKIP_KEEPS = frozenset(
-    ("defer", "success", "filtered", "archive", "failure")
-)  # a retry skip changes none of these
+# a retry skip changes none of these
+SKIP_KEEPS = frozenset(("defer", "success", "filtered", "archive", "failure"))
 NO_STATE_KINDS = frozenset(("queued", "locked", "info"))
 FINAL_TYPES = frozenset(("success", "filtered", "archive", "failure", "rejected"))
 FILTERED_TARGETS = frozenset((":blackhole:", "discarded", "/dev/null"))
@@ -121,6 +120,15 @@ def _row_key_part(value: str) -> str:
     return value if value[:1] in ("|", "/") else value.lower()
 
 
+def _row_template(msgid: str, arrival: dict | None) -> dict:
+    """What a stored row holds unless it says otherwise: field defaults, the arrival's fields, the msgid."""
+    template = dict(EVENT_DEFAULTS)
+    if arrival:
+        template.update((k, v) for k, v in arrival.items() if k in template)
+    template["msgid"] = msgid
+    return template
+
+
 @dataclass(slots=True)
 class MessageState:
     """Everything the joiner holds for one message. Bounded: ends on Completed (+grace) or expiry."""
@@ -134,19 +142,11 @@ class MessageState:
     last_seen: float = 0.0
     hw: int = -1  # highest source sequence (Kafka offset) applied: a replayed line is recognised by it
 
-    def _row_template(self) -> dict:
-        """What a row holds unless it says otherwise: field defaults, the arrival's fields, the msgid."""
-        template = dict(EVENT_DEFAULTS)
-        if self.arrival:
-            template.update((k, v) for k, v in self.arrival.items() if k in template)
-        template["msgid"] = self.msgid
-        return template
-
     def to_dict(self) -> dict:
         """Plain-data form (the stream worker's table value and changelog record). Format 2 stores each row
         as its difference from `_row_template()`: the arrival's fields are held once, not once per row,
         which keeps an open message's state under 1 KB (bench/footprint.py measures it)."""
-        template = self._row_template()
+        template = _row_template(self.msgid, self.arrival)
         rows = []
         for ev in self.rows.values():
             row = {}
@@ -184,7 +184,7 @@ class MessageState:
         rows = {}
         template = None
         if data.get("v") == STATE_FORMAT:
-            template = cls(msgid=data["msgid"], arrival=data.get("arrival"))._row_template()
+            template = _row_template(data["msgid"], data.get("arrival"))
         for d in data.get("rows", []):
             ev = DeliveryEvent.from_dict(d if template is None else {**template, **d})
             rows[(ev.recipient, ev.deliveredto)] = ev
@@ -535,30 +535,30 @@ class Joiner:
             at = key[1].rfind("@")
             if at <= 0 or key[1][:at] != local:
                 continue
-            tomb = self._copy_with_arrival(st, row)
-            tomb.event_id = stable_id(self.server, st.msgid, key[0], key[1], "superseded")
-            tomb.is_deleted = 1
-            tomb.version = max(row.version + 1, self._version(ts, "defer", st))
-            tomb.actionunixtime = ts
-            del st.rows[key]
-            self._emit(out, tomb)
+            self._remove_row(st, key, ts, "superseded", out)
             return row
         return None
+
+    def _remove_row(
+        self, st: MessageState, key: tuple[str, str], ts: float, why: str, out: JoinOutput
+    ) -> None:
+        """Drop row `key` of the message and emit its tombstone (`is_deleted`, a version above the row's), so
+        the latest-state table drops it too. The tombstone's id is deterministic: (row key, why)."""
+        row = st.rows.pop(key)
+        tomb = self._copy_with_arrival(st, row)
+        tomb.event_id = stable_id(self.server, st.msgid, key[0], key[1], why)
+        tomb.is_deleted = 1
+        tomb.version = max(row.version + 1, self._version(ts, row.type, st))
+        tomb.actionunixtime = ts
+        self._emit(out, tomb)
 
     def _tombstone_placeholders(
         self, st: MessageState, rcpt: str, ts: float, line: str, out: JoinOutput
     ) -> None:
         for key in ((rcpt, ""), ("", "")):
             ph = st.rows.get(key)
-            if ph is None or ph.type != "inprogress":
-                continue
-            tomb = self._copy_with_arrival(st, ph)
-            tomb.event_id = stable_id(self.server, st.msgid, key[0], "", "tombstone")
-            tomb.is_deleted = 1
-            tomb.version = max(ph.version + 1, self._version(ts, "inprogress", st))
-            tomb.actionunixtime = ts
-            del st.rows[key]
-            self._emit(out, tomb)
+            if ph is not None and ph.type == "inprogress":
+                self._remove_row(st, key, ts, "tombstone", out)
 
     def _fail_open_rows(self, st: MessageState, ts: float, line: str, text: str, out: JoinOutput) -> None:
         open_rows = [k for k, ev in st.rows.items() if ev.type not in FINAL_TYPES]
