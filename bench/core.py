@@ -9,13 +9,12 @@ all cores (how a fleet's logs are naturally split; the join is per server, so it
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from bench import eximstats
 from bench.corpus import comparison_corpus
-from bench.timing import summarize
+from bench.timing import summarize, timed
 
 
 def join_file(path: str, server: str) -> tuple[int, int]:
@@ -41,12 +40,6 @@ def join_all(files: dict[str, Path], workers: int = 1) -> tuple[int, int]:
     return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
-def _timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - t0, result
-
-
 def run(quick: bool, workdir: Path) -> dict:
     files, manifest = comparison_corpus(workdir, quick)
     paths = list(files.values())
@@ -59,11 +52,11 @@ def run(quick: bool, workdir: Path) -> dict:
     events = 0
     for _ in range(runs):  # interleaved, so a slow moment of the machine hits both sides
         ref.append(lines / eximstats.run(paths, report))
-        secs, (n, events) = _timed(lambda: join_all(files, 1))
+        secs, (n, events) = timed(lambda: join_all(files, 1))
         if n != lines:
             raise RuntimeError(f"core read {n} lines, the corpus has {lines}")
         one.append(lines / secs)
-        secs, _ = _timed(lambda: join_all(files, cores))
+        secs, _ = timed(lambda: join_all(files, cores))
         many.append(lines / secs)
     ref_s, one_s, many_s = summarize(ref, "lines/s"), summarize(one, "lines/s"), summarize(many, "lines/s")
     return {

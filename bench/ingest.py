@@ -12,12 +12,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench import eximstats
 from bench.corpus import comparison_corpus
-from bench.timing import summarize
+from bench.timing import summarize, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,9 +71,7 @@ def run(quick: bool, workdir: Path) -> dict:
         ref.append(lines / eximstats.run(paths, workdir / "eximstats.txt"))
         store = workdir / f"ingest-store-{i}"
         shutil.rmtree(store, ignore_errors=True)
-        t0 = time.perf_counter()
-        ingest_all(files, store)
-        secs = time.perf_counter() - t0
+        secs, _ = timed(lambda store=store: ingest_all(files, store))
         counts = stored_counts(store)
         if counts["latest"] != truth_rows:
             raise RuntimeError(f"ingest stored {counts['latest']} Track Delivery rows, the generator's truth has "

@@ -40,14 +40,11 @@ def summarize(values: Sequence[float], unit: str = "") -> Sample:
     return Sample(percentile(values, 50), min(values), max(values), len(values), unit)
 
 
-def rate(work: float, fn: Callable[[], object], runs: int, unit: str = "/s") -> Sample:
-    """Run `fn` `runs` times; `work` units per run (lines, rows) divided by each run's wall time."""
-    rates = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(work / (time.perf_counter() - t0))
-    return summarize(rates, unit)
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(wall seconds, result) of one call of `fn`."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
 
 
 def latencies(fn: Callable[[], object], runs: int, warmup: int = 1) -> dict:
