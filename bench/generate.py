@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stream.clock import BASE62_DIGITS as BASE62
 from stream.clock import base62
 
 ID_FORMATS = ("old", "new", "mixed")
@@ -114,13 +113,6 @@ DEFER_REASONS = (  # (errno part, message) of a remote deferral; `{a}` = the add
 )  # fmt: skip
 RETRY_TIMEOUT = 4 * 86400  # Exim's default retry rule gives up after 4 days
 DELAY_WARNING_AFTER = 24 * 3600  # delay_warning default
-
-
-def decode_base62(text: str) -> int:
-    n = 0
-    for ch in text:
-        n = n * 62 + BASE62.index(ch)
-    return n
 
 
 def message_id(epoch: int, pid: int, fraction: float, new_format: bool) -> str:
