@@ -141,6 +141,16 @@ def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict
             "curve": curve, "cpu_cores_used": cpu}  # fmt: skip
 
 
+def _wait(stack, done, timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll `done()` until true, failing if a component dies or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        _check_alive(stack)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not stored in {timeout:.0f} s")
+        time.sleep(every)
+
+
 def _check_alive(stack) -> None:
     dead = [n for n, c in stack.components.items() if not c.alive()]
     if dead:
@@ -250,13 +260,10 @@ def _open_messages(stack, store, appender, server: str, n: int) -> dict:
         )
     for k in range(0, n, 5000):
         appender.write(server, "".join(lines[k : k + 5000]))
-    deadline = time.monotonic() + 600
     sql = "SELECT count(DISTINCT msgid) FROM events WHERE server = {s:String} AND like(msgid, '%-OPEN%')"
-    while store.query(sql, {"s": server}).result_rows[0][0] < n:
-        _check_alive(stack)
-        if time.monotonic() > deadline:
-            raise TimeoutError("open messages not stored in 600 s")
-        time.sleep(1.0)
+    _wait(
+        stack, lambda: store.query(sql, {"s": server}).result_rows[0][0] >= n, 600, "open messages", every=1.0
+    )
     time.sleep(2.0)
     after = rss_mb(worker)
     return {"messages": n, "rss_before_mb": before, "rss_after_mb": after,
@@ -289,14 +296,8 @@ def run(quick: bool, workdir: Path) -> dict:
         try:
             # warm-up: one probe through every component before anything is timed
             msgid, _ = appender.probe(next(iter(logs)))
-            deadline = time.monotonic() + 180
-            while not store.query(
-                "SELECT count() FROM events WHERE msgid = {m:String}", {"m": msgid}
-            ).result_rows[0][0]:
-                _check_alive(stack)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("warm-up probe not stored in 180 s")
-                time.sleep(0.2)
+            sql = "SELECT count() FROM events WHERE msgid = {m:String}"
+            _wait(stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe")
             done = [
                 _drain(stack, store, appender, files, n, timeout=120 if quick else 900)
                 for files, n in zip(drains, expected, strict=True)
