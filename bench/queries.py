@@ -44,7 +44,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.timing import latencies
@@ -573,9 +574,9 @@ def pick_probes(store) -> dict:
     now = float(_one(store, "SELECT toUnixTimestamp64Milli(max(sendunixtime)) / 1000 FROM latest")[0])
     week = {"t": int((now - 7 * 86400) * 1000)}
     # a message delivered in the last week, with a typical (not huge) recipient
-    server, msgid, recipient, message_id, subject = _one(
+    server, msgid, recipient, message_id, subject, sender = _one(
         store,
-        "SELECT server, msgid, recipient, message_id, subject FROM latest "
+        "SELECT server, msgid, recipient, message_id, subject, email FROM latest "
         "WHERE type = 'success' AND senderauth != '' AND deliveredto != '' "
         "AND sendunixtime >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') "
         "ORDER BY cityHash64(msgid, recipient) LIMIT 1",
@@ -587,56 +588,136 @@ def pick_probes(store) -> dict:
         "fromUnixTimestamp64Milli({t:Int64}, 'UTC') ORDER BY cityHash64(msgid, recipient) DESC LIMIT 1",
         week,
     )[0]
+    # the sender domain with the most mail in the last week (a "common value")
+    big_domain = _one(
+        store,
+        "SELECT domain FROM latest WHERE senderauth != '' AND sendunixtime >= "
+        "fromUnixTimestamp64Milli({t:Int64}, 'UTC') GROUP BY domain ORDER BY count() DESC, domain LIMIT 1",
+        week,
+    )[0]
+    # the recipient with the most rows (hundreds at 1e8): `eximtrack search` returns all of them
+    busy = _one(
+        store,
+        "SELECT recipient FROM latest WHERE sendunixtime >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') "
+        "AND senderauth != '' GROUP BY recipient ORDER BY count() DESC, recipient LIMIT 1",
+        week,
+    )[0]
     return {
         "now": now,
         "server": server,
         "msgid": msgid,
         "recipient": recipient,
+        "busy_recipient": busy,
+        "sender": sender,
         "message_id": message_id,
         "subject": subject,
         "subject_word": "invoice",
         "domain": domain,
+        "big_domain": big_domain,
     }
 
 
-def build_queries(p: dict) -> dict[str, list[tuple[str, dict]]]:
-    """{name: [(sql, params), …]} — each through the builders the CLI / API use (the API pages 100 + 1)."""
-    from eximtrack import search, stats
+Run = Callable[[str, dict], tuple[list[str], list[tuple]]]
+
+
+def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
+    """{name: call returning the rows it got} — each through the code paths the CLI / API use: an API search
+    is `SearchQuery.fetch` of a page of 100 (+ 1 to know whether there is a next page), as the web app runs
+    it; the CLI runs `build_search`'s one statement; stats and panels their builders' SQL."""
+    from eximtrack import report, search, stats
     from eximtrack.web import query as q
 
     now = p["now"]
     d30 = str(now - 30 * 86400)
     d1 = str(now - 86400)
 
-    def api(params: dict) -> list[tuple[str, dict]]:
+    def sql(parts: list[tuple[str, dict]]) -> Callable[[], int]:
+        return lambda: sum(len(run(s, b)[1]) for s, b in parts)
+
+    def api(params: dict, keys: list | None = None) -> Callable[[], int]:
         sq = q.build_search_query(params, None)
-        return [sq.page(None, sq.limit + 1)]
+        return lambda: len(sq.fetch(run, keys, sq.limit + 1)[1])
 
-    def stats_api(params: dict) -> list[tuple[str, dict]]:
-        sql, bound, _ = q.build_stats_query(params, None)
-        return [(sql, bound)]
+    def cursor_of_page(params: dict, page: int) -> list:
+        sq = q.build_search_query(params, None)
+        keys = None
+        for _ in range(page - 1):
+            names, rows = sq.fetch(run, keys, sq.limit + 1)
+            keys = sq.cursor_keys(dict(zip(names, rows[sq.limit - 1], strict=True)))
+        return keys
 
-    return {
+    def total(params: dict) -> Callable[[], int]:
+        """The page and its exact count (`with_total=1`), as the web app answers it."""
+        sq = q.build_search_query(params, None)
+
+        def call() -> int:
+            rows = sq.fetch(run, None, sq.limit + 1)[1]
+            return len(rows) + int(run(*sq.count())[1][0][0] > 0)
+
+        return call
+
+    def stats_api(params: dict) -> Callable[[], int]:
+        s, b, _ = q.build_stats_query(params, None)
+        return sql([(s, b)])
+
+    failures = {"failure": "1", "startdate": d1}
+    out: dict[str, Callable[[], int]] = {
         "recipient_30d": api({"recipient": p["recipient"], "startdate": d30, "enddate": str(now)}),
-        "recipient_cli": [search.build_search({"recipient": p["recipient"], "since": d30, "until": now})],
-        "sender_domain": api({"domain": p["domain"]}),
+        "recipient_begins": api(
+            {"recipient": p["recipient"][:-4], "recipient_searchmatch": "begins", "startdate": d30}
+        ),
+        "recipient_cli": sql(
+            [search.build_search({"recipient": p["busy_recipient"], "since": d30, "until": now})]
+        ),
+        "sender": api({"email": p["sender"]}),
+        "sender_domain": api({"domain": p["big_domain"]}),
         "msgid": api({"msgid": p["msgid"]}),
         "message_id": api({"message_id": p["message_id"]}),
         "subject_contains": api({"subject": p["subject"], "subject_searchmatch": "contains"}),
         "subject_word": api({"subject": p["subject_word"], "subject_searchmatch": "contains"}),
-        "failures_24h": api({"failure": "1", "startdate": d1}),
         "all_free_text": api({"all": p["recipient"]}),
-        "timeline": list(q.build_message_queries(p["server"], p["msgid"], None).values()),
-        "stats_api_24h": stats_api({"groupby": "server", "startdate": d1}),
-        "stats_cli_24h": [stats.build_stats("user", since=now - 86400, until=now)],
+        "failures_24h": api(failures),
+        "deferred_24h": api({"defer": "1", "startdate": d1}),
+        "server_type": api({"server": p["server"], "type": "success"}),
+        "newest": api({}),
+        "failures_page10": api({"failure": "1"}, cursor_of_page({"failure": "1"}, 10)),
+        "total_recipient": total({"recipient": p["recipient"], "startdate": d30}),
+        "total_failures": total(failures),
+        "timeline": sql(list(q.build_message_queries(p["server"], p["msgid"], None).values())),
     }
+    for span, since in (("24h", d1), ("30d", d30)):
+        for by in ("server", "user", "domain"):
+            out[f"stats_api_{span}_{by}"] = stats_api({"groupby": by, "startdate": since})
+            out[f"stats_cli_{span}_{by}"] = sql([stats.build_stats(by, since=float(since), until=now)])
+    t_to = datetime.fromtimestamp(now, UTC)
+    t_from = t_to - timedelta(hours=24)
+
+    class _Store:  # report.run_panel takes a store; give it this run
+        def query(self, s, b=None, **_):
+            names, rows = run(s, b or {})
+            return _Result(names, rows)
+
+    values = report.pick_variables(_Store(), t_from, t_to, {})
+    for d in report.DASHBOARDS:
+        for n, panel in enumerate(d.panels):
+            out[f"panel_{d.uid}_{n}"] = lambda panel=panel: len(
+                report.run_panel(_Store(), panel, t_from, t_to, values)[1]
+            )
+    return out
 
 
-def run_query(store, parts: list[tuple[str, dict]], settings: dict | None = None) -> int:
-    rows = 0
-    for sql, params in parts:
-        rows += len(store.query(sql, params, readonly=True, settings=settings).result_rows)
-    return rows
+@dataclass
+class _Result:
+    column_names: list
+    result_rows: list
+
+
+def store_run(store) -> Run:
+    def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+        result = store.query(sql, params or {}, readonly=True)
+        return list(result.column_names), result.result_rows
+
+    return run
 
 
 def disk_usage(store) -> dict:
@@ -701,13 +782,13 @@ def measure_store(
         "probes": probes,
         "queries": {},
     }
-    for name, parts in build_queries(probes).items():
+    for name, call in build_queries(probes, store_run(store)).items():
         t0 = time.perf_counter()
-        n = run_query(store, parts)  # also the first warm-up
+        n = call()  # also the first warm-up
         first = time.perf_counter() - t0
         # a slow query gets fewer runs (at least 5): at most ~budget_s seconds per query
         k = max(5, min(runs, int(budget_s / max(first, 1e-3))))
-        lat = latencies(lambda parts=parts: run_query(store, parts), k, warmup=1)
+        lat = latencies(call, k, warmup=1)
         lat["rows"] = n
         result["queries"][name] = lat
         log(f"{name:18} p50 {lat['p50']:8.1f} ms  p95 {lat['p95']:8.1f} ms  rows {n}  runs {k}")

@@ -22,18 +22,39 @@ README = ROOT / "README.md"
 # What each query of bench/queries.py is, in the words of a Track Delivery user (and in the table's order).
 QUERY_LABELS = {
     "recipient_30d": "by recipient, last 30 days (API page of 100)",
-    "recipient_cli": "by recipient, last 30 days (`eximtrack search`, all rows)",
-    "sender_domain": "by sender domain (API page)",
+    "recipient_begins": "recipient begins with, last 30 days (API page)",
+    "recipient_cli": "a busy recipient, last 30 days (`eximtrack search`, every row)",
+    "sender": "by sender address (API page)",
+    "sender_domain": "by the biggest sender domain (API page)",
     "msgid": "by Exim message id (API)",
     "message_id": "by Message-ID header (API)",
     "subject_contains": "subject contains a whole subject (API)",
     "subject_word": "subject contains a common word (API page)",
-    "failures_24h": "failures in the last 24 h across the fleet (API page)",
     "all_free_text": "`all` free text: an address in any field (API)",
+    "failures_24h": "failures in the last 24 h across the fleet (API page)",
+    "deferred_24h": "deferred in the last 24 h across the fleet (API page)",
+    "server_type": "one server, delivered only (API page)",
+    "newest": "the newest page, no filter (API)",
+    "failures_page10": "the 10th cursor page of a fleet-wide failure search (API)",
+    "total_recipient": "recipient page + exact total (`with_total=1`)",
+    "total_failures": "failures 24 h page + exact total (`with_total=1`)",
     "timeline": "a message's timeline (`show`: arrival, attempts, children, raw lines)",
-    "stats_api_24h": "stats endpoint, last 24 h by server",
-    "stats_cli_24h": "`eximtrack stats`, last 24 h by account",
 }
+for _span in ("24h", "30d"):
+    for _by in ("server", "user", "domain"):
+        QUERY_LABELS[f"stats_api_{_span}_{_by}"] = f"`/api/v1/stats`, last {_span}, by {_by}"
+        QUERY_LABELS[f"stats_cli_{_span}_{_by}"] = f"`eximtrack stats`, last {_span}, by {_by}"
+
+
+def query_target_ms(name: str) -> float:
+    """The issue's p95 target of a benchmarked query (ms)."""
+    if name == "timeline" or name.startswith(("stats_", "panel_")):
+        return 50.0
+    if name == "recipient_cli":
+        return 200.0
+    if name.startswith("total_"):
+        return 300.0
+    return 100.0
 
 
 def _n(x: float) -> str:
@@ -78,10 +99,22 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
         worst = _worst_query(q, scale)
         if worst:
             name, p95 = worst
-            timed = [v for v in _scales(q)[scale]["queries"].values() if isinstance(v, dict) and "p95" in v]
-            fast = sum(1 for v in timed if v["p95"] < 100)
-            rows.append((f"Track Delivery queries at {scale} events, p95", "< 100 ms each",
-                         f"{fast} of {len(timed)} under 100 ms; slowest {_ms(p95)} ms ({name})", _met(p95 < 100)))  # fmt: skip
+            timed = {
+                n: v for n, v in _scales(q)[scale]["queries"].items() if isinstance(v, dict) and "p95" in v
+            }
+            searches = {n: v for n, v in timed.items() if query_target_ms(n) >= 100}
+            ok = sum(1 for n, v in searches.items() if v["p95"] < query_target_ms(n))
+            slow = max(searches, key=lambda n: searches[n]["p95"] / query_target_ms(n)) if searches else name
+            rows.append((f"Track Delivery searches at {scale} events, p95", "< 100 ms (CLI all rows < 200, totals < 300)",
+                         f"{ok} of {len(searches)} met; worst {_ms(timed[slow]['p95'])} ms ({slow})",
+                         _met(ok == len(searches))))  # fmt: skip
+            stats = {n: v for n, v in timed.items() if query_target_ms(n) == 50}
+            ok = sum(1 for v in stats.values() if v["p95"] < 50)
+            if stats:
+                slow = max(stats, key=lambda n: stats[n]["p95"])
+                rows.append((f"Timeline, stats and dashboard panels at {scale} events, p95", "< 50 ms",
+                             f"{ok} of {len(stats)} met; worst {_ms(stats[slow]['p95'])} ms ({slow})",
+                             _met(ok == len(stats))))  # fmt: skip
             break
     fp = s.get("footprint", {})
     if "worker_table_bytes" in fp:
@@ -224,15 +257,24 @@ def _render_queries(q: dict) -> list[str]:
     out = ["", "### Queries", "", f"Stores filled by the fast path ({sizes})." if sizes else "", "",
            "p50 / p95 in ms over the runs, after one warm-up, through the same query builders the CLI and the "
            "API use.", "",
-           "| Query | " + " | ".join(f"{k} events p50 / p95" for k in order) + " |",
-           "| --- |" + " --- |" * len(order)]  # fmt: skip
+           "| Query | target p95 | " + " | ".join(f"{k} events p50 / p95" for k in order)
+           + (f" | growth p95 {order[-1]} ÷ {order[-2]}" if len(order) > 1 else "") + " |",
+           "| --- | --- |" + " --- |" * len(order) + (" --- |" if len(order) > 1 else "")]  # fmt: skip
     for n in names:
         cells = []
         for k in order:
             v = scales[k].get("queries", {}).get(n)
-            cells.append(f"{_ms(v['p50'])} / {_ms(v['p95'])}" if isinstance(v, dict) and "p95" in v else "–")
+            if isinstance(v, dict) and "p95" in v:
+                mark = "" if v["p95"] < query_target_ms(n) else " ❌"
+                cells.append(f"{_ms(v['p50'])} / {_ms(v['p95'])}{mark}")
+            else:
+                cells.append("–")
+        if len(order) > 1:
+            a, b = (scales[k].get("queries", {}).get(n) for k in order[-2:])
+            ok = isinstance(a, dict) and isinstance(b, dict) and a.get("p95")
+            cells.append(f"{b['p95'] / a['p95']:.2f}" if ok else "–")
         label = f"{QUERY_LABELS[n]} (`{n}`)" if n in QUERY_LABELS else n
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out.append(f"| {label} | < {query_target_ms(n):.0f} ms | " + " | ".join(cells) + " |")
     extra = []
     for k in order:
         d = scales[k]

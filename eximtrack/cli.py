@@ -45,6 +45,7 @@ EXTENSION_MODULES = [
     "sinks.clickhouse.sink",
     "eximtrack.devstack",
     "eximtrack.stats",
+    "eximtrack.search_index",
     "eximtrack.report",
     "eximtrack.web.app",
 ]

@@ -1,12 +1,13 @@
 """Track Delivery search, as SQL: pure functions that build (sql, params), no I/O.
 
 `build_search(filters)` reads the latest state per recipient (`latest FINAL`, which also drops the
-tombstoned "in progress" placeholders). Every user value is a bound parameter ({name:Type}); column names
+tombstoned "in progress" placeholders), narrowed first by an access-path table when a filter allows it
+(eximtrack/search_plan.py: which table answers which search, and why the result stays exact). Every user value is a bound parameter ({name:Type}); column names
 (sort) are whitelisted against the record's field list. Result columns are exactly the DeliveryEvent field
 names, with sendunixtime/actionunixtime as epoch seconds (Float64).
 
 Matching (`match`: eq | begins | contains) is case-insensitive on lower(column) for addresses, subject,
-headers, IPs, accounts and domains — the skip indexes of the migrations are built on lower(column).
+headers, IPs, accounts and domains — the access-path tables hold lower-case values.
 `msgid` and `server` are compared case-sensitively (Exim ids are base-62: case matters; server is in the
 sort key). since/until apply to sendunixtime, or to actionunixtime when the arrival time is unknown (0).
 """
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from eximtrack.search_plan import SearchPlan, TextFilter
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -87,7 +89,24 @@ def scope_condition(
     return "(" + " OR ".join(f"lower({c}) = {_ph(name, 'String')}" for c in cols) + ")"
 
 
-def _select_list(prefix: str = "") -> str:
+SCOPE_COLUMNS = {
+    "user": ("user", "deliveryuser"),
+    "reseller": ("owner", "user", "deliveryowner", "deliveryuser"),
+    "address": ("email", "recipient", "deliveredto"),
+}
+
+
+def scope_filter(scope: Scope | None) -> TextFilter | None:
+    """The scope as a text filter (eq on any of its columns), for the planner's choice of access path."""
+    if scope is None:
+        return None
+    kind = "user" if scope.user else "reseller" if scope.reseller else "address"
+    value = ascii_lower(str(getattr(scope, kind)).strip())
+    return TextFilter(SCOPE_COLUMNS[kind], "eq", value)
+
+
+def select_list(prefix: str = "") -> str:
+    """The result columns (the DeliveryEvent fields, times as epoch seconds) of rows read as `prefix`."""
     cols = []
     for name in EVENT_FIELDS:
         if name in TIME_COLUMNS:
@@ -128,10 +147,6 @@ def _ph(name: str, ch_type: str) -> str:
 # means the same on both sides (Python's str.lower() would also fold Ä, É, …).
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-# Columns of `latest` with a text index (tokenizer splitByNonAlpha, preprocessor lower(col)); see
-# schemas/clickhouse/002_search_indexes.sql.
-TOKEN_INDEXED = frozenset({"recipient", "email", "subject"})
-
 # A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
 _TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 
@@ -158,13 +173,20 @@ def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class _Builder:
+class ConditionBuilder:
+    """AND-ed conditions on `latest` with bound parameters, and what each text filter asked for (the
+    `TextFilter`s the access-path planner reads)."""
+
     def __init__(self, match: str):
         if match not in MATCH_MODES:
             raise SearchError(f"match must be one of {', '.join(MATCH_MODES)}, not {match!r}")
         self.match = match
         self.where: list[str] = []
         self.params: dict[str, object] = {}
+        self.filters: list[TextFilter] = []
+        self.types: list[str] | None = None
+        self.since_ms: int | None = None
+        self.until_ms: int | None = None
 
     def param(self, value, prefix: str = "p") -> str:
         name = f"{prefix}{len(self.params)}"
@@ -182,20 +204,41 @@ class _Builder:
             pattern = _like_escape(value) + "%" if self.match == "begins" else "%" + _like_escape(value) + "%"
             op, arg = "LIKE", pattern
         placeholder = _ph(self.param(arg), "String")
-        tokens = None
-        if not case_sensitive and any(expr in TOKEN_INDEXED for expr in exprs):
-            found = complete_tokens(value, self.match)
-            if found:  # hasAllTokens(col, []) is false: only with at least one token
-                tokens = _ph(self.param(found, "tok"), "Array(String)")
-        parts = []
-        for expr in exprs:
-            e = expr if case_sensitive else f"lower({expr})"
-            test = f"{e} {op} {placeholder}"
-            if tokens and expr in TOKEN_INDEXED:
-                # the text index prunes granules; the exact test decides
-                test = f"(hasAllTokens({expr}, {tokens}) AND {test})"
-            parts.append(test)
+        tokens = () if case_sensitive else tuple(complete_tokens(value, self.match))
+        self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive, tokens))
+        parts = [f"{expr if case_sensitive else f'lower({expr})'} {op} {placeholder}" for expr in exprs]
         self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
+
+    def restrict_types(self, types) -> None:
+        self.types = sorted(set(types) if self.types is None else set(self.types) & set(types))
+        self.where.append("type IN " + _ph(self.param(self.types, "types"), "Array(String)"))
+
+    def time_window(self, since: float | None, until: float | None) -> None:
+        """since/until on sendunixtime, or on actionunixtime when the arrival time is unknown (0); written
+        without if() so that the minmax indexes on both columns can prune granules."""
+        if since is not None:
+            self.since_ms = round(since * 1000)
+            t = f"fromUnixTimestamp64Milli({_ph(self.param(self.since_ms, 'since'), 'Int64')}, 'UTC')"
+            self.where.append(f"(sendunixtime >= {t} OR (sendunixtime = 0 AND actionunixtime >= {t}))")
+        if until is not None:
+            self.until_ms = round(until * 1000)
+            t = f"fromUnixTimestamp64Milli({_ph(self.param(self.until_ms, 'until'), 'Int64')}, 'UTC')"
+            self.where.append(
+                f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
+            )
+
+    def plan(self, scope: Scope | None = None) -> SearchPlan:
+        """The conditions so far (the scope's too, if given) and what the access paths can use of them."""
+        params = dict(self.params)
+        conds = list(self.where)
+        if scope is not None:
+            conds.append(scope_condition(scope, params))
+        plan = SearchPlan(conds, params, list(self.filters), scope_filter(scope), self.types)
+        plan.since_ms, plan.until_ms = self.since_ms, self.until_ms
+        hint = plan.msgid_hint()
+        if hint:
+            plan.conds.append(hint)
+        return plan
 
 
 def _domain_of(col: str) -> str:
@@ -250,7 +293,7 @@ def _filters(filters: SearchFilters | Mapping | None) -> SearchFilters:
 
 def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, dict]:
     f = _filters(filters)
-    b = _Builder(f.match or "eq")
+    b = ConditionBuilder(f.match or "eq")
     if f.recipient:
         b.text(["recipient"], f.recipient)
     if f.sender:
@@ -277,31 +320,24 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
     if bad:
         raise SearchError(f"unknown type(s) {', '.join(bad)}: choose from {', '.join(OUTCOMES)}")
     if types:
-        b.where.append("type IN " + _ph(b.param(sorted(set(types)), "types"), "Array(String)"))
+        b.restrict_types(types)
 
     groups = _as_list(f.show)
     bad = [g for g in groups if g not in SHOW_GROUPS]
     if bad:
         raise SearchError(f"unknown show group(s) {', '.join(bad)}: choose from {', '.join(SHOW_GROUPS)}")
     if groups:
-        shown = sorted({t for g in groups for t in SHOW_GROUPS[g]})
-        b.where.append("type IN " + _ph(b.param(shown, "show"), "Array(String)"))
+        b.restrict_types({t for g in groups for t in SHOW_GROUPS[g]})
 
-    since = parse_time(f.since, "since")
-    until = parse_time(f.until, "until")
-    # "sendunixtime, or actionunixtime when sendunixtime is 0", written without if() so that the minmax
-    # skip indexes on both columns can prune granules.
-    if since is not None:
-        t = f"fromUnixTimestamp64Milli({_ph(b.param(round(since * 1000), 'since'), 'Int64')}, 'UTC')"
-        b.where.append(f"(sendunixtime >= {t} OR (sendunixtime = 0 AND actionunixtime >= {t}))")
-    if until is not None:
-        t = f"fromUnixTimestamp64Milli({_ph(b.param(round(until * 1000), 'until'), 'Int64')}, 'UTC')"
-        b.where.append(
-            f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
-        )
-
-    if f.scope is not None:
-        b.where.append(scope_condition(f.scope, b.params))
+    b.time_window(parse_time(f.since, "since"), parse_time(f.until, "until"))
+    plan = b.plan(f.scope)
+    where_conds = list(plan.conds)
+    if plan.selective():
+        # an indexed value or a text filter: read `latest` only for the messages the access paths name
+        cond, cparams = plan.candidates_in()
+        where_conds.append(cond)
+        plan.params.update(cparams)
+    b.params = plan.params
 
     column, direction = parse_sort(f.sort)
     tiebreak = ("server", "msgid", "recipient", "deliveredto")
@@ -317,11 +353,11 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
             raise SearchError("limit must be >= 0")
         limit = " LIMIT " + _ph(b.param(n, "limit"), "UInt64")
 
-    where = (" WHERE " + " AND ".join(b.where)) if b.where else ""
+    where = (" WHERE " + " AND ".join(where_conds)) if where_conds else ""
     # The inner query filters and sorts on the real columns (DateTime64, usable by the skip indexes); the
     # outer one only converts times to epoch seconds, so its aliases cannot shadow a column in WHERE.
     sql = (
-        f"SELECT {_select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+        f"SELECT {select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
         f"ORDER BY {', '.join(order)}{limit}) AS r"
     )
     return sql, b.params
@@ -395,11 +431,16 @@ def build_show(
         "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server"
     )
     attempts = (
-        f"SELECT {_select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond_rows} AND is_deleted = 0 "
+        f"SELECT {select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond_rows} AND is_deleted = 0 "
         "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
     )
+    # children are found through search_keys (field parent_msgid), then read from `latest` by primary key
+    child_cond += (
+        " AND (msgtime, server, msgid) IN (SELECT msgtime, server, msgid FROM search_keys "
+        "WHERE field = 'parent_msgid' AND value = {msgid:String})"
+    )
     children = (
-        f"SELECT {_select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond}{child_scope} "
+        f"SELECT {select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond}{child_scope} "
         "ORDER BY server, sendunixtime, msgid, recipient) AS c"
     )
     lines = (
@@ -417,6 +458,11 @@ def build_show(
 __all__ = [
     "ARRIVAL_FIELDS",
     "MATCH_MODES",
+    "ConditionBuilder",
+    "ascii_lower",
+    "complete_tokens",
+    "scope_filter",
+    "select_list",
     "SearchError",
     "Scope",
     "SearchFilters",

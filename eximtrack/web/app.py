@@ -40,8 +40,11 @@ def _jsonable(value):
 
 
 def _rows(result) -> list[dict]:
-    names = list(result.column_names)
-    return [{n: _jsonable(v) for n, v in zip(names, row, strict=False)} for row in result.result_rows]
+    return _dict_rows(list(result.column_names), result.result_rows)
+
+
+def _dict_rows(names: list[str], rows) -> list[dict]:
+    return [{n: _jsonable(v) for n, v in zip(names, row, strict=False)} for row in rows]
 
 
 class App:
@@ -82,6 +85,11 @@ class App:
     def query(self, sql: str, params: dict):
         with self.lock:
             return self.store.query(sql, params, readonly=True)
+
+    def run(self, sql: str, params: dict) -> tuple[list[str], list[tuple]]:
+        """query() as (column names, rows): what the search planner's page loop calls."""
+        result = self.query(sql, params)
+        return list(result.column_names), result.result_rows
 
 
 class ApiError(Exception):
@@ -219,8 +227,7 @@ def make_handler(app: App):
             if "with_total" in params:
                 with_total = q._flag("with_total", params["with_total"][-1])
             sq = q.build_search_query(params, scope, app.codec)
-            sql, bound = sq.page(sq.keys, sq.limit + 1)
-            rows = _rows(app.query(sql, bound))
+            rows = _dict_rows(*sq.fetch(app.run, sq.keys, sq.limit + 1))
             more = len(rows) > sq.limit
             rows = rows[: sq.limit]
             payload = {
@@ -270,13 +277,11 @@ def make_handler(app: App):
             keys = None
             header_done = False
             while True:
-                sql, bound = sq.page(keys, CSV_PAGE_ROWS)
-                result = app.query(sql, bound)
-                names = list(result.column_names)
+                names, plain = sq.fetch(app.run, keys, CSV_PAGE_ROWS)
                 if not header_done:
                     writer.writerow(names)
                     header_done = True
-                rows = _rows(result)
+                rows = _dict_rows(names, plain)
                 for row in rows:
                     writer.writerow(["" if row[n] is None else row[n] for n in names])
                 flush()

@@ -1,8 +1,9 @@
 """HTTP query parameters -> bound SQL (pure, no I/O): search with cursor paging, count, stats, message.
 
-Every query is built on eximtrack/search.py (the `_Builder` of bound text conditions, `parse_sort`,
+Every query is built on eximtrack/search.py (the `ConditionBuilder` of bound text conditions, `parse_sort`,
 `parse_time`, `build_show`) and ANDs the caller's tenant `Scope` (`scope_condition`) — the scope is a
 separate condition that no request parameter can remove or widen. Column names come only from whitelists.
+Pages sorted by sendunixtime are read through the access paths of eximtrack/search_plan.py (`fetch`).
 """
 
 from __future__ import annotations
@@ -12,22 +13,21 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from eximtrack.search import (
     MATCH_MODES,
+    ConditionBuilder,
     Scope,
     SearchError,
-    _Builder,
-    _select_list,
-    ascii_lower,
     build_show,
-    complete_tokens,
     parse_sort,
     parse_time,
     scope_condition,
+    select_list,
 )
+from eximtrack.search_plan import SearchPlan, run_pages
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
 # cPanel's filter keys (EmailTrack::search) + ours -> the columns they match.
@@ -79,9 +79,6 @@ ALL_COLUMNS = [
     "message_id",
     "server",
 ]
-# The text index of migration 006 (`tok_all` on `latest`) is built on exactly this expression: the ALL_COLUMNS
-# joined by a separator, so the whole tokens of every column are tokens of it (no token spans two columns).
-ALL_TEXT = "concatWithSeparator(' ', " + ", ".join(ALL_COLUMNS) + ")"
 FLAGS = {"success": "successes", "defer": "deferred", "failure": "failures", "inprogress": "inprogress"}
 DELIVERY_TYPES = ("all", "remote", "local")
 STATS_GROUPS = ("server", "user", "domain", "owner", "deliveryuser", "deliverydomain")
@@ -157,9 +154,9 @@ def _match(p: dict[str, str], key: str, default: str) -> str:
     return m
 
 
-def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
-    """The WHERE conditions common to search, CSV and stats (scope included)."""
-    b = _Builder("eq")
+def _conditions(p: dict[str, str], scope: Scope | None) -> SearchPlan:
+    """The WHERE conditions common to search, CSV and stats (scope included), as a plan."""
+    b = ConditionBuilder("eq")
     for key in [k for k in p if k == "searchmatch" or k.endswith("_searchmatch")]:
         _match(p, key.removesuffix("_searchmatch"), "eq")  # a bad mode is a 400 even without its filter
     for key, exprs in FILTER_COLUMNS.items():
@@ -173,12 +170,6 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
     if p.get("all"):
         b.match = _match(p, "all", "contains")
         b.text(ALL_COLUMNS, p["all"])
-        # A value one column matches holds only whole tokens of that column, hence of ALL_TEXT: the text
-        # index prunes granules, the OR of exact tests decides (hasAllTokens(x, []) is false: only with tokens).
-        tokens = complete_tokens(ascii_lower(p["all"]), b.match)
-        if tokens:
-            ph = "{" + b.param(tokens, "tokall") + ":Array(String)}"
-            b.where[-1] = f"(hasAllTokens({ALL_TEXT}, {ph}) AND {b.where[-1]})"
     b.match = "eq"
 
     flags = {k: _flag(k, p[k]) for k in FLAGS if k in p}
@@ -197,7 +188,7 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
         if not types:
             raise BadRequest("You must show at least one message type.")
     if types != set(OUTCOMES):
-        b.where.append("type IN {" + b.param(sorted(types), "types") + ":Array(String)}")
+        b.restrict_types(types)
 
     dtype = (p.get("deliverytype") or "all").strip().lower()
     if dtype not in DELIVERY_TYPES:
@@ -215,23 +206,13 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> _Builder:
     for name, value in (("startdate", since), ("enddate", until)):
         if value is not None and (not math.isfinite(value) or abs(value) > 1e11):
             raise BadRequest(f"{name} is out of range")
-    if since is not None:
-        t = "fromUnixTimestamp64Milli({" + b.param(round(since * 1000), "since") + ":Int64}, 'UTC')"
-        b.where.append(f"(sendunixtime >= {t} OR (sendunixtime = 0 AND actionunixtime >= {t}))")
-    if until is not None:
-        t = "fromUnixTimestamp64Milli({" + b.param(round(until * 1000), "until") + ":Int64}, 'UTC')"
-        b.where.append(
-            f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
-        )
+    b.time_window(since, until)
     if p.get("minsize"):
         b.where.append("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}")
     if p.get("maxsize"):
         b.where.append("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}")
 
-    cond = scope_condition(scope, b.params)
-    if cond:
-        b.where.append(cond)
-    return b
+    return b.plan(scope)
 
 
 # -- sort and cursor --------------------------------------------------------------------------------
@@ -251,7 +232,7 @@ def _param_type(column: str) -> str:
     return "String"
 
 
-def _placeholder(b: _Builder, column: str, value) -> str:
+def _placeholder(b: ConditionBuilder, column: str, value) -> str:
     ch_type = _param_type(column)
     name = b.param(value, "k")
     if column in TIME_SORT:
@@ -331,8 +312,7 @@ class SearchQuery:
     """A search: its conditions (scope included) and order; `page(keys, n)` gives the SQL of the `n` rows
     after the cursor keys (None = from the start), `count()` the SQL of the total."""
 
-    conds: list[str]
-    params: dict
+    plan: SearchPlan
     sort_column: str
     sort_dir: str
     key_columns: list[str]
@@ -346,11 +326,32 @@ class SearchQuery:
     def cursor_keys(self, row: Mapping) -> list:
         return [key_value(c, row.get(c)) for c in self.key_columns]
 
-    def page(self, keys: list | None, rows: int | None) -> tuple[str, dict]:
-        """SQL of the `rows` rows after `keys` (None: from the start; rows None: all of them)."""
-        b = _Builder("eq")
+    @property
+    def conds(self) -> list[str]:
+        return self.plan.conds
+
+    @property
+    def params(self) -> dict:
+        return self.plan.params
+
+    def page(
+        self,
+        keys: list | None,
+        rows: int | None,
+        extra: list[str] | None = None,
+        extra_params: dict | None = None,
+    ) -> tuple[str, dict]:
+        """ONE statement for the `rows` rows after `keys` (None: from the start; rows None: all of them).
+        Without extra conditions it reads `latest` only for the candidates of a selective access path."""
+        b = ConditionBuilder("eq")
         b.params = dict(self.params)
         conds = list(self.conds)
+        if extra is None and self.plan.selective():
+            cond, cparams = self.plan.candidates_in()
+            conds.append(cond)
+            b.params.update(cparams)
+        conds += extra or []
+        b.params.update(extra_params or {})
         if keys is not None:
             conds.append(keyset_condition(b, self.key_columns, self.sort_dir, keys))
         order = [f"{_sort_expr(self.sort_column)} {self.sort_dir}"] + [
@@ -362,21 +363,39 @@ class SearchQuery:
             limit = " LIMIT {lim:UInt64}"
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         sql = (
-            f"SELECT {_select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+            f"SELECT {select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
             f"ORDER BY {', '.join(order)}{limit}) AS r"
         )
         return sql, b.params
 
+    def fetch(
+        self, run: Callable[[str, dict], tuple[list[str], list[tuple]]], keys: list | None, rows: int
+    ) -> tuple[list[str], list[tuple]]:
+        """The `rows` rows after `keys`, as (column names, rows). A sendunixtime order is read through the
+        access paths, candidates first (search_plan.run_pages); any other order in one statement."""
+        if self.sort_column != "sendunixtime":
+            return run(*self.page(keys, rows))
+
+        def fetch_sql(extra: list[str], extra_params: dict, n: int) -> tuple[str, dict]:
+            return self.page(keys, n, extra, extra_params)
+
+        return run_pages(run, self.plan, self.sort_dir, keys, rows, fetch_sql)
+
     def count(self) -> tuple[str, dict]:
-        where = (" WHERE " + " AND ".join(self.conds)) if self.conds else ""
-        return f"SELECT count() AS total FROM latest FINAL{where}", dict(self.params)
+        conds, params = list(self.conds), dict(self.params)
+        if self.plan.selective() or self.plan.types is not None:
+            cond, cparams = self.plan.candidates_in()
+            conds.append(cond)
+            params.update(cparams)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        return f"SELECT count() AS total FROM latest FINAL{where}", params
 
 
 def build_search_query(
     raw: Mapping, scope: Scope | None, codec: CursorCodec | None = None, *, csv: bool = False
 ) -> SearchQuery:
     p = _single(raw, CSV_PARAMS if csv else SEARCH_PARAMS)
-    b = _conditions(p, scope)
+    plan = _conditions(p, scope)
     try:
         column, direction = parse_sort(p.get("sort") or None)
     except SearchError as exc:
@@ -385,17 +404,17 @@ def build_search_query(
     limit = None
     if not csv:
         limit = _int("limit", p["limit"], 1, MAX_LIMIT) if p.get("limit") else DEFAULT_LIMIT
-    q = SearchQuery(list(b.where), dict(b.params), column, direction, key_columns, limit)
+    q = SearchQuery(plan, column, direction, key_columns, limit)
     if p.get("cursor"):
         if codec is None:
             raise BadRequest("cursor not accepted here")
         keys = codec.decode(p["cursor"], q.sort)
-        keyset_condition(_Builder("eq"), key_columns, direction, keys)  # validates the keys
+        keyset_condition(ConditionBuilder("eq"), key_columns, direction, keys)  # validates the keys
         q.keys = keys
     return q
 
 
-def keyset_condition(b: _Builder, key_columns: list[str], direction: str, keys: list) -> str:
+def keyset_condition(b: ConditionBuilder, key_columns: list[str], direction: str, keys: list) -> str:
     """Rows strictly after `keys` in the order (sort column `direction`, tiebreak columns ASC)."""
     if not isinstance(keys, list) or len(keys) != len(key_columns):
         raise BadRequest("invalid cursor")
@@ -415,7 +434,7 @@ def keyset_condition(b: _Builder, key_columns: list[str], direction: str, keys: 
 
 def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, list[str]]:
     p = _single(raw, STATS_PARAMS)
-    b = _conditions(p, scope)
+    plan = _conditions(p, scope)
     text = p.get("groupby", "server")
     groups = [g.strip() for g in text.split(",") if g.strip() and g.strip() != "none"]
     bad = [g for g in groups if g not in STATS_GROUPS]
@@ -424,7 +443,12 @@ def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, lis
             f"groupby must be a comma list of {', '.join(STATS_GROUPS)} (or none), not {bad[0]!r}"
         )
     groups = list(dict.fromkeys(groups))
-    where = (" WHERE " + " AND ".join(b.where)) if b.where else ""
+    conds, params = list(plan.conds), dict(plan.params)
+    if plan.selective():
+        cond, cparams = plan.candidates_in()
+        conds.append(cond)
+        params.update(cparams)
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
     cols = ", ".join(groups)
     sql = (
         f"SELECT {cols + ', ' if cols else ''}"
@@ -438,7 +462,7 @@ def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, lis
         "uniqExact(server, msgid) AS MESSAGECOUNT "
         f"FROM latest FINAL{where}" + (f" GROUP BY {cols} ORDER BY SENDCOUNT DESC, {cols}" if cols else "")
     )
-    return sql, b.params, groups
+    return sql, params, groups
 
 
 # -- message ---------------------------------------------------------------------------------------------

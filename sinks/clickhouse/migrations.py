@@ -1,14 +1,19 @@
 """Numbered ClickHouse migrations (schemas/clickhouse/NNN_name.sql), applied on open, idempotent.
 
 Applied versions are recorded in ``schema_migrations``; every statement also uses IF NOT EXISTS, so applying
-a migration twice (e.g. two openers racing on a server) is harmless. Retention is managed here as well:
+a migration twice (e.g. two openers racing on a server) is harmless. A statement that cannot say IF NOT EXISTS
+(an EXCHANGE, a backfill) is preceded by a ``--@when <SELECT>`` line and runs only when that query returns a
+true first value, so a migration interrupted half-way resumes where it stopped. Each statement's duration is
+logged (a backfill of a large store takes minutes: that is the progress shown). Retention is managed here as well:
 ``ensure_retention`` rewrites the TTL of the data tables with ``ALTER TABLE … MODIFY TTL`` when it differs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +40,12 @@ TTL_BASE = {
     "latest": "toDateTime(actionunixtime)",
     "rejects": "toDateTime(if(logunixtime = 0, toDateTime64('2100-01-01 00:00:00', 3, 'UTC'), logunixtime))",
     "log_lines": "toDateTime(logunixtime)",
+    # access paths (migration 007): kept a month longer than the rows they point to
+    "search_keys": "addDays(toDateTime(ts), 31)",
+    "search_time": "addDays(toDateTime(ts), 31)",
 }
+
+log = logging.getLogger("eximtrack.migrations")
 
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.S)
 
@@ -51,15 +61,44 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
     def statements(self) -> list[str]:
-        return split_statements(self.sql)
+        return [statement for _, statement in self.steps()]
+
+    def steps(self) -> list[tuple[str | None, str]]:
+        """(condition or None, statement) pairs: a condition is the SELECT of the ``--@when`` line before it."""
+        return split_steps(self.sql)
+
+
+WHEN = "--@when "
 
 
 def split_statements(sql: str) -> list[str]:
     """Split a migration into statements: drop whole-line ``--`` comments, split on ``;`` at line end."""
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    text = "\n".join(lines)
-    parts = re.split(r";[ \t]*(?:\n|$)", text)
-    return [p.strip() for p in parts if p.strip()]
+    return [statement for _, statement in split_steps(sql)]
+
+
+def split_steps(sql: str) -> list[tuple[str | None, str]]:
+    """Statements with their ``--@when`` condition (other whole-line ``--`` comments are dropped)."""
+    steps: list[tuple[str | None, str]] = []
+    when: str | None = None
+    current: list[str] = []
+    for line in sql.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(WHEN) and not any(part.strip() for part in current):
+            when = stripped[len(WHEN) :].strip()
+            continue
+        if stripped.startswith("--"):
+            continue
+        current.append(line)
+        if re.search(r";[ \t]*$", line):
+            text = "\n".join(current).strip()
+            text = re.sub(r";[ \t]*$", "", text).strip()
+            if text:
+                steps.append((when, text))
+            when, current = None, []
+    text = "\n".join(current).strip()
+    if text:
+        steps.append((when, text))
+    return steps
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -87,8 +126,14 @@ def apply_migrations(client, directory: Path = MIGRATIONS_DIR) -> list[int]:
     for migration in load_migrations(directory):
         if migration.version in done:
             continue
-        for statement in migration.statements():
+        for when, statement in migration.steps():
+            if when is not None and not _true(client, when):
+                continue
+            t0 = time.perf_counter()
             client.command(statement)
+            took = time.perf_counter() - t0
+            if took > 1.0:
+                log.warning("migration %03d: %.1f s for %s", migration.version, took, statement[:80])
         client.insert(
             "schema_migrations",
             [[migration.version, migration.name, migration.checksum]],
@@ -96,6 +141,11 @@ def apply_migrations(client, directory: Path = MIGRATIONS_DIR) -> list[int]:
         )
         applied.append(migration.version)
     return applied
+
+
+def _true(client, condition: str) -> bool:
+    rows = client.query(condition).result_rows
+    return bool(rows and rows[0] and rows[0][0])
 
 
 def current_retention(client, table: str) -> int:

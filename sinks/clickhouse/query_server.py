@@ -35,7 +35,9 @@ def _encode(value):
         return float(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):  # kept a tuple: a bound Array(Tuple(…)) parameter must stay one
+        return {"$tuple": [_encode(v) for v in value]}
+    if isinstance(value, list):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
@@ -50,6 +52,8 @@ def _decode(value):
             return dt.datetime.fromtimestamp(value["$dt"], tz=dt.UTC)
         if "$date" in value:
             return dt.date.fromisoformat(value["$date"])
+        if "$tuple" in value:
+            return tuple(_decode(v) for v in value["$tuple"])
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -75,7 +79,9 @@ class QueryServer:
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                     with ENGINE_LOCK:
-                        result = outer.store.query(body["sql"], body.get("params") or None, readonly=True)
+                        result = outer.store.query(
+                            body["sql"], _decode(body.get("params")) or None, readonly=True
+                        )
                     payload = {
                         "columns": list(result.column_names),
                         "rows": _encode([list(r) for r in result.result_rows]),

@@ -81,16 +81,38 @@ def test_msgids_encode_the_arrival_second(store):
 
 
 def test_every_query_returns_rows(store):
-    for name, parts in Q.build_queries(store.probes).items():
-        assert Q.run_query(store, parts) > 0, name
+    queries = Q.build_queries(store.probes, Q.store_run(store))
+    assert {"recipient_30d", "failures_page10", "total_failures", "stats_api_30d_domain", "timeline"} <= set(
+        queries
+    )
+    empty = [name for name, call in queries.items() if call() == 0 and not name.startswith("panel_")]
+    assert not empty
 
 
-def _api_keys(store, params):
+def _run(store):
+    def run(sql, params):
+        result = store.query(sql, params)
+        return list(result.column_names), result.result_rows
+
+    return run
+
+
+def _api_pages(store, params, size, max_pages=None):
+    """Every row of an API search, page by page through its cursors (as the web app does)."""
     from eximtrack.web import query as q
 
-    sq = q.build_search_query({**params, "limit": "10000"}, None)
-    sql, bound = sq.page(None, 10_001)
-    return store.query(f"SELECT {KEY}, type FROM ({sql})", bound).result_rows
+    sq = q.build_search_query({**params, "limit": str(size)}, None)
+    keys, out, pages = None, [], 0
+    while max_pages is None or pages < max_pages:
+        names, rows = sq.fetch(_run(store), keys, size + 1)
+        dicts = [dict(zip(names, r, strict=True)) for r in rows]
+        pages += 1
+        more = len(dicts) > size
+        out += dicts[:size]
+        if not more:
+            break
+        keys = sq.cursor_keys(dicts[size - 1])
+    return [tuple(r[c] for c in ("server", "msgid", "recipient", "deliveredto", "type")) for r in out]
 
 
 def _naive(store, where, params):
@@ -98,10 +120,61 @@ def _naive(store, where, params):
         f"SELECT {KEY}, type FROM latest FINAL WHERE {where} "
         f"ORDER BY sendunixtime DESC, {KEY} SETTINGS use_skip_indexes = 0"
     )
-    return store.query(sql, params).result_rows
+    return [tuple(r) for r in store.query(sql, params).result_rows]
+
+
+def _copy(store, where: str, **overrides: str) -> None:
+    """INSERT INTO events a copy of the events / latest rows `where` selects, with some columns replaced."""
+    from schemas.records import EVENT_FIELDS
+
+    select = ", ".join(f"{overrides[c]} AS {c}" if c in overrides else c for c in EVENT_FIELDS)
+    store.client.command(f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) SELECT {select} {where}")
+
+
+def _add_hazards(store):
+    """What a live store holds besides one clean insert: duplicate inserts (a replay), newer versions that
+    move a row in time and change its outcome, older versions inserted after newer ones, versions from
+    before the arrival line (empty sender fields, the msgid's second as the time). Returns the moved rows."""
+    _copy(store, "FROM events WHERE cityHash64(event_id) % 50 = 0")  # a replay: the same events again
+    pick = "FROM latest FINAL WHERE type = 'success' AND cityHash64(msgid, recipient) % 40 = 0"
+    moved = [tuple(r) for r in store.query(f"SELECT {KEY} {pick}").result_rows]
+    # a newer version that fails the row and moves it an hour later (another place in the sort order)
+    _copy(
+        store,
+        pick,
+        event_id="concat(event_id, '-moved')",
+        sendunixtime="sendunixtime + toIntervalHour(1)",
+        type="'failure'",
+        version="version + 1000000",
+    )
+    # an older version of the same rows inserted after them (out of order): must not win
+    _copy(store, pick, event_id="concat(event_id, '-old')", type="'defer'", version="version - 1")
+    # an older pre-arrival version: empty sender fields, an earlier time
+    _copy(
+        store,
+        "FROM latest FINAL WHERE cityHash64(msgid) % 30 = 1",
+        event_id="concat(event_id, '-pre')",
+        sendunixtime="sendunixtime - toIntervalSecond(30)",
+        email="''",
+        version="version - 2",
+    )
+    return moved
 
 
 def test_builders_equal_naive_sql(store):
+    """Every benchmarked search, on a store with duplicates, out-of-order versions, rows that moved in time
+    and pre-arrival versions, unmerged: the API's pages (cursor by cursor, small pages so that the access
+    paths need several rounds), its first page of 100, its count, and the CLI's one statement all return
+    exactly the naive latest-state answer."""
+    from eximtrack import search
+    from eximtrack.web import query as q
+
+    moved = _add_hazards(store)
+    assert moved
+    parts = store.query(
+        "SELECT count() FROM system.parts WHERE active AND table = 'latest' AND database = currentDatabase()"
+    ).result_rows[0][0]
+    assert parts > 1  # unmerged
     p = store.probes
     now = p["now"]
     t30 = int((now - 30 * 86400) * 1000)
@@ -109,12 +182,20 @@ def test_builders_equal_naive_sql(store):
     nowms = int(now * 1000)
     since = "(sendunixtime >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') OR (sendunixtime = 0 AND actionunixtime >= fromUnixTimestamp64Milli({t:Int64}, 'UTC')))"  # noqa: E501
     until = "((sendunixtime != 0 AND sendunixtime <= fromUnixTimestamp64Milli({u:Int64}, 'UTC')) OR (sendunixtime = 0 AND actionunixtime <= fromUnixTimestamp64Milli({u:Int64}, 'UTC')))"  # noqa: E501
+    moved_rcpt = moved[0][2]
     cases = [
         (
             {"recipient": p["recipient"], "startdate": str(now - 30 * 86400), "enddate": str(now)},
             f"lower(recipient) = {{v:String}} AND {since} AND {until}",
             {"v": p["recipient"].lower(), "t": t30, "u": nowms},
         ),
+        ({"recipient": moved_rcpt}, "lower(recipient) = {v:String}", {"v": moved_rcpt}),
+        (
+            {"recipient": p["recipient"][:4], "recipient_searchmatch": "begins"},
+            "startsWith(lower(recipient), {v:String})",
+            {"v": p["recipient"][:4].lower()},
+        ),
+        ({"email": p["sender"]}, "lower(email) = {v:String}", {"v": p["sender"].lower()}),
         ({"domain": p["domain"]}, "lower(domain) = {v:String}", {"v": p["domain"].lower()}),
         ({"msgid": p["msgid"]}, "msgid = {v:String}", {"v": p["msgid"]}),
         ({"message_id": p["message_id"]}, "lower(message_id) = {v:String}", {"v": p["message_id"].lower()}),
@@ -133,6 +214,13 @@ def test_builders_equal_naive_sql(store):
             f"type IN ('failure', 'rejected') AND {since}",
             {"t": t1},
         ),
+        ({"defer": "1", "startdate": str(now - 86400)}, f"type = 'defer' AND {since}", {"t": t1}),
+        (
+            {"server": p["server"], "type": "success"},
+            "server = {v:String} AND type = 'success'",
+            {"v": p["server"]},
+        ),
+        ({"startdate": str(now - 3600)}, since, {"t": int((now - 3600) * 1000)}),
         (
             {"all": p["recipient"]},
             " OR ".join(f"positionCaseInsensitive({c}, {{v:String}}) > 0" for c in Q_ALL_COLUMNS()),
@@ -140,10 +228,21 @@ def test_builders_equal_naive_sql(store):
         ),
     ]
     for api_params, where, params in cases:
-        got = _api_keys(store, api_params)
         want = _naive(store, where, params)
-        assert got, api_params
+        assert want, api_params
+        assert _api_pages(store, api_params, 100, max_pages=1) == want[:100], api_params
+        small = 7 if len(want) < 300 else 97
+        assert _api_pages(store, api_params, small, max_pages=12) == want[: small * 12], api_params
+        sq = q.build_search_query(api_params, None)
+        assert store.query(*sq.count()).result_rows[0][0] == len(want), api_params
+        sql, bound = sq.page(None, None)
+        got = [tuple(r) for r in store.query(f"SELECT {KEY}, type FROM ({sql})", bound).result_rows]
         assert got == want, api_params
+    # the CLI: one statement, every row
+    filters = {"recipient": moved_rcpt}
+    sql, bound = search.build_search(filters)
+    got = [tuple(r) for r in store.query(f"SELECT {KEY}, type FROM ({sql})", bound).result_rows]
+    assert got == _naive(store, "lower(recipient) = {v:String}", {"v": moved_rcpt})
 
 
 def Q_ALL_COLUMNS():  # noqa: N802
@@ -169,24 +268,30 @@ def test_stats_endpoint_equals_naive(store):
     assert got and got == {r[0]: tuple(r[1:]) for r in naive}
 
 
-def test_all_text_index_expression_matches_the_builder():
-    """The `all` prefilter is only served by the index of migration 006 when the expressions are identical."""
+def test_search_text_is_the_all_columns_of_the_api():
+    """search_time.text (migration 007) joins exactly the columns the API's `all` searches and the planner
+    knows, so that its LIKE and hasAllTokens narrow and never drop a row."""
     from pathlib import Path
 
-    from eximtrack.web.query import ALL_TEXT, build_search_query
+    from eximtrack.search_plan import TEXT_COLUMNS
+    from eximtrack.web.query import ALL_COLUMNS, FILTER_COLUMNS
 
-    sql = (Path(__file__).resolve().parents[2] / "schemas/clickhouse/006_all_text_index.sql").read_text()
-    assert f"INDEX IF NOT EXISTS tok_all {ALL_TEXT} TYPE text(" in sql
-    assert f"preprocessor = lower({ALL_TEXT})" in sql
-    q = build_search_query({"all": "Mark.Carter838@gmail.com"}, None)
-    assert any(f"hasAllTokens({ALL_TEXT}, " in c for c in q.conds)
-    assert ["carter838", "gmail"] in q.params.values()
+    assert tuple(ALL_COLUMNS) == TEXT_COLUMNS
+    sql = (Path(__file__).resolve().parents[2] / "schemas/clickhouse/007_read_paths.sql").read_text()
+    expr = "lower(concatWithSeparator(' ', " + ", ".join(TEXT_COLUMNS) + ")) AS text"
+    assert sql.count(expr) == 2  # the view and the backfill
+    assert {c for cols in FILTER_COLUMNS.values() for c in cols if "(" not in c} <= set(TEXT_COLUMNS)
 
 
-def test_all_uses_the_text_index(store):
+def test_access_paths_are_read_as_planned(store):
+    """The candidates read their access path by its primary key, and the fetch reads `latest` by its
+    primary key: the plans name the tables and a primary-key condition."""
     from eximtrack.web import query as q
 
-    sq = q.build_search_query({"all": store.probes["recipient"]}, None)
+    sq = q.build_search_query({"recipient": store.probes["recipient"]}, None)
+    sql, bound = sq.plan.candidates("DESC", None, 300)
+    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
+    assert "search_keys" in plan and "PrimaryKey" in plan and "Keys:" in plan
     sql, bound = sq.page(None, 101)
     plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
-    assert "tok_all" in plan
+    assert "msgtime" in plan.split("PrimaryKey", 1)[1]

@@ -288,7 +288,19 @@ def test_batches(store):
 
 
 def test_retention(url, store):
-    assert store.set_retention(30) == ["events", "latest", "rejects", "log_lines"]
+    # the search access paths follow (they are kept a month longer than the rows they point to)
+    assert store.set_retention(30) == [
+        "events",
+        "latest",
+        "rejects",
+        "log_lines",
+        "search_keys",
+        "search_time",
+    ]
+    ttl = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_keys'"
+    ).result_rows[0][0]
+    assert "addDays(toDateTime(ts), 31) + toIntervalDay(30)" in ttl
     assert store.retention_days() == 30
     assert store.set_retention(30) == []  # unchanged -> no ALTER
     assert Store.open(url, retention_days=7).retention_days() == 7
@@ -355,9 +367,10 @@ def _reference_match(value: str, wanted: str, match: str) -> bool:
     return v == w if match == "eq" else v.startswith(w) if match == "begins" else w in v
 
 
-def test_token_prefilter_never_changes_results(store):
-    """The hasAllTokens prefilter (text index) must only prune: compare with a plain Python filter over
-    many substrings of real values, in mixed case and with non-ASCII characters."""
+def test_access_paths_never_change_results(store):
+    """The access paths (search_keys for eq/begins, search_time's LIKE + hasAllTokens for the rest) must only
+    narrow: compare with a plain Python filter over many substrings of real values, in mixed case and with
+    non-ASCII characters."""
     import random
 
     rng = random.Random(7)

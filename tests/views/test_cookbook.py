@@ -164,6 +164,29 @@ def check_rejected_client_ips(store, sql):
     assert [(r[0], r[1]) for r in got] == [tuple(r) for r in want] and got
 
 
+def check_failed_mail_of_customer_fast(store, sql):
+    """The access-path form returns exactly the rows of the plain query."""
+    params = {"user": "Debian-exim", "since": datetime(2026, 11, 20, tzinfo=UTC)}
+    got = _rows(store, sql, params)
+    assert got and got == _rows(store, cookbook()["failed_mail_of_customer"], params)
+
+
+def check_newest_by_subject_word(store, sql):
+    word = _rows(
+        store,
+        "SELECT w FROM latest FINAL ARRAY JOIN splitByNonAlpha(lower(subject)) AS w WHERE length(w) > 3 "
+        "GROUP BY w ORDER BY count() DESC, w LIMIT 1",
+    )[0][0]
+    got = _rows(store, sql, {"word": word})
+    want = _rows(
+        store,
+        "SELECT sendunixtime, server, msgid, email, recipient, subject, type FROM latest FINAL "
+        "WHERE hasToken(lower(subject), {w:String}) ORDER BY sendunixtime DESC, server, msgid, recipient LIMIT 20",
+        {"w": word},
+    )
+    assert got and got == want
+
+
 CHECKS = {
     name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }

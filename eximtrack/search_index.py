@@ -1,0 +1,59 @@
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migration 007 (search_keys, search_time)
+and fill them again from the stored rows of `latest`.
+
+The materialized views keep them current on every insert, and migration 007 backfills them once, so this is
+only needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest`
+alone). The statements are the migration's own backfills (one source of truth). Searches that read an access
+path miss rows while it runs; inserts arriving meanwhile are indexed by the views (duplicates collapse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sinks.clickhouse import migrations
+
+TABLES = ("search_keys", "search_time")
+
+
+def backfill_statements() -> list[tuple[str, str]]:
+    """[(table, INSERT … SELECT … FROM latest)] of migration 007, in order."""
+    migration = next(m for m in migrations.load_migrations() if m.name == "read_paths")
+    out = []
+    for _, statement in migration.steps():
+        words = statement.split()
+        if words[:2] == ["INSERT", "INTO"] and words[2] in TABLES:
+            out.append((words[2], statement))
+    return out
+
+
+def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
+    """Truncate and refill each access-path table: [(table, rows, seconds)]."""
+    done = []
+    for table, statement in backfill_statements():
+        t0 = time.perf_counter()
+        store.command(f"TRUNCATE TABLE {table}")
+        store.command(statement)
+        rows = int(store.query(f"SELECT count() FROM {table}").result_rows[0][0])
+        done.append((table, rows, time.perf_counter() - t0))
+        progress(f"rebuilt {table}: {rows} rows in {done[-1][2]:.1f} s")
+    return done
+
+
+def cmd_rebuild(args) -> int:
+    from eximtrack import cli
+
+    rebuild(cli._open_store(args))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from eximtrack import cli
+
+    p = subparsers.add_parser(
+        "rebuild-search-index",
+        help="refill the search access paths (search_keys, search_time) from the stored latest rows",
+    )
+    cli._add_store(p)
+    p.set_defaults(func=cmd_rebuild)

@@ -1,0 +1,318 @@
+"""How a Track Delivery search reads the store: choose an access path, then fetch and re-check (pure SQL building
+plus one orchestration loop over an injected `run(sql, params)`; no I/O of its own).
+
+The tables are those of schemas/clickhouse/007_read_paths.sql:
+
+    search_keys (field, value, ts, server, msgid, msgtime)   one row per searchable value of a message/row
+    search_time (ts, server, msgid, msgtime, type, text)      one row per row version, in time order
+    latest FINAL ORDER BY (msgtime, server, msgid, …)         the latest state, fetched by primary key
+
+A search is a list of AND-ed conditions on `latest` (eximtrack/search.py builds them) plus, for each text
+filter, a `TextFilter` saying which columns it tests, how, and with which value. `plan()` picks:
+
+  * KEYS: an eq/begins filter on indexed columns (recipient, sender, domain, Message-ID, account, …), or else
+    the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value;
+  * TIME: anything else under a sendunixtime sort: candidates are search_time rows read newest first, narrowed
+    by what the index rows can say (time window, type, server, msgid, and for each text filter a
+    `text LIKE '%value%'` plus `hasAllTokens(text, …)` served by its text index);
+  * none (another sort order): the conditions run on `latest FINAL` alone, as before 007.
+
+WHY IT IS EXACT. Every non-tombstone version of a row writes its index rows, so the latest version of every
+row has them: the candidates of a filter are a superset of the rows it matches, in the search's own order
+(sendunixtime). The fetch applies every condition again to the latest row. Candidates are read K at a time
+in time order; if K came back, only rows strictly before the last candidate's time T are certain (a row at or
+beyond T may have candidates not read yet), so the fetch stops there and the next round starts at T. Stale index rows (an old state, a value from before the arrival line) only cost
+reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, msgid) is a primary-key read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from stream.clock import msgid_time
+
+# Columns whose values search_keys holds (lower-case), and the fields to read for a filter on one of them:
+# deliveredto is stored only when it differs from the recipient, sender only when it differs from email.
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "recipient": ("recipient",),
+    "deliveredto": ("deliveredto", "recipient"),
+    "email": ("email",),
+    "sender": ("sender", "email"),
+    "domain": ("domain",),
+    "user": ("user",),
+    "owner": ("owner",),
+    "deliveryuser": ("deliveryuser",),
+    "deliveryowner": ("deliveryowner",),
+    "message_id": ("message_id",),
+    "senderip": ("senderip",),
+    "parent_msgid": ("parent_msgid",),
+}
+# Filters tried as the access path, most selective first.
+KEY_PREFERENCE = (
+    "message_id",
+    "recipient",
+    "deliveredto",
+    "email",
+    "sender",
+    "senderip",
+    "parent_msgid",
+    "user",
+    "deliveryuser",
+    "domain",
+    "owner",
+    "deliveryowner",
+)
+# The columns joined into search_time.text (lower-case), exactly as migration 007 writes them.
+TEXT_COLUMNS = (
+    "email",
+    "sender",
+    "user",
+    "domain",
+    "senderhost",
+    "senderip",
+    "senderauth",
+    "recipient",
+    "deliveredto",
+    "deliveryuser",
+    "deliverydomain",
+    "msgid",
+    "router",
+    "transport",
+    "host",
+    "ip",
+    "message",
+    "confirmation",
+    "subject",
+    "message_id",
+    "server",
+)
+_EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
+GROWTH = 4  # candidates read per round grow 4x
+KEY = "(msgtime, server, msgid)"
+
+
+def msgid_second(msgid: str) -> int | None:
+    """The msgtime of a message id (migration 007's expression), or None for ids that do not encode it."""
+    return int(msgid_time(msgid)) if _EXIM_ID.match(msgid) else None
+
+
+def ph(name: str, ch_type: str) -> str:
+    return "{" + name + ":" + ch_type + "}"
+
+
+def like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class TextFilter:
+    """One text condition: `value` matched (eq | begins | contains) against any of `columns`; `value` is
+    already lower-case unless case_sensitive; `tokens` are its complete tokens (lower-case)."""
+
+    columns: tuple[str, ...]
+    match: str
+    value: str
+    case_sensitive: bool = False
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass
+class SearchPlan:
+    """The conditions of a search on `latest` and what the access-path tables can say about them."""
+
+    conds: list[str]
+    params: dict
+    filters: list[TextFilter] = field(default_factory=list)
+    scope_filter: TextFilter | None = None
+    types: list[str] | None = None  # None: any outcome
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    # -- the access path ------------------------------------------------------------------------------
+
+    def key_filter(self) -> TextFilter | None:
+        """The filter (or the scope) search_keys answers best, if any."""
+        usable = [
+            f
+            for f in self.filters
+            if f.match in ("eq", "begins") and f.value and all(c in KEY_FIELDS for c in f.columns)
+        ]
+        for name in KEY_PREFERENCE:
+            for f in usable:
+                if name in f.columns:
+                    return f
+        return self.scope_filter
+
+    def msgid_hint(self) -> str | None:
+        """`msgtime = …` when an exact msgid filter fixes it (a primary-key read of `latest`)."""
+        for f in self.filters:
+            if f.columns == ("msgid",) and f.match == "eq" and f.case_sensitive:
+                second = msgid_second(f.value)
+                if second is not None:
+                    name = f"mt{len(self.params)}"
+                    self.params[name] = second
+                    return f"msgtime = toDateTime({ph(name, 'UInt32')}, 'UTC')"
+        return None
+
+    def _window(self, params: dict, col: str = "ts") -> list[str]:
+        out = []
+        if self.since_ms is not None:
+            params["c_since"] = self.since_ms
+            out.append(f"({col} >= fromUnixTimestamp64Milli({{c_since:Int64}}, 'UTC') OR {col} = 0)")
+        if self.until_ms is not None:
+            params["c_until"] = self.until_ms
+            out.append(f"({col} <= fromUnixTimestamp64Milli({{c_until:Int64}}, 'UTC') OR {col} = 0)")
+        return out
+
+    def _key_conditions(self, f: TextFilter, params: dict) -> list[str]:
+        fields = sorted({name for c in f.columns for name in KEY_FIELDS[c]})
+        params["c_fields"] = fields
+        params["c_value"] = f.value
+        out = [
+            "field = {c_fields:Array(String)}[1]" if len(fields) == 1 else "field IN {c_fields:Array(String)}"
+        ]
+        if f.match == "eq":
+            out.append("value = {c_value:String}")
+        else:
+            params["c_prefix"] = like_escape(f.value) + "%"
+            out.append("value LIKE {c_prefix:String}")
+        return out
+
+    def _time_conditions(self, params: dict) -> list[str]:
+        out = []
+        if self.types is not None:
+            params["c_types"] = sorted(self.types)
+            out.append("type IN {c_types:Array(String)}")
+        for n, f in enumerate(self.filters):
+            if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
+                continue
+            if f.case_sensitive and f.match == "eq" and f.columns in (("server",), ("msgid",)):
+                params[f"c_eq{n}"] = f.value
+                out.append(f"{f.columns[0]} = {{c_eq{n}:String}}")
+                continue
+            params[f"c_like{n}"] = "%" + like_escape(f.value.lower() if f.case_sensitive else f.value) + "%"
+            test = f"text LIKE {{c_like{n}:String}}"
+            if f.tokens:
+                params[f"c_tok{n}"] = list(f.tokens)
+                test = f"hasAllTokens(text, {{c_tok{n}:Array(String)}}) AND {test}"
+            out.append(test)
+        return out
+
+    def candidate_source(self, params: dict) -> tuple[str, list[str]]:
+        """(table, conditions) of the candidates: search_keys for a key filter, else search_time."""
+        f = self.key_filter()
+        if f is not None:
+            return "search_keys", self._key_conditions(f, params) + self._window(params)
+        return "search_time", self._time_conditions(params) + self._window(params)
+
+    def has_text_filter(self) -> bool:
+        """A case-insensitive filter on columns of search_time.text (its text index narrows the candidates)."""
+        return any(
+            f.value and not f.case_sensitive and all(c in TEXT_COLUMNS for c in f.columns)
+            for f in self.filters
+        )
+
+    def selective(self) -> bool:
+        """Whether all candidates together are few enough for one `IN (candidates)` statement (an indexed
+        value or a text filter); otherwise a plain read of `latest FINAL` is the better full answer."""
+        return self.key_filter() is not None or self.has_text_filter()
+
+    # -- SQL --------------------------------------------------------------------------------------------
+
+    def candidates_in(self) -> tuple[str, dict]:
+        """`(msgtime, server, msgid) IN (all candidates)`: a condition for a one-statement search/count."""
+        params: dict = {}
+        table, conds = self.candidate_source(params)
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        return f"{KEY} IN (SELECT msgtime, server, msgid FROM {table}{where})", params
+
+    def candidates(self, direction: str, bound_ms: int | None, k: int) -> tuple[str, dict]:
+        """The first `k` candidates in sort order from `bound_ms` (inclusive) on: (ts ms, server, msgid,
+        msgtime). Ordered by `ts` alone, so that the access path is read in its own order and stops early."""
+        params: dict = {"c_k": k}
+        table, conds = self.candidate_source(params)
+        if bound_ms is not None:
+            params["c_bound"] = bound_ms
+            op = "<=" if direction == "DESC" else ">="
+            conds.append(f"ts {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        sql = (
+            f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime) FROM {table}{where} "
+            f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}"
+        )
+        return sql, params
+
+    def first_round(self, rows: int) -> int:
+        """Candidates read in a page's first round: search_keys holds about one row per message and value,
+        search_time one per version (a few per row)."""
+        return rows + 50 if self.key_filter() is not None else 4 * rows + 50
+
+
+def time_side(direction: str, ms: int, params: dict, name: str, before: bool) -> str:
+    """Rows whose sendunixtime comes strictly before `ms` in sort order (before) or at/after it."""
+    params[name] = ms
+    t = f"fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')"
+    if direction == "DESC":
+        return f"sendunixtime {'>' if before else '<='} {t}"
+    return f"sendunixtime {'<' if before else '>='} {t}"
+
+
+def run_pages(
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]],
+    plan: SearchPlan,
+    direction: str,
+    cursor: Sequence | None,
+    rows: int,
+    fetch_sql: Callable[[list[str], dict, int], tuple[str, dict]],
+) -> tuple[list[str], list[tuple]]:
+    """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
+    path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `latest FINAL` (with the
+    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows).
+
+    Each round reads up to k candidates from `bound` on. If k came back, the last one's time T may be shared
+    by candidates not read yet, so the round returns only rows strictly before T in sort order and the next
+    round starts at T (inclusive); rows at T are then returned by a later round, never twice."""
+    out: list[tuple] = []
+    names: list[str] = []
+    bound = int(cursor[0]) if cursor is not None else None
+    k = plan.first_round(rows)
+    while len(out) < rows:
+        _, cands = run(*plan.candidates(direction, bound, k))
+        if not cands:
+            break
+        full = len(cands) >= k
+        last = int(cands[-1][0])
+        if full and last == bound:  # every candidate read shares the bound's time: read more of them
+            k *= GROWTH
+            continue
+        keys = sorted({(int(c[3]), c[1], c[2]) for c in cands if not full or int(c[0]) != last})
+        if not keys:  # the whole round shares the time T: the next round starts at T with more candidates
+            bound, k = last, k * GROWTH
+            continue
+        extra: dict = {"f_keys": keys}
+        conds = [f"{KEY} IN {{f_keys:Array(Tuple(UInt32, String, String))}}"]
+        if bound is not None:
+            conds.append(time_side(direction, bound, extra, "f_from", before=False))
+        if full:
+            conds.append(time_side(direction, last, extra, "f_to", before=True))
+        sql, params = fetch_sql(conds, extra, rows - len(out))
+        names, got = run(sql, params)
+        out.extend(got)
+        if not full:
+            break
+        bound = last
+        k *= GROWTH
+    return names, out
+
+
+__all__ = [
+    "KEY_FIELDS",
+    "TEXT_COLUMNS",
+    "SearchPlan",
+    "TextFilter",
+    "msgid_second",
+    "run_pages",
+    "time_side",
+]
