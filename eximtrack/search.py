@@ -204,8 +204,7 @@ class ConditionBuilder:
             pattern = _like_escape(value) + "%" if self.match == "begins" else "%" + _like_escape(value) + "%"
             op, arg = "LIKE", pattern
         placeholder = _ph(self.param(arg), "String")
-        tokens = () if case_sensitive else tuple(complete_tokens(value, self.match))
-        self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive, tokens))
+        self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive))
         parts = [f"{expr if case_sensitive else f'lower({expr})'} {op} {placeholder}" for expr in exprs]
         self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
 

@@ -244,7 +244,8 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------------------
     def _readonly_chdb_client(self):
-        """A separate chDB session with readonly=1 for the whole session.
+        """A separate chDB session with readonly=2 for the whole session: no writes and no DDL; a query may
+        still carry its own SETTINGS (the search planner turns PREWHERE off where it hurts, search_plan.py).
 
         Per-call readonly=1 is unsafe on the chDB backend: for statements clickhouse-connect treats as
         inserts/commands it applies settings with SET … and restores them with SET … = DEFAULT, which a
@@ -255,7 +256,7 @@ class Store:
             client = _chdb_clients.get(key)
             if client is None:
                 client = clickhouse_connect.get_client(
-                    dsn=_chdb_dsn(self.url.path), database=self.url.database, settings={"readonly": 1}
+                    dsn=_chdb_dsn(self.url.path), database=self.url.database, settings={"readonly": 2}
                 )
                 _chdb_clients[key] = client
         return client
