@@ -727,12 +727,18 @@ def disk_usage(store) -> dict:
         "WHERE active AND database = currentDatabase() GROUP BY table"
     ).result_rows
     tables = {t: {"bytes": int(b), "rows": int(r)} for t, b, r in rows}
-    agg = sum(v["bytes"] for t, v in tables.items() if t not in ("events", "latest", "rejects", "log_lines"))
+    search = sum(v["bytes"] for t, v in tables.items() if t.startswith("search_"))
+    agg = sum(
+        v["bytes"]
+        for t, v in tables.items()
+        if t not in ("events", "latest", "rejects", "log_lines") and not t.startswith("search_")
+    )
     return {
         "tables": tables,
         "events": tables.get("events", {}).get("bytes", 0),
         "latest": tables.get("latest", {}).get("bytes", 0),
         "aggregates": agg,
+        "search": search,
         "total": sum(v["bytes"] for v in tables.values()),
     }
 
@@ -777,7 +783,7 @@ def measure_store(
         "parts": parts,
         "fill_rate": filled["rate"],
         "fill_seconds": filled["seconds"],
-        "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates")},
+        "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates", "search")},
         "disk": disk,
         "probes": probes,
         "queries": {},
@@ -826,7 +832,7 @@ def _table(res: dict) -> str:
     lines.append(
         f"events {res['events']}  latest rows {res['latest_rows']}  fill {res['fill_rate']:.0f} events/s  "
         f"bytes/event total {b['total']:.1f} (events {b['events']:.1f}, latest {b['latest']:.1f}, "
-        f"aggregates {b['aggregates']:.1f})"
+        f"aggregates {b['aggregates']:.1f}, search access paths {b.get('search', 0):.1f})"
     )
     return "\n".join(lines)
 
