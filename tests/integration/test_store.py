@@ -460,3 +460,20 @@ def test_tenant_scope(store):
     assert received["lines"] == []  # the raw lines name bob's other recipients
     stranger = show("1bob00-000001-AA", user="dave")
     assert not any(stranger.values())
+
+
+def test_rebuild_search_index_refills_the_access_paths(store):
+    """Emptied access paths lose searches (the planner trusts them); `rebuild-search-index` brings them back."""
+    from eximtrack import search_index
+
+    store.insert_events(
+        [ev("rb1", msgid="1reb00-000001-AA", recipient="Rebuild@Example.org", subject="Rebuilt index")]
+    )
+    assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
+    for table in search_index.TABLES:
+        store.command(f"TRUNCATE TABLE {table}")
+    assert search(store, recipient="rebuild@example.org") == []
+    done = dict((t, n) for t, n, _ in search_index.rebuild(store, progress=lambda _: None))
+    assert set(done) == set(search_index.TABLES) and all(n > 0 for n in done.values())
+    assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
+    assert ids(search(store, subject="rebuilt", match="begins")) == ["rb1"]
