@@ -27,7 +27,7 @@ from eximtrack.search import (
     scope_condition,
     select_list,
 )
-from eximtrack.search_plan import SearchPlan, run_pages
+from eximtrack.search_plan import TEXT_COLUMNS, SearchPlan, run_pages
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
 # cPanel's filter keys (EmailTrack::search) + ours -> the columns they match.
@@ -56,29 +56,7 @@ FILTER_COLUMNS: dict[str, list[str]] = {
 }
 CASE_SENSITIVE = frozenset({"msgid", "server"})
 # `all`: contains (by default) across the text fields.
-ALL_COLUMNS = [
-    "email",
-    "sender",
-    "user",
-    "domain",
-    "senderhost",
-    "senderip",
-    "senderauth",
-    "recipient",
-    "deliveredto",
-    "deliveryuser",
-    "deliverydomain",
-    "msgid",
-    "router",
-    "transport",
-    "host",
-    "ip",
-    "message",
-    "confirmation",
-    "subject",
-    "message_id",
-    "server",
-]
+ALL_COLUMNS = list(TEXT_COLUMNS)  # the columns search_time.text joins (migration 007)
 FLAGS = {"success": "successes", "defer": "deferred", "failure": "failures", "inprogress": "inprogress"}
 DELIVERY_TYPES = ("all", "remote", "local")
 STATS_GROUPS = ("server", "user", "domain", "owner", "deliveryuser", "deliverydomain")
