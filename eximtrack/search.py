@@ -78,31 +78,32 @@ def scope_condition(
     if scope is None:
         return None
     name = f"{prefix}{len(params)}"
-    if scope.user:
-        value, sender_cols, rcpt_cols = scope.user, ["user"], ["deliveryuser"]
-    elif scope.reseller:
-        value, sender_cols, rcpt_cols = scope.reseller, ["owner", "user"], ["deliveryowner", "deliveryuser"]
-    else:
-        value, sender_cols, rcpt_cols = scope.address, ["email"], ["recipient", "deliveredto"]
-    params[name] = ascii_lower(value.strip())
+    kind = scope_kind(scope)
+    sender_cols, rcpt_cols = SCOPE_COLUMNS[kind]
+    params[name] = ascii_lower(getattr(scope, kind).strip())
     cols = sender_cols if sender_only else sender_cols + rcpt_cols
     return "(" + " OR ".join(f"lower({c}) = {_ph(name, 'String')}" for c in cols) + ")"
 
 
+# What a scope may see: (its sending-side columns, its receiving-side columns), compared to the scope's value.
 SCOPE_COLUMNS = {
-    "user": ("user", "deliveryuser"),
-    "reseller": ("owner", "user", "deliveryowner", "deliveryuser"),
-    "address": ("email", "recipient", "deliveredto"),
+    "user": (("user",), ("deliveryuser",)),
+    "reseller": (("owner", "user"), ("deliveryowner", "deliveryuser")),
+    "address": (("email",), ("recipient", "deliveredto")),
 }
+
+
+def scope_kind(scope: Scope) -> str:
+    return "user" if scope.user else "reseller" if scope.reseller else "address"
 
 
 def scope_filter(scope: Scope | None) -> TextFilter | None:
     """The scope as a text filter (eq on any of its columns), for the planner's choice of access path."""
     if scope is None:
         return None
-    kind = "user" if scope.user else "reseller" if scope.reseller else "address"
-    value = ascii_lower(str(getattr(scope, kind)).strip())
-    return TextFilter(SCOPE_COLUMNS[kind], "eq", value)
+    kind = scope_kind(scope)
+    sender_cols, rcpt_cols = SCOPE_COLUMNS[kind]
+    return TextFilter(sender_cols + rcpt_cols, "eq", ascii_lower(str(getattr(scope, kind)).strip()))
 
 
 def select_list(prefix: str = "") -> str:
