@@ -762,6 +762,13 @@ def measure_store(
         filled = fill(store.client, n_events, seed, progress=log)
         meta_path.write_text(json.dumps(filled))
         log(f"filled {filled['events']} events in {filled['seconds']:.1f} s ({filled['rate']:.0f}/s)")
+    # what the sink does every 30 s: snapshot the hours written (the first time: every hour of the fill)
+    from eximtrack import stats_snapshots
+
+    t0 = time.perf_counter()
+    snapshots = stats_snapshots.refresh(store)
+    snapshots["seconds"] = time.perf_counter() - t0
+    log(f"stats snapshots: {snapshots['hours']} hours in {snapshots['seconds']:.1f} s")
     probes_path = Path(store_path) / "bench-probes.json"
     if probes_path.exists():
         probes = json.loads(probes_path.read_text())
@@ -786,6 +793,7 @@ def measure_store(
         "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates", "search")},
         "disk": disk,
         "probes": probes,
+        "snapshots": snapshots,
         "queries": {},
     }
     for name, call in build_queries(probes, store_run(store)).items():

@@ -211,6 +211,9 @@ def cmd_ingest(args) -> int:
         batch_rows=args.batch_rows,
         progress=progress,
     )
+    from eximtrack import stats_snapshots
+
+    stats_snapshots.refresh(store)  # the hours just written, for fast `stats` and dashboards
     rate = stats.lines / stats.seconds if stats.seconds > 0 else 0.0
     print(
         f"ingested {stats.files} file(s) for server {args.server}: lines={stats.lines} events={stats.events} "

@@ -1,5 +1,6 @@
 """`eximtrack stats`: cPanel's EmailTrack::stats / emailtrack_user_stats counters, read from `mail_hourly_all`
-(rolled-up totals of closed hours + finalised set states of the recent ones); `eximtrack rollup`;
+(rolled-up totals of closed hours, hourly snapshots of the recent ones, set states of the hours changed since
+their snapshot: eximtrack/stats_snapshots.py); `eximtrack rollup`;
 `eximtrack retention`: the TTL of the raw tables and of the aggregates.
 
     eximtrack stats --by user --since 2026-11-20 --until 2026-11-27 --format json
@@ -27,6 +28,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 
+from eximtrack import stats_snapshots
 from sinks.clickhouse import migrations
 
 COUNTERS = (
@@ -49,8 +51,9 @@ AGGREGATE_TABLES = (
     "activity_hourly",
     "unclassified_hourly",
 )
-# ... plus the rolled-up totals (migration 005): every table whose TTL `retention --aggregates-days` sets
-RETENTION_TABLES = (*AGGREGATE_TABLES, "mail_hourly_totals")
+# ... plus the rolled-up totals (005) and the hourly snapshots (008): every table whose TTL
+# `retention --aggregates-days` sets
+RETENTION_TABLES = (*AGGREGATE_TABLES, "mail_hourly_totals", "mail_hourly_snap", "mail_hourly_snap_hours")
 DEFAULT_AGGREGATE_DAYS = 730
 
 _COUNTER_SQL = """
@@ -150,8 +153,9 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
             "SELECT count() FROM mail_hourly_v WHERE hour >= {a:DateTime('UTC')} AND hour < {b:DateTime('UTC')}",
             params,
         ).result_rows[0][0]
+        cols = ", ".join(("hour", *stats_snapshots.SNAPSHOT_COLUMNS))
         store.command(
-            "INSERT INTO mail_hourly_totals SELECT *, now64(3) AS rolled_at FROM mail_hourly_v "
+            f"INSERT INTO mail_hourly_totals ({cols}, rolled_at) SELECT {cols}, now64(3) FROM mail_hourly_v "
             "WHERE hour >= {a:DateTime('UTC')} AND hour < {b:DateTime('UTC')}",
             params,
         )
@@ -178,11 +182,17 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
 
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows); `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
+    rows), with mail_hourly's insert counter of migration 008; `final=True` reads `events FINAL` /
+    `rejects FINAL` (one version per event id)."""
     migration = next(m for m in migrations.load_migrations() if m.name == "backfill_aggregates")
     out = []
     for statement in migration.statements():
         table = statement.split()[2]
+        if table == "mail_hourly":
+            last = "    max(actionunixtime) AS last_event\n"
+            if last not in statement:
+                raise RuntimeError("migration 004's mail_hourly backfill has changed: update backfill_statements")
+            statement = statement.replace(last, "    max(actionunixtime) AS last_event,\n    count() AS inserts\n")
         if final:
             statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
         out.append((table, statement))
@@ -200,6 +210,8 @@ def rebuild_aggregates(store) -> list[str]:
         store.command(f"TRUNCATE TABLE {table}")
         store.command(statement)
         done.append(table)
+    stats_snapshots.clear(store)  # their counters restart with the states: forget every snapshot
+    stats_snapshots.refresh(store)
     return done
 
 
@@ -264,9 +276,11 @@ def cmd_rollup(args) -> int:
         until = datetime.now(UTC) - timedelta(days=args.closed_after_days)
     store = cli._open_store(args)
     done = rollup(store, until, drop_states=args.drop_states)
+    snap = stats_snapshots.refresh(store)
     print(
         f"horizon {done['horizon']:%Y-%m-%d %H:%M} UTC: rolled {done['rolled_keys']} keys; "
-        f"dropped partitions: {', '.join(done['dropped_partitions']) or 'none'}"
+        f"dropped partitions: {', '.join(done['dropped_partitions']) or 'none'}; "
+        f"snapshots: {snap['hours']} hours written, {snap['deleted']} superseded deleted"
     )
     return 0
 

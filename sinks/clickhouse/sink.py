@@ -13,6 +13,9 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
 A crash anywhere before 4 replays the batch: harmless, because every record has a deterministic id and the
 tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing a query sees).
 
+Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written
+(eximtrack/stats_snapshots.py: a speed-up for `stats` and the dashboards; a failure is logged, never fatal).
+
 In embedded mode (chdb://) this process owns the store (chDB allows one process per directory), so it also
 serves read-only queries for the CLI and the web page on 127.0.0.1 (sinks/clickhouse/query_server.py).
 """
@@ -26,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from eximtrack import stats_snapshots
 from schemas import topics as T
 from schemas.records import (
     DeliveryEvent,
@@ -115,6 +119,8 @@ class Sink:
         self.max_poll_records = max(1, min(batch_size, 500))
         self.stats = SinkStats()
         self._stop = threading.Event()
+        # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
+        self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
         self.consumer = KafkaConsumer(
             *self.kinds,
             bootstrap_servers=brokers.split(","),
@@ -138,6 +144,7 @@ class Sink:
                 try:
                     self.run_once()
                     attempt = 0
+                    self.snapshots.maybe()
                 except KafkaError as exc:
                     # The broker went away (a poll or the offset commit failed). What was inserted and not
                     # committed is consumed again later: harmless (idempotent tables). Wait and go on.

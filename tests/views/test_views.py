@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eximtrack import stats_snapshots
 from sinks.clickhouse.store import Store
 from stream.join import Joiner
 from tests.views import checks
@@ -44,7 +45,8 @@ def test_views_agree_with_direct_aggregation_and_ignore_reingest(url, generated_
 
 def _join_in_batches(store: Store, server: str, lines: list[str], cuts: list[int], overlap: int) -> None:
     """Feed the joiner line by line; insert its output in batches that end at `cuts`; every batch also
-    re-inserts the last `overlap` events of the batch before (a retried insert); check after each batch."""
+    re-inserts the last `overlap` events of the batch before (a retried insert); check after each batch,
+    first with the stats snapshots of the batch before (the hours it touched are dirty), then refreshed."""
     joiner = Joiner(server)
     pending, previous = [], []
     rejects = []
@@ -60,6 +62,9 @@ def _join_in_batches(store: Store, server: str, lines: list[str], cuts: list[int
         store.insert_rejects(rejects)
         previous, pending = pending, []
         start = end
+        assert_agree(store)
+        stats_snapshots.refresh(store)
+        assert stats_snapshots.dirty_hours(store) == []
         assert_agree(store)
 
 

@@ -1,0 +1,150 @@
+"""The hourly stats snapshots (migration 008, eximtrack/stats_snapshots.py): `mail_hourly_all` reads the
+snapshot of an hour only while nothing was inserted for that hour since it was taken, and the states
+otherwise; a refresh interrupted half-way, repeated or run twice at once never counts a key twice; the
+snapshots no query reads are deleted after the grace period. The numbers are compared with the direct aggregation of tests/views/checks.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from eximtrack import stats_snapshots
+from sinks.clickhouse.store import Store
+from tests.views import checks
+from tests.views.conftest import GOLDEN, SAMPLES, ingest
+
+pytestmark = pytest.mark.store
+
+BUMP = 1000  # added to `messages` of every snapshot row: shows where a number was read from
+
+
+def assert_agree(store: Store) -> None:
+    bad = checks.mismatches(store, only=checks.ROLLUP_PAIRS)
+    assert not bad, bad
+
+
+def utc(hour: datetime) -> datetime:
+    return hour if hour.tzinfo else hour.replace(tzinfo=UTC)
+
+
+def messages_by_hour(store: Store, source: str) -> dict:
+    rows = store.query(f"SELECT hour, sum(messages) FROM {source} GROUP BY hour").result_rows
+    return {utc(h): n for h, n in rows}
+
+
+def test_clean_hours_read_snapshots_and_any_insert_makes_an_hour_dirty(url):
+    ingest(url, "s1", SAMPLES / "mainlog-all.log")  # ingest refreshes the snapshots at its end
+    store = Store.open(url)
+    assert stats_snapshots.dirty_hours(store) == []
+    assert_agree(store)
+    first_hours = set(messages_by_hour(store, "mail_hourly_v"))
+    keys = {
+        utc(h): n
+        for h, n in store.query("SELECT hour, count() FROM mail_hourly_snap GROUP BY hour").result_rows
+    }
+    assert set(keys) == first_hours
+
+    # mark every snapshot row: a clean hour must show the mark (it is read from the snapshot)
+    store.command(
+        f"ALTER TABLE mail_hourly_snap UPDATE messages = messages + {BUMP} WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    got = messages_by_hour(store, "mail_hourly_all")
+    want = messages_by_hour(store, "mail_hourly_v")
+    assert got == {h: want[h] + BUMP * keys[h] for h in want}
+
+    # new mail of another server in other hours, and a second copy of the first file: every hour of the
+    # first file is touched again (duplicates only), so none of its marked snapshots may be read any more
+    store.insert_events([])  # no-op insert: must not make anything dirty
+    assert stats_snapshots.dirty_hours(store) == []
+    from eximtrack.ingest import ingest_files
+
+    ingest_files(store, [str(GOLDEN / "defer_then_success" / "input.log")], server="s2")
+    dirty = {h for h, _ in stats_snapshots.dirty_hours(store)}
+    assert dirty and not dirty & first_hours  # the new hours only
+    got = messages_by_hour(store, "mail_hourly_all")
+    want = messages_by_hour(store, "mail_hourly_v")
+    assert {h: got[h] for h in dirty} == {h: want[h] for h in dirty}
+    assert {h: got[h] for h in first_hours} == {h: want[h] + BUMP * keys[h] for h in first_hours}
+
+    ingest_files(store, [str(SAMPLES / "mainlog-all.log")], server="s1")  # the same events again
+    assert first_hours <= {h for h, _ in stats_snapshots.dirty_hours(store)}
+    assert_agree(store)  # the marks are gone: every hour is read from the states
+
+    done = stats_snapshots.refresh(store)
+    assert done["hours"] >= len(first_hours) and stats_snapshots.dirty_hours(store) == []
+    assert_agree(store)
+
+
+def snap_rows(store: Store) -> int:
+    return store.query("SELECT count() FROM mail_hourly_snap").result_rows[0][0]
+
+
+def test_interrupted_concurrent_and_repeated_refreshes_count_each_key_once(url):
+    ingest(url, "s1", GOLDEN / "smtp_rejections" / "input.log")
+    ingest(url, "s2", SAMPLES / "mainlog-cpanel.log")
+    store = Store.open(url)
+    keys = store.query("SELECT count() FROM mail_hourly_v").result_rows[0][0]
+    assert keys > 0 and snap_rows(store) == keys
+    totals = checks.totals(store)
+
+    # a second refresher wrote and recorded the same snapshots (several sinks on one server)
+    store.command(
+        "INSERT INTO mail_hourly_snap SELECT * REPLACE (writer + 1 AS writer) FROM mail_hourly_snap"
+    )
+    store.command(
+        "INSERT INTO mail_hourly_snap_hours SELECT * REPLACE (writer + 1 AS writer) FROM mail_hourly_snap_hours"
+    )
+    assert snap_rows(store) == 2 * keys and stats_snapshots.dirty_hours(store) == []
+    assert checks.totals(store) == totals
+    assert_agree(store)
+
+    # a refresh that wrote its rows and stopped before recording them
+    store.command("TRUNCATE TABLE mail_hourly_snap_hours")
+    assert stats_snapshots.dirty_hours(store)
+    assert checks.totals(store) == totals  # unrecorded rows are never read
+    stats_snapshots.refresh(store)
+    assert stats_snapshots.dirty_hours(store) == [] and snap_rows(store) == 3 * keys
+    assert checks.totals(store) == totals
+    assert_agree(store)
+
+    stats_snapshots.refresh(store)  # nothing dirty: nothing written
+    assert snap_rows(store) == 3 * keys
+    # only the snapshots read are kept once the grace period is over
+    assert stats_snapshots.delete_unread(store) == 0
+    assert stats_snapshots.delete_unread(store, grace_seconds=0) > 0
+    assert snap_rows(store) == keys
+    assert checks.totals(store) == totals
+    assert_agree(store)
+
+
+def test_superseded_snapshots_are_deleted_after_the_grace_period(url):
+    ingest(url, "s1", SAMPLES / "mainlog-default.log")
+    ingest(url, "s1", SAMPLES / "mainlog-default.log")  # same hours again: a second snapshot of each
+    store = Store.open(url)
+    hours = store.query("SELECT uniqExact(hour) FROM mail_hourly_snap_hours").result_rows[0][0]
+    assert store.query("SELECT count() FROM mail_hourly_snap_hours").result_rows[0][0] == 2 * hours
+    assert stats_snapshots.delete_unread(store) == 0  # still within the grace period
+    assert stats_snapshots.delete_unread(store, grace_seconds=0) == hours
+    assert store.query("SELECT count() FROM mail_hourly_snap_hours").result_rows[0][0] == hours
+    keys = store.query("SELECT count() FROM mail_hourly_v").result_rows[0][0]
+    assert snap_rows(store) == keys
+    assert stats_snapshots.dirty_hours(store) == []
+    assert_agree(store)
+
+
+class _FailingStore:
+    def query(self, *_a, **_k):
+        raise RuntimeError("store down")
+
+    command = query
+
+
+def test_refresher_runs_at_most_every_interval_and_never_raises():
+    now = [0.0]
+    r = stats_snapshots.Refresher(_FailingStore(), seconds=30, clock=lambda: now[0])
+    assert r.maybe() is None and r.failures == 0  # not due yet
+    now[0] = 31
+    assert r.maybe() is None and r.failures == 1  # due, failed, logged
+    now[0] = 40
+    assert r.maybe() is None and r.failures == 1  # waits a full interval before trying again
