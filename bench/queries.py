@@ -744,7 +744,13 @@ def disk_usage(store) -> dict:
 
 
 def measure_store(
-    store_path: str, n_events: int, runs: int, seed: int = 1, log=print, budget_s: float = 60.0
+    store_path: str,
+    n_events: int,
+    runs: int,
+    seed: int = 1,
+    log=print,
+    budget_s: float = 60.0,
+    only: tuple[str, ...] = (),
 ) -> dict:
     """Fill (unless a store of that size exists at `store_path`) and time every query. One chDB path per
     process: call this once per process (run() uses a subprocess per scale)."""
@@ -790,13 +796,17 @@ def measure_store(
         "parts": parts,
         "fill_rate": filled["rate"],
         "fill_seconds": filled["seconds"],
-        "bytes_per_event": {k: disk[k] / events for k in ("total", "events", "latest", "aggregates", "search")},
+        "bytes_per_event": {
+            k: disk[k] / events for k in ("total", "events", "latest", "aggregates", "search")
+        },
         "disk": disk,
         "probes": probes,
         "snapshots": snapshots,
         "queries": {},
     }
     for name, call in build_queries(probes, store_run(store)).items():
+        if only and not name.startswith(only):
+            continue
         t0 = time.perf_counter()
         n = call()  # also the first warm-up
         first = time.perf_counter() - t0
@@ -855,11 +865,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget", type=float, default=60.0, help="seconds of runs per query at most (>= 5 runs)"
     )
+    ap.add_argument("--only", default="", help="comma list of query-name prefixes to time (default: all)")
     args = ap.parse_args(argv)
     n = SCALES.get(args.scale) or int(float(args.scale))
     os.environ.setdefault("EXIMTRACK_RETENTION_DAYS", "0")
     res = measure_store(
-        args.store, n, args.runs, args.seed, log=lambda m: print(m, file=sys.stderr), budget_s=args.budget
+        args.store,
+        n,
+        args.runs,
+        args.seed,
+        log=lambda m: print(m, file=sys.stderr),
+        budget_s=args.budget,
+        only=tuple(p for p in args.only.split(",") if p),
     )
     res["scale"] = args.scale
     res["at"] = datetime.now(UTC).isoformat()

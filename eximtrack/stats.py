@@ -191,8 +191,12 @@ def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
         if table == "mail_hourly":
             last = "    max(actionunixtime) AS last_event\n"
             if last not in statement:
-                raise RuntimeError("migration 004's mail_hourly backfill has changed: update backfill_statements")
-            statement = statement.replace(last, "    max(actionunixtime) AS last_event,\n    count() AS inserts\n")
+                raise RuntimeError(
+                    "migration 004's mail_hourly backfill has changed: update backfill_statements"
+                )
+            statement = statement.replace(
+                last, "    max(actionunixtime) AS last_event,\n    count() AS inserts\n"
+            )
         if final:
             statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
         out.append((table, statement))
