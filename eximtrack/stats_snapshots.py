@@ -26,8 +26,9 @@ log = logging.getLogger("eximtrack.stats_snapshots")
 REFRESH_SECONDS = 30.0
 BATCH_HOURS = 96  # hours per INSERT … SELECT (bounded memory: one batch of set states merged at a time)
 SUPERSEDED_GRACE_SECONDS = 600  # an unread snapshot is kept this long (a query in flight may read it)
+CLEANUP_SECONDS = 600.0  # the Refresher deletes unread snapshots at most this often (a DELETE is a mutation)
 
-# mail_hourly_v's plain numbers, as stored in mail_hourly_snap after (hour, seen)
+# mail_hourly_v's plain numbers, as stored in mail_hourly_snap after (hour, seen, writer)
 SNAPSHOT_COLUMNS = (
     "server", "owner", "user", "domain", "sender", "outbound", "messages", "bytes", "recipients",
     "rcpt_addresses", "rows", "inprogress", "deferred", "success", "filtered", "archive", "failure",
@@ -44,8 +45,8 @@ def _utc(value: datetime) -> datetime:
 
 
 def dirty_hours(store) -> list[tuple[datetime, int]]:
-    """[(hour, current insert counter)] of the hours from the rollup horizon on whose latest recorded
-    snapshot was taken at another counter (or that have none)."""
+    """[(hour, current insert counter)] of the hours from the rollup horizon on that have no recorded
+    snapshot taken at their current counter."""
     rows = store.query(
         f"SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {_HORIZON} GROUP BY hour "
         "HAVING (hour, n) NOT IN (SELECT hour, seen FROM mail_hourly_snap_hours) ORDER BY hour"
@@ -143,6 +144,7 @@ class Refresher:
     def __init__(self, store, seconds: float = REFRESH_SECONDS, clock=time.monotonic, lock=None):
         self.store, self.seconds, self.clock, self.lock = store, seconds, clock, lock
         self.last = clock()
+        self.last_cleanup = self.last
         self.runs = 0
         self.failures = 0
 
@@ -150,13 +152,16 @@ class Refresher:
         if self.clock() - self.last < self.seconds:
             return None
         self.last = self.clock()
+        cleanup = self.last - self.last_cleanup >= CLEANUP_SECONDS
         try:
-            done = refresh(self.store, lock=self.lock)
+            done = refresh(self.store, lock=self.lock, cleanup=cleanup)
         except Exception as exc:  # noqa: BLE001 - a speed-up must never stop the sink
             self.failures += 1
             log.warning("stats snapshots: refresh failed (%s); retrying in %.0fs", exc, self.seconds)
             return None
         self.runs += 1
+        if cleanup:
+            self.last_cleanup = self.last
         return done
 
 

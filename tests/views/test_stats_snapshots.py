@@ -148,3 +148,15 @@ def test_refresher_runs_at_most_every_interval_and_never_raises():
     assert r.maybe() is None and r.failures == 1  # due, failed, logged
     now[0] = 40
     assert r.maybe() is None and r.failures == 1  # waits a full interval before trying again
+
+
+def test_refresher_deletes_unread_snapshots_at_most_every_cleanup_interval(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stats_snapshots, "refresh", lambda store, **kw: calls.append(kw["cleanup"]) or {})
+    now = [0.0]
+    r = stats_snapshots.Refresher(object(), seconds=30, clock=lambda: now[0])
+    for t in range(30, 1300, 30):
+        now[0] = float(t)
+        r.maybe()
+    assert len(calls) == 43 and calls.count(True) == 2  # at 600 s and 1200 s
+    assert r.runs == 43 and r.failures == 0
