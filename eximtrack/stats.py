@@ -141,12 +141,14 @@ def rollup_horizon(store) -> datetime:
 
 def rollup(store, until: datetime, drop_states: bool = False) -> dict:
     """Copy the finalised numbers of every hour before `until` (floored to the hour) from the set states
-    into mail_hourly_totals and move the horizon there (never backwards). With drop_states, drop the
-    monthly partitions of mail_hourly that lie wholly before the horizon. Idempotent."""
+    into mail_hourly_totals and move the horizon there (never backwards); delete the stats snapshots of the
+    hours before the previous horizon. With drop_states, drop the monthly partitions of mail_hourly that lie
+    wholly before the horizon. Idempotent."""
     until = _hour_floor(until.timestamp())
     old = rollup_horizon(store)
     horizon = max(old, until)
     rolled = 0
+    stats_snapshots.delete_before(store, old)  # read from the totals since the previous rollup
     if until > old:
         params = {"a": old, "b": until}
         rolled = store.query(

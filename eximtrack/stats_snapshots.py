@@ -130,6 +130,17 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
     return len(triples)
 
 
+def delete_before(store, hour: datetime) -> None:
+    """Delete the snapshots of the hours before `hour`: the rollup horizon that was already in effect
+    (those hours are read from mail_hourly_totals, and have been since the previous rollup)."""
+    params = {"h": _utc(hour)}
+    if store.query(
+        "SELECT count() FROM mail_hourly_snap_hours WHERE hour < {h:DateTime('UTC')}", params
+    ).result_rows[0][0]:
+        store.command("DELETE FROM mail_hourly_snap WHERE hour < {h:DateTime('UTC')}", params)
+        store.command("DELETE FROM mail_hourly_snap_hours WHERE hour < {h:DateTime('UTC')}", params)
+
+
 def clear(store) -> None:
     """Forget every snapshot (after the set states were rebuilt: their counters start again)."""
     store.command("TRUNCATE TABLE mail_hourly_snap")
@@ -171,6 +182,7 @@ __all__ = [
     "Refresher",
     "SNAPSHOT_COLUMNS",
     "clear",
+    "delete_before",
     "delete_unread",
     "dirty_hours",
     "refresh",

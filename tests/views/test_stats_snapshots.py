@@ -160,3 +160,20 @@ def test_refresher_deletes_unread_snapshots_at_most_every_cleanup_interval(monke
         r.maybe()
     assert len(calls) == 43 and calls.count(True) == 2  # at 600 s and 1200 s
     assert r.runs == 43 and r.failures == 0
+
+
+def test_rollup_deletes_the_snapshots_of_hours_read_from_the_totals(url):
+    from eximtrack import stats
+
+    ingest(url, "s1", SAMPLES / "mainlog-all.log")
+    store = Store.open(url)
+    keys = snap_rows(store)
+    assert keys > 0
+    until = datetime(2027, 1, 1, tzinfo=UTC)
+    stats.rollup(store, until)  # the horizon moves; the snapshots stay (queries may be in flight)
+    assert snap_rows(store) == keys
+    assert_agree(store)
+    stats.rollup(store, until)  # the next rollup: the hours before the previous horizon are totals now
+    assert snap_rows(store) == 0
+    assert store.query("SELECT count() FROM mail_hourly_snap_hours").result_rows[0][0] == 0
+    assert_agree(store)
