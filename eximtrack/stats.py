@@ -136,7 +136,7 @@ def rollup_horizon(store) -> datetime:
     value = store.query(
         "SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly'", readonly=True
     ).result_rows[0][0]
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return stats_snapshots.as_utc(value)
 
 
 def rollup(store, until: datetime, drop_states: bool = False) -> dict:

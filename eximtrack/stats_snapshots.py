@@ -40,7 +40,8 @@ _HOURS = "{hours:Array(DateTime('UTC'))}"
 _HORIZON = "(SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly')"
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """A DateTime('UTC') value as read back (naive or aware) -> an aware UTC datetime."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -51,7 +52,7 @@ def dirty_hours(store) -> list[tuple[datetime, int]]:
         f"SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {_HORIZON} GROUP BY hour "
         "HAVING (hour, n) NOT IN (SELECT hour, seen FROM mail_hourly_snap_hours) ORDER BY hour"
     ).result_rows
-    return [(_utc(h), int(n)) for h, n in rows]
+    return [(as_utc(h), int(n)) for h, n in rows]
 
 
 def refresh(
@@ -123,7 +124,7 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
     ).result_rows
     if not old:
         return 0
-    triples = [(_utc(h), int(n), int(w)) for h, n, w in old]
+    triples = [(as_utc(h), int(n), int(w)) for h, n, w in old]
     cond = "(hour, seen, writer) IN {t:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}"
     store.command(f"DELETE FROM mail_hourly_snap WHERE {cond}", {"t": triples})
     store.command(f"DELETE FROM mail_hourly_snap_hours WHERE {cond}", {"t": triples})
@@ -133,7 +134,7 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
 def delete_before(store, hour: datetime) -> None:
     """Delete the snapshots of the hours before `hour`: the rollup horizon that was already in effect
     (those hours are read from mail_hourly_totals, and have been since the previous rollup)."""
-    params = {"h": _utc(hour)}
+    params = {"h": as_utc(hour)}
     if store.query(
         "SELECT count() FROM mail_hourly_snap_hours WHERE hour < {h:DateTime('UTC')}", params
     ).result_rows[0][0]:
@@ -178,6 +179,7 @@ class Refresher:
 
 __all__ = [
     "BATCH_HOURS",
+    "as_utc",
     "REFRESH_SECONDS",
     "Refresher",
     "SNAPSHOT_COLUMNS",

@@ -1,7 +1,8 @@
 """The hourly stats snapshots (migration 008, eximtrack/stats_snapshots.py): `mail_hourly_all` reads the
 snapshot of an hour only while nothing was inserted for that hour since it was taken, and the states
 otherwise; a refresh interrupted half-way, repeated or run twice at once never counts a key twice; the
-snapshots no query reads are deleted after the grace period. The numbers are compared with the direct aggregation of tests/views/checks.py."""
+snapshots no query reads are deleted after the grace period. The numbers are compared with the direct
+aggregation of tests/views/checks.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from eximtrack import stats_snapshots
+from eximtrack.ingest import ingest_files
 from sinks.clickhouse.store import Store
 from tests.views import checks
 from tests.views.conftest import GOLDEN, SAMPLES, ingest
@@ -24,13 +26,9 @@ def assert_agree(store: Store) -> None:
     assert not bad, bad
 
 
-def utc(hour: datetime) -> datetime:
-    return hour if hour.tzinfo else hour.replace(tzinfo=UTC)
-
-
 def messages_by_hour(store: Store, source: str) -> dict:
     rows = store.query(f"SELECT hour, sum(messages) FROM {source} GROUP BY hour").result_rows
-    return {utc(h): n for h, n in rows}
+    return {stats_snapshots.as_utc(h): n for h, n in rows}
 
 
 def test_clean_hours_read_snapshots_and_any_insert_makes_an_hour_dirty(url):
@@ -40,7 +38,7 @@ def test_clean_hours_read_snapshots_and_any_insert_makes_an_hour_dirty(url):
     assert_agree(store)
     first_hours = set(messages_by_hour(store, "mail_hourly_v"))
     keys = {
-        utc(h): n
+        stats_snapshots.as_utc(h): n
         for h, n in store.query("SELECT hour, count() FROM mail_hourly_snap GROUP BY hour").result_rows
     }
     assert set(keys) == first_hours
@@ -57,8 +55,6 @@ def test_clean_hours_read_snapshots_and_any_insert_makes_an_hour_dirty(url):
     # first file is touched again (duplicates only), so none of its marked snapshots may be read any more
     store.insert_events([])  # no-op insert: must not make anything dirty
     assert stats_snapshots.dirty_hours(store) == []
-    from eximtrack.ingest import ingest_files
-
     ingest_files(store, [str(GOLDEN / "defer_then_success" / "input.log")], server="s2")
     dirty = {h for h, _ in stats_snapshots.dirty_hours(store)}
     assert dirty and not dirty & first_hours  # the new hours only
