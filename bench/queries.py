@@ -534,30 +534,45 @@ def fill(
     end: float | None = None,
     chunk_slots: int = CHUNK_SLOTS,
     progress: Callable[[str], None] | None = None,
+    state_path: Path | None = None,
 ) -> dict:
     """Generate ~n_events events into `events` (see the module docstring for what), in chunks.
 
-    Returns {"events": rows inserted, "seconds": wall time, "rate": events/s, "slots": …, "end": epoch}."""
-    end_s = int(end if end is not None else time.time())
-    per_slot = slots_per_event(client, seed)
-    total_slots = max(4, round(n_events / per_slot))
-    t0 = time.perf_counter()
-    done = 0
-    for start in range(0, total_slots, chunk_slots):
+    With `state_path`, the fill records its plan (`end`, slots) and the chunks done after each INSERT, and a
+    fill stopped half-way (a session ends at 1e8) resumes from the first chunk not recorded: a chunk
+    inserted again is harmless (deterministic event ids and versions: `latest FINAL`, the access paths
+    and the set-based aggregates see each event once, exactly as after a replay of the sink), and the
+    event count is then taken with FINAL. Returns {"events", "seconds", "rate", "slots", "end", "resumed"}."""
+    state = json.loads(state_path.read_text()) if state_path and state_path.exists() else None
+    if state and (state["n_events"], state["seed"], state["chunk_slots"]) != (n_events, seed, chunk_slots):
+        raise SystemExit(f"{state_path} describes another fill ({state}): use another --store")
+    if state is None:
+        end_s = int(end if end is not None else time.time())
+        per_slot = slots_per_event(client, seed)
+        state = {"n_events": n_events, "seed": seed, "chunk_slots": chunk_slots, "end": end_s,
+                 "slots": max(4, round(n_events / per_slot)), "done": 0, "seconds": 0.0, "resumed": 0}  # fmt: skip
+    elif state["done"]:
+        state["resumed"] += 1
+    total_slots, end_s = state["slots"], state["end"]
+    t0 = time.perf_counter() - state["seconds"]
+    for start in range(state["done"], total_slots, chunk_slots):
         count = min(chunk_slots, total_slots - start)
         client.command(_insert_sql(_slot_sql(seed, start, count, total_slots, end_s)))
-        done += count
+        state["done"], state["seconds"] = start + count, time.perf_counter() - t0
+        if state_path:
+            state_path.write_text(json.dumps(state))
         if progress:
-            el = time.perf_counter() - t0
-            progress(f"fill: {done}/{total_slots} slots, {el:.0f} s")
+            progress(f"fill: {state['done']}/{total_slots} slots, {state['seconds']:.0f} s")
     seconds = time.perf_counter() - t0
-    events = int(client.query("SELECT count() FROM events").result_rows[0][0])
+    final = " FINAL" if state["resumed"] else ""
+    events = int(client.query(f"SELECT count() FROM events{final}").result_rows[0][0])
     return {
         "events": events,
         "seconds": seconds,
         "rate": events / seconds if seconds else 0.0,
         "slots": total_slots,
         "end": end_s,
+        "resumed": state["resumed"],
     }
 
 
@@ -759,13 +774,16 @@ def measure_store(
     store = Store.open(f"chdb://{store_path}", retention_days=0)
     have = int(_one(store, "SELECT count() FROM events")[0])
     meta_path = Path(store_path) / "bench-fill.json"
-    if have and abs(have - n_events) <= 0.02 * n_events and meta_path.exists():
+    state_path = Path(store_path) / "bench-fill-progress.json"
+    if meta_path.exists() and (abs(have - n_events) <= 0.02 * n_events or state_path.exists()):
         filled = json.loads(meta_path.read_text())
-        log(f"reusing {store_path}: {have} events")
+        log(f"reusing {store_path}: {filled['events']} events")
     else:
-        if have:
+        if have and not state_path.exists():
             raise SystemExit(f"{store_path} holds {have} events, not ~{n_events}: use another --store")
-        filled = fill(store.client, n_events, seed, progress=log)
+        if state_path.exists():
+            log(f"resuming the fill of {store_path}")
+        filled = fill(store.client, n_events, seed, progress=log, state_path=state_path)
         meta_path.write_text(json.dumps(filled))
         log(f"filled {filled['events']} events in {filled['seconds']:.1f} s ({filled['rate']:.0f}/s)")
     # what the sink does every 30 s: snapshot the hours written (the first time: every hour of the fill)
