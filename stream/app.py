@@ -38,7 +38,7 @@ from collections.abc import Iterator, MutableMapping
 import faust
 
 from schemas import topics as T
-from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record
+from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
 from stream.accounts import AccountMap
 from stream.join import Joiner, MessageState, state_ends
 
@@ -466,7 +466,7 @@ def create_app(
         it would exceed OUT_RECORD_BYTES (the broker's and the sink's record size limits)."""
         if not items:
             return
-        value = json.dumps(items, separators=(",", ":")).encode()
+        value = dumps_json(items)
         if len(value) <= OUT_RECORD_BYTES or len(items) == 1:
             await topic.send(key=key, value=value)
             return

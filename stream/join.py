@@ -24,7 +24,6 @@ Rules (docs/ARCHITECTURE.md has the full table):
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from schemas.records import (
     DeliveryEvent,
     LogLineRecord,
     RejectRecord,
+    dumps_json,
+    loads_json,
 )
 from stream.accounts import AccountMap
 from stream.clock import LocalClock, msgid_time
@@ -67,7 +68,7 @@ def state_ends(value: bytes | dict) -> tuple[float, float]:
         m = _ENDS_RE.match(value)
         if m:
             return float(m.group(1)), float(m.group(2))
-    data = json.loads(value)
+    data = loads_json(value)
     return data.get("completed_at", 0.0), data.get("last_seen", 0.0)
 
 
@@ -171,12 +172,12 @@ class MessageState:
     def to_bytes(self) -> bytes:
         """The stream worker's table value and changelog record: `to_dict()` as compact JSON. Held as bytes,
         an open message costs about a third of the memory the same state costs as Python dicts."""
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return dumps_json(self.to_dict())
 
     @classmethod
     def from_value(cls, value: bytes | str | dict) -> MessageState:
         """A stored state: bytes of `to_bytes()` (or JSON text), or a dict of `to_dict()`."""
-        return cls.from_dict(value if isinstance(value, dict) else json.loads(value))
+        return cls.from_dict(value if isinstance(value, dict) else loads_json(value))
 
     @classmethod
     def from_dict(cls, data: dict) -> MessageState:
