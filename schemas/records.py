@@ -190,13 +190,8 @@ MAX_RECORD_BYTES = 1 << 20  # a Kafka record larger than this is dead-lettered (
 
 def dumps_json(obj) -> bytes:
     """Compact UTF-8 JSON of a record's dict or array (orjson: the worker writes one array per output topic
-    per input record and one state per touched message, so encoding is on the hot path)."""
+    per input record, the sink decodes them with `load_record_items`: both on the hot path)."""
     return orjson.dumps(obj)
-
-
-def loads_json(value: bytes | str):
-    """Inverse of :func:`dumps_json` (raises ValueError on bad JSON); unchecked, no size limit."""
-    return orjson.loads(value)
 
 
 def _load_json(value: bytes | None):
@@ -314,5 +309,4 @@ __all__ = [
     "load_record_items",
     "dumps_json",
     "load_record_json",
-    "loads_json",
 ]
