@@ -1,4 +1,5 @@
-"""`eximtrack stats`: cPanel's EmailTrack::stats / emailtrack_user_stats counters, read from `mail_hourly_all`
+"""`eximtrack stats` (and `/api/v1/stats`, eximtrack/web/query.py: one definition of the counters): cPanel's
+EmailTrack::stats / emailtrack_user_stats counters, read from `mail_hourly_all`
 (rolled-up totals of closed hours, hourly snapshots of the recent ones, set states of the hours changed since
 their snapshot: eximtrack/stats_snapshots.py); `eximtrack rollup`;
 `eximtrack retention`: the TTL of the raw tables and of the aggregates.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from eximtrack import stats_snapshots
@@ -71,6 +73,74 @@ def _hour_floor(epoch: float) -> datetime:
     return dt.replace(minute=0, second=0, microsecond=0)
 
 
+# The columns of mail_hourly's key that a stats request may group or filter by (the sending side).
+AGGREGATE_GROUPS = ("server", "owner", "user", "domain")
+
+# The same counters computed directly from latest-state rows (`latest FINAL`), for requests the aggregate
+# cannot answer (a search filter, a tenant scope, a grouping by the receiving side). Exactly what mail_hourly
+# counts: rows whose message arrival was seen, and SMTP-time rejections; each message's size once.
+ARRIVED_ROWS = "(protocol != '' OR type = 'rejected')"
+LATEST_COUNTER_SQL = """
+    uniqExactIf((server, msgid), type != 'rejected') AS SENDCOUNT,
+    countIf(type IN ('success', 'filtered', 'archive')) AS SUCCESSCOUNT,
+    countIf(type IN ('failure', 'rejected')) AS FAILCOUNT,
+    countIf(type = 'defer') AS DEFERCOUNT,
+    DEFERCOUNT + FAILCOUNT AS DEFERFAILCOUNT,
+    countIf(type = 'inprogress') AS INPROGRESSCOUNT,
+    toUInt64(arraySum(arrayMap(m -> m.3, groupUniqArrayIf((server, msgid, size), type != 'rejected'))))
+        AS TOTALSIZE"""
+LATEST_HOUR = "toStartOfHour(toDateTime(sendunixtime, 'UTC'))"
+
+
+def hour_range(since: float | None, until: float | None) -> dict:
+    """Stats select arrival-hour buckets [hour(since), until): {"since": floored hour, "until": datetime}
+    for the bounds given (epoch seconds)."""
+    out = {}
+    if since is not None:
+        out["since"] = _hour_floor(since)
+    if until is not None:
+        out["until"] = datetime.fromtimestamp(until, UTC)
+    return out
+
+
+def hour_conditions(hour_expr: str, bounds: dict) -> list[str]:
+    """`hour_expr` within the bounds of hour_range (bound as {since:…} / {until:…})."""
+    conds = []
+    if "since" in bounds:
+        conds.append(f"{hour_expr} >= {{since:DateTime('UTC')}}")
+    if "until" in bounds:
+        conds.append(f"{hour_expr} < {{until:DateTime('UTC')}}")
+    return conds
+
+
+def build_grouped_stats(
+    groups: Sequence[str],
+    bounds: dict,
+    equals: Mapping[str, str] | None = None,
+    outbound_only: bool = False,
+) -> tuple[str, dict]:
+    """SQL (bound parameters only) for the counters from mail_hourly_all grouped by `groups` (any of
+    AGGREGATE_GROUPS and `hour`; none = one total row), within `bounds` (hour_range), with `equals`
+    {column of AGGREGATE_GROUPS: value} as exact filters."""
+    bad = [g for g in (*groups, *(equals or {})) if g not in (*AGGREGATE_GROUPS, "hour")]
+    if bad:
+        raise ValueError(f"mail_hourly_all has no column {bad[0]!r}")
+    params = dict(bounds)
+    where = hour_conditions("hour", bounds)
+    for name, value in (equals or {}).items():
+        where.append(f"{name} = {{eq_{name}:String}}")
+        params[f"eq_{name}"] = value
+    if outbound_only:
+        where.append("outbound = 1")
+    cols = ", ".join(groups)
+    sql = (
+        f"SELECT {cols + ',' if cols else ''}{_COUNTER_SQL}\nFROM mail_hourly_all"
+        + (f"\nWHERE {' AND '.join(where)}" if where else "")
+        + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+    )
+    return sql, params
+
+
 def build_stats(
     by: str = "user",
     since: float | str | None = None,
@@ -81,32 +151,14 @@ def build_stats(
     domain: str | None = None,
     outbound_only: bool = False,
 ) -> tuple[str, dict]:
-    """SQL (bound parameters only) for the stats grouped by `by`."""
+    """SQL (bound parameters only) for the stats grouped by `by` (`eximtrack stats`)."""
     from eximtrack.search import parse_time
 
     if by not in BY_COLUMNS:
         raise ValueError(f"--by must be one of {', '.join(BY_COLUMNS)}")
-    where, params = [], {}
-    s, u = parse_time(since, "--since"), parse_time(until, "--until")
-    if s is not None:
-        where.append("hour >= {since:DateTime('UTC')}")
-        params["since"] = _hour_floor(s)
-    if u is not None:
-        where.append("hour < {until:DateTime('UTC')}")
-        params["until"] = datetime.fromtimestamp(u, UTC)
-    for name, value in (("server", server), ("user", user), ("domain", domain)):
-        if value is not None:
-            where.append(f"{name} = {{{name}:String}}")
-            params[name] = value
-    if outbound_only:
-        where.append("outbound = 1")
-    key = BY_COLUMNS[by]
-    sql = (
-        f"SELECT {key} AS {by},{_COUNTER_SQL}\nFROM mail_hourly_all"
-        + (f"\nWHERE {' AND '.join(where)}" if where else "")
-        + f"\nGROUP BY {key}\nORDER BY SENDCOUNT DESC, {by}"
-    )
-    return sql, params
+    bounds = hour_range(parse_time(since, "--since"), parse_time(until, "--until"))
+    equals = {k: v for k, v in (("server", server), ("user", user), ("domain", domain)) if v is not None}
+    return build_grouped_stats([BY_COLUMNS[by]], bounds, equals, outbound_only)
 
 
 def stats(store, by: str = "user", since=None, until=None, **filters) -> list[dict]:
@@ -362,6 +414,13 @@ __all__ = [
     "aggregate_retention",
     "backfill_statements",
     "build_stats",
+    "build_grouped_stats",
+    "hour_range",
+    "hour_conditions",
+    "AGGREGATE_GROUPS",
+    "ARRIVED_ROWS",
+    "LATEST_COUNTER_SQL",
+    "LATEST_HOUR",
     "rebuild_aggregates",
     "rollup",
     "rollup_horizon",

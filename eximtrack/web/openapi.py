@@ -193,7 +193,7 @@ def document() -> dict:
             },
             "/api/v1/stats": {
                 "get": {
-                    "summary": "SENDCOUNT, SUCCESSCOUNT, FAILCOUNT, DEFERCOUNT, DEFERFAILCOUNT, INPROGRESSCOUNT, TOTALSIZE (+ MESSAGECOUNT)",
+                    "summary": "cPanel's SENDCOUNT, SUCCESSCOUNT, FAILCOUNT, DEFERCOUNT, DEFERFAILCOUNT, INPROGRESSCOUNT, TOTALSIZE (arrival-hour buckets)",
                     "parameters": [
                         *_common_params(),
                         _q("groupby", f"comma list of {', '.join(STATS_GROUPS)}, or none (default server)"),

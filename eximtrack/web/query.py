@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from eximtrack import stats
 from eximtrack.search import (
     MATCH_MODES,
     ConditionBuilder,
@@ -176,6 +177,17 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> SearchPlan:
     elif dtype == "local":
         b.where.append("transport_is_remote = 0 AND transport != ''")
 
+    b.time_window(*_time_range(p))
+    if p.get("minsize"):
+        b.where.append("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}")
+    if p.get("maxsize"):
+        b.where.append("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}")
+
+    return b.plan(scope)
+
+
+def _time_range(p: dict[str, str]) -> tuple[float | None, float | None]:
+    """startdate, enddate -> epoch seconds (None when not given); 400 when unreadable or out of range."""
     try:
         since = parse_time(p.get("startdate"), "startdate")
         until = parse_time(p.get("enddate"), "enddate")
@@ -184,13 +196,7 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> SearchPlan:
     for name, value in (("startdate", since), ("enddate", until)):
         if value is not None and (not math.isfinite(value) or abs(value) > 1e11):
             raise BadRequest(f"{name} is out of range")
-    b.time_window(since, until)
-    if p.get("minsize"):
-        b.where.append("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}")
-    if p.get("maxsize"):
-        b.where.append("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}")
-
-    return b.plan(scope)
+    return since, until
 
 
 # -- sort and cursor --------------------------------------------------------------------------------
@@ -411,8 +417,14 @@ def keyset_condition(b: ConditionBuilder, key_columns: list[str], direction: str
 
 
 def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, list[str]]:
+    """cPanel's counters (eximtrack/stats.py: the same definitions as `eximtrack stats`) for the rows the
+    request and the scope select, in arrival-hour buckets [hour(startdate), enddate).
+
+    Read from the hourly aggregates (mail_hourly_all: snapshots, no scan) when nothing but the time, an exact
+    server and a grouping by the sending side (server, owner, user, domain) is asked by an unscoped token;
+    otherwise computed from `latest FINAL` with the search's conditions (an indexed filter narrows it
+    through the candidates), counting exactly what the aggregates count."""
     p = _single(raw, STATS_PARAMS)
-    plan = _conditions(p, scope)
     text = p.get("groupby", "server")
     groups = [g.strip() for g in text.split(",") if g.strip() and g.strip() != "none"]
     bad = [g for g in groups if g not in STATS_GROUPS]
@@ -421,24 +433,26 @@ def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, lis
             f"groupby must be a comma list of {', '.join(STATS_GROUPS)} (or none), not {bad[0]!r}"
         )
     groups = list(dict.fromkeys(groups))
+    since, until = _time_range(p)
+    bounds = stats.hour_range(since, until)
+    window = {k: v for k, v in p.items() if k not in ("startdate", "enddate", "groupby")}
+    plan = _conditions(window, scope)  # validates every other parameter
+    if scope is None and set(groups) <= set(stats.AGGREGATE_GROUPS) and set(window) <= {"server"}:
+        equals = {"server": window["server"]} if window.get("server") else {}
+        sql, params = stats.build_grouped_stats(groups, bounds, equals)
+        return sql, params, groups
     conds, params = list(plan.conds), dict(plan.params)
     if plan.selective():
         cond, cparams = plan.candidates_in()
         conds.append(cond)
         params.update(cparams)
-    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    conds += [stats.ARRIVED_ROWS, *stats.hour_conditions(stats.LATEST_HOUR, bounds)]
+    params.update(bounds)
     cols = ", ".join(groups)
     sql = (
-        f"SELECT {cols + ', ' if cols else ''}"
-        "count() AS SENDCOUNT, "
-        "countIf(type IN ('success', 'filtered', 'archive')) AS SUCCESSCOUNT, "
-        "countIf(type IN ('failure', 'rejected')) AS FAILCOUNT, "
-        "countIf(type = 'defer') AS DEFERCOUNT, "
-        "countIf(type IN ('failure', 'rejected') AND attempts > 1) AS DEFERFAILCOUNT, "
-        "countIf(type = 'inprogress') AS INPROGRESSCOUNT, "
-        "sum(size) AS TOTALSIZE, "
-        "uniqExact(server, msgid) AS MESSAGECOUNT "
-        f"FROM latest FINAL{where}" + (f" GROUP BY {cols} ORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+        f"SELECT {cols + ',' if cols else ''}{stats.LATEST_COUNTER_SQL}\nFROM latest FINAL\n"
+        f"WHERE {' AND '.join(conds)}"
+        + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
     )
     return sql, params, groups
 

@@ -10,7 +10,9 @@ import sys
 from collections import Counter
 
 import pytest
+from statsoracle import arrival_hour, cpanel_counters
 
+from eximtrack.stats import COUNTERS
 from eximtrack.web.query import FILTER_COLUMNS
 from schemas.records import EVENT_FIELDS, SHOW_GROUPS
 
@@ -302,35 +304,56 @@ def test_message_not_found_and_other_server(web, all_rows):
 # ---------------------------------------------------------------------------------------------------- stats
 
 
-def _py_stats(rows):
-    c = Counter()
+def _grouped(rows, keys):
+    groups: dict = {}
     for r in rows:
-        c["SENDCOUNT"] += 1
-        c["SUCCESSCOUNT"] += r["type"] in ("success", "filtered", "archive")
-        c["FAILCOUNT"] += r["type"] in ("failure", "rejected")
-        c["DEFERCOUNT"] += r["type"] == "defer"
-        c["DEFERFAILCOUNT"] += r["type"] in ("failure", "rejected") and r["attempts"] > 1
-        c["INPROGRESSCOUNT"] += r["type"] == "inprogress"
-        c["TOTALSIZE"] += r["size"]
-    return dict(c)
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return {g: cpanel_counters(rs) for g, rs in groups.items()}
+
+
+def _got(res, keys):
+    return {tuple(r[k] for k in keys): {c: r[c] for c in COUNTERS} for r in res["rows"]}
 
 
 def test_stats_per_server_user_domain(web, all_rows):
+    """Grouped by the sending side with a time range: read from the hourly aggregates."""
+    keys = ["server", "user", "domain"]
     res = web.api("/api/v1/stats", groupby="server,user,domain")
-    assert res["groupby"] == ["server", "user", "domain"]
-    groups = {}
-    for r in all_rows:
-        groups.setdefault((r["server"], r["user"], r["domain"]), []).append(r)
-    assert len(res["rows"]) == len(groups)
-    for row in res["rows"]:
-        want = _py_stats(groups[(row["server"], row["user"], row["domain"])])
-        assert {k: row[k] for k in want} == want
+    assert res["groupby"] == keys
+    want = {g: c for g, c in _grouped(all_rows, keys).items() if c["SENDCOUNT"] or c["FAILCOUNT"]}
+    assert _got(res, keys) == want
     total = web.api("/api/v1/stats", groupby="none")["rows"]
-    assert len(total) == 1 and total[0]["SENDCOUNT"] == len(all_rows)
-    t0 = sorted(r["sendunixtime"] for r in all_rows if r["sendunixtime"])[len(all_rows) // 2]
-    ranged = web.api("/api/v1/stats", groupby="none", startdate=t0)["rows"][0]
-    assert ranged["SENDCOUNT"] == len(web.search_all(startdate=t0))
+    assert total == [cpanel_counters(all_rows)] and total[0]["SENDCOUNT"] > 50
+    # arrival-hour buckets: [hour(startdate), enddate)
+    last = max(r["sendunixtime"] for r in all_rows if r["protocol"])
+    hour = int(last) // 3600 * 3600
+    for extra in ({}, {"minsize": "0"}):  # from the aggregates, from the latest rows
+        ranged = {}
+        for name, start, end in (("floor", last, None), ("next", hour + 3600, None), ("to", None, hour + 1)):
+            params = dict(extra, groupby="none")
+            params.update({k: str(v) for k, v in (("startdate", start), ("enddate", end)) if v is not None})
+            ranged[name] = web.api("/api/v1/stats", **params)["rows"][0]
+        want = cpanel_counters([r for r in all_rows if arrival_hour(r) >= hour])
+        assert ranged["floor"] == want and want["SENDCOUNT"] > 0, extra  # startdate counts from its hour
+        assert ranged["next"]["SENDCOUNT"] == ranged["next"]["FAILCOUNT"] == 0, extra
+        assert ranged["to"] == cpanel_counters([r for r in all_rows if arrival_hour(r) < hour + 1]), extra
     assert web.get("/api/v1/stats", params={"groupby": "subject"}).status == 400
+
+
+def test_stats_with_filters_and_receiving_side(web, all_rows):
+    """A search filter or a grouping by the receiving side: computed from the latest rows, same counters."""
+    keys = ["server", "user", "domain"]
+    fast = web.api("/api/v1/stats", groupby="server,user,domain")
+    direct = web.api("/api/v1/stats", groupby="server,user,domain", minsize="0")  # a no-op filter
+    assert _got(direct, keys) == _got(fast, keys) and fast["rows"]
+    by_rcpt = web.api("/api/v1/stats", groupby="deliverydomain")
+    want = _grouped(all_rows, ["deliverydomain"])
+    assert _got(by_rcpt, ["deliverydomain"]) == {
+        g: c for g, c in want.items() if c["SENDCOUNT"] or c["FAILCOUNT"]
+    }
+    failures = web.api("/api/v1/stats", groupby="none", failure="1")["rows"]
+    rows = [r for r in all_rows if r["type"] in SHOW_GROUPS["failures"]]
+    assert failures == [cpanel_counters(rows)] and failures[0]["FAILCOUNT"] > 0
 
 
 # ---------------------------------------------------------------------------------------------------- injection
