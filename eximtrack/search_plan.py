@@ -27,6 +27,7 @@ reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ TEXT_COLUMNS = (
 )
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 GROWTH = 4  # candidates read per round grow 4x
+MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
 
 
@@ -289,17 +291,25 @@ def run_pages(
     round starts at T (inclusive); rows at T are then returned by a later round, never twice."""
     out: list[tuple] = []
     names: list[str] = []
-    bound = start = int(cursor[0]) if cursor is not None else None
+    bound = int(cursor[0]) if cursor is not None else None
     k = plan.first_round(rows)
     widen = 1  # grows when many messages share one time
+    fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields
+    per_message = 1.0  # candidates read per distinct message (versions, recipients)
     while len(out) < rows:
+        missing = rows - len(out)
+        want = missing
+        if fetched:
+            # most candidates of an outcome or a common word fail the re-check: fetch as many messages as
+            # the rounds so far say are needed (+50 %), and read enough candidates to name them
+            want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
+            k = max(k, math.ceil((want * widen + 1) * per_message))
         _, cands = run(*plan.candidates(direction, bound, k))
         if not cands:
             break
         exhausted_k = len(cands) >= k
-        # later rounds take twice what is missing: the first one showed that some candidates do not match
-        want = (rows - len(out)) * (1 if not out and bound == start else 2) * widen + 1
-        cands, cut = first_messages(cands, want)
+        per_message = len(cands) / len({(c[1], c[2]) for c in cands})
+        cands, cut = first_messages(cands, want * widen + 1)
         full = exhausted_k or cut
         last = int(cands[-1][0])
         if full and last == bound:  # every candidate taken shares the bound's time: take more of them
@@ -325,6 +335,7 @@ def run_pages(
         sql, params = fetch_sql(conds, extra, rows - len(out))
         names, got = run(sql, params)
         out.extend(got)
+        fetched += len(keys)
         if not full:
             break
         bound = last
