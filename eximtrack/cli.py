@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from eximtrack.config import ConfigError, resolve_retention_days
 from eximtrack.jsonable import jsonable
-from eximtrack.search import MATCH_MODES, SearchError, SearchFilters, build_search, build_show
+from eximtrack.search import MATCH_MODES, SearchError, SearchFilters, build_search, build_show, run_show
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
 # ---------------------------------------------------------------------------------------------------
@@ -307,11 +307,15 @@ def cmd_search(args) -> int:
 def cmd_show(args) -> int:
     queries = build_show(args.msgid, args.server, scope=_scope_from_args(args))
     store = _open_store(args)
-    parts = {}
-    for name, (sql, params) in queries.items():
+
+    def run(sql: str, params: dict) -> tuple[list[str], list]:
         result = store.query(sql, params)
+        return list(result.column_names), result.result_rows
+
+    parts = {}
+    for name, (columns, rows) in run_show(queries, run).items():
         conv = _plain_dict if name in ("arrival", "lines") else _event_dict
-        parts[name] = [conv(result.column_names, row) for row in result.result_rows]
+        parts[name] = [conv(columns, row) for row in rows]
     if not any(parts.values()):
         print(
             f"no message {args.msgid}" + (f" on server {args.server}" if args.server else ""), file=sys.stderr

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -426,10 +426,6 @@ def build_show(
         cond_rows = f"{cond} AND {visible}"
     else:
         cond_rows = cond
-    arrival = (
-        f"SELECT {_arrival_select()} FROM events FINAL WHERE {cond} AND is_deleted = 0 "
-        "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server"
-    )
     attempts = (
         f"SELECT {select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond_rows} AND is_deleted = 0 "
         "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
@@ -447,12 +443,46 @@ def build_show(
         "SELECT server, msgid, toUnixTimestamp64Milli(logunixtime) / 1000 AS logunixtime, line, line_id "
         f"FROM log_lines FINAL WHERE {cond}{line_scope} ORDER BY server, logunixtime, line_id"
     )
-    return {
-        "arrival": (arrival, dict(params)),
+    queries = {
         "attempts": (attempts, dict(params)),
         "children": (children, dict(params)),
         "lines": (lines, dict(params)),
     }
+    if scope is not None:
+        # the arrival may come from a row the tenant does not see (its message is visible): its own read;
+        # without a scope it is one of the attempts rows (arrival_from_attempts), so no second read
+        queries["arrival"] = (
+            f"SELECT {_arrival_select()} FROM events FINAL WHERE {cond} AND is_deleted = 0 "
+            "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server",
+            dict(params),
+        )
+    return queries
+
+
+def arrival_from_attempts(columns: Sequence[str], rows: Sequence[Sequence]) -> tuple[list[str], list[tuple]]:
+    """The `arrival` result from an unscoped `attempts` result (both read the message's events, tombstones
+    excluded): per server the row with a known arrival time and the highest version, on ARRIVAL_FIELDS."""
+    at = {c: i for i, c in enumerate(columns)}
+    best: dict = {}
+    for row in rows:
+        key = (row[at["sendunixtime"]] in (0, None), -row[at["version"]])
+        server = row[at["server"]]
+        if server not in best or key < best[server][0]:
+            best[server] = (key, row)
+    return list(ARRIVAL_FIELDS), [
+        tuple(row[at[c]] for c in ARRIVAL_FIELDS) for _, (_, row) in sorted(best.items())
+    ]
+
+
+def run_show(
+    queries: dict[str, tuple[str, dict]], run: Callable[[str, dict], tuple[list[str], list]]
+) -> dict[str, tuple[list[str], list]]:
+    """Execute build_show's queries with `run(sql, params) -> (columns, rows)`: {name: (columns, rows)} for
+    arrival, attempts, children and lines (the arrival derived from the attempts when it has no query)."""
+    out = {name: run(sql, params) for name, (sql, params) in queries.items()}
+    if "arrival" not in out:
+        out["arrival"] = arrival_from_attempts(*out["attempts"])
+    return {name: out[name] for name in ("arrival", "attempts", "children", "lines")}
 
 
 __all__ = [
@@ -468,6 +498,8 @@ __all__ = [
     "SearchFilters",
     "build_search",
     "build_show",
+    "arrival_from_attempts",
+    "run_show",
     "parse_sort",
     "parse_time",
     "scope_condition",

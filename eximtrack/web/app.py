@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from eximtrack.jsonable import jsonable
+from eximtrack.search import run_show
 from eximtrack.web import query as q
 from eximtrack.web.auth import Account, AuthError, TokenStore, default_tokens_path
 from eximtrack.web.openapi import document
@@ -315,7 +316,7 @@ def make_handler(app: App):
                 sql, bound = q.build_visible_query(server, msgid, scope)
                 if not app.query(sql, bound).result_rows:
                     raise ApiError(404, f"no message {msgid} on server {server}")
-            parts = {name: _rows(app.query(sql, bound)) for name, (sql, bound) in queries.items()}
+            parts = {name: _dict_rows(*result) for name, result in run_show(queries, app.run).items()}
             if not parts["arrival"] and not parts["attempts"] and not parts["lines"]:
                 raise ApiError(404, f"no message {msgid} on server {server}")
             self._json(200, {"server": server, "msgid": msgid, **parts})

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from eximtrack.search import build_search, build_show
+from eximtrack.search import ARRIVAL_FIELDS, build_search, build_show, run_show
 from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import Store, StoreError, current_chdb_path
@@ -251,7 +251,20 @@ def test_show_queries(fleet):
         ]
     )
     q = build_show("1bbbbb-000002-BB")
-    arrival = s.query_dicts(*q["arrival"])
+
+    def run(sql, params):
+        result = s.query(sql, params)
+        return list(result.column_names), result.result_rows
+
+    names, rows = run_show(q, run)["arrival"]
+    arrival = [dict(zip(names, r, strict=True)) for r in rows]
+    # the arrival derived from the attempts is what one read of the events gives
+    naive = s.query_dicts(
+        f"SELECT {', '.join(c if c != 'sendunixtime' else 'toUnixTimestamp64Milli(sendunixtime) / 1000 AS sendunixtime' for c in ARRIVAL_FIELDS)} "
+        "FROM events FINAL WHERE msgid = '1bbbbb-000002-BB' AND is_deleted = 0 "
+        "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server"
+    )
+    assert arrival == naive
     assert (
         len(arrival) == 1
         and arrival[0]["email"] == "carol@shop.net"

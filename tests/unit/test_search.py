@@ -6,7 +6,17 @@ import re
 
 import pytest
 
-from eximtrack.search import SearchError, SearchFilters, build_search, build_show, parse_sort, parse_time
+from eximtrack.search import (
+    ARRIVAL_FIELDS,
+    Scope,
+    SearchError,
+    SearchFilters,
+    arrival_from_attempts,
+    build_search,
+    build_show,
+    parse_sort,
+    parse_time,
+)
 from schemas.records import EVENT_FIELDS
 
 
@@ -128,7 +138,8 @@ def test_unknown_filter_rejected():
 
 def test_build_show():
     q = build_show("1abc-def-GH", server="web1")
-    assert set(q) == {"arrival", "attempts", "children", "lines"}
+    assert set(q) == {"attempts", "children", "lines"}  # the arrival is derived from the attempts
+    assert set(build_show("m", scope=Scope(user="bob"))) == {"arrival", "attempts", "children", "lines"}
     for sql, params in q.values():
         assert "1abc" not in sql
         assert params == {"msgid": "1abc-def-GH", "server": "web1"}
@@ -139,6 +150,28 @@ def test_build_show():
     assert build_show("m")["lines"][1] == {"msgid": "m"}
     with pytest.raises(SearchError):
         build_show("  ")
+
+
+def test_arrival_from_attempts_takes_the_newest_known_arrival_per_server():
+    cols = ["server", "event_id", "version", *[c for c in ARRIVAL_FIELDS if c != "server"]]
+
+    def row(server, version, sent, email):
+        d = dict.fromkeys(ARRIVAL_FIELDS, "")
+        d.update(server=server, sendunixtime=sent, email=email)
+        return tuple({"event_id": f"e{version}", "version": version, **d}[c] for c in cols)
+
+    rows = [
+        row("web2", 9, 0.0, "pre@arrival"),  # newest, but before the arrival line: loses
+        row("web2", 5, 100.5, "old@x"),
+        row("web2", 7, 100.5, "new@x"),
+        row("web1", 3, 0.0, "only@pre"),  # no arrival known on web1: its newest row anyway
+        row("web1", 2, 0.0, "older@pre"),
+    ]
+    names, got = arrival_from_attempts(cols, rows)
+    assert names == list(ARRIVAL_FIELDS)
+    by_server = [dict(zip(names, r, strict=True)) for r in got]
+    assert [(r["server"], r["email"]) for r in by_server] == [("web1", "only@pre"), ("web2", "new@x")]
+    assert arrival_from_attempts(cols, []) == (list(ARRIVAL_FIELDS), [])
 
 
 def test_ascii_lower_matches_clickhouse_lower():
