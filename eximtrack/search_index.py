@@ -1,9 +1,9 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migration 007 (search_keys, search_time)
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009 (search_keys, search_time)
 and fill them again from the stored rows of `latest`.
 
 The materialized views keep them current on every insert, and migration 007 backfills them once, so this is
 only needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest`
-alone). The statements are the migration's own backfills (one source of truth). Searches that read an access
+alone). The statements are the migrations' own backfills (one source of truth). Searches that read an access
 path miss rows while it runs; inserts arriving meanwhile are indexed by the views (duplicates collapse).
 """
 
@@ -18,23 +18,27 @@ TABLES = ("search_keys", "search_time")
 
 
 def backfill_statements() -> list[tuple[str, str]]:
-    """[(table, INSERT … SELECT … FROM latest)] of migration 007, in order."""
-    migration = next(m for m in migrations.load_migrations() if m.name == "read_paths")
+    """[(table, INSERT … SELECT … FROM latest)] of the migrations that fill the access paths (007, and 009's
+    server keys), in order."""
     out = []
-    for _, statement in migration.steps():
-        words = statement.split()
-        if words[:2] == ["INSERT", "INTO"] and words[2] in TABLES:
-            out.append((words[2], statement))
+    for migration in migrations.load_migrations():
+        for _, statement in migration.steps():
+            words = statement.split()
+            if words[:2] == ["INSERT", "INTO"] and words[2] in TABLES:
+                out.append((words[2], statement))
     return out
 
 
 def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
-    """Truncate and refill each access-path table: [(table, rows, seconds)]."""
+    """Truncate each access-path table, then refill it: [(table, rows, seconds)] per table."""
     done = []
-    for table, statement in backfill_statements():
+    statements = backfill_statements()
+    for table in TABLES:
         t0 = time.perf_counter()
         store.command(f"TRUNCATE TABLE {table}")
-        store.command(statement)
+        for name, statement in statements:
+            if name == table:
+                store.command(statement)
         rows = int(store.query(f"SELECT count() FROM {table}").result_rows[0][0])
         done.append((table, rows, time.perf_counter() - t0))
         progress(f"rebuilt {table}: {rows} rows in {done[-1][2]:.1f} s")

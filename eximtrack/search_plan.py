@@ -4,6 +4,7 @@ plus one orchestration loop over an injected `run(sql, params)`; no I/O of its o
 The tables are those of schemas/clickhouse/007_read_paths.sql:
 
     search_keys (field, value, ts, server, msgid, msgtime)   one row per searchable value of a message/row
+                                                              (+ its server: migration 009)
     search_time (ts, server, msgid, msgtime, type, text)      one row per row version, in time order
     latest FINAL ORDER BY (msgtime, server, msgid, …)         the latest state, fetched by primary key
 
@@ -49,6 +50,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "message_id": ("message_id",),
     "senderip": ("senderip",),
     "parent_msgid": ("parent_msgid",),
+    "server": ("server",),  # as is, not lower-case (migration 009): server filters are case-sensitive
 }
 # Filters tried as the access path, most selective first.
 KEY_PREFERENCE = (
@@ -65,6 +67,8 @@ KEY_PREFERENCE = (
     "owner",
     "deliveryowner",
 )
+# Keys that select many messages (a whole server): used only when neither a key above nor a scope applies.
+BROAD_KEYS = ("server",)
 # The columns joined into search_time.text (lower-case), exactly as migration 007 writes them.
 TEXT_COLUMNS = (
     "email",
@@ -140,10 +144,11 @@ class SearchPlan:
             for f in self.filters
             if f.match in ("eq", "begins") and f.value and all(c in KEY_FIELDS for c in f.columns)
         ]
-        for name in KEY_PREFERENCE:
-            for f in usable:
-                if name in f.columns:
-                    return f
+        for names in (KEY_PREFERENCE, () if self.scope_filter else BROAD_KEYS):
+            for name in names:
+                for f in usable:
+                    if name in f.columns:
+                        return f
         return self.scope_filter
 
     def msgid_hint(self) -> str | None:

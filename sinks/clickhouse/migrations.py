@@ -5,7 +5,8 @@ a migration twice (e.g. two openers racing on a server) is harmless. A statement
 (an EXCHANGE, a backfill) is preceded by a ``--@when <SELECT>`` line and runs only when that query returns a
 true first value, so a migration interrupted half-way resumes where it stopped. Each statement's duration is
 logged (a backfill of a large store takes minutes: that is the progress shown). Retention is managed here as well:
-``ensure_retention`` rewrites the TTL of the data tables with ``ALTER TABLE … MODIFY TTL`` when it differs.
+``ensure_retention`` rewrites the TTL of the data tables with ``ALTER TABLE … MODIFY TTL`` when it differs;
+``ensure_ttl_bases`` (run after the migrations) when a table's TTL counts from an older expression.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ TTL_BASE = {
     "latest": "toDateTime(actionunixtime)",
     "rejects": "toDateTime(if(logunixtime = 0, toDateTime64('2100-01-01 00:00:00', 3, 'UTC'), logunixtime))",
     "log_lines": "toDateTime(logunixtime)",
-    # access paths (migration 007): kept a month longer than the rows they point to
-    "search_keys": "addDays(toDateTime(ts), 31)",
-    "search_time": "addDays(toDateTime(ts), 31)",
+    # access paths (migration 007): kept a month longer than the rows they point to; a row whose arrival is
+    # unknown (ts = 0) counts from its message's time (msgtime), not from 1970
+    "search_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
+    "search_time": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
 }
 
 log = logging.getLogger("eximtrack.migrations")
@@ -158,6 +160,33 @@ def current_retention(client, table: str) -> int:
         raise RuntimeError(f"table {table} does not exist")
     m = _TTL_DAYS.search(rows[0][0])
     return int(m.group(1)) if m else 0
+
+
+def ensure_ttl_bases(client, tables: dict[str, str] | None = None) -> list[str]:
+    """Rewrite, keeping its days, the TTL of every table whose TTL counts from another expression than
+    `tables` says (default TTL_BASE: an older migration's TTL); returns the tables changed. Existing parts
+    are not rewritten: their merges apply the new TTL."""
+    changed = []
+    for table, base in (TTL_BASE if tables is None else tables).items():
+        days = current_retention(client, table)
+        if not days or _ttl_clause(client, table).startswith(base.replace(" ", "")):
+            continue
+        client.command(
+            f"ALTER TABLE {table} MODIFY TTL {base} + toIntervalDay({days}) "
+            "SETTINGS materialize_ttl_after_modify = 0"
+        )
+        changed.append(table)
+    return changed
+
+
+def _ttl_clause(client, table: str) -> str:
+    """The TTL expression of `table` as ClickHouse shows it, without spaces ('' when it has none)."""
+    engine = client.query(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+        parameters={"t": table},
+    ).result_rows[0][0]
+    _, _, ttl = engine.partition(" TTL ")
+    return ttl.replace(" ", "")
 
 
 def ensure_retention(client, days: int, tables: dict[str, str] | None = None) -> list[str]:

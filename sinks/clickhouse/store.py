@@ -194,6 +194,7 @@ class Store:
         if migrate:
             try:
                 migrations.apply_migrations(client)
+                migrations.ensure_ttl_bases(client)
             except Exception as exc:
                 raise StoreError(
                     f"applying migrations to {url.display()} failed: {_first_line(exc)}"

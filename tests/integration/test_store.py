@@ -15,10 +15,12 @@ from eximtrack.search import ARRIVAL_FIELDS, build_search, build_show, run_show
 from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import Store, StoreError, current_chdb_path
+from stream.clock import base62
 
 pytestmark = pytest.mark.store
 
 NOW = time.time()
+RECENT_ID = base62(int(NOW) - 3600, 6) + "-000004-DD"  # an Exim id of an hour ago
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +170,8 @@ def fleet(store):
                 recipient="carol@shop.net",
                 deliveredto="carol@shop.net",
             ),
-            ev("d1", "inprogress", msgid="1ddddd-000004-DD", server="web2", t=40, sendunixtime=0),
+            # arrival unknown (ts 0 in the access paths); a real Exim id encodes its reception second
+            ev("d1", "inprogress", msgid=RECENT_ID, server="web2", t=40, sendunixtime=0),
         ]
     )
     return store
@@ -211,6 +214,17 @@ def test_every_search_filter(fleet):
     assert ids(search(s, since=NOW - 2000, until=NOW - 1000)) == ["b1"]
     # combined filters are ANDed
     assert ids(search(s, domain="example.com", type=["defer"])) == ["b1"]
+
+
+def test_rows_without_arrival_keep_their_access_paths(fleet):
+    """A row whose arrival is unknown has ts 0 in the access paths: their TTL counts from its message's time
+    (msgtime), so merges applying the TTL keep it findable through every key (server, migration 009)."""
+    for table in ("search_keys", "search_time"):
+        fleet.command(f"OPTIMIZE TABLE {table} FINAL")
+        assert fleet.query(
+            f"SELECT count() FROM {table} WHERE msgid = {{m:String}} AND ts = 0", {"m": RECENT_ID}
+        ).result_rows[0][0], table
+    assert ids(search(fleet, server="web2")) == ["c1", "d1"]
 
 
 def test_sort_limit_and_result_shape(fleet):
@@ -313,9 +327,14 @@ def test_retention(url, store):
     ttl = store.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_keys'"
     ).result_rows[0][0]
-    assert "addDays(toDateTime(ts), 31) + toIntervalDay(30)" in ttl
+    assert "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31) + toIntervalDay(30)" in ttl
     assert store.retention_days() == 30
     assert store.set_retention(30) == []  # unchanged -> no ALTER
+    # a store upgraded from 007's TTL (counted from ts, so rows without arrival expired at once): rewritten
+    # on open, keeping its days
+    store.command("ALTER TABLE search_time MODIFY TTL addDays(toDateTime(ts), 31) + toIntervalDay(30)")
+    assert migrations.ensure_ttl_bases(store.client) == ["search_time"]
+    assert migrations.ensure_ttl_bases(store.client) == [] and store.retention_days() == 30
     assert Store.open(url, retention_days=7).retention_days() == 7
     store.set_retention(0)
     assert store.retention_days() == 0
@@ -480,9 +499,21 @@ def test_rebuild_search_index_refills_the_access_paths(store):
     from eximtrack import search_index
 
     store.insert_events(
-        [ev("rb1", msgid="1reb00-000001-AA", recipient="Rebuild@Example.org", subject="Rebuilt index")]
+        [
+            ev(
+                "rb1",
+                msgid="1reb00-000001-AA",
+                server="mx-Rebuild",
+                recipient="Rebuild@Example.org",
+                subject="Rebuilt index",
+            )
+        ]
     )
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
+    # migration 009: the server is a key, as is (server filters are case-sensitive)
+    keys = "SELECT count() FROM search_keys FINAL WHERE field = 'server' AND value = 'mx-Rebuild'"
+    assert store.query(keys).result_rows[0][0] == 1
+    assert ids(search(store, server="mx-Rebuild")) == ["rb1"] and search(store, server="mx-rebuild") == []
     for table in search_index.TABLES:
         store.command(f"TRUNCATE TABLE {table}")
     assert search(store, recipient="rebuild@example.org") == []
@@ -490,3 +521,9 @@ def test_rebuild_search_index_refills_the_access_paths(store):
     assert set(done) == set(search_index.TABLES) and all(n > 0 for n in done.values())
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
     assert ids(search(store, subject="rebuilt", match="begins")) == ["rb1"]
+    assert ids(search(store, server="mx-Rebuild")) == ["rb1"]
+    # 009's backfill once more (a migration resumed after a crash): duplicates only, folded
+    for _, statement in search_index.backfill_statements():
+        if "'server' AS field" in statement:
+            store.command(statement)
+    assert store.query(keys).result_rows[0][0] == 1

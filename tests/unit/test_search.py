@@ -227,6 +227,15 @@ def test_access_path_choice():
     assert table == "search_time" and bound["c_like0"] == "%bob%" and "c_tok0" not in bound
     _, _, bound, _ = source({"failure": "1"}, Scope(user="Bob"))
     assert bound["c_fields"] == ["deliveryuser", "user"] and bound["c_value"] == "bob"
+    # the server (migration 009), as is: only when no other key and no scope narrows more
+    table, conds, bound, _ = source({"server": "MX1.example", "failure": "1"})
+    assert table == "search_keys" and bound["c_fields"] == ["server"] and bound["c_value"] == "MX1.example"
+    _, _, bound, _ = source({"server": "mx1", "domain": "b.c"})
+    assert bound["c_fields"] == ["domain"]
+    _, _, bound, _ = source({"server": "mx1"}, Scope(user="Bob"))
+    assert bound["c_fields"] == ["deliveryuser", "user"]
+    table, _, bound, _ = source({"server": "mx", "server_searchmatch": "contains"})
+    assert table == "search_time"
     # text filters: LIKE on the joined text (served by its text index); the type narrows too
     table, conds, bound, _ = source(
         {"subject": "Invoice 2026 %x", "subject_searchmatch": "contains", "defer": "1"}
