@@ -672,8 +672,8 @@ def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
         return call
 
     def stats_api(params: dict) -> Callable[[], int]:
-        s, b, _ = q.build_stats_query(params, None)
-        return sql([(s, b)])
+        request, _ = q.build_stats_query(params, None)
+        return lambda: len(request.run(run)[1])
 
     failures = {"failure": "1", "startdate": d1}
     out: dict[str, Callable[[], int]] = {
@@ -708,7 +708,8 @@ def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
     for span, since in (("24h", d1), ("30d", d30)):
         for by in ("server", "user", "domain"):
             out[f"stats_api_{span}_{by}"] = stats_api({"groupby": by, "startdate": since})
-            out[f"stats_cli_{span}_{by}"] = sql([stats.build_stats(by, since=float(since), until=now)])
+            cli_request = stats.build_stats(by, since=float(since), until=now)
+            out[f"stats_cli_{span}_{by}"] = lambda r=cli_request: len(r.run(run)[1])
     t_to = datetime.fromtimestamp(now, UTC)
     t_from = t_to - timedelta(hours=24)
 

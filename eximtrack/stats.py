@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from eximtrack import stats_snapshots
+from eximtrack.stats_snapshots import as_utc
 from sinks.clickhouse import migrations
 
 COUNTERS = (
@@ -113,32 +115,136 @@ def hour_conditions(hour_expr: str, bounds: dict) -> list[str]:
     return conds
 
 
+Run = Callable[[str, dict], tuple[list[str], list]]
+
+
+@dataclass(frozen=True)
+class HourlyStats:
+    """A stats request on the hourly aggregates: the counters grouped by `groups` (any of AGGREGATE_GROUPS
+    and `hour`; none = one total row) within `bounds` (hour_range), with exact `equals` filters.
+
+    `run` answers it in two statements instead of reading the view mail_hourly_all, whose scalar classifies
+    every stored hour on each read (~40-70 ms at 1e7 events whatever the range): (1) for the hours of the
+    range from the rollup horizon on, which have a snapshot taken at their current insert counter (clean)
+    and which changed since (dirty), and the horizon itself; (2) the counters summed over the rolled-up
+    totals before that horizon, the clean hours' snapshots and the dirty hours' merged states. An hour is
+    read from exactly one source, decided once, as in mail_hourly_all (same numbers: `view_sql`)."""
+
+    groups: tuple[str, ...]
+    bounds: dict
+    equals: dict = field(default_factory=dict)
+    outbound_only: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [g for g in (*self.groups, *self.equals) if g not in (*AGGREGATE_GROUPS, "hour")]
+        if bad:
+            raise ValueError(f"mail_hourly_all has no column {bad[0]!r}")
+
+    def _filters(self, params: dict) -> list[str]:
+        where = []
+        for name, value in self.equals.items():
+            where.append(f"{name} = {{eq_{name}:String}}")
+            params[f"eq_{name}"] = value
+        if self.outbound_only:
+            where.append("outbound = 1")
+        return where
+
+    def _select(self, source: str, where: list[str]) -> str:
+        cols = ", ".join(self.groups)
+        return (
+            f"SELECT {cols + ',' if cols else ''}{_COUNTER_SQL}\nFROM {source}"
+            + (f"\nWHERE {' AND '.join(where)}" if where else "")
+            + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+        )
+
+    def view_sql(self) -> tuple[str, dict]:
+        """The same numbers in one statement on the view mail_hourly_all (for analysts and the tests)."""
+        params = dict(self.bounds)
+        return self._select(
+            "mail_hourly_all", hour_conditions("hour", self.bounds) + self._filters(params)
+        ), params
+
+    def classify_sql(self) -> tuple[str, dict]:
+        """(hour, insert counter, smallest recorded writer of a snapshot at that counter or 0, horizon) for
+        every hour of the range from the rollup horizon on."""
+        rng = " AND ".join([f"hour >= ({_HORIZON_SQL})", *hour_conditions("hour", self.bounds)])
+        sql = (
+            f"SELECT c.hour, c.n, r.w, ({_HORIZON_SQL}) FROM "
+            f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {rng} GROUP BY hour) AS c "
+            f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
+            "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen"
+        )
+        return sql, dict(self.bounds)
+
+    def counters_sql(self, horizon, clean: list[tuple], dirty: list) -> tuple[str, dict]:
+        """The counters over the totals before `horizon`, the `clean` (hour, seen, writer) snapshots and the
+        `dirty` hours' states."""
+        params = dict(self.bounds)
+        cols = ", ".join(dict.fromkeys(("hour", *self.groups, *AGGREGATE_GROUPS, "outbound", *_COUNTED)))
+        parts = []
+        if self.bounds.get("since") is None or self.bounds["since"] < as_utc(horizon):
+            params["horizon"] = as_utc(horizon)
+            parts.append(
+                f"SELECT {cols} FROM mail_hourly_totals FINAL WHERE hour < {{horizon:DateTime('UTC')}}"
+            )
+        if clean:
+            params["clean"] = clean
+            parts.append(
+                f"SELECT {cols} FROM mail_hourly_snap "
+                "WHERE (hour, seen, writer) IN {clean:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}"
+            )
+        if dirty:
+            params["dirty"] = dirty
+            parts.append(f"SELECT {cols} FROM mail_hourly_v WHERE hour IN {{dirty:Array(DateTime('UTC'))}}")
+        if not parts:  # nothing stored in the range: the grouped answer is empty, the total one row of zeros
+            parts.append(f"SELECT {cols} FROM mail_hourly_snap WHERE 0")
+        source = "(" + "\nUNION ALL\n".join(parts) + ")"
+        where = hour_conditions("hour", self.bounds) + self._filters(params)
+        return self._select(source, where), params
+
+    def run(self, run: Run) -> tuple[list[str], list]:
+        """(column names, rows) through `run(sql, params) -> (columns, rows)`."""
+        _, hours = run(*self.classify_sql())
+        horizon = hours[0][3] if hours else run(_HORIZON_SQL, {})[1][0][0]
+        clean = [(as_utc(h), int(n), int(w)) for h, n, w, _ in hours if w]
+        dirty = [as_utc(h) for h, _, w, _ in hours if not w]
+        return run(*self.counters_sql(horizon, clean, dirty))
+
+
+_COUNTED = (
+    "messages",
+    "success",
+    "filtered",
+    "archive",
+    "failure",
+    "rejected",
+    "deferred",
+    "inprogress",
+    "bytes",
+)
+_HORIZON_SQL = "SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly'"
+
+
 def build_grouped_stats(
     groups: Sequence[str],
     bounds: dict,
     equals: Mapping[str, str] | None = None,
     outbound_only: bool = False,
-) -> tuple[str, dict]:
-    """SQL (bound parameters only) for the counters from mail_hourly_all grouped by `groups` (any of
-    AGGREGATE_GROUPS and `hour`; none = one total row), within `bounds` (hour_range), with `equals`
-    {column of AGGREGATE_GROUPS: value} as exact filters."""
-    bad = [g for g in (*groups, *(equals or {})) if g not in (*AGGREGATE_GROUPS, "hour")]
-    if bad:
-        raise ValueError(f"mail_hourly_all has no column {bad[0]!r}")
-    params = dict(bounds)
-    where = hour_conditions("hour", bounds)
-    for name, value in (equals or {}).items():
-        where.append(f"{name} = {{eq_{name}:String}}")
-        params[f"eq_{name}"] = value
-    if outbound_only:
-        where.append("outbound = 1")
-    cols = ", ".join(groups)
-    sql = (
-        f"SELECT {cols + ',' if cols else ''}{_COUNTER_SQL}\nFROM mail_hourly_all"
-        + (f"\nWHERE {' AND '.join(where)}" if where else "")
-        + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
-    )
-    return sql, params
+) -> HourlyStats:
+    """The counters from the hourly aggregates grouped by `groups`, within `bounds` (hour_range), with
+    `equals` {column of AGGREGATE_GROUPS: value} as exact filters."""
+    return HourlyStats(tuple(groups), dict(bounds), dict(equals or {}), outbound_only)
+
+
+@dataclass(frozen=True)
+class LatestStats:
+    """A stats request answered by one statement (from `latest FINAL`, eximtrack/web/query.py)."""
+
+    sql: str
+    params: dict
+
+    def run(self, run: Run) -> tuple[list[str], list]:
+        return run(self.sql, self.params)
 
 
 def build_stats(
@@ -150,8 +256,8 @@ def build_stats(
     user: str | None = None,
     domain: str | None = None,
     outbound_only: bool = False,
-) -> tuple[str, dict]:
-    """SQL (bound parameters only) for the stats grouped by `by` (`eximtrack stats`)."""
+) -> HourlyStats:
+    """The stats grouped by `by` (`eximtrack stats`)."""
     from eximtrack.search import parse_time
 
     if by not in BY_COLUMNS:
@@ -161,9 +267,19 @@ def build_stats(
     return build_grouped_stats([BY_COLUMNS[by]], bounds, equals, outbound_only)
 
 
+def store_run(store) -> Run:
+    """`run(sql, params) -> (column names, rows)` on a store, read-only."""
+
+    def run(sql: str, params: dict) -> tuple[list[str], list]:
+        result = store.query(sql, params, readonly=True)
+        return list(result.column_names), result.result_rows
+
+    return run
+
+
 def stats(store, by: str = "user", since=None, until=None, **filters) -> list[dict]:
-    sql, params = build_stats(by, since, until, **filters)
-    return store.query_dicts(sql, params, readonly=True)
+    columns, rows = build_stats(by, since, until, **filters).run(store_run(store))
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 # -- retention -----------------------------------------------------------------------------------------
@@ -280,7 +396,7 @@ def cmd_stats(args) -> int:
     from eximtrack import cli
 
     try:
-        sql, params = build_stats(
+        request = build_stats(
             args.by,
             args.since,
             args.until,
@@ -293,10 +409,9 @@ def cmd_stats(args) -> int:
         raise cli.UsageError(str(exc)) from exc
     store = cli._open_store(args)
     try:
-        result = store.query(sql, params, readonly=True)
+        columns, rows = request.run(store_run(store))
     except Exception as exc:
         raise cli.CommandError(cli._first_line(exc)) from exc
-    columns, rows = list(result.column_names), result.result_rows
     if args.format == "json":
         cli._write_json_lines(sys.stdout, columns, rows, cli._plain_dict)
     elif args.format == "csv":
@@ -415,6 +530,9 @@ __all__ = [
     "backfill_statements",
     "build_stats",
     "build_grouped_stats",
+    "HourlyStats",
+    "LatestStats",
+    "store_run",
     "hour_range",
     "hour_conditions",
     "AGGREGATE_GROUPS",

@@ -291,8 +291,8 @@ def make_handler(app: App):
                 keys = sq.cursor_keys(rows[-1])
 
         def _stats(self, params, scope) -> None:
-            sql, bound, groups = q.build_stats_query(params, scope)
-            rows = _rows(app.query(sql, bound))
+            request, groups = q.build_stats_query(params, scope)
+            rows = _dict_rows(*request.run(app.run))
             self._json(200, {"groupby": groups, "rows": rows})
 
         def _servers(self, params, scope) -> None:

@@ -416,9 +416,12 @@ def keyset_condition(b: ConditionBuilder, key_columns: list[str], direction: str
 # -- stats ----------------------------------------------------------------------------------------------
 
 
-def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, list[str]]:
+def build_stats_query(
+    raw: Mapping, scope: Scope | None
+) -> tuple[stats.HourlyStats | stats.LatestStats, list[str]]:
     """cPanel's counters (eximtrack/stats.py: the same definitions as `eximtrack stats`) for the rows the
-    request and the scope select, in arrival-hour buckets [hour(startdate), enddate).
+    request and the scope select, in arrival-hour buckets [hour(startdate), enddate): (the request, to
+    `.run(run)`, and the grouping).
 
     Read from the hourly aggregates (mail_hourly_all: snapshots, no scan) when nothing but the time, an exact
     server and a grouping by the sending side (server, owner, user, domain) is asked by an unscoped token;
@@ -439,8 +442,7 @@ def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, lis
     plan = _conditions(window, scope)  # validates every other parameter
     if scope is None and set(groups) <= set(stats.AGGREGATE_GROUPS) and set(window) <= {"server"}:
         equals = {"server": window["server"]} if window.get("server") else {}
-        sql, params = stats.build_grouped_stats(groups, bounds, equals)
-        return sql, params, groups
+        return stats.build_grouped_stats(groups, bounds, equals), groups
     conds, params = list(plan.conds), dict(plan.params)
     if plan.selective():
         cond, cparams = plan.candidates_in()
@@ -454,7 +456,7 @@ def build_stats_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict, lis
         f"WHERE {' AND '.join(conds)}"
         + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
     )
-    return sql, params, groups
+    return stats.LatestStats(sql, params), groups
 
 
 # -- message ---------------------------------------------------------------------------------------------

@@ -190,8 +190,8 @@ def test_stats_endpoint_equals_naive(store, extra):
         )
 
     since = store.probes["now"] - 86400
-    sql, bound, _ = q.build_stats_query({"groupby": "server", "startdate": str(since), **extra}, None)
-    got = {r[0]: r[1:] for r in store.query(sql, bound).result_rows}
+    request, _ = q.build_stats_query({"groupby": "server", "startdate": str(since), **extra}, None)
+    got = {r[0]: r[1:] for r in request.run(_run(store))[1]}
     where = (
         "(protocol != '' OR type = 'rejected') "
         "AND sendunixtime >= toStartOfHour(fromUnixTimestamp64Milli({t:Int64}, 'UTC'))"
