@@ -157,6 +157,25 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
         f"\nfreshness (append -> searchable, incl. a CLI process start per poll): {[round(f, 2) for f in figures]}"
     )
     assert max(figures) < 15
+    # recovery: SIGKILL and restart the sink, then the worker; a line appended right after the restart is
+    # stored without waiting for the dead member's session to expire (45 s): both are static group members
+    recovery = {}
+    for i, name in enumerate(("sink", "stream")):
+        stack.components[name].kill()
+        stack.components[name].start()
+        msgid = f"1xZZR{i}-0000AA-00"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        t0 = time.monotonic()
+        with open(log, "a") as fh:
+            fh.write(
+                f"{stamp} {msgid} <= back@example.com H=(c) [10.0.1.{i}] P=esmtp S=100 for r@example.net\n"
+            )
+        while not stack.search_json("--msgid", msgid):
+            assert time.monotonic() - t0 < 60, f"not searchable 60 s after restarting the {name}"
+            time.sleep(0.2)
+        recovery[name] = round(time.monotonic() - t0, 2)
+    print(f"restart -> stored again (s, incl. process start and a CLI poll): {recovery}")
+    assert max(recovery.values()) < 30, recovery
 
 
 def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
