@@ -733,14 +733,6 @@ class _Result:
     result_rows: list
 
 
-def store_run(store) -> Run:
-    def run(sql: str, params: dict) -> tuple[list[str], list[tuple]]:
-        result = store.query(sql, params or {}, readonly=True)
-        return list(result.column_names), result.result_rows
-
-    return run
-
-
 def disk_usage(store) -> dict:
     """Bytes on disk of the active parts: per table, and the groups events / latest / aggregates."""
     rows = store.query(
@@ -775,7 +767,7 @@ def measure_store(
 ) -> dict:
     """Fill (unless a store of that size exists at `store_path`) and time every query. One chDB path per
     process: call this once per process (run() uses a subprocess per scale)."""
-    from sinks.clickhouse.store import Store
+    from sinks.clickhouse.store import Store, store_run
 
     store = Store.open(f"chdb://{store_path}", retention_days=0)
     have = int(_one(store, "SELECT count() FROM events")[0])

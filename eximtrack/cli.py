@@ -308,12 +308,10 @@ def cmd_show(args) -> int:
     queries = build_show(args.msgid, args.server, scope=_scope_from_args(args))
     store = _open_store(args)
 
-    def run(sql: str, params: dict) -> tuple[list[str], list]:
-        result = store.query(sql, params)
-        return list(result.column_names), result.result_rows
+    from sinks.clickhouse.store import store_run
 
     parts = {}
-    for name, (columns, rows) in run_show(queries, run).items():
+    for name, (columns, rows) in run_show(queries, store_run(store)).items():
         conv = _plain_dict if name in ("arrival", "lines") else _event_dict
         parts[name] = [conv(columns, row) for row in rows]
     if not any(parts.values()):

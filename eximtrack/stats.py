@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from eximtrack import stats_snapshots
 from eximtrack.stats_snapshots import as_utc
 from sinks.clickhouse import migrations
+from sinks.clickhouse.store import store_run
 
 COUNTERS = (
     "SENDCOUNT",
@@ -265,16 +266,6 @@ def build_stats(
     bounds = hour_range(parse_time(since, "--since"), parse_time(until, "--until"))
     equals = {k: v for k, v in (("server", server), ("user", user), ("domain", domain)) if v is not None}
     return build_grouped_stats([BY_COLUMNS[by]], bounds, equals, outbound_only)
-
-
-def store_run(store) -> Run:
-    """`run(sql, params) -> (column names, rows)` on a store, read-only."""
-
-    def run(sql: str, params: dict) -> tuple[list[str], list]:
-        result = store.query(sql, params, readonly=True)
-        return list(result.column_names), result.result_rows
-
-    return run
 
 
 def stats(store, by: str = "user", since=None, until=None, **filters) -> list[dict]:
@@ -532,7 +523,6 @@ __all__ = [
     "build_grouped_stats",
     "HourlyStats",
     "LatestStats",
-    "store_run",
     "hour_range",
     "hour_conditions",
     "AGGREGATE_GROUPS",

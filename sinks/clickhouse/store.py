@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import clickhouse_connect
@@ -326,4 +326,15 @@ class Store:
         return self.client.command(sql, parameters=dict(params or {}) or None)
 
 
-__all__ = ["BATCH_ROWS", "Store", "StoreError", "StoreLockedError", "current_chdb_path"]
+def store_run(store) -> Callable[[str, dict], tuple[list[str], list]]:
+    """`run(sql, params) -> (column names, rows)`, read-only, over a Store or a RemoteStore: the form the
+    query builders that orchestrate several statements take (search_plan.run_pages, stats, show)."""
+
+    def run(sql: str, params: dict) -> tuple[list[str], list]:
+        result = store.query(sql, params or {}, readonly=True)
+        return list(result.column_names), result.result_rows
+
+    return run
+
+
+__all__ = ["BATCH_ROWS", "Store", "StoreError", "StoreLockedError", "current_chdb_path", "store_run"]

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from bench import queries as Q
-from sinks.clickhouse.store import Store, current_chdb_path
+from sinks.clickhouse.store import Store, current_chdb_path, store_run
 from stream.clock import msgid_time
 
 pytestmark = [pytest.mark.store, pytest.mark.slow]
@@ -82,20 +82,12 @@ def test_msgids_encode_the_arrival_second(store):
 
 
 def test_every_query_returns_rows(store):
-    queries = Q.build_queries(store.probes, Q.store_run(store))
+    queries = Q.build_queries(store.probes, store_run(store))
     assert {"recipient_30d", "failures_page10", "total_failures", "stats_api_30d_domain", "timeline"} <= set(
         queries
     )
     empty = [name for name, call in queries.items() if call() == 0 and not name.startswith("panel_")]
     assert not empty
-
-
-def _run(store):
-    def run(sql, params):
-        result = store.query(sql, params)
-        return list(result.column_names), result.result_rows
-
-    return run
 
 
 def _api_pages(store, params, size, max_pages=None):
@@ -105,7 +97,7 @@ def _api_pages(store, params, size, max_pages=None):
     sq = q.build_search_query({**params, "limit": str(size)}, None)
     keys, out, pages = None, [], 0
     while max_pages is None or pages < max_pages:
-        names, rows = sq.fetch(_run(store), keys, size + 1)
+        names, rows = sq.fetch(store_run(store), keys, size + 1)
         dicts = [dict(zip(names, r, strict=True)) for r in rows]
         pages += 1
         more = len(dicts) > size
@@ -191,7 +183,7 @@ def test_stats_endpoint_equals_naive(store, extra):
 
     since = store.probes["now"] - 86400
     request, _ = q.build_stats_query({"groupby": "server", "startdate": str(since), **extra}, None)
-    got = {r[0]: r[1:] for r in request.run(_run(store))[1]}
+    got = {r[0]: r[1:] for r in request.run(store_run(store))[1]}
     where = (
         "(protocol != '' OR type = 'rejected') "
         "AND sendunixtime >= toStartOfHour(fromUnixTimestamp64Milli({t:Int64}, 'UTC'))"

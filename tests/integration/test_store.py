@@ -14,7 +14,7 @@ import pytest
 from eximtrack.search import ARRIVAL_FIELDS, build_search, build_show, run_show
 from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord
 from sinks.clickhouse import migrations
-from sinks.clickhouse.store import Store, StoreError, current_chdb_path
+from sinks.clickhouse.store import Store, StoreError, current_chdb_path, store_run
 from stream.clock import base62
 
 pytestmark = pytest.mark.store
@@ -265,12 +265,7 @@ def test_show_queries(fleet):
         ]
     )
     q = build_show("1bbbbb-000002-BB")
-
-    def run(sql, params):
-        result = s.query(sql, params)
-        return list(result.column_names), result.result_rows
-
-    names, rows = run_show(q, run)["arrival"]
+    names, rows = run_show(q, store_run(s))["arrival"]
     arrival = [dict(zip(names, r, strict=True)) for r in rows]
     # the arrival derived from the attempts is what one read of the events gives
     naive = s.query_dicts(

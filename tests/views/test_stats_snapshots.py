@@ -12,7 +12,7 @@ import pytest
 
 from eximtrack import stats, stats_snapshots
 from eximtrack.ingest import ingest_files
-from sinks.clickhouse.store import Store
+from sinks.clickhouse.store import Store, store_run
 from tests.views import checks
 from tests.views.conftest import GOLDEN, SAMPLES, ingest
 
@@ -46,7 +46,7 @@ def assert_two_statements_equal_the_view(store: Store) -> None:
             (("domain",), {"server": servers[0]}),
         ):
             request = stats.build_grouped_stats(groups, bounds, equals)
-            got = request.run(stats.store_run(store))
+            got = request.run(store_run(store))
             view = store.query(*request.view_sql())
             assert got[0] == list(view.column_names)
             assert sorted(got[1]) == sorted(view.result_rows), (groups, bounds, equals)
