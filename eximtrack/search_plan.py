@@ -255,7 +255,17 @@ class SearchPlan:
     def first_round(self, rows: int) -> int:
         """Candidates read in a page's first round: search_keys holds about one row per message and value,
         search_time one per version (a few per row)."""
-        return rows + 50 if self.key_filter() is not None else 4 * rows + 50
+        if self.key_filter() is not None:
+            return rows + 50
+        return 4 * self.first_messages(rows) + 50
+
+    def first_messages(self, rows: int) -> int:
+        """Messages fetched in a page's first round. On the time path a filter on some columns is matched
+        against the text of all of them (search_time.text), so many candidates fail the re-check (a subject
+        word also found in a domain or a reason): fetching twice the page's messages at once costs less than
+        the second round it usually saves (docs/BENCHMARKS.md). Elsewhere the page's messages."""
+        partial = any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
+        return 2 * rows if partial and self.key_filter() is None else rows
 
 
 def time_side(direction: str, ms: int, params: dict, name: str, before: bool) -> str:
@@ -303,7 +313,7 @@ def run_pages(
     per_message = 1.0  # candidates read per distinct message (versions, recipients)
     while len(out) < rows:
         missing = rows - len(out)
-        want = missing
+        want = plan.first_messages(missing)
         if fetched:
             # most candidates of an outcome or a common word fail the re-check: fetch as many messages as
             # the rounds so far say are needed (+50 %), and read enough candidates to name them

@@ -266,7 +266,7 @@ def test_page_loop_is_exact_against_a_model(seed):
     the API's cursors in both directions returns exactly the rows sorted by (time, server, msgid, rcpt)."""
     import random
 
-    from eximtrack.search_plan import SearchPlan, run_pages
+    from eximtrack.search_plan import SearchPlan, TextFilter, run_pages
 
     rng = random.Random(seed)
     latest = {}  # (server, msgid, rcpt) -> (ts, matches)
@@ -321,7 +321,9 @@ def test_page_loop_is_exact_against_a_model(seed):
             def fetch_sql(conds, extra, n, cursor=cursor):
                 return "fetch", {**extra, "lim": n, "cursor": cursor}
 
-            plan = SearchPlan([], {})
+            # odd seeds: a filter on one column, whose first round fetches twice the page's messages
+            filters = [TextFilter(("subject",), "contains", "x")] if seed % 2 else []
+            plan = SearchPlan([], {}, filters=filters)
             plan.first_round = lambda rows: 1 + seed % 3  # tiny rounds: many boundaries, ties cut
             _, rows = run_pages(run, plan, direction, cursor, size + 1, fetch_sql)
             pages += rows[:size]
@@ -329,6 +331,50 @@ def test_page_loop_is_exact_against_a_model(seed):
                 break
             cursor = list(rows[size - 1])
         assert pages == want, (seed, direction)
+
+
+def test_first_round_fetches_twice_the_page_when_the_index_text_is_wider_than_the_filter():
+    """A subject word is matched in search_time.text (all columns), so about half the candidates of the
+    bench's `subject_word` fail the re-check: the first round fetches twice the page's messages and the
+    page needs one round, not two (candidates + fetch each time). Key paths and `all` fetch the page."""
+    from eximtrack.search_plan import TEXT_COLUMNS, SearchPlan, TextFilter, run_pages
+
+    subject = SearchPlan([], {}, filters=[TextFilter(("subject",), "contains", "invoice")])
+    everything = SearchPlan([], {}, filters=[TextFilter(TEXT_COLUMNS, "contains", "invoice")])
+    recipient = SearchPlan([], {}, filters=[TextFilter(("recipient",), "eq", "a@b.c")])
+    assert subject.first_messages(101) == 202
+    assert everything.first_messages(101) == 101 and recipient.first_messages(101) == 101
+    assert SearchPlan([], {}).first_messages(101) == 101
+    # a model: 400 messages, one row each, newest first; every other one matches the filter
+    index = [(1000 - m, "s", f"m{m:03d}", 7) for m in range(400)]
+    rows = {(s, m): ts for ts, s, m, _ in index if int(m[1:]) % 2 == 0}
+
+    def pages(plan):
+        fetches = []
+
+        def run(sql, params):
+            if "c_k" in params:
+                bound = params.get("c_bound", 10**9)
+                return ["ts", "server", "msgid", "msgtime"], [c for c in index if c[0] <= bound][
+                    : params["c_k"]
+                ]
+            fetches.append(len(params["f_keys"]))
+            got = sorted(
+                ((rows[(s, m)], s, m) for _, s, m in params["f_keys"] if (s, m) in rows), reverse=True
+            )
+            got = [g for g in got if g[0] <= params.get("f_from", 10**9) and g[0] > params.get("f_to", -1)]
+            return ["ts", "server", "msgid"], got[: params["lim"]]
+
+        _, got = run_pages(
+            run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n})
+        )
+        return got, fetches
+
+    got, fetches = pages(subject)
+    assert got == sorted(((ts, s, m) for (s, m), ts in rows.items()), reverse=True)[:101]
+    assert len(fetches) == 1, fetches
+    got_before, fetches_before = pages(SearchPlan([], {}))  # the page's messages only: a second round
+    assert got_before == got and len(fetches_before) == 2
 
 
 def test_scope_is_bound_and_anded():
