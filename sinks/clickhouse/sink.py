@@ -47,6 +47,10 @@ from sinks.clickhouse.retry import REJECT, backoff, classify
 
 log = logging.getLogger("eximtrack.sink")
 
+# An embedded store held by another process at start (a CLI search that found no query endpoint and opened
+# the directory itself, a sink still stopping) is waited for, not a reason to exit.
+LOCK_WAIT_SECONDS = 60.0
+
 
 class SinkStopped(Exception):
     """Raised inside a retry loop when the sink is asked to stop: the batch is left uncommitted."""
@@ -298,6 +302,12 @@ def register(subparsers) -> None:
         help="static group membership id, stable across restarts (default: host + group + store); give each "
         "sink of one host its own when several write to one server store",
     )
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=LOCK_WAIT_SECONDS,
+        help="embedded store: seconds to wait while another process holds its directory (default %(default)s)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -313,7 +323,7 @@ def _run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ensure_topics(args.brokers, prefix=args.topic_prefix)  # idempotent: the sink may start before the worker
-    store = Store.open(args.store)
+    store = Store.open(args.store, wait_for_lock=args.lock_wait)
     server = None
     if store.url.backend == "chdb":
         from sinks.clickhouse.query_server import QueryServer

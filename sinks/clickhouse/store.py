@@ -12,8 +12,10 @@ one process per directory, so chDB clients are cached per process (per path and 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +30,8 @@ from eximtrack.config import (
 )
 from schemas.records import EVENT_FIELDS, LOGLINE_FIELDS, REJECT_FIELDS
 from sinks.clickhouse import encode, migrations
+
+log = logging.getLogger("eximtrack.store")
 
 BATCH_ROWS = 50_000
 
@@ -72,6 +76,27 @@ def _chdb_client(url: StoreURL):
         except Exception as exc:  # chDB's lock error, bad directory, …
             raise StoreError(f"cannot open chDB store {url.path}: {_first_line(exc)}") from exc
         _chdb_clients[key] = client
+        return client
+
+
+def _chdb_client_waiting(url: StoreURL, seconds: float, clock=time.monotonic, sleep=time.sleep):
+    """_chdb_client, retried with backoff (0.1 s doubling to 2 s) while another process holds the store,
+    for at most `seconds`; then the StoreLockedError."""
+    deadline, pause, waited = clock() + seconds, 0.1, False
+    while True:
+        try:
+            client = _chdb_client(url)
+        except StoreLockedError as exc:
+            if clock() + pause > deadline:
+                raise
+            if not waited:
+                log.warning("%s; waiting up to %.0f s for it", exc, seconds)
+                waited = True
+            sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        if waited:
+            log.info("store %s: lock acquired", url.path)
         return client
 
 
@@ -168,18 +193,24 @@ class Store:
         *,
         retention_days: int | None = None,
         migrate: bool = True,
+        wait_for_lock: float = 0.0,
     ) -> Store:
         """Open (and migrate) a store. `url` None → $EXIMTRACK_STORE or chdb://./data.
 
         When another process owns a chDB store and serves its query endpoint
         (sinks/clickhouse/query_server.py), this returns a read-only RemoteStore for it instead.
+        A writer (the sink) passes `wait_for_lock` seconds instead: it never gets a RemoteStore, and while
+        another process holds the directory (a CLI search that opened it directly, a stopping sink) it
+        retries with backoff, then raises StoreLockedError.
 
         retention_days: None → $EXIMTRACK_RETENTION_DAYS if set, else leave the TTL as it is (90 days on a
         new store); 0 → keep forever; N → TTL of N days on events, latest, rejects and log_lines.
         """
         if not isinstance(url, StoreURL):
             url = parse_store_url(resolve_store_url(url))
-        if url.backend == "chdb":
+        if url.backend == "chdb" and wait_for_lock > 0:
+            client = _chdb_client_waiting(url, wait_for_lock)
+        elif url.backend == "chdb":
             try:
                 client = _chdb_client(url)
             except StoreLockedError:

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -351,6 +352,45 @@ def test_store_in_use_by_another_process(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_a_writer_waits_for_the_store_lock(tmp_path):
+    """The sink opens its embedded store with `wait_for_lock`: while another process holds the directory (a
+    CLI search that found no query endpoint opened it itself) it retries instead of exiting, and opens it
+    once the holder is gone; with a wait shorter than the hold it fails with the clear lock error."""
+    store = f"chdb://{tmp_path}/held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys\nfrom sinks.clickhouse.store import Store\nStore.open({store!r})\nprint('open', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    opener = (
+        "import sys, time\nfrom sinks.clickhouse.store import Store, StoreLockedError\nt = time.monotonic()\n"
+        "try:\n    s = Store.open(sys.argv[1], wait_for_lock=float(sys.argv[2]))\n"
+        "except StoreLockedError as exc:\n    print('locked', exc, flush=True); sys.exit(3)\n"
+        "s.command('CREATE TABLE written (x UInt8) ENGINE = MergeTree ORDER BY x')\n"
+        "print('opened', type(s).__name__, round(time.monotonic() - t, 1), flush=True)"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        short = subprocess.run(
+            [sys.executable, "-c", opener, store, "1"], capture_output=True, text=True, timeout=120
+        )
+        assert short.returncode == 3 and "in use by another process" in short.stdout, (
+            short.stdout + short.stderr
+        )
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", opener, store, "60"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(3)
+        assert waiting.poll() is None  # still waiting for the holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    out, _ = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0 and out.startswith("opened Store "), (
+        out
+    )  # the real store, not a read-only one
+    assert float(out.split()[-1]) >= 2.5
 
 
 def test_store_owned_by_a_process_serving_queries(tmp_path):
