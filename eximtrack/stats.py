@@ -31,8 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eximtrack import stats_snapshots
-from eximtrack.stats_snapshots import as_utc
+from eximtrack import hourly_read, stats_snapshots
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
 
@@ -124,12 +123,10 @@ class HourlyStats:
     """A stats request on the hourly aggregates: the counters grouped by `groups` (any of AGGREGATE_GROUPS
     and `hour`; none = one total row) within `bounds` (hour_range), with exact `equals` filters.
 
-    `run` answers it in two statements instead of reading the view mail_hourly_all, whose scalar classifies
-    every stored hour on each read (~40-70 ms at 1e7 events whatever the range): (1) for the hours of the
-    range from the rollup horizon on, which have a snapshot taken at their current insert counter (clean)
-    and which changed since (dirty), and the horizon itself; (2) the counters summed over the rolled-up
-    totals before that horizon, the clean hours' snapshots and the dirty hours' merged states. An hour is
-    read from exactly one source, decided once, as in mail_hourly_all (same numbers: `view_sql`)."""
+    `sql()` is one statement over `hourly_read.source`: the hours of the range only are classified (the
+    view mail_hourly_all classifies every stored hour on each read), each hour is read from its one source,
+    and the snapshot branch is pre-aggregated by the groups so that the projections per hour and per
+    server answer it (same numbers as the view: `view_sql`)."""
 
     groups: tuple[str, ...]
     bounds: dict
@@ -141,13 +138,14 @@ class HourlyStats:
         if bad:
             raise ValueError(f"mail_hourly_all has no column {bad[0]!r}")
 
-    def _filters(self, params: dict) -> list[str]:
-        where = []
+    def _filters(self, params: dict) -> dict[str, str]:
+        """{column: condition} of the exact filters, their values bound into `params`."""
+        where = {}
         for name, value in self.equals.items():
-            where.append(f"{name} = {{eq_{name}:String}}")
+            where[name] = f"{name} = {{eq_{name}:String}}"
             params[f"eq_{name}"] = value
         if self.outbound_only:
-            where.append("outbound = 1")
+            where["outbound"] = "outbound = 1"
         return where
 
     def _select(self, source: str, where: list[str]) -> str:
@@ -162,54 +160,24 @@ class HourlyStats:
         """The same numbers in one statement on the view mail_hourly_all (for analysts and the tests)."""
         params = dict(self.bounds)
         return self._select(
-            "mail_hourly_all", hour_conditions("hour", self.bounds) + self._filters(params)
+            "mail_hourly_all", hour_conditions("hour", self.bounds) + list(self._filters(params).values())
         ), params
 
-    def classify_sql(self) -> tuple[str, dict]:
-        """(hour, insert counter, smallest recorded writer of a snapshot at that counter or 0, horizon) for
-        every hour of the range from the rollup horizon on."""
-        rng = " AND ".join([f"hour >= ({_HORIZON_SQL})", *hour_conditions("hour", self.bounds)])
-        sql = (
-            f"SELECT c.hour, c.n, r.w, ({_HORIZON_SQL}) FROM "
-            f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {rng} GROUP BY hour) AS c "
-            f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
-            "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen"
-        )
-        return sql, dict(self.bounds)
+    def _range(self) -> str:
+        return " AND ".join(hour_conditions("hour", self.bounds)) or "1"
 
-    def counters_sql(self, horizon, clean: list[tuple], dirty: list) -> tuple[str, dict]:
-        """The counters over the totals before `horizon`, the `clean` (hour, seen, writer) snapshots and the
-        `dirty` hours' states."""
+    def sql(self, read_plan: hourly_read.ReadPlan | None = None) -> tuple[str, dict]:
+        """One statement; with the `read_plan` of the range (`run` makes it), one that reads only the
+        sources holding hours of it."""
         params = dict(self.bounds)
-        cols = ", ".join(dict.fromkeys(("hour", *self.groups, *AGGREGATE_GROUPS, "outbound", *_COUNTED)))
-        parts = []
-        if self.bounds.get("since") is None or self.bounds["since"] < as_utc(horizon):
-            params["horizon"] = as_utc(horizon)
-            parts.append(
-                f"SELECT {cols} FROM mail_hourly_totals FINAL WHERE hour < {{horizon:DateTime('UTC')}}"
-            )
-        if clean:
-            params["clean"] = clean
-            parts.append(
-                f"SELECT {cols} FROM mail_hourly_snap "
-                "WHERE (hour, seen, writer) IN {clean:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}"
-            )
-        if dirty:
-            params["dirty"] = dirty
-            parts.append(f"SELECT {cols} FROM mail_hourly_v WHERE hour IN {{dirty:Array(DateTime('UTC'))}}")
-        if not parts:  # nothing stored in the range: the grouped answer is empty, the total one row of zeros
-            parts.append(f"SELECT {cols} FROM mail_hourly_snap WHERE 0")
-        source = "(" + "\nUNION ALL\n".join(parts) + ")"
-        where = hour_conditions("hour", self.bounds) + self._filters(params)
-        return self._select(source, where), params
+        where = self._filters(params)
+        source, source_params = hourly_read.source(self.groups, _COUNTED, self._range(), where, read_plan)
+        return self._select(source, []), params | source_params
 
     def run(self, run: Run) -> tuple[list[str], list]:
-        """(column names, rows) through `run(sql, params) -> (columns, rows)`."""
-        _, hours = run(*self.classify_sql())
-        horizon = hours[0][3] if hours else run(_HORIZON_SQL, {})[1][0][0]
-        clean = [(as_utc(h), int(n), int(w)) for h, n, w, _ in hours if w]
-        dirty = [as_utc(h) for h, _, w, _ in hours if not w]
-        return run(*self.counters_sql(horizon, clean, dirty))
+        """(column names, rows) through `run(sql, params) -> (columns, rows)`: plan, then read."""
+        read_plan = hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"))
+        return run(*self.sql(read_plan))
 
 
 _COUNTED = (
@@ -223,7 +191,6 @@ _COUNTED = (
     "inprogress",
     "bytes",
 )
-_HORIZON_SQL = "SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly'"
 
 
 def build_grouped_stats(
