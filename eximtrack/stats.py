@@ -123,10 +123,10 @@ class HourlyStats:
     """A stats request on the hourly aggregates: the counters grouped by `groups` (any of AGGREGATE_GROUPS
     and `hour`; none = one total row) within `bounds` (hour_range), with exact `equals` filters.
 
-    `sql()` is one statement over `hourly_read.source`: the hours of the range only are classified (the
-    view mail_hourly_all classifies every stored hour on each read), each hour is read from its one source,
-    and the snapshot branch is pre-aggregated by the groups so that the projections per hour and per
-    server answer it (same numbers as the view: `view_sql`)."""
+    `run` is two statements (eximtrack/hourly_read.py): the hours of the range only are classified (the
+    view mail_hourly_all classifies every stored hour on each read), then each hour is read from its one
+    source, the snapshot branch pre-aggregated by the groups when the projections per hour and per server
+    can answer it (same numbers as the view: `view_sql`)."""
 
     groups: tuple[str, ...]
     bounds: dict
@@ -166,9 +166,8 @@ class HourlyStats:
     def _range(self) -> str:
         return " AND ".join(hour_conditions("hour", self.bounds)) or "1"
 
-    def sql(self, read_plan: hourly_read.ReadPlan | None = None) -> tuple[str, dict]:
-        """One statement; with the `read_plan` of the range (`run` makes it), one that reads only the
-        sources holding hours of it."""
+    def sql(self, read_plan: hourly_read.ReadPlan) -> tuple[str, dict]:
+        """The read of the counters, given the `read_plan` of the range (`run` makes it)."""
         params = dict(self.bounds)
         where = self._filters(params)
         source, source_params = hourly_read.source(self.groups, _COUNTED, self._range(), where, read_plan)
