@@ -12,9 +12,8 @@ ClickHouse answers it from the projection instead of the per-sender rows. (One s
 the hours itself was measured slower: every UNION branch costs a few ms even when empty.)
 
 The counters are plain numbers summable over keys and hours (each message and each recipient row belongs to
-one key and one hour), except `rcpt_addresses` (distinct addresses of one key and hour) and `last_event`
-(a max). Callers aggregate the source again with sum() (max() for last_event), grouped by any subset of
-the keys they asked for.
+one key and one hour), except `rcpt_addresses` (distinct addresses of one key and hour). Callers aggregate
+the source again with sum(), grouped by any subset of the keys they asked for.
 """
 
 from __future__ import annotations
@@ -23,19 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from eximtrack.stats_snapshots import as_utc
+from eximtrack.stats_snapshots import HORIZON_SQL, as_utc
 
 KEY_COLUMNS = ("hour", "server", "owner", "user", "domain", "sender", "outbound")
 COUNTER_COLUMNS = (
     "messages", "bytes", "recipients", "rcpt_addresses", "rows", "inprogress", "deferred", "success",
     "filtered", "archive", "failure", "rejected", "deferred_ever", "defer_or_fail_ever", "defer_attempts",
-    "last_event",
 )  # fmt: skip
 
-_LAST_EVENT_V = "max(toDateTime64(last_event, 3, 'UTC'))"  # the states keep a DateTime
 # the keys of the aggregate projections of mail_hourly_snap (migration 010), besides (hour, seen, writer)
 PROJECTED_KEYS = ("hour", "server", "outbound")
-HORIZON_SQL = "(SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly')"
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ def source(
     read_plan: ReadPlan,
 ) -> tuple[str, dict]:
     """(a FROM-able subquery `(…)` with the columns `keys` + `counters`, its parameters): each counter
-    summed (last_event: max) per `keys` over the hours of `range_sql` (a condition on `hour` with bound
+    summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
     parameters), restricted by `where` ({key column: a condition on it}), each hour from its one source as
     `read_plan` (the `plan()` of the same range) says. The branches pre-aggregate only when the keys and the
     filtered columns are keys of a projection (PROJECTED_KEYS): otherwise they pass the rows on as they are
@@ -100,19 +96,15 @@ def source(
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
     where = dict(where or {})
     if {*keys, *where} <= set(PROJECTED_KEYS):
-        aggs = ", ".join(f"max({c}) AS {c}" if c == "last_event" else f"sum({c}) AS {c}" for c in counters)
+        aggs = ", ".join(f"sum({c}) AS {c}" for c in counters)
         group = f" GROUP BY {', '.join(keys)}" if keys else ""
     else:
         aggs, group = ", ".join(counters), ""
     select = ", ".join([*keys, aggs])
     cond = " AND ".join([f"({range_sql})", *(f"({w})" for w in where.values())])
-    last_event = "max(last_event)" if group else "last_event"
     totals = f"SELECT {select} FROM mail_hourly_totals FINAL WHERE {cond} AND hour < @H@{group}"
     snap = f"SELECT {select} FROM mail_hourly_snap WHERE {cond} AND hour >= @H@ AND @COND@{group}"
-    states = (
-        f"SELECT {select.replace(last_event, _LAST_EVENT_V if group else _LAST_EVENT_V[4:-1])} FROM mail_hourly_v "
-        f"WHERE {cond} AND hour >= @H@ AND @COND@{group}"
-    )
+    states = f"SELECT {select} FROM mail_hourly_v WHERE {cond} AND hour >= @H@ AND @COND@{group}"
     h = "{hr_horizon:DateTime('UTC')}"
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
@@ -140,7 +132,6 @@ _DIRTY = "{hr_dirty:Array(DateTime('UTC'))}"
 
 __all__ = [
     "COUNTER_COLUMNS",
-    "HORIZON_SQL",
     "KEY_COLUMNS",
     "PROJECTED_KEYS",
     "ReadPlan",

@@ -258,9 +258,7 @@ DEFAULT_CLOSED_AFTER_DAYS = 16  # joiner expiry (8 days) + Kafka retention of ra
 
 
 def rollup_horizon(store) -> datetime:
-    value = store.query(
-        "SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly'", readonly=True
-    ).result_rows[0][0]
+    value = store.query(f"SELECT {stats_snapshots.HORIZON_SQL}", readonly=True).result_rows[0][0]
     return stats_snapshots.as_utc(value)
 
 

@@ -37,7 +37,8 @@ SNAPSHOT_COLUMNS = (
 
 _PAIRS = "{pairs:Array(Tuple(DateTime('UTC'), UInt64))}"
 _HOURS = "{hours:Array(DateTime('UTC'))}"
-_HORIZON = "(SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly')"
+# the rollup horizon (migration 005) as a scalar subquery: the hours before it are read from the totals
+HORIZON_SQL = "(SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly')"
 
 
 def as_utc(value: datetime) -> datetime:
@@ -49,7 +50,7 @@ def dirty_hours(store) -> list[tuple[datetime, int]]:
     """[(hour, current insert counter)] of the hours from the rollup horizon on that have no recorded
     snapshot taken at their current counter."""
     rows = store.query(
-        f"SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {_HORIZON} GROUP BY hour "
+        f"SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {HORIZON_SQL} GROUP BY hour "
         "HAVING (hour, n) NOT IN (SELECT hour, seen FROM mail_hourly_snap_hours) ORDER BY hour"
     ).result_rows
     return [(as_utc(h), int(n)) for h, n in rows]
@@ -179,6 +180,7 @@ class Refresher:
 
 __all__ = [
     "BATCH_HOURS",
+    "HORIZON_SQL",
     "as_utc",
     "REFRESH_SECONDS",
     "Refresher",

@@ -79,20 +79,20 @@ def _chdb_client(url: StoreURL):
         return client
 
 
-def _chdb_client_waiting(url: StoreURL, seconds: float, clock=time.monotonic, sleep=time.sleep):
+def _chdb_client_waiting(url: StoreURL, seconds: float):
     """_chdb_client, retried with backoff (0.1 s doubling to 2 s) while another process holds the store,
     for at most `seconds`; then the StoreLockedError."""
-    deadline, pause, waited = clock() + seconds, 0.1, False
+    deadline, pause, waited = time.monotonic() + seconds, 0.1, False
     while True:
         try:
             client = _chdb_client(url)
         except StoreLockedError as exc:
-            if clock() + pause > deadline:
+            if time.monotonic() + pause > deadline:
                 raise
             if not waited:
                 log.warning("%s; waiting up to %.0f s for it", exc, seconds)
                 waited = True
-            sleep(pause)
+            time.sleep(pause)
             pause = min(pause * 2, 2.0)
             continue
         if waited:
