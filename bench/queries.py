@@ -734,17 +734,19 @@ class _Result:
 
 
 def disk_usage(store) -> dict:
-    """Bytes on disk of the active parts: per table, and the groups events / latest / aggregates."""
+    """Bytes on disk of the active parts: per table, and the groups events / latest / aggregates / search
+    (the access paths: search_keys, search_time, latest_by_recipient)."""
     rows = store.query(
         "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
         "WHERE active AND database = currentDatabase() GROUP BY table"
     ).result_rows
     tables = {t: {"bytes": int(b), "rows": int(r)} for t, b, r in rows}
-    search = sum(v["bytes"] for t, v in tables.items() if t.startswith("search_"))
+    paths = {t for t in tables if t.startswith("search_") or t == "latest_by_recipient"}  # access paths
+    search = sum(tables[t]["bytes"] for t in paths)
     agg = sum(
         v["bytes"]
         for t, v in tables.items()
-        if t not in ("events", "latest", "rejects", "log_lines") and not t.startswith("search_")
+        if t not in ("events", "latest", "rejects", "log_lines") and t not in paths
     )
     return {
         "tables": tables,

@@ -331,12 +331,10 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
 
     b.time_window(parse_time(f.since, "since"), parse_time(f.until, "until"))
     plan = b.plan(f.scope)
-    where_conds = list(plan.conds)
-    if plan.selective():
-        # an indexed value or a text filter: read `latest` only for the messages the access paths name
-        cond, cparams = plan.candidates_in()
-        where_conds.append(cond)
-        plan.params.update(cparams)
+    # an indexed value or a text filter: read only the rows or messages the access paths name
+    table, access, aparams = plan.read_all()
+    where_conds = list(plan.conds) + access
+    plan.params.update(aparams)
     b.params = plan.params
 
     column, direction = parse_sort(f.sort)
@@ -357,7 +355,7 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
     # The inner query filters and sorts on the real columns (DateTime64, usable by the skip indexes); the
     # outer one only converts times to epoch seconds, so its aliases cannot shadow a column in WHERE.
     sql = (
-        f"SELECT {select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+        f"SELECT {select_list('r.')} FROM (SELECT * FROM {table} FINAL{where} "
         f"ORDER BY {', '.join(order)}{limit}) AS r"
     )
     return sql, b.params

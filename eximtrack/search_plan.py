@@ -7,6 +7,8 @@ The tables are those of schemas/clickhouse/007_read_paths.sql:
                                                               (+ its server: migration 009)
     search_time (ts, server, msgid, msgtime, type, text)      one row per row version, in time order
     latest FINAL ORDER BY (msgtime, server, msgid, …)         the latest state, fetched by primary key
+    latest_by_recipient FINAL ORDER BY (recipient_lower, msgtime, server, msgid, …)
+                                                              the same rows, one recipient's together (011)
 
 A search is a list of AND-ed conditions on `latest` (eximtrack/search.py builds them) plus, for each text
 filter, a `TextFilter` saying which columns it tests, how, and with which value. `plan()` picks:
@@ -17,6 +19,10 @@ filter, a `TextFilter` saying which columns it tests, how, and with which value.
     by what the index rows can say (time window, type, server, msgid, and for each text filter a
     `text LIKE '%value%'` served by its text index);
   * none (another sort order): the conditions run on `latest FINAL` alone, as before 007.
+
+The rows are then read from `latest`, or from `latest_by_recipient` when the access path is a recipient filter
+(`recipient_filter`): there the rows of one recipient (or prefix) are one range, so a page fetches a few
+granules instead of one per message, and a read of every row (`read_all`: the CLI, totals) needs no candidates.
 
 WHY IT IS EXACT. Every non-tombstone version of a row writes its index rows, so the latest version of every
 row has them: the candidates of a filter are a superset of the rows it matches, in the search's own order
@@ -97,6 +103,8 @@ _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 GROWTH = 4  # candidates read per round grow 4x
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
+RECIPIENT_TABLE = "latest_by_recipient"
+RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
 
 
 def msgid_second(msgid: str) -> int | None:
@@ -150,6 +158,29 @@ class SearchPlan:
                     if name in f.columns:
                         return f
         return self.scope_filter
+
+    def recipient_filter(self) -> TextFilter | None:
+        """The access path's filter when it is one on the recipient (eq or begins): its rows are read from
+        latest_by_recipient (migration 011), where they lie together."""
+        f = self.key_filter()
+        return f if f is not None and f.columns == ("recipient",) and not f.case_sensitive else None
+
+    def fetch_table(self) -> str:
+        """The table the rows are read from (with FINAL): latest_by_recipient for a recipient access path,
+        else latest. Both hold every version of every row; FINAL gives the same latest state in either."""
+        return RECIPIENT_TABLE if self.recipient_filter() is not None else "latest"
+
+    def fetch_key(self, candidate: Sequence) -> tuple:
+        """The primary-key prefix of fetch_table() naming a candidate row of `candidates()`."""
+        if self.recipient_filter() is not None:
+            return (candidate[4], int(candidate[3]), candidate[1], candidate[2])
+        return (int(candidate[3]), candidate[1], candidate[2])
+
+    def fetch_keys_condition(self) -> str:
+        """fetch_table()'s rows of the keys bound as `f_keys` (fetch_key of each candidate)."""
+        if self.recipient_filter() is not None:
+            return f"{RECIPIENT_KEY} IN {{f_keys:Array(Tuple(String, UInt32, String, String))}}"
+        return f"{KEY} IN {{f_keys:Array(Tuple(UInt32, String, String))}}"
 
     def msgid_hint(self) -> str | None:
         """`msgtime = …` when an exact msgid filter fixes it (a primary-key read of `latest`)."""
@@ -225,16 +256,32 @@ class SearchPlan:
 
     # -- SQL --------------------------------------------------------------------------------------------
 
-    def candidates_in(self) -> tuple[str, dict]:
-        """`(msgtime, server, msgid) IN (all candidates)`: a condition for a one-statement search/count."""
+    def read_all(self, by_outcome: bool = False) -> tuple[str, list[str], dict]:
+        """How ONE statement reads every row the search can match (a CLI search, a total, a stats request):
+        (the table to read with FINAL, conditions naming the access path's rows, their parameters).
+
+        A recipient access path reads latest_by_recipient's range of that recipient or prefix (its rows
+        exactly: the cost is the size of the answer); another indexed value or a text filter (or, with
+        `by_outcome`, an outcome filter) reads `latest` for `(msgtime, server, msgid) IN (all candidates)`;
+        anything else reads `latest` with the search's own conditions only."""
         params: dict = {}
+        f = self.recipient_filter()
+        if f is not None:
+            params["c_value"] = f.value
+            if f.match == "eq":
+                return RECIPIENT_TABLE, ["recipient_lower = {c_value:String}"], params
+            params["c_prefix"] = like_escape(f.value) + "%"
+            return RECIPIENT_TABLE, ["recipient_lower LIKE {c_prefix:String}"], params
+        if not (self.selective() or (by_outcome and self.types is not None)):
+            return "latest", [], params
         table, conds = self.candidate_source(params)
         where = " WHERE " + " AND ".join(conds) if conds else ""
-        return f"{KEY} IN (SELECT msgtime, server, msgid FROM {table}{where})", params
+        return "latest", [f"{KEY} IN (SELECT msgtime, server, msgid FROM {table}{where})"], params
 
     def candidates(self, direction: str, bound_ms: int | None, k: int) -> tuple[str, dict]:
         """The first `k` candidates in sort order from `bound_ms` (inclusive) on: (ts ms, server, msgid,
-        msgtime). Ordered by `ts` alone, so that the access path is read in its own order and stops early."""
+        msgtime[, the recipient's value on a recipient path]). Ordered by `ts` alone, so that the access
+        path is read in its own order and stops early."""
         params: dict = {"c_k": k}
         table, conds = self.candidate_source(params)
         if bound_ms is not None:
@@ -242,8 +289,9 @@ class SearchPlan:
             op = "<=" if direction == "DESC" else ">="
             conds.append(f"ts {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
         where = " WHERE " + " AND ".join(conds) if conds else ""
+        value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
         sql = (
-            f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime) FROM {table}{where} "
+            f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
             f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}"
         )
         if "text LIKE" in where:
@@ -298,7 +346,7 @@ def run_pages(
     fetch_sql: Callable[[list[str], dict, int], tuple[str, dict]],
 ) -> tuple[list[str], list[tuple]]:
     """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
-    path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `latest FINAL` (with the
+    path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
     cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows).
 
     Each round reads up to k candidates from `bound` on. If k came back, the last one's time T may be shared
@@ -333,7 +381,7 @@ def run_pages(
             else:
                 k *= GROWTH
             continue
-        keys = sorted({(int(c[3]), c[1], c[2]) for c in cands if not full or int(c[0]) != last})
+        keys = sorted({plan.fetch_key(c) for c in cands if not full or int(c[0]) != last})
         if not keys:  # the whole round shares the time T: the next round starts at T with more candidates
             bound = last
             if cut:
@@ -342,7 +390,7 @@ def run_pages(
                 k *= GROWTH
             continue
         extra: dict = {"f_keys": keys}
-        conds = [f"{KEY} IN {{f_keys:Array(Tuple(UInt32, String, String))}}"]
+        conds = [plan.fetch_keys_condition()]
         if bound is not None:
             conds.append(time_side(direction, bound, extra, "f_from", before=False))
         if full:

@@ -40,7 +40,8 @@ def _parsed_tables() -> dict[str, list[tuple[str, str]]]:
                 if not line or line.startswith(("INDEX ", "PROJECTION ", "CONSTRAINT ")):
                     continue
                 name, _, ch_type = line.partition(" ")
-                cols.append((name, ch_type.strip()))
+                ch_type = re.sub(r"\s+CODEC\(.*\)$", "", ch_type.strip())  # the codec is not the type
+                cols.append((name, ch_type))
             tables[m.group(1)] = cols
     return tables
 
@@ -106,7 +107,7 @@ def test_engine_columns_match_record_fields(tmp_path):
         s = Store.open("chdb://{tmp_path}/store?database=contract")
         out = {{"derived": s.query("SELECT table, name FROM system.columns WHERE database = currentDatabase() "
                                    "AND default_kind = 'MATERIALIZED' ORDER BY table, name").result_rows}}
-        for t in ("events", "latest", "rejects", "log_lines"):
+        for t in ("events", "latest", "latest_by_recipient", "rejects", "log_lines"):
             r = s.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
                         "AND table = {{t:String}} AND default_kind != 'MATERIALIZED' ORDER BY position", {{"t": t}})
             out[t] = r.result_rows
@@ -118,8 +119,14 @@ def test_engine_columns_match_record_fields(tmp_path):
     import json
 
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the one derived column (migration 007): computed by the engine, never sent by the sink
-    assert got.pop("derived") == [["latest", "msgtime"]]
+    # the derived columns (migrations 007, 011): computed by the engine, never sent by the sink
+    assert got.pop("derived") == [
+        ["latest", "msgtime"],
+        ["latest_by_recipient", "msgtime"],
+        ["latest_by_recipient", "recipient_lower"],
+    ]
+    # the recipient-ordered copy has exactly the columns of `latest` (its view inserts them by name)
+    assert got.pop("latest_by_recipient") == got["latest"]
     for table, fields in TABLE_FIELDS.items():
         assert tuple(name for name, _ in got[table]) == fields, table
         nullable = {name for name, t in got[table] if t.startswith("Nullable(")}

@@ -330,10 +330,11 @@ class SearchQuery:
         b = ConditionBuilder("eq")
         b.params = dict(self.params)
         conds = list(self.conds)
-        if extra is None and self.plan.selective():
-            cond, cparams = self.plan.candidates_in()
-            conds.append(cond)
-            b.params.update(cparams)
+        table = self.plan.fetch_table()
+        if extra is None:
+            table, access, aparams = self.plan.read_all()
+            conds += access
+            b.params.update(aparams)
         conds += extra or []
         b.params.update(extra_params or {})
         if keys is not None:
@@ -347,7 +348,7 @@ class SearchQuery:
             limit = " LIMIT {lim:UInt64}"
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         sql = (
-            f"SELECT {select_list('r.')} FROM (SELECT * FROM latest FINAL{where} "
+            f"SELECT {select_list('r.')} FROM (SELECT * FROM {table} FINAL{where} "
             f"ORDER BY {', '.join(order)}{limit}) AS r"
         )
         return sql, b.params
@@ -366,13 +367,10 @@ class SearchQuery:
         return run_pages(run, self.plan, self.sort_dir, keys, rows, fetch_sql)
 
     def count(self) -> tuple[str, dict]:
-        conds, params = list(self.conds), dict(self.params)
-        if self.plan.selective() or self.plan.types is not None:
-            cond, cparams = self.plan.candidates_in()
-            conds.append(cond)
-            params.update(cparams)
+        table, access, params = self.plan.read_all(by_outcome=True)
+        conds, params = list(self.conds) + access, dict(self.params) | params
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
-        return f"SELECT count() AS total FROM latest FINAL{where}", params
+        return f"SELECT count() AS total FROM {table} FINAL{where}", params
 
 
 def build_search_query(
@@ -443,16 +441,13 @@ def build_stats_query(
     if scope is None and set(groups) <= set(stats.AGGREGATE_GROUPS) and set(window) <= {"server"}:
         equals = {"server": window["server"]} if window.get("server") else {}
         return stats.build_grouped_stats(groups, bounds, equals), groups
-    conds, params = list(plan.conds), dict(plan.params)
-    if plan.selective():
-        cond, cparams = plan.candidates_in()
-        conds.append(cond)
-        params.update(cparams)
+    table, access, aparams = plan.read_all()
+    conds, params = list(plan.conds) + access, dict(plan.params) | aparams
     conds += [stats.ARRIVED_ROWS, *stats.hour_conditions(stats.LATEST_HOUR, bounds)]
     params.update(bounds)
     cols = ", ".join(groups)
     sql = (
-        f"SELECT {cols + ',' if cols else ''}{stats.LATEST_COUNTER_SQL}\nFROM latest FINAL\n"
+        f"SELECT {cols + ',' if cols else ''}{stats.LATEST_COUNTER_SQL}\nFROM {table} FINAL\n"
         f"WHERE {' AND '.join(conds)}"
         + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
     )

@@ -311,18 +311,48 @@ def test_search_text_is_the_all_columns_of_the_api():
     assert {c for cols in FILTER_COLUMNS.values() for c in cols if "(" not in c} <= set(TEXT_COLUMNS)
 
 
+def _primary_keys(store, sql: str, bound: dict) -> tuple[str, str]:
+    """(the plan's text, the key columns its primary-key analysis used)."""
+    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
+    assert "PrimaryKey" in plan, plan
+    return plan, plan.split("PrimaryKey", 1)[1].split("Condition", 1)[0]
+
+
 def test_access_paths_are_read_as_planned(store):
-    """The candidates read their access path by its primary key, and the fetch reads `latest` by its
-    primary key: the plans name the tables and a primary-key condition."""
+    """The candidates read their access path by its primary key, and the rows are read by the primary key
+    of their table: `latest` by message, `latest_by_recipient` (migration 011) by recipient for a recipient
+    filter — a page fetched for the candidates, and every row in one statement (CLI, totals)."""
+    from eximtrack.search_plan import run_pages
     from eximtrack.web import query as q
 
-    sq = q.build_search_query({"recipient": store.probes["recipient"]}, None)
+    sq = q.build_search_query({"sender": store.probes["sender"]}, None)
     sql, bound = sq.plan.candidates("DESC", None, 300)
-    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
-    assert "search_keys" in plan and "PrimaryKey" in plan and "Keys:" in plan
-    sql, bound = sq.page(None, 101)
-    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
-    assert "msgtime" in plan.split("PrimaryKey", 1)[1]
+    plan, keys = _primary_keys(store, sql, bound)
+    assert "search_keys" in plan and "field" in keys
+    fetched = []
+
+    def run(sql, bound):
+        fetched.append((sql, bound))
+        return store_run(store)(sql, bound)
+
+    run_pages(run, sq.plan, "DESC", None, 101, lambda extra, p, n: sq.page(None, n, extra, p))
+    plan, keys = _primary_keys(store, *fetched[1])
+    assert "latest_by_recipient" not in plan and "msgtime" in keys
+
+    for params in ({"recipient": store.probes["recipient"]}, {"recipient": store.probes["recipient"][:-4],
+                   "recipient_searchmatch": "begins"}):  # fmt: skip
+        sq = q.build_search_query(params, None)
+        fetched.clear()
+        names, rows = run_pages(
+            run, sq.plan, "DESC", None, 101, lambda extra, p, n, sq=sq: sq.page(None, n, extra, p)
+        )
+        assert rows and "search_keys" in fetched[0][0]
+        plan, keys = _primary_keys(store, *fetched[1])
+        assert "latest_by_recipient" in plan and "recipient_lower" in keys and "msgtime" in keys
+        for sql, bound in (sq.page(None, None), sq.count()):
+            assert "search_keys" not in sql
+            plan, keys = _primary_keys(store, sql, bound)
+            assert "latest_by_recipient" in plan and "recipient_lower" in keys
 
 
 def test_fill_resumes_after_a_stop(tmp_path):

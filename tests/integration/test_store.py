@@ -69,6 +69,43 @@ def test_migrations_apply_once_and_are_idempotent(url, store):
     assert store.retention_days() == 90
 
 
+def test_an_upgraded_store_gets_the_recipient_ordered_copy(url, store):
+    """Migration 011 on a store filled before it: every stored version of `latest` is copied into
+    latest_by_recipient (tombstones and old versions included, so FINAL there shows what it shows on
+    `latest`), searches by recipient read the copy and find the old rows, and later inserts reach it too."""
+    store.insert_events(
+        [
+            ev("up1", "inprogress", msgid="1upg00-000001-AA", recipient="Old@Example.org", version=1),
+            ev("up1-del", "inprogress", msgid="1upg00-000001-AA", recipient="Old@Example.org", version=2,
+               is_deleted=1),  # fmt: skip
+            ev(
+                "up2",
+                msgid="1upg00-000001-AA",
+                recipient="Old@Example.org",
+                deliveredto="old@example.org",
+                t=5,
+            ),
+            ev("up3", "defer", msgid="1upg00-000002-AA", recipient="old@example.org", deliveredto="x", t=9),
+        ]
+    )
+    store.command("DROP VIEW latest_by_recipient_mv")
+    store.command("DROP TABLE latest_by_recipient")
+    store.command("DELETE FROM schema_migrations WHERE version = 11")
+    upgraded = Store.open(url)
+    assert count(upgraded, "SELECT count() FROM latest_by_recipient") == count(
+        upgraded, "SELECT count() FROM latest"
+    )
+    sql, params = build_search({"recipient": "OLD@example.org"})
+    assert "latest_by_recipient FINAL" in sql
+    assert sorted(r["event_id"] for r in upgraded.query_dicts(sql, params)) == ["up2", "up3"]
+    upgraded.insert_events([ev("up4", "failure", msgid="1upg00-000002-AA", recipient="old@example.org",
+                               deliveredto="x", t=20)])  # fmt: skip
+    assert sorted((r["event_id"], r["type"]) for r in upgraded.query_dicts(sql, params)) == [
+        ("up2", "success"),
+        ("up4", "failure"),
+    ]
+
+
 def test_reinsert_is_harmless(store):
     events = [
         ev("p", "inprogress", t=0),
@@ -314,6 +351,7 @@ def test_retention(url, store):
     assert store.set_retention(30) == [
         "events",
         "latest",
+        "latest_by_recipient",
         "rejects",
         "log_lines",
         "search_keys",

@@ -195,6 +195,52 @@ def test_complete_tokens():
     assert complete_tokens("a_b-c", "eq") == ["a", "b", "c"]
 
 
+def test_a_recipient_path_reads_the_recipient_ordered_copy():
+    """An eq/begins recipient filter that is the access path reads its rows from latest_by_recipient
+    (migration 011): a page fetches (recipient, msgtime, server, msgid) keys named by the candidates' values,
+    a read of every row names the recipient's range directly. Other paths, a recipient filter that is not the
+    path (contains), or a more selective key keep reading `latest`."""
+    from eximtrack.search import Scope
+    from eximtrack.web.query import build_search_query
+
+    plan = build_search_query({"recipient": "Bob@Example.com", "failure": "1"}, None).plan
+    assert plan.fetch_table() == "latest_by_recipient"
+    assert plan.read_all() == (
+        "latest_by_recipient",
+        ["recipient_lower = {c_value:String}"],
+        {"c_value": "bob@example.com"},
+    )
+    sql, _ = plan.candidates("DESC", None, 10)
+    assert "toUInt32(msgtime), value FROM search_keys" in sql
+    assert plan.fetch_key((1000, "mx1", "1abc00-000001-AA", 77, "bob@example.com")) == (
+        "bob@example.com",
+        77,
+        "mx1",
+        "1abc00-000001-AA",
+    )
+    assert plan.fetch_keys_condition().startswith("(recipient_lower, msgtime, server, msgid) IN {f_keys:")
+    plan = build_search_query({"recipient": "b_b%", "recipient_searchmatch": "begins"}, Scope(user="u")).plan
+    assert plan.read_all() == (
+        "latest_by_recipient",
+        ["recipient_lower LIKE {c_prefix:String}"],
+        {"c_value": "b_b%", "c_prefix": "b\\_b\\%%"},
+    )
+    for params, scope in (
+        ({"recipient": "bob", "recipient_searchmatch": "contains"}, None),
+        ({"recipient": "bob@x.org", "message_id": "<a@b>"}, None),
+        ({"sender": "bob@x.org"}, None),
+        ({"failure": "1"}, Scope(user="bob")),
+    ):
+        plan = build_search_query(params, scope).plan
+        assert plan.fetch_table() == "latest" and plan.read_all()[0] == "latest", params
+        assert plan.fetch_key((1000, "mx1", "m", 77)) == (77, "mx1", "m")
+    # nothing selective: every row of `latest` with the search's own conditions, unless an outcome is asked
+    plan = build_search_query({"failure": "1"}, None).plan
+    assert plan.read_all() == ("latest", [], {})
+    table, conds, _ = plan.read_all(by_outcome=True)
+    assert table == "latest" and conds[0].startswith("(msgtime, server, msgid) IN (SELECT")
+
+
 def test_access_path_choice():
     """An indexed eq/begins value reads search_keys, anything else search_time, and the choice is only a
     narrowing: every condition stays in the statement that reads `latest`."""

@@ -187,6 +187,23 @@ def check_newest_by_subject_word(store, sql):
     assert got and got == want
 
 
+def check_mail_to_address(store, sql):
+    """The recipient-ordered copy gives exactly the latest rows of `latest` for an address (any case)."""
+    rcpt = _rows(
+        store, "SELECT recipient FROM latest FINAL GROUP BY recipient ORDER BY count() DESC, recipient LIMIT 1"
+    )[0][0]
+    params = {"rcpt": rcpt.upper(), "since": datetime(2026, 1, 1, tzinfo=UTC)}
+    got = _rows(store, sql, params)
+    want = _rows(
+        store,
+        "SELECT sendunixtime, server, msgid, type, deliveredto, message FROM latest FINAL "
+        "WHERE lower(recipient) = lower({rcpt:String}) AND sendunixtime >= {since:DateTime64(3, 'UTC')} "
+        "ORDER BY sendunixtime DESC, server, msgid, deliveredto",
+        params,
+    )
+    assert len(got) > 1 and got == want
+
+
 CHECKS = {
     name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }
