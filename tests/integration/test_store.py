@@ -76,8 +76,14 @@ def test_an_upgraded_store_gets_the_recipient_ordered_copy(url, store):
     store.insert_events(
         [
             ev("up1", "inprogress", msgid="1upg00-000001-AA", recipient="Old@Example.org", version=1),
-            ev("up1-del", "inprogress", msgid="1upg00-000001-AA", recipient="Old@Example.org", version=2,
-               is_deleted=1),  # fmt: skip
+            ev(
+                "up1-del",
+                "inprogress",
+                msgid="1upg00-000001-AA",
+                recipient="Old@Example.org",
+                version=2,
+                is_deleted=1,
+            ),  # fmt: skip
             ev(
                 "up2",
                 msgid="1upg00-000001-AA",

@@ -190,7 +190,8 @@ def check_newest_by_subject_word(store, sql):
 def check_mail_to_address(store, sql):
     """The recipient-ordered copy gives exactly the latest rows of `latest` for an address (any case)."""
     rcpt = _rows(
-        store, "SELECT recipient FROM latest FINAL GROUP BY recipient ORDER BY count() DESC, recipient LIMIT 1"
+        store,
+        "SELECT recipient FROM latest FINAL GROUP BY recipient ORDER BY count() DESC, recipient LIMIT 1",
     )[0][0]
     params = {"rcpt": rcpt.upper(), "since": datetime(2026, 1, 1, tzinfo=UTC)}
     got = _rows(store, sql, params)
