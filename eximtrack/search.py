@@ -406,43 +406,55 @@ def build_show(
     if not msgid or not str(msgid).strip():
         raise SearchError("a message id is required")
     params: dict[str, object] = {"msgid": str(msgid).strip()}
-    cond = "msgid = {msgid:String}"
+    # The message's key, as PREWHERE: events and log_lines are sorted by (server, msgid, …) and every version
+    # of a row shares them, so filtering before FINAL keeps all versions of the message's rows and only
+    # them (exact), and reads only the key columns of the other rows of each granule (measured at 1e8
+    # events: 61 -> 34 ms for the attempts). Every other condition (scope: it may differ between versions)
+    # is applied after FINAL, in WHERE.
+    key = "msgid = {msgid:String}"
     child_cond = "parent_msgid = {msgid:String}"
     if server:
         params["server"] = server
-        cond += " AND server = {server:String}"
+        key += " AND server = {server:String}"
         child_cond += " AND server = {server:String}"
+    cond = "1"
     child_scope = ""
     line_scope = ""
     if scope is not None:
         visible = scope_condition(scope, params)
         sender_side = scope_condition(scope, params, "sender", sender_only=True)
-        seen = f"(server, msgid) IN (SELECT server, msgid FROM events FINAL WHERE {cond} AND is_deleted = 0"
+        seen = (
+            f"(server, msgid) IN (SELECT server, msgid FROM events FINAL PREWHERE {key} WHERE is_deleted = 0"
+        )
         line_scope = f" AND {seen} AND {sender_side})"
-        cond += f" AND {seen} AND {visible})"
+        cond = f"{seen} AND {visible})"
         child_scope = f" AND {visible}"
         cond_rows = f"{cond} AND {visible}"
     else:
         cond_rows = cond
     attempts = (
-        f"SELECT {select_list('e.')} FROM (SELECT * FROM events FINAL WHERE {cond_rows} AND is_deleted = 0 "
+        f"SELECT {select_list('e.')} FROM (SELECT * FROM events FINAL PREWHERE {key} "
+        f"WHERE {cond_rows} AND is_deleted = 0 "
         "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
     )
-    # children are found through search_keys (field parent_msgid), then read from `latest` by primary key
-    child_cond += (
-        " AND (msgtime, server, msgid) IN (SELECT msgtime, server, msgid FROM search_keys "
-        "WHERE field = 'parent_msgid' AND value = {msgid:String})"
-    )
+    # children are found through search_keys (field parent_msgid), then read from `latest` by primary key;
+    # `has_children` asks search_keys first (a superset: every version of a child row writes its key), so
+    # that the read of `latest` (~15 ms at 1e8 events even when it finds nothing) runs only for a message
+    # that has children
+    child_keys = "FROM search_keys WHERE field = 'parent_msgid' AND value = {msgid:String}"
+    has_children = f"SELECT 1 {child_keys}{' AND server = {server:String}' if server else ''} LIMIT 1"
+    child_cond += f" AND (msgtime, server, msgid) IN (SELECT msgtime, server, msgid {child_keys})"
     children = (
         f"SELECT {select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond}{child_scope} "
         "ORDER BY server, sendunixtime, msgid, recipient) AS c"
     )
     lines = (
         "SELECT server, msgid, toUnixTimestamp64Milli(logunixtime) / 1000 AS logunixtime, line, line_id "
-        f"FROM log_lines FINAL WHERE {cond}{line_scope} ORDER BY server, logunixtime, line_id"
+        f"FROM log_lines FINAL PREWHERE {key} WHERE {cond}{line_scope} ORDER BY server, logunixtime, line_id"
     )
     queries = {
         "attempts": (attempts, dict(params)),
+        "has_children": (has_children, {k: v for k, v in params.items() if k in ("msgid", "server")}),
         "children": (children, dict(params)),
         "lines": (lines, dict(params)),
     }
@@ -450,7 +462,7 @@ def build_show(
         # the arrival may come from a row the tenant does not see (its message is visible): its own read;
         # without a scope it is one of the attempts rows (arrival_from_attempts), so no second read
         queries["arrival"] = (
-            f"SELECT {_arrival_select()} FROM events FINAL WHERE {cond} AND is_deleted = 0 "
+            f"SELECT {_arrival_select()} FROM events FINAL PREWHERE {key} WHERE {cond} AND is_deleted = 0 "
             "ORDER BY server, sendunixtime = 0, version DESC LIMIT 1 BY server",
             dict(params),
         )
@@ -476,8 +488,14 @@ def run_show(
     queries: dict[str, tuple[str, dict]], run: Callable[[str, dict], tuple[list[str], list]]
 ) -> dict[str, tuple[list[str], list]]:
     """Execute build_show's queries with `run(sql, params) -> (columns, rows)`: {name: (columns, rows)} for
-    arrival, attempts, children and lines (the arrival derived from the attempts when it has no query)."""
-    out = {name: run(sql, params) for name, (sql, params) in queries.items()}
+    arrival, attempts, children and lines (the arrival derived from the attempts when it has no query; the
+    children read only when `has_children` finds one)."""
+    todo = dict(queries)
+    out = {}
+    if "has_children" in todo and not run(*todo.pop("has_children"))[1]:
+        del todo["children"]
+        out["children"] = (list(EVENT_FIELDS), [])
+    out |= {name: run(sql, params) for name, (sql, params) in todo.items()}
     if "arrival" not in out:
         out["arrival"] = arrival_from_attempts(*out["attempts"])
     return {name: out[name] for name in ("arrival", "attempts", "children", "lines")}

@@ -138,18 +138,44 @@ def test_unknown_filter_rejected():
 
 def test_build_show():
     q = build_show("1abc-def-GH", server="web1")
-    assert set(q) == {"attempts", "children", "lines"}  # the arrival is derived from the attempts
-    assert set(build_show("m", scope=Scope(user="bob"))) == {"arrival", "attempts", "children", "lines"}
+    # the arrival is derived from the attempts
+    assert set(q) == {"attempts", "has_children", "children", "lines"}
+    assert set(build_show("m", scope=Scope(user="bob"))) == {"arrival", *q}
     for sql, params in q.values():
         assert "1abc" not in sql
         assert params == {"msgid": "1abc-def-GH", "server": "web1"}
         assert _placeholders(sql) == set(params)
+    assert build_show("m", scope=Scope(user="bob"))["has_children"][1] == {"msgid": "m"}
     assert "FROM events FINAL" in q["attempts"][0] and "is_deleted = 0" in q["attempts"][0]
     assert "parent_msgid = {msgid:String}" in q["children"][0]
     assert "FROM log_lines FINAL" in q["lines"][0]
     assert build_show("m")["lines"][1] == {"msgid": "m"}
     with pytest.raises(SearchError):
         build_show("  ")
+    # PREWHERE (before FINAL) holds only the message's key, which every version of its rows shares; the
+    # scope (a pre-arrival version has no sender fields) is decided after FINAL, in WHERE
+    for sql, _ in build_show("m", server="web1", scope=Scope(user="bob")).values():
+        for clause in re.findall(r"PREWHERE (.*?) WHERE", sql):
+            assert clause == "msgid = {msgid:String} AND server = {server:String}", clause
+    assert "PREWHERE" in q["attempts"][0] and "PREWHERE" in q["lines"][0]
+
+
+def test_run_show_reads_children_only_when_search_keys_names_one():
+    from eximtrack.search import run_show
+
+    queries = build_show("m", server="web1")
+    for found in ([], [(1,)]):
+        ran = []
+
+        def run(sql, params, found=found, ran=ran):
+            ran.append(sql)
+            return (["x"], found if sql == queries["has_children"][0] else [])
+
+        out = run_show(queries, run)
+        assert set(out) == {"arrival", "attempts", "children", "lines"}
+        assert (queries["children"][0] in ran) == bool(found)
+        if not found:
+            assert out["children"] == (list(EVENT_FIELDS), [])
 
 
 def test_arrival_from_attempts_takes_the_newest_known_arrival_per_server():
