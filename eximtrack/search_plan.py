@@ -100,6 +100,11 @@ TEXT_COLUMNS = (
     "server",
 )
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
+# Transient outcomes: most rows that had one have left it since (a deferral retried and delivered), so the
+# candidates of a search by them (every version with that outcome) yield few rows. The hourly snapshots
+# (mail_hourly_snap) count, per outcome, the rows that have it now and the rows that ever had it.
+TRANSIENT_COUNTERS = {"defer": ("deferred", "deferred_ever"), "inprogress": ("inprogress", "rows")}
+MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
@@ -142,6 +147,7 @@ class SearchPlan:
     types: list[str] | None = None  # None: any outcome
     since_ms: int | None = None
     until_ms: int | None = None
+    expected_yield: float | None = None  # rows per candidate message, when known (yield_sql)
 
     # -- the access path ------------------------------------------------------------------------------
 
@@ -308,12 +314,34 @@ class SearchPlan:
         return 4 * self.first_messages(rows) + 50
 
     def first_messages(self, rows: int) -> int:
-        """Messages fetched in a page's first round. On the time path a filter on some columns is matched
+        """Messages fetched in a page's first round. With an `expected_yield` (a search by transient outcomes:
+        yield_sql), the page's rows divided by it. On the time path a filter on some columns is matched
         against the text of all of them (search_time.text), so many candidates fail the re-check (a subject
         word also found in a domain or a reason): fetching twice the page's messages at once costs less than
         the second round it usually saves (docs/BENCHMARKS.md). Elsewhere the page's messages."""
+        if self.expected_yield is not None:
+            return min(MAX_ROUND_MESSAGES, math.ceil(rows / max(self.expected_yield, MIN_YIELD)))
         partial = any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
         return 2 * rows if partial and self.key_filter() is None else rows
+
+    def yield_sql(self) -> tuple[str, dict] | None:
+        """For a time-path search by transient outcomes only (deferred, in progress): the SQL of (rows with
+        those outcomes now, rows that ever had them) in the search's hours, from the hourly snapshots (their
+        by_hour projection answers it in a few ms). A sizing hint for the first round, never a condition:
+        it sums every snapshot row (superseded ones too) and ignores hours not snapshotted yet."""
+        types = sorted(self.types or ())
+        if not types or not set(types) <= set(TRANSIENT_COUNTERS) or self.key_filter() is not None:
+            return None
+        now = " + ".join(f"sum({TRANSIENT_COUNTERS[t][0]})" for t in types)
+        ever = " + ".join(f"sum({TRANSIENT_COUNTERS[t][1]})" for t in types)
+        params: dict = {}
+        conds = []
+        for name, op, ms in (("y_since", ">=", self.since_ms), ("y_until", "<=", self.until_ms)):
+            if ms is not None:
+                params[name] = ms
+                conds.append(f"hour {op} toStartOfHour(fromUnixTimestamp64Milli({ph(name, 'Int64')}, 'UTC'))")
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        return f"SELECT {now}, {ever} FROM mail_hourly_snap{where}", params
 
 
 def time_side(direction: str, ms: int, params: dict, name: str, before: bool) -> str:
@@ -347,7 +375,8 @@ def run_pages(
 ) -> tuple[list[str], list[tuple]]:
     """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
     path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
-    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows).
+    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows). A search by
+    transient outcomes first reads its expected yield (`yield_sql`) to size the first round.
 
     Each round reads up to k candidates from `bound` on. If k came back, the last one's time T may be shared
     by candidates not read yet, so the round returns only rows strictly before T in sort order and the next
@@ -355,6 +384,11 @@ def run_pages(
     out: list[tuple] = []
     names: list[str] = []
     bound = int(cursor[0]) if cursor is not None else None
+    hint = plan.yield_sql() if plan.expected_yield is None else None
+    if hint is not None:
+        got = run(*hint)[1]
+        now, ever = got[0] if got else (0, 0)
+        plan.expected_yield = (now or 0) / ever if ever else None
     k = plan.first_round(rows)
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields

@@ -397,6 +397,8 @@ def test_page_loop_is_exact_against_a_model(seed):
             filters = [TextFilter(("subject",), "contains", "x")] if seed % 2 else []
             plan = SearchPlan([], {}, filters=filters)
             plan.first_round = lambda rows: 1 + seed % 3  # tiny rounds: many boundaries, ties cut
+            if seed % 3 == 0:  # a yield hint (transient outcomes): bigger first rounds, same pages
+                plan.expected_yield = 0.3
             _, rows = run_pages(run, plan, direction, cursor, size + 1, fetch_sql)
             pages += rows[:size]
             if len(rows) <= size:
@@ -447,6 +449,45 @@ def test_first_round_fetches_twice_the_page_when_the_index_text_is_wider_than_th
     assert len(fetches) == 1, fetches
     got_before, fetches_before = pages(SearchPlan([], {}))  # the page's messages only: a second round
     assert got_before == got and len(fetches_before) == 2
+
+
+def test_a_search_by_transient_outcomes_sizes_its_first_round_by_their_yield():
+    """Deferred / in-progress rows mostly left that state (a retry delivered them), so their candidates yield
+    few rows: run_pages reads the yield from the hourly snapshots first and fetches page / yield messages
+    in its first round (at most 40x, at most MAX_ROUND_MESSAGES). Only on the time path, only for transient
+    outcomes; no snapshot yet means no hint."""
+    from eximtrack.search_plan import MAX_ROUND_MESSAGES, SearchPlan, run_pages
+    from eximtrack.web.query import build_search_query
+
+    plan = build_search_query({"defer": "1", "startdate": "1780000000"}, None).plan
+    sql, params = plan.yield_sql()
+    assert sql.startswith("SELECT sum(deferred), sum(deferred_ever) FROM mail_hourly_snap WHERE hour >= ")
+    assert params == {"y_since": 1780000000000}
+    sql, _ = build_search_query({"defer": "1", "inprogress": "1"}, None).plan.yield_sql()
+    assert "sum(deferred) + sum(inprogress), sum(deferred_ever) + sum(rows)" in sql
+    for params in (
+        {"failure": "1"},
+        {"defer": "1", "failure": "1"},
+        {"defer": "1", "recipient": "a@b.c"},
+        {},
+    ):
+        assert build_search_query(params, None).plan.yield_sql() is None, params
+    for found, first in (([(10, 100)], 1000), ([(0, 100)], 4000), ([(None, None)], 100), ([(1, 0)], 100)):
+        plan = build_search_query({"defer": "1"}, None).plan
+        asked = []
+
+        def run(sql, params, found=found, asked=asked):
+            if "mail_hourly_snap" in sql:
+                return ["now", "ever"], found
+            if "c_k" in params:
+                n = min(params["c_k"], 20000)  # distinct times, newest first
+                return ["ts", "server", "msgid", "msgtime"], [(10**6 - i, "s", f"m{i}", 1) for i in range(n)]
+            asked.append(len(params["f_keys"]))
+            return ["x"], [()] * params["lim"]
+
+        run_pages(run, plan, "DESC", None, 100, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+        assert asked == [min(first, MAX_ROUND_MESSAGES) + 1], (found, asked)  # + the boundary's message
+    assert SearchPlan([], {}, expected_yield=0.5).first_messages(100) == 200
 
 
 def test_scope_is_bound_and_anded():
