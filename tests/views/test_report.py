@@ -79,6 +79,28 @@ def test_every_panel_query_runs(populated):
 
 
 @pytest.mark.store
+def test_grafana_queries_run_and_equal_the_report(populated):
+    """The SQL Grafana runs (macros expanded as the ClickHouse plugin does: `$__fromTime` ->
+    `toDateTime(intDiv(ms, 1000))`, variables quoted) returns what the report's panel returns for the same
+    whole hours."""
+    from datetime import UTC, timedelta
+
+    lo, hi = populated.query("SELECT min(hour), max(hour) FROM activity_hourly").result_rows[0]
+    t_from, t_to = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(hours=1)
+    values = report.pick_variables(populated, t_from, t_to, {})
+    for d in report.DASHBOARDS:
+        for panel in d.panels:
+            sql = report.grafana_sql(panel.sql)
+            sql = sql.replace("$__fromTime", f"toDateTime(intDiv({int(t_from.timestamp()) * 1000}, 1000))")
+            sql = sql.replace("$__toTime", f"toDateTime(intDiv({int(t_to.timestamp() - 1) * 1000}, 1000))")
+            for name, value in values.items():
+                sql = sql.replace("'${" + name + "}'", "'" + value.replace("'", "''") + "'")
+            got = populated.query(sql).result_rows
+            _, want, _ = report.run_panel(populated, panel, t_from, t_to, values)
+            assert sorted(got) == sorted(want), (d.uid, panel.id)  # ties may come in any order
+
+
+@pytest.mark.store
 def test_report_command_writes_pngs(capsys, populated, tmp_path):
     out = tmp_path / "report"
     rc = cli.main(["report", "--store", populated.url_text, "--out", str(out)])
