@@ -34,6 +34,7 @@ reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -385,10 +386,10 @@ def run_pages(
     names: list[str] = []
     bound = int(cursor[0]) if cursor is not None else None
     hint = plan.yield_sql() if plan.expected_yield is None else None
-    if hint is not None:
+    if hint is not None:  # read on every call (a page is a new request); the caller's plan is not changed
         got = run(*hint)[1]
         now, ever = got[0] if got else (0, 0)
-        plan.expected_yield = (now or 0) / ever if ever else None
+        plan = dataclasses.replace(plan, expected_yield=(now or 0) / ever if ever else None)
     k = plan.first_round(rows)
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields

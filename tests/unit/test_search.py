@@ -487,6 +487,7 @@ def test_a_search_by_transient_outcomes_sizes_its_first_round_by_their_yield():
 
         run_pages(run, plan, "DESC", None, 100, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
         assert asked == [min(first, MAX_ROUND_MESSAGES) + 1], (found, asked)  # + the boundary's message
+        assert plan.expected_yield is None  # read again by the next page (a new request)
     assert SearchPlan([], {}, expected_yield=0.5).first_messages(100) == 200
 
 
