@@ -206,6 +206,45 @@ def test_stats_endpoint_equals_naive(store, extra):
     assert got and got == {r[0]: (*r[1:], sizes.get(r[0], 0)) for r in counts}
 
 
+def test_stats_by_a_recipient_equals_naive(store):
+    """/api/v1/stats filtered by a recipient reads that recipient's range of latest_by_recipient (migration
+    011, no candidates) and counts what a naive aggregation of the latest rows counts."""
+    from eximtrack.web import query as q
+
+    since = store.probes["now"] - 30 * 86400
+    t = {"t": int(since * 1000)}
+    window = "sendunixtime >= toStartOfHour(fromUnixTimestamp64Milli({t:Int64}, 'UTC'))"
+    rcpt = _rows(
+        store,
+        f"SELECT recipient FROM latest FINAL WHERE {window} AND protocol != '' GROUP BY recipient "
+        "ORDER BY count() DESC, recipient LIMIT 1",
+        t,
+    )[0][0]
+    request, _ = q.build_stats_query(
+        {"groupby": "server", "startdate": str(since), "recipient": rcpt.upper()}, None
+    )
+    assert "FROM latest_by_recipient FINAL" in request.sql and "search_keys" not in request.sql
+    got = sorted(tuple(r) for r in request.run(store_run(store))[1])
+    where = f"(protocol != '' OR type = 'rejected') AND lower(recipient) = lower({{r:String}}) AND {window}"
+    counts = _rows(
+        store,
+        "SELECT server, uniqExactIf((server, msgid), type != 'rejected'), "
+        "countIf(type IN ('success', 'filtered', 'archive')), countIf(type IN ('failure', 'rejected')) AS f, "
+        f"countIf(type = 'defer') AS d, d + f, countIf(type = 'inprogress') FROM latest FINAL WHERE {where} "
+        "GROUP BY server",
+        t | {"r": rcpt},
+    )
+    sizes = dict(  # each message's size once
+        _rows(
+            store,
+            "SELECT server, sum(size) FROM (SELECT DISTINCT server, msgid, size FROM latest FINAL "
+            f"WHERE {where} AND type != 'rejected') GROUP BY server",
+            t | {"r": rcpt},
+        )
+    )
+    assert got and got == sorted((*r, sizes.get(r[0], 0)) for r in counts)
+
+
 def test_builders_equal_naive_sql(store):
     """Every benchmarked search, on a store with duplicates, out-of-order versions, rows that moved in time
     and pre-arrival versions, unmerged: the API's pages (cursor by cursor, small pages so that the access
