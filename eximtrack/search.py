@@ -393,10 +393,12 @@ def _arrival_select() -> str:
 def build_show(
     msgid: str, server: str | None = None, scope: Scope | None = None
 ) -> dict[str, tuple[str, dict]]:
-    """Queries for `eximtrack show`: {"arrival", "attempts", "children", "lines"} → (sql, params).
+    """Queries for `eximtrack show` (run them with run_show): {"arrival", "attempts", "has_children",
+    "children", "lines"} → (sql, params).
 
     arrival: one row per server holding the message (the most complete state known);
     attempts: every event (tombstones excluded) in order: server, actionunixtime, version;
+    has_children: a row when search_keys names a bounce/DSN of the message (children runs only then);
     children: latest rows of bounces/DSNs whose parent_msgid is the message; lines: its raw log lines.
 
     With a scope, attempts and children are the rows the tenant may see; the arrival only when one of the
