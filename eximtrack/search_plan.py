@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from stream.clock import msgid_time
@@ -177,14 +177,15 @@ class SearchPlan:
         else latest. Both hold every version of every row; FINAL gives the same latest state in either."""
         return RECIPIENT_TABLE if self.recipient_filter() is not None else "latest"
 
-    def fetch_key(self, candidate: Sequence) -> tuple:
-        """The primary-key prefix of fetch_table() naming a candidate row of `candidates()`."""
+    def fetch_keys(self, candidates: Iterable[Sequence]) -> list[tuple]:
+        """The distinct primary-key prefixes of fetch_table() naming the candidate rows of `candidates()`,
+        sorted (the access path is decided once per round, not per candidate)."""
         if self.recipient_filter() is not None:
-            return (candidate[4], int(candidate[3]), candidate[1], candidate[2])
-        return (int(candidate[3]), candidate[1], candidate[2])
+            return sorted({(c[4], int(c[3]), c[1], c[2]) for c in candidates})
+        return sorted({(int(c[3]), c[1], c[2]) for c in candidates})
 
     def fetch_keys_condition(self) -> str:
-        """fetch_table()'s rows of the keys bound as `f_keys` (fetch_key of each candidate)."""
+        """fetch_table()'s rows of the keys bound as `f_keys` (fetch_keys of the candidates)."""
         if self.recipient_filter() is not None:
             return f"{RECIPIENT_KEY} IN {{f_keys:Array(Tuple(String, UInt32, String, String))}}"
         return f"{KEY} IN {{f_keys:Array(Tuple(UInt32, String, String))}}"
@@ -416,7 +417,7 @@ def run_pages(
             else:
                 k *= GROWTH
             continue
-        keys = sorted({plan.fetch_key(c) for c in cands if not full or int(c[0]) != last})
+        keys = plan.fetch_keys(c for c in cands if not full or int(c[0]) != last)
         if not keys:  # the whole round shares the time T: the next round starts at T with more candidates
             bound = last
             if cut:

@@ -238,12 +238,9 @@ def test_a_recipient_path_reads_the_recipient_ordered_copy():
     )
     sql, _ = plan.candidates("DESC", None, 10)
     assert "toUInt32(msgtime), value FROM search_keys" in sql
-    assert plan.fetch_key((1000, "mx1", "1abc00-000001-AA", 77, "bob@example.com")) == (
-        "bob@example.com",
-        77,
-        "mx1",
-        "1abc00-000001-AA",
-    )
+    assert plan.fetch_keys([(1000, "mx1", "1abc00-000001-AA", 77, "bob@example.com")] * 2) == [
+        ("bob@example.com", 77, "mx1", "1abc00-000001-AA")
+    ]
     assert plan.fetch_keys_condition().startswith("(recipient_lower, msgtime, server, msgid) IN {f_keys:")
     plan = build_search_query({"recipient": "b_b%", "recipient_searchmatch": "begins"}, Scope(user="u")).plan
     assert plan.read_all() == (
@@ -259,7 +256,7 @@ def test_a_recipient_path_reads_the_recipient_ordered_copy():
     ):
         plan = build_search_query(params, scope).plan
         assert plan.fetch_table() == "latest" and plan.read_all()[0] == "latest", params
-        assert plan.fetch_key((1000, "mx1", "m", 77)) == (77, "mx1", "m")
+        assert plan.fetch_keys([(1000, "mx1", "m", 77)]) == [(77, "mx1", "m")]
     # nothing selective: every row of `latest` with the search's own conditions, unless an outcome is asked
     plan = build_search_query({"failure": "1"}, None).plan
     assert plan.read_all() == ("latest", [], {})
