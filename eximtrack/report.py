@@ -363,11 +363,15 @@ LIMIT 15""",
             "timeseries",
             """SELECT hour AS time,
     domain AS series,
-    messages AS value
-FROM abuse_domains_hourly
-WHERE $RANGE AND domain IN (
-    SELECT domain FROM abuse_domains_hourly WHERE $RANGE GROUP BY domain ORDER BY sum(messages) DESC LIMIT 5)
+    sum(messages) AS value
+FROM mail_hourly_all
+WHERE $RANGE AND outbound = 1 AND domain IN (
+    SELECT domain FROM mail_hourly_all WHERE $RANGE AND outbound = 1
+    GROUP BY domain ORDER BY sum(messages) DESC, domain LIMIT 5)
+GROUP BY time, series
 ORDER BY time, series""",
+            "Authenticated outbound messages per hour of the five domains that sent the most in the range "
+            "(the numbers of abuse_domains_hourly).",
             threshold=500,
             threshold_sql="SELECT any(value) FROM abuse_thresholds FINAL WHERE name = 'domain_messages_per_hour'",
         ),

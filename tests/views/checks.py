@@ -115,9 +115,37 @@ PAIRS: dict[str, tuple[str, str]] = {
 }
 
 
+# abuse_senders_hourly (migration 012: one outbound key per sender, no GROUP BY), grouped here WITHOUT the
+# domain, so a sender spread over two keys would show up as a difference
+ABUSE_KEY = "hour, server, owner, user, sender"
+ABUSE_DIMS = f"{HOUR_ARRIVAL} AS hour, server, owner, user, lower(email) AS sender"
+PAIRS["abuse_senders_hourly.state"] = (
+    f"SELECT {ABUSE_KEY}, messages, unique_recipients, rows FROM abuse_senders_hourly",
+    f"""SELECT {ABUSE_KEY}, messages, unique_recipients, rows FROM (
+        SELECT {ABUSE_DIMS},
+               uniqExact((server, msgid)) AS messages,
+               uniqExactIf(recipient, recipient != '') AS unique_recipients,
+               count() AS rows
+        FROM latest FINAL
+        WHERE protocol != '' AND type != 'rejected' AND senderauth != ''
+        GROUP BY {ABUSE_KEY})""",
+)
+PAIRS["abuse_senders_hourly.history"] = (
+    f"""SELECT {ABUSE_KEY}, defer_fail_rows FROM abuse_senders_hourly""",
+    f"""SELECT {ABUSE_KEY}, defer_fail_rows FROM (
+        SELECT {ABUSE_DIMS}, uniqExactIf({ROW}, type IN ('defer', 'failure')) AS defer_fail_rows
+        FROM events FINAL
+        WHERE protocol != '' AND type != 'rejected' AND senderauth != ''
+        GROUP BY {ABUSE_KEY})""",
+)
 PAIRS["mail_hourly_all.state"] = (PAIRS["mail_hourly_all.state"][0], PAIRS["mail_hourly.state"][1])
 PAIRS["mail_hourly_all.history"] = (PAIRS["mail_hourly_all.history"][0], PAIRS["mail_hourly.history"][1])
-ROLLUP_PAIRS = ("mail_hourly_all.state", "mail_hourly_all.history")
+ROLLUP_PAIRS = (
+    "mail_hourly_all.state",
+    "mail_hourly_all.history",
+    "abuse_senders_hourly.state",
+    "abuse_senders_hourly.history",
+)
 
 
 def rows(store, sql: str) -> list[tuple]:
