@@ -1,3 +1,4 @@
 from eximtrack.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned child process (eximtrack/join_process.py) imports it
+    raise SystemExit(main())

@@ -198,86 +198,115 @@ def ingest_files(
     now: Callable[[], float] = time.time,
     background: bool = True,
 ) -> IngestStats:
-    """Feed every line of `paths` (in order) to one joiner and write its output to `store` (in batches of
-    `batch_rows`, on a background thread unless background=False)."""
-    if joiner is None:
-        if not server:
-            raise ValueError("a server name is required")
-        joiner = make_joiner(server, tz, userdomains, trueuserowners)
-    stats = IngestStats()
+    """Feed every line of `paths` (in order) to one joiner and write its output to `store` in batches of
+    `batch_rows`.
+
+    By default the joiner runs in a child process (eximtrack/join_process.py) that sends the batches
+    encoded, and this process only inserts them: joining and inserting then use a core each. With a
+    `joiner` object, or background=False, everything runs here (background: inserts on a thread)."""
+    if joiner is None and not server:
+        raise ValueError("a server name is required")
     started = time.monotonic()
     retention = store.retention_days()
     cutoff = now() - retention * 86400 if retention else None
-
-    events: list = []
-    rejects: list = []
-    lines: list = []
-
-    writer = _Writer(store, batch_rows, background=background)
-
-    def flush(force: bool = False) -> None:
-        nonlocal events, rejects, lines
-        if events and (force or len(events) >= batch_rows):
-            writer.put("insert_events", events)
-            events = []
-        if rejects and (force or len(rejects) >= batch_rows):
-            writer.put("insert_rejects", rejects)
-            rejects = []
-        if lines and (force or len(lines) >= batch_rows):
-            writer.put("insert_lines", lines)
-            lines = []
-
-    def take(out) -> None:
-        if out is None:
-            return
-        if out.events:
-            events.extend(out.events)
-            stats.events += len(out.events)
-            if cutoff is not None:
-                stats.expired_events += sum(1 for e in out.events if 0 < e.actionunixtime < cutoff)
-        if out.rejects:
-            rejects.extend(out.rejects)
-            stats.rejects += len(out.rejects)
-        if out.lines:
-            lines.extend(out.lines)
-            stats.log_lines += len(out.lines)
-
     total = sum(os.path.getsize(p) for p in paths)
-    done_before = 0
-    try:
-        for path in paths:
-            reader = _Reader(path)
-            fid = file_id_of(path)
-            try:
-                for offset, line in reader.lines():
-                    stats.lines += 1
-                    take(joiner.process(line, file_id=fid, offset=offset))
-                    if len(events) >= batch_rows or len(rejects) >= batch_rows or len(lines) >= batch_rows:
-                        flush()
-                    if progress is not None and not stats.lines & 1023:
-                        progress.update(done_before + reader.position(), stats.lines)
-            finally:
-                done_before += reader.size
-                stats.bytes += reader.size
-                reader.close()
-            stats.files += 1
-        flush(force=True)
-    except BaseException:
-        writer.close(raise_error=False)
-        raise
-    writer.close()
+    if joiner is None and background:
+        from eximtrack import join_process
+
+        job = join_process.JoinJob(list(paths), server, tz, userdomains, trueuserowners, batch_rows, cutoff)
+        stats = join_process.run(store, job, progress)
+    else:
+        if joiner is None:
+            joiner = make_joiner(server, tz, userdomains, trueuserowners)
+        writer = _Writer(store, batch_rows, background=background)
+        method = {"events": "insert_events", "rejects": "insert_rejects", "log_lines": "insert_lines"}
+        try:
+            stats = join_files(
+                joiner,
+                paths,
+                lambda table, records: writer.put(method[table], records),
+                batch_rows=batch_rows,
+                cutoff=cutoff,
+                on_progress=progress.update if progress is not None else None,
+            )
+        except BaseException:
+            writer.close(raise_error=False)
+            raise
+        writer.close()
     if progress is not None:
         progress.update(total, stats.lines, force=True)
         progress.finish()
-
-    jstats = dict(getattr(joiner, "stats", {}) or {})
-    stats.joiner = jstats
-    open_messages = getattr(joiner, "open_messages", None)
-    if not isinstance(open_messages, int):
-        open_messages = jstats.get("open_messages", 0)
-    stats.open_messages = int(open_messages or 0)
     stats.seconds = time.monotonic() - started
     return stats
 
 
-__all__ = ["IngestStats", "Progress", "file_id_of", "ingest_files", "iter_file_lines", "make_joiner"]
+def join_files(
+    joiner,
+    paths: list[str],
+    emit: Callable[[str, list], None],
+    *,
+    batch_rows: int = BATCH_ROWS,
+    cutoff: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestStats:
+    """Feed every line of `paths` (in order) to `joiner`; hand its output to `emit(table, records)` in
+    batches of at most `batch_rows` per table (events, rejects, log_lines), the rest at the end.
+    `cutoff`: count the events older than it (the store's retention drops them). `on_progress(bytes done,
+    lines)` every 1024 lines. Returns the counts (seconds left 0: the caller times the whole ingest)."""
+    stats = IngestStats()
+    pending: dict[str, list] = {"events": [], "rejects": [], "log_lines": []}
+
+    def flush(force: bool = False) -> None:
+        for table, records in pending.items():
+            if records and (force or len(records) >= batch_rows):
+                emit(table, records)
+                pending[table] = []
+
+    events, rejects, lines = pending["events"], pending["rejects"], pending["log_lines"]
+    done_before = 0
+    for path in paths:
+        reader = _Reader(path)
+        fid = file_id_of(path)
+        try:
+            for offset, line in reader.lines():
+                stats.lines += 1
+                out = joiner.process(line, file_id=fid, offset=offset)
+                if out.events:
+                    events.extend(out.events)
+                    stats.events += len(out.events)
+                    if cutoff is not None:
+                        stats.expired_events += sum(1 for e in out.events if 0 < e.actionunixtime < cutoff)
+                if out.rejects:
+                    rejects.extend(out.rejects)
+                    stats.rejects += len(out.rejects)
+                if out.lines:
+                    lines.extend(out.lines)
+                    stats.log_lines += len(out.lines)
+                if len(events) >= batch_rows or len(rejects) >= batch_rows or len(lines) >= batch_rows:
+                    flush()
+                    events, rejects, lines = pending["events"], pending["rejects"], pending["log_lines"]
+                if on_progress is not None and not stats.lines & 1023:
+                    on_progress(done_before + reader.position(), stats.lines)
+        finally:
+            done_before += reader.size
+            stats.bytes += reader.size
+            reader.close()
+        stats.files += 1
+    flush(force=True)
+    stats.joiner = dict(getattr(joiner, "stats", {}) or {})
+    open_messages = getattr(joiner, "open_messages", None)
+    if not isinstance(open_messages, int):
+        open_messages = stats.joiner.get("open_messages", 0)
+    stats.open_messages = int(open_messages or 0)
+    return stats
+
+
+__all__ = [
+    "IngestStats",
+    "Progress",
+    "file_id_of",
+    "ingest_files",
+    "iter_file_lines",
+    "join_files",
+    "make_joiner",
+]

@@ -28,7 +28,6 @@ from eximtrack.config import (
     resolve_retention_days,
     resolve_store_url,
 )
-from schemas.records import EVENT_FIELDS, LOGLINE_FIELDS, REJECT_FIELDS
 from sinks.clickhouse import encode, migrations
 
 log = logging.getLogger("eximtrack.store")
@@ -256,23 +255,26 @@ class Store:
         return migrations.ensure_retention(self.client, days)
 
     # -- writing -----------------------------------------------------------------------------------
-    def _insert(
-        self, table: str, columns: tuple[str, ...], encoder, records: Iterable, batch_rows: int
-    ) -> int:
+    def _insert(self, table: str, records: Iterable, batch_rows: int) -> int:
         records = records if isinstance(records, list) else list(records)
         for batch in _batches(records, max(1, batch_rows)):
-            self.client.insert(table, encoder(batch), column_names=list(columns), column_oriented=True)
+            self.insert_encoded(table, encode.arrow_ipc(table, batch))
         return len(records)
+
+    def insert_encoded(self, table: str, data: bytes) -> None:
+        """Insert one batch already encoded by `encode.arrow_ipc(table, records)` (Arrow IPC)."""
+        fields = encode.TABLES[table][0]
+        self.client.raw_insert(table, list(fields), data, fmt="Arrow")
 
     def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         """Insert DeliveryEvents into `events` (the materialized view feeds `latest`)."""
-        return self._insert("events", EVENT_FIELDS, encode.event_columns, events, batch_rows)
+        return self._insert("events", events, batch_rows)
 
     def insert_rejects(self, rejects: Iterable, batch_rows: int = BATCH_ROWS) -> int:
-        return self._insert("rejects", REJECT_FIELDS, encode.reject_columns, rejects, batch_rows)
+        return self._insert("rejects", rejects, batch_rows)
 
     def insert_lines(self, lines: Iterable, batch_rows: int = BATCH_ROWS) -> int:
-        return self._insert("log_lines", LOGLINE_FIELDS, encode.logline_columns, lines, batch_rows)
+        return self._insert("log_lines", lines, batch_rows)
 
     # -- reading -----------------------------------------------------------------------------------
     def _readonly_chdb_client(self):

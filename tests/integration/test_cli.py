@@ -483,6 +483,62 @@ def test_writer_errors_reach_the_caller(tmp_path):
             ingest_files(BrokenStore(), [str(log)], joiner=Joiner(), batch_rows=1, background=background)
 
 
+def test_the_joining_process_stores_what_one_process_stores(chdb_path, tmp_path, monkeypatch):
+    """`ingest_files` joins in a child process by default (eximtrack/join_process.py); the store must hold
+    exactly what the same joiner writes from this process: every row of every table, with several
+    batches (small batch_rows) and a generated multi-message log besides the real-Exim sample."""
+    from eximtrack.demo_log import write_log
+    from eximtrack.ingest import ingest_files, make_joiner
+
+    monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
+    generated = tmp_path / "gen.log"
+    write_log(generated, "cpanel", 20, salt=5)
+    paths = [str(SAMPLES / "mainlog-all.log"), str(generated)]
+    dbs = {}
+    for how in ("child", "here"):
+        dbs[how] = f"cli_{uuid.uuid4().hex[:12]}"
+        store = Store.open(f"chdb://{chdb_path}?database={dbs[how]}")
+        joiner = make_joiner("web1") if how == "here" else None
+        stats = ingest_files(store, paths, server="web1", joiner=joiner, batch_rows=500)
+        assert stats.events > 1000 and stats.log_lines > stats.events  # several batches of each
+        dbs[how + "_stats"] = (stats.lines, stats.events, stats.rejects, stats.log_lines, stats.open_messages)
+    assert dbs["child_stats"] == dbs["here_stats"]
+    a, b = dbs["child"], dbs["here"]
+    for table in ("events", "latest", "log_lines", "rejects", "latest_by_recipient", "search_time"):
+        for x, y in ((a, b), (b, a)):
+            extra = store.query(
+                f"SELECT count() FROM (SELECT * FROM {x}.{table} FINAL EXCEPT SELECT * FROM {y}.{table} FINAL)"
+            ).result_rows[0][0]
+            assert extra == 0, (table, x, y)
+        assert store.query(f"SELECT count() FROM {a}.{table}").result_rows[0][0] > 0 or table == "rejects"
+
+
+def test_errors_of_the_joining_process_and_of_the_store_reach_the_caller(chdb_path, tmp_path, monkeypatch):
+    from eximtrack.ingest import ingest_files
+
+    monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
+    store = Store.open(f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}")
+    # the child cannot read a file: its exception, raised here
+    with pytest.raises(FileNotFoundError):
+        ingest_files(store, [str(tmp_path / "missing.log")], server="web1")
+
+    # the store refuses a batch: the error is raised here and the child is stopped, not left running
+    class RefusingStore:
+        def retention_days(self):
+            return 0
+
+        def insert_encoded(self, table, data):
+            raise RuntimeError("disk full")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest_files(RefusingStore(), [str(SAMPLES / "mainlog-all.log")], server="web1", batch_rows=1)
+    assert time.monotonic() - started < 30
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.name == "eximtrack-join"]
+
+
 def test_progress_bar_only_on_a_terminal():
     from eximtrack.ingest import Progress
 

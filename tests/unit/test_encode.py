@@ -122,3 +122,30 @@ def test_column_encoding_equals_row_encoding():
     assert [list(r) for r in zip(*encode.reject_columns(rejects), strict=True)] == encode.reject_rows(rejects)
     lines = [LogLineRecord("l", "s", "m", 1700000000.001, "x")]
     assert [list(r) for r in zip(*encode.logline_columns(lines), strict=True)] == encode.logline_rows(lines)
+
+
+def test_arrow_batches_hold_the_column_encoding():
+    """arrow_ipc(table, records) is one Arrow IPC file whose columns are the column encoding: times as
+    millisecond timestamps (UTC), NULL floats as nulls, every field in the record's order."""
+    import pyarrow as pa
+
+    events = [
+        DeliveryEvent(
+            event_id="a", type="success", server="s", msgid="m", sendunixtime=1700000000.25, size=7
+        ),
+        DeliveryEvent(event_id="b", type="defer", server="s", msgid="m", spamscore=math.nan, subject="é\t"),
+    ]
+    for table, records in (
+        ("events", events),
+        ("rejects", [RejectRecord("r", "s", "x", "why", offset=-1, logunixtime=1.5)]),
+        ("log_lines", [LogLineRecord("l", "s", "m", 1700000000.001, "x")]),
+    ):
+        fields, columns_of, _ = encode.TABLES[table]
+        got = pa.ipc.open_file(pa.BufferReader(encode.arrow_ipc(table, records))).read_all()
+        assert got.column_names == list(fields)
+        for name, column in zip(fields, columns_of(records), strict=True):
+            values = got.column(name)
+            if pa.types.is_timestamp(values.type):
+                assert values.type.unit == "ms" and values.type.tz == "UTC"
+                values = values.cast(pa.int64())
+            assert values.to_pylist() == column, (table, name)
