@@ -137,10 +137,10 @@ def apply_migrations(client, directory: Path = MIGRATIONS_DIR) -> list[int]:
             took = time.perf_counter() - t0
             if took > 1.0:
                 log.warning("migration %03d: %.1f s for %s", migration.version, took, statement[:80])
-        client.insert(
-            "schema_migrations",
-            [[migration.version, migration.name, migration.checksum]],
-            column_names=["version", "name", "checksum"],
+        client.command(
+            "INSERT INTO schema_migrations (version, name, checksum) "
+            "VALUES ({v:UInt32}, {n:String}, {c:String})",
+            parameters={"v": migration.version, "n": migration.name, "c": migration.checksum},
         )
         applied.append(migration.version)
     return applied
