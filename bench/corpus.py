@@ -2,6 +2,8 @@
 
 comparison_corpus: 16-character ids (Debian 12's eximstats reads no other), cPanel's log_selector, the
 default outcome mix — the file eximstats and eximtrack both read. Quick mode is a smoke-test size.
+single_server_corpus: one busy cPanel server's log (issue 12: "a log shaped like the one a new user
+tried"): more multi-recipient messages, deferrals, bounces and forwarders than the default mix.
 """
 
 from __future__ import annotations
@@ -40,6 +42,24 @@ def _files(outdir: Path, manifest: dict) -> dict[str, Path]:
 def comparison_corpus(workdir: Path, quick: bool) -> tuple[dict[str, Path], dict]:
     size = COMPARISON["quick" if quick else "full"]
     return build(workdir / ("corpus-quick" if quick else "corpus"), id_format="old", seed=6, **size)
+
+
+SINGLE_SERVER = {
+    "quick": {"servers": 1, "messages_per_day": 3_000},
+    "full": {"servers": 1, "messages_per_day": 40_000},
+}
+# the default mix with three times the multi-recipient messages, twice the deferrals, bounces and forwarders
+SINGLE_SERVER_MIX = {
+    "success_local": 28.0, "success_remote": 18.0, "script": 4.0, "multi_recipient": 24.0, "forwarder": 6.0,
+    "defer_then_success": 12.0, "defer_pending": 4.0, "defer_local": 4.0, "failure": 8.0, "rejected": 10.0,
+    "spam": 6.0, "archive": 1.0, "inprogress": 1.0, "auth_failed": 2.0,
+}  # fmt: skip
+
+
+def single_server_corpus(workdir: Path, quick: bool) -> tuple[dict[str, Path], dict]:
+    size = SINGLE_SERVER["quick" if quick else "full"]
+    name = "single-server" + ("-quick" if quick else "")
+    return build(workdir / name, id_format="old", seed=12, mix=dict(SINGLE_SERVER_MIX), **size)
 
 
 PIPELINE = {

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from bench import eximstats
-from bench.corpus import comparison_corpus
+from bench.corpus import comparison_corpus, single_server_corpus
 from bench.timing import summarize, timed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +58,19 @@ def disk_usage(store: Path, events: int) -> dict:
 
 
 def run(quick: bool, workdir: Path) -> dict:
-    files, manifest = comparison_corpus(workdir, quick)
+    """The comparison corpus (several servers, the default mix), then one busy cPanel server's log."""
+    out = measure(*comparison_corpus(workdir, quick), workdir, runs=2 if quick else 3)
+    out["corpus"]["id_format"] = "old (16 chars)"
+    single = measure(*single_server_corpus(workdir, quick), workdir, runs=2 if quick else 3)
+    single.pop("disk")
+    out["single_server"] = single
+    return out
+
+
+def measure(files: dict[str, Path], manifest: dict, workdir: Path, runs: int) -> dict:
+    """eximstats then `eximtrack ingest` (a fresh store each run) over `files`, `runs` times alternating."""
     paths = list(files.values())
     lines = manifest["totals"]["lines"]
-    runs = 2 if quick else 3
     with open(files[next(iter(files))].parent / "truth.jsonl", "rb") as fh:
         truth_rows = sum(1 for _ in fh)
     ref, line_rates, row_rates = [], [], []
@@ -82,8 +91,9 @@ def run(quick: bool, workdir: Path) -> dict:
             disk = disk_usage(store, counts["events"])
         shutil.rmtree(store, ignore_errors=True)
     ref_s, line_s = summarize(ref, "lines/s"), summarize(line_rates, "lines/s")
+    messages = sum(s["messages"] for s in manifest["servers"].values())
     return {
-        "corpus": {"lines": lines, "servers": len(files), "id_format": "old (16 chars)"},
+        "corpus": {"lines": lines, "servers": len(files), "messages": messages},
         "eximstats": ref_s.as_dict(),
         "ingest_lines": line_s.as_dict(),
         "ingest_rows": summarize(row_rates, "rows/s").as_dict(),

@@ -84,8 +84,10 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
                      f"({core['cores']} processes)", _met(core["ratio_all_cores"] >= 2)))  # fmt: skip
     ing = s.get("ingest", {})
     if "ratio" in ing:
-        rows.append(("`eximtrack ingest` vs eximstats, lines/s", "≥ 1×", f"{ing['ratio']:.2f}×",
-                     _met(ing["ratio"] >= 1)))  # fmt: skip
+        one = ing.get("single_server") or {}
+        worst = min(ing["ratio"], one.get("ratio", ing["ratio"]))
+        text = f"{ing['ratio']:.2f}×" + (f" (one cPanel server: {one['ratio']:.2f}×)" if one else "")
+        rows.append(("`eximtrack ingest` vs eximstats, lines/s", "≥ 1×", text, _met(worst >= 1)))  # fmt: skip
     pipe = s.get("pipeline", {})
     if "drain" in pipe:
         runs = pipe["drain"].get("lines_per_s_runs") or {"median": pipe["drain"]["lines_per_s"]}
@@ -202,6 +204,16 @@ def render(r: dict) -> str:
                 d = ing["disk"]
                 out += ["", f"On disk after ingest: **{_n(d['bytes_per_event'])} bytes per event** in all "
                         f"tables together ({', '.join(f'{k} {_n(b)} B' for k, b in d['by_table'].items())})."]  # fmt: skip
+            one = ing.get("single_server")
+            if one:
+                c1 = one["corpus"]
+                out += ["", f"One busy cPanel server ({_n(c1['lines'])} lines, {_n(c1.get('messages') or 0)} "
+                        "messages; three times the default mix's multi-recipient messages, twice its deferrals, "
+                        "bounces and forwarders; bench/corpus.py):", "",
+                        "| Program | lines/s |", "| --- | --- |",
+                        f"| eximstats (default report) | {_spread(one['eximstats'])} |",
+                        f"| `eximtrack ingest` into chDB (lines) | {_spread(one['ingest_lines'])} |",
+                        "", f"Ratio: **{one['ratio']:.2f}×** eximstats (target 1×)."]  # fmt: skip
     pipe = s.get("pipeline", {})
     if "drain" in pipe:
         d, f = pipe["drain"], pipe["freshness"]

@@ -53,6 +53,12 @@ def test_core_and_ingest_read_the_same_files_as_eximstats(quick):
     assert ing["stored"]["latest"] == ing["truth_rows"] > 0
     assert 0 < ing["stored"]["events"] <= core["corpus"]["events"]  # re-emissions of one event_id may merge
     assert ing["disk"]["bytes_per_event"] > 0 and "events" in ing["disk"]["by_table"]
+    # and on one busy cPanel server's log (denser in recipients, deferrals and bounces), checked the same way
+    one = ing["single_server"]
+    assert one["corpus"]["servers"] == 1 and one["stored"]["latest"] == one["truth_rows"] > 0
+    assert one["truth_rows"] / one["corpus"]["messages"] > ing["truth_rows"] / manifest["totals"]["messages"]
+    for s in (one["eximstats"], one["ingest_lines"]):
+        assert 0 < s["min"] <= s["median"] <= s["max"] and s["runs"] >= 2
 
 
 def test_pipeline_stored_everything_and_measured_freshness(quick):
