@@ -11,12 +11,19 @@ Rules (docs/ARCHITECTURE.md has the full table):
 - `==` -> defer; `=>`/`->`/`>>`/`*>` -> success (`:blackhole:`, `discarded`, `/dev/null`, `**bypassed**` ->
   filtered; archiver routers/transports -> archive); `**` -> failure. The first result of a recipient
   tombstones its placeholder (`is_deleted=1`), so the latest-state table keeps only real rows.
+- `original recipients ignored (system filter)` -> filtered, every row without a final outcome (the system
+  filter delivered the message elsewhere: those rows are logged as `=> x <system-filter>`).
 - `removed by`, `cancelled by` -> failure of every row without a final outcome; `<addr>: error ignored` ->
   failure of that address; `Frozen…`/`frozen by…` and `Unfrozen…` re-emit the open rows with `frozen` set.
 - Lines before their `<=` (spam verdict, cutthrough `>>`) are kept; when the arrival comes, the rows already
   emitted are emitted again (same `event_id`, higher `version`) with the arrival's fields.
 - `== … retry time not reached` is a skip, not an attempt: it changes nothing when the row is known.
-- SMTP-time rejections -> one `rejected` event each, under a deterministic synthetic message id.
+- SMTP-time rejections -> one `rejected` event each, under a deterministic synthetic message id; a rejection
+  outside SMTP (a local submission over the size limit or refused by the non-SMTP ACL, local_scan) has a
+  message id and is a `rejected` event of that message.
+- Any other line with a message id (ACL `logwrite`, TLS/DKIM/DANE details, system filter remarks, Exim's
+  follow-up lines) is a "note": a raw line of its message with no outcome meaning, at most NOTE_CAP per
+  message (counted beyond that, `notes_over_cap`). Lines that cannot be tied to anything stay rejects.
 - State ends `grace` seconds (event time) after `Completed`, or `expiry` seconds after the message was last
   seen; both are counted. `open_messages` is the number of states held.
 """
@@ -50,6 +57,7 @@ DEFAULT_GRACE = 300.0  # seconds of event time a completed message is kept for l
 DEFAULT_EXPIRY = (
     8 * 86400.0
 )  # longer than Exim's default retry timeout (4 days), so deferrals keep their arrival
+NOTE_CAP = 256  # notes kept per message (a runaway `logwrite` must not flood a message's timeline)
 SWEEP_EVERY = 4096  # lines between two sweeps of finished/idle states …
 SWEEP_MIN_INTERVAL = 30.0  # … and at least this much event time
 
@@ -141,6 +149,7 @@ class MessageState:
     completed_at: float = 0.0
     last_seen: float = 0.0
     hw: int = -1  # highest source sequence (Kafka offset) applied: a replayed line is recognised by it
+    notes: int = 0  # note lines kept for this message (NOTE_CAP)
 
     def to_dict(self) -> dict:
         """Plain-data form (the stream worker's table value and changelog record). Format 2 stores each row
@@ -156,7 +165,7 @@ class MessageState:
                 if t is _NO_VALUE or v != t or type(v) is not type(t):
                     row[name] = v
             rows.append(row)
-        return {
+        out = {
             "v": STATE_FORMAT,
             "completed_at": self.completed_at,  # first, so that state_ends() finds them without decoding
             "last_seen": self.last_seen,
@@ -167,6 +176,9 @@ class MessageState:
             "rows": rows,
             "frozen": self.frozen,
         }
+        if self.notes:  # most messages have none: no key, no bytes
+            out["notes"] = self.notes
+        return out
 
     def to_bytes(self) -> bytes:
         """The stream worker's table value and changelog record: `to_dict()` as compact JSON. Held as bytes,
@@ -197,6 +209,7 @@ class MessageState:
             completed_at=data.get("completed_at", 0.0),
             last_seen=data.get("last_seen", 0.0),
             hw=data.get("hw", -1),
+            notes=data.get("notes", 0),
         )
 
 
@@ -241,6 +254,7 @@ class Joiner:
         self.stats: dict[str, int] = {
             "lines": 0, "message_lines": 0, "rejections": 0, "ignored": 0, "rejects": 0, "events": 0,
             "completed": 0, "expired": 0, "retry_skips": 0, "replayed": 0, "open_messages": 0,
+            "notes": 0, "notes_over_cap": 0, "evented": 0, "attached": 0,
         }  # fmt: skip
         self.ignored_by_rule: dict[str, int] = {}
 
@@ -269,15 +283,23 @@ class Joiner:
             return out
         if ts > self.watermark:
             self.watermark = ts
+        keep = True
         if kind == "rejection":
             stats["rejections"] += 1
             self._rejection(p, ts, line, out)
+        elif kind == "note":
+            stats["message_lines"] += 1
+            keep = self._note(p.msgid, seq)
         else:
             stats["message_lines"] += 1
             self._apply(p, ts, line, out, seq)
-        if p.msgid or kind == "rejection":
+        if keep and (p.msgid or kind == "rejection"):
             msgid = p.msgid if p.msgid else out.events[0].msgid
             out.lines.append(LogLineRecord(stable_id(self.server, line), self.server, msgid, ts, line))
+        if out.events:
+            stats["evented"] += 1
+        elif out.lines:
+            stats["attached"] += 1
         self._since_sweep += 1
         if self._since_sweep >= SWEEP_EVERY and self.watermark - self._last_sweep >= SWEEP_MIN_INTERVAL:
             self.sweep(self.watermark)
@@ -313,6 +335,25 @@ class Joiner:
         return {k: ev for k, ev in self._latest.items() if not ev.is_deleted}
 
     # ------------------------------------------------------------------------------------------- internals
+
+    def _note(self, msgid: str, seq: int | None) -> bool:
+        """A note line of `msgid`: True to keep it as a raw line of the message. A message the joiner holds
+        keeps at most NOTE_CAP (counted in its state; a replayed line is kept again, not counted again);
+        a note of a message it does not hold (ended, or never seen) is kept. Notes never change a row."""
+        self.stats["notes"] += 1
+        st = self.states.get(msgid)
+        if st is None:
+            return True
+        if seq is not None and seq <= st.hw:
+            return True  # a replay: the same line id again, harmless in the store
+        if st.notes >= NOTE_CAP:
+            self.stats["notes_over_cap"] += 1
+            return False
+        st.notes += 1
+        if seq is not None:
+            st.hw = seq
+        self.states[msgid] = st  # write back (the count is part of the state)
+        return True
 
     def _reject(self, out: JoinOutput, line: str, reason: str, file_id: str, offset: int, ts: float) -> None:
         self.stats["rejects"] += 1
@@ -350,6 +391,9 @@ class Joiner:
             st.completed_at = ts
         elif kind in ("removed", "cancelled"):
             self._fail_open_rows(st, ts, line, p.body, out)
+        elif kind == "recipients_ignored":
+            if st.rows:  # nothing to say before the arrival is known
+                self._fail_open_rows(st, ts, line, p.body, out, "filtered")
         elif kind == "error_ignored":
             self._error_ignored(st, p, ts, line, out)
         elif kind == "frozen":
@@ -560,17 +604,20 @@ class Joiner:
             if ph is not None and ph.type == "inprogress":
                 self._remove_row(st, key, ts, "tombstone", out)
 
-    def _fail_open_rows(self, st: MessageState, ts: float, line: str, text: str, out: JoinOutput) -> None:
+    def _fail_open_rows(
+        self, st: MessageState, ts: float, line: str, text: str, out: JoinOutput, etype: str = "failure"
+    ) -> None:
+        """Every row without a final outcome gets `etype` (a message-level row if the message has none)."""
         open_rows = [k for k, ev in st.rows.items() if ev.type not in FINAL_TYPES]
         if not st.rows:
-            ev = self._new_event(st, "failure", "", "", ts, line)
+            ev = self._new_event(st, etype, "", "", ts, line)
             ev.message = text
             st.rows[("", "")] = ev
             self._emit(out, ev)
             return
         for key in open_rows:
             prev = st.rows[key]
-            ev = self._new_event(st, "failure", key[0], key[1], ts, line)
+            ev = self._new_event(st, etype, key[0], key[1], ts, line)
             self._carry_delivery(prev, ev)
             ev.message = text
             ev.version = max(ev.version, prev.version + 1)
@@ -629,6 +676,11 @@ class Joiner:
             actionunixtime=ts,
             attempts=1,
         )
+        size = f.get("S", "")
+        if size.isdigit():
+            ev.size = int(size)
+        if not auth and f.get("U"):  # a local submission (outside SMTP): the user who ran it
+            ev.senderauth, ev.sender, ev.user = "localuser", f["U"], f["U"]
         if ev.sender and "@" in ev.sender:
             ev.user = self.accounts.user_of_domain(_domain(ev.sender)) or ev.sender
         ev.owner = self.accounts.owner_of(ev.user)

@@ -5,11 +5,16 @@
   message lines (carry an Exim message id, 16 or 23 characters):
     arrival (`<=`, `(=`), delivery (`=>`, `->`, `>>`, `*>`), defer (`==`), failure (`**`),
     completed, frozen, unfrozen, removed, cancelled, error_ignored, queued (`no immediate delivery`),
+    recipients_ignored (`original recipients ignored (system filter)`),
     locked (`Spool file … is locked`), spam (cPanel's SpamAssassin warning, comes before `<=`),
     identification (cPanel `Sender identification U= D= S=`), autoreply (a filter's reply, `=> >addr`),
-    info (other known per-message detail: host errors, warnings, DKIM, SA, cPanel outbound lines)
+    info (other known per-message detail: host errors, warnings, DKIM, SA, cPanel outbound lines),
+    note (any other text after a message id: ACL `logwrite` output, TLS and DKIM/ARC details, DANE, system
+    filter remarks, Exim's follow-up lines; kept as a raw line of its message, no outcome meaning)
   rejection: an SMTP-time rejection (`rejected RCPT`, `temporarily rejected RCPT`, `rejected MAIL`,
-    `rejected MAIL FROM … message too big`, `rejected after DATA`)
+    `rejected MAIL FROM … message too big`, `rejected after DATA`), or one outside SMTP, which has a
+    message id (`rejected from <s> U=u: message too big: read=N max=M`, `F=<s> rejected by non-SMTP ACL: …`,
+    `local_scan() function timed out|crashed with signal N - message temporarily rejected (size N)`)
   ignored: a connection- or process-level line, ignored by a documented rule (`rule` names it)
   unparsed: anything else; `reason` says why. The caller stores it as a reject, never drops it.
 
@@ -238,6 +243,10 @@ _STATE_PREFIXES = (
     ("no immediate delivery", "queued"),
     ("Spool file", "locked"),
     ("Sender identification", "identification"),
+    (
+        "original recipients ignored",
+        "recipients_ignored",
+    ),  # the system filter delivered the message elsewhere
 )
 _INFO_PREFIXES = ("SMTP error from remote", "SMTP connection outbound", "SMTP timeout", "DKIM:", "SA:",
                   "PRDR ", "event ", "Warning:", "check_mail_permissions", "SMTP data timeout",
@@ -248,6 +257,10 @@ _INFO_PREFIXES = ("SMTP error from remote", "SMTP connection outbound", "SMTP ti
 
 
 def _message_state(body: str) -> ParsedLine:
+    if body.startswith(("rejected from <", "local_scan() function ")) or " rejected by non-SMTP ACL" in body:
+        p = _local_rejection(body)
+        if p is not None:
+            return p
     for prefix, kind in _STATE_PREFIXES:
         if body.startswith(prefix):
             p = ParsedLine(kind)
@@ -295,7 +308,57 @@ def _message_state(body: str) -> ParsedLine:
         p = ParsedLine("info")
         p.message = body
         return p
-    p = _unparsed("unrecognised message line")
+    if not body.strip():
+        return _unparsed("a message id with no text")
+    p = ParsedLine("note")
+    p.message = body
+    return p
+
+
+_LOCAL_SCAN_RE = re.compile(
+    r"local_scan\(\) function (?:timed out|crashed with signal [0-9]+) - message (temporarily )?rejected"
+    r"(?: \(size ([0-9]+)\))?"
+)
+_READ_SIZE_RE = re.compile(r"\bread=([0-9]+)")
+
+
+def _local_rejection(body: str) -> ParsedLine | None:
+    """A message rejected outside SMTP (a local submission, an error report): it has a message id, a sender
+    (`F=` or `rejected from <s>`), the submitting user (`U=`) and a size where Exim logs one. None if the
+    body is not one of the forms Exim 4.96 writes (then it is read as any other message line).
+    Exim follows some of them with `Error while reading message with no usable sender address …` for the
+    same id (no sender to tell): that line is a note of the message, the event comes from this one."""
+    fields: dict[str, str] = {"kind": "LOCAL", "temporary": ""}
+    m = _LOCAL_SCAN_RE.match(body)
+    if m:
+        fields["temporary"] = "1" if m.group(1) else ""
+        if m.group(2):
+            fields["S"] = m.group(2)
+        text = body
+    elif body.startswith("rejected from <"):
+        close = body.find(">", 15)
+        colon = body.find(": ", close)
+        if close < 0 or colon < 0:
+            return None
+        fields["F"] = body[14 : close + 1]
+        _scan_fields(_split_tokens(body[close + 1 : colon].strip()), 0, fields, [])
+        reason = body[colon + 2 :]
+        text = f"rejected from {fields['F']}: {reason}"
+    else:
+        at = body.find("rejected by non-SMTP ACL")
+        prefix = _split_tokens(body[:at].strip()) if at > 0 else []
+        if not prefix or not all(_FIELD_RE.match(t) for t in prefix):  # `F=<s> [U=u] rejected by …` only
+            return None
+        _scan_fields(prefix, 0, fields, [])
+        text = body[at:]
+    if "message too big" in text:
+        fields["kind"] = "SIZE"
+        size = _READ_SIZE_RE.search(text)
+        if size:
+            fields["S"] = size.group(1)
+    p = ParsedLine("rejection")
+    p.fields = fields
+    p.message = text
     return p
 
 

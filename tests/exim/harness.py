@@ -297,6 +297,8 @@ auth_advertise_hosts = *
 acl_smtp_mail = acl_check_mail
 acl_smtp_rcpt = acl_check_rcpt
 acl_smtp_data = acl_check_data
+acl_not_smtp = acl_check_not_smtp
+system_filter = @@ETC@@/system_filter
 
 begin acl
 
@@ -319,7 +321,14 @@ acl_check_rcpt:
   accept  hosts = +relay_from_hosts
   deny    message = relay not permitted
 
+acl_check_not_smtp:
+  deny    condition = ${if match{$h_subject:}{NONSMTP-DENY}}
+          message = local submission refused by policy
+  accept
+
 acl_check_data:
+  warn    condition = ${if match{$h_subject:}{LOGWRITE}}
+          logwrite = data acl: dkim status pass
   deny    condition = ${if match{$h_subject:}{REJECT-CONTENT}}
           message = Message content rejected by local policy
   warn    condition = ${if match{$h_subject:}{\N\[freeze\]\N}}
@@ -482,6 +491,9 @@ class EximRun:
         for p in binp.iterdir():
             os.chmod(p, 0o755)
         (etc / "users").write_text("".join(f"{u}: {u}\n" for u in LOCAL_USERS))
+        (etc / "system_filter").write_text(
+            '# Exim filter\nif $h_subject: contains "SYSFILTER" then\n  deliver bob@local.test\nendif\n'
+        )
         (etc / "aliases").write_text(
             "list: ok-list1@remote.test, ok-list2@remote.test, alice@local.test\n"
             "devnull: :blackhole:\n"
@@ -1215,6 +1227,62 @@ def s41_failed_bounce(r: EximRun) -> None:
     r.generated_outcome[mid] = ("failure", {"frozen": True})
 
 
+def _local_rejection(r: EximRun, sc: str, subject: str, sender: str, kind: str, size_pad: int = 0) -> None:
+    """A command-line submission Exim refuses before queueing it: logged with its message id, outside SMTP.
+    With a sender, -oep sends the error to the submitter, so no error report message is generated; the null
+    sender has nobody to tell, and Exim says so in a second line of the same id."""
+    r.scenarios[sc] = subject
+    msg = r.message(sc, subject, sender or "nobody@local.test", [ALICE], size_pad=size_pad)
+    errors = ["-oep"] if sender else []
+    res = r.exim_cmd("-odi", *errors, "-f", sender or "<>", ALICE, input_=msg.as_string(), check=False)
+    if res.returncode == 0:
+        raise HarnessError(f"{sc}: the submission was accepted")
+    r.rejections.append(
+        {"recipient": "", "sender": sender, "temporary": False, "scenario": sc, "kind": kind, "code": None}
+    )
+
+
+def s42_local_too_big(r: EximRun) -> None:
+    # `<id> rejected from <dave@local.test> U=root: message too big: read=51201 max=51200`
+    _local_rejection(r, "S42", "S42 local submission too big", "dave@local.test", "LOCAL_SIZE", 60_000)
+
+
+def s43_non_smtp_acl(r: EximRun) -> None:
+    # `<id> F=<dave@local.test> rejected by non-SMTP ACL: local submission refused by policy`
+    _local_rejection(r, "S43", "S43 NONSMTP-DENY local submission", "dave@local.test", "LOCAL_ACL")
+
+
+def s44_non_smtp_acl_null_sender(r: EximRun) -> None:
+    # `<id> F=<> rejected by non-SMTP ACL: …` then `<id> Error while reading message with no usable sender
+    # address: rejected by non-SMTP ACL: …` (nobody to tell)
+    _local_rejection(r, "S44", "S44 NONSMTP-DENY from the null sender", "", "LOCAL_ACL")
+
+
+def s45_acl_logwrite(r: EximRun) -> None:
+    # `<id> data acl: dkim status pass` (an ACL's logwrite): a line of the message, no outcome
+    sc = "S45"
+    mid = r.accept(sc, "S45 LOGWRITE in the DATA ACL", ALICE, [BOB])
+    r.add_expected(sc, mid, BOB, "success")
+
+
+def s46_system_filter(r: EximRun) -> None:
+    # `<id> original recipients ignored (system filter)`, `<id> => bob <system-filter> R=virtual_user …`
+    sc = "S46"
+    subject = "S46 SYSFILTER redirect"
+    r.scenarios[sc] = subject
+    before = set(r.queue_ids())
+    msg = r.message(sc, subject, "dave@local.test", [ALICE])
+    r.exim_cmd("-odq", "-f", "dave@local.test", ALICE, input_=msg.as_string())
+    new = [i for i in r.queue_ids() if i not in before]
+    if len(new) != 1:
+        raise HarnessError(f"{sc}: expected one new queued message, got {new}")
+    mid = new[0]
+    r.register(sc, mid, "dave@local.test")
+    r.exim_cmd("-M", mid)
+    r.add_expected(sc, mid, ALICE, "filtered", how="system filter")
+    r.add_expected(sc, mid, "system-filter", "success", deliveredto=BOB)
+
+
 PHASE1 = [
     s23_dead_host,  # first: its retry cutoff must pass before the queue run
     s33_delay_warning,  # early: it must be older than delay_warning at the queue run
@@ -1252,6 +1320,11 @@ PHASE1 = [
     s39_protocol_noise,
     s40_remote_sender_bounce,
     s41_failed_bounce,
+    s42_local_too_big,
+    s43_non_smtp_acl,
+    s44_non_smtp_acl_null_sender,
+    s45_acl_logwrite,
+    s46_system_filter,
 ]
 PHASE3 = [s20_queued, s21_removed, s22_cancelled, s34_thawed, s35_suppressed]
 SCENARIOS = PHASE1 + PHASE3

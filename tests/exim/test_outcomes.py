@@ -17,11 +17,13 @@ pytestmark = [pytest.mark.exim, pytest.mark.slow]
 def _ingest(res):
     j = Joiner(server="test", tz="UTC")
     events, rejects = [], []
+    j.kept_lines = []  # the raw lines kept for their messages (the timeline)
     with open(res.mainlog, encoding="utf-8", errors="surrogateescape") as f:
         for n, line in enumerate(f):
             out = j.process(line.rstrip("\n"), file_id="f", offset=n)
             events.extend(out.events)
             rejects.extend(out.rejects)
+            j.kept_lines.extend(out.lines)
     return j, events, rejects
 
 
@@ -137,3 +139,30 @@ def test_rejections(case):
     assert got == want
     senders = Counter(ev.email for ev in j.latest().values() if ev.type == "rejected")
     assert senders == Counter(r["sender"] for r in res.rejections)
+
+
+def test_every_line_is_ignored_evented_or_attached(case):
+    """Issue 16 on the real MTA: every line of the log is ignored by a named rule, makes an event, or is
+    kept as a raw line of its message; none is a reject. The ACL's logwrite line (S45) and Exim's follow-up
+    to a rejection outside SMTP (S44) are in their messages' stories."""
+    res, j, events, rejects = case
+    s = j.stats
+    assert s["rejects"] == 0
+    assert s["ignored"] + s["evented"] + s["attached"] == s["lines"]
+    assert s["notes"] >= 2 and s["notes_over_cap"] == 0
+    by_scenario = {v: k for k, v in res.messages.items()}
+    kept = {(r.msgid, r.line.split(" ", 3)[-1]) for r in j.kept_lines}
+    assert any(m == by_scenario["S45"] and body.endswith("data acl: dkim status pass") for m, body in kept)
+    assert any(body.endswith("Error while reading message with no usable sender address: rejected by "
+                             "non-SMTP ACL: local submission refused by policy") for _, body in kept)  # fmt: skip
+    # the rejections outside SMTP are events of their real message ids (not synthetic `rej-` ids)
+    local = [
+        ev
+        for ev in j.latest().values()
+        if ev.type == "rejected" and ev.router == "reject" and not ev.senderip
+    ]
+    assert len(local) == 3 and all(not ev.msgid.startswith("rej-") for ev in local)
+    assert {ev.message.split(":")[0] for ev in local} == {
+        "rejected from <dave@local.test>",
+        "rejected by non-SMTP ACL",
+    }

@@ -301,19 +301,96 @@ def test_every_line_is_accounted_for():
         L("01:00:00", "H=(c) [1.1.1.1]:5 F=<a@b.example> rejected RCPT <trap@l.test>: spam trap", msgid=""),
         "garbage line",
         L("01:00:01", "a message line nobody knows"),
+        L("01:00:02", ""),  # a message id and nothing else: malformed
     ]
     j, out = join_lines("s1", lines)
     s = j.stats
-    assert s["lines"] == 5 == s["message_lines"] + s["rejections"] + s["ignored"] + s["rejects"]
-    assert (
-        s["rejects"] == 2
-        and len(out.rejects) == 2
-        and {r.reason for r in out.rejects}
-        == {
-            "no Exim timestamp at the start of the line",
-            "unrecognised message line",
-        }
-    )
+    assert s["lines"] == 6 == s["message_lines"] + s["rejections"] + s["ignored"] + s["rejects"]
+    assert s["rejects"] == 2 and {r.reason for r in out.rejects} == {
+        "no Exim timestamp at the start of the line",
+        "a message id with no text",
+    }
+    # the unknown message line is a note: a raw line of its message, no event
+    assert s["notes"] == 1 and any(r.line.endswith("a message line nobody knows") for r in out.lines)
+    # every line is ignored, rejected, evented (made an event) or attached (kept as a raw line only)
+    assert s["ignored"] + s["rejects"] + s["evented"] + s["attached"] == s["lines"]
+    assert (s["evented"], s["attached"]) == (2, 1)
+
+
+def test_notes_are_lines_of_their_message_and_bounded():
+    """ACL logwrite output, TLS/DKIM details, system filter remarks: kept in the message's story, never a
+    reject, never an outcome; at most NOTE_CAP per message held, counted beyond."""
+    from stream.join import NOTE_CAP
+
+    notes = ["data acl: dkim status pass", "peer cert verified 1",
+             "cipher TLS1.3:TLS_AES_256_GCM_SHA384:256", "arc_state: <none>"]  # fmt: skip
+    lines = [L("01:00:00", ARRIVAL)] + [L("01:00:01", n) for n in notes]
+    j, out = join_lines("s1", lines)
+    assert not out.rejects and j.stats["notes"] == 4 and j.stats["notes_over_cap"] == 0
+    assert [r.line for r in out.lines[1:]] == lines[1:] and {r.msgid for r in out.lines} == {ID}
+    assert len(out.events) == len(join_lines("s1", lines[:1])[1].events)  # no event from a note
+    # the cap: a message keeps NOTE_CAP notes; the rest are counted, not stored
+    flood = [L("01:00:00", ARRIVAL)] + [L("01:00:02", f"logwrite {i}") for i in range(NOTE_CAP + 5)]
+    j, out = join_lines("s1", flood)
+    assert len(out.lines) == 1 + NOTE_CAP and j.stats["notes_over_cap"] == 5
+    assert j.stats["attached"] + j.stats["evented"] == 1 + NOTE_CAP
+    # the count survives the state's round trip (the stream worker's table), and a replay is not counted
+    st = j.states[ID]
+    assert MessageState.from_value(st.to_bytes()).notes == NOTE_CAP
+    j2 = Joiner("s1")
+    for seq, line in enumerate(flood[:3]):
+        j2.process(line, seq=seq)
+    again = j2.process(flood[2], seq=2)
+    assert j2.states[ID].notes == 2 and len(again.lines) == 1
+    # a note of a message the joiner does not hold is kept (no state is made for it)
+    j3, out3 = join_lines("s1", [L("01:00:00", "data acl: dkim status pass")])
+    assert len(out3.lines) == 1 and not j3.states
+
+
+def test_original_recipients_ignored_by_the_system_filter_are_filtered():
+    """Real Exim 4.96 (tests/exim/harness.py s46): the system filter delivered the message to bob instead."""
+    lines = [
+        L("01:00:00", "<= dave@local.test U=root P=local S=436 for alice@local.test"),
+        L("01:00:01", "original recipients ignored (system filter)"),
+        L("01:00:01", "=> bob <system-filter> R=virtual_user T=dovecot_virtual_delivery"),
+        L("01:00:01", "Completed"),
+    ]
+    j, out = join_lines("s1", lines)
+    rows = {k[1:]: ev.type for k, ev in j.latest().items()}
+    assert rows == {("alice@local.test", ""): "filtered", ("system-filter", "bob"): "success"}
+    assert not out.rejects
+
+
+def test_rejections_outside_smtp_are_rejected_events_of_their_message():
+    """Lines real Exim 4.96 wrote (tests/exim/harness.py s42-s44): a local submission over
+    message_size_limit, one refused by the non-SMTP ACL and its follow-up line; local_scan's forms."""
+    lines = [
+        L("01:00:00", "rejected from <dave@local.test> U=root: message too big: read=51201 max=51200"),
+        L("01:00:01", "F=<dave@local.test> rejected by non-SMTP ACL: local submission refused by policy",
+          msgid="1xYTDm-0002gg-0Z"),
+        L("01:00:02", "F=<> rejected by non-SMTP ACL: local submission refused by policy", msgid="1xYTDm-0002gp-0h"),
+        L("01:00:02", "Error while reading message with no usable sender address: rejected by non-SMTP ACL: "
+          "local submission refused by policy", msgid="1xYTDm-0002gp-0h"),
+        L("01:00:03", "local_scan() function timed out - message temporarily rejected (size 30)",
+          msgid="1xYTDm-0002gq-0i"),
+        L("01:00:04", "local_scan() function crashed with signal 11 - message temporarily rejected (size 35)",
+          msgid="1xYTDm-0002gr-0j"),
+    ]  # fmt: skip
+    j, out = join_lines("s1", lines)
+    assert not out.rejects
+    got = {(e.msgid, e.type, e.email, e.sender, e.user, e.senderauth, e.size) for e in out.events}
+    assert got == {
+        (ID, "rejected", "dave@local.test", "root", "root", "localuser", 51201),
+        ("1xYTDm-0002gg-0Z", "rejected", "dave@local.test", "", "", "", 0),
+        ("1xYTDm-0002gp-0h", "rejected", "", "", "", "", 0),  # one event; the follow-up line is a note
+        ("1xYTDm-0002gq-0i", "rejected", "", "", "", "", 30),
+        ("1xYTDm-0002gr-0j", "rejected", "", "", "", "", 35),
+    }
+    by_id = {e.msgid: e for e in out.events}
+    assert by_id[ID].message == "rejected from <dave@local.test>: message too big: read=51201 max=51200"
+    assert by_id["1xYTDm-0002gp-0h"].message == "rejected by non-SMTP ACL: local submission refused by policy"
+    assert len(out.lines) == len(lines)  # every line is in its message's story
+    assert j.stats["rejections"] == 5 and j.stats["notes"] == 1
 
 
 def test_replayed_line_reemits_current_rows_without_applying_twice():

@@ -230,11 +230,59 @@ def test_defer_lines(body, address, message, errno):
             "spam",
         ),
         ("Sender identification U=bob D=bob.example S=bob@bob.example", "identification"),
-        ("something nobody has ever logged", "unparsed"),
+        ("something nobody has ever logged", "note"),
+        # lines seen in real configurations (issue 16): kept as notes of their message
+        ("data acl: dkim status pass", "note"),
+        ("$h_from: '<postmaster@test.ex>'", "note"),
+        ("cipher TLS1.3:TLS_AES_256_GCM_SHA384:256", "note"),
+        ("peer cert verified 1", "note"),
+        ("our cert subject CN=myhost.test.ex", "note"),
+        ("Authentication-Results: myhost.test.ex; dkim=pass header.d=test.ex", "note"),
+        ("arc_state: <none>", "note"),
+        ("signer: test.ex bits: 1024", "note"),
+        (
+            "DANE attempt failed; TLS connection to ip4.ip4.ip4.ip4 [127.0.0.1]:1225 (certificate verification "
+            "failed): certificate invalid",
+            "note",
+        ),  # fmt: skip
+        ("original recipients ignored (system filter)", "recipients_ignored"),
+        (
+            "Error while reading message with no usable sender address (R=1xWksW-0004pV-1a): message too big "
+            "(limit set to 51200)",
+            "note",
+        ),  # fmt: skip
+        ("Child mail process returned status 1", "note"),
+        # rejections outside SMTP
+        ("rejected from <> U=CALLER: message too big: read=501 max=500", "rejection"),
+        ("F=<a@b.test> rejected by non-SMTP ACL: refused", "rejection"),
+        ("local_scan() function timed out - message temporarily rejected (size 30)", "rejection"),
+        (
+            "local_scan() function crashed with signal 11 - message temporarily rejected (size 35)",
+            "rejection",
+        ),
+        ("", "unparsed"),
     ],
 )
 def test_message_lines_without_flag(body, kind):
     assert parse_line(RX + body).kind == kind
+
+
+def test_rejections_outside_smtp_carry_sender_user_size_and_reason():
+    p = parse_line(RX + "rejected from <> U=CALLER: message too big: read=501 max=500")
+    assert (p.msgid, p.fields, p.message) == (
+        RX.split()[3],
+        {"kind": "SIZE", "temporary": "", "F": "<>", "U": "CALLER", "S": "501"},
+        "rejected from <>: message too big: read=501 max=500",
+    )
+    p = parse_line(RX + "F=<a@b.test> U=alice rejected by non-SMTP ACL: refused by policy")
+    assert (p.fields["F"], p.fields["U"], p.fields["kind"], p.message) == (
+        "<a@b.test>", "alice", "LOCAL", "rejected by non-SMTP ACL: refused by policy")  # fmt: skip
+    p = parse_line(
+        RX + "local_scan() function crashed with signal 11 - message temporarily rejected (size 35)"
+    )
+    assert (p.fields["temporary"], p.fields["S"]) == ("1", "35")
+    # not one of those forms: an ordinary note
+    assert parse_line(RX + "the word rejected by non-SMTP ACL in free text").kind == "note"
 
 
 def test_spam_score_and_outgoing_variant():
