@@ -220,6 +220,7 @@ def cmd_ingest(args) -> int:
         f"rejects={stats.rejects} log_lines={stats.log_lines} open_messages={stats.open_messages} "
         f"({stats.seconds:.2f}s, {rate:,.0f} lines/s)"
     )
+    print(line_shares(stats.lines, stats.joiner))
     if stats.expired_events:
         days = store.retention_days()
         print(
@@ -228,6 +229,19 @@ def cmd_ingest(args) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def line_shares(lines: int, joiner_stats: dict) -> str:
+    """What became of the lines: ignored by a named rule, made an event, kept as a line of their message
+    only (attached), or stored as a reject."""
+    parts = []
+    for key, label in (("ignored", "ignored"), ("evented", "evented"), ("attached", "attached"),
+                       ("rejects", "rejected")):  # fmt: skip
+        n = int(joiner_stats.get(key, 0))
+        parts.append(f"{label} {n} ({100 * n / lines:.1f}%)" if lines else f"{label} 0")
+    notes, over = int(joiner_stats.get("notes", 0)), int(joiner_stats.get("notes_over_cap", 0))
+    extra = f"; {notes} note(s)" + (f", {over} over the per-message cap (not stored)" if over else "")
+    return "lines: " + ", ".join(parts) + extra
 
 
 # ----------------------------------------------------------------------------------------------------

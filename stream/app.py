@@ -535,6 +535,15 @@ def create_app(
         for server, (j, _) in joiners.items():
             lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
             lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')
+            for key in ("ignored", "evented", "attached", "rejects"):  # every line is one of these
+                lines.append(
+                    f'eximtrack_stream_lines_by_disposition_total{{server="{server}",disposition="{key}"}} '
+                    f"{j.stats.get(key, 0)}"
+                )
+            lines.append(f'eximtrack_message_notes_total{{server="{server}"}} {j.stats.get("notes", 0)}')
+            lines.append(
+                f'eximtrack_message_notes_over_cap_total{{server="{server}"}} {j.stats.get("notes_over_cap", 0)}'
+            )
         return web.text("\n".join(lines) + "\n")
 
     return app

@@ -98,6 +98,9 @@ def row_key(rows) -> dict:
 def test_ingest_equals_joiner_fold_and_is_idempotent(capsys, url, mode):
     out = ingest(capsys, url, mode)
     assert "lines=" in out and "events=" in out and "rejects=" in out and "open_messages=" in out
+    # what became of every line: the real-Exim samples have no reject, and the notes are counted
+    shares = out.splitlines()[1]
+    assert shares.startswith("lines: ignored ") and "rejected 0 (0.0%)" in shares and "note(s)" in shares
     first = search(capsys, url)
     assert len(first) == len(row_key(first))  # one row per (msgid, recipient, deliveredto)
     # latest FINAL (ReplacingMergeTree by version, tombstones dropped) == the joiner's own fold

@@ -296,11 +296,20 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     stack.start({"rep1": live})
     stack.wait_endpoint()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and stack.stream_metrics().get("eximtrack_stream_lines_total", 0) < 423:
+    n_lines = len(live.read_text().splitlines())
+    while (
+        time.monotonic() < deadline
+        and stack.stream_metrics().get("eximtrack_stream_lines_total", 0) < n_lines
+    ):
         time.sleep(0.5)
     stack.components["stream"].kill()
     stack.stream(2).start()  # another worker takes over
     time.sleep(3)
     append_slowly(gen, live)
     assert wait_for(stack, want, timeout=240) == want
-    print(f"\nreplacement worker: {stack.stream_metrics(2)}")
+    metrics = stack.stream_metrics(2)
+    print(f"\nreplacement worker: {metrics}")
+    # what became of the lines (issue 16): every disposition is exported, and none was a reject here
+    by = {d: metrics.get(f'eximtrack_stream_lines_by_disposition_total{{server="rep1",disposition="{d}"}}')
+          for d in ("ignored", "evented", "attached", "rejects")}  # fmt: skip
+    assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by
