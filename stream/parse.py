@@ -48,7 +48,11 @@ _IGNORE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "SMTP incoming data timeout", "Connection refused")),
     ("process", ("Start queue run", "End queue run", "exim ", "cwd=", "Warning: No server certificate",
                  "pid written", "Exim configuration error", "  ", "Domain ", "Queue run", "queue run",
-                 "daemon ", "Received SIGTERM", "SIGHUP", "LOG:", "tls_")),
+                 "daemon ", "Received SIGTERM", "SIGHUP", "LOG:", "tls_",
+                 # seen in real configurations (issue 16): environment warning of Exim >= 4.86 and its
+                 # second line, daemon re-exec, -oX override, an ACL condition deferred, ratelimit DB
+                 "Warning: purging the environment", "Suggested action: use keep_environment",
+                 "pid ", "daemon_smtp_port", "ACL ", "ratelimit")),
 )  # fmt: skip
 # Text found in a no-id line that starts with `H=`/`U=`/`F=` or a host, and is session-level.
 _SESSION_MARKERS = (

@@ -370,6 +370,14 @@ def test_rejections(line, address, sender, temporary, kind):
         ),
         ("Start queue run: pid=12 -qf", "process"),
         ("cwd=/srv/mail 4 args: /usr/sbin/exim4 -C /etc/exim/test.conf -q", "process"),
+        ("Warning: purging the environment.", "process"),
+        ("Suggested action: use keep_environment.", "process"),
+        ("pid 1234: SIGHUP received: re-exec daemon", "process"),
+        ("daemon_smtp_port overridden by -oX:", "process"),
+        (
+            'ACL "warn" statement skipped: condition test deferred: ratelimit database not available',
+            "process",
+        ),
     ],
 )
 def test_connection_level_lines_are_ignored_by_rule(body, rule):
