@@ -207,6 +207,13 @@ def test_show(capsys, url):
     )
     rc, _, err = run(capsys, "show", "1xxxxx-000000-XX", "--store", url)
     assert rc == 1 and "no message" in err
+    # a note (the DATA ACL's logwrite, S45) is in its message's story, and the store holds no reject
+    noted = next(m for m, sc in exp["messages"].items() if sc == "S45")
+    rc, out, _ = run(capsys, "show", noted, "--store", url, "--format", "json")
+    assert any(
+        line["line"].endswith(f"{noted} data acl: dkim status pass") for line in json.loads(out)["lines"]
+    )
+    assert Store.open(url).query("SELECT count() FROM rejects").result_rows[0][0] == 0
 
 
 def test_sql(capsys, url):
