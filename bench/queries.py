@@ -635,6 +635,45 @@ def pick_probes(store) -> dict:
 Run = Callable[[str, dict], tuple[list[str], list[tuple]]]
 
 
+def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
+    """{query name: (API path, query parameters, page)} for every query the HTTP API answers: the searches
+    (page of 100, newest first; `page` > 1 follows the cursor that many pages), the exact totals
+    (`with_total=1`) and `/api/v1/stats`. `build_queries` times them through the builders, bench/api_latency.py
+    over HTTP against a real `eximtrack serve`."""
+    now = p["now"]
+    d30, d1 = str(now - 30 * 86400), str(now - 86400)
+    failures = {"failure": "1", "startdate": d1}
+    searches = {
+        "recipient_30d": {"recipient": p["recipient"], "startdate": d30, "enddate": str(now)},
+        "recipient_begins": {
+            "recipient": p["recipient"][:-4], "recipient_searchmatch": "begins", "startdate": d30
+        },
+        "sender": {"email": p["sender"]},
+        "sender_domain": {"domain": p["big_domain"]},
+        "msgid": {"msgid": p["msgid"]},
+        "message_id": {"message_id": p["message_id"]},
+        "subject_contains": {"subject": p["subject"], "subject_searchmatch": "contains"},
+        "subject_word": {"subject": p["subject_word"], "subject_searchmatch": "contains"},
+        "all_free_text": {"all": p["recipient"]},
+        "failures_24h": failures,
+        "deferred_24h": {"defer": "1", "startdate": d1},
+        "server_type": {"server": p["server"], "type": "success"},
+        "newest": {},
+    }  # fmt: skip
+    out = {name: ("/api/v1/search", params, 1) for name, params in searches.items()}
+    out["failures_page10"] = ("/api/v1/search", {"failure": "1"}, 10)
+    out["total_recipient"] = (
+        "/api/v1/search",
+        {"recipient": p["recipient"], "startdate": d30, "with_total": "1"},
+        1,
+    )
+    out["total_failures"] = ("/api/v1/search", {**failures, "with_total": "1"}, 1)
+    for span, since in (("24h", d1), ("30d", d30)):
+        for by in ("server", "user", "domain"):
+            out[f"stats_api_{span}_{by}"] = ("/api/v1/stats", {"groupby": by, "startdate": since}, 1)
+    return out
+
+
 def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
     """{name: call returning the rows it got} — each through the code paths the CLI / API use: an API search
     is `SearchQuery.fetch` of a page of 100 (+ 1 to know whether there is a next page), as the web app runs
@@ -644,7 +683,6 @@ def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
 
     now = p["now"]
     d30 = str(now - 30 * 86400)
-    d1 = str(now - 86400)
 
     def sql(parts: list[tuple[str, dict]]) -> Callable[[], int]:
         return lambda: sum(len(run(s, b)[1]) for s, b in parts)
@@ -675,39 +713,30 @@ def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
         request, _ = q.build_stats_query(params, None)
         return lambda: len(request.run(run)[1])
 
-    failures = {"failure": "1", "startdate": d1}
-    out: dict[str, Callable[[], int]] = {
-        "recipient_30d": api({"recipient": p["recipient"], "startdate": d30, "enddate": str(now)}),
-        "recipient_begins": api(
-            {"recipient": p["recipient"][:-4], "recipient_searchmatch": "begins", "startdate": d30}
-        ),
-        "recipient_cli": sql(
-            [search.build_search({"recipient": p["busy_recipient"], "since": d30, "until": now})]
-        ),
-        "sender": api({"email": p["sender"]}),
-        "sender_domain": api({"domain": p["big_domain"]}),
-        "msgid": api({"msgid": p["msgid"]}),
-        "message_id": api({"message_id": p["message_id"]}),
-        "subject_contains": api({"subject": p["subject"], "subject_searchmatch": "contains"}),
-        "subject_word": api({"subject": p["subject_word"], "subject_searchmatch": "contains"}),
-        "all_free_text": api({"all": p["recipient"]}),
-        "failures_24h": api(failures),
-        "deferred_24h": api({"defer": "1", "startdate": d1}),
-        "server_type": api({"server": p["server"], "type": "success"}),
-        "newest": api({}),
-        "failures_page10": api({"failure": "1"}, cursor_of_page({"failure": "1"}, 10)),
-        "total_recipient": total({"recipient": p["recipient"], "startdate": d30}),
-        "total_failures": total(failures),
-        "timeline": lambda: sum(
-            len(rows)
-            for _, rows in search.run_show(
-                q.build_message_queries(p["server"], p["msgid"], None), run
-            ).values()
-        ),
-    }
-    for span, since in (("24h", d1), ("30d", d30)):
+    def through_builders(path: str, params: dict, page: int) -> Callable[[], int]:
+        if path == "/api/v1/stats":
+            return stats_api(params)
+        if params.get("with_total"):
+            return total({k: v for k, v in params.items() if k != "with_total"})
+        return api(params, cursor_of_page(params, page) if page > 1 else None)
+
+    requests = api_requests(p)
+    out: dict[str, Callable[[], int]] = {}
+    for name, request in requests.items():
+        if name == "sender":  # the CLI's every-row read sits after the recipient searches
+            out["recipient_cli"] = sql(
+                [search.build_search({"recipient": p["busy_recipient"], "since": d30, "until": now})]
+            )
+        if name.startswith("stats_api_"):
+            continue
+        out[name] = through_builders(*request)
+    out["timeline"] = lambda: sum(
+        len(rows)
+        for _, rows in search.run_show(q.build_message_queries(p["server"], p["msgid"], None), run).values()
+    )
+    for span, since in (("24h", now - 86400), ("30d", now - 30 * 86400)):
         for by in ("server", "user", "domain"):
-            out[f"stats_api_{span}_{by}"] = stats_api({"groupby": by, "startdate": since})
+            out[f"stats_api_{span}_{by}"] = through_builders(*requests[f"stats_api_{span}_{by}"])
             cli_request = stats.build_stats(by, since=float(since), until=now)
             out[f"stats_cli_{span}_{by}"] = lambda r=cli_request: len(r.run(run)[1])
     t_to = datetime.fromtimestamp(now, UTC)
