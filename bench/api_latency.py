@@ -47,12 +47,13 @@ class Client:
         return json.loads(body)
 
 
-def serve(store: str, tokens: str, log: Path) -> tuple[subprocess.Popen, str]:
+def serve(store: str, tokens: str, log: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`eximtrack serve` of the checkout at `root` (another one to compare two versions) on `store`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "eximtrack", "serve", "--store", f"chdb://{store}", "--port", "0",
          "--tokens", tokens],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True,  # noqa: SIM115
-        env=dict(os.environ, EXIMTRACK_RETENTION_DAYS="0"),
+        cwd=root, stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True,  # noqa: SIM115
+        env=dict(os.environ, EXIMTRACK_RETENTION_DAYS="0", PYTHONPATH=str(root)),
     )  # fmt: skip
     line = proc.stdout.readline()
     if "listening on" not in line:
@@ -85,30 +86,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--only", default="", help="comma list of query-name prefixes")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--serve-root", default=str(ROOT), help="serve from this checkout (before/after pairs)")
+    ap.add_argument("--skip-builders", action="store_true", help="time over HTTP only")
     args = ap.parse_args(argv)
+    args.store = str(Path(args.store).resolve())  # the server may run from another directory
     only = tuple(p for p in args.only.split(",") if p)
     names = [n for n in api_requests(_probes(args.store)) if not only or n.startswith(only)]
     with tempfile.TemporaryDirectory() as tmp:
         builders_json = Path(tmp) / "builders.json"
-        subprocess.run(
-            [sys.executable, "-m", "bench.queries", "--scale", args.scale, "--store", args.store,
-             "--runs", str(args.runs), "--only", ",".join(names), "--json", str(builders_json)],
-            cwd=ROOT, check=True,
-        )  # fmt: skip
-        builders = json.loads(builders_json.read_text())
+        if args.skip_builders:
+            builders = {"probes": _probes(args.store), "queries": {}}
+        else:
+            subprocess.run(
+                [sys.executable, "-m", "bench.queries", "--scale", args.scale, "--store", args.store,
+                 "--runs", str(args.runs), "--only", ",".join(names), "--json", str(builders_json)],
+                cwd=ROOT, check=True,
+            )  # fmt: skip
+            builders = json.loads(builders_json.read_text())
         from eximtrack.web.auth import TokenStore
 
         tokens = str(Path(tmp) / "tokens.json")
         token = TokenStore(tokens).add("root", "bench")[0]
-        proc, url = serve(args.store, tokens, Path(tmp) / "serve.log")
+        proc, url = serve(args.store, tokens, Path(tmp) / "serve.log", Path(args.serve_root))
         try:
             http = measure_http(url, token, builders["probes"], args.runs, tuple(names))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     result = {"scale": args.scale, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "queries": {}}
+    nothing = {"p50": float("nan"), "p95": float("nan")}
     for name in http:
-        b, h = builders["queries"][name], http[name]
+        b, h = builders["queries"].get(name, nothing), http[name]
         result["queries"][name] = {"builders": b, "http": h, "extra_p50_ms": h["p50"] - b["p50"],
                                    "extra_p95_ms": h["p95"] - b["p95"]}  # fmt: skip
     print(f"{'query':22} {'builders p50/p95':>18} {'http p50/p95':>16} {'extra p50/p95':>15}")

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from eximtrack.jsonable import jsonable
+from eximtrack.jsonable import json_bytes, jsonable, jsonable_rows
 from eximtrack.search import run_show
 from eximtrack.web import query as q
 from eximtrack.web.auth import Account, AuthError, TokenStore, default_tokens_path
@@ -45,7 +45,7 @@ def _rows(result) -> list[dict]:
 
 
 def _dict_rows(names: list[str], rows) -> list[dict]:
-    return [{n: _jsonable(v) for n, v in zip(names, row, strict=False)} for row in rows]
+    return jsonable_rows(names, rows, datetimes="epoch")
 
 
 class App:
@@ -131,7 +131,7 @@ def make_handler(app: App):
             )
 
         def _json(self, status: int, payload, extra: dict | None = None) -> None:
-            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            body = json_bytes(payload)
             headers = {"Cache-Control": "no-store"}
             headers.update(extra or {})
             self._send(status, body, "application/json; charset=utf-8", headers)

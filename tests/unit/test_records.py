@@ -113,3 +113,38 @@ def test_event_wire_form_leaves_out_defaults_and_round_trips():
     assert DeliveryEvent.from_dict({**ev.to_dict(), "unknown": 1}) == ev
     good, bad = decode_records("event", json.dumps([wire, ev.to_dict()]).encode())
     assert good == [ev, ev] and not bad
+
+
+def test_jsonable_rows_equal_the_per_value_rule_and_encode_like_json():
+    """The API's row conversion skips columns that are JSON as they are; the result must equal converting
+    every value, and json_bytes must say what json.dumps says."""
+    import json
+    import math
+    from datetime import UTC, date, datetime
+
+    from eximtrack.jsonable import json_bytes, jsonable, jsonable_rows
+
+    names = ["s", "i", "f", "t", "big", "mixed", "b"]
+    rows = [
+        ("a", 1, 1.5, datetime(2026, 12, 1, tzinfo=UTC), 2**70, None, b"x\xff"),
+        ("é", -3, math.nan, datetime(2026, 12, 1), 5, date(2026, 1, 2), b""),
+        (
+            "",
+            2**64 - 1,
+            math.inf,
+            datetime(2026, 12, 1, 1, 2, 3, 456000, tzinfo=UTC),
+            -(2**63),
+            [1, 2.5],
+            b"y",
+        ),
+    ]
+    for datetimes in ("iso", "epoch"):
+        want = [
+            {n: jsonable(v, datetimes=datetimes) for n, v in zip(names, row, strict=True)} for row in rows
+        ]
+        got = jsonable_rows(names, rows, datetimes=datetimes)
+        assert got == want
+        assert json.loads(json_bytes({"rows": got})) == json.loads(json.dumps({"rows": want}))
+    assert jsonable_rows(names, []) == []
+    plain = [("a", 1, 2.0, True, None)] * 3
+    assert jsonable_rows(list("abcde"), plain) == [dict(zip("abcde", r, strict=True)) for r in plain]
