@@ -226,7 +226,7 @@ def make_handler(app: App):
         def _search(self, params, scope) -> None:
             with_total = False
             if "with_total" in params:
-                with_total = q._flag("with_total", params["with_total"][-1])
+                with_total = q.parse_flag("with_total", params["with_total"][-1])
             sq = q.build_search_query(params, scope, app.codec)
             rows = _dict_rows(*sq.fetch(app.run, sq.keys, sq.limit + 1))
             more = len(rows) > sq.limit

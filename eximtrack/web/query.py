@@ -102,7 +102,7 @@ def _single(params: Mapping[str, list[str]] | Mapping[str, str], allowed: set[st
     return out
 
 
-def _flag(name: str, value: str) -> bool:
+def parse_flag(name: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
         return True
@@ -151,7 +151,7 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> SearchPlan:
         b.text(ALL_COLUMNS, p["all"])
     b.match = "eq"
 
-    flags = {k: _flag(k, p[k]) for k in FLAGS if k in p}
+    flags = {k: parse_flag(k, p[k]) for k in FLAGS if k in p}
     types: set[str] = set(OUTCOMES)
     if flags:
         on = [FLAGS[k] for k, v in flags.items() if v]
@@ -488,4 +488,5 @@ __all__ = [
     "build_message_queries",
     "build_search_query",
     "build_stats_query",
+    "parse_flag",
 ]
