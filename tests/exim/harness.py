@@ -1033,9 +1033,9 @@ def s24_auth(r: EximRun) -> None:
         r.add_expected(sc, mid, rc, "success")
 
 
-def s25_local_cli(r: EximRun) -> None:
-    sc = "S25"
-    subject = "S25 local command-line submission"
+def _submit_and_deliver(r: EximRun, sc: str, subject: str) -> str:
+    """dave submits a message to alice on the command line (-odq: queued; its id read from `exim -bp`),
+    then it is delivered (-M); returns its id."""
     r.scenarios[sc] = subject
     before = set(r.queue_ids())
     msg = r.message(sc, subject, "dave@local.test", [ALICE])
@@ -1046,7 +1046,12 @@ def s25_local_cli(r: EximRun) -> None:
     mid = new[0]
     r.register(sc, mid, "dave@local.test")
     r.exim_cmd("-M", mid)
-    r.add_expected(sc, mid, ALICE, "success")
+    return mid
+
+
+def s25_local_cli(r: EximRun) -> None:
+    mid = _submit_and_deliver(r, "S25", "S25 local command-line submission")
+    r.add_expected("S25", mid, ALICE, "success")
 
 
 def s26_auth_fail(r: EximRun) -> None:
@@ -1268,17 +1273,7 @@ def s45_acl_logwrite(r: EximRun) -> None:
 def s46_system_filter(r: EximRun) -> None:
     # `<id> original recipients ignored (system filter)`, `<id> => bob <system-filter> R=virtual_user …`
     sc = "S46"
-    subject = "S46 SYSFILTER redirect"
-    r.scenarios[sc] = subject
-    before = set(r.queue_ids())
-    msg = r.message(sc, subject, "dave@local.test", [ALICE])
-    r.exim_cmd("-odq", "-f", "dave@local.test", ALICE, input_=msg.as_string())
-    new = [i for i in r.queue_ids() if i not in before]
-    if len(new) != 1:
-        raise HarnessError(f"{sc}: expected one new queued message, got {new}")
-    mid = new[0]
-    r.register(sc, mid, "dave@local.test")
-    r.exim_cmd("-M", mid)
+    mid = _submit_and_deliver(r, sc, "S46 SYSFILTER redirect")
     r.add_expected(sc, mid, ALICE, "filtered", how="system filter")
     r.add_expected(sc, mid, "system-filter", "success", deliveredto=BOB)
 
