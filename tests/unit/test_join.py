@@ -334,6 +334,9 @@ def test_notes_are_lines_of_their_message_and_bounded():
     j, out = join_lines("s1", flood)
     assert len(out.lines) == 1 + NOTE_CAP and j.stats["notes_over_cap"] == 5
     assert j.stats["attached"] + j.stats["evented"] == 1 + NOTE_CAP
+    # every line accounted for: ignored, evented, attached, rejected or over the cap
+    s = j.stats
+    assert s["ignored"] + s["evented"] + s["attached"] + s["rejects"] + s["notes_over_cap"] == s["lines"]
     # the count survives the state's round trip (the stream worker's table), and a replay is not counted
     st = j.states[ID]
     assert MessageState.from_value(st.to_bytes()).notes == NOTE_CAP
