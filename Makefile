@@ -62,6 +62,9 @@ bench: deps ## all benchmarks (~2 h on 2 cores; the 1e8-event store: ~1 h fill, 
 bench-quick: deps ## benchmark smoke run at small sizes (a few minutes; results in .eximtrack/bench, docs untouched)
 	$(BIN)/python -m bench --quick
 
+bench-api: venv ## Track Delivery API over HTTP vs its builders on the 1e7 query store (make bench fills it) -> .eximtrack/bench/api-1e7.json
+	$(BIN)/python -m bench.api_latency --scale 1e7 --store .eximtrack/bench/q1e7 --json .eximtrack/bench/api-1e7.json
+
 test-unit: venv ## unit tests only (pure logic, seconds)
 	$(BIN)/pytest -q tests/unit
 
