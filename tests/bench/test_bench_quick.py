@@ -91,3 +91,21 @@ def test_report_renders_from_the_results(quick, tmp_path):
     assert "Core (parse + join) vs eximstats" in readme.read_text()
     # the hand-written parts around the markers survive
     assert text.startswith("# Benchmarks") and "## How to run" in text
+
+
+def test_api_latency_times_the_same_requests_over_http(quick, tmp_path):
+    """bench/api_latency.py on the quick query store: a real `eximtrack serve`, the same requests as the
+    builders, every one answered (a failing request raises, so the run would exit non-zero)."""
+    store = Path(quick["_work"]) / "q1e5"
+    out = tmp_path / "api.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.api_latency", "--scale", "1e5", "--store", str(store), "--runs", "3",
+         "--only", "msgid,failures_page10,total_recipient,stats_api_24h_user", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    res = json.loads(out.read_text())["queries"]
+    assert {"msgid", "failures_page10", "total_recipient", "stats_api_24h_user"} <= set(res)
+    for name, r in res.items():
+        assert r["builders"]["p50"] > 0 and r["http"]["p50"] > 0 and r["http"]["runs"] == 3, name
+    assert res["msgid"]["http"]["rows"] >= 1 and res["failures_page10"]["http"]["rows"] > 0
