@@ -259,8 +259,8 @@ def join_files(
     def flush(force: bool = False) -> None:
         for table, records in pending.items():
             if records and (force or len(records) >= batch_rows):
-                emit(table, records)
-                pending[table] = []
+                emit(table, records.copy())  # the receiver may keep it (a writer thread): hand over a copy
+                records.clear()
 
     events, rejects, lines = pending["events"], pending["rejects"], pending["log_lines"]
     done_before = 0
@@ -284,7 +284,6 @@ def join_files(
                     stats.log_lines += len(out.lines)
                 if len(events) >= batch_rows or len(rejects) >= batch_rows or len(lines) >= batch_rows:
                     flush()
-                    events, rejects, lines = pending["events"], pending["rejects"], pending["log_lines"]
                 if on_progress is not None and not stats.lines & 1023:
                     on_progress(done_before + reader.position(), stats.lines)
         finally:

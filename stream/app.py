@@ -535,7 +535,8 @@ def create_app(
         for server, (j, _) in joiners.items():
             lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
             lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')
-            for key in ("ignored", "evented", "attached", "rejects"):  # every line is one of these
+            # every line is one of these, or a note over its message's cap (the next metric but one)
+            for key in ("ignored", "evented", "attached", "rejects"):
                 lines.append(
                     f'eximtrack_stream_lines_by_disposition_total{{server="{server}",disposition="{key}"}} '
                     f"{j.stats.get(key, 0)}"
