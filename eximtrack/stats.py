@@ -117,6 +117,39 @@ def hour_conditions(hour_expr: str, bounds: dict) -> list[str]:
 
 Run = Callable[[str, dict], tuple[list[str], list]]
 
+DEFAULT_LIMIT = 1000  # groups returned unless asked otherwise (API and CLI; 0 on the CLI = all)
+MAX_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Top:
+    """Which groups a grouped stats request returns: the first `limit` (None = all) by `sort` (a counter,
+    descending), ties broken by the group keys, so that the answer is the same on every read. One more row
+    is read than returned, so that `trim` can say whether more groups exist."""
+
+    sort: str = "SENDCOUNT"
+    limit: int | None = DEFAULT_LIMIT
+
+    def __post_init__(self) -> None:
+        if self.sort not in COUNTERS:
+            raise ValueError(f"sort must be one of {', '.join(COUNTERS)}, not {self.sort!r}")
+        if self.limit is not None and not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+
+
+def order_by(groups: Sequence[str], top: Top | None) -> str:
+    """ORDER BY (and LIMIT) of a grouped stats statement: all groups by SENDCOUNT without a `top`."""
+    top = top or Top(limit=None)
+    sql = f"ORDER BY {top.sort} DESC, {', '.join(groups)}"
+    return sql + (f"\nLIMIT {top.limit + 1}" if top.limit is not None else "")
+
+
+def trim(rows: list, top: Top | None) -> tuple[list, bool]:
+    """(the rows to return, whether more groups exist) of a statement ordered by `order_by`."""
+    if top is None or top.limit is None or len(rows) <= top.limit:
+        return rows, False
+    return rows[: top.limit], True
+
 
 @dataclass(frozen=True)
 class HourlyStats:
@@ -132,6 +165,7 @@ class HourlyStats:
     bounds: dict
     equals: dict = field(default_factory=dict)
     outbound_only: bool = False
+    top: Top | None = None
 
     def __post_init__(self) -> None:
         bad = [g for g in (*self.groups, *self.equals) if g not in (*AGGREGATE_GROUPS, "hour")]
@@ -153,7 +187,7 @@ class HourlyStats:
         return (
             f"SELECT {cols + ',' if cols else ''}{_COUNTER_SQL}\nFROM {source}"
             + (f"\nWHERE {' AND '.join(where)}" if where else "")
-            + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+            + (f"\nGROUP BY {cols}\n{order_by(self.groups, self.top)}" if cols else "")
         )
 
     def view_sql(self) -> tuple[str, dict]:
@@ -197,10 +231,11 @@ def build_grouped_stats(
     bounds: dict,
     equals: Mapping[str, str] | None = None,
     outbound_only: bool = False,
+    top: Top | None = None,
 ) -> HourlyStats:
     """The counters from the hourly aggregates grouped by `groups`, within `bounds` (hour_range), with
-    `equals` {column of AGGREGATE_GROUPS: value} as exact filters."""
-    return HourlyStats(tuple(groups), dict(bounds), dict(equals or {}), outbound_only)
+    `equals` {column of AGGREGATE_GROUPS: value} as exact filters; the `top` groups only (None: all)."""
+    return HourlyStats(tuple(groups), dict(bounds), dict(equals or {}), outbound_only, top)
 
 
 @dataclass(frozen=True)
@@ -209,6 +244,7 @@ class LatestStats:
 
     sql: str
     params: dict
+    top: Top | None = None
 
     def run(self, run: Run) -> tuple[list[str], list]:
         return run(self.sql, self.params)
@@ -223,19 +259,22 @@ def build_stats(
     user: str | None = None,
     domain: str | None = None,
     outbound_only: bool = False,
+    top: Top | None = None,
 ) -> HourlyStats:
-    """The stats grouped by `by` (`eximtrack stats`)."""
+    """The stats grouped by `by` (`eximtrack stats`), the `top` groups only (None: all)."""
     from eximtrack.search import parse_time
 
     if by not in BY_COLUMNS:
         raise ValueError(f"--by must be one of {', '.join(BY_COLUMNS)}")
     bounds = hour_range(parse_time(since, "--since"), parse_time(until, "--until"))
     equals = {k: v for k, v in (("server", server), ("user", user), ("domain", domain)) if v is not None}
-    return build_grouped_stats([BY_COLUMNS[by]], bounds, equals, outbound_only)
+    return build_grouped_stats([BY_COLUMNS[by]], bounds, equals, outbound_only, top)
 
 
-def stats(store, by: str = "user", since=None, until=None, **filters) -> list[dict]:
-    columns, rows = build_stats(by, since, until, **filters).run(store_run(store))
+def stats(store, by: str = "user", since=None, until=None, top: Top | None = None, **filters) -> list[dict]:
+    """Every group (or the `top` ones) as dicts."""
+    columns, rows = build_stats(by, since, until, top=top, **filters).run(store_run(store))
+    rows, _ = trim(rows, top)
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
@@ -351,6 +390,7 @@ def cmd_stats(args) -> int:
     from eximtrack import cli
 
     try:
+        top = Top(args.sort, args.limit or None)
         request = build_stats(
             args.by,
             args.since,
@@ -359,6 +399,7 @@ def cmd_stats(args) -> int:
             user=args.user,
             domain=args.domain,
             outbound_only=args.outbound,
+            top=top,
         )
     except ValueError as exc:  # SearchError is a ValueError
         raise cli.UsageError(str(exc)) from exc
@@ -367,6 +408,12 @@ def cmd_stats(args) -> int:
         columns, rows = request.run(store_run(store))
     except Exception as exc:
         raise cli.CommandError(cli._first_line(exc)) from exc
+    rows, more = trim(rows, top)
+    if more:
+        print(
+            f"eximtrack stats: the first {top.limit} groups by {top.sort}; more exist (--limit 0 shows all)",
+            file=sys.stderr,
+        )
     if args.format == "json":
         cli._write_json_lines(sys.stdout, columns, rows, cli._plain_dict)
     elif args.format == "csv":
@@ -438,6 +485,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="only this cPanel account")
     p.add_argument("--domain", help="only this sender domain")
     p.add_argument("--outbound", action="store_true", help="only mail sent by authenticated or local users")
+    p.add_argument(
+        "--sort", choices=COUNTERS, default="SENDCOUNT", help="the groups with most of this first (default SENDCOUNT)"
+    )
+    p.add_argument(
+        "--limit",
+        type=cli._nonneg_int,
+        default=DEFAULT_LIMIT,
+        help=f"at most this many groups (default {DEFAULT_LIMIT}; 0 = all)",
+    )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     cli._add_store(p)
     p.set_defaults(func=cmd_stats)
@@ -480,6 +536,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 __all__ = [
     "AGGREGATE_TABLES",
     "COUNTERS",
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "Top",
+    "order_by",
+    "trim",
     "RETENTION_TABLES",
     "aggregate_retention",
     "backfill_statements",

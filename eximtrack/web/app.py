@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from eximtrack import stats
 from eximtrack.jsonable import json_bytes, jsonable, jsonable_rows
 from eximtrack.search import run_show
 from eximtrack.web import query as q
@@ -292,8 +293,9 @@ def make_handler(app: App):
 
         def _stats(self, params, scope) -> None:
             request, groups = q.build_stats_query(params, scope)
-            rows = _dict_rows(*request.run(app.run))
-            self._json(200, {"groupby": groups, "rows": rows})
+            names, rows = request.run(app.run)
+            rows, more = stats.trim(rows, request.top)
+            self._json(200, {"groupby": groups, "rows": _dict_rows(names, rows), "more": more})
 
         def _servers(self, params, scope) -> None:
             if params:

@@ -3,6 +3,9 @@ checks, so the two cannot drift apart)."""
 
 from __future__ import annotations
 
+from eximtrack.stats import COUNTERS
+from eximtrack.stats import DEFAULT_LIMIT as STATS_DEFAULT_LIMIT
+from eximtrack.stats import MAX_LIMIT as STATS_MAX_LIMIT
 from eximtrack.web.query import DELIVERY_TYPES, FILTER_COLUMNS, FLAGS, MAX_LIMIT, STATS_GROUPS
 from schemas.records import EVENT_FIELDS, OUTCOMES
 
@@ -197,8 +200,18 @@ def document() -> dict:
                     "parameters": [
                         *_common_params(),
                         _q("groupby", f"comma list of {', '.join(STATS_GROUPS)}, or none (default server)"),
+                        _q("sort", f"the groups with most of this counter first: {', '.join(COUNTERS)} (default SENDCOUNT)"),
+                        _q(
+                            "limit",
+                            f"at most this many groups, 1..{STATS_MAX_LIMIT} (default {STATS_DEFAULT_LIMIT})",
+                            {"type": "integer", "minimum": 1, "maximum": STATS_MAX_LIMIT},
+                        ),
                     ],
-                    "responses": {"200": {"description": "{groupby, rows}"}, "400": _ERR, "401": _AUTH},
+                    "responses": {
+                        "200": {"description": "{groupby, rows, more: whether groups beyond the limit exist}"},
+                        "400": _ERR,
+                        "401": _AUTH,
+                    },
                 }
             },
             "/api/v1/servers": {

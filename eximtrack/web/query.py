@@ -73,7 +73,7 @@ _COMMON = (
 )
 SEARCH_PARAMS = _COMMON | {"sort", "limit", "cursor", "with_total"}
 CSV_PARAMS = _COMMON | {"sort"}
-STATS_PARAMS = _COMMON | {"groupby"}
+STATS_PARAMS = _COMMON | {"groupby", "sort", "limit"}
 
 TIME_SORT = frozenset({"sendunixtime", "actionunixtime"})
 NULLABLE_FLOAT = frozenset({"spamscore", "queue_time", "delivery_time"})
@@ -419,7 +419,8 @@ def build_stats_query(
 ) -> tuple[stats.HourlyStats | stats.LatestStats, list[str]]:
     """cPanel's counters (eximtrack/stats.py: the same definitions as `eximtrack stats`) for the rows the
     request and the scope select, in arrival-hour buckets [hour(startdate), enddate): (the request, to
-    `.run(run)`, and the grouping).
+    `.run(run)`, and the grouping). The first `limit` groups (default stats.DEFAULT_LIMIT) by the counter
+    `sort` (default SENDCOUNT), descending; the request's `.top` trims the extra row read (stats.trim).
 
     Read from the hourly aggregates (mail_hourly_all: snapshots, no scan) when nothing but the time, an exact
     server and a grouping by the sending side (server, owner, user, domain) is asked by an unscoped token;
@@ -434,13 +435,18 @@ def build_stats_query(
             f"groupby must be a comma list of {', '.join(STATS_GROUPS)} (or none), not {bad[0]!r}"
         )
     groups = list(dict.fromkeys(groups))
+    sort = p.get("sort", "SENDCOUNT").strip()
+    if sort not in stats.COUNTERS:
+        raise BadRequest(f"sort must be one of {', '.join(stats.COUNTERS)}, not {sort!r}")
+    limit = _int("limit", p["limit"], 1, stats.MAX_LIMIT) if p.get("limit") else stats.DEFAULT_LIMIT
+    top = stats.Top(sort, limit) if groups else None
     since, until = _time_range(p)
     bounds = stats.hour_range(since, until)
-    window = {k: v for k, v in p.items() if k not in ("startdate", "enddate", "groupby")}
+    window = {k: v for k, v in p.items() if k not in ("startdate", "enddate", "groupby", "sort", "limit")}
     plan = _conditions(window, scope)  # validates every other parameter
     if scope is None and set(groups) <= set(stats.AGGREGATE_GROUPS) and set(window) <= {"server"}:
         equals = {"server": window["server"]} if window.get("server") else {}
-        return stats.build_grouped_stats(groups, bounds, equals), groups
+        return stats.build_grouped_stats(groups, bounds, equals, top=top), groups
     table, access, aparams = plan.read_all()
     conds, params = list(plan.conds) + access, dict(plan.params) | aparams
     conds += [stats.ARRIVED_ROWS, *stats.hour_conditions(stats.LATEST_HOUR, bounds)]
@@ -449,9 +455,9 @@ def build_stats_query(
     sql = (
         f"SELECT {cols + ',' if cols else ''}{stats.LATEST_COUNTER_SQL}\nFROM {table} FINAL\n"
         f"WHERE {' AND '.join(conds)}"
-        + (f"\nGROUP BY {cols}\nORDER BY SENDCOUNT DESC, {cols}" if cols else "")
+        + (f"\nGROUP BY {cols}\n{stats.order_by(groups, top)}" if cols else "")
     )
-    return stats.LatestStats(sql, params), groups
+    return stats.LatestStats(sql, params, top), groups
 
 
 # -- message ---------------------------------------------------------------------------------------------

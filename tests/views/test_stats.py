@@ -79,6 +79,26 @@ def test_stats_time_window_and_filters(capsys, populated):
     assert got[0]["SENDCOUNT"] > 0
 
 
+def test_stats_top_groups(capsys, populated):
+    """--limit N --sort C: the first N groups of the direct counts by C (descending, ties by the key), and a
+    note on stderr that more exist; --limit 0 is every group."""
+    want = direct(populated, "user")
+    assert len(want) > 3
+    every = run_stats(capsys, populated.url_text, "--by", "user", "--limit", "0")
+    assert len(every) == len(want)
+    for sort in ("SENDCOUNT", "DEFERFAILCOUNT", "TOTALSIZE"):
+        rc = cli.main(["stats", "--store", populated.url_text, "--format", "json", "--by", "user",
+                       "--sort", sort, "--limit", "2"])  # fmt: skip
+        out, err = capsys.readouterr()
+        got = [json.loads(line) for line in out.splitlines() if line.strip()]
+        order = sorted(want, key=lambda k: (-want[k][sort], k))[:2]
+        assert rc == 0 and [r["user"] for r in got] == order, sort
+        assert all({c: r[c] for c in COUNTERS} == want[r["user"]] for r in got)
+        assert "more exist" in err
+    assert cli.main(["stats", "--store", populated.url_text, "--sort", "SUBJECT"]) == 2
+    capsys.readouterr()
+
+
 def test_stats_rejects_bad_arguments(capsys, populated):
     rc = cli.main(["stats", "--store", populated.url_text, "--since", "yesterday-ish"])
     assert rc == 2

@@ -356,6 +356,25 @@ def test_stats_with_filters_and_receiving_side(web, all_rows):
     assert failures == [cpanel_counters(rows)] and failures[0]["FAILCOUNT"] > 0
 
 
+@pytest.mark.parametrize("extra", [{}, {"minsize": "0"}])  # from the aggregates, from the latest rows
+def test_stats_top_groups_by_a_counter(web, extra):
+    """`limit` and `sort`: the first groups of the full answer ordered by the counter (descending, ties by
+    the group keys), and `more` says whether groups were left out."""
+    keys = ["server", "user"]
+    full = web.api("/api/v1/stats", groupby="server,user", limit="1000000", **extra)
+    assert full["more"] is False and len(full["rows"]) > 3
+    for sort in ("SENDCOUNT", "FAILCOUNT", "TOTALSIZE"):
+        want = sorted(full["rows"], key=lambda r: (-r[sort], *(r[k] for k in keys)))
+        got = web.api("/api/v1/stats", groupby="server,user", sort=sort, limit="3", **extra)
+        assert got["rows"] == want[:3] and got["more"] is True, sort
+    exact = web.api("/api/v1/stats", groupby="server,user", limit=str(len(full["rows"])), **extra)
+    assert exact["rows"] == full["rows"] and exact["more"] is False
+    assert web.api("/api/v1/stats", groupby="none", limit="1", **extra)["more"] is False
+    for bad in ({"sort": "subject"}, {"limit": "0"}, {"limit": "x"}, {"limit": "2000000"}):
+        r = web.get("/api/v1/stats", params={"groupby": "user", **extra, **bad})
+        assert r.status == 400 and r.json()["error"], bad
+
+
 # ---------------------------------------------------------------------------------------------------- injection
 
 
