@@ -11,6 +11,11 @@ aggregate projection of `mail_hourly_snap` (migration 010: per hour, per hour an
 ClickHouse answers it from the projection instead of the per-sender rows. (One statement that classifies
 the hours itself was measured slower: every UNION branch costs a few ms even when empty.)
 
+Whole days of the range whose daily snapshot (migration 013) is current — its `seen` equals the sum of the
+day's hour counters — are read from `mail_daily_snap` instead of hour by hour, when the request neither
+groups nor filters by `hour` or `sender` and asks only for counters summable over hours (not
+`rcpt_addresses`): one row per (day, key), and per (day, server) or (day, user) from its projections.
+
 The counters are plain numbers summable over keys and hours (each message and each recipient row belongs to
 one key and one hour), except `rcpt_addresses` (distinct addresses of one key and hour). Callers aggregate
 the source again with sum(), grouped by any subset of the keys they asked for.
@@ -20,9 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from eximtrack.stats_snapshots import HORIZON_SQL, as_utc
+from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, as_utc
 
 KEY_COLUMNS = ("hour", "server", "owner", "user", "domain", "sender", "outbound")
 COUNTER_COLUMNS = (
@@ -32,6 +37,8 @@ COUNTER_COLUMNS = (
 
 # the keys of the aggregate projections of mail_hourly_snap (migration 010), besides (hour, seen, writer)
 PROJECTED_KEYS = ("hour", "server", "outbound")
+# ... and of mail_daily_snap's (migration 013), besides (day, seen, writer): any one of these sets
+DAILY_PROJECTIONS = (frozenset({"outbound"}), frozenset({"server", "outbound"}), frozenset({"user", "outbound"}))
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,16 @@ class ReadPlan:
     dirty: tuple[datetime, ...]
     clean: bool
     rolled: bool  # the range has hours before the horizon (read from the rolled-up totals)
+    # whole days of the range from the horizon on with a current daily snapshot: (day, seen, writer)
+    days: tuple[tuple[date, int, int], ...] = ()
+    clean_outside_days: bool = True  # some clean hour lies outside `days`
 
     @classmethod
-    def sql(cls, range_sql: str) -> str:
-        """The horizon, and [(hour, insert counter, smallest writer of a snapshot recorded at that counter,
-        or 0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on."""
+    def sql(cls, range_sql: str, days_sql: str | None = None) -> str:
+        """The horizon, [(hour, insert counter, smallest writer of a snapshot recorded at that counter, or
+        0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, and, with `days_sql`
+        (a condition on `day` selecting the whole days of the range), [(day, seen, smallest writer)] of
+        the recorded daily snapshots of those days from the horizon on."""
         rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
         hours = (
             "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
@@ -57,21 +69,56 @@ class ReadPlan:
             f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
             "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen)"
         )
-        return f"SELECT {HORIZON_SQL}, {hours}"
+        days = "[]"
+        if days_sql is not None:
+            days = (
+                "(SELECT groupArray((day, seen, w)) FROM (SELECT day, seen, min(writer) AS w "
+                f"FROM mail_daily_snap_days WHERE ({days_sql}) AND toDateTime(day, 'UTC') >= {HORIZON_SQL} "
+                "GROUP BY day, seen))"
+            )
+        return f"SELECT {HORIZON_SQL}, {hours}, {days}"
 
     @classmethod
     def of(cls, row: Sequence, since: datetime | None) -> ReadPlan:
-        """From the row of `sql()`, for a range starting at `since` (None: unbounded)."""
+        """From the row of `sql()`, for a range starting at `since` (None: unbounded). A day is used when
+        the `seen` of one of its recorded snapshots equals the sum of its hours' counters now."""
         horizon, hours = as_utc(row[0]), row[1]
         dirty = tuple(as_utc(h) for h, _, w in hours if not w)
         rolled = since is None or as_utc(since) < horizon
-        return cls(horizon, dirty, any(w for _, _, w in hours), rolled)
+        counters: dict[date, int] = {}
+        for h, n, _ in hours:
+            day = as_utc(h).date()
+            counters[day] = counters.get(day, 0) + int(n)
+        days = tuple(
+            sorted((d, int(seen), int(w)) for d, seen, w in row[2] if w and counters.get(d) == int(seen))
+        )
+        used = {d for d, _, _ in days}
+        outside = any(w and as_utc(h).date() not in used for h, _, w in hours)
+        return cls(horizon, dirty, any(w for _, _, w in hours), rolled, days, outside)
 
 
-def plan(run, range_sql: str, params: dict, since: datetime | None) -> ReadPlan:
+def plan(
+    run, range_sql: str, params: dict, since: datetime | None, days_sql: str | None = None
+) -> ReadPlan:
     """The ReadPlan of the hours of `range_sql` (bound by `params`; its first hour `since`, None when
-    unbounded) through `run(sql, params)`."""
-    return ReadPlan.of(run(ReadPlan.sql(range_sql), params)[1][0], since)
+    unbounded), and with `days_sql` of its whole days, through `run(sql, params)`."""
+    return ReadPlan.of(run(ReadPlan.sql(range_sql, days_sql), params)[1][0], since)
+
+
+def whole_days(bounds: Mapping[str, datetime]) -> str:
+    """A condition on `day` selecting the days all of whose hours lie in the hour range of `bounds`
+    (eximtrack/stats.py hour_range: {since} the first hour, {until} exclusive, either may be absent)."""
+    conds = ["1"]
+    if "since" in bounds:
+        conds.append("toDateTime(day, 'UTC') >= {since:DateTime('UTC')}")
+    if "until" in bounds:  # the day's last hour starts before `until`
+        conds.append("toDateTime(day, 'UTC') + INTERVAL 23 HOUR < {until:DateTime('UTC')}")
+    return " AND ".join(conds)
+
+
+def daily(keys: Sequence[str], counters: Sequence[str], where: Mapping[str, str] | None = None) -> bool:
+    """Whether a read of `counters` by `keys` filtered on the columns of `where` can use daily snapshots."""
+    return {*keys, *(where or {})} <= set(DAILY_KEYS) and set(counters) <= set(DAILY_COUNTERS)
 
 
 def source(
@@ -85,36 +132,52 @@ def source(
     summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
     parameters), restricted by `where` ({key column: a condition on it}), each hour from its one source as
     `read_plan` (the `plan()` of the same range) says. The branches pre-aggregate only when the keys and the
-    filtered columns are keys of a projection (PROJECTED_KEYS): otherwise they pass the rows on as they are
-    (a second aggregation of many groups costs more than it saves).
+    filtered columns are keys of a projection (PROJECTED_KEYS, DAILY_PROJECTIONS): otherwise they pass the
+    rows on as they are (a second aggregation of many groups costs more than it saves).
 
-    Read: the totals if the range starts before the horizon; the snapshots of the hours not dirty (the
-    newest recorded one of each: for an hour clean when planned, that is the one at its counter, or a newer
-    one recorded since); the states of the dirty hours."""
+    Read: the totals if the range starts before the horizon; the daily snapshots of `read_plan.days` when
+    the read can use them (`daily`); the snapshots of the other hours not dirty (the newest recorded one of
+    each: for an hour clean when planned, that is the one at its counter, or a newer one recorded since);
+    the states of the dirty hours."""
     bad = [k for k in keys if k not in KEY_COLUMNS] + [c for c in counters if c not in COUNTER_COLUMNS]
     if bad or not counters:
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
     where = dict(where or {})
+    summed = ", ".join(f"sum({c}) AS {c}" for c in counters)
     if {*keys, *where} <= set(PROJECTED_KEYS):
-        aggs = ", ".join(f"sum({c}) AS {c}" for c in counters)
-        group = f" GROUP BY {', '.join(keys)}" if keys else ""
+        aggs, group = summed, f" GROUP BY {', '.join(keys)}" if keys else ""
     else:
         aggs, group = ", ".join(counters), ""
     select = ", ".join([*keys, aggs])
-    cond = " AND ".join([f"({range_sql})", *(f"({w})" for w in where.values())])
+    filters = [f"({w})" for w in where.values()]
+    cond = " AND ".join([f"({range_sql})", *filters])
     totals = f"SELECT {select} FROM mail_hourly_totals FINAL WHERE {cond} AND hour < @H@{group}"
     snap = f"SELECT {select} FROM mail_hourly_snap WHERE {cond} AND hour >= @H@ AND @COND@{group}"
     states = f"SELECT {select} FROM mail_hourly_v WHERE {cond} AND hour >= @H@ AND @COND@{group}"
     h = "{hr_horizon:DateTime('UTC')}"
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
-    if read_plan.clean:
+    days = list(read_plan.days) if daily(keys, counters, where) else []
+    skip_days = ""
+    if days:
+        projected = any({*keys, *where} <= p for p in DAILY_PROJECTIONS)
+        day_select = ", ".join([*keys, summed if projected else ", ".join(counters)])
+        day_group = f" GROUP BY {', '.join(keys)}" if projected and keys else ""
+        params["hr_days"] = days
+        params["hr_day_list"] = [d for d, _, _ in days]
+        branches.append(
+            f"SELECT {day_select} FROM mail_daily_snap WHERE "
+            + " AND ".join(["(day, seen, writer) IN {hr_days:Array(Tuple(Date, UInt64, UInt64))}", *filters])
+            + day_group
+        )
+        skip_days = " AND toDate(hour) NOT IN {hr_day_list:Array(Date)}"
+    if read_plan.clean and (read_plan.clean_outside_days or not days):
         params["hr_dirty"] = list(read_plan.dirty)
         newest = (
             f"(hour, seen, writer) IN (SELECT hour, seen, min(writer) FROM mail_hourly_snap_hours WHERE "
             f"({range_sql}) AND hour >= {h} GROUP BY hour, seen ORDER BY seen DESC LIMIT 1 BY hour)"
         )
-        branches.append(_fill(snap, h, f"hour NOT IN {_DIRTY} AND {newest}"))
+        branches.append(_fill(snap, h, f"hour NOT IN {_DIRTY}{skip_days} AND {newest}"))
     if read_plan.dirty:
         params["hr_dirty"] = list(read_plan.dirty)
         branches.append(_fill(states, h, f"hour IN {_DIRTY}"))
@@ -133,8 +196,11 @@ _DIRTY = "{hr_dirty:Array(DateTime('UTC'))}"
 __all__ = [
     "COUNTER_COLUMNS",
     "KEY_COLUMNS",
+    "DAILY_PROJECTIONS",
     "PROJECTED_KEYS",
     "ReadPlan",
+    "daily",
+    "whole_days",
     "plan",
     "source",
 ]

@@ -55,9 +55,17 @@ AGGREGATE_TABLES = (
     "activity_hourly",
     "unclassified_hourly",
 )
-# ... plus the rolled-up totals (005) and the hourly snapshots (008): every table whose TTL
-# `retention --aggregates-days` sets
-RETENTION_TABLES = (*AGGREGATE_TABLES, "mail_hourly_totals", "mail_hourly_snap", "mail_hourly_snap_hours")
+# ... plus the rolled-up totals (005), the hourly (008) and the daily (013) snapshots: every table whose TTL
+# `retention --aggregates-days` sets, with the column it counts from
+RETENTION_TABLES = (
+    *AGGREGATE_TABLES,
+    "mail_hourly_totals",
+    "mail_hourly_snap",
+    "mail_hourly_snap_hours",
+    "mail_daily_snap",
+    "mail_daily_snap_days",
+)
+RETENTION_BASE = {t: "day" if t.startswith("mail_daily") else "hour" for t in RETENTION_TABLES}
 DEFAULT_AGGREGATE_DAYS = 730
 
 _COUNTER_SQL = """
@@ -209,7 +217,10 @@ class HourlyStats:
 
     def run(self, run: Run) -> tuple[list[str], list]:
         """(column names, rows) through `run(sql, params) -> (columns, rows)`: plan, then read."""
-        read_plan = hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"))
+        days = None
+        if hourly_read.daily(self.groups, _COUNTED, self._filters({})):
+            days = hourly_read.whole_days(self.bounds)
+        read_plan = hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"), days)
         return run(*self.sql(read_plan))
 
 
@@ -288,7 +299,7 @@ def aggregate_retention(store) -> dict[str, int]:
 
 def set_aggregate_retention(store, days: int) -> list[str]:
     """Set the TTL of every aggregate table to `days` (0 removes it); returns the tables changed."""
-    return migrations.ensure_retention(store.client, days, {table: "hour" for table in RETENTION_TABLES})
+    return migrations.ensure_retention(store.client, days, RETENTION_BASE)
 
 
 # -- rollup ----------------------------------------------------------------------------------------------

@@ -10,6 +10,12 @@ merges the states otherwise, so a snapshot never hides an insert, concurrent ref
 one server) never double a key, and rows of a refresh that stopped half-way are never read. Refreshing is
 a speed-up, never a condition for exact numbers.
 
+Daily snapshots (migration 013): once every hour of a day that has mail has a recorded snapshot at its
+current counter, the day's rows are the sums of exactly those hourly snapshots per (day, server, owner,
+user, domain, outbound), recorded with `seen` = the sum of the hours' counters. A read uses a day's snapshot
+only while that sum is unchanged (counters never shrink: every hour is then still at its snapshot), so stats
+over weeks read one row per (day, key) (eximtrack/hourly_read.py) and stay exact.
+
 Run by the sink every `REFRESH_SECONDS`, at the end of `eximtrack ingest`, and by `eximtrack rollup`.
 """
 
@@ -19,7 +25,7 @@ import logging
 import secrets
 import time
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 log = logging.getLogger("eximtrack.stats_snapshots")
 
@@ -34,6 +40,14 @@ SNAPSHOT_COLUMNS = (
     "rcpt_addresses", "rows", "inprogress", "deferred", "success", "filtered", "archive", "failure",
     "rejected", "deferred_ever", "defer_or_fail_ever", "defer_attempts", "last_event",
 )  # fmt: skip
+
+# mail_daily_snap's columns after (day, seen, writer): the keys without sender and the summable counters
+DAILY_KEYS = ("server", "owner", "user", "domain", "outbound")
+DAILY_COUNTERS = (
+    "messages", "bytes", "recipients", "rows", "inprogress", "deferred", "success", "filtered", "archive",
+    "failure", "rejected", "deferred_ever", "defer_or_fail_ever", "defer_attempts",
+)  # fmt: skip
+BATCH_DAYS = 7  # days per INSERT … SELECT
 
 _PAIRS = "{pairs:Array(Tuple(DateTime('UTC'), UInt64))}"
 _HOURS = "{hours:Array(DateTime('UTC'))}"
@@ -77,12 +91,80 @@ def refresh(
         with lock:
             done += _snapshot(store, dirty[i : i + batch_hours], writer)
     with lock:
+        days = days_to_snapshot(store)
+    days_done = 0
+    for i in range(0, len(days), BATCH_DAYS):
+        with lock:
+            days_done += _snapshot_days(store, days[i : i + BATCH_DAYS], writer)
+    with lock:
         deleted = delete_unread(store) if cleanup else 0
-    if dirty:
+    if dirty or days:
         log.info(
-            "stats snapshots: %d of %d dirty hours in %.1fs", done, len(dirty), time.monotonic() - started
+            "stats snapshots: %d of %d dirty hours, %d of %d days in %.1fs",
+            done,
+            len(dirty),
+            days_done,
+            len(days),
+            time.monotonic() - started,
         )
-    return {"hours": done, "skipped": len(dirty) - done, "deleted": deleted}
+    return {"hours": done, "skipped": len(dirty) - done, "days": days_done, "deleted": deleted}
+
+
+Pin = tuple[datetime, int, int]  # an hourly snapshot: (hour, seen, writer)
+
+
+def days_to_snapshot(store) -> list[tuple[date, int, list[Pin]]]:
+    """[(day, sum of its hours' counters, the hourly snapshots to sum)] of the days from the rollup
+    horizon on, over, whose every hour with mail has a recorded snapshot at its current counter, and that
+    have no recorded daily snapshot at that sum."""
+    rows = store.query(
+        "SELECT toDate(c.hour) AS day, sum(c.n) AS n, groupArray((c.hour, c.n, r.w)) AS pins, "
+        "countIf(r.w = 0) AS unclean FROM "
+        f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {HORIZON_SQL} GROUP BY hour) AS c "
+        f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE hour >= {HORIZON_SQL} "
+        "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen "
+        f"GROUP BY day HAVING unclean = 0 AND toDateTime(day, 'UTC') >= {HORIZON_SQL} "
+        "AND toDateTime(day, 'UTC') + INTERVAL 1 DAY <= now() "
+        "AND (day, n) NOT IN (SELECT day, seen FROM mail_daily_snap_days) ORDER BY day"
+    ).result_rows
+    return [(d, int(n), [(as_utc(h), int(c), int(w)) for h, c, w in pins]) for d, n, pins, _ in rows]
+
+
+def _snapshot_days(store, batch: list[tuple[date, int, list[Pin]]], writer: int) -> int:
+    """Write, then record, the daily snapshots of `batch` (days_to_snapshot); returns how many were
+    recorded. The pinned hourly snapshots never change, so the rows are the sums the pairs describe."""
+    keys = ", ".join(DAILY_KEYS)
+    sums = ", ".join(f"sum({c})" for c in DAILY_COUNTERS)
+    days = [d for d, _, _ in batch]
+    pairs = [(d, n) for d, n, _ in batch]
+    params = {
+        "days": days,
+        "seens": [n for _, n, _ in batch],
+        "pins": [pin for _, _, pins in batch for pin in pins],
+        "pairs": pairs,
+        "w": writer,
+    }
+    store.command(
+        f"INSERT INTO mail_daily_snap (day, seen, writer, {keys}, {', '.join(DAILY_COUNTERS)}, last_event) "
+        "SELECT toDate(hour) AS day, transform(day, {days:Array(Date)}, {seens:Array(UInt64)}, toUInt64(0)), "
+        f"{{w:UInt64}}, {keys}, {sums}, max(last_event) FROM mail_hourly_snap "
+        "WHERE (hour, seen, writer) IN {pins:Array(Tuple(DateTime('UTC'), UInt64, UInt64))} "
+        f"GROUP BY day, {keys}",
+        params,
+    )
+    written = dict(
+        store.query(
+            "SELECT day, count() FROM mail_daily_snap WHERE writer = {w:UInt64} "
+            "AND (day, seen) IN {pairs:Array(Tuple(Date, UInt64))} GROUP BY day",
+            params,
+        ).result_rows
+    )
+    store.command(
+        "INSERT INTO mail_daily_snap_days (day, seen, writer, keys) SELECT r.1, r.2, {w:UInt64}, r.3 "
+        "FROM (SELECT arrayJoin({rows:Array(Tuple(Date, UInt64, UInt64))}) AS r)",
+        params | {"rows": [(d, n, int(written.get(d, 0))) for d, n in pairs]},
+    )
+    return len(batch)
 
 
 def _snapshot(store, batch: list[tuple[datetime, int]], writer: int) -> int:
@@ -111,42 +193,54 @@ def _snapshot(store, batch: list[tuple[datetime, int]], writer: int) -> int:
     )
 
 
+# (rows, recorded snapshots, time column, its type) of the hourly and the daily snapshots
+_GRAINS = (
+    ("mail_hourly_snap", "mail_hourly_snap_hours", "hour", "DateTime('UTC')"),
+    ("mail_daily_snap", "mail_daily_snap_days", "day", "Date"),
+)
+
+
 def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int:
-    """Delete, for every hour whose newest recorded snapshot was recorded more than `grace_seconds` ago,
-    every other snapshot of it: older ones, other writers of the same one, rows never recorded.
-    Returns the number of (hour, seen, writer) snapshots deleted."""
-    old = store.query(
-        "SELECT s.hour, s.seen, s.writer FROM (SELECT DISTINCT hour, seen, writer FROM mail_hourly_snap) AS s "
-        "INNER JOIN (SELECT hour, argMin((seen, writer), (-seen, writer)) AS keep, "
-        "argMin(taken_at, (-seen, writer)) AS kept_at FROM mail_hourly_snap_hours GROUP BY hour) AS n "
-        "ON s.hour = n.hour "
-        "WHERE (s.seen, s.writer) != n.keep AND n.kept_at < now64(3) - toIntervalMillisecond({g:UInt64})",
-        {"g": int(grace_seconds * 1000)},
-    ).result_rows
-    if not old:
-        return 0
-    triples = [(as_utc(h), int(n), int(w)) for h, n, w in old]
-    cond = "(hour, seen, writer) IN {t:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}"
-    store.command(f"DELETE FROM mail_hourly_snap WHERE {cond}", {"t": triples})
-    store.command(f"DELETE FROM mail_hourly_snap_hours WHERE {cond}", {"t": triples})
-    return len(triples)
+    """Delete, for every hour (and day) whose newest recorded snapshot was recorded more than
+    `grace_seconds` ago, every other snapshot of it: older ones, other writers of the same one, rows never
+    recorded. Returns the number of (hour or day, seen, writer) snapshots deleted."""
+    deleted = 0
+    for rows, recorded, t, typ in _GRAINS:
+        old = store.query(
+            f"SELECT s.{t}, s.seen, s.writer FROM (SELECT DISTINCT {t}, seen, writer FROM {rows}) AS s "
+            f"INNER JOIN (SELECT {t}, argMin((seen, writer), (-seen, writer)) AS keep, "
+            f"argMin(taken_at, (-seen, writer)) AS kept_at FROM {recorded} GROUP BY {t}) AS n "
+            f"ON s.{t} = n.{t} "
+            "WHERE (s.seen, s.writer) != n.keep AND n.kept_at < now64(3) - toIntervalMillisecond({g:UInt64})",
+            {"g": int(grace_seconds * 1000)},
+        ).result_rows
+        if not old:
+            continue
+        triples = [(as_utc(x) if isinstance(x, datetime) else x, int(n), int(w)) for x, n, w in old]
+        cond = f"({t}, seen, writer) IN {{t:Array(Tuple({typ}, UInt64, UInt64))}}"
+        store.command(f"DELETE FROM {rows} WHERE {cond}", {"t": triples})
+        store.command(f"DELETE FROM {recorded} WHERE {cond}", {"t": triples})
+        deleted += len(triples)
+    return deleted
 
 
 def delete_before(store, hour: datetime) -> None:
     """Delete the snapshots of the hours before `hour`: the rollup horizon that was already in effect
     (those hours are read from mail_hourly_totals, and have been since the previous rollup)."""
     params = {"h": as_utc(hour)}
-    if store.query(
-        "SELECT count() FROM mail_hourly_snap_hours WHERE hour < {h:DateTime('UTC')}", params
-    ).result_rows[0][0]:
-        store.command("DELETE FROM mail_hourly_snap WHERE hour < {h:DateTime('UTC')}", params)
-        store.command("DELETE FROM mail_hourly_snap_hours WHERE hour < {h:DateTime('UTC')}", params)
+    for rows, recorded, t, _ in _GRAINS:
+        # a day is read from its snapshot only when it starts at or after the horizon
+        before = f"toDateTime({t}, 'UTC') < {{h:DateTime('UTC')}}"
+        if store.query(f"SELECT count() FROM {recorded} WHERE {before}", params).result_rows[0][0]:
+            store.command(f"DELETE FROM {rows} WHERE {before}", params)
+            store.command(f"DELETE FROM {recorded} WHERE {before}", params)
 
 
 def clear(store) -> None:
     """Forget every snapshot (after the set states were rebuilt: their counters start again)."""
-    store.command("TRUNCATE TABLE mail_hourly_snap")
-    store.command("TRUNCATE TABLE mail_hourly_snap_hours")
+    for rows, recorded, _, _ in _GRAINS:
+        store.command(f"TRUNCATE TABLE {rows}")
+        store.command(f"TRUNCATE TABLE {recorded}")
 
 
 class Refresher:
@@ -179,7 +273,11 @@ class Refresher:
 
 
 __all__ = [
+    "BATCH_DAYS",
     "BATCH_HOURS",
+    "DAILY_COUNTERS",
+    "DAILY_KEYS",
+    "days_to_snapshot",
     "HORIZON_SQL",
     "as_utc",
     "REFRESH_SECONDS",
