@@ -38,7 +38,11 @@ COUNTER_COLUMNS = (
 # the keys of the aggregate projections of mail_hourly_snap (migration 010), besides (hour, seen, writer)
 PROJECTED_KEYS = ("hour", "server", "outbound")
 # ... and of mail_daily_snap's (migration 013), besides (day, seen, writer): any one of these sets
-DAILY_PROJECTIONS = (frozenset({"outbound"}), frozenset({"server", "outbound"}), frozenset({"user", "outbound"}))
+DAILY_PROJECTIONS = (
+    frozenset({"outbound"}),
+    frozenset({"server", "outbound"}),
+    frozenset({"user", "outbound"}),
+)
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,7 @@ class ReadPlan:
         return cls(horizon, dirty, any(w for _, _, w in hours), rolled, days, outside)
 
 
-def plan(
-    run, range_sql: str, params: dict, since: datetime | None, days_sql: str | None = None
-) -> ReadPlan:
+def plan(run, range_sql: str, params: dict, since: datetime | None, days_sql: str | None = None) -> ReadPlan:
     """The ReadPlan of the hours of `range_sql` (bound by `params`; its first hour `since`, None when
     unbounded), and with `days_sql` of its whole days, through `run(sql, params)`."""
     return ReadPlan.of(run(ReadPlan.sql(range_sql, days_sql), params)[1][0], since)

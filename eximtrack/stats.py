@@ -497,7 +497,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--domain", help="only this sender domain")
     p.add_argument("--outbound", action="store_true", help="only mail sent by authenticated or local users")
     p.add_argument(
-        "--sort", choices=COUNTERS, default="SENDCOUNT", help="the groups with most of this first (default SENDCOUNT)"
+        "--sort",
+        choices=COUNTERS,
+        default="SENDCOUNT",
+        help="the groups with most of this first (default SENDCOUNT)",
     )
     p.add_argument(
         "--limit",

@@ -200,7 +200,10 @@ def document() -> dict:
                     "parameters": [
                         *_common_params(),
                         _q("groupby", f"comma list of {', '.join(STATS_GROUPS)}, or none (default server)"),
-                        _q("sort", f"the groups with most of this counter first: {', '.join(COUNTERS)} (default SENDCOUNT)"),
+                        _q(
+                            "sort",
+                            f"the groups with most of this counter first: {', '.join(COUNTERS)} (default SENDCOUNT)",
+                        ),
                         _q(
                             "limit",
                             f"at most this many groups, 1..{STATS_MAX_LIMIT} (default {STATS_DEFAULT_LIMIT})",
@@ -208,7 +211,9 @@ def document() -> dict:
                         ),
                     ],
                     "responses": {
-                        "200": {"description": "{groupby, rows, more: whether groups beyond the limit exist}"},
+                        "200": {
+                            "description": "{groupby, rows, more: whether groups beyond the limit exist}"
+                        },
                         "400": _ERR,
                         "401": _AUTH,
                     },

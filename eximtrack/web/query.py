@@ -454,8 +454,7 @@ def build_stats_query(
     cols = ", ".join(groups)
     sql = (
         f"SELECT {cols + ',' if cols else ''}{stats.LATEST_COUNTER_SQL}\nFROM {table} FINAL\n"
-        f"WHERE {' AND '.join(conds)}"
-        + (f"\nGROUP BY {cols}\n{stats.order_by(groups, top)}" if cols else "")
+        f"WHERE {' AND '.join(conds)}" + (f"\nGROUP BY {cols}\n{stats.order_by(groups, top)}" if cols else "")
     )
     return stats.LatestStats(sql, params, top), groups
 

@@ -56,7 +56,9 @@ def days_store(url, tmp_path) -> Store:
 
 
 def recorded_days(store: Store) -> list[date]:
-    return [d for (d,) in store.query("SELECT DISTINCT day FROM mail_daily_snap_days ORDER BY day").result_rows]
+    return [
+        d for (d,) in store.query("SELECT DISTINCT day FROM mail_daily_snap_days ORDER BY day").result_rows
+    ]
 
 
 def read(store: Store, groups, bounds, equals=None, outbound=False) -> tuple[list, hourly_read.ReadPlan]:
@@ -172,7 +174,9 @@ def test_stats_by_server_and_user_read_the_daily_projections(days_store):
         assert plan.days and not plan.clean_outside_days
         sql, params = request.sql(plan)
         explain = "\n".join(r[0] for r in store.query("EXPLAIN " + sql, params).result_rows)
-        reads = [line.split("(")[-1].rstrip(")") for line in explain.splitlines() if "ReadFromMergeTree" in line]
+        reads = [
+            line.split("(")[-1].rstrip(")") for line in explain.splitlines() if "ReadFromMergeTree" in line
+        ]
         assert projection in reads, explain
 
 
