@@ -737,7 +737,8 @@ def build_queries(p: dict, run: Run) -> dict[str, Callable[[], int]]:
     for span, since in (("24h", now - 86400), ("30d", now - 30 * 86400)):
         for by in ("server", "user", "domain"):
             out[f"stats_api_{span}_{by}"] = through_builders(*requests[f"stats_api_{span}_{by}"])
-            cli_request = stats.build_stats(by, since=float(since), until=now)
+            # as `eximtrack stats --by …` runs by default: the first stats.DEFAULT_LIMIT groups
+            cli_request = stats.build_stats(by, since=float(since), until=now, top=stats.Top())
             out[f"stats_cli_{span}_{by}"] = lambda r=cli_request: len(r.run(run)[1])
     t_to = datetime.fromtimestamp(now, UTC)
     t_from = t_to - timedelta(hours=24)

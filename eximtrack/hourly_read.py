@@ -38,11 +38,7 @@ COUNTER_COLUMNS = (
 # the keys of the aggregate projections of mail_hourly_snap (migration 010), besides (hour, seen, writer)
 PROJECTED_KEYS = ("hour", "server", "outbound")
 # ... and of mail_daily_snap's (migration 013), besides (day, seen, writer): any one of these sets
-DAILY_PROJECTIONS = (
-    frozenset({"outbound"}),
-    frozenset({"server", "outbound"}),
-    frozenset({"user", "outbound"}),
-)
+DAILY_PROJECTIONS = tuple(frozenset({k, "outbound"}) for k in ("outbound", "server", "user", "domain"))
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,8 @@ class HourlyStats:
     `run` is two statements (eximtrack/hourly_read.py): the hours of the range only are classified (the
     view mail_hourly_all classifies every stored hour on each read), then each hour is read from its one
     source, the snapshot branch pre-aggregated by the groups when the projections per hour and per server
-    can answer it (same numbers as the view: `view_sql`)."""
+    can answer it, and whole days with a current daily snapshot from that (same numbers as the view:
+    `view_sql`). With `top`, the first groups by a counter (Top, trim)."""
 
     groups: tuple[str, ...]
     bounds: dict

@@ -4,7 +4,7 @@
 -- Why: `eximtrack stats` and `/api/v1/stats` over 30 days read every hourly snapshot row of the range
 -- (migration 008): at 1e8 events 14.6M rows, one per (hour, server, owner, user, domain, sender), and took
 -- 1.5-3 s grouped by user or domain. A day of a key is one row here: 1.5M (day, user) cells for 30 days,
--- 30 x servers for the per-server projection.
+-- 30 x servers for the per-server projection, one per (day, user) or (day, domain) for theirs.
 --
 -- How (eximtrack/stats_snapshots.py `refresh`, after the hourly snapshots):
 --   * a day is snapshotted when EVERY hour of it that has mail has a recorded hourly snapshot at the hour's
@@ -69,3 +69,5 @@ ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_day (SELECT day, see
 ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_server (SELECT day, seen, writer, server, outbound, sum(messages), sum(bytes), sum(recipients), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY day, seen, writer, server, outbound);
 
 ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_user (SELECT day, seen, writer, user, outbound, sum(messages), sum(bytes), sum(recipients), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY day, seen, writer, user, outbound);
+
+ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_domain (SELECT day, seen, writer, domain, outbound, sum(messages), sum(bytes), sum(recipients), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY day, seen, writer, domain, outbound);
