@@ -14,7 +14,8 @@ the hours itself was measured slower: every UNION branch costs a few ms even whe
 Whole days of the range whose daily snapshot (migration 013) is current — its `seen` equals the sum of the
 day's hour counters — are read from `mail_daily_snap` instead of hour by hour, when the request neither
 groups nor filters by `hour` or `sender` and asks only for counters summable over hours (not
-`rcpt_addresses`): one row per (day, key), and per (day, server) or (day, user) from its projections.
+`rcpt_addresses`): one row per (day, key), and per (day, server), (day, user) or (day, domain) from its
+projections.
 
 The counters are plain numbers summable over keys and hours (each message and each recipient row belongs to
 one key and one hour), except `rcpt_addresses` (distinct addresses of one key and hour). Callers aggregate
@@ -45,16 +46,20 @@ DAILY_PROJECTIONS = tuple(frozenset({k, "outbound"}) for k in ("outbound", "serv
 class ReadPlan:
     """Where the hours of one range are, decided by one statement (`plan`): the rollup horizon, the hours
     from it on that changed since their last recorded snapshot (dirty: no snapshot was recorded at their
-    current insert counter), whether any hour has a current snapshot (clean), and whether the range starts
-    before the horizon (rolled). `source()` then reads only the sources that hold hours of the range."""
+    current insert counter), the snapshot of each other hour (clean), whether the range starts before the
+    horizon (rolled), and the whole days with a current daily snapshot. `source()` then reads only the
+    sources that hold hours of the range, each clean hour from the snapshot planned for it: that snapshot
+    is complete (recorded after its rows) and stays until 10 minutes after a newer one was recorded
+    (stats_snapshots.SUPERSEDED_GRACE_SECONDS), far longer than the two statements of a read."""
 
     horizon: datetime
     dirty: tuple[datetime, ...]
-    clean: bool
+    # the hours of the range from the horizon on with a snapshot recorded at their current counter:
+    # (hour, seen, smallest writer), the one snapshot each is read from
+    clean: tuple[tuple[datetime, int, int], ...]
     rolled: bool  # the range has hours before the horizon (read from the rolled-up totals)
     # whole days of the range from the horizon on with a current daily snapshot: (day, seen, writer)
     days: tuple[tuple[date, int, int], ...] = ()
-    clean_outside_days: bool = True  # some clean hour lies outside `days`
 
     @classmethod
     def sql(cls, range_sql: str, days_sql: str | None = None) -> str:
@@ -89,12 +94,18 @@ class ReadPlan:
         for h, n, _ in hours:
             day = as_utc(h).date()
             counters[day] = counters.get(day, 0) + int(n)
+        # an unchanged sum means every hour is clean; a day with a dirty hour is left out all the same (the
+        # hourly records of a day taken are deleted only together with it: clear, delete_before)
+        broken = {as_utc(h).date() for h in dirty}
         days = tuple(
-            sorted((d, int(seen), int(w)) for d, seen, w in row[2] if w and counters.get(d) == int(seen))
+            sorted(
+                (d, int(seen), int(w))
+                for d, seen, w in row[2]
+                if w and counters.get(d) == int(seen) and d not in broken
+            )
         )
-        used = {d for d, _, _ in days}
-        outside = any(w and as_utc(h).date() not in used for h, _, w in hours)
-        return cls(horizon, dirty, any(w for _, _, w in hours), rolled, days, outside)
+        clean = tuple((as_utc(h), int(n), int(w)) for h, n, w in hours if w)
+        return cls(horizon, dirty, clean, rolled, days)
 
 
 def plan(run, range_sql: str, params: dict, since: datetime | None, days_sql: str | None = None) -> ReadPlan:
@@ -134,9 +145,9 @@ def source(
     rows on as they are (a second aggregation of many groups costs more than it saves).
 
     Read: the totals if the range starts before the horizon; the daily snapshots of `read_plan.days` when
-    the read can use them (`daily`); the snapshots of the other hours not dirty (the newest recorded one of
-    each: for an hour clean when planned, that is the one at its counter, or a newer one recorded since);
-    the states of the dirty hours."""
+    the read can use them (`daily`); the planned snapshots of the other clean hours (pinned by
+    (hour, seen, writer): no subquery, and the primary key of mail_hourly_snap finds them); the states of
+    the dirty hours."""
     bad = [k for k in keys if k not in KEY_COLUMNS] + [c for c in counters if c not in COUNTER_COLUMNS]
     if bad or not counters:
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
@@ -156,26 +167,23 @@ def source(
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
     days = list(read_plan.days) if daily(keys, counters, where) else []
-    skip_days = ""
     if days:
         projected = any({*keys, *where} <= p for p in DAILY_PROJECTIONS)
         day_select = ", ".join([*keys, summed if projected else ", ".join(counters)])
         day_group = f" GROUP BY {', '.join(keys)}" if projected and keys else ""
         params["hr_days"] = days
-        params["hr_day_list"] = [d for d, _, _ in days]
         branches.append(
             f"SELECT {day_select} FROM mail_daily_snap WHERE "
             + " AND ".join(["(day, seen, writer) IN {hr_days:Array(Tuple(Date, UInt64, UInt64))}", *filters])
             + day_group
         )
-        skip_days = " AND toDate(hour) NOT IN {hr_day_list:Array(Date)}"
-    if read_plan.clean and (read_plan.clean_outside_days or not days):
-        params["hr_dirty"] = list(read_plan.dirty)
-        newest = (
-            f"(hour, seen, writer) IN (SELECT hour, seen, min(writer) FROM mail_hourly_snap_hours WHERE "
-            f"({range_sql}) AND hour >= {h} GROUP BY hour, seen ORDER BY seen DESC LIMIT 1 BY hour)"
+    used = {d for d, _, _ in days}
+    pins = [pin for pin in read_plan.clean if pin[0].date() not in used]
+    if pins:
+        params["hr_pins"] = pins
+        branches.append(
+            _fill(snap, h, "(hour, seen, writer) IN {hr_pins:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}")
         )
-        branches.append(_fill(snap, h, f"hour NOT IN {_DIRTY}{skip_days} AND {newest}"))
     if read_plan.dirty:
         params["hr_dirty"] = list(read_plan.dirty)
         branches.append(_fill(states, h, f"hour IN {_DIRTY}"))
