@@ -273,23 +273,23 @@ def _open_messages(stack, store, appender, server: str, n: int) -> dict:
 RECOVERY_TARGET_S = 5.0  # issue 12: stored events flow again within 5 s of a restart
 
 
-def _recovery(stack, appender, server: str, store_path: str) -> dict:
+def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> dict:
     """SIGKILL each component in turn (`server`'s shipper, the worker, the sink) and start it again at
     once; for each, the seconds from the restart until a line appended right then is stored (the
-    process's start included: what an operator's supervisor would see). The store is read through the
-    sink's query endpoint, found again after the sink's restart."""
+    process's start included: what an operator's supervisor would see), or `timeout` and its name in
+    "timed_out" when it was not stored by then. The store is read through the sink's query endpoint,
+    found again after the sink's restart."""
     from eximtrack.config import parse_store_url
     from sinks.clickhouse.query_server import RemoteStore, find_endpoint
 
     sql = "SELECT count() FROM events WHERE server = {s:String} AND msgid = {m:String}"
-    out = {}
+    out: dict = {"timed_out": []}
     for name in (f"ship-{server}", "stream", "sink"):
         comp = stack.components[name]
         comp.kill()
         t0 = time.monotonic()
         comp.start()
         msgid, _ = appender.probe(server)
-        deadline = t0 + 120
         while True:
             _check_alive(stack)
             endpoint = find_endpoint(store_path)
@@ -303,8 +303,9 @@ def _recovery(stack, appender, server: str, store_path: str) -> dict:
                     break
             except Exception:  # noqa: BLE001 - the endpoint of a sink that is starting
                 pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing stored 120 s after restarting {name}")
+            if time.monotonic() > t0 + timeout:
+                out["timed_out"].append(name.split("-")[0])
+                break
             time.sleep(POLL_EVERY * 5)
         out[name.split("-")[0]] = time.monotonic() - t0
     return out
@@ -351,7 +352,7 @@ def run(quick: bool, workdir: Path) -> dict:
             open_state = _open_messages(
                 stack, store, appender, next(iter(logs)), 10_000 if quick else 100_000
             )
-            recovery = _recovery(stack, appender, next(iter(logs)), path)
+            recovery = _recovery(stack, appender, next(iter(logs)), path, 120 if quick else 900)
         finally:
             appender.close()
     middle = sorted(done, key=lambda d: d["lines_per_s"])[len(done) // 2]

@@ -98,9 +98,9 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
                      f"{f['p99']:.2f} s at {_n(f['rate_appended'])} lines/s", _met(f["p99"] < 2.0)))  # fmt: skip
         rec = pipe.get("recovery_s")
         if rec:
-            worst = max(rec, key=rec.get)
+            times = _recovery_times(rec)
             rows.append(("Stored again after a SIGKILL + restart (shipper, worker, sink)", "< 5 s",
-                         ", ".join(f"{n} {v:.1f} s" for n, v in rec.items()), _met(rec[worst] < 5.0)))  # fmt: skip
+                         ", ".join(f"{n} {v}" for n, v in times.items()), _met(max(rec[n] for n in times) < 5.0)))  # fmt: skip
     q = s.get("queries", {})
     for scale in ("1e8", "1e7"):
         worst = _worst_query(q, scale)
@@ -244,7 +244,7 @@ def render(r: dict) -> str:
         if rec:
             out += ["", "Recovery: each component SIGKILLed and started again at once, then a line appended; seconds "
                     "from the restart until it is stored (process start included): "
-                    + ", ".join(f"{n} **{v:.1f} s**" for n, v in rec.items()) + " (target < 5 s)."]  # fmt: skip
+                    + ", ".join(f"{n} **{v}**" for n, v in _recovery_times(rec).items()) + " (target < 5 s)."]  # fmt: skip
         om = pipe.get("open_messages")
         if om:
             out += ["", f"Worker RSS with {_n(om['messages'])} more open messages: {om['rss_before_mb']:.0f} → "
@@ -262,6 +262,12 @@ def render(r: dict) -> str:
                 f"| MessageState objects (`eximtrack ingest`) | {_n(fp['ingest_objects_bytes'])} |"]  # fmt: skip
     out += _render_queries(s.get("queries", {}))
     return "\n".join(out) + "\n"
+
+
+def _recovery_times(rec: dict) -> dict[str, str]:
+    """{component: "1.4 s" or "> 900 s" (not stored by the bench's deadline)} of bench/pipeline.py's recovery_s."""
+    late = set(rec.get("timed_out", ()))
+    return {n: (f"> {v:.0f} s" if n in late else f"{v:.1f} s") for n, v in rec.items() if n != "timed_out"}
 
 
 def _render_queries(q: dict) -> list[str]:

@@ -80,34 +80,36 @@ def refresh(
     """Snapshot every dirty hour; with `cleanup`, delete the snapshots no query reads any more (see
     delete_unread). `lock` is held around each step (the sink's chDB engine lock: queries served meanwhile
     wait for one batch, not for the whole refresh).
-    Returns {"hours": snapshotted, "skipped": changed meanwhile, "deleted": snapshots deleted}."""
+    Returns {"hours": snapshotted, "skipped": changed meanwhile, "days": days snapshotted,
+    "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours were just
+    snapshotted is taken in the same refresh."""
     lock = lock or nullcontext()
     started = time.monotonic()
     writer = 1 + secrets.randbelow(2**63 - 1)  # 0 means "no snapshot" in mail_hourly_all
-    with lock:
-        dirty = dirty_hours(store)
-    done = 0
-    for i in range(0, len(dirty), batch_hours):
+
+    def in_batches(find, write, size: int) -> tuple[int, int]:
         with lock:
-            done += _snapshot(store, dirty[i : i + batch_hours], writer)
-    with lock:
-        days = days_to_snapshot(store)
-    days_done = 0
-    for i in range(0, len(days), BATCH_DAYS):
-        with lock:
-            days_done += _snapshot_days(store, days[i : i + BATCH_DAYS], writer)
+            todo = find(store)
+        done = 0
+        for i in range(0, len(todo), size):
+            with lock:
+                done += write(store, todo[i : i + size], writer)
+        return done, len(todo)
+
+    done, dirty = in_batches(dirty_hours, _snapshot, batch_hours)
+    days_done, days = in_batches(days_to_snapshot, _snapshot_days, BATCH_DAYS)
     with lock:
         deleted = delete_unread(store) if cleanup else 0
     if dirty or days:
         log.info(
             "stats snapshots: %d of %d dirty hours, %d of %d days in %.1fs",
             done,
-            len(dirty),
+            dirty,
             days_done,
-            len(days),
+            days,
             time.monotonic() - started,
         )
-    return {"hours": done, "skipped": len(dirty) - done, "days": days_done, "deleted": deleted}
+    return {"hours": done, "skipped": dirty - done, "days": days_done, "deleted": deleted}
 
 
 Pin = tuple[datetime, int, int]  # an hourly snapshot: (hour, seen, writer)
