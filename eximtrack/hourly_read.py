@@ -7,8 +7,7 @@ merged set states (dirty). The view decides clean and dirty for EVERY stored hou
 three sources whatever the range. Here a read is two statements: `plan()` classifies the hours of the range
 only (a `ReadPlan`: the horizon and the dirty hours), then `source()` reads only the sources holding hours of
 the range, and pre-aggregates the snapshot branch by the caller's keys when they are the keys of an
-aggregate projection of `mail_hourly_snap` (migration 010: per hour, per hour and server; 013: per hour
-and user), so that
+aggregate projection of `mail_hourly_snap` (migration 010: per hour, per hour and server), so that
 ClickHouse answers it from the projection instead of the per-sender rows. (One statement that classifies
 the hours itself was measured slower: every UNION branch costs a few ms even when empty.)
 
@@ -37,9 +36,8 @@ COUNTER_COLUMNS = (
     "filtered", "archive", "failure", "rejected", "deferred_ever", "defer_or_fail_ever", "defer_attempts",
 )  # fmt: skip
 
-# the keys of the aggregate projections of mail_hourly_snap (migrations 010, 013), besides (hour, seen,
-# writer): any one of these sets (by_hour is a subset of by_server)
-HOURLY_PROJECTIONS = tuple(frozenset({"hour", k, "outbound"}) for k in ("server", "user"))
+# the keys of the aggregate projections of mail_hourly_snap (migration 010), besides (hour, seen, writer)
+PROJECTED_KEYS = ("hour", "server", "outbound")
 # ... and of mail_daily_snap's (migration 013), besides (day, seen, writer): any one of these sets
 DAILY_PROJECTIONS = tuple(frozenset({k, "outbound"}) for k in ("outbound", "server", "user", "domain"))
 
@@ -143,7 +141,7 @@ def source(
     summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
     parameters), restricted by `where` ({key column: a condition on it}), each hour from its one source as
     `read_plan` (the `plan()` of the same range) says. The branches pre-aggregate only when the keys and the
-    filtered columns are keys of a projection (HOURLY_PROJECTIONS, DAILY_PROJECTIONS): otherwise they pass the
+    filtered columns are keys of a projection (PROJECTED_KEYS, DAILY_PROJECTIONS): otherwise they pass the
     rows on as they are (a second aggregation of many groups costs more than it saves).
 
     Read: the totals if the range starts before the horizon; the daily snapshots of `read_plan.days` when
@@ -155,7 +153,7 @@ def source(
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
     where = dict(where or {})
     summed = ", ".join(f"sum({c}) AS {c}" for c in counters)
-    if any({*keys, *where} <= p for p in HOURLY_PROJECTIONS):
+    if {*keys, *where} <= set(PROJECTED_KEYS):
         aggs, group = summed, f" GROUP BY {', '.join(keys)}" if keys else ""
     else:
         aggs, group = ", ".join(counters), ""
@@ -205,7 +203,7 @@ __all__ = [
     "COUNTER_COLUMNS",
     "KEY_COLUMNS",
     "DAILY_PROJECTIONS",
-    "HOURLY_PROJECTIONS",
+    "PROJECTED_KEYS",
     "ReadPlan",
     "daily",
     "whole_days",

@@ -18,11 +18,7 @@
 --     numbers. Any insert touching the day makes it read hour by hour again, as before: exact.
 --   * the day grain drops `sender` and the hour: a request grouped or filtered by either, or asking for
 --     `rcpt_addresses` (distinct addresses, not summable over hours), reads the hours as before.
---   * the hourly snapshots get a projection per (hour, user) too (`by_user`, as 010's per server): the
---     partial days at both ends of a range, and 24-hour ranges, summed per user read one row per (hour,
---     user) instead of one per (hour, sender).
--- Cost: one row per (day, key) and one per (day, writer), and the hourly by_user projection; see
--- docs/BENCHMARKS.md.
+-- Cost: one row per (day, key) and one per (day, writer); see docs/BENCHMARKS.md.
 
 CREATE TABLE IF NOT EXISTS mail_daily_snap
 (
@@ -75,8 +71,3 @@ ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_server (SELECT day, 
 ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_user (SELECT day, seen, writer, user, outbound, sum(messages), sum(bytes), sum(recipients), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY day, seen, writer, user, outbound);
 
 ALTER TABLE mail_daily_snap ADD PROJECTION IF NOT EXISTS by_domain (SELECT day, seen, writer, domain, outbound, sum(messages), sum(bytes), sum(recipients), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY day, seen, writer, domain, outbound);
-
-ALTER TABLE mail_hourly_snap ADD PROJECTION IF NOT EXISTS by_user (SELECT hour, seen, writer, user, outbound, sum(messages), sum(bytes), sum(recipients), sum(rcpt_addresses), sum(rows), sum(inprogress), sum(deferred), sum(success), sum(filtered), sum(archive), sum(failure), sum(rejected), sum(deferred_ever), sum(defer_or_fail_ever), sum(defer_attempts), max(last_event) GROUP BY hour, seen, writer, user, outbound);
-
---@when SELECT count() > 0 FROM system.parts WHERE database = currentDatabase() AND table = 'mail_hourly_snap' AND active
-ALTER TABLE mail_hourly_snap MATERIALIZE PROJECTION by_user SETTINGS mutations_sync = 1;

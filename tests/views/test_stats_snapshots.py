@@ -61,12 +61,7 @@ def test_stats_by_server_and_by_hour_read_the_snapshot_projections(url):
     ingest(url, "s1", SAMPLES / "mainlog-all.log")
     store = Store.open(url)
     run = store_run(store)
-    for groups, projection in (
-        (("server",), "by_server"),
-        (("hour",), "by_hour"),
-        (("user",), "by_user"),  # migration 013
-        (("domain",), None),
-    ):
+    for groups, projection in ((("server",), "by_server"), (("hour",), "by_hour"), (("user",), None)):
         request = stats.build_grouped_stats(groups, {})
         read_plan = hourly_read.plan(run, "1", {}, None)
         assert read_plan.clean and not read_plan.dirty
@@ -76,7 +71,7 @@ def test_stats_by_server_and_by_hour_read_the_snapshot_projections(url):
         if projection:
             assert projection in reads, plan
         else:
-            assert not {"by_server", "by_hour", "by_user"} & set(reads), plan
+            assert not {"by_server", "by_hour"} & set(reads), plan
 
 
 def messages_by_hour(store: Store, source: str) -> dict:
