@@ -77,7 +77,7 @@ def refresh(
     cleanup: bool = True,
     lock: AbstractContextManager | None = None,
 ) -> dict:
-    """Snapshot every dirty hour; with `cleanup`, delete the snapshots no query reads any more (see
+    """Snapshot every dirty hour, then every day whose hours are all clean; with `cleanup`, delete the snapshots no query reads any more (see
     delete_unread). `lock` is held around each step (the sink's chDB engine lock: queries served meanwhile
     wait for one batch, not for the whole refresh).
     Returns {"hours": snapshotted, "skipped": changed meanwhile, "days": days snapshotted,
@@ -116,9 +116,9 @@ Pin = tuple[datetime, int, int]  # an hourly snapshot: (hour, seen, writer)
 
 
 def days_to_snapshot(store) -> list[tuple[date, int, list[Pin]]]:
-    """[(day, sum of its hours' counters, the hourly snapshots to sum)] of the days from the rollup
-    horizon on, over, whose every hour with mail has a recorded snapshot at its current counter, and that
-    have no recorded daily snapshot at that sum."""
+    """[(day, sum of its hours' counters, the hourly snapshots to sum)] of the days that start at or after
+    the rollup horizon and have ended, whose every hour with mail has a recorded snapshot at its current
+    counter, and that have no recorded daily snapshot at that sum."""
     rows = store.query(
         "SELECT toDate(c.hour) AS day, sum(c.n) AS n, groupArray((c.hour, c.n, r.w)) AS pins, "
         "countIf(r.w = 0) AS unclean FROM "
