@@ -3,8 +3,10 @@
 --
 -- Why: `eximtrack stats` and `/api/v1/stats` over 30 days read every hourly snapshot row of the range
 -- (migration 008): at 1e8 events 14.6M rows, one per (hour, server, owner, user, domain, sender), and took
--- 1.5-3 s grouped by user or domain. A day of a key is one row here: 1.5M (day, user) cells for 30 days,
--- 30 x servers for the per-server projection, one per (day, user) or (day, domain) for theirs.
+-- 1.5-3 s grouped by user or domain. A day of a key is one row here; at the generator's shape most keys
+-- mail about once a day (inbound sender domains above all), so the table itself is hardly smaller than the
+-- hourly one: its projections per (day, server), (day, user) and (day, domain) are what the reads use
+-- (30 days at 1e8: 30 x servers, 2.1M and 6.2M rows instead of 14.6M).
 --
 -- How (eximtrack/stats_snapshots.py `refresh`, after the hourly snapshots):
 --   * a day is snapshotted when EVERY hour of it that has mail has a recorded hourly snapshot at the hour's
