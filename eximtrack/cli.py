@@ -234,9 +234,11 @@ def cmd_ingest(args) -> int:
 def line_shares(lines: int, joiner_stats: dict) -> str:
     """What became of the lines: ignored by a named rule, made an event, kept as a line of their message
     only (attached), or stored as a reject."""
+    from stream.join import LINE_DISPOSITIONS
+
     parts = []
-    for key, label in (("ignored", "ignored"), ("evented", "evented"), ("attached", "attached"),
-                       ("rejects", "rejected")):  # fmt: skip
+    for key in LINE_DISPOSITIONS:
+        label = "rejected" if key == "rejects" else key
         n = int(joiner_stats.get(key, 0))
         parts.append(f"{label} {n} ({100 * n / lines:.1f}%)" if lines else f"{label} 0")
     notes, over = int(joiner_stats.get("notes", 0)), int(joiner_stats.get("notes_over_cap", 0))

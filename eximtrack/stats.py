@@ -216,13 +216,17 @@ class HourlyStats:
         source, source_params = hourly_read.source(self.groups, _COUNTED, self._range(), where, read_plan)
         return self._select(source, []), params | source_params
 
-    def run(self, run: Run) -> tuple[list[str], list]:
-        """(column names, rows) through `run(sql, params) -> (columns, rows)`: plan, then read."""
+    def read_plan(self, run: Run) -> hourly_read.ReadPlan:
+        """Where the hours of the range are (and its whole days with a current daily snapshot, when this
+        request can read days), through `run`."""
         days = None
         if hourly_read.daily(self.groups, _COUNTED, self._filters({})):
             days = hourly_read.whole_days(self.bounds)
-        read_plan = hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"), days)
-        return run(*self.sql(read_plan))
+        return hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"), days)
+
+    def run(self, run: Run) -> tuple[list[str], list]:
+        """(column names, rows) through `run(sql, params) -> (columns, rows)`: plan, then read."""
+        return run(*self.sql(self.read_plan(run)))
 
 
 _COUNTED = (

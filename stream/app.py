@@ -40,7 +40,7 @@ import faust
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
 from stream.accounts import AccountMap
-from stream.join import Joiner, MessageState, state_ends
+from stream.join import LINE_DISPOSITIONS, Joiner, MessageState, state_ends
 
 log = logging.getLogger("eximtrack.stream")
 
@@ -536,7 +536,7 @@ def create_app(
             lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
             lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')
             # every line is one of these, or a note over its message's cap (the next metric but one)
-            for key in ("ignored", "evented", "attached", "rejects"):
+            for key in LINE_DISPOSITIONS:
                 lines.append(
                     f'eximtrack_stream_lines_by_disposition_total{{server="{server}",disposition="{key}"}} '
                     f"{j.stats.get(key, 0)}"

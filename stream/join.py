@@ -58,6 +58,9 @@ DEFAULT_EXPIRY = (
     8 * 86400.0
 )  # longer than Exim's default retry timeout (4 days), so deferrals keep their arrival
 NOTE_CAP = 256  # notes kept per message (a runaway `logwrite` must not flood a message's timeline)
+# the Joiner.stats keys that count every line once: ignored by a named rule, made an event, kept as a line
+# of its message only, stored as a reject (a note over NOTE_CAP is counted in `notes_over_cap` instead)
+LINE_DISPOSITIONS = ("ignored", "evented", "attached", "rejects")
 SWEEP_EVERY = 4096  # lines between two sweeps of finished/idle states …
 SWEEP_MIN_INTERVAL = 30.0  # … and at least this much event time
 

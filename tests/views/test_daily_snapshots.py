@@ -61,12 +61,9 @@ def recorded_days(store: Store) -> list[date]:
     ]
 
 
-def read(store: Store, groups, bounds, equals=None, outbound=False) -> tuple[list, hourly_read.ReadPlan]:
-    request = stats.build_grouped_stats(groups, bounds, equals or {}, outbound)
-    columns, rows = request.run(store_run(store))
-    days = hourly_read.whole_days(bounds) if hourly_read.daily(groups, ["messages"], equals or {}) else None
-    plan = hourly_read.plan(store_run(store), request._range(), dict(bounds), bounds.get("since"), days)
-    return sorted(rows), plan
+def read_plan(store: Store, groups, bounds) -> hourly_read.ReadPlan:
+    """The plan `eximtrack stats` makes for this request (which whole days it reads from daily snapshots)."""
+    return stats.build_grouped_stats(groups, bounds).read_plan(store_run(store))
 
 
 def assert_days_agree(store: Store) -> None:
@@ -124,9 +121,9 @@ def test_whole_days_are_read_from_daily_snapshots_while_their_hours_are_unchange
         (RANGES[5], []),
     ):
         assert sendcount(store, bounds) == view_sendcount(store, bounds) + sum(marks[d] for d in used), bounds
-        assert [d for d, _, _ in read(store, ("server",), bounds)[1].days] == used
+        assert [d for d, _, _ in read_plan(store, ("server",), bounds).days] == used
     # a grouping by hour or sender, or the hourly view itself, never reads days
-    assert read(store, ("hour",), {})[1].days == ()
+    assert read_plan(store, ("hour",), {}).days == ()
 
     # more mail for Nov 2 (the same log again, another server): that day is read hour by hour now
     ingest_files(store, [str(store.logs[1])], server="d9")
@@ -137,7 +134,7 @@ def test_whole_days_are_read_from_daily_snapshots_while_their_hours_are_unchange
     assert_days_agree(store)  # Nov 2's hours are dirty now: read from the states
     done = stats_snapshots.refresh(store)
     assert done["days"] == 1 and recorded_days(store) == DAYS
-    assert [d for d, _, _ in read(store, (), {})[1].days] == DAYS
+    assert [d for d, _, _ in read_plan(store, (), {}).days] == DAYS
     assert_days_agree(store)
     assert_agree(store)
 
@@ -155,7 +152,7 @@ def test_unrecorded_duplicate_and_superseded_day_snapshots_are_never_read(days_s
     assert_days_agree(store)
     # a refresh that wrote its day rows and stopped before recording them
     store.command("TRUNCATE TABLE mail_daily_snap_days")
-    assert read(store, (), {})[1].days == ()
+    assert read_plan(store, (), {}).days == ()
     assert_days_agree(store)
     assert stats_snapshots.refresh(store)["days"] == len(DAYS)
     assert store.query("SELECT count() FROM mail_daily_snap").result_rows[0][0] == 2 * before + rows
@@ -175,7 +172,7 @@ def test_stats_by_server_user_and_domain_read_the_daily_projections(days_store):
         ((), "by_day"),
     ):
         request = stats.build_grouped_stats(groups, {})
-        _, plan = read(store, groups, {})
+        plan = request.read_plan(store_run(store))
         days = {d for d, _, _ in plan.days}
         assert days and not [hour for hour, _, _ in plan.clean if hour.date() not in days]
         sql, params = request.sql(plan)
