@@ -277,8 +277,9 @@ def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> 
     """SIGKILL each component in turn (`server`'s shipper, the worker, the sink) and start it again at
     once; for each, the seconds from the restart until a line appended right then is stored (the
     process's start included: what an operator's supervisor would see), or `timeout` and its name in
-    "timed_out" when it was not stored by then. The store is read through the sink's query endpoint,
-    found again after the sink's restart."""
+    "timed_out" when it was not stored by then; "stream_lines_redone": the lines the restarted worker
+    processed until then (those after its last committed offset, and the probe). The store is read through
+    the sink's query endpoint, found again after the sink's restart."""
     from eximtrack.config import parse_store_url
     from sinks.clickhouse.query_server import RemoteStore, find_endpoint
 
@@ -308,6 +309,9 @@ def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> 
                 break
             time.sleep(POLL_EVERY * 5)
         out[name.split("-")[0]] = time.monotonic() - t0
+        if name == "stream":
+            # what the restarted worker did before the probe: the lines after its last committed offset, again
+            out["stream_lines_redone"] = stack.stream_metrics().get("eximtrack_stream_lines_total", 0.0)
     return out
 
 

@@ -48,6 +48,16 @@ SEP = "\x1f"
 # An output record (a JSON array) is split in halves above this size: below the sink's MAX_RECORD_BYTES and
 # the producers' and broker's default 1 MB record limit.
 OUT_RECORD_BYTES = 512 * 1024
+# RocksDB of one table partition (faust opens one per table and partition: 3 x 12 here). faust's defaults are
+# sized for a dedicated host (a 2 GiB block cache and 64 MiB write buffers each); the join states of a
+# partition are tens of MB, so small buffers and caches keep the worker's memory near the states' size.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 8 * 1024 * 1024,
+    "max_open_files": 256,
+}
 
 
 _DELETED = object()  # a write-back cache entry: the state was deleted while processing this record
@@ -55,14 +65,16 @@ _DELETED = object()  # a write-back cache entry: the state was deleted while pro
 
 class _StoredState:
     """A table value seen by `Joiner.sweep`, which reads only `completed_at` and `last_seen`: those come
-    from the head of the stored bytes (`state_ends`), and the full MessageState is decoded only if anything
-    else is asked for. (A sweep visits every open message; decoding each one would cost O(open messages).)"""
+    from the open-state index (`OpenStates`), and the state is read from the table and decoded only if anything
+    else is asked for. (A sweep visits every open message of its server; reading each one would cost
+    O(open messages).)"""
 
-    __slots__ = ("value", "ends", "state")
+    __slots__ = ("table", "key", "ends", "state")
 
-    def __init__(self, value) -> None:
-        self.value = value
-        self.ends = state_ends(value)
+    def __init__(self, table, key: str, ends: tuple[float, float]) -> None:
+        self.table = table
+        self.key = key
+        self.ends = ends
         self.state: MessageState | None = None
 
     @property
@@ -75,8 +87,38 @@ class _StoredState:
 
     def __getattr__(self, name: str):
         if self.state is None:
-            self.state = MessageState.from_value(self.value)
+            self.state = MessageState.from_value(self.table[self.key])
         return getattr(self.state, name)
+
+
+class OpenStates:
+    """Per server, the `(completed_at, last_seen)` of every state in the `messages` table: all that a sweep and
+    the open-message count read, so that neither walks the table (with RocksDB a walk reads and decodes every
+    key of every server: ~0.5 s per 100k open messages, once per server per sweep).
+
+    Built by one walk of the table on first use, and again after the worker's partitions change (faust has
+    then restored the table from its changelog); kept up to date by `TableStates.flush`, the only writer of the
+    table while the agent runs."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+        self.by_server: dict[str, dict[str, tuple[float, float]]] | None = None
+        self.builds = 0
+
+    def invalidate(self) -> None:
+        self.by_server = None
+
+    def of(self, server: str) -> dict[str, tuple[float, float]]:
+        """{msgid: (completed_at, last_seen)} of the server's states in the table (a live dict: flush updates it)."""
+        if self.by_server is None:
+            by: dict[str, dict[str, tuple[float, float]]] = {}
+            for k, v in list(self.table.items()):
+                if isinstance(k, str) and v is not None and SEP in k:
+                    server_of, _, msgid = k.partition(SEP)
+                    by.setdefault(server_of, {})[msgid] = state_ends(v)
+            self.by_server = by
+            self.builds += 1
+        return self.by_server.setdefault(server, {})
 
 
 class TableStates(MutableMapping):
@@ -88,11 +130,14 @@ class TableStates(MutableMapping):
     is processed, every state read or written is kept in `cache` (reads see the cached copy first, deletes
     too); :meth:`flush` then writes each state that was set or deleted to the table ONCE -- one changelog
     record per touched message per Kafka record instead of one per line -- and empties the cache. The agent
-    calls flush() at the end of every record, before the record's offset can be committed."""
+    calls flush() at the end of every record, before the record's offset can be committed. Which states
+    exist, and when they end, is read from `open` (an `OpenStates` shared by the servers of one worker)."""
 
-    def __init__(self, table, server: str) -> None:
+    def __init__(self, table, server: str, open_states: OpenStates | None = None) -> None:
         self.table = table
+        self.server = server
         self.prefix = server + SEP
+        self.open = open_states or OpenStates(table)
         self.cache: dict[str, object] = {}  # msgid -> MessageState or _DELETED
         self.dirty: set[str] = set()  # msgids set or deleted since the last flush
         self.writes = 0  # table writes and deletes done by flush()
@@ -100,7 +145,7 @@ class TableStates(MutableMapping):
     def _load(self, msgid: str):
         hit = self.cache.get(msgid)
         if hit is None:
-            data = self.table.get(self.prefix + msgid)
+            data = self.table.get(self.prefix + msgid) if msgid in self.open.of(self.server) else None
             hit = _DELETED if data is None else MessageState.from_value(data)
             self.cache[msgid] = hit
         return hit
@@ -121,8 +166,8 @@ class TableStates(MutableMapping):
 
     def __delitem__(self, msgid: str) -> None:
         hit = self.cache.get(msgid)
-        if hit is _DELETED or (hit is None and self.table.get(self.prefix + msgid) is None):
-            raise KeyError(msgid)  # (checked without decoding the stored state: a sweep deletes many)
+        if hit is _DELETED or (hit is None and msgid not in self.open.of(self.server)):
+            raise KeyError(msgid)  # (checked without reading the stored state: a sweep deletes many)
         self.cache[msgid] = _DELETED
         self.dirty.add(msgid)
 
@@ -132,15 +177,17 @@ class TableStates(MutableMapping):
     def flush(self) -> int:
         """Write every state set or deleted since the last flush to the table, once each; clear the cache."""
         n = 0
+        index = self.open.of(self.server)
         for msgid in self.dirty:
             st = self.cache[msgid]
             key = self.prefix + msgid
             if st is _DELETED:
-                if key in self.table:
+                if index.pop(msgid, None) is not None:
                     del self.table[key]
                     n += 1
             else:
                 self.table[key] = st.to_bytes()  # type: ignore[union-attr]
+                index[msgid] = (st.completed_at, st.last_seen)  # type: ignore[union-attr]
                 n += 1
         self.dirty.clear()
         self.cache.clear()
@@ -148,11 +195,9 @@ class TableStates(MutableMapping):
         return n
 
     def _keys(self) -> list[str]:
-        n = len(self.prefix)
-        keys = [k[n:] for k in list(self.table.keys()) if isinstance(k, str) and k.startswith(self.prefix)]
-        in_table = set(keys)
-        keys = [k for k in keys if self.cache.get(k) is not _DELETED]
-        keys.extend(k for k, v in self.cache.items() if v is not _DELETED and k not in in_table)
+        index = self.open.of(self.server)
+        keys = [k for k in index if self.cache.get(k) is not _DELETED]
+        keys.extend(k for k, v in self.cache.items() if v is not _DELETED and k not in index)
         return keys
 
     def __iter__(self) -> Iterator[str]:
@@ -162,20 +207,16 @@ class TableStates(MutableMapping):
         return len(self._keys())
 
     def items(self):
-        n = len(self.prefix)
         cache = self.cache
-        seen = set()
-        for k, v in list(self.table.items()):
-            if isinstance(k, str) and k.startswith(self.prefix) and v is not None:
-                msgid = k[n:]
-                seen.add(msgid)
-                hit = cache.get(msgid)
-                if hit is None:
-                    yield msgid, _StoredState(v)
-                elif hit is not _DELETED:
-                    yield msgid, hit
+        index = self.open.of(self.server)
+        for msgid, ends in list(index.items()):
+            hit = cache.get(msgid)
+            if hit is None:
+                yield msgid, _StoredState(self.table, self.prefix + msgid, ends)
+            elif hit is not _DELETED:
+                yield msgid, hit
         for msgid, hit in list(cache.items()):
-            if hit is not _DELETED and msgid not in seen:
+            if hit is not _DELETED and msgid not in index:
                 yield msgid, hit
 
 
@@ -364,11 +405,44 @@ class AccountsFeed:
             consumer.close()
 
 
+# The changelogs are compacted, and a segment is closed (so that it can be compacted) after an hour instead of
+# Kafka's 7 days or 1 GiB: what a worker without local state (another machine, a lost data dir) replays stays
+# near one record per open message plus a day of deletions (delete.retention.ms, Kafka's default, kept: a
+# rebuild must finish reading before a deletion's tombstone may go).
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000)}
+
+
+# A worker's local tables are dropped at start when nothing wrote to them for this long, and rebuilt from the
+# changelogs: after a long absence its partitions may have been handled by another worker, and deletions
+# older than the changelogs' delete.retention.ms (Kafka's default, 1 day) may be compacted away, so replaying
+# from its old offsets would keep states that were deleted meanwhile.
+LOCAL_STATE_MAX_AGE = 12 * 3600.0
+
+
+def discard_stale_tables(tabledir: str | os.PathLike, max_age: float = LOCAL_STATE_MAX_AGE,
+                         now: float | None = None) -> bool:  # fmt: skip
+    """Remove the local table copies under `tabledir` if no file in it changed for `max_age` seconds;
+    True when they were removed (faust then restores the tables from their changelogs)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(tabledir)
+    if not root.is_dir():
+        return False
+    newest = max((f.stat().st_mtime for f in root.rglob("*") if f.is_file()), default=None)
+    if newest is None or (now if now is not None else time.time()) - newest < max_age:
+        return False
+    log.warning("local tables in %s unchanged for %.0f h: rebuilding them from the changelogs", root,
+                ((now or time.time()) - newest) / 3600)  # fmt: skip
+    shutil.rmtree(root)
+    return True
+
+
 def changelog_topics(app_id: str, prefix: str = "") -> list:
     """The faust tables' changelog topics, created up front: faust creates them itself on the first start
     but then does not refresh its metadata, and the first write fails with PartitionsMismatch."""
     return [
-        T.TopicSpec(f"{app_id}-{name}-changelog", T.RAW_LINE_PARTITIONS, {"cleanup.policy": "compact"})
+        T.TopicSpec(f"{app_id}-{name}-changelog", T.RAW_LINE_PARTITIONS, dict(CHANGELOG_CONFIG))
         for name in ("messages", "shipper-positions", "partition-offsets")
     ]
 
@@ -392,7 +466,11 @@ def create_app(
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
-        store="memory://",  # the changelog topic is the durable copy; recovery replays it
+        # Each table is kept in a local RocksDB per partition (rocksdict) under `data_dir`, with the offset of
+        # the changelog it reflects: a restarted worker reads only the changelog written since, not all of it
+        # (memory:// replayed the whole topic: 147 s after a bench's drains). The changelog stays the durable
+        # copy; a worker on another machine (or with a lost data_dir) rebuilds from it.
+        store="rocksdb://",
         datadir=data_dir,
         topic_partitions=T.RAW_LINE_PARTITIONS,
         topic_replication_factor=1,
@@ -417,14 +495,17 @@ def create_app(
     dead_topic = app.topic(prefix + T.DEAD_LETTER.name, value_serializer="raw")
 
     messages = app.Table("messages", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str,
-                         value_type=bytes, help="per-message join state (MessageState.to_bytes)")  # fmt: skip
-    positions_table = app.Table("shipper-positions", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str)  # fmt: skip
+                         value_type=bytes, help="per-message join state (MessageState.to_bytes)",
+                         options=dict(ROCKSDB_OPTIONS))  # fmt: skip
+    open_states = OpenStates(messages)
+    app.eximtrack_open_states = open_states  # type: ignore[attr-defined]
+    positions_table = app.Table("shipper-positions", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str,
+                                options=dict(ROCKSDB_OPTIONS))  # fmt: skip
     accounts_table = AccountsFeed(brokers, prefix + T.ACCOUNTS.name)
     app.eximtrack_accounts = accounts_table  # type: ignore[attr-defined]
     positions = ShipperPositions(positions_table)
-    offsets_table = app.Table(
-        "partition-offsets", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str
-    )
+    offsets_table = app.Table("partition-offsets", default=None, partitions=T.RAW_LINE_PARTITIONS, key_type=str,
+                              options=dict(ROCKSDB_OPTIONS))  # fmt: skip
     gaps = RecordGaps(brokers, prefix + T.RAW_LINES.name, offsets_table)
     app.eximtrack_gaps = gaps  # type: ignore[attr-defined]
     joiners: dict[str, tuple[Joiner, str]] = {}
@@ -444,7 +525,7 @@ def create_app(
         acc_version = json.dumps(acc, sort_keys=True) if acc else ""
         held = joiners.get(server)
         if held is None or held[0].clock.tz != tz:
-            j = Joiner(server, tz, keep_latest=False, states=TableStates(messages, server), **kw)
+            j = Joiner(server, tz, keep_latest=False, states=TableStates(messages, server, open_states), **kw)
             held = (j, "")
             joiners[server] = held
         j, version = held
@@ -460,6 +541,11 @@ def create_app(
     @app.on_partitions_revoked.connect
     async def _revoked(app, revoked, **kwargs):  # noqa: ARG001 - faust signal signature
         positions.forget()
+        open_states.invalidate()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app, assigned, **kwargs):  # noqa: ARG001 - faust signal signature
+        open_states.invalidate()  # rebuilt on first use, from the table faust restored
 
     async def send_array(topic, key: bytes, items: list) -> None:
         """One record per output topic per input record: a JSON array of the records' dicts, split only if
@@ -590,6 +676,7 @@ def _run(args) -> int:
     )
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
                      web_port=args.web_port, expiry=args.expiry, instance_id=instance)  # fmt: skip
+    discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)
     return 0

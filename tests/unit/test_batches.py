@@ -16,8 +16,8 @@ from producers.publish import (
 )
 from producers.tail import Line
 from schemas.records import MAX_BATCH_LINES, RawLine, decode_raw_record
-from stream.app import ShipperPositions, TableStates
-from stream.join import Joiner, MessageState
+from stream.app import OpenStates, ShipperPositions, TableStates
+from stream.join import Joiner, MessageState, state_ends
 
 
 def lines_of(texts: list[str], file_id: str = "1:2:ab", start: int = 0) -> list[Line]:
@@ -195,3 +195,65 @@ def test_sweep_over_the_table_ends_the_same_states_without_decoding_them(monkeyp
     j.states.flush()
     assert decoded == [] and set(table) == set() and not plain.states
     assert j.stats["expired"] == plain.stats["expired"] > 0
+
+
+class WalkCountingTable(CountingTable):
+    """... that also counts walks of the whole table (a RocksDB store reads and decodes every key for one)."""
+
+    walks = 0
+
+    def items(self):
+        self.walks += 1
+        return super().items()
+
+
+def test_servers_sharing_a_table_sweep_and_count_from_the_index_not_by_walking_the_table():
+    """Two servers' joiners on one table, as in a worker: their open states, counts and sweeps equal those of
+    plain joiners, the shared index always equals what a fresh walk of the table finds, and after the one walk
+    that builds it no sweep, count or lookup walks the table again."""
+    lines = (SAMPLES / "mainlog-all.log").read_text().splitlines()
+    table = WalkCountingTable()
+    table["gone\x1fx"] = MessageState("x").to_bytes()  # a server with no joiner in this worker
+    index = OpenStates(table)
+    joiners = {s: Joiner(s, "UTC", states=TableStates(table, s, index)) for s in ("web1", "web2")}
+    plain = {s: Joiner(s, "UTC") for s in joiners}
+    half = len(lines) // 2
+    for server, part in (("web1", lines), ("web2", lines[:half])):
+        for rec in range(0, len(part), 50):
+            for i, text in enumerate(part[rec : rec + 50]):
+                joiners[server].process(text, "f", rec + i, seq=rec + i)
+                plain[server].process(text, "f", rec + i, seq=rec + i)
+            joiners[server].states.flush()
+    assert table.walks == 1 and index.builds == 1
+    for server, j in joiners.items():
+        assert sorted(j.states) == sorted(plain[server].states) and len(j.states) == len(plain[server].states)
+    fresh = OpenStates(dict(table))
+    servers = ("web1", "web2", "gone")
+    assert {s: fresh.of(s) for s in servers} == {s: index.of(s) for s in servers}
+    assert fresh.of("web2") == {k[5:]: state_ends(v) for k, v in table.items() if k.startswith("web2\x1f")}
+    later = plain["web1"].watermark + 10 * 86400
+    assert joiners["web1"].sweep(later) == plain["web1"].sweep(later) > 0
+    joiners["web1"].states.flush()
+    assert index.of("web1") == {} and not any(k.startswith("web1\x1f") for k in table)
+    assert sorted(joiners["web2"].states) == sorted(plain["web2"].states)  # the other server untouched
+    assert table.walks == 2  # the check above walked it once (dict() copies without items()); the sweep never
+    index.invalidate()  # partitions reassigned: the next use walks the table once
+    assert sorted(index.of("web2")) == sorted(plain["web2"].states) and index.builds == 2
+
+
+def test_local_tables_unchanged_for_long_are_discarded_and_recent_ones_kept(tmp_path):
+    """A worker back after a long absence rebuilds its tables from the changelogs (deletions older than the
+    changelogs' delete.retention.ms may be gone from them); a worker restarted after a crash keeps them."""
+    import os
+
+    from stream.app import LOCAL_STATE_MAX_AGE, discard_stale_tables
+
+    tables = tmp_path / "v1" / "tables"
+    (tables / "messages-0.db").mkdir(parents=True)
+    wal = tables / "messages-0.db" / "000009.log"
+    wal.write_bytes(b"x")
+    now = wal.stat().st_mtime
+    assert not discard_stale_tables(tables, now=now + LOCAL_STATE_MAX_AGE - 60) and wal.exists()
+    os.utime(wal, (now - 2 * LOCAL_STATE_MAX_AGE, now - 2 * LOCAL_STATE_MAX_AGE))
+    assert discard_stale_tables(tables, now=now) and not tables.exists()
+    assert not discard_stale_tables(tables, now=now)  # nothing there: nothing to do
