@@ -369,6 +369,6 @@ def run(quick: bool, workdir: Path) -> dict:
         "recovery_s": recovery,
         "target_recovery_s": RECOVERY_TARGET_S,
         "cores": os.cpu_count(),
-        "target_lines_per_s": 20_000,
-        "target_p99_s": 2.0,
+        "target_lines_per_s": 30_000,  # issue 12
+        "target_p99_s": 1.0,  # at 10k lines/s (issue 12); this box drains ~7k, so the steady load is lower
     }

@@ -79,9 +79,9 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     core = s.get("core", {})
     if "ratio_1_process" in core:
-        rows.append(("Core (parse + join) vs eximstats, lines/s", "≥ 2×",
+        rows.append(("Core (parse + join) vs eximstats, lines/s", "≥ 1× in 1 process",
                      f"{core['ratio_1_process']:.2f}× (1 process), {core['ratio_all_cores']:.2f}× "
-                     f"({core['cores']} processes)", _met(core["ratio_all_cores"] >= 2)))  # fmt: skip
+                     f"({core['cores']} processes)", _met(core["ratio_1_process"] >= 1)))  # fmt: skip
     ing = s.get("ingest", {})
     if "ratio" in ing:
         one = ing.get("single_server") or {}
@@ -91,11 +91,12 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
     pipe = s.get("pipeline", {})
     if "drain" in pipe:
         runs = pipe["drain"].get("lines_per_s_runs") or {"median": pipe["drain"]["lines_per_s"]}
-        rows.append(("Pipeline sustained throughput", "≥ 20,000 lines/s",
-                     f"{_n(runs['median'])} lines/s", _met(runs["median"] >= 20_000)))  # fmt: skip
+        rows.append(("Pipeline drain on 2 cores", "≥ 30,000 lines/s",
+                     f"{_n(runs['median'])} lines/s", _met(runs["median"] >= 30_000)))  # fmt: skip
         f = pipe["freshness"]
-        rows.append(("Freshness p99 (append → searchable)", "< 2 s",
-                     f"{f['p99']:.2f} s at {_n(f['rate_appended'])} lines/s", _met(f["p99"] < 2.0)))  # fmt: skip
+        rows.append(("Freshness p99 (append → searchable)", "< 1 s at 10,000 lines/s",
+                     f"{f['p99']:.2f} s at {_n(f['rate_appended'])} lines/s",
+                     _met(f["p99"] < 1.0 and f["rate_appended"] >= 10_000)))  # fmt: skip
         rec = pipe.get("recovery_s")
         if rec:
             times = _recovery_times(rec)
