@@ -656,7 +656,8 @@ def register(subparsers) -> None:
     p.add_argument("--brokers", default="127.0.0.1:9092", help="Kafka bootstrap HOST:PORT[,…]")
     p.add_argument("--topic-prefix", default="", help="prefix of every topic name (tests)")
     p.add_argument("--app-id", default="eximtrack-stream", help="consumer group / app id")
-    p.add_argument("--data-dir", default="/tmp/eximtrack-stream", help="faust's local data directory")
+    p.add_argument("--data-dir", default="/tmp/eximtrack-stream",
+                   help="the worker's local tables (RocksDB): one per worker, on a disk that survives restarts")  # fmt: skip
     p.add_argument("--web-port", type=int, default=None, help="serve /metrics on this port")
     p.add_argument("--expiry", type=float, default=None, help="seconds (event time) an idle message is kept")
     p.add_argument("--instance-id", default=None,
