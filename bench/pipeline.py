@@ -273,18 +273,19 @@ def _open_messages(stack, store, appender, server: str, n: int) -> dict:
 RECOVERY_TARGET_S = 5.0  # issue 12: stored events flow again within 5 s of a restart
 
 
-def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> dict:
+def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> tuple[dict, float]:
     """SIGKILL each component in turn (`server`'s shipper, the worker, the sink) and start it again at
     once; for each, the seconds from the restart until a line appended right then is stored (the
     process's start included: what an operator's supervisor would see), or `timeout` and its name in
-    "timed_out" when it was not stored by then; "stream_lines_redone": the lines the restarted worker
-    processed until then (those after its last committed offset, and the probe). The store is read through
-    the sink's query endpoint, found again after the sink's restart."""
+    "timed_out" when it was not stored by then; and the lines the restarted worker processed until its
+    probe was stored (those after its last committed offset, and the probe). The store is read through the
+    sink's query endpoint, found again after the sink's restart."""
     from eximtrack.config import parse_store_url
     from sinks.clickhouse.query_server import RemoteStore, find_endpoint
 
     sql = "SELECT count() FROM events WHERE server = {s:String} AND msgid = {m:String}"
     out: dict = {"timed_out": []}
+    redone = 0.0
     for name in (f"ship-{server}", "stream", "sink"):
         comp = stack.components[name]
         comp.kill()
@@ -311,8 +312,8 @@ def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> 
         out[name.split("-")[0]] = time.monotonic() - t0
         if name == "stream":
             # what the restarted worker did before the probe: the lines after its last committed offset, again
-            out["stream_lines_redone"] = stack.stream_metrics().get("eximtrack_stream_lines_total", 0.0)
-    return out
+            redone = stack.stream_metrics().get("eximtrack_stream_lines_total", 0.0)
+    return out, redone
 
 
 def run(quick: bool, workdir: Path) -> dict:
@@ -356,7 +357,7 @@ def run(quick: bool, workdir: Path) -> dict:
             open_state = _open_messages(
                 stack, store, appender, next(iter(logs)), 10_000 if quick else 100_000
             )
-            recovery = _recovery(stack, appender, next(iter(logs)), path, 120 if quick else 900)
+            recovery, redone = _recovery(stack, appender, next(iter(logs)), path, 120 if quick else 900)
         finally:
             appender.close()
     middle = sorted(done, key=lambda d: d["lines_per_s"])[len(done) // 2]
@@ -367,6 +368,7 @@ def run(quick: bool, workdir: Path) -> dict:
         "peak_rss_mb": memory,
         "open_messages": open_state,
         "recovery_s": recovery,
+        "recovery_worker_lines_redone": redone,
         "target_recovery_s": RECOVERY_TARGET_S,
         "cores": os.cpu_count(),
         "target_lines_per_s": 30_000,  # issue 12

@@ -246,8 +246,8 @@ def render(r: dict) -> str:
             out += ["", "Recovery: each component SIGKILLed and started again at once, then a line appended; seconds "
                     "from the restart until it is stored (process start included): "
                     + ", ".join(f"{n} **{v}**" for n, v in _recovery_times(rec).items()) + " (target < 5 s)."]  # fmt: skip
-            if "stream_lines_redone" in rec:
-                out[-1] += (f" Until then the restarted worker processed {_n(rec['stream_lines_redone'])} lines: "
+            if "recovery_worker_lines_redone" in pipe:
+                out[-1] += (f" Until then the restarted worker processed {_n(pipe['recovery_worker_lines_redone'])} lines: "
                             "those after its last committed offset, processed again.")  # fmt: skip
         om = pipe.get("open_messages")
         if om:
@@ -271,11 +271,7 @@ def render(r: dict) -> str:
 def _recovery_times(rec: dict) -> dict[str, str]:
     """{component: "1.4 s" or "> 900 s" (not stored by the bench's deadline)} of bench/pipeline.py's recovery_s."""
     late = set(rec.get("timed_out", ()))
-    return {
-        n: (f"> {v:.0f} s" if n in late else f"{v:.1f} s")
-        for n, v in rec.items()
-        if n not in ("timed_out", "stream_lines_redone")
-    }
+    return {n: (f"> {v:.0f} s" if n in late else f"{v:.1f} s") for n, v in rec.items() if n != "timed_out"}
 
 
 def _render_queries(q: dict) -> list[str]:

@@ -77,9 +77,9 @@ def refresh(
     cleanup: bool = True,
     lock: AbstractContextManager | None = None,
 ) -> dict:
-    """Snapshot every dirty hour, then every day whose hours are all clean; with `cleanup`, delete the snapshots no query reads any more (see
-    delete_unread). `lock` is held around each step (the sink's chDB engine lock: queries served meanwhile
-    wait for one batch, not for the whole refresh).
+    """Snapshot every dirty hour, then every day whose hours are all clean; with `cleanup`, delete the
+    snapshots no query reads any more (see delete_unread). `lock` is held around each step (the sink's chDB
+    engine lock: queries served meanwhile wait for one batch, not for the whole refresh).
     Returns {"hours": snapshotted, "skipped": changed meanwhile, "days": days snapshotted,
     "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours were just
     snapshotted is taken in the same refresh."""

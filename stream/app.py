@@ -33,8 +33,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 
 import faust
 
@@ -113,7 +115,7 @@ class OpenStates:
         """{msgid: (completed_at, last_seen)} of the server's states in the table (a live dict: flush updates it)."""
         if self.by_server is None:
             by: dict[str, dict[str, tuple[float, float]]] = {}
-            for k, v in list(self.table.items()):
+            for k, v in self.table.items():  # nothing writes the table during this walk: no copy
                 if isinstance(k, str) and v is not None and SEP in k:
                     server_of, _, msgid = k.partition(SEP)
                     by.setdefault(server_of, {})[msgid] = state_ends(v)
@@ -424,9 +426,6 @@ def discard_stale_tables(tabledir: str | os.PathLike, max_age: float = LOCAL_STA
                          now: float | None = None) -> bool:  # fmt: skip
     """Remove the local table copies under `tabledir` if no file in it changed for `max_age` seconds;
     True when they were removed (faust then restores the tables from their changelogs)."""
-    import shutil
-    from pathlib import Path
-
     root = Path(tabledir)
     if not root.is_dir():
         return False
