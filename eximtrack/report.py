@@ -217,11 +217,11 @@ REASONS = Dashboard(
             "Top deferral reasons (templates)",
             "bar",
             """SELECT template,
-    uniqExactMerge(attempts) AS attempts
-FROM reasons_hourly
+    sum(attempts) AS attempts
+FROM reasons_hourly_all
 WHERE $RANGE AND type = 'defer'
 GROUP BY template
-ORDER BY attempts DESC
+ORDER BY attempts DESC, template
 LIMIT 12""",
         ),
         Panel(
@@ -242,11 +242,11 @@ LIMIT 12""",
             "timeseries",
             """SELECT hour AS time,
     deliverydomain AS series,
-    uniqExactMerge(attempts) AS value
-FROM reasons_hourly
+    sum(attempts) AS value
+FROM reasons_hourly_all
 WHERE $RANGE AND type = 'defer' AND deliverydomain IN (
-    SELECT deliverydomain FROM reasons_hourly WHERE $RANGE AND type = 'defer'
-    GROUP BY deliverydomain ORDER BY uniqExactMerge(attempts) DESC LIMIT 5)
+    SELECT deliverydomain FROM reasons_hourly_all WHERE $RANGE AND type = 'defer'
+    GROUP BY deliverydomain ORDER BY sum(attempts) DESC, deliverydomain LIMIT 5)
 GROUP BY time, series
 ORDER BY time, series""",
         ),
@@ -400,8 +400,8 @@ ORDER BY behind_seconds DESC, server""",
             "timeseries",
             """SELECT hour AS time,
     type AS series,
-    uniqExactMerge(events) AS value
-FROM activity_hourly
+    sum(events) AS value
+FROM activity_hourly_all
 WHERE $RANGE
 GROUP BY time, series
 ORDER BY time, series""",

@@ -55,8 +55,8 @@ AGGREGATE_TABLES = (
     "activity_hourly",
     "unclassified_hourly",
 )
-# ... plus the rolled-up totals (005), the hourly (008) and the daily (013) snapshots: every table whose TTL
-# `retention --aggregates-days` sets, with the column it counts from
+# ... plus the rolled-up totals (005), the hourly (008, 014) and the daily (013) snapshots: every table whose
+# TTL `retention --aggregates-days` sets, with the column it counts from
 RETENTION_TABLES = (
     *AGGREGATE_TABLES,
     "mail_hourly_totals",
@@ -64,6 +64,10 @@ RETENTION_TABLES = (
     "mail_hourly_snap_hours",
     "mail_daily_snap",
     "mail_daily_snap_days",
+    "activity_hourly_snap",
+    "activity_hourly_snap_hours",
+    "reasons_hourly_snap",
+    "reasons_hourly_snap_hours",
 )
 RETENTION_BASE = {t: "day" if t.startswith("mail_daily") else "hour" for t in RETENTION_TABLES}
 DEFAULT_AGGREGATE_DAYS = 730
@@ -360,23 +364,29 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
 # -- rebuild ---------------------------------------------------------------------------------------------
 
 
+# the aggregates with an insert counter (snapshotted: 008, 014) and the last line of their backfill's SELECT
+_COUNTED_TABLES = {
+    "mail_hourly": "    max(actionunixtime) AS last_event\n",
+    "activity_hourly": "    max(actionunixtime) AS last_event\n",
+    "reasons_hourly": "    any(message) AS example\n",
+}
+
+
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows), with mail_hourly's insert counter of migration 008; `final=True` reads `events FINAL` /
+    rows), with the insert counters of migrations 008 and 014; `final=True` reads `events FINAL` /
     `rejects FINAL` (one version per event id)."""
     migration = next(m for m in migrations.load_migrations() if m.name == "backfill_aggregates")
     out = []
     for statement in migration.statements():
         table = statement.split()[2]
-        if table == "mail_hourly":
-            last = "    max(actionunixtime) AS last_event\n"
+        last = _COUNTED_TABLES.get(table)
+        if last is not None:
             if last not in statement:
                 raise RuntimeError(
-                    "migration 004's mail_hourly backfill has changed: update backfill_statements"
+                    f"migration 004's {table} backfill has changed: update backfill_statements"
                 )
-            statement = statement.replace(
-                last, "    max(actionunixtime) AS last_event,\n    count() AS inserts\n"
-            )
+            statement = statement.replace(last, last.rstrip("\n") + ",\n    count() AS inserts\n")
         if final:
             statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
         out.append((table, statement))

@@ -1,5 +1,8 @@
-"""Hourly snapshots of `mail_hourly` (migration 008): the finalised numbers of every hour, kept as plain
-rows so that `eximtrack stats`, the dashboards and the abuse views do not merge set states at query time.
+"""Hourly snapshots of the set-state aggregates: the finalised numbers of every hour, kept as plain rows so
+that `eximtrack stats`, the dashboards and the abuse views do not merge set states at query time —
+`mail_hourly` (migration 008) and the event-hour tables `activity_hourly` and `reasons_hourly` (014), each
+described by a `Snapshotted`. The text below says `mail_hourly`; the others work the same way, without a
+rollup horizon and without days.
 
 `refresh(store)` finds the hours whose insert counter (sum(mail_hourly.inserts), which grows with every
 insert touching the hour) has no recorded snapshot, writes the numbers of `mail_hourly_v` for those hours
@@ -25,6 +28,7 @@ import logging
 import secrets
 import time
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 log = logging.getLogger("eximtrack.stats_snapshots")
@@ -49,6 +53,42 @@ DAILY_COUNTERS = (
 )  # fmt: skip
 BATCH_DAYS = 7  # days per INSERT … SELECT
 
+ACTIVITY_COLUMNS = ("server", "type", "events", "rows", "last_event")
+REASONS_COLUMNS = (
+    "server", "type", "deliverydomain", "host", "ip", "template", "attempts", "recipients", "messages", "example",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshotted:
+    """A set-state table kept as hourly snapshots: `states` (with an `inserts` counter and its projection
+    `hour_inserts`), its finalised view `view` (plus sum(inserts)), the snapshot rows `rows` (`hour`, `seen`,
+    `writer`, then `columns`), the recorded snapshots `recorded`, and the view reading each hour from one of
+    them (`read_by`). `rolled`: hours before the rollup horizon are read from totals (mail_hourly only)."""
+
+    states: str
+    view: str
+    rows: str
+    recorded: str
+    columns: tuple[str, ...]
+    read_by: str
+    rolled: bool = False
+
+
+MAIL = Snapshotted(
+    "mail_hourly", "mail_hourly_v", "mail_hourly_snap", "mail_hourly_snap_hours", SNAPSHOT_COLUMNS,
+    "mail_hourly_all", rolled=True,
+)  # fmt: skip
+ACTIVITY = Snapshotted(
+    "activity_hourly", "activity_hourly_v", "activity_hourly_snap", "activity_hourly_snap_hours",
+    ACTIVITY_COLUMNS, "activity_hourly_all",
+)  # fmt: skip
+REASONS = Snapshotted(
+    "reasons_hourly", "reasons_hourly_v", "reasons_hourly_snap", "reasons_hourly_snap_hours",
+    REASONS_COLUMNS, "reasons_hourly_all",
+)  # fmt: skip
+SNAPSHOTTED = (MAIL, ACTIVITY, REASONS)
+
 _PAIRS = "{pairs:Array(Tuple(DateTime('UTC'), UInt64))}"
 _HOURS = "{hours:Array(DateTime('UTC'))}"
 # the rollup horizon (migration 005) as a scalar subquery: the hours before it are read from the totals
@@ -60,12 +100,13 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def dirty_hours(store) -> list[tuple[datetime, int]]:
-    """[(hour, current insert counter)] of the hours from the rollup horizon on that have no recorded
-    snapshot taken at their current counter."""
+def dirty_hours(store, table: Snapshotted = MAIL) -> list[tuple[datetime, int]]:
+    """[(hour, current insert counter)] of the hours of `table` (from the rollup horizon on, where it has
+    one) that have no recorded snapshot taken at their current counter."""
+    since = f" WHERE hour >= {HORIZON_SQL}" if table.rolled else ""
     rows = store.query(
-        f"SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE hour >= {HORIZON_SQL} GROUP BY hour "
-        "HAVING (hour, n) NOT IN (SELECT hour, seen FROM mail_hourly_snap_hours) ORDER BY hour"
+        f"SELECT hour, sum(inserts) AS n FROM {table.states}{since} GROUP BY hour "
+        f"HAVING (hour, n) NOT IN (SELECT hour, seen FROM {table.recorded}) ORDER BY hour"
     ).result_rows
     return [(as_utc(h), int(n)) for h, n in rows]
 
@@ -77,12 +118,13 @@ def refresh(
     cleanup: bool = True,
     lock: AbstractContextManager | None = None,
 ) -> dict:
-    """Snapshot every dirty hour, then every day whose hours are all clean; with `cleanup`, delete the
+    """Snapshot every dirty hour of every table, then every day whose mail hours are all clean; with
+    `cleanup`, delete the
     snapshots no query reads any more (see delete_unread). `lock` is held around each step (the sink's chDB
     engine lock: queries served meanwhile wait for one batch, not for the whole refresh).
-    Returns {"hours": snapshotted, "skipped": changed meanwhile, "days": days snapshotted,
-    "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours were just
-    snapshotted is taken in the same refresh."""
+    Returns {"hours": hours snapshotted (all tables), "skipped": changed meanwhile, "days": days
+    snapshotted, "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours
+    were just snapshotted is taken in the same refresh."""
     lock = lock or nullcontext()
     started = time.monotonic()
     writer = 1 + secrets.randbelow(2**63 - 1)  # 0 means "no snapshot" in mail_hourly_all
@@ -96,7 +138,14 @@ def refresh(
                 done += write(store, todo[i : i + size], writer)
         return done, len(todo)
 
-    done, dirty = in_batches(dirty_hours, _snapshot, batch_hours)
+    done = dirty = 0
+    for table in SNAPSHOTTED:
+        n, of = in_batches(
+            lambda st, t=table: dirty_hours(st, t),
+            lambda st, batch, w, t=table: _snapshot(st, batch, w, t),
+            batch_hours,
+        )
+        done, dirty = done + n, dirty + of
     days_done, days = in_batches(days_to_snapshot, _snapshot_days, BATCH_DAYS)
     with lock:
         deleted = delete_unread(store) if cleanup else 0
@@ -169,36 +218,41 @@ def _snapshot_days(store, batch: list[tuple[date, int, list[Pin]]], writer: int)
     return len(batch)
 
 
-def _snapshot(store, batch: list[tuple[datetime, int]], writer: int) -> int:
-    """Write, then record, the snapshots of `batch` [(hour, counter)]; returns how many were recorded."""
-    cols = ", ".join(SNAPSHOT_COLUMNS)
+def _snapshot(store, batch: list[tuple[datetime, int]], writer: int, table: Snapshotted = MAIL) -> int:
+    """Write, then record, the snapshots of `batch` [(hour, counter)] of `table`; returns how many were
+    recorded."""
+    cols = ", ".join(table.columns)
     params = {"hours": [h for h, _ in batch], "pairs": batch, "w": writer}
     # `seen` is a window over the same read as the numbers: an insert landing meanwhile changes the
     # hour's counter, the pair no longer matches, and the hour waits for the next refresh.
     store.command(
-        f"INSERT INTO mail_hourly_snap (hour, seen, writer, {cols}) SELECT hour, seen, {{w:UInt64}}, {cols} "
-        f"FROM (SELECT hour, {cols}, sum(inserts) OVER (PARTITION BY hour) AS seen FROM mail_hourly_v "
+        f"INSERT INTO {table.rows} (hour, seen, writer, {cols}) SELECT hour, seen, {{w:UInt64}}, {cols} "
+        f"FROM (SELECT hour, {cols}, sum(inserts) OVER (PARTITION BY hour) AS seen FROM {table.view} "
         f"WHERE hour IN {_HOURS}) WHERE (hour, seen) IN {_PAIRS}",
         params,
     )
     store.command(
-        "INSERT INTO mail_hourly_snap_hours (hour, seen, writer, keys) SELECT hour, seen, writer, count() "
-        f"FROM mail_hourly_snap WHERE hour IN {_HOURS} AND (hour, seen) IN {_PAIRS} AND writer = {{w:UInt64}} "
+        f"INSERT INTO {table.recorded} (hour, seen, writer, keys) SELECT hour, seen, writer, count() "
+        f"FROM {table.rows} WHERE hour IN {_HOURS} AND (hour, seen) IN {_PAIRS} AND writer = {{w:UInt64}} "
         "GROUP BY hour, seen, writer",
         params,
     )
     return int(
         store.query(
-            f"SELECT count() FROM mail_hourly_snap_hours WHERE (hour, seen) IN {_PAIRS} AND writer = {{w:UInt64}}",
+            f"SELECT count() FROM {table.recorded} WHERE (hour, seen) IN {_PAIRS} AND writer = {{w:UInt64}}",
             params,
         ).result_rows[0][0]
     )
 
 
-# (rows, recorded snapshots, time column, its type) of the hourly and the daily snapshots
+# (rows, recorded snapshots, time column, its type) of the hourly and the daily mail snapshots (the ones
+# the rollup horizon applies to), and of every snapshot table
 _GRAINS = (
     ("mail_hourly_snap", "mail_hourly_snap_hours", "hour", "DateTime('UTC')"),
     ("mail_daily_snap", "mail_daily_snap_days", "day", "Date"),
+)
+_ALL_GRAINS = _GRAINS + tuple(
+    (t.rows, t.recorded, "hour", "DateTime('UTC')") for t in SNAPSHOTTED if t is not MAIL
 )
 
 
@@ -207,7 +261,7 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
     `grace_seconds` ago, every other snapshot of it: older ones, other writers of the same one, rows never
     recorded. Returns the number of (hour or day, seen, writer) snapshots deleted."""
     deleted = 0
-    for rows, recorded, t, typ in _GRAINS:
+    for rows, recorded, t, typ in _ALL_GRAINS:
         old = store.query(
             f"SELECT s.{t}, s.seen, s.writer FROM (SELECT DISTINCT {t}, seen, writer FROM {rows}) AS s "
             f"INNER JOIN (SELECT {t}, argMin((seen, writer), (-seen, writer)) AS keep, "
@@ -240,7 +294,7 @@ def delete_before(store, hour: datetime) -> None:
 
 def clear(store) -> None:
     """Forget every snapshot (after the set states were rebuilt: their counters start again)."""
-    for rows, recorded, _, _ in _GRAINS:
+    for rows, recorded, _, _ in _ALL_GRAINS:
         store.command(f"TRUNCATE TABLE {rows}")
         store.command(f"TRUNCATE TABLE {recorded}")
 
@@ -275,6 +329,11 @@ class Refresher:
 
 
 __all__ = [
+    "ACTIVITY",
+    "MAIL",
+    "REASONS",
+    "SNAPSHOTTED",
+    "Snapshotted",
     "BATCH_DAYS",
     "BATCH_HOURS",
     "DAILY_COUNTERS",

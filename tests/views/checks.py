@@ -147,6 +147,33 @@ ROLLUP_PAIRS = (
     "abuse_senders_hourly.history",
 )
 
+# the event-hour tables read through their snapshots (migration 014): per key as their states, and the
+# numbers the panels add up over keys and hours equal to one distinct count over the whole range
+ACTIVITY_KEY = "hour, server, type"
+REASONS_KEY = "hour, server, type, deliverydomain, host, ip, template"
+PAIRS["activity_hourly_all"] = (
+    f"SELECT {ACTIVITY_KEY}, events, rows, last_event FROM activity_hourly_all",
+    PAIRS["activity_hourly"][1],
+)
+PAIRS["reasons_hourly_all"] = (
+    f"SELECT {REASONS_KEY}, attempts, recipients, messages FROM reasons_hourly_all",
+    PAIRS["reasons_hourly"][1],
+)
+PAIRS["activity_hourly_all.events_summed"] = (
+    "SELECT type, sum(events) FROM activity_hourly_all GROUP BY type",
+    "SELECT type, uniqExact(event_id) FROM events FINAL WHERE is_deleted = 0 GROUP BY type",
+)
+ATTEMPT = "(server, msgid, recipient, deliveredto, attempts)"
+for column, expr in (("template", TEMPLATE), ("deliverydomain", "deliverydomain")):
+    PAIRS[f"reasons_hourly_all.attempts_summed_by_{column}"] = (
+        f"SELECT type, {column}, sum(attempts) FROM reasons_hourly_all GROUP BY type, {column}",
+        f"""SELECT type, {expr} AS {column}, uniqExact{ATTEMPT} FROM events FINAL
+            WHERE type IN ('defer', 'failure') AND is_deleted = 0 GROUP BY type, {column}""",
+    )
+SNAPSHOT_PAIRS = ROLLUP_PAIRS + tuple(
+    n for n in PAIRS if n.startswith(("activity_hourly_all", "reasons_hourly_all"))
+)
+
 
 def rows(store, sql: str) -> list[tuple]:
     return sorted(tuple(_plain(v) for v in r) for r in store.query(sql).result_rows)

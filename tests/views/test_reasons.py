@@ -60,3 +60,6 @@ def test_migration_embeds_the_generated_expression():
     expr = reasons.sql_expression("message")
     assert sql.count(f"{expr} AS template,") == 2  # reasons_hourly_mv and rejections_hourly_mv
     assert sql.count("AS template,") == 2
+    # migration 014 redefines reasons_hourly_mv (its insert counter) with the same expression
+    sql = (MIGRATIONS_DIR / "014_event_hour_snapshots.sql").read_text(encoding="utf-8")
+    assert sql.count(f"{expr} AS template,") == sql.count("AS template,") == 1

@@ -20,6 +20,8 @@ AGGREGATES = {
     "delays_hourly",
     "rejections_hourly",
     "activity_hourly",
+    "activity_hourly_all",
+    "reasons_hourly_all",
     "unclassified_hourly",
     "abuse_senders_hourly",
     "abuse_domains_hourly",

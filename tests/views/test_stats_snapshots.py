@@ -22,7 +22,7 @@ BUMP = 1000  # added to `messages` of every snapshot row: shows where a number w
 
 
 def assert_agree(store: Store) -> None:
-    bad = checks.mismatches(store, only=checks.ROLLUP_PAIRS)
+    bad = checks.mismatches(store, only=checks.SNAPSHOT_PAIRS)
     assert not bad, bad
     assert_two_statements_equal_the_view(store)
 
@@ -172,12 +172,22 @@ def test_superseded_snapshots_are_deleted_after_the_grace_period(url):
     # second ingest changed every hour of them, so each was taken twice as well
     days = store.query("SELECT uniqExact(day) FROM mail_daily_snap_days").result_rows[0][0]
     assert store.query("SELECT count() FROM mail_daily_snap_days").result_rows[0][0] == 2 * days
+    # ... and so was every hour of the event-hour tables (migration 014)
+    event_hours = {}
+    for t in (stats_snapshots.ACTIVITY, stats_snapshots.REASONS):
+        n = store.query(f"SELECT uniqExact(hour) FROM {t.recorded}").result_rows[0][0]
+        assert n and store.query(f"SELECT count() FROM {t.recorded}").result_rows[0][0] == 2 * n
+        event_hours[t] = n
     assert stats_snapshots.delete_unread(store) == 0  # still within the grace period
-    assert stats_snapshots.delete_unread(store, grace_seconds=0) == hours + days
+    assert stats_snapshots.delete_unread(store, grace_seconds=0) == hours + days + sum(event_hours.values())
     assert store.query("SELECT count() FROM mail_hourly_snap_hours").result_rows[0][0] == hours
     assert store.query("SELECT count() FROM mail_daily_snap_days").result_rows[0][0] == days
     keys = store.query("SELECT count() FROM mail_hourly_v").result_rows[0][0]
     assert snap_rows(store) == keys
+    for t, n in event_hours.items():
+        assert store.query(f"SELECT count() FROM {t.recorded}").result_rows[0][0] == n
+        kept = store.query(f"SELECT count() FROM {t.rows}").result_rows[0][0]
+        assert kept == store.query(f"SELECT count() FROM {t.view}").result_rows[0][0]
     assert stats_snapshots.dirty_hours(store) == []
     assert_agree(store)
 

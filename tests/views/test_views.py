@@ -65,7 +65,7 @@ def _join_in_batches(store: Store, server: str, lines: list[str], cuts: list[int
         assert_agree(store)
         stats_snapshots.refresh(store)
         assert stats_snapshots.dirty_hours(store) == []
-        bad = checks.mismatches(store, only=checks.ROLLUP_PAIRS)  # the pairs that read the snapshots
+        bad = checks.mismatches(store, only=checks.SNAPSHOT_PAIRS)  # the pairs that read the snapshots
         assert not bad, bad
 
 
