@@ -63,29 +63,29 @@ REASONS_COLUMNS = (
 class Snapshotted:
     """A set-state table kept as hourly snapshots: `states` (with an `inserts` counter and its projection
     `hour_inserts`), its finalised view `view` (plus sum(inserts)), the snapshot rows `rows` (`hour`, `seen`,
-    `writer`, then `columns`), the recorded snapshots `recorded`, and the view reading each hour from one of
-    them (`read_by`). `rolled`: hours before the rollup horizon are read from totals (mail_hourly only)."""
+    `writer`, then `columns`) and the recorded snapshots `recorded`, read by the view `<states>_all` (each
+    hour from one of them). `rolled`: hours before the rollup horizon are read from totals (mail_hourly
+    only)."""
 
     states: str
     view: str
     rows: str
     recorded: str
     columns: tuple[str, ...]
-    read_by: str
     rolled: bool = False
 
 
 MAIL = Snapshotted(
     "mail_hourly", "mail_hourly_v", "mail_hourly_snap", "mail_hourly_snap_hours", SNAPSHOT_COLUMNS,
-    "mail_hourly_all", rolled=True,
+    rolled=True,
 )  # fmt: skip
 ACTIVITY = Snapshotted(
     "activity_hourly", "activity_hourly_v", "activity_hourly_snap", "activity_hourly_snap_hours",
-    ACTIVITY_COLUMNS, "activity_hourly_all",
+    ACTIVITY_COLUMNS,
 )  # fmt: skip
 REASONS = Snapshotted(
     "reasons_hourly", "reasons_hourly_v", "reasons_hourly_snap", "reasons_hourly_snap_hours",
-    REASONS_COLUMNS, "reasons_hourly_all",
+    REASONS_COLUMNS,
 )  # fmt: skip
 SNAPSHOTTED = (MAIL, ACTIVITY, REASONS)
 
@@ -119,9 +119,9 @@ def refresh(
     lock: AbstractContextManager | None = None,
 ) -> dict:
     """Snapshot every dirty hour of every table, then every day whose mail hours are all clean; with
-    `cleanup`, delete the
-    snapshots no query reads any more (see delete_unread). `lock` is held around each step (the sink's chDB
-    engine lock: queries served meanwhile wait for one batch, not for the whole refresh).
+    `cleanup`, delete the snapshots no query reads any more (see delete_unread). `lock` is held around each
+    step (the sink's chDB engine lock: queries served meanwhile wait for one batch, not for the whole
+    refresh).
     Returns {"hours": hours snapshotted (all tables), "skipped": changed meanwhile, "days": days
     snapshotted, "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours
     were just snapshotted is taken in the same refresh."""

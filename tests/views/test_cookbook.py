@@ -62,6 +62,20 @@ def check_top_bouncing_domains(store, sql):
     assert got[0][2]  # a reason template
 
 
+def check_top_deferral_reasons(store, sql):
+    since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    got = _rows(store, sql, {"since": since, "until": until})
+    from tests.views.checks import TEMPLATE
+
+    want = _rows(
+        store,
+        f"""SELECT {TEMPLATE} AS template, uniqExact(server, msgid, recipient, deliveredto, attempts) AS n
+            FROM events FINAL WHERE type = 'defer' AND is_deleted = 0 GROUP BY template
+            ORDER BY n DESC, template LIMIT 10""",
+    )
+    assert got and [tuple(r) for r in got] == [tuple(r) for r in want]
+
+
 def check_stuck_in_queue(store, sql):
     now = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
     got = _rows(store, sql, {"now": now})
