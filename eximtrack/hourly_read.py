@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, as_utc
 
@@ -125,6 +125,18 @@ def whole_days(bounds: Mapping[str, datetime]) -> str:
     return " AND ".join(conds)
 
 
+def may_hold_whole_day(bounds: Mapping[str, datetime]) -> bool:
+    """Whether the hour range of `bounds` (as whole_days reads it) can hold a whole day: a range of 24 hours
+    not starting at midnight holds none, and its plan then skips the daily snapshots' lookup."""
+    if "since" not in bounds or "until" not in bounds:
+        return True
+    since = as_utc(bounds["since"])
+    first = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < since:
+        first += timedelta(days=1)
+    return first + timedelta(hours=23) < as_utc(bounds["until"])
+
+
 def daily(keys: Sequence[str], counters: Sequence[str], where: Mapping[str, str] | None = None) -> bool:
     """Whether a read of `counters` by `keys` filtered on the columns of `where` can use daily snapshots."""
     return {*keys, *(where or {})} <= set(DAILY_KEYS) and set(counters) <= set(DAILY_COUNTERS)
@@ -207,6 +219,7 @@ __all__ = [
     "ReadPlan",
     "daily",
     "whole_days",
+    "may_hold_whole_day",
     "plan",
     "source",
 ]

@@ -224,7 +224,9 @@ class HourlyStats:
         """Where the hours of the range are (and its whole days with a current daily snapshot, when this
         request can read days), through `run`."""
         days = None
-        if hourly_read.daily(self.groups, _COUNTED, self._filters({})):
+        if hourly_read.daily(self.groups, _COUNTED, self._filters({})) and hourly_read.may_hold_whole_day(
+            self.bounds
+        ):
             days = hourly_read.whole_days(self.bounds)
         return hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"), days)
 
