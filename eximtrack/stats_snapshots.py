@@ -117,14 +117,17 @@ def refresh(
     batch_hours: int = BATCH_HOURS,
     cleanup: bool = True,
     lock: AbstractContextManager | None = None,
+    settled: dict | None = None,
 ) -> dict:
     """Snapshot every dirty hour of every table, then every day whose mail hours are all clean; with
     `cleanup`, delete the snapshots no query reads any more (see delete_unread). `lock` is held around each
     step (the sink's chDB engine lock: queries served meanwhile wait for one batch, not for the whole
-    refresh).
-    Returns {"hours": hours snapshotted (all tables), "skipped": changed meanwhile, "days": days
-    snapshotted, "deleted": snapshots deleted}. The days are taken after the hours: a day whose last hours
-    were just snapshotted is taken in the same refresh."""
+    refresh). With `settled` ({(states table, hour): counter} seen by the previous refresh, updated here),
+    only the dirty hours whose counter did not change since are snapshotted: an hour still being written
+    (the current one, above all) would be dirty again at the next insert, so its snapshot would be wasted.
+    Returns {"hours": hours snapshotted (all tables), "skipped": changed meanwhile, "unsettled": dirty
+    hours left for a later refresh, "days": days snapshotted, "deleted": snapshots deleted}. The days are
+    taken after the hours: a day whose last hours were just snapshotted is taken in the same refresh."""
     lock = lock or nullcontext()
     started = time.monotonic()
     writer = 1 + secrets.randbelow(2**63 - 1)  # 0 means "no snapshot" in mail_hourly_all
@@ -138,10 +141,24 @@ def refresh(
                 done += write(store, todo[i : i + size], writer)
         return done, len(todo)
 
+    unsettled = 0
+
+    def settled_hours(st, table: Snapshotted) -> list[tuple[datetime, int]]:
+        nonlocal unsettled
+        todo = dirty_hours(st, table)
+        if settled is None:
+            return todo
+        keep = [(h, n) for h, n in todo if settled.get((table.states, h)) == n]
+        unsettled += len(todo) - len(keep)
+        for key in [k for k in settled if k[0] == table.states]:  # forget hours clean again or gone
+            del settled[key]
+        settled.update(((table.states, h), n) for h, n in todo)
+        return keep
+
     done = dirty = 0
     for table in SNAPSHOTTED:
         n, of = in_batches(
-            lambda st, t=table: dirty_hours(st, t),
+            lambda st, t=table: settled_hours(st, t),
             lambda st, batch, w, t=table: _snapshot(st, batch, w, t),
             batch_hours,
         )
@@ -151,14 +168,21 @@ def refresh(
         deleted = delete_unread(store) if cleanup else 0
     if dirty or days:
         log.info(
-            "stats snapshots: %d of %d dirty hours, %d of %d days in %.1fs",
+            "stats snapshots: %d of %d settled dirty hours (%d still written), %d of %d days in %.1fs",
             done,
             dirty,
+            unsettled,
             days_done,
             days,
             time.monotonic() - started,
         )
-    return {"hours": done, "skipped": dirty - done, "days": days_done, "deleted": deleted}
+    return {
+        "hours": done,
+        "skipped": dirty - done,
+        "unsettled": unsettled,
+        "days": days_done,
+        "deleted": deleted,
+    }
 
 
 Pin = tuple[datetime, int, int]  # an hourly snapshot: (hour, seen, writer)
@@ -300,12 +324,15 @@ def clear(store) -> None:
 
 
 class Refresher:
-    """Calls `refresh` at most every `seconds` (the sink's loop calls `maybe()` after each commit).
+    """Calls `refresh` at most every `seconds` (the sink's loop calls `maybe()` after each commit), each
+    time snapshotting only the hours that settled since the previous call (`refresh(settled=…)`): an hour
+    is taken once nothing was inserted for it for one interval, not re-taken every interval while written.
     A failed refresh is logged and retried later: snapshots are a speed-up, not a condition for exact
     numbers, so they never stop the writer."""
 
     def __init__(self, store, seconds: float = REFRESH_SECONDS, clock=time.monotonic, lock=None):
         self.store, self.seconds, self.clock, self.lock = store, seconds, clock, lock
+        self.settled: dict = {}
         self.last = clock()
         self.last_cleanup = self.last
         self.runs = 0
@@ -317,7 +344,7 @@ class Refresher:
         self.last = self.clock()
         cleanup = self.last - self.last_cleanup >= CLEANUP_SECONDS
         try:
-            done = refresh(self.store, lock=self.lock, cleanup=cleanup)
+            done = refresh(self.store, lock=self.lock, cleanup=cleanup, settled=self.settled)
         except Exception as exc:  # noqa: BLE001 - a speed-up must never stop the sink
             self.failures += 1
             log.warning("stats snapshots: refresh failed (%s); retrying in %.0fs", exc, self.seconds)

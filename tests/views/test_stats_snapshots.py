@@ -209,6 +209,40 @@ def test_refresher_runs_at_most_every_interval_and_never_raises():
     assert r.maybe() is None and r.failures == 1  # waits a full interval before trying again
 
 
+def test_the_refresher_takes_an_hour_once_it_settled(url):
+    """The sink's periodic refresh snapshots an hour only when its counter did not change for one interval
+    (an hour still written would be dirty again at once); reads stay exact at every step."""
+    ingest(url, "s1", SAMPLES / "mainlog-all.log")  # ingest snapshots everything at its end
+    store = Store.open(url)
+    now = [0.0]
+    r = stats_snapshots.Refresher(store, seconds=30, clock=lambda: now[0])
+
+    def tick() -> dict:
+        now[0] += 30
+        done = r.maybe()
+        assert done is not None
+        assert_agree(store)
+        return done
+
+    def dirty() -> int:
+        return sum(len(stats_snapshots.dirty_hours(store, t)) for t in stats_snapshots.SNAPSHOTTED)
+
+    assert tick()["hours"] == 0 and dirty() == 0
+    ingest_files(store, [str(GOLDEN / "defer_then_success" / "input.log")], server="s2")
+    touched = dirty()
+    assert touched
+    first = tick()  # seen for the first time: left dirty
+    assert first["hours"] == 0 and first["unsettled"] == touched and dirty() == touched
+    second = tick()  # unchanged for one interval: taken
+    assert second["hours"] == touched and second["unsettled"] == 0 and dirty() == 0
+    ingest_files(store, [str(GOLDEN / "defer_then_success" / "input.log")], server="s2")  # touched again
+    assert dirty() == touched
+    assert tick()["hours"] == 0 and dirty() == touched
+    ingest_files(store, [str(GOLDEN / "defer_then_success" / "input.log")], server="s2")  # and again
+    assert tick()["hours"] == 0  # it changed since the last look: still being written
+    assert tick()["hours"] == touched and dirty() == 0
+
+
 def test_refresher_deletes_unread_snapshots_at_most_every_cleanup_interval(monkeypatch):
     calls = []
     monkeypatch.setattr(stats_snapshots, "refresh", lambda store, **kw: calls.append(kw["cleanup"]) or {})
