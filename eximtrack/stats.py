@@ -367,7 +367,7 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
 
 
 # the aggregates with an insert counter (snapshotted: 008, 014) and the last line of their backfill's SELECT
-_COUNTED_TABLES = {
+_WITH_INSERT_COUNTER = {
     "mail_hourly": "    max(actionunixtime) AS last_event\n",
     "activity_hourly": "    max(actionunixtime) AS last_event\n",
     "reasons_hourly": "    any(message) AS example\n",
@@ -382,7 +382,7 @@ def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     out = []
     for statement in migration.statements():
         table = statement.split()[2]
-        last = _COUNTED_TABLES.get(table)
+        last = _WITH_INSERT_COUNTER.get(table)
         if last is not None:
             if last not in statement:
                 raise RuntimeError(

@@ -13,8 +13,9 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
 A crash anywhere before 4 replays the batch: harmless, because every record has a deterministic id and the
 tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing a query sees).
 
-Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written
-(eximtrack/stats_snapshots.py: a speed-up for `stats` and the dashboards; a failure is logged, never fatal).
+Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
+settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
+dashboards; a failure is logged, never fatal).
 
 In embedded mode (chdb://) this process owns the store (chDB allows one process per directory), so it also
 serves read-only queries for the CLI and the web page on 127.0.0.1 (sinks/clickhouse/query_server.py).
