@@ -61,32 +61,32 @@ REASONS_COLUMNS = (
 
 @dataclass(frozen=True)
 class Snapshotted:
-    """A set-state table kept as hourly snapshots: `states` (with an `inserts` counter and its projection
-    `hour_inserts`), its finalised view `view` (plus sum(inserts)), the snapshot rows `rows` (`hour`, `seen`,
-    `writer`, then `columns`) and the recorded snapshots `recorded`, read by the view `<states>_all` (each
-    hour from one of them). `rolled`: hours before the rollup horizon are read from totals (mail_hourly
-    only)."""
+    """A set-state table `states` kept as hourly snapshots (same names for every one): its `inserts` counter
+    and projection `hour_inserts`, its finalised view `<states>_v` (plus sum(inserts)), the snapshot rows
+    `<states>_snap` (`hour`, `seen`, `writer`, then `columns`), the recorded snapshots `<states>_snap_hours`,
+    read by the view `<states>_all` (each hour from one of them). `rolled`: hours before the rollup horizon
+    are read from totals (mail_hourly only)."""
 
     states: str
-    view: str
-    rows: str
-    recorded: str
     columns: tuple[str, ...]
     rolled: bool = False
 
+    @property
+    def view(self) -> str:
+        return f"{self.states}_v"
 
-MAIL = Snapshotted(
-    "mail_hourly", "mail_hourly_v", "mail_hourly_snap", "mail_hourly_snap_hours", SNAPSHOT_COLUMNS,
-    rolled=True,
-)  # fmt: skip
-ACTIVITY = Snapshotted(
-    "activity_hourly", "activity_hourly_v", "activity_hourly_snap", "activity_hourly_snap_hours",
-    ACTIVITY_COLUMNS,
-)  # fmt: skip
-REASONS = Snapshotted(
-    "reasons_hourly", "reasons_hourly_v", "reasons_hourly_snap", "reasons_hourly_snap_hours",
-    REASONS_COLUMNS,
-)  # fmt: skip
+    @property
+    def rows(self) -> str:
+        return f"{self.states}_snap"
+
+    @property
+    def recorded(self) -> str:
+        return f"{self.states}_snap_hours"
+
+
+MAIL = Snapshotted("mail_hourly", SNAPSHOT_COLUMNS, rolled=True)
+ACTIVITY = Snapshotted("activity_hourly", ACTIVITY_COLUMNS)
+REASONS = Snapshotted("reasons_hourly", REASONS_COLUMNS)
 SNAPSHOTTED = (MAIL, ACTIVITY, REASONS)
 
 _PAIRS = "{pairs:Array(Tuple(DateTime('UTC'), UInt64))}"
@@ -272,7 +272,7 @@ def _snapshot(store, batch: list[tuple[datetime, int]], writer: int, table: Snap
 # (rows, recorded snapshots, time column, its type) of the hourly and the daily mail snapshots (the ones
 # the rollup horizon applies to), and of every snapshot table
 _GRAINS = (
-    ("mail_hourly_snap", "mail_hourly_snap_hours", "hour", "DateTime('UTC')"),
+    (MAIL.rows, MAIL.recorded, "hour", "DateTime('UTC')"),
     ("mail_daily_snap", "mail_daily_snap_days", "day", "Date"),
 )
 _ALL_GRAINS = _GRAINS + tuple(
