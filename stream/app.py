@@ -39,6 +39,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import faust
+from faust.tables import TableManager
 
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
@@ -449,6 +450,17 @@ def changelog_topics(app_id: str, prefix: str = "") -> list:
     ]
 
 
+class PromptTableManager(TableManager):
+    """faust's table manager, without the fixed second it sleeps before it starts the tables (on_start:
+    `await self.sleep(1.0)`), a second on every start and restart of the worker. Every table of this app
+    is declared in `create_app`, before the worker starts, so there is nothing to wait for."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 def create_app(
     brokers: str,
     *,
@@ -489,6 +501,7 @@ def create_app(
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=instance_id,
+        TableManager=PromptTableManager,
     )
     raw_topic = app.topic(prefix + T.RAW_LINES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     events_topic = app.topic(prefix + T.EVENTS.name, value_serializer="raw")
@@ -521,6 +534,9 @@ def create_app(
         "gap_records_recovered": 0,
     }
     app.eximtrack_counters = counters  # type: ignore[attr-defined]
+    # the most records faust's producer buffer held at the end of a record (the changelog of that record's
+    # states, before `handle` hands it to the Kafka client): bounded by one record's states
+    gauges = {"producer_queue_peak_records": 0}
 
     def joiner_for(server: str, tz: str) -> Joiner:
         acc = accounts_table.get(server)
@@ -598,6 +614,15 @@ def create_app(
         await send_array(lines_topic, key, log_lines)
         counters["events"] += len(events)
         counters["rejects"] += len(rejects)
+        # Back-pressure on the table's changelog. faust queues every table write in its producer buffer, and a
+        # background task hands the queue to the Kafka client only while the agent waits, which a busy agent
+        # seldom does: the queue grew by hundreds of records per record (78k after 100k new messages), held
+        # ~4 KB per open message, and every offset commit (which first empties it) waited 10-30 s, so a
+        # killed worker re-did that much. Handing this record's changelog over before the next record keeps
+        # the queue at one record's states and commits within the commit interval (docs/GUARANTEES.md).
+        queued = app.producer.buffer.size
+        gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
+        await app.producer.buffer.flush()
 
     @app.agent(raw_topic, concurrency=1)
     async def join(stream):
@@ -620,6 +645,8 @@ def create_app(
     @app.page("/metrics")
     async def metrics(web, request):
         lines = [f"eximtrack_stream_{k}_total {v}" for k, v in counters.items()]
+        lines += [f"eximtrack_stream_{k} {v}" for k, v in gauges.items()]
+        lines.append(f"eximtrack_stream_producer_queue_records {app.producer.buffer.size}")
         for server, (j, _) in joiners.items():
             lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
             lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')

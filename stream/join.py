@@ -36,6 +36,8 @@ import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
+import orjson
+
 from schemas.records import (
     EVENT_DEFAULTS,
     EVENT_FIELDS,
@@ -185,8 +187,14 @@ class MessageState:
 
     def to_bytes(self) -> bytes:
         """The stream worker's table value and changelog record: `to_dict()` as compact JSON. Held as bytes,
-        an open message costs about a third of the memory the same state costs as Python dicts."""
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        an open message costs about a third of the memory the same state costs as Python dicts. orjson: the
+        worker writes one per touched message per record (json.dumps took 18 of its 28 us); the standard
+        library for what orjson refuses (lone surrogates of undecodable log bytes, integers beyond 64 bits)."""
+        data = self.to_dict()
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError:
+            return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_value(cls, value: bytes | str | dict) -> MessageState:

@@ -466,6 +466,17 @@ def test_state_dict_is_lossless_for_every_state_of_the_real_exim_samples():
     assert checked > 100
 
 
+
+def test_state_bytes_keep_what_orjson_refuses():
+    """to_bytes writes orjson; a lone surrogate (an undecodable log byte kept by surrogateescape) or an
+    integer beyond 64 bits falls back to the standard library and still round-trips, head first."""
+    from stream.join import state_ends
+
+    st = MessageState("1abcDE-000001-AB", arrival={"subject": "caf\udce9", "size": 1 << 70}, last_seen=5.0)
+    raw = st.to_bytes()
+    again = MessageState.from_value(raw)
+    assert again.arrival == st.arrival and state_ends(raw) == (0.0, 5.0)
+
 def test_local_deferral_then_delivery_is_one_row():
     """`== carol@local.test … defer` then `=> carol <carol@local.test>` (Exim logs the local part alone only
     on success; Exim test 0132 shows the full address on a local deferral): one row, delivered, 2 attempts."""
