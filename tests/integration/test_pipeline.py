@@ -200,7 +200,9 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
     print(f"restart -> stored again (s, incl. process start and a CLI poll): {recovery}")
     assert max(recovery.values()) < 30, recovery
     redone = stack.stream_metrics()["eximtrack_stream_lines_total"]
-    assert redone <= BATCH_MAX_LINES, f"the restarted worker re-did {redone:.0f} lines committed before the kill"
+    assert redone <= BATCH_MAX_LINES, (
+        f"the restarted worker re-did {redone:.0f} lines committed before the kill"
+    )
 
 
 def _open_messages(n: int) -> list[str]:

@@ -466,7 +466,6 @@ def test_state_dict_is_lossless_for_every_state_of_the_real_exim_samples():
     assert checked > 100
 
 
-
 def test_state_bytes_keep_what_orjson_refuses():
     """to_bytes writes orjson; a lone surrogate (an undecodable log byte kept by surrogateescape) or an
     integer beyond 64 bits falls back to the standard library and still round-trips, head first."""
@@ -476,6 +475,7 @@ def test_state_bytes_keep_what_orjson_refuses():
     raw = st.to_bytes()
     again = MessageState.from_value(raw)
     assert again.arrival == st.arrival and state_ends(raw) == (0.0, 5.0)
+
 
 def test_local_deferral_then_delivery_is_one_row():
     """`== carol@local.test … defer` then `=> carol <carol@local.test>` (Exim logs the local part alone only
