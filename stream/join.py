@@ -199,7 +199,12 @@ class MessageState:
     @classmethod
     def from_value(cls, value: bytes | str | dict) -> MessageState:
         """A stored state: bytes of `to_bytes()` (or JSON text), or a dict of `to_dict()`."""
-        return cls.from_dict(value if isinstance(value, dict) else json.loads(value))
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        try:
+            return cls.from_dict(orjson.loads(value))
+        except orjson.JSONDecodeError:  # escaped lone surrogates (to_bytes' standard-library fallback)
+            return cls.from_dict(json.loads(value))
 
     @classmethod
     def from_dict(cls, data: dict) -> MessageState:
