@@ -38,3 +38,24 @@ def test_compose_has_no_secrets():
 def test_systemd_unit_runs_the_shipper():
     unit = (DEPLOY / "systemd" / "eximtrack-ship.service").read_text()
     assert "eximtrack ship" in unit and "Restart=" in unit
+
+
+@pytest.mark.parametrize("service", ["stream", "sink", "ship"])
+def test_a_component_start_imports_only_up_to_its_command(service):
+    """`eximtrack <component>` parses with the extension modules up to the one with its command only, so
+    that a restarted shipper or worker does not import the store's client and pyarrow (a restart's start
+    time), and the command is still there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from eximtrack.cli import build_parser; "
+        f"p, failed = build_parser(command={service!r}); assert not failed; "
+        f"p.parse_args([{service!r}, '--help'])"
+    )
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and f"usage: eximtrack {service}" in out.stdout, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert ("matplotlib" in imported) is False and ("eximtrack.web.app" in imported) is False
+    if service != "sink":
+        assert "pyarrow" not in imported and "clickhouse_connect" not in imported
