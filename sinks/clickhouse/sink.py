@@ -1,7 +1,8 @@
 """The ClickHouse sink (`eximtrack sink`): events, rejects and log lines from Kafka -> the store.
 
 Commit order (docs/GUARANTEES.md), the one rule this module exists for:
-  1. poll a batch (bounded by `batch_size` decoded items and `batch_seconds` of waiting),
+  1. poll a batch (bounded by `batch_size` decoded items and `batch_seconds` of waiting; closed early once
+     it is CAUGHT_UP_AGE old and nothing more is waiting),
   2. decode it: each record is a JSON array of events / rejects / log lines (the joiner's output of one
      raw-lines record; a single object, the older form, is read too); a record that can never be inserted
      (not JSON, too large) goes to the dead-letter topic with the reason, and so does each element of an
@@ -104,6 +105,11 @@ def decode_item(kind: str, data: dict):
         raise ValueError(f"wrong schema: {exc}") from None
 
 
+# a batch at least this old (seconds since its first record) closes when a poll of CAUGHT_UP_POLL finds no more
+CAUGHT_UP_AGE = 0.25
+CAUGHT_UP_POLL = 0.05
+
+
 class Sink:
     """Kafka -> store, with the commit order above. I/O only; the rules live in decode_record and retry."""
 
@@ -182,13 +188,25 @@ class Sink:
         items = 0
         decoded: dict[str, list] = {"event": [], "reject": [], "line": []}
         deadline = time.monotonic() + self.batch_seconds
+        opened = None  # when the batch's first record came
         # A record holds an array (the joiner's output of one raw-lines record): bound the batch by the
-        # number of decoded items, not of Kafka records.
+        # number of decoded items, not of Kafka records. A batch also closes once it is CAUGHT_UP_AGE old and
+        # a short poll finds nothing more: the sink has caught up, and waiting out batch_seconds would only
+        # delay what is already there (up to a second of every line's freshness, and of a restart's first
+        # stored line); under a steady stream batches still fill up to the limits.
         while items < self.batch_size and not self._stop.is_set():
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 break
-            polled = self.consumer.poll(timeout_ms=int(left * 1000) + 1, max_records=self.max_poll_records)
+            wait = left if opened is None else min(left, max(CAUGHT_UP_POLL, opened + CAUGHT_UP_AGE - now))
+            polled = self.consumer.poll(timeout_ms=int(wait * 1000) + 1, max_records=self.max_poll_records)
+            if not polled:
+                if opened is not None and time.monotonic() - opened >= CAUGHT_UP_AGE:
+                    break
+                continue
+            if opened is None:
+                opened = time.monotonic()
             for batch in polled.values():
                 for rec in batch:
                     records += 1
