@@ -205,9 +205,10 @@ class MessageState:
         if isinstance(value, dict):
             return cls.from_dict(value)
         try:
-            return cls.from_dict(orjson.loads(value))
+            data = orjson.loads(value)
         except orjson.JSONDecodeError:  # escaped lone surrogates (to_bytes' standard-library fallback)
-            return cls.from_dict(json.loads(value))
+            data = json.loads(value)
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> MessageState:
