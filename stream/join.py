@@ -189,7 +189,8 @@ class MessageState:
         """The stream worker's table value and changelog record: `to_dict()` as compact JSON. Held as bytes,
         an open message costs about a third of the memory the same state costs as Python dicts. orjson: the
         worker writes one per touched message per record (json.dumps took 18 of its 28 us); the standard
-        library for what orjson refuses (lone surrogates of undecodable log bytes, integers beyond 64 bits)."""
+        library for what orjson refuses (integers beyond 64 bits, e.g. an absurd S=; strings with lone surrogates,
+        which the shippers' and ingest's decoding never produce)."""
         data = self.to_dict()
         try:
             # a copy of the exact size: the bytes orjson returns keep its writer's whole buffer (~8 KB for a
