@@ -124,6 +124,12 @@ def _domain(address: str) -> str:
     return address[at + 1 :].lower() if at >= 0 else ""
 
 
+def message_size(value: str) -> int:
+    """The S= of a line as bytes; 0 when it is not a number the store's UInt64 (and the records' JSON) can
+    hold: a line with an absurd S= must not stop the worker."""
+    return int(value) if value.isdigit() and len(value) <= 19 else 0
+
+
 def _strip_angle(value: str) -> str:
     return value[1:-1] if value.startswith("<") and value.endswith(">") else value
 
@@ -488,7 +494,7 @@ class Joiner:
             "senderauth": senderauth,
             "spamscore": st.pre.get("spamscore"),
             "sendunixtime": ts,
-            "size": int(size) if size.isdigit() else 0,
+            "size": message_size(size),
             "subject": f.get("T", ""),
             "message_id": f.get("id") or f.get("id*", ""),
             "protocol": protocol,
@@ -697,9 +703,7 @@ class Joiner:
             actionunixtime=ts,
             attempts=1,
         )
-        size = f.get("S", "")
-        if size.isdigit():
-            ev.size = int(size)
+        ev.size = message_size(f.get("S", ""))
         if not auth and f.get("U"):  # a local submission (outside SMTP): the user who ran it
             ev.senderauth, ev.sender, ev.user = "localuser", f["U"], f["U"]
         if ev.sender and "@" in ev.sender:

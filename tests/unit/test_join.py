@@ -509,3 +509,19 @@ def test_local_delivery_of_another_local_part_keeps_the_deferred_row():
     types = latest_types(j)
     assert types[("carol@local.test", "carol@local.test")] == "defer"
     assert types[("carol@local.test", "carolyn")] == "success"
+
+
+def test_an_absurd_size_is_no_size():
+    """S= beyond 64 bits (19 digits and more) is stored as 0: the records between worker and sink (orjson) and
+    the store's UInt64 cannot hold it, and one such line must not stop the worker."""
+    from schemas.records import dumps_json
+
+    j = Joiner("s1")
+    out = j.process("2026-12-01 10:00:00 1abcDE-000001-AB <= a@b.c H=(x) [192.0.2.1] P=esmtp "
+                    "S=999999999999999999999999 for r@d.e")  # fmt: skip
+    assert [e.size for e in out.events] == [0]
+    assert dumps_json([e.to_wire() for e in out.events])
+    out = j.process(
+        "2026-12-01 10:00:01 1abcDE-000002-AB <= a@b.c H=(x) [192.0.2.1] P=esmtp S=1234 for r@d.e"
+    )
+    assert [e.size for e in out.events] == [1234]
