@@ -36,7 +36,7 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.devstack       -> `eximtrack run` (the whole pipeline on one machine)
 #   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
 #   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
-#   eximtrack.web.app        -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
+#   eximtrack.web.serve      -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -47,7 +47,7 @@ EXTENSION_MODULES = [
     "eximtrack.stats",
     "eximtrack.search_index",
     "eximtrack.report",
-    "eximtrack.web.app",
+    "eximtrack.web.serve",
 ]
 # ---------------------------------------------------------------------------------------------------
 

@@ -1,56 +1,123 @@
-"""`eximtrack serve`: the JSON API, its OpenAPI document and the Track Delivery page, in one process.
+"""The Track Delivery web app as an ASGI application (Starlette): the JSON API, its OpenAPI document, the
+page, health probes and Prometheus metrics. eximtrack/web/serve.py runs it under uvicorn.
 
-Standard library HTTP (ThreadingHTTPServer). Every /api/v1 endpoint except the OpenAPI document needs
-`Authorization: Bearer <token>` (tokens file of eximtrack/web/auth.py); the token's account becomes a tenant
-`Scope` that eximtrack/web/query.py ANDs into the SQL of every query (search, CSV, message, stats, servers).
-Bad parameters are a 400 with {"error": "..."}; nothing a client sends reaches SQL except as a bound
-parameter. With an embedded (chDB) store this process owns the directory and also serves the read-only
-query endpoint for the CLI (sinks/clickhouse/query_server.py); when another process (the sink) owns it, the
-app queries through that process.
+Routes are generated from the operations of eximtrack/web/openapi.py: each accepts exactly the query
+parameters it declares (anything else is a 400), so the served document is the app's own definition.
+Every /api/v1 endpoint except the document needs `Authorization: Bearer <token>` (eximtrack/web/auth.py);
+the token's account becomes a tenant `Scope` that eximtrack/web/query.py ANDs into the SQL of every query.
+Nothing a client sends reaches SQL except as a bound parameter.
+
+Queries block (chDB, clickhouse-connect), so a request's whole work — token check, query builders, store
+calls, JSON encoding — runs in a bounded pool of query threads (`query_workers`), while the event loop only
+routes and sends. Requests beyond the pool wait in a bounded queue (`queue_limit`; more is a 503), and one
+that takes longer than `request_timeout` is answered 504 (its query then runs on until ClickHouse's
+`max_execution_time`, which is the same limit). A CSV export runs in one query thread from its first to
+its last row and is sent as it is produced, under back-pressure from the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-import json
-import mimetypes
 import os
 import secrets
 import sys
 import threading
+import time
 import traceback
-import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from eximtrack import stats
 from eximtrack.jsonable import json_bytes, jsonable, jsonable_rows
-from eximtrack.search import run_show
+from eximtrack.search import Scope, run_show
 from eximtrack.web import query as q
-from eximtrack.web.auth import Account, AuthError, TokenStore, default_tokens_path
-from eximtrack.web.openapi import document
+from eximtrack.web.auth import Account, AuthError, TokenStore
+from eximtrack.web.openapi import OPERATIONS, Operation, document
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CSV_PAGE_ROWS = int(os.environ.get("EXIMTRACK_CSV_PAGE_ROWS") or 20_000)  # rows per query of an export
+CSV_CHUNK_ROWS = 2000  # rows per chunk sent of an export
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'",
+    ),
+]
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def _jsonable(value):
     return jsonable(value, datetimes="epoch")
 
 
-def _rows(result) -> list[dict]:
-    return _dict_rows(list(result.column_names), result.result_rows)
-
-
 def _dict_rows(names: list[str], rows) -> list[dict]:
     return jsonable_rows(names, rows, datetimes="epoch")
 
 
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class AppMetrics:
+    """The web app's Prometheus metrics, in a registry of its own (one per App: tests run several)."""
+
+    def __init__(self, query_workers: int) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "eximtrack_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "eximtrack_http_request_duration_seconds",
+            "Seconds from a request's arrival until its last byte was handed to the server, by route.",
+            ("route", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.admitted = Gauge(
+            "eximtrack_http_queries_admitted",
+            "Requests running in a query thread or waiting for one.",
+            registry=self.registry,
+        )
+        self.workers = Gauge(
+            "eximtrack_http_query_workers", "Query threads of this process.", registry=self.registry
+        )
+        self.workers.set(query_workers)
+
+
 class App:
-    """The request-independent state: store, tokens, cursor key."""
+    """The request-independent state: store, tokens, cursor key, the query pool and the metrics."""
 
     def __init__(
         self,
@@ -58,6 +125,10 @@ class App:
         tokens: TokenStore,
         cursor_key: bytes | None = None,
         stream_exports: bool | None = None,
+        *,
+        query_workers: int = 4,
+        queue_limit: int = 64,
+        request_timeout: float = 60.0,
     ) -> None:
         self.store = store
         self.tokens = tokens
@@ -75,6 +146,16 @@ class App:
             self.lock = ENGINE_LOCK  # one chDB engine: queries take turns (shared with the query endpoint)
         else:
             self.lock = nullcontext()
+        self.query_workers = max(1, int(query_workers))
+        self.admit_limit = self.query_workers + max(0, int(queue_limit))
+        self.request_timeout = float(request_timeout)
+        self.pool = ThreadPoolExecutor(self.query_workers, thread_name_prefix="eximtrack-query")
+        self.metrics = AppMetrics(self.query_workers)
+        self.admitted = 0  # touched on the event loop only
+        self.settings = {"max_execution_time": max(1, int(self.request_timeout + 0.999))}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def retention_days(self) -> int | None:
         """Days the store keeps data (0 = forever; None when it cannot be told)."""
@@ -86,396 +167,411 @@ class App:
 
     def query(self, sql: str, params: dict):
         with self.lock:
-            return self.store.query(sql, params, readonly=True)
+            return self.store.query(sql, params, readonly=True, settings=self.settings)
 
     def run(self, sql: str, params: dict) -> tuple[list[str], list[tuple]]:
         """query() as (column names, rows): what the search planner's page loop calls."""
         result = self.query(sql, params)
         return list(result.column_names), result.result_rows
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def make_handler(app: App):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "eximtrack"
-        sys_version = ""
-
-        def log_message(self, fmt, *args):  # one line per request on stderr, without the token
-            sys.stderr.write(f"{self.address_string()} - {fmt % args}\n")
-
-        # -- plumbing ----------------------------------------------------------------------------------
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self._common_headers()
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _common_headers(self) -> None:
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("X-Frame-Options", "DENY")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.send_header(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                "connect-src 'self'; frame-ancestors 'none'",
-            )
-
-        def _json(self, status: int, payload, extra: dict | None = None) -> None:
-            body = json_bytes(payload)
-            headers = {"Cache-Control": "no-store"}
-            headers.update(extra or {})
-            self._send(status, body, "application/json; charset=utf-8", headers)
-
-        def _account(self) -> Account:
-            auth = self.headers.get("Authorization", "")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise ApiError(401, "an API token is required: Authorization: Bearer <token>")
-            try:
-                account = app.tokens.authenticate(token)
-            except AuthError as exc:
-                print(f"eximtrack serve: {exc}", file=sys.stderr)
-                raise ApiError(500, "the tokens file cannot be read") from None
-            if account is None:
-                raise ApiError(401, "unknown or revoked API token")
-            return account
-
-        # -- routing -----------------------------------------------------------------------------------
-        def do_HEAD(self):  # noqa: N802
-            self.do_GET()
-
-        def do_POST(self):  # noqa: N802
-            self._json(405, {"error": "only GET is supported"}, {"Allow": "GET, HEAD"})
-
-        do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
-
-        def do_GET(self):  # noqa: N802
-            try:
-                url = urllib.parse.urlsplit(self.path)
-                path = url.path
-                try:
-                    params = urllib.parse.parse_qs(url.query, keep_blank_values=True, strict_parsing=False)
-                except ValueError:
-                    raise ApiError(400, "malformed query string") from None
-                if path == "/" or path == "/index.html":
-                    return self._static("index.html")
-                if path.startswith("/static/"):
-                    return self._static(path[len("/static/") :])
-                if path == "/api/v1/openapi.json":
-                    return self._json(200, document())
-                if not path.startswith("/api/v1/"):
-                    raise ApiError(404, f"no such page: {path}")
-                account = self._account()
-                scope = account.scope()
-                if path == "/api/v1/search":
-                    return self._search(params, scope)
-                if path == "/api/v1/search.csv":
-                    return self._csv(params, scope)
-                if path == "/api/v1/stats":
-                    return self._stats(params, scope)
-                if path == "/api/v1/servers":
-                    return self._servers(params, scope)
-                if path == "/api/v1/whoami":
-                    me = {k: v for k, v in account.public().items() if k != "created"}
-                    me["retention_days"] = app.retention_days()
-                    return self._json(200, me)
-                if path.startswith("/api/v1/message/"):
-                    parts = path[len("/api/v1/message/") :].split("/")
-                    if len(parts) != 2:
-                        raise ApiError(404, "the path is /api/v1/message/{server}/{msgid}")
-                    server, msgid = (urllib.parse.unquote(x) for x in parts)
-                    return self._message(server, msgid, params, scope)
-                raise ApiError(404, f"no such endpoint: {path}")
-            except ApiError as exc:
-                extra = {"WWW-Authenticate": 'Bearer realm="eximtrack"'} if exc.status == 401 else None
-                self._json(exc.status, {"error": exc.message}, extra)
-            except q.BadRequest as exc:
-                self._json(400, {"error": str(exc)})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            except Exception:
-                traceback.print_exc(file=sys.stderr)
-                try:
-                    self._json(500, {"error": "internal error (see the server log)"})
-                except Exception:
-                    pass
-
-        # -- static ------------------------------------------------------------------------------------
-        def _static(self, name: str) -> None:
-            if not name or "/" in name or "\\" in name or name.startswith("."):
-                raise ApiError(404, "no such file")
-            file = STATIC_DIR / name
-            if not file.is_file():
-                raise ApiError(404, "no such file")
-            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            if ctype.startswith("text/") or ctype in ("application/javascript",):
-                ctype += "; charset=utf-8"
-            self._send(200, file.read_bytes(), ctype, {"Cache-Control": "no-cache"})
-
-        # -- API ---------------------------------------------------------------------------------------
-        def _search(self, params, scope) -> None:
-            with_total = False
-            if "with_total" in params:
-                with_total = q.parse_flag("with_total", params["with_total"][-1])
-            sq = q.build_search_query(params, scope, app.codec)
-            rows = _dict_rows(*sq.fetch(app.run, sq.keys, sq.limit + 1))
-            more = len(rows) > sq.limit
-            rows = rows[: sq.limit]
-            payload = {
-                "rows": rows,
-                "count": len(rows),
-                "next_cursor": app.codec.encode(sq.sort, sq.cursor_keys(rows[-1])) if more and rows else None,
-                "sort": sq.sort,
-                "limit": sq.limit,
-            }
-            if with_total:
-                csql, cparams = sq.count()
-                payload["total"] = int(app.query(csql, cparams).result_rows[0][0])
-            self._json(200, payload)
-
-        def _csv(self, params, scope) -> None:
-            sq = q.build_search_query(params, scope, None, csv=True)  # 400 before the first byte
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv; charset=utf-8")
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            self.send_header("Content-Disposition", f'attachment; filename="eximtrack-{stamp}.csv"')
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self._common_headers()
-            self.end_headers()
-            self.close_connection = True
-            if self.command == "HEAD":
-                return
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-
-            def flush():
-                self.wfile.write(buf.getvalue().encode("utf-8"))
-                buf.seek(0)
-                buf.truncate()
-
-            if app.stream_exports:
-                sql, bound = sq.page(None, None)
-                with app.lock:
-                    names, rows = app.store.stream(sql, bound, readonly=True)
-                    writer.writerow(names)
-                    for n, row in enumerate(rows, 1):
-                        writer.writerow(["" if v is None else _jsonable(v) for v in row])
-                        if n % 2000 == 0:
-                            flush()
-                    flush()
-                return
-            keys = None
-            header_done = False
-            while True:
-                names, plain = sq.fetch(app.run, keys, CSV_PAGE_ROWS)
-                if not header_done:
-                    writer.writerow(names)
-                    header_done = True
-                rows = _dict_rows(names, plain)
-                for row in rows:
-                    writer.writerow(["" if row[n] is None else row[n] for n in names])
-                flush()
-                if len(rows) < CSV_PAGE_ROWS:
-                    break
-                keys = sq.cursor_keys(rows[-1])
-
-        def _stats(self, params, scope) -> None:
-            request, groups = q.build_stats_query(params, scope)
-            names, rows = request.run(app.run)
-            rows, more = stats.trim(rows, request.top)
-            self._json(200, {"groupby": groups, "rows": _dict_rows(names, rows), "more": more})
-
-        def _servers(self, params, scope) -> None:
-            if params:
-                raise ApiError(400, f"unknown parameter(s): {', '.join(sorted(params))}")
-            bound: dict = {}
-            cond = q.scope_condition(scope, bound)
-            sql = (
-                "SELECT DISTINCT server FROM latest FINAL"
-                + (f" WHERE {cond}" if cond else "")
-                + " ORDER BY server"
-            )
-            result = app.query(sql, bound)
-            self._json(200, {"servers": [r[0] for r in result.result_rows]})
-
-        def _message(self, server, msgid, params, scope) -> None:
-            if params:
-                raise ApiError(400, f"unknown parameter(s): {', '.join(sorted(params))}")
-            queries = q.build_message_queries(server, msgid, scope)
-            if scope is not None:  # one cheap query answers the 404 of a message that is not the tenant's
-                sql, bound = q.build_visible_query(server, msgid, scope)
-                if not app.query(sql, bound).result_rows:
-                    raise ApiError(404, f"no message {msgid} on server {server}")
-            parts = {name: _dict_rows(*result) for name, result in run_show(queries, app.run).items()}
-            if not parts["arrival"] and not parts["attempts"] and not parts["lines"]:
-                raise ApiError(404, f"no message {msgid} on server {server}")
-            self._json(200, {"server": server, "msgid": msgid, **parts})
-
-    return Handler
+    def account(self, authorization: str) -> Account:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "an API token is required: Authorization: Bearer <token>")
+        try:
+            account = self.tokens.authenticate(token)
+        except AuthError as exc:
+            print(f"eximtrack serve: {exc}", file=sys.stderr)
+            raise ApiError(500, "the tokens file cannot be read") from None
+        if account is None:
+            raise ApiError(401, "unknown or revoked API token")
+        return account
 
 
-class Server:
-    """The HTTP server around an App (tests start it in-process or through `eximtrack serve`)."""
+# ---------------------------------------------------------------------------------------------------------
+# The operations: plain functions of (app, call) run in a query thread.
 
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.app = app
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(app))
-        self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
-        self._thread: threading.Thread | None = None
+
+@dataclass
+class Call:
+    """One API request as the handlers see it."""
+
+    params: dict[str, list[str]]
+    path: dict[str, str]
+    account: Account
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="eximtrack-web", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def scope(self) -> Scope | None:
+        return self.account.scope()
 
 
-# ----------------------------------------------------------------------------------------------------
-# CLI: `eximtrack serve` and `eximtrack token`
+@dataclass
+class Export:
+    """A streamed answer: its headers (decided before the first byte) and its chunks."""
+
+    media_type: str
+    headers: dict[str, str]
+    chunks: Callable[[], Iterator[bytes]]
 
 
-def cmd_serve(args) -> int:
-    import signal
+def search(app: App, call: Call) -> dict:
+    with_total = False
+    if "with_total" in call.params:
+        with_total = q.parse_flag("with_total", call.params["with_total"][-1])
+    sq = q.build_search_query(call.params, call.scope, app.codec)
+    rows = _dict_rows(*sq.fetch(app.run, sq.keys, sq.limit + 1))
+    more = len(rows) > sq.limit
+    rows = rows[: sq.limit]
+    payload = {
+        "rows": rows,
+        "count": len(rows),
+        "next_cursor": app.codec.encode(sq.sort, sq.cursor_keys(rows[-1])) if more and rows else None,
+        "sort": sq.sort,
+        "limit": sq.limit,
+    }
+    if with_total:
+        csql, cparams = sq.count()
+        payload["total"] = int(app.query(csql, cparams).result_rows[0][0])
+    return payload
 
-    from sinks.clickhouse.store import Store, StoreError
 
-    tokens = TokenStore(args.tokens or default_tokens_path())
-    try:
-        accounts = tokens.load()
-    except AuthError as exc:
-        print(f"eximtrack: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        store = Store.open(args.store)
-    except StoreError as exc:
-        print(f"eximtrack: error: {exc}", file=sys.stderr)
-        return 1
-    query_server = None
-    if hasattr(store, "client") and store.url.backend == "chdb":
-        from sinks.clickhouse.query_server import QueryServer
+def search_csv(app: App, call: Call) -> Export:
+    sq = q.build_search_query(call.params, call.scope, None, csv=True)  # 400 before the first byte
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    headers = {
+        "Content-Disposition": f'attachment; filename="eximtrack-{stamp}.csv"',
+        "Cache-Control": "no-store",
+    }
 
-        query_server = QueryServer(store)
-        query_server.start()
-    try:
-        server = Server(App(store, tokens), args.host, args.port)
-    except OSError as exc:
-        print(f"eximtrack: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        if query_server:
-            query_server.stop()
-        return 1
-    if not accounts:
-        print(
-            f"eximtrack serve: warning: no tokens in {tokens.path}: create one with "
-            f"`eximtrack token add --role root --name admin --tokens {tokens.path}`",
-            file=sys.stderr,
-        )
-    print(
-        f"eximtrack serve: listening on {server.url}/ (store {store.url.display()}, tokens {tokens.path})",
-        flush=True,
+    def chunks() -> Iterator[bytes]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+
+        def take() -> bytes:
+            data = buf.getvalue().encode("utf-8")
+            buf.seek(0)
+            buf.truncate()
+            return data
+
+        if app.stream_exports:
+            sql, bound = sq.page(None, None)
+            with app.lock:
+                names, rows = app.store.stream(sql, bound, readonly=True)
+                writer.writerow(names)
+                for n, row in enumerate(rows, 1):
+                    writer.writerow(["" if v is None else _jsonable(v) for v in row])
+                    if n % CSV_CHUNK_ROWS == 0:
+                        yield take()
+            yield take()
+            return
+        keys = None
+        header_done = False
+        while True:
+            names, plain = sq.fetch(app.run, keys, CSV_PAGE_ROWS)
+            if not header_done:
+                writer.writerow(names)
+                header_done = True
+            rows = _dict_rows(names, plain)
+            for row in rows:
+                writer.writerow(["" if row[n] is None else row[n] for n in names])
+            yield take()
+            if len(rows) < CSV_PAGE_ROWS:
+                return
+            keys = sq.cursor_keys(rows[-1])
+
+    return Export("text/csv; charset=utf-8", headers, chunks)
+
+
+def stats_groups(app: App, call: Call) -> dict:
+    request, groups = q.build_stats_query(call.params, call.scope)
+    names, rows = request.run(app.run)
+    rows, more = stats.trim(rows, request.top)
+    return {"groupby": groups, "rows": _dict_rows(names, rows), "more": more}
+
+
+def servers(app: App, call: Call) -> dict:
+    bound: dict = {}
+    cond = q.scope_condition(call.scope, bound)
+    sql = "SELECT DISTINCT server FROM latest FINAL" + (f" WHERE {cond}" if cond else "") + " ORDER BY server"
+    return {"servers": [r[0] for r in app.query(sql, bound).result_rows]}
+
+
+def whoami(app: App, call: Call) -> dict:
+    me = {k: v for k, v in call.account.public().items() if k != "created"}
+    me["retention_days"] = app.retention_days()
+    return me
+
+
+def message(app: App, call: Call) -> dict:
+    server, msgid = call.path["server"], call.path["msgid"]
+    scope = call.scope
+    queries = q.build_message_queries(server, msgid, scope)
+    if scope is not None:  # one cheap query answers the 404 of a message that is not the tenant's
+        sql, bound = q.build_visible_query(server, msgid, scope)
+        if not app.query(sql, bound).result_rows:
+            raise ApiError(404, f"no message {msgid} on server {server}")
+    parts = {name: _dict_rows(*result) for name, result in run_show(queries, app.run).items()}
+    if not parts["arrival"] and not parts["attempts"] and not parts["lines"]:
+        raise ApiError(404, f"no message {msgid} on server {server}")
+    return {"server": server, "msgid": msgid, **parts}
+
+
+HANDLERS: dict[str, Callable[[App, Call], dict | Export]] = {
+    "search": search,
+    "search_csv": search_csv,
+    "stats": stats_groups,
+    "servers": servers,
+    "whoami": whoami,
+    "message": message,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The ASGI layer: admission, timeouts, errors, headers, metrics.
+
+
+def json_response(status: int, payload, headers: dict | None = None) -> Response:
+    return Response(
+        json_bytes(payload),
+        status,
+        {"Cache-Control": "no-store", **(headers or {})},
+        media_type="application/json; charset=utf-8",
     )
 
-    def _stop(signum, frame):
-        threading.Thread(target=server.httpd.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.httpd.server_close()
-        if query_server:
-            query_server.stop()
-    return 0
+def error_response(status: int, message: str, headers: dict | None = None) -> Response:
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="eximtrack"', **(headers or {})}
+    return json_response(status, {"error": message}, headers)
 
 
-def cmd_token(args) -> int:
-    if args.token_command not in ("add", "list", "revoke"):
-        print("usage: eximtrack token {add,list,revoke} … (eximtrack token add --help)", file=sys.stderr)
-        return 2
-    tokens = TokenStore(getattr(args, "tokens", None) or default_tokens_path())
-    try:
-        if args.token_command == "add":
-            token, account = tokens.add(args.role, args.name, args.user, args.reseller, args.address)
-            print(token)
-            print(
-                f"# token {account.id} ({account.role}{': ' + (account.user or account.reseller or account.address) if account.role != 'root' else ''}) "
-                f"added to {tokens.path}; it is shown only now",
-                file=sys.stderr,
+class Admission:
+    """A request's place among those the query pool runs or queues (at most `app.admit_limit`)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def __enter__(self) -> None:
+        if self.app.admitted >= self.app.admit_limit:
+            raise ApiError(
+                503,
+                "the server is busy: every query worker is taken and the queue is full",
+                {"Retry-After": "1"},
             )
-            return 0
-        if args.token_command == "list":
-            accounts = tokens.load()
-            if args.format == "json":
-                for a in accounts:
-                    print(json.dumps(a.public()))
-                return 0
-            print(f"{'ID':<9} {'ROLE':<9} {'NAME':<24} {'ACCOUNT':<32} CREATED")
-            for a in accounts:
-                print(
-                    f"{a.id:<9} {a.role:<9} {a.name:<24} {(a.user or a.reseller or a.address or '*'):<32} {a.created}"
-                )
-            return 0
-        if args.token_command == "revoke":
-            account = tokens.revoke(args.ident)
-            print(f"revoked token {account.id} ({account.name})")
-            return 0
-    except AuthError as exc:
-        print(f"eximtrack: error: {exc}", file=sys.stderr)
-        return 2
-    return 2
+        self.app.admitted += 1
+        self.app.metrics.admitted.set(self.app.admitted)
+
+    def __exit__(self, *exc) -> None:
+        self.app.admitted -= 1
+        self.app.metrics.admitted.set(self.app.admitted)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("serve", help="the Track Delivery page and JSON API (HTTP)")
-    p.add_argument("--store", metavar="URL", default=None, help="chdb:///path or http://host:8123[/db]")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 = any free port)")
-    p.add_argument(
-        "--tokens",
-        metavar="FILE",
-        default=None,
-        help="tokens file (default: $EXIMTRACK_TOKENS or ./.eximtrack/tokens.json)",
-    )
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("token", help="API tokens of the web app: add, list, revoke")
-    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", parser_class=type(p))
-    a = tsub.add_parser("add", help="create a token (printed once)")
-    a.add_argument("--role", required=True, choices=("root", "reseller", "user", "webmail"))
-    a.add_argument("--name", required=True, help="who or what the token is for")
-    a.add_argument("--user", help="cPanel account (role user)")
-    a.add_argument("--reseller", help="reseller (role reseller): the owner in /etc/trueuserowners")
-    a.add_argument("--address", help="email address (role webmail)")
-    lst = tsub.add_parser("list", help="the tokens (never the secrets)")
-    lst.add_argument("--format", choices=("table", "json"), default="table")
-    r = tsub.add_parser("revoke", help="remove a token")
-    r.add_argument("ident", metavar="ID", help="token id (or its unique name)")
-    for parser in (a, lst, r):
-        parser.add_argument("--tokens", metavar="FILE", default=None, help="tokens file")
-    p.set_defaults(func=cmd_token, token_command=None)
+async def in_pool(app: App, fn: Callable, *args):
+    """fn(*args) in a query thread; ApiError 504 after the request timeout."""
+    future = asyncio.wrap_future(app.pool.submit(fn, *args))
+    try:
+        return await asyncio.wait_for(future, app.request_timeout)
+    except TimeoutError:
+        raise ApiError(504, f"the query took longer than {app.request_timeout:g} s") from None
 
 
-__all__ = ["App", "Server", "cmd_serve", "cmd_token", "register"]
+async def stream_in_pool(app: App, chunks: Callable[[], Iterator[bytes]]):
+    """The chunks of an export, produced from first to last in ONE query thread (it may hold the engine's
+    lock across them) and handed over through a small queue: a slow client slows the producer down, and one
+    that goes away stops it."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> None:
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks():
+                if stop.is_set():
+                    return
+                put(chunk)
+        except BaseException as exc:  # handed to the sender, which logs it and cuts the answer short
+            if not stop.is_set():
+                put(exc)
+            return
+        if not stop.is_set():
+            put(done)
+
+    app.pool.submit(produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                print("eximtrack serve: an export failed part-way:", file=sys.stderr)
+                traceback.print_exception(item, file=sys.stderr)
+                return
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():  # frees a producer blocked on a full queue
+            queue.get_nowait()
+
+
+class ExportResponse(StreamingResponse):
+    """A streamed export that gives its admission back when it ends, however it ends."""
+
+    def __init__(self, app: App, admission: Admission, export: Export) -> None:
+        super().__init__(
+            stream_in_pool(app, export.chunks), 200, export.headers, media_type=export.media_type
+        )
+        self.admission = admission
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.admission.__exit__(None, None, None)
+
+
+def query_params(request: Request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def api_endpoint(app: App, op: Operation):
+    handler = HANDLERS[op.name]
+
+    def work(authorization: str, params: dict, path: dict):
+        result = handler(app, Call(params, path, app.account(authorization)))
+        if isinstance(result, Export):
+            return result
+        return json_bytes(result)
+
+    async def endpoint(request: Request) -> Response:
+        params = query_params(request)
+        unknown = sorted(set(params) - op.query_names)
+        if unknown:
+            return error_response(400, f"unknown parameter(s): {', '.join(unknown)}")
+        admission = Admission(app)
+        streaming = False
+        try:
+            admission.__enter__()
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        try:
+            result = await in_pool(
+                app, work, request.headers.get("authorization", ""), params, dict(request.path_params)
+            )
+            if isinstance(result, Export):
+                if request.method == "HEAD":
+                    return Response(b"", 200, result.headers, media_type=result.media_type)
+                streaming = True
+                return ExportResponse(app, admission, result)
+            return Response(
+                result, 200, {"Cache-Control": "no-store"}, media_type="application/json; charset=utf-8"
+            )
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        except q.BadRequest as exc:
+            return error_response(400, str(exc))
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            return error_response(500, "internal error (see the server log)")
+        finally:
+            if not streaming:
+                admission.__exit__(None, None, None)
+
+    return endpoint
+
+
+def build_asgi(app: App) -> Starlette:
+    """The ASGI application of `app`."""
+    openapi_body = json_bytes(document())
+
+    async def openapi(request: Request) -> Response:
+        if request.query_params:
+            return error_response(
+                400, f"unknown parameter(s): {', '.join(sorted(set(request.query_params)))}"
+            )
+        return Response(openapi_body, 200, {"Cache-Control": "no-cache"}, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(app.pool.submit(app.query, "SELECT 1", {})), 10)
+        except Exception as exc:  # not ready: the store does not answer
+            return json_response(
+                503, {"status": "unavailable", "error": str(exc)[:300] or type(exc).__name__}
+            )
+        return json_response(200, {"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(app.metrics.registry), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    public = {"openapi": openapi, "healthz": healthz, "readyz": readyz, "metrics": metrics}
+    routes = [
+        Route(
+            op.path,
+            public[op.name] if op.public else api_endpoint(app, op),
+            methods=["GET", "HEAD"],
+            name=op.name,
+        )
+        for op in OPERATIONS
+    ]
+    routes += [
+        Route("/", page, methods=["GET", "HEAD"], name="page"),
+        Route("/index.html", page, methods=["GET", "HEAD"], name="page"),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return error_response(405, "only GET is supported", {"Allow": "GET, HEAD"})
+        if exc.status_code == 404:
+            return error_response(404, f"no such endpoint: {request.url.path}")
+        return error_response(exc.status_code, exc.detail or "error")
+
+    asgi = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Observed(asgi, app.metrics)
+
+
+class Observed:
+    """ASGI middleware: the security headers on every answer, and each request counted and timed by its
+    route's name (bounded: unmatched paths count as "none")."""
+
+    def __init__(self, app, metrics: AppMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "name", None) or "none"
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(name, method, str(status)).inc()
+            self.metrics.latency.labels(name, method).observe(time.perf_counter() - start)
+
+
+__all__ = ["App", "ApiError", "Call", "Export", "HANDLERS", "build_asgi"]

@@ -56,6 +56,6 @@ def test_a_component_start_imports_only_up_to_its_command(service):
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and f"usage: eximtrack {service}" in out.stdout, out.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
-    assert ("matplotlib" in imported) is False and ("eximtrack.web.app" in imported) is False
+    assert ("matplotlib" in imported) is False and ("eximtrack.web.serve" in imported) is False
     if service != "sink":
         assert "pyarrow" not in imported and "clickhouse_connect" not in imported

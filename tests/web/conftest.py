@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ DATA = Path(__file__).resolve().parent / "data"
 @dataclass
 class Response:
     status: int
-    headers: dict
+    headers: Mapping[str, str]  # http.client.HTTPMessage: names are case-insensitive
     body: bytes
 
     def json(self):
@@ -55,9 +56,9 @@ class WebServer:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
-                return Response(resp.status, dict(resp.headers), resp.read())
+                return Response(resp.status, resp.headers, resp.read())  # case-insensitive names
         except urllib.error.HTTPError as exc:
-            return Response(exc.code, dict(exc.headers), exc.read())
+            return Response(exc.code, exc.headers, exc.read())
 
     def api(self, path: str, account: str = "root", **params):
         r = self.get(path, account, params)

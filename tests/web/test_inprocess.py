@@ -11,6 +11,7 @@ import pytest
 
 from eximtrack import cli
 from eximtrack.web import app as webapp
+from eximtrack.web.serve import Server
 from eximtrack.web.auth import TokenStore
 from sinks.clickhouse.store import Store, current_chdb_path
 
@@ -50,7 +51,7 @@ def test_streamed_and_paged_exports_are_identical(store_url, tmp_path, monkeypat
     monkeypatch.setattr(webapp, "CSV_PAGE_ROWS", 5)
     bodies = {}
     for streaming in (True, False):
-        server = webapp.Server(webapp.App(store, tokens, stream_exports=streaming), "127.0.0.1", 0)
+        server = Server(webapp.App(store, tokens, stream_exports=streaming), "127.0.0.1", 0)
         server.start()
         try:
             for name, tok in (("root", root), ("user", user)):
