@@ -440,6 +440,18 @@ def query_params(request: Request) -> dict[str, list[str]]:
     return params
 
 
+def declared_only(op: Operation, endpoint):
+    """`endpoint` behind a 400 for every query parameter `op` does not declare."""
+
+    async def checked(request: Request) -> Response:
+        unknown = sorted(set(request.query_params) - op.query_names)
+        if unknown:
+            return error_response(400, f"unknown parameter(s): {', '.join(unknown)}")
+        return await endpoint(request)
+
+    return checked
+
+
 def api_endpoint(app: App, op: Operation):
     handler = HANDLERS[op.name]
 
@@ -451,9 +463,6 @@ def api_endpoint(app: App, op: Operation):
 
     async def endpoint(request: Request) -> Response:
         params = query_params(request)
-        unknown = sorted(set(params) - op.query_names)
-        if unknown:
-            return error_response(400, f"unknown parameter(s): {', '.join(unknown)}")
         admission = Admission(app)
         streaming = False
         try:
@@ -519,7 +528,7 @@ def build_asgi(app: App) -> Starlette:
     routes = [
         Route(
             op.path,
-            public[op.name] if op.public else api_endpoint(app, op),
+            declared_only(op, public[op.name] if op.public else api_endpoint(app, op)),
             methods=["GET", "HEAD"],
             name=op.name,
         )

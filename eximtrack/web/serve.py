@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -91,10 +92,16 @@ class Server:
         return f"http://{self.host}:{self.port}"
 
     def serve_forever(self) -> None:
+        """Serve until SIGTERM or SIGINT (in the main thread) or stop(); a signal's graceful shutdown ends
+        here with a normal return (uvicorn raises the signal again once done, to the handler set here)."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
         try:
             self.uvicorn.run(sockets=[self.sock])
         finally:
             self.sock.close()
+            if main:
+                signal.signal(signal.SIGTERM, previous)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="eximtrack-web", daemon=True)
