@@ -37,7 +37,7 @@ class Component:
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
-        self.web_port: int | None = None
+        self.metrics_port: int | None = None  # /metrics, /healthz, /readyz
 
     def start(self) -> Component:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -110,9 +110,13 @@ class DevStack:
         return comp
 
     def sink(self) -> Component:
-        return self.components.get("sink") or self._component("sink", [
-            "sink", "--brokers", self.bootstrap, "--store", self.store, "--topic-prefix", self.prefix,
-            "--group", f"{self.prefix}sink", "--batch-seconds", "0.5"])  # fmt: skip
+        if "sink" not in self.components:
+            port = _free_port()
+            self._component("sink", [
+                "sink", "--brokers", self.bootstrap, "--store", self.store, "--topic-prefix", self.prefix,
+                "--group", f"{self.prefix}sink", "--batch-seconds", "0.5", "--metrics-port", str(port)]
+            ).metrics_port = port  # fmt: skip
+        return self.components["sink"]
 
     def stream(self, n: int = 1) -> Component:
         name = "stream" if n == 1 else f"stream{n}"
@@ -121,22 +125,36 @@ class DevStack:
                 "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
                 "--data-dir", str(self.workdir / f"faust{n}"), "--instance-id", f"{self.app_id}-{n}",
                 "--web-port", str(_free_port())])  # fmt: skip
-            comp.web_port = int(comp.args[-1])
+            comp.metrics_port = int(comp.args[-1])
         return self.components[name]
 
     def stream_metrics(self, n: int = 1) -> dict[str, float]:
-        """The worker's /metrics page as {name: value}."""
+        """The worker's /metrics page as {name{labels}: value}."""
+        return self.metrics("stream" if n == 1 else f"stream{n}")
+
+    def metrics(self, name: str) -> dict[str, float]:
+        """A component's /metrics page as {name{labels}: value}."""
+        status, body = self.probe(name, "/metrics")
+        if status != 200:
+            raise RuntimeError(f"{name} /metrics answered {status}")
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                sample, _, value = line.rpartition(" ")
+                out[sample] = float(value)
+        return out
+
+    def probe(self, name: str, path: str) -> tuple[int, bytes]:
+        """GET a component's operations page (/metrics, /healthz, /readyz): (status, body)."""
+        import urllib.error
         import urllib.request
 
-        comp = self.stream(n)
-        with urllib.request.urlopen(f"http://127.0.0.1:{comp.web_port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        url = f"http://127.0.0.1:{self.components[name].metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def shipper(
         self, server: str, log: Path, tz: str = "UTC", accounts: tuple[Path, Path] | None = None
@@ -148,10 +166,15 @@ class DevStack:
             if accounts
             else ["--no-accounts"]
         )
-        return self.components.get(name) or self._component(name, [
-            "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, *maps,
-            "--topic", self.prefix + T.RAW_LINES.name, "--accounts-topic", self.prefix + T.ACCOUNTS.name,
-            "--checkpoint", str(self.workdir / f"checkpoint-{server}.json"), "--linger-ms", "5", str(log)])  # fmt: skip
+        if name not in self.components:
+            port = _free_port()
+            self._component(name, [
+                "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, *maps,
+                "--topic", self.prefix + T.RAW_LINES.name, "--accounts-topic", self.prefix + T.ACCOUNTS.name,
+                "--checkpoint", str(self.workdir / f"checkpoint-{server}.json"), "--linger-ms", "5",
+                "--metrics-port", str(port), str(log)]
+            ).metrics_port = port  # fmt: skip
+        return self.components[name]
 
     def start(self, logs: dict[str, Path]) -> DevStack:
         self.start_broker()

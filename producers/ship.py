@@ -225,7 +225,7 @@ class Shipper:
                     shipped,
                     (shipped - shipped_at_stats) / (now - last_stats),
                     self.window.in_flight,
-                    int(self.metrics.get("bytes_behind")),
+                    int(self.metrics.get("lag_bytes")),
                 )
                 last_stats, shipped_at_stats = now, shipped
             if self.window.full:
@@ -279,7 +279,7 @@ class Shipper:
             self._last_progress = now
             if self._broker_down:
                 self._set_down(False)
-            self.metrics.set("bytes_behind", max(0.0, self.metrics.get("bytes_behind") - raw))
+            self.metrics.set("lag_bytes", max(0.0, self.metrics.get("lag_bytes") - raw))
         elif self.window.in_flight and now - self._last_progress > STALL_SECONDS and not self._broker_down:
             log.warning(
                 "no acknowledgement for %.0fs with %d records in flight: broker unreachable",
@@ -343,13 +343,13 @@ class Shipper:
     def _update_gauges(self) -> None:
         st = self.follower.stats
         unsent = sum(ln.next_offset - ln.offset for ln in self._unsent)
-        self.metrics.set("bytes_behind", self.follower.backlog_bytes() + sum(self._inflight_raw) + unsent)
+        self.metrics.set("lag_bytes", self.follower.backlog_bytes() + sum(self._inflight_raw) + unsent)
         self.metrics.set("inflight_records", self.window.in_flight)
         self.metrics.set("lines_truncated_total", st.lines_truncated)
         self.metrics.set("rotations_total", st.rotations)
         self.metrics.set("truncations_total", st.truncations)
         if self.checkpointer.written is not None:
-            self.metrics.set("checkpoint_offset", self.checkpointer.written.offset)
+            self.metrics.set("checkpoint_offset_bytes", self.checkpointer.written.offset)
 
     def _shutdown(self) -> int:
         code = 0

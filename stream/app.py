@@ -43,11 +43,13 @@ from pathlib import Path
 import faust
 import orjson
 from faust.tables import TableManager
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
 from stream.accounts import AccountMap
-from stream.join import LINE_DISPOSITIONS, Joiner, MessageState, state_ends
+from stream.join import Joiner, MessageState, state_ends
+from stream.metrics import WorkerMetrics
 
 log = logging.getLogger("eximtrack.stream")
 
@@ -550,6 +552,7 @@ def create_app(
     joiners: dict[str, tuple[Joiner, str]] = {}
     kw = {k: v for k, v in (("grace", grace), ("expiry", expiry)) if v is not None}
     counters = {
+        "records": 0,
         "lines": 0,
         "events": 0,
         "rejects": 0,
@@ -558,6 +561,8 @@ def create_app(
         "gap_records_recovered": 0,
     }
     app.eximtrack_counters = counters  # type: ignore[attr-defined]
+    raw_topic_name = prefix + T.RAW_LINES.name
+    processed: dict[int, int] = {}  # raw-lines partition -> the last offset processed (consumer lag)
     # the most records faust's producer buffer held at the end of a record (the changelog of that record's
     # states, before `handle` hands it to the Kafka client): bounded by one record's states
     gauges = {"producer_queue_peak_records": 0}
@@ -661,30 +666,44 @@ def create_app(
                 await handle(rec.value, msg.topic, msg.partition, rec.offset)
             await handle(event.value, msg.topic, msg.partition, msg.offset)
             gaps.done(msg.partition, msg.offset)
+            counters["records"] += 1
+            processed[msg.partition] = msg.offset
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():
         await app.loop.run_in_executor(None, accounts_table.refresh)
 
+    def consumer_lag() -> dict[int, int]:
+        lag = {}
+        for tp in app.consumer.assignment():
+            if tp.topic == raw_topic_name:
+                highwater = app.consumer.highwater(tp)
+                if highwater is not None and highwater >= 0:
+                    lag[tp.partition] = max(0, highwater - processed.get(tp.partition, -1) - 1)
+        return lag
+
+    worker_metrics = WorkerMetrics(counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag)
+
     @app.page("/metrics")
     async def metrics(web, request):
-        lines = [f"eximtrack_stream_{k}_total {v}" for k, v in counters.items()]
-        lines += [f"eximtrack_stream_{k} {v}" for k, v in gauges.items()]
-        lines.append(f"eximtrack_stream_producer_queue_records {app.producer.buffer.size}")
-        for server, (j, _) in joiners.items():
-            lines.append(f'eximtrack_open_messages{{server="{server}"}} {j.stats.get("open_messages", 0)}')
-            lines.append(f'eximtrack_expired_messages_total{{server="{server}"}} {j.stats.get("expired", 0)}')
-            # every line is one of these, or a note over its message's cap (the next metric but one)
-            for key in LINE_DISPOSITIONS:
-                lines.append(
-                    f'eximtrack_stream_lines_by_disposition_total{{server="{server}",disposition="{key}"}} '
-                    f"{j.stats.get(key, 0)}"
-                )
-            lines.append(f'eximtrack_message_notes_total{{server="{server}"}} {j.stats.get("notes", 0)}')
-            lines.append(
-                f'eximtrack_message_notes_over_cap_total{{server="{server}"}} {j.stats.get("notes_over_cap", 0)}'
-            )
-        return web.text("\n".join(lines) + "\n")
+        return web.bytes(
+            generate_latest(worker_metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        """Ready: in the consumer group, not rebalancing, with raw-lines partitions to work on."""
+        if app.rebalancing:
+            why = "rebalancing"
+        elif not any(tp.topic == raw_topic_name for tp in app.consumer.assignment()):
+            why = "no raw-lines partition assigned"
+        else:
+            return web.json({"status": "ready"})
+        return web.json({"status": "unavailable", "error": why}, status=503)
 
     return app
 

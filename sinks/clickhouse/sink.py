@@ -31,7 +31,6 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 
 from eximtrack import stats_snapshots
 from schemas import topics as T
@@ -44,6 +43,7 @@ from schemas.records import (
     load_record_items,
     load_record_json,
 )
+from sinks.clickhouse.metrics import SinkMetrics
 from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
 
@@ -56,19 +56,6 @@ LOCK_WAIT_SECONDS = 60.0
 
 class SinkStopped(Exception):
     """Raised inside a retry loop when the sink is asked to stop: the batch is left uncommitted."""
-
-
-@dataclass
-class SinkStats:
-    batches: int = 0
-    events: int = 0
-    rejects: int = 0
-    lines: int = 0
-    dead_letters: int = 0
-    insert_retries: int = 0
-    commits: int = 0
-    last_commit: float = 0.0
-    by_topic: dict = field(default_factory=dict)
 
 
 def decode_record(kind: str, value: bytes | None):
@@ -134,7 +121,7 @@ class Sink:
         # Records are arrays of up to a few hundred items each; poll few at a time so that one batch stays
         # near batch_size items.
         self.max_poll_records = max(1, min(batch_size, 500))
-        self.stats = SinkStats()
+        self.metrics = SinkMetrics()
         self._stop = threading.Event()
         # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
         self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
@@ -161,9 +148,11 @@ class Sink:
             while not self._stop.is_set():
                 try:
                     self.run_once()
+                    self.metrics.kafka(True)
                     attempt = 0
                     self.snapshots.maybe()
                 except KafkaError as exc:
+                    self.metrics.kafka(False)
                     # The broker went away (a poll or the offset commit failed). What was inserted and not
                     # committed is consumed again later: harmless (idempotent tables). Wait and go on.
                     delay = backoff(attempt, base=0.5, cap=10.0)
@@ -210,6 +199,7 @@ class Sink:
             for batch in polled.values():
                 for rec in batch:
                     records += 1
+                    self.metrics.records.labels(rec.topic).inc()
                     kind = self.kinds.get(rec.topic, "event")
                     try:
                         good, bad = decode_records(kind, rec.value)
@@ -229,14 +219,22 @@ class Sink:
         self._insert_all("line", decoded["line"], self.store.insert_lines)
         self.producer.flush()
         self.consumer.commit()  # only after every insert of the batch returned
-        s = self.stats
-        s.batches += 1
-        s.commits += 1
-        s.last_commit = time.time()
-        s.events += len(decoded["event"])
-        s.rejects += len(decoded["reject"])
-        s.lines += len(decoded["line"])
+        m = self.metrics
+        m.batches.inc()
+        m.last_commit.set(time.time())
+        for kind, items in decoded.items():
+            m.rows.labels(kind).inc(len(items))
+        self._measure_lag()
         return records
+
+    def _measure_lag(self) -> None:
+        """Records between this sink's position (just committed) and each assigned partition's end, as the
+        last fetch responses told it (no request of its own)."""
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                position = self.consumer.position(tp, timeout_ms=1000) or 0
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
 
     def _insert_all(self, kind: str, items: list, insert) -> None:
         if not items:
@@ -245,16 +243,21 @@ class Sink:
         started = time.monotonic()
         while True:
             try:
+                began = time.monotonic()
                 with ENGINE_LOCK:
                     insert(items)
+                self.metrics.inserts.labels(kind).inc()
+                self.metrics.insert_seconds.labels(kind).observe(time.monotonic() - began)
+                self.metrics.store(True)
                 return
             except Exception as exc:  # classified below; nothing is dropped without a dead letter
+                self.metrics.insert_errors.labels(kind).inc()
                 if classify(exc) == REJECT:
                     self._insert_narrowing(kind, items, insert)
                     return
                 if self.max_retry_seconds is not None and time.monotonic() - started > self.max_retry_seconds:
                     raise
-                self.stats.insert_retries += 1
+                self.metrics.store(False)
                 delay = backoff(attempt)
                 attempt += 1
                 log.warning(
@@ -294,7 +297,7 @@ class Sink:
                 self._insert_narrowing(kind, part, insert)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> None:
-        self.stats.dead_letters += 1
+        self.metrics.dead_letters.inc()
         self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
         log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason)
 
@@ -320,6 +323,11 @@ def register(subparsers) -> None:
         default=None,
         help="static group membership id, stable across restarts (default: host + group + store); give each "
         "sink of one host its own when several write to one server store",
+    )
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics, /healthz and /readyz on this port (0 = any free port)")  # fmt: skip
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: %(default)s)"
     )
     p.add_argument(
         "--lock-wait",
@@ -354,6 +362,15 @@ def _run(args) -> int:
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
                 batch_seconds=args.batch_seconds, instance_id=instance)  # fmt: skip
 
+    ops = None
+    if args.metrics_port is not None:
+        from eximtrack.ops_endpoint import OpsEndpoint
+
+        ops = OpsEndpoint(
+            sink.metrics.registry, args.metrics_port, args.metrics_host, ready=sink.metrics.ready
+        )
+        log.info("metrics, /healthz and /readyz on %s:%d", args.metrics_host, ops.port)
+
     def _stop(*_):
         sink.stop()
 
@@ -364,4 +381,6 @@ def _run(args) -> int:
     finally:
         if server is not None:
             server.stop()
+        if ops is not None:
+            ops.shutdown()
     return 0

@@ -247,6 +247,37 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
     while time.monotonic() < deadline and not stack.search_json("--server", "dl1", "--limit", "1"):
         time.sleep(0.5)
     assert stack.search_json("--server", "dl1", "--limit", "1")
+    # what an operator scrapes from each running process: the same counts, and ready probes
+    shipped = len(log.read_text().splitlines())
+
+    def settled(name: str, check) -> dict[str, float]:
+        deadline = time.monotonic() + 60
+        while not check(m := stack.metrics(name)):
+            assert time.monotonic() < deadline, (name, m)
+            time.sleep(0.5)
+        return m
+
+    ship = settled("ship-dl1", lambda m: m.get('eximtrack_ship_lines_shipped_total{server="dl1"}') == shipped)
+    assert (
+        ship['eximtrack_ship_lag_bytes{server="dl1"}'] == 0
+        and ship['eximtrack_ship_broker_up{server="dl1"}'] == 1
+    )
+    worker = settled("stream", lambda m: m["eximtrack_stream_lines_total"] >= shipped)
+    assert (
+        worker["eximtrack_stream_dead_letters_total"] == 2 and worker["eximtrack_stream_records_total"] >= 3
+    )
+    assert worker["eximtrack_stream_events_total"] > 0
+    assert any(k.startswith("eximtrack_stream_consumer_lag_records{") for k in worker)
+    sink = settled("sink", lambda m: m.get("eximtrack_sink_dead_letters_total") == 2)
+    assert sink['eximtrack_sink_rows_total{kind="event"}'] >= worker["eximtrack_stream_events_total"]
+    assert sink['eximtrack_sink_insert_duration_seconds_count{kind="event"}'] >= 1
+    assert sink['eximtrack_sink_inserts_total{kind="event"}'] >= 1 and sink["eximtrack_sink_kafka_up"] == 1
+    assert sink[f'eximtrack_sink_consumer_lag_records{{partition="0",topic="{events}"}}'] >= 0
+    for name in ("ship-dl1", "stream", "sink"):
+        status, body = stack.probe(name, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok", (name, body)
+        status, body = stack.probe(name, "/readyz")
+        assert status == 200 and json.loads(body)["status"] == "ready", (name, body)
 
 
 def test_two_workers_share_the_partitions(tmp_path, stack):
@@ -349,6 +380,6 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     metrics = stack.stream_metrics(2)
     print(f"\nreplacement worker: {metrics}")
     # what became of the lines (issue 16): every disposition is exported, and none was a reject here
-    by = {d: metrics.get(f'eximtrack_stream_lines_by_disposition_total{{server="rep1",disposition="{d}"}}')
+    by = {d: metrics.get(f'eximtrack_stream_lines_by_disposition_total{{disposition="{d}",server="rep1"}}')
           for d in ("ignored", "evented", "attached", "rejects")}  # fmt: skip
     assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by

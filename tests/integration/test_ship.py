@@ -261,17 +261,17 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     ud.write_text("example.org: alice\n*: nobody\n")
     s = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--userdomains", str(ud))
     shippers.append(s.start())
-    s.wait_metric("lines_shipped_total", lambda v: v >= 3000)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 3000)
     w.write(500)  # lines appended while it runs
-    s.wait_metric("lines_shipped_total", lambda v: v >= 3500)
-    s.wait_metric("accounts_sent_total", lambda v: v >= 1)
-    m = s.wait_metric("bytes_behind", lambda v: v == 0, timeout=10)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 3500)
+    s.wait_metric("eximtrack_ship_accounts_sent_total", lambda v: v >= 1)
+    m = s.wait_metric("eximtrack_ship_lag_bytes", lambda v: v == 0, timeout=10)
     assert m == 0
     # cPanel rewrites the map by rename: the shipper sends a new snapshot (checked every 5 s).
     tmp = tmp_path / "userdomains.new"
     tmp.write_text("example.org: alice\nexample.com: bob\n")
     tmp.rename(ud)
-    s.wait_metric("accounts_sent_total", lambda v: v >= 2, timeout=20)
+    s.wait_metric("eximtrack_ship_accounts_sent_total", lambda v: v >= 2, timeout=20)
     assert s.terminate() == 0
     size = log.stat().st_size
     assert json.loads(s.ckpt.read_text())["offset"] == size
@@ -303,7 +303,7 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     s2 = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
     shippers.append(s2.start())
     w.write(10)
-    s2.wait_metric("lines_shipped_total", lambda v: v >= 10)
+    s2.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 10)
     assert s2.terminate() == 0
     records = consume(kafka_bootstrap, topic, 3510)
     assert texts(records) == w.written
@@ -312,7 +312,7 @@ def test_ship_a_file_exactly_once_in_order(kafka_bootstrap, tmp_path, shippers):
     (tmp_path / "ck.json").write_text("{garbage")
     s3 = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
     shippers.append(s3.start())
-    s3.wait_metric("lines_shipped_total", lambda v: v >= 3510)
+    s3.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 3510)
     assert s3.terminate() == 0
     assert list(tmp_path.glob("ck.json.corrupt-*"))
     dups = check_no_loss(w.written, consume(kafka_bootstrap, topic, 2 * 3510))
@@ -328,7 +328,7 @@ def test_rotation_while_shipping(kafka_bootstrap, tmp_path, shippers, style):
     s = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
     shippers.append(s.start())
     w.start()
-    s.wait_metric("lines_shipped_total", lambda v: v >= 2500)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 2500)
     for _ in range(2):
         if style == "rename":
             for i in (2, 1):
@@ -350,7 +350,7 @@ def test_rotation_while_shipping(kafka_bootstrap, tmp_path, shippers, style):
         time.sleep(1.0)
     w.stop()
     total = len(w.written)
-    s.wait_metric("lines_shipped_total", lambda v: v >= total, timeout=60)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= total, timeout=60)
     assert s.terminate() == 0
     records = consume(kafka_bootstrap, topic, total)
     dups = check_no_loss(w.written, records)
@@ -370,7 +370,7 @@ def test_sigkill_and_restart_lose_nothing(kafka_bootstrap, tmp_path, shippers):
     s = Shipper(log, kafka_bootstrap, topic, acc_topic, ckpt, "--no-accounts")
     shippers.append(s.start())
     w.start(per_tick=20)
-    s.wait_metric("lines_shipped_total", lambda v: v >= 20_000, timeout=60)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 20_000, timeout=60)
     s.kill()  # SIGKILL mid-stream: acked-but-not-checkpointed lines will be sent again
     killed_at = json.loads(ckpt.read_text())["offset"] if ckpt.exists() else 0
     time.sleep(0.3)
@@ -383,7 +383,7 @@ def test_sigkill_and_restart_lose_nothing(kafka_bootstrap, tmp_path, shippers):
     s2 = Shipper(log, kafka_bootstrap, topic, acc_topic, ckpt, "--no-accounts")
     shippers.append(s2.start())
     w.start(per_tick=20)
-    s2.wait_metric("lines_shipped_total", lambda v: v >= 5_000, timeout=60)
+    s2.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 5_000, timeout=60)
     s2.kill()
     w.stop()
     w.write(100)
@@ -430,20 +430,20 @@ def test_broker_outage_waits_bounded_and_catches_up(tmp_path, shippers):
             log, bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts", "--max-inflight", "500"
         )
         shippers.append(s.start())
-        s.wait_metric("lines_shipped_total", lambda v: v >= 1000)
+        s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 1000)
         broker.stop()
         w.write(20_000)
         time.sleep(3)
         m = s.metrics()
         assert s.proc.poll() is None
-        assert m["inflight_records"] <= 500
-        assert m["bytes_behind"] > 0
-        assert m["lines_shipped_total"] < 21_000
-        s.wait_metric("broker_up", lambda v: v == 0, timeout=30)
+        assert m["eximtrack_ship_inflight_records"] <= 500
+        assert m["eximtrack_ship_lag_bytes"] > 0
+        assert m["eximtrack_ship_lines_shipped_total"] < 21_000
+        s.wait_metric("eximtrack_ship_broker_up", lambda v: v == 0, timeout=30)
         broker.start()  # same work dir: same data, same ports
         assert broker.bootstrap == bootstrap
-        s.wait_metric("lines_shipped_total", lambda v: v >= 21_000, timeout=90)
-        assert s.wait_metric("reconnects_total", lambda v: v >= 1, timeout=10) >= 1
+        s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 21_000, timeout=90)
+        assert s.wait_metric("eximtrack_ship_reconnects_total", lambda v: v >= 1, timeout=10) >= 1
         # SIGTERM while the broker is away: bounded flush, checkpoint of what was acked, exit 0.
         broker.stop()
         w.write(2_000)
@@ -456,7 +456,9 @@ def test_broker_outage_waits_bounded_and_catches_up(tmp_path, shippers):
         broker.start()
         s2 = Shipper(log, bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
         shippers.append(s2.start())
-        s2.wait_metric("checkpoint_offset", lambda v: v == log.stat().st_size, timeout=60)
+        s2.wait_metric(
+            "eximtrack_ship_checkpoint_offset_bytes", lambda v: v == log.stat().st_size, timeout=60
+        )
         assert s2.terminate() == 0
         records = consume(bootstrap, topic, 23_000)
         check_no_loss(w.written, records)
@@ -476,9 +478,9 @@ def test_missing_topic_waits_instead_of_auto_creating(kafka_bootstrap, tmp_path,
     shippers.append(s.start())
     time.sleep(3)
     assert s.proc.poll() is None
-    assert s.metrics().get("lines_shipped_total", 0) == 0
+    assert s.metrics().get("eximtrack_ship_lines_shipped_total", 0) == 0
     ensure_topics(kafka_bootstrap, [RAW_LINES], prefix=prefix)
-    s.wait_metric("lines_shipped_total", lambda v: v >= 100, timeout=30)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 100, timeout=30)
     assert s.terminate() == 0
     records = consume(kafka_bootstrap, topic, 100)
     assert len(decode(records)) == 100
@@ -495,9 +497,9 @@ def test_throughput_200k_lines(kafka_bootstrap, tmp_path, shippers):
     s = Shipper(log, kafka_bootstrap, topic, acc_topic, tmp_path / "ck.json", "--no-accounts")
     t0 = time.monotonic()
     shippers.append(s.start())
-    s.wait_metric("lines_shipped_total", lambda v: v >= 1, timeout=60)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 1, timeout=60)
     t1 = time.monotonic()
-    s.wait_metric("lines_shipped_total", lambda v: v >= 200_000, timeout=300)
+    s.wait_metric("eximtrack_ship_lines_shipped_total", lambda v: v >= 200_000, timeout=300)
     t2 = time.monotonic()
     assert s.terminate() == 0
     rate = 200_000 / (t2 - t1)
@@ -589,19 +591,34 @@ def test_checkpoint_save_is_atomic_and_round_trips(tmp_path):
         checkpoint.load(path)
 
 
-def test_metrics_text_format():
+def test_metrics_and_probes_of_the_shipper():
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+
     from producers.metrics import ShipMetrics, serve
 
     m = ShipMetrics('mx"1')
     m.inc("lines_shipped_total", 5)
-    m.set("bytes_behind", 42)
-    text = m.render()
-    assert 'lines_shipped_total{server="mx\\"1"} 5' in text
-    assert "# TYPE reconnects_total counter" in text and "# TYPE bytes_behind gauge" in text
+    m.set("lag_bytes", 42)
+    families = {f.name: f for f in text_string_to_metric_families(m.render())}
+    assert families["eximtrack_ship_reconnects"].type == "counter"
+    assert families["eximtrack_ship_lag_bytes"].type == "gauge"
+    (sample,) = families["eximtrack_ship_lines_shipped"].samples
+    assert sample.name == "eximtrack_ship_lines_shipped_total" and sample.labels == {"server": 'mx"1'}
+    assert sample.value == 5
     port = free_port()
     httpd = serve(m, port)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             assert resp.read().decode() == m.render()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            assert json.loads(resp.read()) == {"status": "ok"}
+        with pytest.raises(urllib.error.HTTPError) as exc:  # the broker never answered
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert exc.value.code == 503 and "broker" in json.loads(exc.value.read())["error"]
+        m.set("broker_up", 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            assert json.loads(resp.read()) == {"status": "ready"}
     finally:
         httpd.shutdown()
