@@ -13,12 +13,16 @@ import datetime as dt
 import decimal
 import json
 import os
+import socket
 import threading
 import urllib.error
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+
+import orjson
+
+from eximtrack.jsonable import json_bytes
 
 ENGINE_LOCK = threading.RLock()  # one chDB engine per process: inserts and queries take turns
 ENDPOINT_FILE = "query-endpoint.json"
@@ -43,6 +47,8 @@ def _encode(value):
         return {str(k): _encode(v) for k, v in value.items()}
     if isinstance(value, uuid.UUID):
         return str(value)
+    if type(value) is int and not -(2**63) <= value < 2**64:  # JSON parsers make these floats
+        return {"$int": str(value)}
     return value
 
 
@@ -52,6 +58,8 @@ def _decode(value):
             return dt.datetime.fromtimestamp(value["$dt"], tz=dt.UTC)
         if "$date" in value:
             return dt.date.fromisoformat(value["$date"])
+        if "$int" in value:
+            return int(value["$int"])
         if "$tuple" in value:
             return tuple(_decode(v) for v in value["$tuple"])
         return {k: _decode(v) for k, v in value.items()}
@@ -61,45 +69,57 @@ def _decode(value):
 
 
 class QueryServer:
-    """Serves POST /query {"sql", "params"} -> {"columns", "rows"} with the store's read-only session."""
+    """Serves POST /query {"sql", "params"} -> {"columns", "rows"} with the store's read-only session: a
+    one-route ASGI app (Starlette) under uvicorn, in a daemon thread of the owning process, on 127.0.0.1.
+    Queries run in Starlette's thread pool and take turns on the engine (ENGINE_LOCK)."""
 
     def __init__(self, store, port: int = 0) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
         self.store = store
         self.token = uuid.uuid4().hex  # only processes that can read the store directory can query
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server API
-                if self.path != "/query" or self.headers.get("X-Eximtrack-Token") != outer.token:
-                    self.send_error(403)
-                    return
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                    with ENGINE_LOCK:
-                        result = outer.store.query(
-                            body["sql"], _decode(body.get("params")) or None, readonly=True
-                        )
-                    payload = {
-                        "columns": list(result.column_names),
-                        "rows": _encode([list(r) for r in result.result_rows]),
-                    }
-                    status = 200
-                except Exception as exc:  # returned to the caller, who raises it
-                    payload, status = {"error": str(exc)}, 400
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="query-server", daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(128)  # connections queue from now on
+        self.port = self.sock.getsockname()[1]
+        app = Starlette(routes=[Route("/query", self._endpoint, methods=["POST"])])
+        config = uvicorn.Config(
+            app, lifespan="off", log_config=None, log_level="warning", access_log=False, server_header=False
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="query-server", daemon=True
+        )
         self.endpoint_path = os.path.join(store.url.path, ENDPOINT_FILE)
+
+    async def _endpoint(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import Response
+
+        if request.headers.get("x-eximtrack-token") != self.token:
+            return Response(status_code=403)
+        body = await request.body()
+        status, data = await run_in_threadpool(self.answer, body)
+        return Response(data, status, media_type="application/json")
+
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        """One request's JSON body -> (status, JSON answer); errors go back to the caller, who raises them."""
+        try:
+            request = orjson.loads(body)
+            with ENGINE_LOCK:
+                result = self.store.query(
+                    request["sql"], _decode(request.get("params")) or None, readonly=True
+                )
+            payload = {
+                "columns": list(result.column_names),
+                "rows": _encode([list(r) for r in result.result_rows]),
+            }
+            return 200, json_bytes(payload)
+        except Exception as exc:
+            return 400, json_bytes({"error": str(exc)})
 
     def start(self) -> None:
         self._thread.start()
@@ -114,8 +134,10 @@ class QueryServer:
             os.unlink(self.endpoint_path)
         except OSError:
             pass
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.sock.close()
 
 
 def find_endpoint(path: str) -> dict | None:
@@ -144,10 +166,10 @@ class RemoteStore:
         )
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:
-                payload = json.loads(resp.read())
+                payload = orjson.loads(resp.read())
         except urllib.error.HTTPError as exc:
             try:
-                payload = json.loads(exc.read())
+                payload = orjson.loads(exc.read())
             except ValueError:
                 payload = {"error": str(exc)}
         if "error" in payload:

@@ -427,6 +427,17 @@ def test_store_owned_by_a_process_serving_queries(tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert row_key(jsonl(proc.stdout)) == joiner_latest("all")
+        # values JSON parsers would turn into floats or strings come back exactly
+        proc = subprocess.run(
+            [sys.executable, "-m", "eximtrack", "sql", "--format", "json", "--store", store,
+             "SELECT toUInt256(2) * toUInt256(18446744073709551615) AS wide, toInt128('-170141183460469231731687303715884105728') AS low, "
+             "toDateTime('2026-11-30 12:00:00', 'UTC') AS t, (1, 'a') AS tup"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        (row,) = jsonl(proc.stdout)
+        assert row["wide"] == 2 * (2**64 - 1) and row["low"] == -(2**127), row
+        assert row["t"].startswith("2026-11-30T12:00:00") and row["tup"] == [1, "a"], row
         proc = subprocess.run(
             [sys.executable, "-m", "eximtrack", "ingest", "--server", "web1", "--store", store, str(SAMPLES / "mainlog-all.log")],
             capture_output=True, text=True, env=env, timeout=120,
