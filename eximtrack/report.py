@@ -732,8 +732,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_dashboards(args) -> int:
+    from eximtrack import ops_dashboard
+
     paths = write_dashboards(Path(args.out))
-    print(f"wrote {len(paths)} dashboards to {args.out}")
+    board, alerts = ops_dashboard.write(Path(args.out), Path(args.alerts))
+    print(f"wrote {len(paths) + 1} dashboards to {args.out} (ClickHouse, and {board.name} on Prometheus)")
+    print(f"wrote the Prometheus alerting rules to {alerts}")
     return 0
 
 
@@ -751,9 +755,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
     g = subparsers.add_parser(
-        "dashboards", help="write the Grafana dashboards (JSON) generated from the panels"
+        "dashboards", help="write the Grafana dashboards (JSON) and the Prometheus alerting rules"
     )
     g.add_argument("--out", default="deploy/grafana/dashboards", metavar="DIR")
+    g.add_argument("--alerts", default="deploy/prometheus/eximtrack-alerts.yml", metavar="FILE",
+                   help="Prometheus alerting rules on the components' metrics (default: %(default)s)")  # fmt: skip
     g.set_defaults(func=cmd_dashboards)
 
 
