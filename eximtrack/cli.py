@@ -530,6 +530,9 @@ def build_parser(
     from eximtrack import __version__
 
     parser.add_argument("--version", action="version", version=f"eximtrack {__version__}")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="the components' logs on stderr: text lines or JSON lines "
+                        "(default: $EXIMTRACK_LOG_FORMAT or text)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("ingest", help="read Exim main logs (plain or .gz) into the store")
@@ -632,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
             if failed and (debug or (wanted and wanted not in BUILTIN_COMMANDS)):
                 for name, err in failed:
                     print(f"eximtrack: warning: cannot load {name}: {err}", file=sys.stderr)
+        if getattr(args, "log_format", None):
+            os.environ["EXIMTRACK_LOG_FORMAT"] = args.log_format  # components and their children read it
         func = getattr(args, "func", None)
         if func is None:
             parser.print_help(sys.stderr)

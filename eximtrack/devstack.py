@@ -86,6 +86,7 @@ class DevStack:
         self._own_broker = broker is None and bootstrap is None
         self._bootstrap = bootstrap
         self.components: dict[str, Component] = {}
+        self.env: dict[str, str] = {}  # added to every component's environment (e.g. EXIMTRACK_LOG_FORMAT)
 
     @property
     def bootstrap(self) -> str:
@@ -105,7 +106,7 @@ class DevStack:
         ensure_topics(self.bootstrap, changelog_topics(self.app_id))
 
     def _component(self, name: str, args: list[str]) -> Component:
-        comp = Component(name, args, self.workdir / f"{name}.log")
+        comp = Component(name, args, self.workdir / f"{name}.log", self.env)
         self.components[name] = comp
         return comp
 

@@ -439,10 +439,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the shipper until SIGTERM/SIGINT; return the exit code."""
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from eximtrack import logs
+
+    logs.configure("ship", args.log_level, server=args.server)
     for noisy in ("kafka", "kafka.conn", "kafka.net"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     tz = args.tz or system_timezone()

@@ -613,6 +613,7 @@ def create_app(
             lines = decode_raw_record(value)
         except ValueError as exc:
             counters["dead_letters"] += 1
+            log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc)
             await dead_topic.send(value=dead_letter_record(topic, partition, offset, str(exc), value))
             return
         first = lines[0]
@@ -712,8 +713,10 @@ def run_worker(app: faust.App, loglevel: str = "warning") -> None:
     """Run the app in this process until SIGTERM/SIGINT."""
     from faust.worker import Worker
 
-    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.WARNING))
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    from eximtrack import logs
+
+    logs.configure("stream", loglevel)
+    worker = Worker(app, loglevel=loglevel, quiet=True, override_logging=False)  # our handler and format
     # faust's terminal spinner sets the root logger to DEBUG, so every debug call of faust and aiokafka
     # built a LogRecord that the handler then dropped: ~4% of the worker's CPU (bench/pipeline.py profile)
     worker.spinner = None

@@ -54,14 +54,12 @@ def uvicorn_config(
 
 
 def access_logging() -> None:
-    """uvicorn's access lines ("client - "GET /path HTTP/1.1" 200") and errors on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name, level in (("uvicorn.access", logging.INFO), ("uvicorn.error", logging.WARNING)):
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.addHandler(handler)
-        logger.propagate = False
+    """This process's logs on stderr (eximtrack/logs.py: text or JSON lines), with uvicorn's access lines
+    ("client - "GET /path HTTP/1.1" 200") and errors."""
+    from eximtrack import logs
+
+    logs.configure("serve", logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)
 
 
 class Server:

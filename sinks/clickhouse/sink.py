@@ -283,8 +283,9 @@ class Sink:
                 if classify(exc) != REJECT:
                     raise
                 self._dead_letter(
-                    kind, -1, -1, f"insert failed permanently: {exc}", json.dumps(items[0].to_dict()).encode()
-                )
+                    kind, -1, -1, f"insert failed permanently: {exc}", json.dumps(items[0].to_dict()).encode(),
+                    server=getattr(items[0], "server", None), msgid=getattr(items[0], "msgid", None),
+                )  # fmt: skip
             return
         mid = len(items) // 2
         for part in (items[:mid], items[mid:]):
@@ -296,10 +297,12 @@ class Sink:
                     raise
                 self._insert_narrowing(kind, part, insert)
 
-    def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None) -> None:
+    def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None,
+                     server: str | None = None, msgid: str | None = None) -> None:  # fmt: skip
         self.metrics.dead_letters.inc()
         self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
-        log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason)
+        where = {k: v for k, v in (("server", server), ("msgid", msgid)) if v}
+        log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra=where)
 
 
 def register(subparsers) -> None:
@@ -345,10 +348,11 @@ def default_instance_id(group: str, store_url: str) -> str:
 
 
 def _run(args) -> int:
+    from eximtrack import logs
     from producers.topics import ensure_topics
     from sinks.clickhouse.store import Store
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("sink", logging.INFO)
     ensure_topics(args.brokers, prefix=args.topic_prefix)  # idempotent: the sink may start before the worker
     store = Store.open(args.store, wait_for_lock=args.lock_wait)
     server = None

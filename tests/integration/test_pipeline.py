@@ -223,6 +223,7 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
 
     log = tmp_path / "live.log"
     log.write_text((SAMPLES / "mainlog-default.log").read_text())
+    stack.env["EXIMTRACK_LOG_FORMAT"] = "json"  # what a log collector reads
     stack.start({"dl1": log})
     stack.wait_endpoint()
     prod = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
@@ -278,6 +279,21 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
         assert status == 200 and json.loads(body)["status"] == "ok", (name, body)
         status, body = stack.probe(name, "/readyz")
         assert status == 200 and json.loads(body)["status"] == "ready", (name, body)
+    # each dead letter is a JSON log line of the component that sent it
+    for name in ("stream", "sink"):
+        records = [
+            json.loads(line)
+            for line in stack.components[name].log_path.read_text().splitlines()
+            if line.startswith("{") and "dead-lettered" in line
+        ]
+        assert len(records) == 2 and {r["component"] for r in records} == {name}, (name, records)
+        assert all(r["level"] == "WARNING" and r["time"] for r in records)
+    ship_records = [
+        json.loads(x)
+        for x in stack.components["ship-dl1"].log_path.read_text().splitlines()
+        if x.startswith("{")
+    ]
+    assert ship_records and all(r["component"] == "ship" and r["server"] == "dl1" for r in ship_records)
 
 
 def test_two_workers_share_the_partitions(tmp_path, stack):
