@@ -221,7 +221,7 @@ def _serve_workers(args, store, tokens: TokenStore, limits: dict, timing: dict) 
         f"eximtrack serve: listening on http://{host}:{port}/ ({args.workers} workers, tokens {tokens.path})",
         flush=True,
     )
-    Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+    Multiprocess(config, sockets=[sock]).run()  # each worker process runs its own uvicorn.Server
     return 0
 
 

@@ -34,3 +34,46 @@ def test_ingest_twice_and_search_on_a_server(clickhouse_server_url):
     truth = json.loads((SAMPLES / "expected-cpanel.json").read_text())
     got = sorted((r["msgid"], r["recipient"], r["type"]) for r in second if r["type"] != "rejected")
     assert got == sorted((e["msgid"], e["recipient"], e["type"]) for e in truth["expected"])
+
+
+def test_serve_with_two_workers_on_a_server(clickhouse_server_url, tmp_path):
+    """`serve --workers 2`: two processes on one socket share the cursor key, so paging whose pages land on
+    either process returns every row once; SIGTERM stops both."""
+    import signal
+    import urllib.request
+
+    from eximtrack.web.auth import TokenStore
+
+    store = f"{clickhouse_server_url}/t_{uuid.uuid4().hex[:8]}"
+    run("ingest", "--server", "web1", "--store", store, str(SAMPLES / "mainlog-all.log"))
+    want = sorted(
+        (r["msgid"], r["recipient"], r["deliveredto"])
+        for r in map(json.loads, run("search", "--store", store, "--format", "json").splitlines())
+    )
+    tokens = TokenStore(str(tmp_path / "tokens.json"))
+    token, _ = tokens.add("root", "root")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eximtrack", "serve", "--store", store, "--port", "0", "--workers", "2",
+         "--tokens", tokens.path],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line and "2 workers" in line, line
+        url = line.split("listening on ", 1)[1].split()[0].rstrip("/")
+        got, cursor = [], None
+        while True:  # one connection per page: the kernel spreads them over both processes
+            query = "limit=3" + (f"&cursor={cursor}" if cursor else "")
+            req = urllib.request.Request(
+                f"{url}/api/v1/search?{query}", headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                page = json.loads(resp.read())
+            got += [(r["msgid"], r["recipient"], r["deliveredto"]) for r in page["rows"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert sorted(got) == want and len(got) == len(set(got))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
