@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import promql_parser
 import yaml
 
 from eximtrack import ops_dashboard
@@ -41,6 +42,11 @@ def test_committed_files_are_the_generators():
     assert alerts.read_text(encoding="utf-8") == ops_dashboard.alert_rules_yaml(), hint
 
 
+def test_every_expression_is_valid_promql():
+    for expr in ops_dashboard.expressions():
+        promql_parser.parse(expr)  # ValueError with the reason otherwise
+
+
 def test_every_metric_named_is_exported_by_a_component():
     names = exported()
     used = {m for expr in ops_dashboard.expressions() for m in re.findall(r"\beximtrack_[a-z0-9_]+", expr)}
@@ -61,7 +67,6 @@ def test_rules_and_dashboard_are_well_formed():
             and re.fullmatch(r"\d+[smh]", rule["for"])
             and rule["labels"]["severity"] in ("warning", "critical")
         )
-        assert rule["expr"].count("(") == rule["expr"].count(")")
     board = json.loads(ops_dashboard.dashboard_json())
     ds = yaml.safe_load(
         (ROOT / "deploy/grafana/provisioning/datasources/eximtrack-prometheus.yaml").read_text()
