@@ -432,7 +432,8 @@ def run_pages(
         if full:
             conds.append(time_side(direction, last, extra, "f_to", before=True))
         sql, params = fetch_sql(conds, extra, rows - len(out))
-        names, got = run(sql, params)
+        round_names, got = run(sql, params)
+        names = round_names or names  # an empty result names no columns (chDB): keep an earlier round's
         out.extend(got)
         fetched += len(keys)
         if not full:

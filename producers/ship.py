@@ -403,7 +403,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-accounts", action="store_true", help="do not ship account maps")
     parser.add_argument(
-        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics, /healthz and /readyz on this port",
     )
     parser.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: %(default)s)"

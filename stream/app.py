@@ -730,7 +730,12 @@ def register(subparsers) -> None:
     p.add_argument("--app-id", default="eximtrack-stream", help="consumer group / app id")
     p.add_argument("--data-dir", default="/tmp/eximtrack-stream",
                    help="the worker's local tables (RocksDB): one per worker, on a disk that survives restarts")  # fmt: skip
-    p.add_argument("--web-port", type=int, default=None, help="serve /metrics on this port")
+    p.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (faust web server)",
+    )
     p.add_argument("--expiry", type=float, default=None, help="seconds (event time) an idle message is kept")
     p.add_argument("--instance-id", default=None,
                    help="static group membership id, stable across restarts (default: host + data dir)")  # fmt: skip

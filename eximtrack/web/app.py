@@ -157,6 +157,23 @@ class App:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def admit(self) -> None:
+        """A request takes a place among those the query pool runs or queues; 503 when none is left. (Called
+        on the event loop only.) A request past its timeout gives its place back while its query may still
+        hold a thread, so the queue's bound counts requests, not threads."""
+        if self.admitted >= self.admit_limit:
+            raise ApiError(
+                503,
+                "the server is busy: every query worker is taken and the queue is full",
+                {"Retry-After": "1"},
+            )
+        self.admitted += 1
+        self.metrics.admitted.set(self.admitted)
+
+    def release(self) -> None:
+        self.admitted -= 1
+        self.metrics.admitted.set(self.admitted)
+
     def retention_days(self) -> int | None:
         """Days the store keeps data (0 = forever; None when it cannot be told)."""
         try:
@@ -345,27 +362,6 @@ def error_response(status: int, message: str, headers: dict | None = None) -> Re
     return json_response(status, {"error": message}, headers)
 
 
-class Admission:
-    """A request's place among those the query pool runs or queues (at most `app.admit_limit`)."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    def __enter__(self) -> None:
-        if self.app.admitted >= self.app.admit_limit:
-            raise ApiError(
-                503,
-                "the server is busy: every query worker is taken and the queue is full",
-                {"Retry-After": "1"},
-            )
-        self.app.admitted += 1
-        self.app.metrics.admitted.set(self.app.admitted)
-
-    def __exit__(self, *exc) -> None:
-        self.app.admitted -= 1
-        self.app.metrics.admitted.set(self.app.admitted)
-
-
 async def in_pool(app: App, fn: Callable, *args):
     """fn(*args) in a query thread; ApiError 504 after the request timeout."""
     future = asyncio.wrap_future(app.pool.submit(fn, *args))
@@ -393,7 +389,7 @@ async def stream_in_pool(app: App, chunks: Callable[[], Iterator[bytes]]):
                 if stop.is_set():
                     return
                 put(chunk)
-        except BaseException as exc:  # handed to the sender, which logs it and cuts the answer short
+        except BaseException as exc:  # handed to the sender, which cuts the answer short
             if not stop.is_set():
                 put(exc)
             return
@@ -406,10 +402,8 @@ async def stream_in_pool(app: App, chunks: Callable[[], Iterator[bytes]]):
             item = await queue.get()
             if item is done:
                 return
-            if isinstance(item, BaseException):
-                print("eximtrack serve: an export failed part-way:", file=sys.stderr)
-                traceback.print_exception(item, file=sys.stderr)
-                return
+            if isinstance(item, BaseException):  # the connection is cut: the client sees an incomplete answer
+                raise RuntimeError("the export failed part-way") from item
             yield item
     finally:
         stop.set()
@@ -418,19 +412,19 @@ async def stream_in_pool(app: App, chunks: Callable[[], Iterator[bytes]]):
 
 
 class ExportResponse(StreamingResponse):
-    """A streamed export that gives its admission back when it ends, however it ends."""
+    """A streamed export that gives its place in the query pool back when it ends, however it ends."""
 
-    def __init__(self, app: App, admission: Admission, export: Export) -> None:
+    def __init__(self, app: App, export: Export) -> None:
         super().__init__(
             stream_in_pool(app, export.chunks), 200, export.headers, media_type=export.media_type
         )
-        self.admission = admission
+        self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.admission.__exit__(None, None, None)
+            self.app.release()
 
 
 def query_params(request: Request) -> dict[str, list[str]]:
@@ -463,10 +457,9 @@ def api_endpoint(app: App, op: Operation):
 
     async def endpoint(request: Request) -> Response:
         params = query_params(request)
-        admission = Admission(app)
         streaming = False
         try:
-            admission.__enter__()
+            app.admit()
         except ApiError as exc:
             return error_response(exc.status, exc.message, exc.headers)
         try:
@@ -477,7 +470,7 @@ def api_endpoint(app: App, op: Operation):
                 if request.method == "HEAD":
                     return Response(b"", 200, result.headers, media_type=result.media_type)
                 streaming = True
-                return ExportResponse(app, admission, result)
+                return ExportResponse(app, result)
             return Response(
                 result, 200, {"Cache-Control": "no-store"}, media_type="application/json; charset=utf-8"
             )
@@ -490,7 +483,7 @@ def api_endpoint(app: App, op: Operation):
             return error_response(500, "internal error (see the server log)")
         finally:
             if not streaming:
-                admission.__exit__(None, None, None)
+                app.release()
 
     return endpoint
 
