@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -287,8 +288,12 @@ class LocalBroker:
         extra_config: dict[str, str] | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         die_with_parent: bool = False,
+        node_id: int = 1,
+        cluster: ClusterLayout | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.node_id = node_id
+        self.cluster = cluster  # None: a single node that is its own controller quorum
         self.requested_port = port
         self.version = version
         self.heap = heap
@@ -331,8 +336,9 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     # life cycle
-    def start(self) -> LocalBroker:
-        """Fetch (if needed), format (first time only), launch and wait until the broker serves metadata."""
+    def start(self, wait: bool = True) -> LocalBroker:
+        """Fetch (if needed), format (first time only), launch and (`wait`) wait until the broker serves
+        metadata. A node of a cluster is ready only once its quorum formed: launch every node, then wait."""
         if self.running():
             raise BrokerError(f"a broker is already running from {self.workdir} (pid {self.pid})")
         t0 = time.monotonic()
@@ -344,16 +350,23 @@ class LocalBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         state = self._load_state()
-        cluster_id = state.get("cluster_id") or _cluster_id()
+        cluster_id = self.cluster.cluster_id if self.cluster else state.get("cluster_id") or _cluster_id()
         formatted = (self.data_dir / "meta.properties").exists() and bool(state)
+        if formatted and self.cluster and state.get("cluster_id") != cluster_id:
+            shutil.rmtree(self.data_dir, ignore_errors=True)  # a node of another cluster: start afresh
+            formatted = False
+            state = {}
         if formatted and state.get("version") != self.version:
             # Upgrading a work dir in place is out of scope for a dev broker: start afresh instead.
             shutil.rmtree(self.data_dir, ignore_errors=True)
             formatted = False
             state = {}
-            cluster_id = _cluster_id()
-        self.controller_port = self._pick_controller_port(state, formatted)
-        self.port = self._pick_port(state)
+            cluster_id = self.cluster.cluster_id if self.cluster else _cluster_id()
+        if self.cluster:
+            self.port, self.controller_port = self.cluster.ports[self.node_id]
+        else:
+            self.controller_port = self._pick_controller_port(state, formatted)
+            self.port = self._pick_port(state)
         self._write_config()
         (self.log_dir / "log4j2.properties").unlink(missing_ok=True)
         (self.workdir / "log4j2.properties").write_text(_LOG4J2.format(logdir=self.log_dir))
@@ -377,7 +390,7 @@ class LocalBroker:
                     *jvm,
                     "kafka.tools.StorageTool",
                     "format",
-                    "--standalone",
+                    *([] if self.cluster else ["--standalone"]),  # a cluster: the static voters of its config
                     "--cluster-id",
                     cluster_id,
                     "--config",
@@ -408,18 +421,21 @@ class LocalBroker:
             )
         self.pid = self.proc.pid
         self.pid_path.write_text(f"{self.pid}\n")
+        self.timings = {"fetch": t_fetch - t0, "format": t_format - t_fetch}
+        self._launched = time.monotonic()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> LocalBroker:
+        """Wait until the launched broker serves metadata listing itself (stop it and raise if it does not)."""
         try:
             self._wait_ready(time.monotonic() + self.start_timeout)
         except BaseException:
             self.stop()
             raise
-        t_ready = time.monotonic()
-        self.timings = {
-            "fetch": t_fetch - t0,
-            "format": t_format - t_fetch,
-            "ready": t_ready - t_format,
-            "total": t_ready - t0,
-        }
+        self.timings["ready"] = time.monotonic() - self._launched
+        self.timings["total"] = sum(self.timings.values())
         (self.workdir / "bootstrap").write_text(self.bootstrap + "\n")
         return self
 
@@ -561,10 +577,24 @@ class LocalBroker:
                 return port
 
     def _write_config(self) -> None:
+        nodes = len(self.cluster.ports) if self.cluster else 1
+        replicas = str(min(3, nodes))
+        min_isr = "2" if nodes >= 3 else "1"  # acks=all survives one broker's loss
+        quorum = (
+            {
+                "controller.quorum.voters": self.cluster.voters,
+                # a killed broker is fenced (its partitions get new leaders) after 3 s without a heartbeat,
+                # not Kafka's 9 s: the pause a broker's crash causes (tests/reliability/test_cluster.py)
+                "broker.session.timeout.ms": "3000",
+                "broker.heartbeat.interval.ms": "500",
+            }
+            if self.cluster
+            else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+        )
         conf = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **quorum,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
@@ -574,14 +604,16 @@ class LocalBroker:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
-            # A single node can hold only one replica of the internal topics.
-            "offsets.topic.replication.factor": "1",
+            # The internal topics: as many replicas as the cluster can hold (one on a single node).
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
             # Tests create and join groups constantly; the default 3 s delay only slows them down.
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
@@ -597,12 +629,116 @@ class LocalBroker:
         self.config_path.write_text(text)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClusterLayout:
+    """What every node of a local cluster must agree on: the cluster id and each node's ports."""
+
+    cluster_id: str
+    ports: dict[int, tuple[int, int]]  # node id -> (client port, controller port)
+
+    @property
+    def voters(self) -> str:
+        return ",".join(f"{n}@127.0.0.1:{c}" for n, (_, c) in sorted(self.ports.items()))
+
+
+class LocalCluster:
+    """`nodes` KRaft brokers on 127.0.0.1, each broker and controller in one JVM (combined mode), with a
+    static controller quorum: for development and for the tests that kill brokers. Work dirs
+    ``workdir/node<N>``; the layout (cluster id, ports) is kept in ``workdir/cluster.json`` so a restarted
+    cluster keeps its data. Internal topics get min(3, nodes) replicas and ``min.insync.replicas`` 2 from 3
+    nodes on; eximtrack's own topics get the same from ``producers.topics.ensure_topics``."""
+
+    def __init__(self, workdir: str | os.PathLike[str], nodes: int = 3, **kwargs: object) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        layout_path = self.workdir / "cluster.json"
+        try:
+            saved = json.loads(layout_path.read_text())
+            layout = ClusterLayout(saved["cluster_id"], {int(k): tuple(v) for k, v in saved["ports"].items()})
+            if len(layout.ports) != nodes or not all(
+                _port_free(p) for pair in layout.ports.values() for p in pair
+            ):
+                raise ValueError("another layout")
+        except (OSError, ValueError, KeyError):
+            ports: set[int] = set()
+            while len(ports) < 2 * nodes:
+                ports.add(_free_port())
+            it = iter(sorted(ports))
+            layout = ClusterLayout(_cluster_id(), {n: (next(it), next(it)) for n in range(1, nodes + 1)})
+            layout_path.write_text(
+                json.dumps({"cluster_id": layout.cluster_id, "ports": layout.ports}) + "\n"
+            )
+        self.layout = layout
+        self.nodes = {
+            n: LocalBroker(self.workdir / f"node{n}", node_id=n, cluster=layout, **kwargs)  # type: ignore[arg-type]
+            for n in layout.ports
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port, _ in self.layout.ports.values())
+
+    def start(self) -> LocalCluster:
+        try:
+            for node in self.nodes.values():
+                node.start(wait=False)
+            for node in self.nodes.values():
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        (self.workdir / "bootstrap").write_text(self.bootstrap + "\n")
+        return self
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        for node in self.nodes.values():
+            node.stop(timeout)
+        with contextlib.suppress(OSError):
+            (self.workdir / "bootstrap").unlink()
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node (the crash the replication is for)."""
+        node = self.nodes[node_id]
+        if node.pid is not None and _pid_alive(node.pid):
+            os.kill(node.pid, signal.SIGKILL)
+            node._wait_exit(node.pid, 30.0)
+        node.proc = None
+        node.pid = None
+
+    def restart(self, node_id: int) -> None:
+        self.nodes[node_id].start()
+
+    def controller(self) -> int | None:
+        """The node id of the active controller, as a live node's metadata says (None if none answers)."""
+        from kafka import KafkaAdminClient
+
+        for node in self.nodes.values():
+            if node.running():
+                try:
+                    admin = KafkaAdminClient(bootstrap_servers=node.bootstrap, request_timeout_ms=5000)
+                    try:
+                        return int(admin.describe_cluster()["controller_id"])
+                    finally:
+                        admin.close()
+                except Exception:
+                    continue
+        return None
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``broker {fetch,start,stop,status}`` to a parent CLI; dispatch with ``args.func(args)``."""
-    parser = subparsers.add_parser("broker", help="run a local single-node Kafka broker (development, tests)")
+    parser = subparsers.add_parser(
+        "broker", help="run a local Kafka broker, or a cluster of them with --nodes 3 (development, tests)"
+    )
     _add_arguments(parser)
     return parser
 
@@ -615,7 +751,47 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kafka-version", default=DEFAULT_VERSION, help="Kafka version to fetch/run (default: %(default)s)"
     )
     parser.add_argument("--heap", default=DEFAULT_HEAP, help="JVM heap (default: %(default)s)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="start: a KRaft cluster of this many brokers (combined mode, static quorum; topics get "
+        "min(3, nodes) replicas and min.insync.replicas 2 from 3 nodes on). Default: 1",
+    )
     parser.set_defaults(func=run)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """`broker start|stop|status` of a cluster work dir (``--nodes N`` > 1, or a dir with cluster.json)."""
+    saved = Path(args.dir) / "cluster.json"
+    nodes = args.nodes if args.nodes > 1 else len(json.loads(saved.read_text())["ports"])
+    if args.action == "start":
+        cluster = LocalCluster(args.dir, nodes, version=args.kafka_version, heap=args.heap)
+        cluster.start()
+        pids = ", ".join(str(n.pid) for n in cluster.nodes.values())
+        print(f"started {nodes} brokers: pids {pids}, bootstrap {cluster.bootstrap}")
+        return 0
+    up = 0
+    for n in range(1, nodes + 1):
+        node = LocalBroker(Path(args.dir) / f"node{n}", node_id=n)
+        try:
+            node.attach()
+        except BrokerError as exc:
+            print(f"node {n}: not running ({exc})")
+            continue
+        if args.action == "stop":
+            pid = node.pid
+            node.stop()
+            print(f"node {n}: stopped pid {pid}")
+        else:
+            state = "ready" if node.ready() else "running, not answering metadata"
+            print(f"node {n}: {state}: pid {node.pid}, bootstrap {node.bootstrap}")
+            up += node.ready()
+    if args.action == "status":
+        return 0 if up == nodes else (3 if up == 0 else 1)
+    with contextlib.suppress(OSError):
+        (Path(args.dir) / "bootstrap").unlink()
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -629,6 +805,8 @@ def run(args: argparse.Namespace) -> int:
                 f"({time.monotonic() - t0:.1f}s)"
             )
             return 0
+        if args.nodes > 1 or (Path(args.dir) / "cluster.json").exists():
+            return run_cluster(args)
         broker = LocalBroker(args.dir, args.port, version=args.kafka_version, heap=args.heap)
         if args.action == "start":
             with contextlib.suppress(BrokerError):

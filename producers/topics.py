@@ -45,6 +45,15 @@ def resolve(
     return out
 
 
+def cluster_replication_factor(bootstrap: str) -> int:
+    """The replication factor eximtrack gives its topics on this cluster: min(3, number of brokers)."""
+    client = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eximtrack-topics")
+    try:
+        return min(3, len(client.describe_cluster()["brokers"]))
+    finally:
+        client.close()
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Iterable[TopicSpec] = ALL_TOPICS,

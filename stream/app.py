@@ -491,6 +491,7 @@ def create_app(
     grace: float | None = None,
     expiry: float | None = None,
     instance_id: str | None = None,
+    replication_factor: int = 1,
 ) -> faust.App:
     """Build the faust app. `prefix` is put before every topic name (tests use one per test).
 
@@ -507,7 +508,7 @@ def create_app(
         store="rocksdb://",
         datadir=data_dir,
         topic_partitions=T.RAW_LINE_PARTITIONS,
-        topic_replication_factor=1,
+        topic_replication_factor=replication_factor,  # the topics faust creates itself (its leader topic)
         processing_guarantee="at_least_once",
         # A record is a batch of up to 500 lines (<= ~256 KiB): buffer few records per partition (bounded
         # memory), commit every 500 records or every second, whichever comes first.
@@ -747,16 +748,18 @@ def _run(args) -> int:
     import hashlib
     import socket
 
-    from producers.topics import ensure_topics
+    from producers.topics import cluster_replication_factor, ensure_topics
 
     ensure_topics(args.brokers, prefix=args.topic_prefix)
     ensure_topics(args.brokers, changelog_topics(args.app_id))
+    replication = cluster_replication_factor(args.brokers)
     instance = (
         args.instance_id
         or f"{socket.gethostname()}-{hashlib.sha1(os.path.abspath(args.data_dir).encode()).hexdigest()[:8]}"
     )
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
-                     web_port=args.web_port, expiry=args.expiry, instance_id=instance)  # fmt: skip
+                     web_port=args.web_port, expiry=args.expiry, instance_id=instance,
+                     replication_factor=replication)  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)
