@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("core", "ingest", "footprint", "pipeline", "queries")
+SUITES = ("core", "ingest", "footprint", "pipeline", "scaleout", "queries")
 RESULTS = ROOT / "bench" / "results.json"
 
 

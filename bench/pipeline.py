@@ -71,7 +71,7 @@ def _pids(stack) -> dict[str, int]:
     return pids
 
 
-class _Appender:
+class Appender:
     """Appends whole lines to the shipped logs (one lock per file, so probes never split a corpus line)."""
 
     def __init__(self, logs: dict[str, Path]):
@@ -113,7 +113,7 @@ def _stored_lines(store, servers: list[str]) -> int:
     return int(rows[0][0])
 
 
-def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict:
+def drain(stack, store, appender, files, expected: int, timeout: float) -> dict:
     servers = list(files)
     base = _stored_lines(store, servers)
     pids = _pids(stack)
@@ -141,7 +141,7 @@ def _drain(stack, store, appender, files, expected: int, timeout: float) -> dict
             "curve": curve, "cpu_cores_used": cpu}  # fmt: skip
 
 
-def _wait(stack, done, timeout: float, what: str, every: float = 0.2) -> None:
+def wait_until(stack, done, timeout: float, what: str, every: float = 0.2) -> None:
     """Poll `done()` until true, failing if a component dies or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while not done():
@@ -261,7 +261,7 @@ def _open_messages(stack, store, appender, server: str, n: int) -> dict:
     for k in range(0, n, 5000):
         appender.write(server, "".join(lines[k : k + 5000]))
     sql = "SELECT count(DISTINCT msgid) FROM events WHERE server = {s:String} AND like(msgid, '%-OPEN%')"
-    _wait(
+    wait_until(
         stack, lambda: store.query(sql, {"s": server}).result_rows[0][0] >= n, 600, "open messages", every=1.0
     )
     time.sleep(2.0)
@@ -338,14 +338,16 @@ def run(quick: bool, workdir: Path) -> dict:
         stack.wait_endpoint()
         path = stack.store[len("chdb://") :]
         store = RemoteStore(parse_store_url(stack.store), find_endpoint(path))
-        appender = _Appender(logs)
+        appender = Appender(logs)
         try:
             # warm-up: one probe through every component before anything is timed
             msgid, _ = appender.probe(next(iter(logs)))
             sql = "SELECT count() FROM events WHERE msgid = {m:String}"
-            _wait(stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe")
+            wait_until(
+                stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe"
+            )
             done = [
-                _drain(stack, store, appender, files, n, timeout=120 if quick else 900)
+                drain(stack, store, appender, files, n, timeout=120 if quick else 900)
                 for files, n in zip(drains, expected, strict=True)
             ]
             rates = summarize([d["lines_per_s"] for d in done], "lines/s")

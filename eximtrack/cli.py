@@ -37,6 +37,7 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.stats          -> `eximtrack stats` (cPanel counters from the views), `eximtrack retention`
 #   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 #   eximtrack.web.serve      -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
+#   eximtrack.plan           -> `eximtrack plan` (deployment size for a fleet, docs/DEPLOY.md)
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -48,6 +49,7 @@ EXTENSION_MODULES = [
     "eximtrack.search_index",
     "eximtrack.report",
     "eximtrack.web.serve",
+    "eximtrack.plan",
 ]
 # ---------------------------------------------------------------------------------------------------
 

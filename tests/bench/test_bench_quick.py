@@ -33,10 +33,21 @@ def quick(tmp_path_factory) -> dict:
 
 
 def test_every_suite_ran(quick):
-    assert set(quick["suites"]) == {"core", "ingest", "footprint", "pipeline", "queries"}
+    assert set(quick["suites"]) == {"core", "ingest", "footprint", "pipeline", "scaleout", "queries"}
     for name, suite in quick["suites"].items():
         assert "error" not in suite, (name, suite)
     assert quick["machine"]["cores"] >= 1 and quick["quick"] is True
+
+
+def test_scaleout_drained_with_one_and_two_workers(quick):
+    s = quick["suites"]["scaleout"]
+    one, two = s["by_workers"]["1"], s["by_workers"]["2"]
+    assert (
+        "stream2" not in one["cpu_cores_used"] and two["cpu_cores_used"]["stream2"] > 0
+    )  # both workers worked
+    for run in (one, two):
+        assert 0 < run["lines_per_s"]["min"] <= run["lines_per_s"]["median"] <= run["lines_per_s"]["max"]
+    assert s["speedup_2_workers"] == two["lines_per_s"]["median"] / one["lines_per_s"]["median"]
 
 
 def test_core_and_ingest_read_the_same_files_as_eximstats(quick):

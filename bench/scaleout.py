@@ -1,0 +1,86 @@
+"""Scale-out on this machine: the pipeline's drain with one stream worker and with two (the second takes
+half of the raw-lines partitions), same log sets, same stack otherwise. `python -m bench --only scaleout`.
+
+docs/DEPLOY.md's sizing uses the cost per line measured here and in the pipeline suite; on a 2-core box the
+cores, not the number of workers, are the limit, and this says by how much a second worker helps there. A
+second sink needs a ClickHouse server (an embedded store admits one process): not measured here.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.corpus import build
+from bench.pipeline import Appender, drain, expected_message_lines, wait_until
+from bench.timing import summarize
+
+
+def measure(workdir: Path, quick: bool, workers: int, drains: list[dict[str, Path]]) -> dict:
+    from eximtrack.config import parse_store_url
+    from eximtrack.devstack import DevStack
+    from sinks.clickhouse.query_server import RemoteStore, find_endpoint
+
+    root = workdir / f"scaleout-{workers}" / ("quick" if quick else "full")
+    shutil.rmtree(root, ignore_errors=True)
+    logs = {s: root / f"{s}.log" for s in drains[0]}
+    root.mkdir(parents=True)
+    for p in logs.values():
+        p.touch()
+    stack = DevStack(root, prefix=f"scale{workers}.")
+    with stack:
+        stack.start(logs)
+        for n in range(2, workers + 1):
+            stack.stream(n).start()
+        stack.wait_endpoint()
+        store = RemoteStore(parse_store_url(stack.store), find_endpoint(stack.store[len("chdb://") :]))
+        appender = Appender(logs)
+        try:
+            msgid, _ = appender.probe(next(iter(logs)))
+            sql = "SELECT count() FROM events WHERE msgid = {m:String}"
+            wait_until(
+                stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe"
+            )
+            done = [
+                drain(
+                    stack,
+                    store,
+                    appender,
+                    files,
+                    expected_message_lines(files),
+                    timeout=120 if quick else 900,
+                )
+                for files in drains
+            ]
+        finally:
+            appender.close()
+    rates = summarize([d["lines_per_s"] for d in done], "lines/s")
+    cpu: dict[str, float] = {}
+    for d in done:
+        for name, cores in d["cpu_cores_used"].items():
+            cpu[name] = cpu.get(name, 0.0) + cores / len(done)
+    return {"workers": workers, "lines_per_s": rates.as_dict(), "cpu_cores_used": cpu}
+
+
+# 8 servers (the pipeline suite's 2 would sit on at most 2 of the 12 raw-lines partitions: nothing for a
+# second worker), about as many lines per drain as the pipeline suite's
+SIZE = {"quick": {"servers": 4, "messages_per_day": 500}, "full": {"servers": 8, "messages_per_day": 10_000}}
+
+
+def log_set(workdir: Path, quick: bool, seed: int, days_ago: int) -> dict[str, Path]:
+    start = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT00:00:00+00:00")
+    name = f"scaleout-{seed}" + ("-quick" if quick else "")
+    return build(
+        workdir / name, id_format="new", seed=seed, start=start, **SIZE["quick" if quick else "full"]
+    )[0]
+
+
+def run(quick: bool, workdir: Path) -> dict:
+    runs = 2
+    out = {}
+    for workers in (1, 2):
+        drains = [log_set(workdir, quick, seed=40 + k, days_ago=runs + 1 - k) for k in range(runs)]
+        out[str(workers)] = measure(workdir, quick, workers, drains)
+    one, two = (out[k]["lines_per_s"]["median"] for k in ("1", "2"))
+    return {"by_workers": out, "speedup_2_workers": two / one, "cores": __import__("os").cpu_count()}
