@@ -316,10 +316,27 @@ def _recovery(stack, appender, server: str, store_path: str, timeout: float) -> 
     return out, redone
 
 
-def run(quick: bool, workdir: Path) -> dict:
+def warmed_up(stack, logs: dict[str, Path]) -> tuple[object, Appender]:
+    """A started stack's store (through the sink's query endpoint) and an appender to its logs, after one
+    probe line went through every component (nothing is timed before that)."""
     from eximtrack.config import parse_store_url
-    from eximtrack.devstack import DevStack
     from sinks.clickhouse.query_server import RemoteStore, find_endpoint
+
+    stack.wait_endpoint()
+    store = RemoteStore(parse_store_url(stack.store), find_endpoint(stack.store[len("chdb://") :]))
+    appender = Appender(logs)
+    try:
+        msgid, _ = appender.probe(next(iter(logs)))
+        sql = "SELECT count() FROM events WHERE msgid = {m:String}"
+        wait_until(stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe")
+    except BaseException:
+        appender.close()
+        raise
+    return store, appender
+
+
+def run(quick: bool, workdir: Path) -> dict:
+    from eximtrack.devstack import DevStack
 
     runs = 2 if quick else 3
     # drains oldest first, then the steady load (yesterday): the log's time only moves forward
@@ -335,17 +352,9 @@ def run(quick: bool, workdir: Path) -> dict:
     stack = DevStack(root, prefix="bench.")
     with stack:
         stack.start(logs)
-        stack.wait_endpoint()
         path = stack.store[len("chdb://") :]
-        store = RemoteStore(parse_store_url(stack.store), find_endpoint(path))
-        appender = Appender(logs)
+        store, appender = warmed_up(stack, logs)
         try:
-            # warm-up: one probe through every component before anything is timed
-            msgid, _ = appender.probe(next(iter(logs)))
-            sql = "SELECT count() FROM events WHERE msgid = {m:String}"
-            wait_until(
-                stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe"
-            )
             done = [
                 drain(stack, store, appender, files, n, timeout=120 if quick else 900)
                 for files, n in zip(drains, expected, strict=True)

@@ -13,14 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.corpus import build
-from bench.pipeline import Appender, drain, expected_message_lines, wait_until
+from bench.pipeline import drain, expected_message_lines, warmed_up
 from bench.timing import summarize
 
 
 def measure(workdir: Path, quick: bool, workers: int, drains: list[dict[str, Path]]) -> dict:
-    from eximtrack.config import parse_store_url
     from eximtrack.devstack import DevStack
-    from sinks.clickhouse.query_server import RemoteStore, find_endpoint
 
     root = workdir / f"scaleout-{workers}" / ("quick" if quick else "full")
     shutil.rmtree(root, ignore_errors=True)
@@ -33,15 +31,8 @@ def measure(workdir: Path, quick: bool, workers: int, drains: list[dict[str, Pat
         stack.start(logs)
         for n in range(2, workers + 1):
             stack.stream(n).start()
-        stack.wait_endpoint()
-        store = RemoteStore(parse_store_url(stack.store), find_endpoint(stack.store[len("chdb://") :]))
-        appender = Appender(logs)
+        store, appender = warmed_up(stack, logs)
         try:
-            msgid, _ = appender.probe(next(iter(logs)))
-            sql = "SELECT count() FROM events WHERE msgid = {m:String}"
-            wait_until(
-                stack, lambda: store.query(sql, {"m": msgid}).result_rows[0][0] > 0, 180, "warm-up probe"
-            )
             done = [
                 drain(
                     stack,
