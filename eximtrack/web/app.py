@@ -18,6 +18,7 @@ its last row and is sent as it is produced, under back-pressure from the client.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import csv
 import io
 import os
@@ -380,21 +381,27 @@ async def stream_in_pool(app: App, chunks: Callable[[], Iterator[bytes]]):
     stop = threading.Event()
     done = object()
 
-    def put(item) -> None:
-        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+    def put(item) -> bool:
+        """Hand `item` over, waiting while the queue is full; False once the sender has stopped."""
+        handed = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        while not stop.is_set():
+            try:
+                handed.result(timeout=1.0)
+                return True
+            except concurrent.futures.TimeoutError:
+                continue
+        handed.cancel()
+        return False
 
     def produce() -> None:
         try:
             for chunk in chunks():
-                if stop.is_set():
+                if not put(chunk):
                     return
-                put(chunk)
         except BaseException as exc:  # handed to the sender, which cuts the answer short
-            if not stop.is_set():
-                put(exc)
+            put(exc)
             return
-        if not stop.is_set():
-            put(done)
+        put(done)
 
     app.pool.submit(produce)
     try:
