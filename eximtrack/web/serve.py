@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 import uvicorn
 
@@ -105,7 +106,7 @@ class Server:
         self._thread = threading.Thread(target=self.serve_forever, name="eximtrack-web", daemon=True)
         self._thread.start()
         while not self.uvicorn.started and self._thread.is_alive():
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self.uvicorn.should_exit = True
