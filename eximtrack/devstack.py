@@ -284,7 +284,11 @@ def _run(args) -> int:
             f"  .venv/bin/eximtrack search --store {store} --show failures,deferred --limit 20\n"
             f"  .venv/bin/eximtrack search --store {store} --server {server} --format json --limit 5\n"
             f"  .venv/bin/eximtrack show --store {store} MSGID\n"
-            f"Ctrl-C stops everything.\n",
+            f"Prometheus metrics, /healthz and /readyz: "
+            + ", ".join(
+                f"{name} http://127.0.0.1:{c.metrics_port}/metrics" for name, c in stack.components.items()
+            )
+            + "\nCtrl-C stops everything.\n",
             flush=True,
         )
         while all(c.alive() for c in stack.components.values()):
