@@ -59,11 +59,11 @@ def oracle(tmp_path: Path, logs: dict[str, list[Path]]) -> str:
     return store
 
 
-def wait_for(stack: DevStack, want: list[dict], timeout: float = 180) -> list[dict]:
+def wait_for(stack: DevStack, want: list[dict], timeout: float = 180, query: str = LATEST) -> list[dict]:
     deadline = time.monotonic() + timeout
     got: list[dict] = []
     while time.monotonic() < deadline:
-        got = rows(stack.sql(LATEST))
+        got = rows(stack.sql(query))
         if got == want:
             return got
         time.sleep(1.0)
