@@ -229,7 +229,7 @@ class Sink:
 
     def _measure_lag(self) -> None:
         """Records between this sink's position (just committed) and each assigned partition's end, as the
-        last fetch responses told it (no request of its own)."""
+        last fetch responses told it (a request only for a partition whose position is not known yet)."""
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
             if end is not None:
