@@ -318,8 +318,12 @@ class RecordGaps:
         self.topic = topic
         self.table = table
 
+    def last_handled(self, partition: int) -> int | None:
+        """The offset of the last record handled of `partition` (None before the first)."""
+        return self.table.get(str(partition))
+
     async def missing_before(self, partition: int, offset: int) -> list:
-        last = self.table.get(str(partition))
+        last = self.last_handled(partition)
         if last is None or offset <= last + 1:
             return []
         loop = asyncio.get_running_loop()
@@ -356,7 +360,7 @@ class RecordGaps:
             consumer.close()
 
     def done(self, partition: int, offset: int) -> None:
-        last = self.table.get(str(partition))
+        last = self.last_handled(partition)
         if last is None or offset > last:
             self.table[str(partition)] = offset
 
@@ -563,7 +567,6 @@ def create_app(
     }
     app.eximtrack_counters = counters  # type: ignore[attr-defined]
     raw_topic_name = prefix + T.RAW_LINES.name
-    processed: dict[int, int] = {}  # raw-lines partition -> the last offset processed (consumer lag)
     # the most records faust's producer buffer held at the end of a record (the changelog of that record's
     # states, before `handle` hands it to the Kafka client): bounded by one record's states
     gauges = {"producer_queue_peak_records": 0}
@@ -669,7 +672,6 @@ def create_app(
             await handle(event.value, msg.topic, msg.partition, msg.offset)
             gaps.done(msg.partition, msg.offset)
             counters["records"] += 1
-            processed[msg.partition] = msg.offset
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():
@@ -681,7 +683,8 @@ def create_app(
             if tp.topic == raw_topic_name:
                 highwater = app.consumer.highwater(tp)
                 if highwater is not None and highwater >= 0:
-                    lag[tp.partition] = max(0, highwater - processed.get(tp.partition, -1) - 1)
+                    last = gaps.last_handled(tp.partition)  # kept in a table: right from a restart on
+                    lag[tp.partition] = max(0, highwater - (-1 if last is None else last) - 1)
         return lag
 
     worker_metrics = WorkerMetrics(counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag)
