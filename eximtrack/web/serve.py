@@ -2,7 +2,8 @@
 
 uvicorn is the HTTP server: keep-alive (`--keep-alive` seconds), and on SIGTERM or Ctrl-C a graceful
 shutdown — it stops accepting, lets the requests in flight finish (at most `--graceful-timeout` seconds),
-then exits. The listening socket is bound here, before the server starts, so `--port 0` can be reported.
+then exits. The listening socket is bound before the server starts (eximtrack/uvicorn_server.py), so `--port 0`
+can be reported.
 With an embedded (chDB) store this process owns the directory, also serves the read-only query endpoint
 for the CLI (sinks/clickhouse/query_server.py) and runs one worker process; with a ClickHouse server store,
 `--workers N` runs N processes on the same socket (uvicorn's supervisor), sharing one cursor key.
@@ -14,47 +15,16 @@ import json
 import logging
 import os
 import secrets
-import signal
-import socket
 import sys
-import threading
-import time
 
-import uvicorn
-
+from eximtrack.uvicorn_server import UvicornServer, listening_socket, uvicorn_config
 from eximtrack.web.app import App, build_asgi
 from eximtrack.web.auth import AuthError, TokenStore, default_tokens_path
 
 WORKER_CONFIG_ENV = "EXIMTRACK_SERVE_WORKER"  # how the supervisor hands a worker process its configuration
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)  # connections queue from now on, even before the server accepts them
-    sock.set_inheritable(True)
-    return sock
-
-
-def uvicorn_config(
-    app, *, keep_alive: float, graceful_timeout: float, access_log: bool, **extra
-) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        lifespan="off",
-        log_config=None,  # our loggers (access_logging), not uvicorn's stdout handlers
-        log_level="warning",
-        access_log=access_log,
-        timeout_keep_alive=int(keep_alive),
-        timeout_graceful_shutdown=int(graceful_timeout),
-        server_header=False,
-        **extra,
-    )
-
-
-def access_logging() -> None:
+def configure_logging() -> None:
     """This process's logs on stderr (eximtrack/logs.py: text or JSON lines), with uvicorn's access lines
     ("client - "GET /path HTTP/1.1" 200") and errors."""
     from eximtrack import logs
@@ -63,9 +33,9 @@ def access_logging() -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)
 
 
-class Server:
-    """An App served by uvicorn on a socket bound at construction: `serve_forever()` in the main thread
-    (signals: graceful shutdown), or `start()`/`stop()` from a background thread (tests)."""
+class Server(UvicornServer):
+    """An App served by uvicorn (eximtrack/uvicorn_server.py): `serve_forever()` in the main thread (signals:
+    graceful shutdown), or `start()`/`stop()` from a background thread (tests)."""
 
     def __init__(
         self,
@@ -78,40 +48,14 @@ class Server:
         access_log: bool = False,
     ) -> None:
         self.app = app
-        self.sock = listening_socket(host, port)
-        self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn_config(
-            build_asgi(app), keep_alive=keep_alive, graceful_timeout=graceful_timeout, access_log=access_log
+        super().__init__(
+            build_asgi(app),
+            host,
+            port,
+            keep_alive=keep_alive,
+            graceful_timeout=graceful_timeout,
+            access_log=access_log,
         )
-        self.uvicorn = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def serve_forever(self) -> None:
-        """Serve until SIGTERM or SIGINT (in the main thread) or stop(); a signal's graceful shutdown ends
-        here with a normal return (uvicorn raises the signal again once done, to the handler set here)."""
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
-        try:
-            self.uvicorn.run(sockets=[self.sock])
-        finally:
-            self.sock.close()
-            if main:
-                signal.signal(signal.SIGTERM, previous)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="eximtrack-web", daemon=True)
-        self._thread.start()
-        while not self.uvicorn.started and self._thread.is_alive():
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.uvicorn.should_exit = True
-        if self._thread:
-            self._thread.join(timeout=60)
 
 
 def worker_app():
@@ -119,7 +63,7 @@ def worker_app():
     from sinks.clickhouse.store import Store
 
     conf = json.loads(os.environ[WORKER_CONFIG_ENV])
-    access_logging()
+    configure_logging()
     app = App(
         Store.open(conf["store"], migrate=False),
         TokenStore(conf["tokens"]),
@@ -159,7 +103,7 @@ def cmd_serve(args) -> int:
             f"`eximtrack token add --role root --name admin --tokens {tokens.path}`",
             file=sys.stderr,
         )
-    access_logging()
+    configure_logging()
     limits = {
         "query_workers": args.query_workers,
         "queue_limit": args.queue_limit,

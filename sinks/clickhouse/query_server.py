@@ -13,7 +13,6 @@ import datetime as dt
 import decimal
 import json
 import os
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -74,25 +73,16 @@ class QueryServer:
     Queries run in Starlette's thread pool and take turns on the engine (ENGINE_LOCK)."""
 
     def __init__(self, store, port: int = 0) -> None:
-        import uvicorn
         from starlette.applications import Starlette
         from starlette.routing import Route
 
+        from eximtrack.uvicorn_server import UvicornServer
+
         self.store = store
         self.token = uuid.uuid4().hex  # only processes that can read the store directory can query
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(128)  # connections queue from now on
-        self.port = self.sock.getsockname()[1]
         app = Starlette(routes=[Route("/query", self._endpoint, methods=["POST"])])
-        config = uvicorn.Config(
-            app, lifespan="off", log_config=None, log_level="warning", access_log=False, server_header=False
-        )
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="query-server", daemon=True
-        )
+        self.server = UvicornServer(app, "127.0.0.1", port)
+        self.port = self.server.port
         self.endpoint_path = os.path.join(store.url.path, ENDPOINT_FILE)
 
     async def _endpoint(self, request):
@@ -122,7 +112,7 @@ class QueryServer:
             return 400, json_bytes({"error": str(exc)})
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
         tmp = self.endpoint_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -134,10 +124,7 @@ class QueryServer:
             os.unlink(self.endpoint_path)
         except OSError:
             pass
-        self.server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-        self.sock.close()
+        self.server.stop()
 
 
 def find_endpoint(path: str) -> dict | None:
