@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,15 +62,46 @@ def _append_in_chunks(src: Path, dst: Path, rotate_at: int | None = None) -> Non
         time.sleep(rng.uniform(0.05, 0.4))
 
 
+MODES = ("cpanel", "all", "default")
+
+
+@dataclass
+class GeneratedFleet:
+    """Three servers' generated logs (one per sample mix), what a direct `eximtrack ingest` of them stores
+    (the oracle) and the generator's truth, for the tests that kill parts of the pipeline while they ship."""
+
+    sources: dict[str, list[Path]]
+    want: list[dict]
+    want_history: list[dict]
+    n_rounds: int
+    salt: int
+
+    @classmethod
+    def make(cls, tmp_path: Path, prefix: str, n_rounds: int, salt: int) -> GeneratedFleet:
+        sources = {}
+        for n, mode in enumerate(MODES):
+            gen = tmp_path / f"gen{n}.log"
+            write_log(gen, mode, n_rounds=n_rounds, salt=salt + n)
+            sources[f"{prefix}{n}"] = [gen]
+        store = oracle(tmp_path, sources)
+        want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+        history = rows(eximtrack("sql", "--store", store, "--format", "json", HISTORY))
+        return cls(sources, want, history, n_rounds, salt)
+
+    def assert_truth(self, got: list[dict]) -> None:
+        """Every recipient's outcome and every SMTP-time rejection of the generator, in the stored rows."""
+        for n, (server, mode) in enumerate(zip(self.sources, MODES, strict=True)):
+            t = truth(mode, n_rounds=self.n_rounds, salt=self.salt + n)
+            stored = [(r["msgid"], r["recipient"], r["type"]) for r in got if r["server"] == server]
+            assert outcomes([x for x in stored if x[2] != "rejected"], mode) == outcomes(
+                [(e["msgid"], e["recipient"], e["type"]) for e in t["expected"]], mode
+            )
+            assert sum(1 for x in stored if x[2] == "rejected") == len(t["rejections"])
+
+
 def test_random_kills_lose_and_double_nothing(tmp_path):
-    sources = {}
-    for n, mode in enumerate(("cpanel", "all", "default")):
-        gen = tmp_path / f"gen{n}.log"
-        write_log(gen, mode, n_rounds=6, salt=40 + n)
-        sources[f"chaos{n}"] = [gen]
-    oracle_store = oracle(tmp_path, sources)
-    want = rows(eximtrack("sql", "--store", oracle_store, "--format", "json", LATEST))
-    want_history = rows(eximtrack("sql", "--store", oracle_store, "--format", "json", HISTORY))
+    fleet = GeneratedFleet.make(tmp_path, "chaos", n_rounds=6, salt=40)
+    sources, want, want_history = fleet.sources, fleet.want, fleet.want_history
 
     stack = DevStack(tmp_path / "stack")  # its own broker, so the broker can be killed too
     live = {server: tmp_path / f"live-{server}.log" for server in sources}
@@ -133,13 +165,6 @@ def test_random_kills_lose_and_double_nothing(tmp_path):
         assert rows(stack.sql(without_probe(HISTORY))) == want_history
         # no restart waited for the dead member's session to expire (45 s): static group membership
         assert not recovery or max(s for _, s in recovery) < 30, recovery
-        # and the generator's truth: every recipient's outcome and every SMTP-time rejection
-        for n, (server, mode) in enumerate(zip(sources, ("cpanel", "all", "default"), strict=True)):
-            t = truth(mode, n_rounds=6, salt=40 + n)
-            stored = [(r["msgid"], r["recipient"], r["type"]) for r in got if r["server"] == server]
-            assert outcomes([x for x in stored if x[2] != "rejected"], mode) == outcomes(
-                [(e["msgid"], e["recipient"], e["type"]) for e in t["expected"]], mode
-            )
-            assert sum(1 for x in stored if x[2] == "rejected") == len(t["rejections"])
+        fleet.assert_truth(got)
     finally:
         stack.stop()

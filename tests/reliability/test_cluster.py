@@ -14,15 +14,12 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from eximtrack.demo_log import truth, write_log
 from eximtrack.devstack import DevStack
 from eximtrack.local_broker import LocalCluster
-from tests.integration.test_pipeline import COUNTS, HISTORY, LATEST, eximtrack, oracle, rows, wait_for
-from tests.unit.test_demo_log import outcomes
+from tests.integration.test_pipeline import COUNTS, HISTORY, rows, wait_for
+from tests.reliability.test_chaos import GeneratedFleet
 
 pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
-
-MODES = ("cpanel", "all", "default")
 
 
 def append_paced(src, dst, lines_per_step: int = 25, step: float = 0.5) -> None:
@@ -42,14 +39,8 @@ def stored_rows(stack: DevStack) -> float:
 
 
 def test_broker_kills_in_a_three_node_cluster_lose_and_double_nothing(tmp_path):
-    sources = {}
-    for n, mode in enumerate(MODES):
-        gen = tmp_path / f"gen{n}.log"
-        write_log(gen, mode, n_rounds=5, salt=70 + n)
-        sources[f"kc{n}"] = [gen]
-    oracle_store = oracle(tmp_path, sources)
-    want = rows(eximtrack("sql", "--store", oracle_store, "--format", "json", LATEST))
-    want_history = rows(eximtrack("sql", "--store", oracle_store, "--format", "json", HISTORY))
+    fleet = GeneratedFleet.make(tmp_path, "kc", n_rounds=5, salt=70)
+    sources, want, want_history = fleet.sources, fleet.want, fleet.want_history
 
     cluster = LocalCluster(tmp_path / "kafka", 3, die_with_parent=True).start()
     stack = DevStack(tmp_path / "stack", bootstrap=cluster.bootstrap)
@@ -106,12 +97,7 @@ def test_broker_kills_in_a_three_node_cluster_lose_and_double_nothing(tmp_path):
         counts = rows(stack.sql(COUNTS))[0]
         assert counts["latest_rows"] == counts["distinct_rows"] == len(want)
         assert rows(stack.sql(HISTORY)) == want_history
-        for n, (server, mode) in enumerate(zip(sources, MODES, strict=True)):
-            t = truth(mode, n_rounds=5, salt=70 + n)
-            stored = [(r["msgid"], r["recipient"], r["type"]) for r in got if r["server"] == server]
-            assert outcomes([x for x in stored if x[2] != "rejected"], mode) == outcomes(
-                [(e["msgid"], e["recipient"], e["type"]) for e in t["expected"]], mode
-            )
+        fleet.assert_truth(got)
     finally:
         stack.stop()
         cluster.stop()
