@@ -248,21 +248,18 @@ def _panel(graph: Graph, n: int) -> dict:
 
 
 def dashboard() -> dict:
-    return {
-        "uid": UID,
-        "title": "eximtrack operations",
-        "description": "Is the pipeline keeping up? Shippers, stream workers, the sink and the web app, from "
-        "their Prometheus metrics (deploy/prometheus/prometheus.yml scrapes them).",
-        "tags": ["eximtrack", "operations"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": True,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": []},
-        "panels": [_panel(g, i) for i, g in enumerate(GRAPHS)],
-    }
+    from eximtrack.report import dashboard_envelope
+
+    return dashboard_envelope(
+        UID,
+        "eximtrack operations",
+        "Is the pipeline keeping up? Shippers, stream workers, the sink and the web app, from their Prometheus "
+        "metrics (deploy/prometheus/prometheus.yml scrapes them).",
+        ["eximtrack", "operations"],
+        [_panel(g, i) for i, g in enumerate(GRAPHS)],
+        refresh="30s",
+        since="now-6h",
+    )
 
 
 def dashboard_json() -> str:

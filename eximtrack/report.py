@@ -504,19 +504,41 @@ def grafana_dashboard(d: Dashboard) -> dict:
                 "sort": 1,
             }
         )
+    return dashboard_envelope(
+        d.uid,
+        d.title,
+        d.description,
+        d.tags,
+        [_grafana_panel(p, i) for i, p in enumerate(d.panels)],
+        templating,
+    )
+
+
+def dashboard_envelope(
+    uid: str,
+    title: str,
+    description: str,
+    tags,
+    panels: list[dict],
+    templating: list[dict] | None = None,
+    *,
+    refresh: str = "5m",
+    since: str = "now-7d",
+) -> dict:
+    """A Grafana dashboard's JSON around its panels (also the operations dashboard's, ops_dashboard.py)."""
     return {
-        "uid": d.uid,
-        "title": d.title,
-        "description": d.description,
-        "tags": list(d.tags),
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": list(tags),
         "timezone": "utc",
         "schemaVersion": 39,
         "version": 1,
         "editable": True,
-        "refresh": "5m",
-        "time": {"from": "now-7d", "to": "now"},
-        "templating": {"list": templating},
-        "panels": [_grafana_panel(p, i) for i, p in enumerate(d.panels)],
+        "refresh": refresh,
+        "time": {"from": since, "to": "now"},
+        "templating": {"list": list(templating or [])},
+        "panels": panels,
     }
 
 
@@ -767,6 +789,7 @@ __all__ = [
     "DASHBOARDS",
     "Dashboard",
     "Panel",
+    "dashboard_envelope",
     "grafana_dashboard",
     "grafana_sql",
     "register",
