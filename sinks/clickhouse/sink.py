@@ -196,10 +196,10 @@ class Sink:
                 continue
             if opened is None:
                 opened = time.monotonic()
-            for batch in polled.values():
+            for tp, batch in polled.items():
+                self.metrics.records.labels(tp.topic).inc(len(batch))
                 for rec in batch:
                     records += 1
-                    self.metrics.records.labels(rec.topic).inc()
                     kind = self.kinds.get(rec.topic, "event")
                     try:
                         good, bad = decode_records(kind, rec.value)
