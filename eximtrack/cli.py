@@ -38,6 +38,7 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.report         -> `eximtrack report` (dashboard panels as PNG), `eximtrack dashboards`
 #   eximtrack.web.serve      -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
 #   eximtrack.plan           -> `eximtrack plan` (deployment size for a fleet, docs/DEPLOY.md)
+#   eximtrack.schema         -> `eximtrack schema` (the store's DDL, single node or cluster layout)
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -50,6 +51,7 @@ EXTENSION_MODULES = [
     "eximtrack.report",
     "eximtrack.web.serve",
     "eximtrack.plan",
+    "eximtrack.schema",
 ]
 # ---------------------------------------------------------------------------------------------------
 

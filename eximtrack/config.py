@@ -12,7 +12,8 @@ Accepted store URLs (see ``parse_store_url``):
   repository).
 
 Both forms take the database as ``?database=NAME`` (for http also as the path); the default database is
-``eximtrack``. The store creates the database if it does not exist. Tests use one chDB path per process and
+``eximtrack``. A server URL may name a ClickHouse cluster, ``?cluster=NAME`` (a ``remote_servers`` entry):
+the store then uses the replicated, sharded layout of sinks/clickhouse/cluster.py (docs/DEPLOY.md). The store creates the database if it does not exist. Tests use one chDB path per process and
 a fresh ``?database=test_<uuid>`` per test.
 """
 
@@ -48,6 +49,7 @@ class StoreURL:
     secure: bool = False
     username: str | None = None
     password: str | None = None
+    cluster: str | None = None  # http only: the ClickHouse cluster the schema is laid out on
 
     def display(self) -> str:
         """The URL without the password, for messages and logs."""
@@ -55,7 +57,8 @@ class StoreURL:
             return f"chdb://{self.path}?database={self.database}"
         scheme = "https" if self.secure else "http"
         user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}/{self.database}"
+        where = f"{scheme}://{user}{self.host}:{self.port}/{self.database}"
+        return where + (f"?cluster={self.cluster}" if self.cluster else "")
 
 
 def valid_identifier(name: str) -> bool:
@@ -90,6 +93,10 @@ def parse_store_url(url: str, environ: dict | None = None, cwd: str | None = Non
         rest, _, fragment = rest.partition("#")
         rest, _, query = rest.partition("?")
         params = parse_qs(query)
+        if params.get("cluster"):
+            raise ConfigError(
+                "?cluster= needs ClickHouse servers (http://…): an embedded chDB store is one node"
+            )
         database = params.get("database", [None])[0] or (fragment or None)
         path = unquote(rest)
         if path in ("", "memory", ":memory:"):
@@ -113,6 +120,9 @@ def parse_store_url(url: str, environ: dict | None = None, cwd: str | None = Non
             raise ConfigError(f"bad port in store URL: {exc}") from None
         username = unquote(parts.username) if parts.username else env.get(USER_ENV) or None
         password = unquote(parts.password) if parts.password else env.get(PASSWORD_ENV) or None
+        cluster = params.get("cluster", [None])[0] or None
+        if cluster is not None and not valid_identifier(cluster):
+            raise ConfigError(f"cluster name {cluster!r} in the store URL is not an identifier")
         return StoreURL(
             backend="http",
             host=parts.hostname,
@@ -121,6 +131,7 @@ def parse_store_url(url: str, environ: dict | None = None, cwd: str | None = Non
             username=username,
             password=password,
             database=_database(database),
+            cluster=cluster,
         )
     raise ConfigError(f"unsupported store URL {url!r}: use chdb:///path or http://host:8123[/database]")
 

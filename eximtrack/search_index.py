@@ -35,7 +35,7 @@ def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
     statements = backfill_statements()
     for table in TABLES:
         t0 = time.perf_counter()
-        store.command(f"TRUNCATE TABLE {table}")
+        store.command(f"TRUNCATE TABLE {store.target(table)}")
         for name, statement in statements:
             if name == table:
                 store.command(statement)

@@ -305,12 +305,12 @@ def stats(store, by: str = "user", since=None, until=None, top: Top | None = Non
 
 def aggregate_retention(store) -> dict[str, int]:
     """{table: TTL days (0 = none)} for the aggregate tables."""
-    return {t: migrations.current_retention(store.client, t) for t in RETENTION_TABLES}
+    return {t: migrations.current_retention(store.client, t, store.cluster) for t in RETENTION_TABLES}
 
 
 def set_aggregate_retention(store, days: int) -> list[str]:
     """Set the TTL of every aggregate table to `days` (0 removes it); returns the tables changed."""
-    return migrations.ensure_retention(store.client, days, RETENTION_BASE)
+    return migrations.ensure_retention(store.client, days, RETENTION_BASE, cluster=store.cluster)
 
 
 # -- rollup ----------------------------------------------------------------------------------------------
@@ -352,13 +352,14 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
     dropped = []
     if drop_states:
         limit = int(horizon.strftime("%Y%m"))  # months strictly before the horizon's month
-        parts = store.query(
+        parts = store.query(  # on a cluster: this node's local table (every node has the same months)
             "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() "
-            "AND table = 'mail_hourly' AND active ORDER BY partition"
+            "AND table = {t:String} AND active ORDER BY partition",
+            {"t": store.stored("mail_hourly")},
         ).result_rows
         for (partition,) in parts:
             if partition.isdigit() and int(partition) < limit:
-                store.command(f"ALTER TABLE mail_hourly DROP PARTITION {int(partition)}")
+                store.command(f"ALTER TABLE {store.target('mail_hourly')} DROP PARTITION {int(partition)}")
                 dropped.append(partition)
     return {"horizon": horizon, "rolled_keys": rolled, "dropped_partitions": dropped}
 
@@ -403,7 +404,7 @@ def rebuild_aggregates(store) -> list[str]:
     runs; inserts arriving meanwhile are counted (sets), never twice."""
     done = []
     for table, statement in backfill_statements(final=True):
-        store.command(f"TRUNCATE TABLE {table}")
+        store.command(f"TRUNCATE TABLE {store.target(table)}")
         store.command(statement)
         done.append(table)
     stats_snapshots.clear(store)  # their counters restart with the states: forget every snapshot

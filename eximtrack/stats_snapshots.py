@@ -298,8 +298,8 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
             continue
         triples = [(as_utc(x) if isinstance(x, datetime) else x, int(n), int(w)) for x, n, w in old]
         cond = f"({t}, seen, writer) IN {{t:Array(Tuple({typ}, UInt64, UInt64))}}"
-        store.command(f"DELETE FROM {rows} WHERE {cond}", {"t": triples})
-        store.command(f"DELETE FROM {recorded} WHERE {cond}", {"t": triples})
+        store.command(f"DELETE FROM {store.target(rows)} WHERE {cond}", {"t": triples})
+        store.command(f"DELETE FROM {store.target(recorded)} WHERE {cond}", {"t": triples})
         deleted += len(triples)
     return deleted
 
@@ -312,15 +312,15 @@ def delete_before(store, hour: datetime) -> None:
         # a day is read from its snapshot only when it starts at or after the horizon
         before = f"toDateTime({t}, 'UTC') < {{h:DateTime('UTC')}}"
         if store.query(f"SELECT count() FROM {recorded} WHERE {before}", params).result_rows[0][0]:
-            store.command(f"DELETE FROM {rows} WHERE {before}", params)
-            store.command(f"DELETE FROM {recorded} WHERE {before}", params)
+            store.command(f"DELETE FROM {store.target(rows)} WHERE {before}", params)
+            store.command(f"DELETE FROM {store.target(recorded)} WHERE {before}", params)
 
 
 def clear(store) -> None:
     """Forget every snapshot (after the set states were rebuilt: their counters start again)."""
     for rows, recorded, _, _ in _ALL_GRAINS:
-        store.command(f"TRUNCATE TABLE {rows}")
-        store.command(f"TRUNCATE TABLE {recorded}")
+        store.command(f"TRUNCATE TABLE {store.target(rows)}")
+        store.command(f"TRUNCATE TABLE {store.target(recorded)}")
 
 
 class Refresher:

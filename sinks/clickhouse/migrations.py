@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import schemas
+from sinks.clickhouse import cluster as cluster_layout
 
 MIGRATIONS_DIR = Path(schemas.__file__).resolve().parent / "clickhouse"
 _NAME = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
@@ -117,20 +118,52 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def applied_versions(client) -> set[int]:
-    client.command(SCHEMA_MIGRATIONS_DDL)
+def cluster_of(name: str, directory: Path = MIGRATIONS_DIR) -> cluster_layout.Cluster:
+    """The cluster layout (sinks/clickhouse/cluster.py) of the migrations of `directory` on cluster `name`."""
+    statements = [SCHEMA_MIGRATIONS_DDL.strip()]
+    statements += [s for m in load_migrations(directory) for s in m.statements()]
+    return cluster_layout.Cluster(name, frozenset(cluster_layout.tables_of(statements)))
+
+
+def schema_migrations_steps(cluster: cluster_layout.Cluster | None = None) -> list[str]:
+    """The statements that create ``schema_migrations`` (on every node of `cluster` when given)."""
+    ddl = SCHEMA_MIGRATIONS_DDL.strip()
+    return [ddl] if cluster is None else cluster.statement(ddl, cluster_layout.tables_of([ddl]))
+
+
+def migration_steps(
+    cluster: cluster_layout.Cluster | None = None, directory: Path = MIGRATIONS_DIR
+) -> list[tuple[Migration, list[tuple[str | None, str]]]]:
+    """[(migration, its (condition, statement) steps)] in order: as written, or in `cluster`'s layout."""
+    out = []
+    creates = cluster_layout.tables_of([SCHEMA_MIGRATIONS_DDL.strip()])
+    for migration in load_migrations(directory):
+        steps = migration.steps()
+        if cluster is not None:
+            creates.update(cluster_layout.tables_of([s for _, s in steps]))
+            steps = cluster.steps(steps, creates)
+        out.append((migration, steps))
+    return out
+
+
+def applied_versions(client, cluster: cluster_layout.Cluster | None = None) -> set[int]:
+    for statement in schema_migrations_steps(cluster):
+        client.command(statement)
     return {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
 
 
-def apply_migrations(client, directory: Path = MIGRATIONS_DIR) -> list[int]:
-    """Apply every migration not yet recorded; returns the versions applied now."""
-    done = applied_versions(client)
+def apply_migrations(
+    client, directory: Path = MIGRATIONS_DIR, cluster: cluster_layout.Cluster | None = None
+) -> list[int]:
+    """Apply every migration not yet recorded (in `cluster`'s layout when given: the client is connected to
+    one node of it); returns the versions applied now."""
+    done = applied_versions(client, cluster)
     applied = []
-    for migration in load_migrations(directory):
+    for migration, steps in migration_steps(cluster, directory):
         if migration.version in done:
             continue
-        for when, statement in migration.steps():
-            if when is not None and not _true(client, when):
+        for when, statement in steps:
+            if when is not None and not condition_holds(client, when):
                 continue
             t0 = time.perf_counter()
             client.command(statement)
@@ -146,16 +179,16 @@ def apply_migrations(client, directory: Path = MIGRATIONS_DIR) -> list[int]:
     return applied
 
 
-def _true(client, condition: str) -> bool:
+def condition_holds(client, condition: str) -> bool:
     rows = client.query(condition).result_rows
     return bool(rows and rows[0] and rows[0][0])
 
 
-def current_retention(client, table: str) -> int:
-    """TTL days of a table (0 = no TTL)."""
+def current_retention(client, table: str, cluster: cluster_layout.Cluster | None = None) -> int:
+    """TTL days of a table (0 = no TTL); on a cluster, of its local table on the node the client is on."""
     rows = client.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-        parameters={"t": table},
+        parameters={"t": _stored(table, cluster)},
     ).result_rows
     if not rows:
         raise RuntimeError(f"table {table} does not exist")
@@ -163,17 +196,28 @@ def current_retention(client, table: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def ensure_ttl_bases(client, tables: dict[str, str] | None = None) -> list[str]:
+def _stored(table: str, cluster: cluster_layout.Cluster | None) -> str:
+    """The table that holds `table`'s rows (and TTL): itself, or its local table on a cluster (Store.stored)."""
+    return table if cluster is None else cluster_layout.local_name(table)
+
+
+def _target(table: str, cluster: cluster_layout.Cluster | None) -> str:
+    return table if cluster is None else cluster.target(table)
+
+
+def ensure_ttl_bases(
+    client, tables: dict[str, str] | None = None, cluster: cluster_layout.Cluster | None = None
+) -> list[str]:
     """Rewrite, keeping its days, the TTL of every table whose TTL counts from another expression than
     `tables` says (default TTL_BASE: an older migration's TTL); returns the tables changed. Existing parts
     are not rewritten: their merges apply the new TTL."""
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
-        days = current_retention(client, table)
-        if not days or _ttl_clause(client, table).startswith(base.replace(" ", "")):
+        days = current_retention(client, table, cluster)
+        if not days or _ttl_clause(client, _stored(table, cluster)).startswith(base.replace(" ", "")):
             continue
         client.command(
-            f"ALTER TABLE {table} MODIFY TTL {base} + toIntervalDay({days}) "
+            f"ALTER TABLE {_target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days}) "
             "SETTINGS materialize_ttl_after_modify = 0"
         )
         changed.append(table)
@@ -190,7 +234,9 @@ def _ttl_clause(client, table: str) -> str:
     return ttl.replace(" ", "")
 
 
-def ensure_retention(client, days: int, tables: dict[str, str] | None = None) -> list[str]:
+def ensure_retention(
+    client, days: int, tables: dict[str, str] | None = None, cluster: cluster_layout.Cluster | None = None
+) -> list[str]:
     """Set the TTL of `tables` ({table: time expression the TTL counts from}; default: the data tables) to
     `days` (0 removes the TTL); returns the tables changed."""
     days = int(days)
@@ -198,11 +244,11 @@ def ensure_retention(client, days: int, tables: dict[str, str] | None = None) ->
         raise ValueError("retention days must be >= 0")
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
-        if current_retention(client, table) == days:
+        if current_retention(client, table, cluster) == days:
             continue
         if days == 0:
-            client.command(f"ALTER TABLE {table} REMOVE TTL")
+            client.command(f"ALTER TABLE {_target(table, cluster)} REMOVE TTL")
         else:
-            client.command(f"ALTER TABLE {table} MODIFY TTL {base} + toIntervalDay({days})")
+            client.command(f"ALTER TABLE {_target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days})")
         changed.append(table)
     return changed

@@ -28,6 +28,7 @@ from eximtrack.config import (
     resolve_retention_days,
     resolve_store_url,
 )
+from sinks.clickhouse import cluster as cluster_layout
 from sinks.clickhouse import encode, migrations
 
 log = logging.getLogger("eximtrack.store")
@@ -152,6 +153,8 @@ def _http_client(url: StoreURL):
         username=url.username or "default",
         password=url.password or "",
     )
+    if url.cluster:  # synchronous Distributed inserts and cluster-wide subqueries (cluster.py)
+        kwargs["settings"] = dict(cluster_layout.CLIENT_SETTINGS)
     try:
         client = clickhouse_connect.get_client(**kwargs)
         try:
@@ -183,6 +186,17 @@ class Store:
     def __init__(self, client, url: StoreURL):
         self.client = client
         self.url = url
+        # the cluster layout when the URL names a cluster (sinks/clickhouse/cluster.py), else None
+        self.cluster = migrations.cluster_of(url.cluster) if url.cluster else None
+
+    def target(self, table: str) -> str:
+        """What a DELETE, TRUNCATE or ALTER of `table` names: the table, or on a cluster its local tables
+        on every node (`t_local ON CLUSTER c`); reads and inserts keep the table's own name."""
+        return table if self.cluster is None else self.cluster.target(table)
+
+    def stored(self, table: str) -> str:
+        """The table that holds `table`'s rows on the node this store is connected to (system.parts)."""
+        return table if self.cluster is None else cluster_layout.local_name(table)
 
     # -- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -223,8 +237,8 @@ class Store:
         store = cls(client, url)
         if migrate:
             try:
-                migrations.apply_migrations(client)
-                migrations.ensure_ttl_bases(client)
+                migrations.apply_migrations(client, cluster=store.cluster)
+                migrations.ensure_ttl_bases(client, cluster=store.cluster)
             except Exception as exc:
                 raise StoreError(
                     f"applying migrations to {url.display()} failed: {_first_line(exc)}"
@@ -247,12 +261,12 @@ class Store:
 
     # -- retention ---------------------------------------------------------------------------------
     def retention_days(self) -> int:
-        return migrations.current_retention(self.client, "events")
+        return migrations.current_retention(self.client, "events", self.cluster)
 
     def set_retention(self, days: int) -> list[str]:
         if days < 0:
             raise ConfigError("retention days must be >= 0")
-        return migrations.ensure_retention(self.client, days)
+        return migrations.ensure_retention(self.client, days, cluster=self.cluster)
 
     # -- writing -----------------------------------------------------------------------------------
     def _insert(self, table: str, records: Iterable, batch_rows: int) -> int:
