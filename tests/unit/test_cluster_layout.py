@@ -14,7 +14,15 @@ from sinks.clickhouse import cluster, migrations
 
 LAYOUT = migrations.cluster_of("fleet")
 STEPS = [(m, w, s) for m, steps in migrations.migration_steps(LAYOUT) for w, s in steps]
-BY_MESSAGE = {"events", "latest", "latest_next", "latest_by_recipient", "log_lines", "search_keys", "search_time"}
+BY_MESSAGE = {
+    "events",
+    "latest",
+    "latest_next",
+    "latest_by_recipient",
+    "log_lines",
+    "search_keys",
+    "search_time",
+}
 
 
 def test_single_node_steps_are_the_migration_files_own():
