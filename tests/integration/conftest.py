@@ -23,7 +23,7 @@ import pytest
 from eximtrack.local_broker import BrokerError, LocalBroker, fetch
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
-CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:26.9"
 
 
 def docker_available() -> bool:

@@ -6,6 +6,7 @@ execution stands for; ON CLUSTER, replication and more than one shard need serve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,56 @@ def test_the_same_answers_through_the_cluster_layout(probe):
     for name in single:
         assert single[name], name  # every probe returns something
         assert cl[name] == single[name], name
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse"
+READ_CONFIG = """
+import json, sys
+from chdb import session
+s = session.Session(sys.argv[1])
+rows = s.query("SELECT shard_num, replica_num, host_name FROM system.clusters WHERE cluster = 'eximtrack' ORDER BY 1, 2", "JSONCompact")
+macros = s.query("SELECT getMacro('shard'), getMacro('replica'), getMacro('cluster')", "JSONCompact")
+print(json.dumps([json.loads(rows.bytes())["data"], json.loads(macros.bytes())["data"][0]]))
+"""
+
+
+def test_the_deploy_cluster_configs_load_in_clickhouse(tmp_path):
+    """deploy/clickhouse/: each node's config files, merged by ClickHouse's own loader (chDB), describe the
+    same 2 x 2 cluster, and each node's macros name its own place in it; the compose file mounts them so."""
+    import yaml
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    nodes = sorted(n for n in compose["services"] if n.startswith("ch-"))
+    assert nodes == ["ch-s1r1", "ch-s1r2", "ch-s2r1", "ch-s2r2"]
+    places = set()
+    for node in nodes:
+        mounts = {
+            m.split(":")[1]: m.split(":")[0]
+            for m in compose["services"][node]["volumes"]
+            if m.startswith("./")
+        }
+        conf = tmp_path / node
+        (conf / "config.d").mkdir(parents=True)
+        (conf / "config.xml").write_text("<clickhouse/>")
+        for inside, outside in mounts.items():
+            if "/config.d/" in inside:
+                (conf / "config.d" / Path(inside).name).write_text((DEPLOY / outside).read_text())
+        out = subprocess.run(
+            [sys.executable, "-c", READ_CONFIG, f"{conf / 'db'}?config-file={conf / 'config.xml'}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "EXIMTRACK_CLUSTER_SECRET": "test"},
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        replicas, (shard, replica, cluster) = json.loads(out.stdout)
+        assert [(r[0], r[2]) for r in replicas] == [
+            (1, "ch-s1r1"),
+            (1, "ch-s1r2"),
+            (2, "ch-s2r1"),
+            (2, "ch-s2r2"),
+        ]
+        assert cluster == "eximtrack" and replica == node
+        assert (int(shard), node) in {(r[0], r[2]) for r in replicas}  # its own shard
+        places.add((shard, replica))
+    assert len(places) == 4
