@@ -158,7 +158,8 @@ def _http_client(url: StoreURL):
     try:
         client = clickhouse_connect.get_client(**kwargs)
         try:
-            client.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
+            on_cluster = f" ON CLUSTER {url.cluster}" if url.cluster else ""  # every node has the database
+            client.command(f"CREATE DATABASE IF NOT EXISTS {url.database}{on_cluster}")
         except Exception:
             # no CREATE permission is fine when the database exists already
             exists = client.query(

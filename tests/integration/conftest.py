@@ -156,3 +156,15 @@ def clickhouse_server_url():
     with ClickHouseContainer(CLICKHOUSE_IMAGE, username="eximtrack", password="test-only") as ch:
         port = ch.get_exposed_port(8123)
         yield f"http://eximtrack:test-only@{ch.get_container_host_ip()}:{port}"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster_url():
+    """http://user:pass@host:port?cluster=NAME of one node of a real ClickHouse cluster (its remote_servers
+    entry NAME, with {shard}/{replica} macros and Keeper; deploy/clickhouse/ starts one):
+    $EXIMTRACK_TEST_CLICKHOUSE_CLUSTER_URL. Without it the cluster tests are reported as skipped (the cluster
+    schema is parsed and applied as one shard in chDB everywhere: test_cluster_schema.py)."""
+    url = os.environ.get("EXIMTRACK_TEST_CLICKHOUSE_CLUSTER_URL")
+    if not url or "cluster=" not in url:
+        pytest.skip("no ClickHouse cluster: set EXIMTRACK_TEST_CLICKHOUSE_CLUSTER_URL=http://…?cluster=NAME")
+    return url

@@ -77,3 +77,36 @@ def test_serve_with_two_workers_on_a_server(clickhouse_server_url, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_ingest_twice_and_search_on_a_cluster(clickhouse_cluster_url):
+    """The replicated, sharded layout on real servers: ingest (through the Distributed tables) twice, the
+    samples' truth comes back once, every row of a message is on one shard, the tables are replicated."""
+    base, _, query = clickhouse_cluster_url.partition("?")
+    store = f"{base.rstrip('/')}/t_{uuid.uuid4().hex[:8]}?{query}"
+    for _ in range(2):
+        run("ingest", "--server", "web1", "--store", store, str(SAMPLES / "mainlog-cpanel.log"))
+    rows = [json.loads(x) for x in run("search", "--store", store, "--format", "json").splitlines()]
+    truth = json.loads((SAMPLES / "expected-cpanel.json").read_text())
+    got = sorted((r["msgid"], r["recipient"], r["type"]) for r in rows if r["type"] != "rejected")
+    assert got == sorted((e["msgid"], e["recipient"], e["type"]) for e in truth["expected"])
+
+    def sql(statement: str) -> list:
+        return [
+            json.loads(x) for x in run("sql", "--store", store, "--format", "json", statement).splitlines()
+        ]
+
+    split = sql(
+        "SELECT count() AS n FROM (SELECT server, msgid FROM latest GROUP BY server, msgid "
+        "HAVING uniqExact(_shard_num) > 1)"
+    )
+    assert split == [{"n": 0}]
+    engines = sql(
+        "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'latest_local'"
+    )
+    assert engines == [{"engine": "ReplicatedReplacingMergeTree"}]
+    stats = [
+        json.loads(x)
+        for x in run("stats", "--store", store, "--by", "server", "--format", "json").splitlines()
+    ]
+    assert [s["server"] for s in stats] == ["web1"] and stats[0]["SENDCOUNT"] > 0
