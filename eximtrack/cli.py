@@ -39,6 +39,7 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 #   eximtrack.web.serve      -> `eximtrack serve` (page + HTTP API), `eximtrack token` (API tokens)
 #   eximtrack.plan           -> `eximtrack plan` (deployment size for a fleet, docs/DEPLOY.md)
 #   eximtrack.schema         -> `eximtrack schema` (the store's DDL, single node or cluster layout)
+#   eximtrack.alerts.cli     -> `eximtrack alerts` (fleet alert rules: check, test, run, list)
 # Add new modules to this list; nothing else in this file needs to change.
 EXTENSION_MODULES = [
     "producers.ship",
@@ -52,6 +53,7 @@ EXTENSION_MODULES = [
     "eximtrack.web.serve",
     "eximtrack.plan",
     "eximtrack.schema",
+    "eximtrack.alerts.cli",
 ]
 # ---------------------------------------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class _Parser(argparse.ArgumentParser):
 # helpers
 
 
-def _open_store(args, retention_days=None):
+def open_store(args, retention_days=None):
     from sinks.clickhouse.store import Store
 
     return Store.open(args.store, retention_days=retention_days)
@@ -197,7 +199,7 @@ def cmd_ingest(args) -> int:
     if args.batch_rows <= 0:
         raise UsageError("--batch-rows must be > 0")
     retention = resolve_retention_days(args.retention_days)
-    store = _open_store(args, retention_days=retention)
+    store = open_store(args, retention_days=retention)
     if not hasattr(store, "client"):  # a RemoteStore: the directory belongs to another process
         raise CommandError(
             f"cannot ingest into {store.url.path}: it is owned by process {store.endpoint.get('pid')} "
@@ -308,7 +310,7 @@ def cmd_search(args) -> int:
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     sql, params = build_search(_filters_from_args(args))  # SearchError -> exit 2 before opening the store
-    store = _open_store(args)
+    store = open_store(args)
     columns, rows = store.stream(sql, params)
     out = sys.stdout
     if args.format == "json":
@@ -326,7 +328,7 @@ def cmd_search(args) -> int:
 
 def cmd_show(args) -> int:
     queries = build_show(args.msgid, args.server, scope=_scope_from_args(args))
-    store = _open_store(args)
+    store = open_store(args)
 
     from sinks.clickhouse.store import store_run
 
@@ -478,7 +480,7 @@ def readonly_statement(sql: str) -> str:
 
 def cmd_sql(args) -> int:
     statement = readonly_statement(args.statement)
-    store = _open_store(args)
+    store = open_store(args)
     try:
         result = store.query(statement, readonly=True)
     except Exception as exc:
@@ -513,7 +515,7 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
-def _add_store(p) -> None:
+def add_store_arg(p) -> None:
     p.add_argument(
         "--store",
         metavar="URL",
@@ -551,12 +553,12 @@ def build_parser(
         help="keep data N days (TTL; 0 = forever; default: $EXIMTRACK_RETENTION_DAYS or unchanged, 90 on a new store)",
     )
     p.add_argument("--batch-rows", type=int, default=50_000, help="rows per insert (default: 50000)")
-    _add_store(p)
+    add_store_arg(p)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="search delivery events (latest state per recipient)")
-    _add_store(p)
+    add_store_arg(p)
     p.add_argument("--recipient", help="envelope recipient")
     p.add_argument("--sender", help="envelope sender (From Address)")
     p.add_argument("--address", help="sender or recipient")
@@ -585,14 +587,14 @@ def build_parser(
     p = sub.add_parser("show", help="the whole story of one message")
     p.add_argument("msgid", metavar="MSGID")
     p.add_argument("--server")
-    _add_store(p)
+    add_store_arg(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     _add_scope(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("sql", help="run one read-only SQL statement against the store")
     p.add_argument("statement", metavar="SQL")
-    _add_store(p)
+    add_store_arg(p)
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(func=cmd_sql)
 

@@ -741,7 +741,7 @@ def cmd_report(args) -> int:
         t_from, t_to = _time_arg(args.since), _time_arg(args.until)
     except ValueError as exc:
         raise cli.UsageError(str(exc)) from exc
-    store = cli._open_store(args)
+    store = cli.open_store(args)
     paths = write_report(
         store,
         Path(args.out),
@@ -773,7 +773,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--server", help="server of the one-server dashboard (default: the busiest)")
     p.add_argument("--domain", help="sender domain of the domain dashboard (default: the busiest)")
     p.add_argument("--user", help=argparse.SUPPRESS)
-    cli._add_store(p)
+    cli.add_store_arg(p)
     p.set_defaults(func=cmd_report)
 
     g = subparsers.add_parser(

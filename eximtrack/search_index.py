@@ -48,7 +48,7 @@ def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
 def cmd_rebuild(args) -> int:
     from eximtrack import cli
 
-    rebuild(cli._open_store(args))
+    rebuild(cli.open_store(args))
     return 0
 
 
@@ -59,5 +59,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rebuild-search-index",
         help="refill the search access paths (search_keys, search_time, latest_by_recipient) from the stored latest rows",
     )
-    cli._add_store(p)
+    cli.add_store_arg(p)
     p.set_defaults(func=cmd_rebuild)

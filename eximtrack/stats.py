@@ -432,7 +432,7 @@ def cmd_stats(args) -> int:
         )
     except ValueError as exc:  # SearchError is a ValueError
         raise cli.UsageError(str(exc)) from exc
-    store = cli._open_store(args)
+    store = cli.open_store(args)
     try:
         columns, rows = request.run(store_run(store))
     except Exception as exc:
@@ -455,7 +455,7 @@ def cmd_stats(args) -> int:
 def cmd_retention(args) -> int:
     from eximtrack import cli
 
-    store = cli._open_store(args)
+    store = cli.open_store(args)
     if args.events_days is not None:
         store.set_retention(args.events_days)
     if args.aggregates_days is not None:
@@ -478,7 +478,7 @@ def cmd_rollup(args) -> int:
             raise cli.UsageError(str(exc)) from exc
     else:
         until = datetime.now(UTC) - timedelta(days=args.closed_after_days)
-    store = cli._open_store(args)
+    store = cli.open_store(args)
     done = rollup(store, until, drop_states=args.drop_states)
     snap = stats_snapshots.refresh(store)
     print(
@@ -492,7 +492,7 @@ def cmd_rollup(args) -> int:
 def cmd_rebuild(args) -> int:
     from eximtrack import cli
 
-    store = cli._open_store(args)
+    store = cli.open_store(args)
     for table in rebuild_aggregates(store):
         print(f"rebuilt {table}")
     return 0
@@ -527,7 +527,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"at most this many groups (default {DEFAULT_LIMIT}; 0 = all)",
     )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    cli._add_store(p)
+    cli.add_store_arg(p)
     p.set_defaults(func=cmd_stats)
 
     r = subparsers.add_parser("retention", help="show or set the TTL of the raw tables and of the aggregates")
@@ -539,7 +539,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=cli._nonneg_int,
         help=f"the *_hourly aggregate tables (default {DEFAULT_AGGREGATE_DAYS}; 0 = forever)",
     )
-    cli._add_store(r)
+    cli.add_store_arg(r)
     r.set_defaults(func=cmd_retention)
 
     u = subparsers.add_parser(
@@ -555,13 +555,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument(
         "--drop-states", action="store_true", help="drop the months of set states wholly before the horizon"
     )
-    cli._add_store(u)
+    cli.add_store_arg(u)
     u.set_defaults(func=cmd_rollup)
 
     b = subparsers.add_parser(
         "rebuild-aggregates", help="empty the aggregate tables and fill them again from the stored events"
     )
-    cli._add_store(b)
+    cli.add_store_arg(b)
     b.set_defaults(func=cmd_rebuild)
 
 

@@ -1,0 +1,3 @@
+"""Fleet alerts (`eximtrack alerts`): rules over the aggregate views (rules.py, evaluate.py), alert states
+(state.py) kept in the `alerts` table (table.py, migration 015), notifications by webhook and e-mail
+(notify.py), the command (cli.py). docs/ALERTS.md."""

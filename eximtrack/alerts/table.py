@@ -1,0 +1,70 @@
+"""The `alerts` table (migration 015): the open alerts and last resolutions an evaluation starts from, and
+the new versions it writes. The row's columns are the alert's finding, flattened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from eximtrack.alerts.evaluate import Finding
+from eximtrack.alerts.state import FIRING, RESOLVED, Alert
+
+COLUMNS = (
+    "alert_id", "rule", "kind", "key", "server", "owner", "user", "sender", "deliverydomain", "state",
+    "started_at", "updated_at", "resolved_at", "value", "baseline", "threshold", "summary", "reasons",
+    "examples", "link", "version",
+)  # fmt: skip
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def row(alert: Alert) -> list:
+    f = alert.finding
+    return [
+        alert.alert_id, f.rule, f.kind, f.key, f.server, f.owner, f.user, f.sender, f.deliverydomain,
+        alert.state, alert.started_at, alert.updated_at, alert.resolved_at, float(f.value), float(f.baseline),
+        float(f.threshold), f.summary, list(f.reasons), list(f.examples), f.link, alert.version,
+    ]  # fmt: skip
+
+
+def from_row(r: dict) -> Alert:
+    finding = Finding(
+        r["rule"], r["kind"], r["key"], r["value"], r["baseline"], r["threshold"], r["summary"],
+        server=r["server"], owner=r["owner"], user=r["user"], sender=r["sender"],
+        deliverydomain=r["deliverydomain"], reasons=tuple(r["reasons"]), examples=tuple(r["examples"]),
+        link=r["link"],
+    )  # fmt: skip
+    return Alert(
+        r["alert_id"],
+        finding,
+        r["state"],
+        _utc(r["started_at"]),
+        _utc(r["updated_at"]),
+        _utc(r["resolved_at"]),
+    )
+
+
+def open_alerts(store) -> list[Alert]:
+    rows = store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM alerts FINAL WHERE state = '{FIRING}'")
+    return [from_row(r) for r in rows]
+
+
+def last_resolved(store, since: datetime) -> dict[tuple[str, str], datetime]:
+    """{(rule, key): when it last resolved} for resolutions after `since` (the longest cool-down back)."""
+    rows = store.query(
+        f"SELECT rule, key, max(resolved_at) FROM alerts FINAL WHERE state = '{RESOLVED}' "
+        "AND resolved_at >= {s:DateTime64(3, 'UTC')} GROUP BY rule, key",
+        {"s": since},
+    ).result_rows
+    return {(rule, key): _utc(at) for rule, key, at in rows}
+
+
+def write(store, alerts: tuple[Alert, ...]) -> None:
+    if alerts:
+        store.client.insert("alerts", [row(a) for a in alerts], column_names=list(COLUMNS))
+
+
+__all__ = ["COLUMNS", "from_row", "last_resolved", "open_alerts", "row", "write"]

@@ -1,0 +1,258 @@
+"""Fleet alerts end to end on a real store (chDB): a generated week of ordinary mail with daily cycles fires
+nothing; injected incidents (a compromised account, a destination deferring one server, a stuck queue, a
+silent server) fire exactly the expected alerts within two evaluations, notify a real HTTP receiver (signed)
+and a real SMTP server, are stored with their state, and resolve after the incident ends."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fleet import BLOCKED, SERVERS, Fleet, accounts, by_user
+
+from eximtrack import stats_snapshots
+from eximtrack.alerts.cli import Evaluator, simulate
+from eximtrack.alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifiers
+from eximtrack.alerts.rules import DEFAULT_RULES, Webhook, parse_rules
+from eximtrack.alerts.state import FIRING, RESOLVED
+from sinks.clickhouse.store import Store, current_chdb_path, store_run
+
+pytestmark = [pytest.mark.store]
+
+END = datetime(2026, 11, 20, 18, tzinfo=UTC)
+B = END - timedelta(hours=5)  # the incidents happen in [B, B + 1 h)
+MX2, MX3, MX4 = SERVERS[1], SERVERS[2], SERVERS[3]
+SECRET = "test-webhook-secret"
+STEP = timedelta(minutes=15)
+STUCK: list[str] = []  # the msgids of the stuck queue's messages
+
+
+def incident_fleet() -> Fleet:
+    fleet = Fleet(END).ordinary()
+    lo, hi = B.timestamp(), (B + timedelta(hours=1)).timestamp()
+    # the silent server: mx4 logs nothing for that hour
+    fleet.events = [
+        e for e in fleet.events
+        if not (e.server == MX4 and (lo <= e.actionunixtime < hi or lo <= e.sendunixtime < hi))
+    ]  # fmt: skip
+    # a compromised account: acct01 (on mx2) sends 400 messages from one mailbox
+    burst = by_user("acct01")
+    for i in range(400):
+        fleet.message(burst, lo + i * 8, [f"victim{i}@isp.example"], "success", sender=0)
+    # a mailbox provider deferring mx2: acct07's 150 messages to gmail.example all deferred, one reason
+    blasted = by_user("acct07")
+    assert blasted.server == MX2
+    for i in range(150):
+        fleet.message(blasted, lo + 60 + i * 20, [f"list{i}@gmail.example"], "defer", reason=BLOCKED,
+                      ip="203.0.113.5")  # fmt: skip
+    # a stuck queue: 40 messages arrive on mx3 and never get a result
+    stuck = by_user("acct02")
+    assert stuck.server == MX3
+    stuck_ids = [
+        fleet.message(stuck, lo + 30 + i * 60, [f"c{i}@corp.example"], "inprogress") for i in range(40)
+    ]
+    return fleet, stuck_ids
+
+
+EXPECTED = {
+    ("compromised-account", "user=acct01"),
+    ("compromised-mailbox", "sender=info@acct01.example"),
+    ("destination-deferrals", f"server={MX2} deliverydomain=gmail.example"),
+    ("defer-fail-rate", "user=acct07"),
+    ("silent-server", f"server={MX4}"),
+    ("stuck-queue", f"server={MX3}"),
+}
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver: answers 503 to the first `fail_first` posts, then 200; keeps what it got."""
+
+    got: list = []
+    fail_first = 0
+
+    def do_POST(self):  # noqa: N802 - the standard library's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        cls.got.append((dict(self.headers), body))
+        ok = len(cls.got) > cls.fail_first
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = current_chdb_path() or str(tmp_path_factory.mktemp("alerts"))
+    s = Store.open(f"chdb://{path}?database=alerts_{uuid.uuid4().hex[:8]}", retention_days=0)
+    fleet, stuck_ids = incident_fleet()
+    s.insert_events(fleet.events)
+    stats_snapshots.refresh(s)  # most hours read from snapshots, like a running sink's store
+    STUCK.extend(stuck_ids)
+    return s
+
+
+@pytest.fixture
+def receiver():
+    Receiver.got, Receiver.fail_first = [], 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+
+
+@pytest.fixture
+def smtp():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    class Keep(Sink):
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            self.messages.append(envelope)
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:  # a free port (the controller checks its server by connecting to it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handler = Keep()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, f"127.0.0.1:{port}"
+    controller.stop()
+
+
+def test_a_week_of_ordinary_traffic_fires_nothing(store):
+    """Every rule, every 2 hours over the week before the incidents (a full baseline from day 2 on)."""
+    rules = parse_rules(DEFAULT_RULES)
+    since = END - timedelta(days=7)
+    fired = simulate(store_run(store), rules, since, B, timedelta(hours=2))
+    evaluations = len(range(0, int((B - since).total_seconds()), 7200))
+    print(f"\nfalse positives: {len(fired)} alerts in {evaluations} evaluations of {len(rules.rules)} rules "
+          f"over {(B - since).days} days of {len(accounts())} accounts on {len(SERVERS)} servers")  # fmt: skip
+    assert fired == []
+
+
+def test_incidents_fire_notify_and_resolve(store, receiver, smtp, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXIMTRACK_TEST_SECRET", SECRET)
+    handler, relay = smtp
+    text = DEFAULT_RULES + (
+        f"notify:\n  webhook: {{url: 'http://127.0.0.1:{receiver.server_port}/hook', secret_env: EXIMTRACK_TEST_SECRET,"
+        f" dead_letter: '{tmp_path / 'dead.jsonl'}'}}\n"
+        f"  email: {{relay: '{relay}', sender: 'eximtrack@ops.example', to: ['postmaster@ops.example']}}\n"
+        "link_base: 'https://track.example'\n"
+    )
+    rules = parse_rules(text)
+    Receiver.fail_first = 2  # the first notification is retried twice before it gets through
+    evaluator = Evaluator(store, rules, Notifiers(rules.webhook, rules.email, sleep=lambda _: None))
+    first_fired: dict = {}
+    first_resolved: dict = {}
+    at = B - 2 * STEP
+    while at <= B + timedelta(hours=2, minutes=30):
+        evaluator.once(at)
+        for a in store.query_dicts("SELECT rule, key, state, started_at, resolved_at FROM alerts FINAL"):
+            ident = (a["rule"], a["key"])
+            first_fired.setdefault(ident, at)
+            if a["state"] == RESOLVED:
+                first_resolved.setdefault(ident, at)
+        at += STEP
+    assert set(first_fired) == EXPECTED
+    detectable = {  # when each incident becomes visible to its rule's definition
+        "silent-server": B + timedelta(minutes=30),  # 30 minutes without an event
+        "stuck-queue": B + timedelta(hours=2),  # every stuck arrival 60 minutes old
+    }
+    for (rule, key), when in first_fired.items():
+        assert B <= when <= detectable.get(rule, B) + STEP, (rule, key, when)  # within two evaluations
+    # the hour-long incidents are over: resolved once their hour left the window (the stuck queue is not)
+    assert set(first_resolved) == EXPECTED - {("stuck-queue", f"server={MX3}")}
+    for (rule, _), when in first_resolved.items():
+        assert when <= B + timedelta(hours=2) + STEP, (rule, when)
+
+    # the queue moves: the stuck recipients are delivered, and the alert resolves at the next evaluation
+    fleet = Fleet(END)
+    stuck = by_user("acct02")
+    done_at = (B + timedelta(hours=2, minutes=40)).timestamp()
+    for i, msgid in enumerate(STUCK):
+        row = dict(server=MX3, msgid=msgid, recipient=f"c{i}@corp.example", user=stuck.user, domain=stuck.domain,
+                   owner=stuck.owner, email=stuck.sender(0), senderauth="dovecot_login", protocol="esmtpsa",
+                   sendunixtime=B.timestamp() + 30 + i * 60, deliverydomain="corp.example")  # fmt: skip
+        # as the joiner emits a first result: the placeholder's tombstone, then the recipient's own row
+        fleet._event("inprogress", row, done_at, int(done_at * 1000) * 8 + 3, deliveredto="", is_deleted=1)
+        fleet._event("success", row, done_at, int(done_at * 1000) * 8 + 4, deliveredto=row["recipient"])
+    store.insert_events(fleet.events)
+    done = evaluator.once(B + timedelta(hours=2, minutes=45))
+    assert done["resolved"] == 1 and done["firing"] == 0
+    assert store.query_dicts("SELECT count() AS n FROM alerts FINAL WHERE state = 'firing'") == [{"n": 0}]
+
+    # every transition notified once, signed; the first post was retried until it got through
+    posts = [(h, json.loads(b)) for h, b in Receiver.got]
+    delivered = posts[Receiver.fail_first :]
+    assert len(delivered) == 2 * len(EXPECTED)
+    assert [p["alert"]["key"] for _, p in posts[:3]] == [posts[0][1]["alert"]["key"]] * 3
+    for headers, body in Receiver.got:
+        want = "sha256=" + hmac.new(SECRET.encode(), headers[TIMESTAMP_HEADER].encode() + b"." + body,
+                                    hashlib.sha256).hexdigest()  # fmt: skip
+        assert headers[SIGNATURE_HEADER] == want
+    events = sorted((p["event"], p["alert"]["rule"]) for _, p in delivered)
+    assert events == sorted([("firing", r) for r, _ in EXPECTED] + [("resolved", r) for r, _ in EXPECTED])
+    burst = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "compromised-account")
+    assert burst["value"] >= 400 and burst["baseline"] < 20 and len(burst["examples"]) == 3
+    assert burst["link"].startswith("https://track.example/?user=acct01&startdate=")
+    dest = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "destination-deferrals")
+    assert dest["reasons"][0].startswith("150 x ") and "203.0.113.5" in dest["summary"]
+    assert not (tmp_path / "dead.jsonl").exists()
+
+    # the e-mails: one per transition, to the postmaster, with the summary and the link
+    assert len(handler.messages) == 2 * len(EXPECTED)
+    first = handler.messages[0]
+    assert first.rcpt_tos == ["postmaster@ops.example"]
+    assert b"Track Delivery: https://track.example/?" in first.content
+
+    # the stored alerts carry the tenant columns the page scopes by
+    row = store.query_dicts("SELECT owner, user FROM alerts FINAL WHERE rule = 'compromised-account'")
+    assert row == [{"owner": by_user("acct01").owner, "user": "acct01"}]
+
+
+def test_an_undeliverable_webhook_goes_to_the_dead_letter_file(tmp_path, receiver, monkeypatch):
+    from eximtrack.alerts.evaluate import Finding
+    from eximtrack.alerts.notify import WebhookNotifier, payload
+    from eximtrack.alerts.state import Alert
+
+    Receiver.fail_first = 100
+    dead = tmp_path / "dead.jsonl"
+    notifier = WebhookNotifier(Webhook(f"http://127.0.0.1:{receiver.server_port}/", retries=3, dead_letter=str(dead)),
+                               sleep=lambda _: None)  # fmt: skip
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    alert = Alert("a1", Finding("r", "stuck_queue", "server=x", 30, 0, 20, "stuck"), FIRING, at, at)
+    result = notifier.send(payload("firing", alert))
+    assert not result.ok and result.attempts == 4 and len(Receiver.got) == 4
+    kept = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(kept) == 1 and kept[0]["payload"]["alert"]["id"] == "a1" and kept[0]["error"] == "HTTP 503"
+    # a 4xx is final: one attempt, dead-lettered
+    Receiver.got = []
+
+    class Refuse(Receiver):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(400)
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        bad = WebhookNotifier(Webhook(f"http://127.0.0.1:{httpd.server_port}/", dead_letter=str(dead)))
+        assert bad.send(payload("firing", alert)).attempts == 1
+    finally:
+        httpd.shutdown()
+    assert len(dead.read_text().splitlines()) == 2
