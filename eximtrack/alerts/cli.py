@@ -148,8 +148,8 @@ def cmd_alerts(args) -> int:
             return 0
         store = cli.open_store(args)
         if args.action == "list":
-            cond = "" if args.all else "WHERE state = 'firing'"
-            for r in store.query_dicts(f"SELECT * FROM alerts FINAL {cond} ORDER BY started_at DESC"):
+            sql, params = table.list_query("all" if args.all else "firing", args.limit)
+            for r in store.query_dicts(sql, params):
                 print(
                     json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()})
                 )
@@ -215,4 +215,5 @@ def register(subparsers) -> None:
             q.add_argument("--metrics-host", default="127.0.0.1")
         if name == "list":
             q.add_argument("--all", action="store_true", help="resolved alerts too")
+            q.add_argument("--limit", type=int, default=100, help="newest first (default 100)")
     p.set_defaults(func=cmd_alerts)

@@ -9,7 +9,7 @@ from eximtrack.alerts.evaluate import Finding
 from eximtrack.alerts.state import FIRING, RESOLVED, Alert
 
 COLUMNS = (
-    "alert_id", "rule", "kind", "key", "server", "owner", "user", "sender", "deliverydomain", "state",
+    "alert_id", "rule", "kind", "key", "server", "owner", "user", "email", "deliverydomain", "state",
     "started_at", "updated_at", "resolved_at", "value", "baseline", "threshold", "summary", "reasons",
     "examples", "link", "version",
 )  # fmt: skip
@@ -33,7 +33,7 @@ def row(alert: Alert) -> list:
 def from_row(r: dict) -> Alert:
     finding = Finding(
         r["rule"], r["kind"], r["key"], r["value"], r["baseline"], r["threshold"], r["summary"],
-        server=r["server"], owner=r["owner"], user=r["user"], sender=r["sender"],
+        server=r["server"], owner=r["owner"], user=r["user"], sender=r["email"],
         deliverydomain=r["deliverydomain"], reasons=tuple(r["reasons"]), examples=tuple(r["examples"]),
         link=r["link"],
     )  # fmt: skip
@@ -45,6 +45,30 @@ def from_row(r: dict) -> Alert:
         _utc(r["updated_at"]),
         _utc(r["resolved_at"]),
     )
+
+
+STATES = ("firing", "resolved", "all")
+MAX_LIST = 1000
+
+
+def list_query(state: str = FIRING, limit: int = 100, scope=None) -> tuple[str, dict]:
+    """The alerts in `state` (firing, resolved or all), newest first, that `scope` (eximtrack/search.py
+    Scope; None = every alert) may see: an account the alerts about it, a reseller about its accounts, a
+    webmail login about its address. Server-wide alerts (a server, a destination) are the provider's."""
+    from eximtrack.search import scope_condition
+
+    if state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}")
+    if not 1 <= int(limit) <= MAX_LIST:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST}")
+    params: dict = {}
+    conds = [] if state == "all" else [f"state = '{state}'"]
+    cond = scope_condition(scope, params, sender_only=True)
+    if cond:
+        conds.append(cond)
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    sql = f"SELECT {', '.join(COLUMNS)} FROM alerts FINAL{where} ORDER BY updated_at DESC, alert_id LIMIT {int(limit)}"
+    return sql, params
 
 
 def open_alerts(store) -> list[Alert]:
@@ -67,4 +91,4 @@ def write(store, alerts: tuple[Alert, ...]) -> None:
         store.client.insert("alerts", [row(a) for a in alerts], column_names=list(COLUMNS))
 
 
-__all__ = ["COLUMNS", "from_row", "last_resolved", "open_alerts", "row", "write"]
+__all__ = ["COLUMNS", "STATES", "from_row", "last_resolved", "list_query", "open_alerts", "row", "write"]

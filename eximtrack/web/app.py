@@ -314,6 +314,17 @@ def servers(app: App, call: Call) -> dict:
     return {"servers": [r[0] for r in app.query(sql, bound).result_rows]}
 
 
+def alerts(app: App, call: Call) -> dict:
+    from eximtrack.alerts import table as alerts_table
+
+    p = {k: v[-1] for k, v in call.params.items()}
+    try:
+        sql, bound = alerts_table.list_query(p.get("state", "firing"), int(p.get("limit", 100)), call.scope)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return {"alerts": _dict_rows(*app.run(sql, bound))}
+
+
 def whoami(app: App, call: Call) -> dict:
     me = {k: v for k, v in call.account.public().items() if k != "created"}
     me["retention_days"] = app.retention_days()
@@ -339,6 +350,7 @@ HANDLERS: dict[str, Callable[[App, Call], dict | Export]] = {
     "search_csv": search_csv,
     "stats": stats_groups,
     "servers": servers,
+    "alerts": alerts,
     "whoami": whoami,
     "message": message,
 }

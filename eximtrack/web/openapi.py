@@ -220,6 +220,16 @@ OPERATIONS: tuple[Operation, ...] = (
         {"200": _json("{servers}"), **GUARDED},
     ),
     Operation(
+        "/api/v1/alerts",
+        "alerts",
+        "fleet alerts (eximtrack alerts run) about what this account may see, newest first",
+        (
+            Param("state", "firing (default), resolved or all"),
+            Param("limit", "1..1000 (default 100)", {"type": "integer"}),
+        ),
+        {"200": _json("{alerts}"), **GUARDED},
+    ),
+    Operation(
         "/api/v1/whoami",
         "whoami",
         "the token's account and the store's retention",

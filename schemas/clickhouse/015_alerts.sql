@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS alerts
     server LowCardinality(String),
     owner LowCardinality(String),
     user String,
-    sender String,
+    email String,
     deliverydomain String,
     state LowCardinality(String),
     started_at DateTime64(3, 'UTC'),

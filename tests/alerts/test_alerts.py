@@ -256,3 +256,63 @@ def test_an_undeliverable_webhook_goes_to_the_dead_letter_file(tmp_path, receive
     finally:
         httpd.shutdown()
     assert len(dead.read_text().splitlines()) == 2
+
+
+def test_alerts_test_prints_what_would_have_fired(store, capsys):
+    from eximtrack import cli
+
+    url = f"chdb://{store.url.path}?database={store.url.database}"
+    since, until = int((B - timedelta(minutes=30)).timestamp()), int((B + timedelta(minutes=45)).timestamp())
+    argv = [
+        "alerts",
+        "test",
+        "--store",
+        url,
+        "--since",
+        str(since),
+        "--until",
+        str(until),
+        "--format",
+        "json",
+    ]
+    assert cli.main(argv) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    fired = {(t["rule"], t["key"]) for t in out if t["event"] == "firing"}
+    assert fired == EXPECTED - {("stuck-queue", f"server={MX3}")}  # stuck only from B + 2 h
+    assert min(t["at"] for t in out) == B.isoformat()
+    assert cli.main(["alerts", "test", "--store", url, "--since", "x", "--until", str(until)]) == 2
+
+
+def test_the_api_shows_each_tenant_only_its_alerts(tmp_path, chdb_store_url):
+    """/api/v1/alerts through the real app: root sees every alert, a reseller those about its accounts, an
+    account its own, a webmail login its address's; server-wide alerts are the provider's only."""
+    from eximtrack.alerts import table
+    from eximtrack.alerts.evaluate import Finding
+    from eximtrack.alerts.state import Alert
+    from eximtrack.web import app as webapp
+    from eximtrack.web.auth import TokenStore
+
+    s = Store.open(chdb_store_url)
+    at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    findings = [
+        Finding("burst", "sender_burst", "user=acct01", 400, 5, 200, "acct01", owner="res1", user="acct01"),
+        Finding("burst", "sender_burst", "user=acct02", 400, 5, 200, "acct02", owner="res2", user="acct02"),
+        Finding("mbox", "sender_burst", "sender=info@acct01.example", 400, 5, 200, "info", owner="res1",
+                user="acct01", sender="info@acct01.example"),
+        Finding("silent", "silent_server", f"server={MX4}", 40, 30, 30, "silent", server=MX4),
+    ]  # fmt: skip
+    table.write(s, tuple(Alert(f"a{i}", f, FIRING, at, at) for i, f in enumerate(findings)))
+    tokens = TokenStore(str(tmp_path / "tokens.json"))
+    app = webapp.App(s, tokens)
+
+    def keys(role, **who):
+        _, account = tokens.add(role, f"{role}-{uuid.uuid4().hex[:4]}", **who)
+        got = webapp.alerts(app, webapp.Call({"state": ["all"]}, {}, account))["alerts"]
+        return sorted(a["key"] for a in got)
+
+    assert keys("root") == sorted(f.key for f in findings)
+    assert keys("reseller", reseller="res1") == ["sender=info@acct01.example", "user=acct01"]
+    assert keys("user", user="acct02") == ["user=acct02"]
+    assert keys("webmail", address="info@acct01.example") == ["sender=info@acct01.example"]
+    with pytest.raises(webapp.ApiError):
+        webapp.alerts(app, webapp.Call({"state": ["gone"]}, {}, tokens.load()[0]))
