@@ -23,6 +23,7 @@ JOBS = {
     "stream": "eximtrack-stream",
     "sink": "eximtrack-sink",
     "web": "eximtrack-web",
+    "alerts": "eximtrack-alerts",
 }
 
 
@@ -218,6 +219,31 @@ ALERTS = (
         "critical",
         "The sink has not committed for 10 minutes while records wait",
         "Delivery events are in Kafka but not stored.",
+    ),
+    Alert(
+        "EximtrackFleetAlertFiring",
+        "max by (rule) (eximtrack_alerts_firing) > 0",
+        "0m",
+        "warning",
+        "An eximtrack fleet alert is firing",
+        "{{ $labels.rule }}: {{ $value }} alerts firing (compromised senders, deferral spikes, stuck queues, silent "
+        "servers): `eximtrack alerts list` or /api/v1/alerts shows who, the numbers and example messages.",
+    ),
+    Alert(
+        "EximtrackAlertEvaluatorStalled",
+        "(time() - max(eximtrack_alert_last_evaluation_timestamp_seconds)) > 300",
+        "5m",
+        "critical",
+        "eximtrack alerts run has not evaluated its rules for 5 minutes",
+        "Fleet alerts are not being raised: check the process and its store.",
+    ),
+    Alert(
+        "EximtrackAlertNotificationsFailing",
+        'sum(rate(eximtrack_alert_notifications_total{outcome="failed"}[15m])) > 0',
+        "0m",
+        "warning",
+        "Fleet alert notifications fail",
+        "A webhook or the SMTP relay refused alerts after retries: webhook payloads are in its dead-letter file.",
     ),
     Alert(
         "EximtrackWebErrors",

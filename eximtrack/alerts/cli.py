@@ -64,20 +64,13 @@ class Evaluator:
     metrics."""
 
     def __init__(self, store, rules: Rules, notifiers) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
+        from eximtrack.alerts.metrics import AlertMetrics
         from sinks.clickhouse.store import store_run
 
         self.store, self.rules, self.notifiers = store, rules, notifiers
         self.run = store_run(store)
-        self.registry = CollectorRegistry()
-        self.firing = Gauge("eximtrack_alerts_firing", "alerts firing", ["rule"], registry=self.registry)
-        self.sent = Counter("eximtrack_alert_notifications", "notifications sent or failed",
-                            ["channel", "outcome"], registry=self.registry)  # fmt: skip
-        self.took = Histogram("eximtrack_alert_evaluation_seconds", "one evaluation of every rule",
-                              registry=self.registry)  # fmt: skip
-        self.last = Gauge("eximtrack_alert_last_evaluation_timestamp_seconds", "end of the last evaluation",
-                          registry=self.registry)  # fmt: skip
+        self.metrics = AlertMetrics()
+        self.registry = self.metrics.registry
         self._counted: dict = {}
 
     def once(self, at: datetime | None = None) -> dict:
@@ -94,12 +87,12 @@ class Evaluator:
             self.notifiers.notify("resolved", alert)
         now_open = {a.ident for a in open_alerts} - {a.ident for a in s.resolved} | {a.ident for a in s.fired}
         for rule in self.rules.rules:
-            self.firing.labels(rule.name).set(sum(1 for name, _ in now_open if name == rule.name))
+            self.metrics.firing.labels(rule.name).set(sum(1 for name, _ in now_open if name == rule.name))
         for key, n in self.notifiers.outcomes.items():
-            self.sent.labels(*key).inc(n - self._counted.get(key, 0))
+            self.metrics.notifications.labels(*key).inc(n - self._counted.get(key, 0))
             self._counted[key] = n
-        self.took.observe(time.perf_counter() - t0)
-        self.last.set(time.time())
+        self.metrics.evaluation.observe(time.perf_counter() - t0)
+        self.metrics.last_evaluation.set(time.time())
         return {"fired": len(s.fired), "resolved": len(s.resolved), "firing": len(now_open)}
 
 

@@ -98,6 +98,29 @@ HAVING total >= {{min_rows:Float64}} AND bad * 100 >= {{percent:Float64}} * tota
 ORDER BY bad DESC, key LIMIT {MAX_FINDINGS}"""
 
 
+def unique_recipients_sql(rule: Rule) -> str:
+    col = rule["scope"]  # distinct addresses are not summable: merge the hours' set states themselves
+    return f"""
+SELECT {col} AS key, any(owner) AS key_owner, any(user) AS key_user,
+    greatest(uniqExactMergeIf(rcpt_addresses, hour = {{prev:{T}}}),
+             uniqExactMergeIf(rcpt_addresses, hour = {{cur:{T}}})) AS value
+FROM mail_hourly
+WHERE outbound = 1 AND {col} != '' AND hour >= {{prev:{T}}} AND hour <= {{cur:{T}}}
+GROUP BY key
+HAVING value >= {{limit:Float64}}
+ORDER BY value DESC, key LIMIT {MAX_FINDINGS}"""
+
+
+def backlog_sql(_: Rule) -> str:
+    return f"""
+SELECT server, toFloat64(sum(deferred)) AS value, min(hour) AS oldest
+FROM mail_hourly_all
+WHERE hour >= {{lo:{T}}} AND hour <= {{cur:{T}}} AND deferred > 0
+GROUP BY server
+HAVING value >= {{min_rows:Float64}}
+ORDER BY value DESC, server LIMIT {MAX_FINDINGS}"""
+
+
 def destination_sql(rule: Rule) -> str:
     hours = int(rule["baseline_days"]) * 24
     return f"""
@@ -192,6 +215,29 @@ def evaluate_rule(run: Run, rules: Rules, rule: Rule, at: datetime) -> list[Find
                 examples=_examples_by_key(run, "user" if col == "user" else "email", key, t["prev"]),
                 link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch,
                                    "deferred": 1, "failures": 1}),
+            ))  # fmt: skip
+    elif rule.kind == "unique_recipients":
+        p |= {"limit": float(rule["limit"])}
+        for key, owner, user, value in run(unique_recipients_sql(rule), p)[1]:
+            col = rule["scope"]
+            out.append(Finding(
+                rule.name, rule.kind, f"{col}={key}", float(value), 0.0, float(rule["limit"]),
+                f"{col} {key} mailed {value} distinct addresses in an hour",
+                owner=owner, user=user, sender=key if col == "sender" else "",
+                examples=_examples_by_key(run, "user" if col == "user" else "email", key, t["prev"]),
+                link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch}),
+            ))  # fmt: skip
+    elif rule.kind == "deferred_backlog":
+        lo = hour_floor(t["at"] - timedelta(hours=int(rule["max_age_hours"])))
+        p |= {"lo": lo, "min_rows": float(rule["min_rows"])}
+        for server, value, oldest in run(backlog_sql(rule), p)[1]:
+            out.append(Finding(
+                rule.name, rule.kind, f"server={server}", float(value), 0.0, float(rule["min_rows"]),
+                f"{server}: {value:.0f} recipients of the last {rule['max_age_hours']} hours still deferred "
+                f"(the oldest arrived in the hour of {oldest:%Y-%m-%d %H:00} UTC)",
+                server=server,
+                examples=_examples_latest(run, "server = {sv:String} AND type = 'defer'", {"sv": server}, lo),
+                link=_link(rules, {"server": server, "deferred": 1, "startdate": int(lo.timestamp())}),
             ))  # fmt: skip
     elif rule.kind == "destination_deferrals":
         p |= {"floor": float(rule["floor"]), "factor": float(rule["factor"])}

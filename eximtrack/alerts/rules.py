@@ -66,6 +66,11 @@ KINDS: dict[str, dict[str, Param]] = {
         "floor": Param(200, 1, 10**9, doc="and at least this many sends in the hour"),
         **BASELINE,
     },
+    # a compromised account or a spam run: mail to very many distinct addresses in an hour
+    "unique_recipients": {
+        "scope": Param("user", choices=("user", "sender")),
+        "limit": Param(300, 1, 10**9, doc="distinct recipient addresses in an hour"),
+    },
     # cPanel's defer/fail rule, fleet-wide: a sender whose mail mostly does not get through
     "defer_fail_rate": {
         "scope": Param("user", choices=("user", "sender")),
@@ -85,6 +90,11 @@ KINDS: dict[str, dict[str, Param]] = {
         ),
         "max_age_hours": Param(48, 1, 30 * 24, doc="older in-progress rows are left to the joiner's expiry"),
         "min_rows": Param(20, 1, 10**9, doc="stuck recipients on one server before it fires"),
+    },
+    # a queue growing: many recipients still deferred on one server
+    "deferred_backlog": {
+        "max_age_hours": Param(48, 1, 30 * 24, doc="mail arrived within this many hours"),
+        "min_rows": Param(500, 1, 10**9, doc="recipients still deferred on one server"),
     },
     # a server that stopped logging (or shipping)
     "silent_server": {
@@ -152,6 +162,10 @@ rules:
     scope: sender
     factor: 5
     floor: 200
+  - name: many-recipients
+    kind: unique_recipients
+    scope: user
+    limit: 300
   - name: defer-fail-rate
     kind: defer_fail_rate
     scope: user
@@ -165,6 +179,10 @@ rules:
     kind: stuck_queue
     min_age_minutes: 60
     min_rows: 20
+  - name: deferred-backlog
+    kind: deferred_backlog
+    max_age_hours: 48
+    min_rows: 500
   - name: silent-server
     kind: silent_server
     silent_minutes: 30

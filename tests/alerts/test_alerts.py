@@ -63,6 +63,7 @@ def incident_fleet() -> Fleet:
 EXPECTED = {
     ("compromised-account", "user=acct01"),
     ("compromised-mailbox", "sender=info@acct01.example"),
+    ("many-recipients", "user=acct01"),
     ("destination-deferrals", f"server={MX2} deliverydomain=gmail.example"),
     ("defer-fail-rate", "user=acct07"),
     ("silent-server", f"server={MX4}"),
@@ -159,8 +160,10 @@ def test_incidents_fire_notify_and_resolve(store, receiver, smtp, tmp_path, monk
     first_fired: dict = {}
     first_resolved: dict = {}
     at = B - 2 * STEP
+    evaluations = 0
     while at <= B + timedelta(hours=2, minutes=30):
         evaluator.once(at)
+        evaluations += 1
         for a in store.query_dicts("SELECT rule, key, state, started_at, resolved_at FROM alerts FINAL"):
             ident = (a["rule"], a["key"])
             first_fired.setdefault(ident, at)
@@ -194,6 +197,12 @@ def test_incidents_fire_notify_and_resolve(store, receiver, smtp, tmp_path, monk
     done = evaluator.once(B + timedelta(hours=2, minutes=45))
     assert done["resolved"] == 1 and done["firing"] == 0
     assert store.query_dicts("SELECT count() AS n FROM alerts FINAL WHERE state = 'firing'") == [{"n": 0}]
+    metric = evaluator.registry.get_sample_value
+    assert metric("eximtrack_alerts_firing", {"rule": "stuck-queue"}) == 0
+    assert metric(
+        "eximtrack_alert_notifications_total", {"channel": "webhook", "outcome": "sent"}
+    ) == 2 * len(EXPECTED)
+    assert metric("eximtrack_alert_evaluation_seconds_count") == evaluations + 1
 
     # every transition notified once, signed; the first post was retried until it got through
     posts = [(h, json.loads(b)) for h, b in Receiver.got]
@@ -316,3 +325,10 @@ def test_the_api_shows_each_tenant_only_its_alerts(tmp_path, chdb_store_url):
     assert keys("webmail", address="info@acct01.example") == ["sender=info@acct01.example"]
     with pytest.raises(webapp.ApiError):
         webapp.alerts(app, webapp.Call({"state": ["gone"]}, {}, tokens.load()[0]))
+
+
+def test_a_deferred_backlog_fires_for_the_server_holding_it(store):
+    rules = parse_rules("rules: [{name: backlog, kind: deferred_backlog, min_rows: 100, max_age_hours: 12}]")
+    fired = simulate(store_run(store), rules, B - timedelta(hours=1), B + timedelta(minutes=1), STEP)
+    assert [(t["at"], t["event"], t["key"]) for t in fired] == [(B.isoformat(), "firing", f"server={MX2}")]
+    assert fired[0]["value"] == 150

@@ -11,6 +11,7 @@ import promql_parser
 import yaml
 
 from eximtrack import ops_dashboard
+from eximtrack.alerts.metrics import AlertMetrics
 from eximtrack.web.app import AppMetrics
 from producers.metrics import ShipMetrics
 from sinks.clickhouse.metrics import SinkMetrics
@@ -26,6 +27,7 @@ def exported() -> set[str]:
         SinkMetrics().registry,
         WorkerMetrics({}, {}, {}, lambda: 0, dict).registry,
         AppMetrics(4).registry,
+        AlertMetrics().registry,
     ]
     names = set()
     for registry in registries:
