@@ -214,7 +214,7 @@ def evaluate_rule(run: Run, rules: Rules, rule: Rule, at: datetime) -> list[Find
                 owner=owner, user=user, sender=key if col == "sender" else "",
                 examples=_examples_by_key(run, "user" if col == "user" else "email", key, t["prev"]),
                 link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch,
-                                   "deferred": 1, "failures": 1}),
+                                   "defer": 1, "failure": 1}),
             ))  # fmt: skip
     elif rule.kind == "unique_recipients":
         p |= {"limit": float(rule["limit"])}
@@ -263,7 +263,7 @@ def evaluate_rule(run: Run, rules: Rules, rule: Rule, at: datetime) -> list[Find
                     {"sv": server, "d": domain}, t["prev"],
                 ),
                 link=_link(rules, {"server": server, "deliverydomain": domain, "startdate": since_epoch,
-                                   "deferred": 1, "failures": 1}),
+                                   "defer": 1, "failure": 1}),
             ))  # fmt: skip
     elif rule.kind == "stuck_queue":
         hi = hour_floor(t["at"] - timedelta(minutes=int(rule["min_age_minutes"])))

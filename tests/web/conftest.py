@@ -79,6 +79,26 @@ class WebServer:
                 return rows
 
 
+# Two firing alerts for the page (eximtrack/alerts/): one about localacct (owned by resellera), one server-wide.
+WRITE_ALERTS = """
+import sys
+from datetime import UTC, datetime
+from eximtrack.alerts import table
+from eximtrack.alerts.evaluate import Finding
+from eximtrack.alerts.state import FIRING, Alert
+from sinks.clickhouse.store import Store
+at = datetime(2026, 11, 20, 12, tzinfo=UTC)
+findings = [
+    Finding("compromised-account", "sender_burst", "user=localacct", 400, 5, 200,
+            "user localacct sent 400 messages in an hour", owner="resellera", user="localacct",
+            link="https://track.example/?user=localacct&success=1&defer=1&failure=1&inprogress=1"),
+    Finding("silent-server", "silent_server", "server=web2", 45, 30, 30, "web2: no log event for 45 minutes",
+            server="web2", link="https://track.example/?server=web2"),
+]
+table.write(Store.open(sys.argv[1]), tuple(Alert(f"a{i}", f, FIRING, at, at) for i, f in enumerate(findings)))
+"""
+
+
 def _run(argv, env):
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -100,6 +120,7 @@ def web(tmp_path_factory) -> WebServer:
             ],
             env,
         )  # fmt: skip
+    _run([sys.executable, "-c", WRITE_ALERTS, store], env)
     tokens_file = str(tmp / "tokens.json")
     ts = TokenStore(tokens_file)
     tokens = {name: ts.add(role, name, **kw)[0] for name, (role, kw) in ACCOUNTS.items()}

@@ -344,3 +344,44 @@ def test_a_webmail_login_sees_only_its_address(page, web):
     page.screenshot(path=str(SHOTS / "05-webmail-bob.png"), full_page=True)
     page.click("#signout")
     assert page.locator("#login").is_visible()
+
+
+def test_alerts_panel_and_its_links(page, web):
+    """Firing alerts the account may see are listed above the form; "Show messages" runs the alert's search
+    (the filters of its link, shown with a Clear button). A reseller sees only alerts about its accounts."""
+    sign_in(page, web)
+    page.wait_for_selector("#alerts:not([hidden])")
+    assert page.locator("#alerts-list li").count() == 2
+    page.locator("#alerts-list li[data-rule=compromised-account] button").click()
+    page.wait_for_selector("#link-filter:not([hidden])")
+    assert "user localacct" in page.locator("#link-filter-text").inner_text()
+    wait_loaded(page)
+    senders = column(page, "From Address")
+    assert senders and all(s.lower().endswith("@local.test") for s in senders), senders
+    page.screenshot(path=str(SHOTS / "06-alerts.png"), full_page=True)
+    page.click("#link-filter-clear")
+    wait_loaded(page)
+    assert page.locator("#link-filter").is_hidden()
+    page.click("#signout")
+    sign_in(page, web, "resellerb")
+    assert page.locator("#alerts").is_hidden()
+    page.click("#signout")
+    sign_in(page, web, "resellera")
+    page.wait_for_selector("#alerts:not([hidden])")
+    assert page.locator("#alerts-list li").count() == 1
+
+
+def test_a_link_with_filters_opens_the_search(browser, web):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=ZONE)
+    pg = ctx.new_page()
+    pg.goto(web.url + "/?server=web2&success=1")
+    sign_in(pg, web)
+    assert "server web2" in pg.locator("#link-filter-text").inner_text()
+    want = web.search_all("root", server="web2", success=1, defer=0, failure=0, inprogress=0)
+    assert want and pg.locator("#body tr").count() == min(len(want), 25)
+    assert pg.locator("#show-success").is_checked() and not pg.locator("#show-failure").is_checked()
+    pg.click("#link-filter-clear")
+    wait_loaded(pg)
+    everywhere = web.search_all("root", success=1, defer=0, failure=0, inprogress=0)
+    assert len(everywhere) > len(want) and pg.locator("#body tr").count() == min(len(everywhere), 25)
+    ctx.close()

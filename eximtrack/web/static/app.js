@@ -77,7 +77,32 @@
     show: { success: false, defer: false, failure: true, inprogress: false },
   };
   var prefs = loadPrefs();
-  var state = { cursors: [null], page: 0, rows: [], total: null, next: null, params: null };
+  var state = { cursors: [null], page: 0, rows: [], total: null, next: null, params: null, link: {} };
+
+  // Filters a link may carry in its query string (an alert's "Track Delivery" link): passed to the search
+  // as they are, shown above the form with a Clear button. The four message types set the checkboxes.
+  var LINK_FILTERS = ["user", "domain", "email", "sender", "recipient", "server", "deliverydomain", "msgid",
+    "startdate", "enddate"];
+  var LINK_TYPES = ["success", "defer", "failure", "inprogress"];
+  function readLink(search) {
+    var q = new URLSearchParams(search || "");
+    var link = {};
+    LINK_FILTERS.forEach(function (k) { if (q.get(k)) { link[k] = q.get(k); } });
+    var types = LINK_TYPES.filter(function (k) { return q.get(k) === "1"; });
+    if (types.length) {
+      prefs.show = {};
+      LINK_TYPES.forEach(function (k) { prefs.show[k] = types.indexOf(k) >= 0; });
+      applyShow();
+    }
+    return link;
+  }
+  function showLink() {
+    var keys = Object.keys(state.link);
+    $("link-filter").hidden = !keys.length;
+    $("link-filter-text").textContent = keys.map(function (k) {
+      return k + " " + (k === "startdate" || k === "enddate" ? fmtTime(Number(state.link[k])) : state.link[k]);
+    }).join(", ");
+  }
 
   function loadPrefs() {
     var p = {};
@@ -283,6 +308,7 @@
     var s = toEpoch($("f-start").value), e = toEpoch($("f-end").value);
     if (s) { p.startdate = s; }
     if (e) { p.enddate = e; }
+    Object.keys(state.link).forEach(function (k) { if (!p[k]) { p[k] = state.link[k]; } });
     p.sort = prefs.sort;
     return p;
   }
@@ -444,8 +470,34 @@
         while (sel.options.length > 1) { sel.remove(1); }
         res.servers.forEach(function (s) { sel.appendChild(el("option", { value: s }, s)); });
       }).catch(function () { /* the filter stays "All servers" */ });
+      loadAlerts();
+      showLink();
       runReport();
     }).catch(function (err) { if (err.message !== "unauthorized") { signOut(err.message); } });
+  }
+
+  // ------------------------------------------------------------------------------------------ alerts
+  function loadAlerts() {
+    apiJson("/api/v1/alerts", { state: "firing", limit: "20" }).then(function (res) {
+      var list = $("alerts-list");
+      list.textContent = "";
+      res.alerts.forEach(function (a) {
+        var li = el("li", { "data-rule": a.rule }, "");
+        li.appendChild(el("strong", {}, a.rule + ": "));
+        li.appendChild(document.createTextNode(a.summary + " (since " + fmtTime(Date.parse(a.started_at) / 1000) + ") "));
+        if (a.link) {
+          var show = el("button", { type: "button", "class": "btn btn-link" }, "Show messages");
+          show.addEventListener("click", function () {
+            state.link = readLink(a.link.slice(a.link.indexOf("?")));
+            showLink();
+            runReport();
+          });
+          li.appendChild(show);
+        }
+        list.appendChild(li);
+      });
+      $("alerts").hidden = !res.alerts.length;
+    }).catch(function () { $("alerts").hidden = true; /* no alerts table or no rights: no panel */ });
   }
 
   // ------------------------------------------------------------------------------------------ wiring
@@ -465,6 +517,13 @@
       start();
     });
     $("signout").addEventListener("click", function () { signOut(); });
+    state.link = readLink(window.location.search);
+    $("link-filter-clear").addEventListener("click", function () {
+      state.link = {};
+      showLink();
+      if (window.history && window.location.search) { window.history.replaceState(null, "", window.location.pathname); }
+      runReport();
+    });
     $("search-form").addEventListener("submit", function (e) { e.preventDefault(); runReport(); });
     $("show-all").addEventListener("click", function () {
       typeBoxes().forEach(function (cb) { cb.checked = true; });
