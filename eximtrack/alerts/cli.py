@@ -154,7 +154,10 @@ def cmd_alerts(args) -> int:
 
 
 def _run(store, rules: Rules, args) -> int:
+    from eximtrack import logs
     from eximtrack.alerts.notify import Notifiers
+
+    logs.configure("alerts", logging.INFO)
 
     evaluator = Evaluator(store, rules, Notifiers(rules.webhook, rules.email))
     ops = None
