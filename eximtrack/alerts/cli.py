@@ -63,13 +63,13 @@ class Evaluator:
     notify (a crash between storing and notifying loses a notification, never repeats one), and keep the
     metrics."""
 
-    def __init__(self, store, rules: Rules, notifiers) -> None:
+    def __init__(self, store, rules: Rules, notifiers, registry=None) -> None:
         from eximtrack.alerts.metrics import AlertMetrics
         from sinks.clickhouse.store import store_run
 
         self.store, self.rules, self.notifiers = store, rules, notifiers
         self.run = store_run(store)
-        self.metrics = AlertMetrics()
+        self.metrics = AlertMetrics(registry)
         self.registry = self.metrics.registry
         self._counted: dict = {}
 
@@ -94,6 +94,40 @@ class Evaluator:
         self.metrics.evaluation.observe(time.perf_counter() - t0)
         self.metrics.last_evaluation.set(time.time())
         return {"fired": len(s.fired), "resolved": len(s.resolved), "firing": len(now_open)}
+
+
+class AlertLoop:
+    """`eximtrack sink --alerts FILE`: the rules evaluated by the process that owns an embedded store (no
+    other process may write it), from the sink's loop (`maybe()` after each poll) at most every `seconds`,
+    holding `lock` (the engine's). A failed evaluation is logged and retried: alerts never stop the sink."""
+
+    def __init__(
+        self, store, rules: Rules, seconds: float = 60.0, lock=None, registry=None, clock=time.monotonic
+    ):
+        from contextlib import nullcontext
+
+        from eximtrack.alerts.notify import Notifiers
+
+        self.evaluator = Evaluator(store, rules, Notifiers(rules.webhook, rules.email), registry)
+        self.seconds, self.clock, self.lock = seconds, clock, lock or nullcontext()
+        self.last = clock() - seconds  # the first call evaluates
+        self.runs = self.failures = 0
+
+    def maybe(self) -> dict | None:
+        if self.clock() - self.last < self.seconds:
+            return None
+        self.last = self.clock()
+        try:
+            with self.lock:
+                done = self.evaluator.once()
+        except Exception:  # noqa: BLE001 - alerts never stop the writer
+            self.failures += 1
+            log.exception("alert evaluation failed; retrying in %.0f s", self.seconds)
+            return None
+        self.runs += 1
+        if done["fired"] or done["resolved"]:
+            log.info("alerts: %(fired)d fired, %(resolved)d resolved, %(firing)d firing", done)
+        return done
 
 
 def _rules(args) -> Rules:
@@ -140,6 +174,11 @@ def cmd_alerts(args) -> int:
                 )
             return 0
         store = cli.open_store(args)
+        if args.action == "run" and not hasattr(store, "client"):
+            raise RulesError(
+                f"{store.url.display()} is an embedded store another process owns (the sink): alerts must be "
+                "stored by that process — run `eximtrack sink … --alerts RULES` instead (or use a ClickHouse server)"
+            )
         if args.action == "list":
             sql, params = table.list_query("all" if args.all else "firing", args.limit)
             for r in store.query_dicts(sql, params):

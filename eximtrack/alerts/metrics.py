@@ -8,8 +8,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class AlertMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    """In a registry of their own, or in the registry of the process that evaluates the rules (the sink's,
+    `eximtrack sink --alerts`)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.firing = Gauge(
             "eximtrack_alerts_firing", "fleet alerts firing", ["rule"], registry=self.registry
         )

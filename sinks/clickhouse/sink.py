@@ -125,6 +125,7 @@ class Sink:
         self._stop = threading.Event()
         # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
         self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
+        self.alerts = None  # eximtrack/alerts/cli.py AlertLoop, with --alerts
         self.consumer = KafkaConsumer(
             *self.kinds,
             bootstrap_servers=brokers.split(","),
@@ -151,6 +152,8 @@ class Sink:
                     self.metrics.kafka(True)
                     attempt = 0
                     self.snapshots.maybe()
+                    if self.alerts is not None:
+                        self.alerts.maybe()
                 except KafkaError as exc:
                     self.metrics.kafka(False)
                     # The broker went away (a poll or the offset commit failed). What was inserted and not
@@ -338,6 +341,14 @@ def register(subparsers) -> None:
         default=LOCK_WAIT_SECONDS,
         help="embedded store: seconds to wait while another process holds its directory (default %(default)s)",
     )
+    p.add_argument(
+        "--alerts",
+        metavar="RULES",
+        default=None,
+        help="also evaluate fleet alert rules (a rules file, or `default`) every --alerts-interval seconds in "
+        "this process: how alerts run on an embedded store, which only its owner may write (docs/ALERTS.md)",
+    )
+    p.add_argument("--alerts-interval", type=float, default=60.0, help="seconds between alert evaluations")
     p.set_defaults(func=_run)
 
 
@@ -365,6 +376,13 @@ def _run(args) -> int:
     instance = args.instance_id or default_instance_id(args.group, store.url.display())
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
                 batch_seconds=args.batch_seconds, instance_id=instance)  # fmt: skip
+    if args.alerts:
+        from eximtrack.alerts.cli import AlertLoop
+        from eximtrack.alerts.rules import load_rules
+
+        rules = load_rules(None if args.alerts == "default" else args.alerts)
+        sink.alerts = AlertLoop(store, rules, args.alerts_interval, ENGINE_LOCK, sink.metrics.registry)
+        log.info("fleet alerts: %d rules every %.0f s", len(rules.rules), args.alerts_interval)
 
     ops = None
     if args.metrics_port is not None:

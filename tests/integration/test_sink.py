@@ -3,6 +3,7 @@ caught up, not after `batch_seconds` (the lines already there would wait up to t
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -47,3 +48,45 @@ def test_a_caught_up_batch_is_stored_without_waiting_out_the_batch_window(tmp_pa
     # with a 60 s window, only closing the caught-up batch returns this early (joining the group included)
     assert took < 30, f"run_once took {took:.1f} s"
     assert store.query("SELECT count() FROM events FINAL").result_rows[0][0] == 3
+
+
+def test_the_sink_evaluates_alert_rules_on_its_store(tmp_path, kafka_bootstrap):
+    """`eximtrack sink --alerts RULES`: the owner of an embedded store evaluates the rules from its loop and
+    stores the alerts (no other process may write that store); its metrics registry carries them."""
+    from eximtrack.alerts.cli import AlertLoop
+    from eximtrack.alerts.rules import parse_rules
+    from sinks.clickhouse.query_server import ENGINE_LOCK
+
+    prefix = f"sinkalerts-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    now = time.time()
+    events = [
+        DeliveryEvent(event_id=f"a{i}", type="success", server="s1", msgid=f"1abcE{i}-000000-AA", user="acct",
+                      owner="res", email="info@acct.example", senderauth="dovecot_login", protocol="esmtpsa",
+                      recipient=f"r{i}@example.net", deliveredto=f"r{i}@example.net", sendunixtime=now - 60 + i,
+                      actionunixtime=now - 30 + i, version=i + 1).to_wire()
+        for i in range(5)
+    ]  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(prefix + T.EVENTS.name, key=b"s1", value=dumps_json(events)).get(timeout=30)
+    producer.close()
+    path = current_chdb_path() or str(tmp_path / "store")
+    store = Store.open(f"chdb://{path}?database=sinkalerts_{uuid.uuid4().hex[:12]}")
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink")
+    rules = parse_rules("rules: [{name: burst, kind: sender_burst, factor: 1, floor: 5}]")
+    sink.alerts = AlertLoop(store, rules, seconds=0.5, lock=ENGINE_LOCK, registry=sink.metrics.registry)
+    runner = threading.Thread(target=sink.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        rows = []
+        while not rows and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with ENGINE_LOCK:
+                rows = store.query_dicts("SELECT rule, key, state, value FROM alerts FINAL")
+    finally:
+        sink.stop()
+        runner.join(timeout=30)  # run() closes the consumer and producer
+    assert rows == [{"rule": "burst", "key": "user=acct", "state": "firing", "value": 5.0}]
+    assert sink.alerts.failures == 0
+    assert sink.metrics.registry.get_sample_value("eximtrack_alerts_firing", {"rule": "burst"}) == 1
