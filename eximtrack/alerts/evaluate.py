@@ -182,119 +182,201 @@ def _examples_latest(run: Run, cond: str, params: dict, since: datetime) -> tupl
     return tuple(f"{server} {msgid}" for server, msgid in rows)
 
 
+@dataclass(frozen=True)
+class Context:
+    """One rule's evaluation at one moment: where to read, the rule, its times and bound parameters."""
+
+    run: Run
+    rules: Rules
+    rule: Rule
+    t: dict
+
+    @property
+    def since_epoch(self) -> int:
+        return int(self.t["prev"].timestamp())
+
+    def params(self, **more) -> dict:
+        return {**self.t, **more}
+
+    def sender_finding(self, key: str, owner: str, user: str, value: float, baseline: float, threshold: float,
+                       summary: str, **link) -> Finding:  # fmt: skip
+        """A finding about an account (scope user) or a sender address (scope sender)."""
+        col = self.rule["scope"]
+        return Finding(
+            self.rule.name, self.rule.kind, f"{col}={key}", float(value), float(baseline), float(threshold), summary,
+            owner=owner, user=user, sender=key if col == "sender" else "",
+            examples=_examples_by_key(self.run, "user" if col == "user" else "email", key, self.t["prev"]),
+            link=_link(self.rules, {"email" if col == "sender" else "user": key, "startdate": self.since_epoch,
+                                    **link}),
+        )  # fmt: skip
+
+    def server_finding(self, server: str, value: float, threshold: float, summary: str, row_type: str,
+                       since: datetime, flag: str) -> Finding:  # fmt: skip
+        """A finding about a server's queue: rows of `row_type` that arrived since `since`."""
+        cond = "server = {sv:String} AND type = {ty:String} AND is_deleted = 0"
+        return Finding(
+            self.rule.name, self.rule.kind, f"server={server}", float(value), 0.0, float(threshold), summary,
+            server=server, examples=_examples_latest(self.run, cond, {"sv": server, "ty": row_type}, since),
+            link=_link(self.rules, {"server": server, flag: 1, "startdate": int(since.timestamp())}),
+        )  # fmt: skip
+
+
+def _sender_burst(c: Context) -> list[Finding]:
+    r = c.rule
+    rows = c.run(sender_burst_sql(r), c.params(floor=float(r["floor"]), factor=float(r["factor"])))[1]
+    return [
+        c.sender_finding(
+            key,
+            owner,
+            user,
+            value,
+            baseline,
+            max(float(r["floor"]), float(r["factor"]) * baseline),
+            f"{r['scope']} {key} sent {value} messages in an hour, {value / max(baseline, 1):.0f}x its "
+            f"hourly median of {baseline} over {r['baseline_days']} days",
+        )  # fmt: skip
+        for key, owner, user, value, baseline in rows
+    ]
+
+
+def _unique_recipients(c: Context) -> list[Finding]:
+    r = c.rule
+    rows = c.run(unique_recipients_sql(r), c.params(limit=float(r["limit"])))[1]
+    return [
+        c.sender_finding(
+            key,
+            owner,
+            user,
+            value,
+            0.0,
+            r["limit"],
+            f"{r['scope']} {key} mailed {value} distinct addresses in an hour",
+        )  # fmt: skip
+        for key, owner, user, value in rows
+    ]
+
+
+def _defer_fail_rate(c: Context) -> list[Finding]:
+    r = c.rule
+    rows = c.run(defer_fail_sql(r), c.params(min_rows=float(r["min_rows"]), percent=float(r["percent"])))[1]
+    return [
+        c.sender_finding(
+            key,
+            owner,
+            user,
+            round(100 * bad / total, 1),
+            total,
+            r["percent"],
+            f"{r['scope']} {key}: {bad:.0f} of {total:.0f} recipients in the last hour deferred, "
+            f"failed or rejected ({100 * bad / total:.0f} %)",
+            defer=1,
+            failure=1,
+        )  # fmt: skip
+        for key, owner, user, total, bad in rows
+    ]
+
+
+def _destination_deferrals(c: Context) -> list[Finding]:
+    r, t = c.rule, c.t
+    out = []
+    for server, domain, value, baseline in c.run(
+        destination_sql(r), c.params(floor=float(r["floor"]), factor=float(r["factor"]))
+    )[1]:
+        reasons = c.run(
+            "SELECT template, toUInt64(sum(recipients)) AS n, groupUniqArray(3)(ip) AS ips "
+            "FROM reasons_hourly_all WHERE server = {sv:String} AND deliverydomain = {d:String} "
+            f"AND type IN ('defer', 'failure') AND hour >= {{prev:{T}}} AND hour <= {{cur:{T}}} "
+            "GROUP BY template ORDER BY n DESC, template LIMIT 3",
+            {"sv": server, "d": domain, "prev": t["prev"], "cur": t["cur"]},
+        )[1]
+        ips = sorted({ip for _, _, found in reasons for ip in found if ip})
+        out.append(Finding(
+            r.name, r.kind, f"server={server} deliverydomain={domain}", float(value), float(baseline),
+            max(float(r["floor"]), float(r["factor"]) * baseline),
+            f"{domain} deferred or refused {value} recipients from {server} in an hour "
+            f"(hourly median {baseline})" + (f", remote IPs {', '.join(ips)}" if ips else ""),
+            server=server, deliverydomain=domain,
+            reasons=tuple(f"{n} x {template}" for template, n, _ in reasons),
+            examples=_examples_latest(
+                c.run, "server = {sv:String} AND deliverydomain = {d:String} AND type IN ('defer', 'failure')",
+                {"sv": server, "d": domain}, t["prev"],
+            ),
+            link=_link(c.rules, {"server": server, "deliverydomain": domain, "startdate": c.since_epoch,
+                                 "defer": 1, "failure": 1}),
+        ))  # fmt: skip
+    return out
+
+
+def _stuck_queue(c: Context) -> list[Finding]:
+    r, at = c.rule, c.t["at"]
+    hi = hour_floor(at - timedelta(minutes=int(r["min_age_minutes"])))
+    lo = hour_floor(at - timedelta(hours=int(r["max_age_hours"])))
+    rows = c.run(stuck_sql(r), c.params(lo=lo, hi=hi, min_rows=float(r["min_rows"])))[1]
+    return [
+        c.server_finding(
+            server,
+            value,
+            r["min_rows"],
+            f"{server}: {value:.0f} recipients still in progress more than {r['min_age_minutes']} "
+            f"minutes after arrival (the oldest arrived in the hour of {oldest:%Y-%m-%d %H:00} UTC)",
+            "inprogress",
+            lo,
+            "inprogress",
+        )  # fmt: skip
+        for server, value, oldest in rows
+    ]
+
+
+def _deferred_backlog(c: Context) -> list[Finding]:
+    r = c.rule
+    lo = hour_floor(c.t["at"] - timedelta(hours=int(r["max_age_hours"])))
+    rows = c.run(backlog_sql(r), c.params(lo=lo, min_rows=float(r["min_rows"])))[1]
+    return [
+        c.server_finding(
+            server,
+            value,
+            r["min_rows"],
+            f"{server}: {value:.0f} recipients of the last {r['max_age_hours']} hours still deferred "
+            f"(the oldest arrived in the hour of {oldest:%Y-%m-%d %H:00} UTC)",
+            "defer",
+            lo,
+            "defer",
+        )  # fmt: skip
+        for server, value, oldest in rows
+    ]
+
+
+def _silent_server(c: Context) -> list[Finding]:
+    r, at = c.rule, c.t["at"]
+    out = []
+    for server, last_seen, baseline in c.run(
+        silent_sql(r), c.params(min_hourly=float(r["min_hourly"]), silent=int(r["silent_minutes"]))
+    )[1]:
+        last = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)
+        minutes = (at - last).total_seconds() / 60
+        out.append(Finding(
+            r.name, r.kind, f"server={server}", round(minutes, 1), float(baseline), float(r["silent_minutes"]),
+            f"{server}: no log event for {minutes:.0f} minutes (last {last:%Y-%m-%d %H:%M} UTC) while it "
+            f"usually logs {baseline} events in this hour",
+            server=server, link=_link(c.rules, {"server": server, "startdate": c.since_epoch}),
+        ))  # fmt: skip
+    return out
+
+
+KIND_EVALUATORS = {
+    "sender_burst": _sender_burst,
+    "unique_recipients": _unique_recipients,
+    "defer_fail_rate": _defer_fail_rate,
+    "destination_deferrals": _destination_deferrals,
+    "stuck_queue": _stuck_queue,
+    "deferred_backlog": _deferred_backlog,
+    "silent_server": _silent_server,
+}
+
+
 def evaluate_rule(run: Run, rules: Rules, rule: Rule, at: datetime) -> list[Finding]:
     """The findings of `rule` at `at` (timezone-aware)."""
-    t = _times(at, rule)
-    p = dict(t)
-    since_epoch = int(t["prev"].timestamp())
-    out: list[Finding] = []
-    if rule.kind == "sender_burst":
-        p |= {"floor": float(rule["floor"]), "factor": float(rule["factor"])}
-        for key, owner, user, value, baseline in run(sender_burst_sql(rule), p)[1]:
-            col = rule["scope"]
-            field_name = "user" if col == "user" else "email"
-            threshold = max(float(rule["floor"]), float(rule["factor"]) * baseline)
-            out.append(Finding(
-                rule.name, rule.kind, f"{col}={key}", float(value), float(baseline), threshold,
-                f"{col} {key} sent {value} messages in an hour, {value / max(baseline, 1):.0f}x its hourly "
-                f"median of {baseline} over {rule['baseline_days']} days",
-                owner=owner, user=user, sender=key if col == "sender" else "",
-                examples=_examples_by_key(run, field_name, key, t["prev"]),
-                link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch}),
-            ))  # fmt: skip
-    elif rule.kind == "defer_fail_rate":
-        p |= {"min_rows": float(rule["min_rows"]), "percent": float(rule["percent"])}
-        for key, owner, user, total, bad in run(defer_fail_sql(rule), p)[1]:
-            col = rule["scope"]
-            pct = 100 * bad / total
-            out.append(Finding(
-                rule.name, rule.kind, f"{col}={key}", round(pct, 1), float(total), float(rule["percent"]),
-                f"{col} {key}: {bad:.0f} of {total:.0f} recipients in the last hour deferred, failed or "
-                f"rejected ({pct:.0f} %)",
-                owner=owner, user=user, sender=key if col == "sender" else "",
-                examples=_examples_by_key(run, "user" if col == "user" else "email", key, t["prev"]),
-                link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch,
-                                   "defer": 1, "failure": 1}),
-            ))  # fmt: skip
-    elif rule.kind == "unique_recipients":
-        p |= {"limit": float(rule["limit"])}
-        for key, owner, user, value in run(unique_recipients_sql(rule), p)[1]:
-            col = rule["scope"]
-            out.append(Finding(
-                rule.name, rule.kind, f"{col}={key}", float(value), 0.0, float(rule["limit"]),
-                f"{col} {key} mailed {value} distinct addresses in an hour",
-                owner=owner, user=user, sender=key if col == "sender" else "",
-                examples=_examples_by_key(run, "user" if col == "user" else "email", key, t["prev"]),
-                link=_link(rules, {"email" if col == "sender" else "user": key, "startdate": since_epoch}),
-            ))  # fmt: skip
-    elif rule.kind == "deferred_backlog":
-        lo = hour_floor(t["at"] - timedelta(hours=int(rule["max_age_hours"])))
-        p |= {"lo": lo, "min_rows": float(rule["min_rows"])}
-        for server, value, oldest in run(backlog_sql(rule), p)[1]:
-            out.append(Finding(
-                rule.name, rule.kind, f"server={server}", float(value), 0.0, float(rule["min_rows"]),
-                f"{server}: {value:.0f} recipients of the last {rule['max_age_hours']} hours still deferred "
-                f"(the oldest arrived in the hour of {oldest:%Y-%m-%d %H:00} UTC)",
-                server=server,
-                examples=_examples_latest(run, "server = {sv:String} AND type = 'defer'", {"sv": server}, lo),
-                link=_link(rules, {"server": server, "deferred": 1, "startdate": int(lo.timestamp())}),
-            ))  # fmt: skip
-    elif rule.kind == "destination_deferrals":
-        p |= {"floor": float(rule["floor"]), "factor": float(rule["factor"])}
-        for server, domain, value, baseline in run(destination_sql(rule), p)[1]:
-            reasons = run(
-                "SELECT template, toUInt64(sum(recipients)) AS n, groupUniqArray(3)(ip) AS ips "
-                "FROM reasons_hourly_all WHERE server = {sv:String} AND deliverydomain = {d:String} "
-                f"AND type IN ('defer', 'failure') AND hour >= {{prev:{T}}} AND hour <= {{cur:{T}}} "
-                "GROUP BY template ORDER BY n DESC, template LIMIT 3",
-                {"sv": server, "d": domain, "prev": t["prev"], "cur": t["cur"]},
-            )[1]
-            ips = sorted({ip for _, _, found in reasons for ip in found if ip})
-            threshold = max(float(rule["floor"]), float(rule["factor"]) * baseline)
-            out.append(Finding(
-                rule.name, rule.kind, f"server={server} deliverydomain={domain}", float(value), float(baseline),
-                threshold,
-                f"{domain} deferred or refused {value} recipients from {server} in an hour "
-                f"(hourly median {baseline})" + (f", remote IPs {', '.join(ips)}" if ips else ""),
-                server=server, deliverydomain=domain,
-                reasons=tuple(f"{n} x {template}" for template, n, _ in reasons),
-                examples=_examples_latest(
-                    run, "server = {sv:String} AND deliverydomain = {d:String} AND type IN ('defer', 'failure')",
-                    {"sv": server, "d": domain}, t["prev"],
-                ),
-                link=_link(rules, {"server": server, "deliverydomain": domain, "startdate": since_epoch,
-                                   "defer": 1, "failure": 1}),
-            ))  # fmt: skip
-    elif rule.kind == "stuck_queue":
-        hi = hour_floor(t["at"] - timedelta(minutes=int(rule["min_age_minutes"])))
-        lo = hour_floor(t["at"] - timedelta(hours=int(rule["max_age_hours"])))
-        p |= {"lo": lo, "hi": hi, "min_rows": float(rule["min_rows"])}
-        for server, value, oldest in run(stuck_sql(rule), p)[1]:
-            out.append(Finding(
-                rule.name, rule.kind, f"server={server}", float(value), 0.0, float(rule["min_rows"]),
-                f"{server}: {value:.0f} recipients still in progress more than {rule['min_age_minutes']} minutes "
-                f"after arrival (the oldest arrived in the hour of {oldest:%Y-%m-%d %H:00} UTC)",
-                server=server,
-                examples=_examples_latest(run, "server = {sv:String} AND type = 'inprogress' AND is_deleted = 0",
-                                          {"sv": server}, lo),
-                link=_link(rules, {"server": server, "inprogress": 1, "startdate": int(lo.timestamp())}),
-            ))  # fmt: skip
-    elif rule.kind == "silent_server":
-        p |= {"min_hourly": float(rule["min_hourly"]), "silent": int(rule["silent_minutes"])}
-        for server, last_seen, baseline in run(silent_sql(rule), p)[1]:
-            last = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)
-            minutes = (t["at"] - last).total_seconds() / 60
-            out.append(Finding(
-                rule.name, rule.kind, f"server={server}", round(minutes, 1), float(baseline),
-                float(rule["silent_minutes"]),
-                f"{server}: no log event for {minutes:.0f} minutes (last {last:%Y-%m-%d %H:%M} UTC) while it "
-                f"usually logs {baseline} events in this hour",
-                server=server,
-                link=_link(rules, {"server": server, "startdate": since_epoch}),
-            ))  # fmt: skip
-    else:  # rules.py admits no other kind
-        raise ValueError(f"unknown rule kind {rule.kind!r}")
-    return out
+    return KIND_EVALUATORS[rule.kind](Context(run, rules, rule, _times(at, rule)))
 
 
 def evaluate(run: Run, rules: Rules, at: datetime) -> list[Finding]:

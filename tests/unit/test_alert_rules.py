@@ -114,3 +114,9 @@ def test_test_steps():
     for bad in ("10s", "x", ""):
         with pytest.raises(ValueError):
             parse_every(bad)
+
+
+def test_every_kind_has_an_evaluator():
+    from eximtrack.alerts.evaluate import KIND_EVALUATORS
+
+    assert set(KIND_EVALUATORS) == set(KINDS)
