@@ -20,8 +20,14 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from eximtrack.alerts.rules import Rule, Rules
+from eximtrack.reasons import sql_expression
 
 Run = Callable[[str, dict], tuple[list[str], list]]
+# a sender scope -> (its search_keys field, the page's / API's filter parameter; None: no such filter)
+SCOPE_SEARCH = {"user": ("user", "user"), "sender": ("email", "email"), "domain": ("domain", "domain"),
+                "owner": ("owner", None)}  # fmt: skip
+# ... and its column in `latest` (mail_hourly's `sender` is the authenticated sender's lower-cased address)
+SCOPE_COLUMN = {"user": "user", "sender": "lower(email)", "domain": "domain", "owner": "owner"}
 HOUR = timedelta(hours=1)
 MAX_FINDINGS = 1000  # per rule and evaluation: the biggest first
 
@@ -92,7 +98,7 @@ def defer_fail_sql(rule: Rule) -> str:
 SELECT {col} AS key, any(owner) AS key_owner, any(user) AS key_user,
     toFloat64(sum(rows) + sum(rejected)) AS total, toFloat64(sum(defer_or_fail_ever) + sum(rejected)) AS bad
 FROM mail_hourly_all
-WHERE outbound = 1 AND {col} != '' AND hour >= {{prev:{T}}} AND hour <= {{cur:{T}}}
+WHERE outbound = 1 AND {col} != '' AND hour >= {{cur:{T}}} - toIntervalHour({{window:UInt32}}) AND hour <= {{cur:{T}}}
 GROUP BY key
 HAVING total >= {{min_rows:Float64}} AND bad * 100 >= {{percent:Float64}} * total
 ORDER BY bad DESC, key LIMIT {MAX_FINDINGS}"""
@@ -200,15 +206,27 @@ class Context:
 
     def sender_finding(self, key: str, owner: str, user: str, value: float, baseline: float, threshold: float,
                        summary: str, **link) -> Finding:  # fmt: skip
-        """A finding about an account (scope user) or a sender address (scope sender)."""
+        """A finding about an account, a sender address, a domain or a reseller (the rule's scope)."""
         col = self.rule["scope"]
+        field, param = SCOPE_SEARCH[col]
         return Finding(
             self.rule.name, self.rule.kind, f"{col}={key}", float(value), float(baseline), float(threshold), summary,
-            owner=owner, user=user, sender=key if col == "sender" else "",
-            examples=_examples_by_key(self.run, "user" if col == "user" else "email", key, self.t["prev"]),
-            link=_link(self.rules, {"email" if col == "sender" else "user": key, "startdate": self.since_epoch,
-                                    **link}),
+            owner=key if col == "owner" else owner, user="" if col == "owner" else user,
+            sender=key if col == "sender" else "",
+            reasons=self.reasons(col, key) if self.rule.kind == "defer_fail_rate" else (),
+            examples=_examples_by_key(self.run, field, key, self.t["prev"]),
+            link=_link(self.rules, {param: key, "startdate": self.since_epoch, **link}) if param else "",
         )  # fmt: skip
+
+    def reasons(self, col: str, key: str) -> tuple[str, ...]:
+        """The top deferral and failure reasons (templates) of a sender's mail of the last hours."""
+        rows = self.run(
+            f"SELECT {sql_expression('message')} AS reason, count() AS n FROM latest "
+            f"WHERE msgtime >= {{prev:{T}}} AND type IN ('defer', 'failure') AND {SCOPE_COLUMN[col]} = {{k:String}} "
+            "GROUP BY reason ORDER BY n DESC, reason LIMIT 3",
+            {"prev": self.t["prev"], "k": key},
+        )[1]
+        return tuple(f"{n} x {reason}" for reason, n in rows)
 
     def server_finding(self, server: str, value: float, threshold: float, summary: str, row_type: str,
                        since: datetime, flag: str) -> Finding:  # fmt: skip
@@ -258,7 +276,10 @@ def _unique_recipients(c: Context) -> list[Finding]:
 
 def _defer_fail_rate(c: Context) -> list[Finding]:
     r = c.rule
-    rows = c.run(defer_fail_sql(r), c.params(min_rows=float(r["min_rows"]), percent=float(r["percent"])))[1]
+    params = c.params(
+        min_rows=float(r["min_rows"]), percent=float(r["percent"]), window=int(r["window_hours"])
+    )
+    rows = c.run(defer_fail_sql(r), params)[1]
     return [
         c.sender_finding(
             key,
@@ -267,8 +288,9 @@ def _defer_fail_rate(c: Context) -> list[Finding]:
             round(100 * bad / total, 1),
             total,
             r["percent"],
-            f"{r['scope']} {key}: {bad:.0f} of {total:.0f} recipients in the last hour deferred, "
-            f"failed or rejected ({100 * bad / total:.0f} %)",
+            f"{r['scope']} {key}: {bad:.0f} of {total:.0f} recipients since "
+            f"{c.t['cur'] - timedelta(hours=int(r['window_hours'])):%H:00} UTC deferred, failed or rejected "
+            f"({100 * bad / total:.0f} %)",
             defer=1,
             failure=1,
         )  # fmt: skip

@@ -4,7 +4,7 @@ rules file (YAML) with errors that name the rule and the key. Pure: no store, no
     rules:
       - name: compromised-account
         kind: sender_burst
-        scope: user            # user (cPanel account) or sender (address)
+        scope: user            # user (cPanel account), sender (address), domain or owner (reseller)
         factor: 5              # sends in an hour above 5 x its own 7-day hourly median ...
         floor: 200             # ... and at least 200
     notify:
@@ -50,6 +50,9 @@ class Param:
         return value
 
 
+# the sending side a sender rule groups by: mail_hourly's columns (owner = the reseller)
+SENDER_SCOPES = ("user", "sender", "domain", "owner")
+
 COMMON = {
     "cooldown_minutes": Param(
         60, 0, 7 * 24 * 60, doc="minutes after an alert resolves before its key fires again"
@@ -61,19 +64,22 @@ BASELINE = {"baseline_days": Param(7, 1, 28, doc="days of hourly history the bas
 KINDS: dict[str, dict[str, Param]] = {
     # a compromised account or mailbox: sends far above its own habit
     "sender_burst": {
-        "scope": Param("user", choices=("user", "sender"), doc="an account (user) or a sender address"),
+        "scope": Param(
+            "user", choices=SENDER_SCOPES, doc="an account (user), a sender address, a domain, a reseller"
+        ),
         "factor": Param(5.0, 1, 1000, doc="sends in an hour above factor x the key's hourly median"),
         "floor": Param(200, 1, 10**9, doc="and at least this many sends in the hour"),
         **BASELINE,
     },
     # a compromised account or a spam run: mail to very many distinct addresses in an hour
     "unique_recipients": {
-        "scope": Param("user", choices=("user", "sender")),
+        "scope": Param("user", choices=SENDER_SCOPES),
         "limit": Param(300, 1, 10**9, doc="distinct recipient addresses in an hour"),
     },
     # cPanel's defer/fail rule, fleet-wide: a sender whose mail mostly does not get through
     "defer_fail_rate": {
-        "scope": Param("user", choices=("user", "sender")),
+        "scope": Param("user", choices=SENDER_SCOPES),
+        "window_hours": Param(1, 1, 24, doc="hour buckets counted before the current one"),
         "percent": Param(50.0, 1, 100, doc="deferred, failed or rejected recipients in % of all"),
         "min_rows": Param(50, 1, 10**9, doc="recipients in the hour before the rate counts"),
     },

@@ -220,6 +220,8 @@ def test_incidents_fire_notify_and_resolve(store, receiver, smtp, tmp_path, monk
     assert burst["link"].startswith("https://track.example/?user=acct01&startdate=")
     dest = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "destination-deferrals")
     assert dest["reasons"][0].startswith("150 x ") and "203.0.113.5" in dest["summary"]
+    rate = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "defer-fail-rate")
+    assert rate["reasons"][0].startswith("150 x 421 4.7.0") and "temporarily deferred" in rate["reasons"][0]
     assert not (tmp_path / "dead.jsonl").exists()
 
     # the e-mails: one per transition, to the postmaster, with the summary and the link
@@ -332,3 +334,11 @@ def test_a_deferred_backlog_fires_for_the_server_holding_it(store):
     fired = simulate(store_run(store), rules, B - timedelta(hours=1), B + timedelta(minutes=1), STEP)
     assert [(t["at"], t["event"], t["key"]) for t in fired] == [(B.isoformat(), "firing", f"server={MX2}")]
     assert fired[0]["value"] == 150
+
+
+def test_a_reseller_scope_sees_its_accounts_burst(store):
+    rules = parse_rules("rules: [{name: reseller-burst, kind: sender_burst, scope: owner}]")
+    fired = simulate(store_run(store), rules, B - timedelta(hours=1), B + timedelta(minutes=1), STEP)
+    owner = by_user("acct01").owner
+    assert [(t["at"], t["key"]) for t in fired] == [(B.isoformat(), f"owner={owner}")]
+    assert fired[0]["link"] == ""  # no link_base in these rules
