@@ -13,8 +13,9 @@ Accepted store URLs (see ``parse_store_url``):
 
 Both forms take the database as ``?database=NAME`` (for http also as the path); the default database is
 ``eximtrack``. A server URL may name a ClickHouse cluster, ``?cluster=NAME`` (a ``remote_servers`` entry):
-the store then uses the replicated, sharded layout of sinks/clickhouse/cluster.py (docs/DEPLOY.md). The store creates the database if it does not exist. Tests use one chDB path per process and
-a fresh ``?database=test_<uuid>`` per test.
+the store then uses the replicated, sharded layout of sinks/clickhouse/cluster.py (docs/DEPLOY.md). The
+store creates the database if it does not exist. Tests use one chDB path per process and a fresh
+``?database=test_<uuid>`` per test.
 """
 
 from __future__ import annotations
