@@ -110,14 +110,18 @@ class DevStack:
         self.components[name] = comp
         return comp
 
-    def sink(self) -> Component:
-        if "sink" not in self.components:
+    def sink(self, n: int = 1) -> Component:
+        """The sink (n > 1: another sink of the same group, sharing the partitions: a ClickHouse server's
+        store only, an embedded one admits one process)."""
+        name = "sink" if n == 1 else f"sink{n}"
+        if name not in self.components:
             port = _free_port()
-            self._component("sink", [
+            extra = [] if n == 1 else ["--instance-id", f"{self.prefix}sink-{n}"]
+            self._component(name, [
                 "sink", "--brokers", self.bootstrap, "--store", self.store, "--topic-prefix", self.prefix,
-                "--group", f"{self.prefix}sink", "--batch-seconds", "0.5", "--metrics-port", str(port)]
+                "--group", f"{self.prefix}sink", "--batch-seconds", "0.5", "--metrics-port", str(port), *extra]
             ).metrics_port = port  # fmt: skip
-        return self.components["sink"]
+        return self.components[name]
 
     def stream(self, n: int = 1) -> Component:
         name = "stream" if n == 1 else f"stream{n}"

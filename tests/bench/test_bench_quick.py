@@ -5,6 +5,7 @@ report must render from them. The numbers themselves are not asserted (speed liv
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,13 @@ def test_scaleout_drained_with_one_and_two_workers(quick):
     for run in (one, two):
         assert 0 < run["lines_per_s"]["min"] <= run["lines_per_s"]["median"] <= run["lines_per_s"]["max"]
     assert s["speedup_2_workers"] == two["lines_per_s"]["median"] / one["lines_per_s"]["median"]
+    if os.environ.get("EXIMTRACK_BENCH_CLICKHOUSE_URL"):  # two sinks of one group share a server's store
+        assert (
+            s["by_sinks"]["2"]["cpu_cores_used"]["sink2"] > 0
+            and "sink2" not in s["by_sinks"]["1"]["cpu_cores_used"]
+        )
+    else:
+        assert "no ClickHouse server" in s["by_sinks"]["not_measured"]
 
 
 def test_core_and_ingest_read_the_same_files_as_eximstats(quick):
