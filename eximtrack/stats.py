@@ -54,6 +54,7 @@ AGGREGATE_TABLES = (
     "rejections_hourly",
     "activity_hourly",
     "unclassified_hourly",
+    "spam_hourly",
 )
 # ... plus the rolled-up totals (005), the hourly (008, 014) and the daily (013) snapshots: every table whose
 # TTL `retention --aggregates-days` sets, with the column it counts from
@@ -375,13 +376,21 @@ _WITH_INSERT_COUNTER = {
 }
 
 
+# later migrations that add an aggregate with its own backfill (INSERT … SELECT of its view's SELECT)
+BACKFILLED_LATER = ("spam_hourly",)
+
+
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows), with the insert counters of migrations 008 and 014; `final=True` reads `events FINAL` /
-    `rejects FINAL` (one version per event id)."""
-    migration = next(m for m in migrations.load_migrations() if m.name == "backfill_aggregates")
+    rows), with the insert counters of migrations 008 and 014, and the backfills of the aggregates added
+    later (BACKFILLED_LATER); `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
+    found = migrations.load_migrations()
+    migration = next(m for m in found if m.name == "backfill_aggregates")
+    later = [
+        s for m in found if m.name in BACKFILLED_LATER for s in m.statements() if s.startswith("INSERT INTO ")
+    ]
     out = []
-    for statement in migration.statements():
+    for statement in [*migration.statements(), *later]:
         table = statement.split()[2]
         last = _WITH_INSERT_COUNTER.get(table)
         if last is not None:

@@ -117,6 +117,26 @@ HAVING value >= {{limit:Float64}}
 ORDER BY value DESC, key LIMIT {MAX_FINDINGS}"""
 
 
+def spam_sql(rule: Rule) -> str:
+    col = rule["scope"]
+
+    def mean(cond: str, n: str) -> str:
+        total = f"toFloat64(bitShiftRight(sumDistinctMergeIf(score_sum, {cond}), 192))"
+        return f"if({n} = 0, 0, {total} / 100 / {n} - 1000)"
+
+    now, before = f"hour >= {{prev:{T}}}", f"hour < {{prev:{T}}}"
+    return f"""
+SELECT {col} AS key, any(owner) AS key_owner, any(user) AS key_user,
+    uniqExactMergeIf(scored, {now}) AS n_now, {mean(now, "n_now")} AS mean_now,
+    uniqExactMergeIf(scored, {before}) AS n_before, {mean(before, "n_before")} AS mean_before
+FROM spam_hourly
+WHERE {col} != '' AND hour >= {{base_from:{T}}} AND hour <= {{cur:{T}}}
+GROUP BY key
+HAVING n_now >= {{min_messages:Float64}} AND mean_now >= {{min_score:Float64}}
+    AND mean_now - mean_before >= {{jump:Float64}}
+ORDER BY mean_now DESC, key LIMIT {MAX_FINDINGS}"""
+
+
 def backlog_sql(_: Rule) -> str:
     return f"""
 SELECT server, toFloat64(sum(deferred)) AS value, min(hour) AS oldest
@@ -329,6 +349,26 @@ def _destination_deferrals(c: Context) -> list[Finding]:
     return out
 
 
+def _spam_score_jump(c: Context) -> list[Finding]:
+    r = c.rule
+    params = c.params(
+        min_messages=float(r["min_messages"]), min_score=float(r["min_score"]), jump=float(r["jump"])
+    )
+    return [
+        c.sender_finding(
+            key,
+            owner,
+            user,
+            round(mean_now, 2),
+            round(mean_before, 2),
+            max(float(r["min_score"]), mean_before + float(r["jump"])),
+            f"{r['scope']} {key}: mean spam score {mean_now:.1f} over {n_now} messages in the last "
+            f"hour, {mean_before:.1f} over {n_before} messages in the {r['baseline_days']} days before",
+        )  # fmt: skip
+        for key, owner, user, n_now, mean_now, n_before, mean_before in c.run(spam_sql(r), params)[1]
+    ]
+
+
 def _stuck_queue(c: Context) -> list[Finding]:
     r, at = c.rule, c.t["at"]
     hi = hour_floor(at - timedelta(minutes=int(r["min_age_minutes"])))
@@ -390,6 +430,7 @@ KIND_EVALUATORS = {
     "unique_recipients": _unique_recipients,
     "defer_fail_rate": _defer_fail_rate,
     "destination_deferrals": _destination_deferrals,
+    "spam_score_jump": _spam_score_jump,
     "stuck_queue": _stuck_queue,
     "deferred_backlog": _deferred_backlog,
     "silent_server": _silent_server,

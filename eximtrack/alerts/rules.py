@@ -97,6 +97,14 @@ KINDS: dict[str, dict[str, Param]] = {
         "max_age_hours": Param(48, 1, 30 * 24, doc="older in-progress rows are left to the joiner's expiry"),
         "min_rows": Param(20, 1, 10**9, doc="stuck recipients on one server before it fires"),
     },
+    # a mailbox whose outbound mail starts to score as spam (scanned outbound mail only: migration 016)
+    "spam_score_jump": {
+        "scope": Param("sender", choices=SENDER_SCOPES),
+        "min_score": Param(5.0, -100, 100, doc="mean SpamAssassin score in the hour at least this"),
+        "jump": Param(3.0, 0, 100, doc="and at least this much above its mean over the baseline days"),
+        "min_messages": Param(10, 1, 10**9, doc="scored messages in the hour before the mean counts"),
+        **BASELINE,
+    },
     # a queue growing: many recipients still deferred on one server
     "deferred_backlog": {
         "max_age_hours": Param(48, 1, 30 * 24, doc="mail arrived within this many hours"),
@@ -185,6 +193,12 @@ rules:
     kind: stuck_queue
     min_age_minutes: 60
     min_rows: 20
+  - name: spam-score-jump
+    kind: spam_score_jump
+    scope: sender
+    min_score: 5
+    jump: 3
+    min_messages: 10
   - name: deferred-backlog
     kind: deferred_backlog
     max_age_hours: 48

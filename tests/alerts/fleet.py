@@ -5,7 +5,8 @@ state, versions ordered by time and rank), and the incidents the alert rules exi
 Ordinary traffic: 6 servers, 30 cPanel accounts (each on one server, with 3 sender addresses), each sending
 `base x cycle(hour) x noise` messages an hour (base 2..12; cycle 0.2 at night to 1.0 mid-afternoon; noise
 ±30 %) to 1..2 recipients at 5 destination domains: 95 % delivered, 3 % deferred once then delivered, 2 %
-failed. The messages of the last 10 minutes have no result yet (in progress, young).
+failed; half of it scanned by SpamAssassin (scores around 0.5). The messages of the last 10 minutes have no
+result yet (in progress, young).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Fleet:
         return message_id(int(t), 1000 + self._n % 90000, (t % 1), new_format=False)
 
     def message(self, acct: Account, t: float, rcpts: list[str], outcome: str, *, sender: int = 0,
-                server: str | None = None, reason: str = DEFER, ip: str = "") -> str:  # fmt: skip
+                server: str | None = None, reason: str = DEFER, ip: str = "", spamscore: float | None = None) -> str:  # fmt: skip
         """One outbound message and its rows' events: outcome success, defer_success, defer (still
         deferred), failure or inprogress (no result yet)."""
         server = server or acct.server
@@ -82,7 +83,7 @@ class Fleet:
         arrival = dict(
             server=server, msgid=msgid, email=acct.sender(sender), sender=acct.sender(sender), user=acct.user,
             domain=acct.domain, owner=acct.owner, senderauth="dovecot_login", sendunixtime=t, protocol="esmtpsa",
-            size=4000, subject="hello",
+            size=4000, subject="hello", spamscore=spamscore,
         )  # fmt: skip
         for rcpt in rcpts:
             dom = rcpt.split("@")[1]
@@ -128,7 +129,8 @@ class Fleet:
                     else:
                         x = rnd.random()
                         outcome = "success" if x < 0.95 else "defer_success" if x < 0.98 else "failure"
-                    self.message(acct, t, rcpts, outcome, sender=rnd.randrange(3))
+                    score = round(rnd.gauss(0.5, 0.8), 1) if rnd.random() < 0.5 else None  # half is scanned
+                    self.message(acct, t, rcpts, outcome, sender=rnd.randrange(3), spamscore=score)
             hour += timedelta(hours=1)
         return self
 

@@ -54,6 +54,11 @@ def incident_fleet() -> Fleet:
     # a stuck queue: 40 messages arrive on mx3 and never get a result
     stuck = by_user("acct02")
     assert stuck.server == MX3
+    # a mailbox sending spam: acct05's 30 messages from one address score about 9
+    spammer = by_user("acct05")
+    for i in range(30):
+        fleet.message(spammer, lo + 90 + i * 100, [f"p{i}@yahoo.example"], "success", sender=1,
+                      spamscore=round(9 + (i % 5) / 10, 1))  # fmt: skip
     stuck_ids = [
         fleet.message(stuck, lo + 30 + i * 60, [f"c{i}@corp.example"], "inprogress") for i in range(40)
     ]
@@ -64,6 +69,7 @@ EXPECTED = {
     ("compromised-account", "user=acct01"),
     ("compromised-mailbox", "sender=info@acct01.example"),
     ("many-recipients", "user=acct01"),
+    ("spam-score-jump", "sender=sales@acct05.example"),
     ("destination-deferrals", f"server={MX2} deliverydomain=gmail.example"),
     ("defer-fail-rate", "user=acct07"),
     ("silent-server", f"server={MX4}"),
@@ -220,6 +226,8 @@ def test_incidents_fire_notify_and_resolve(store, receiver, smtp, tmp_path, monk
     assert burst["link"].startswith("https://track.example/?user=acct01&startdate=")
     dest = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "destination-deferrals")
     assert dest["reasons"][0].startswith("150 x ") and "203.0.113.5" in dest["summary"]
+    spam = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "spam-score-jump")
+    assert spam["value"] > 7 and spam["baseline"] < 2 and spam["owner"] == by_user("acct05").owner
     rate = next(p["alert"] for _, p in delivered if p["alert"]["rule"] == "defer-fail-rate")
     assert rate["reasons"][0].startswith("150 x 421 4.7.0") and "temporarily deferred" in rate["reasons"][0]
     assert not (tmp_path / "dead.jsonl").exists()

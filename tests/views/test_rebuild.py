@@ -19,10 +19,16 @@ MV = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\n(SEL
 
 def test_backfill_is_exactly_the_views_selects():
     views = MV.findall((MIGRATIONS_DIR / "003_aggregates.sql").read_text(encoding="utf-8"))
-    assert {dest for _, dest, _ in views} == set(AGGREGATE_TABLES)
+    later = MV.findall((MIGRATIONS_DIR / "016_spam_hourly.sql").read_text(encoding="utf-8"))
+    assert {dest for _, dest, _ in views + later} == set(AGGREGATE_TABLES)
     text = (MIGRATIONS_DIR / "004_backfill_aggregates.sql").read_text(encoding="utf-8")
     body = text[text.index("INSERT INTO") :]
     assert body == "\n".join(f"INSERT INTO {dest}\n{sel};\n" for _, dest, sel in views)
+    text = (MIGRATIONS_DIR / "016_spam_hourly.sql").read_text(encoding="utf-8")
+    assert text[text.index("INSERT INTO") :] == "".join(
+        f"INSERT INTO {dest}\n{sel};\n" for _, dest, sel in later
+    )
+    assert [t for t, _ in backfill_statements()][-1] == "spam_hourly"
 
 
 @pytest.mark.store
