@@ -125,7 +125,7 @@ class Sink:
         self._stop = threading.Event()
         # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
         self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
-        self.alerts = None  # eximtrack/alerts/cli.py AlertLoop, with --alerts
+        self.alerts = None  # eximtrack/alerts/runner.py AlertLoop, with --alerts
         self.consumer = KafkaConsumer(
             *self.kinds,
             bootstrap_servers=brokers.split(","),
@@ -377,8 +377,8 @@ def _run(args) -> int:
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
                 batch_seconds=args.batch_seconds, instance_id=instance)  # fmt: skip
     if args.alerts:
-        from eximtrack.alerts.cli import AlertLoop
         from eximtrack.alerts.rules import load_rules
+        from eximtrack.alerts.runner import AlertLoop
 
         rules = load_rules(None if args.alerts == "default" else args.alerts)
         sink.alerts = AlertLoop(store, rules, args.alerts_interval, ENGINE_LOCK, sink.metrics.registry)

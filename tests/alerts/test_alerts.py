@@ -17,9 +17,9 @@ import pytest
 from fleet import BLOCKED, SERVERS, Fleet, accounts, by_user
 
 from eximtrack import stats_snapshots
-from eximtrack.alerts.cli import Evaluator, simulate
 from eximtrack.alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifiers
 from eximtrack.alerts.rules import DEFAULT_RULES, Webhook, parse_rules
+from eximtrack.alerts.runner import Evaluator, simulate
 from eximtrack.alerts.state import FIRING, RESOLVED
 from sinks.clickhouse.store import Store, current_chdb_path, store_run
 

@@ -53,8 +53,8 @@ def test_a_caught_up_batch_is_stored_without_waiting_out_the_batch_window(tmp_pa
 def test_the_sink_evaluates_alert_rules_on_its_store(tmp_path, kafka_bootstrap):
     """`eximtrack sink --alerts RULES`: the owner of an embedded store evaluates the rules from its loop and
     stores the alerts (no other process may write that store); its metrics registry carries them."""
-    from eximtrack.alerts.cli import AlertLoop
     from eximtrack.alerts.rules import parse_rules
+    from eximtrack.alerts.runner import AlertLoop
     from sinks.clickhouse.query_server import ENGINE_LOCK
 
     prefix = f"sinkalerts-{uuid.uuid4().hex[:8]}."
