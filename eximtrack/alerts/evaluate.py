@@ -7,7 +7,9 @@ Time: an evaluation at `at` looks at the hour bucket holding `at` ("cur") and th
 value of a key is the larger of the two buckets (so "in the last hour" is covered whatever the minute), and
 the baseline the median over the `baseline_days` x 24 hour buckets before `prev`, hours without mail
 counting as 0. A silent server compares with the median of the same hour of day over the baseline days
-(servers have daily cycles: a quiet night is not silence). Mail is counted in its arrival hour, deliveries
+(servers have daily cycles: a quiet night is not silence), counted in messages that arrived (the
+independent arrivals: one message's many events come together, so counting events would make a server
+that gets two messages an hour look busy). Mail is counted in its arrival hour, deliveries
 and deferrals in the hour they happened, as in the views. An evaluation of a past moment (`alerts test`)
 reads the hour buckets as they are now: a bucket holds its whole hour, and "in progress" is the state now.
 """
@@ -175,15 +177,17 @@ ORDER BY value DESC, server LIMIT {MAX_FINDINGS}"""
 def silent_sql(rule: Rule) -> str:
     days = int(rule["baseline_days"])
     return f"""
-SELECT server, max(least(last, {{at:DateTime64(3, 'UTC')}})) AS last_seen,
-    {_median(f"groupArrayIf(n, hour < {{prev:{T}}} AND toHour(hour) = toHour({{cur:{T}}}))", days)} AS baseline
-FROM (SELECT hour, server, toUInt64(sum(events)) AS n, max(last_event) AS last FROM activity_hourly_all
-      WHERE hour >= {{base_from:{T}}} AND hour <= {{cur:{T}}}
-      GROUP BY hour, server)
-GROUP BY server
-HAVING baseline >= {{min_hourly:Float64}}
-    AND last_seen < {{at:DateTime64(3, 'UTC')}} - toIntervalMinute({{silent:UInt32}})
-ORDER BY server LIMIT {MAX_FINDINGS}"""
+SELECT a.server, a.last_seen, m.baseline
+FROM (SELECT server, max(least(last_event, {{at:DateTime64(3, 'UTC')}})) AS last_seen FROM activity_hourly_all
+      WHERE hour >= {{base_from:{T}}} AND hour <= {{cur:{T}}} GROUP BY server) AS a
+INNER JOIN (SELECT server, {_median("groupArray(n)", days)} AS baseline
+            FROM (SELECT hour, server, toUInt64(sum(messages)) AS n FROM mail_hourly_all
+                  WHERE hour >= {{base_from:{T}}} AND hour < {{prev:{T}}} AND toHour(hour) = toHour({{cur:{T}}})
+                  GROUP BY hour, server)
+            GROUP BY server) AS m ON a.server = m.server
+WHERE a.last_seen < {{at:DateTime64(3, 'UTC')}} - toIntervalMinute({{silent:UInt32}})
+    AND m.baseline * dateDiff('millisecond', a.last_seen, {{at:DateTime64(3, 'UTC')}}) / 3600000 >= {{expected:Float64}}
+ORDER BY a.server LIMIT {MAX_FINDINGS}"""
 
 
 def _link(rules: Rules, params: dict) -> str:
@@ -412,14 +416,14 @@ def _silent_server(c: Context) -> list[Finding]:
     r, at = c.rule, c.t["at"]
     out = []
     for server, last_seen, baseline in c.run(
-        silent_sql(r), c.params(min_hourly=float(r["min_hourly"]), silent=int(r["silent_minutes"]))
+        silent_sql(r), c.params(expected=float(r["expected"]), silent=int(r["silent_minutes"]))
     )[1]:
         last = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)
         minutes = (at - last).total_seconds() / 60
         out.append(Finding(
             r.name, r.kind, f"server={server}", round(minutes, 1), float(baseline), float(r["silent_minutes"]),
             f"{server}: no log event for {minutes:.0f} minutes (last {last:%Y-%m-%d %H:%M} UTC) while it "
-            f"usually logs {baseline} events in this hour",
+            f"usually receives {baseline} messages in this hour ({baseline * minutes / 60:.0f} expected since)",
             server=server, link=_link(c.rules, {"server": server, "startdate": c.since_epoch}),
         ))  # fmt: skip
     return out

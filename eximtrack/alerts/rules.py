@@ -112,8 +112,13 @@ KINDS: dict[str, dict[str, Param]] = {
     },
     # a server that stopped logging (or shipping)
     "silent_server": {
-        "silent_minutes": Param(30, 5, 24 * 60, doc="no event for this long"),
-        "min_hourly": Param(20, 1, 10**9, doc="while its hourly median of events is at least this"),
+        "silent_minutes": Param(30, 5, 24 * 60, doc="no event for at least this long"),
+        "expected": Param(
+            20,
+            1,
+            10**6,
+            doc="and at least this many messages would have arrived meanwhile (hour-of-day median)",
+        ),
         **BASELINE,
     },
 }
@@ -206,7 +211,7 @@ rules:
   - name: silent-server
     kind: silent_server
     silent_minutes: 30
-    min_hourly: 20
+    expected: 20
 """
 
 
