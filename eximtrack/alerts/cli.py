@@ -103,11 +103,12 @@ def cmd_alerts(args) -> int:
 
 def _run(store, rules: Rules, args) -> int:
     from eximtrack import logs
-    from eximtrack.alerts.notify import Notifiers
+    from eximtrack.alerts.notify import Notifiers, QueuedNotifiers
 
     logs.configure("alerts", logging.INFO)
 
-    evaluator = Evaluator(store, rules, Notifiers(rules.webhook, rules.email))
+    notifiers = QueuedNotifiers(Notifiers(rules.webhook, rules.email))  # retries never delay an evaluation
+    evaluator = Evaluator(store, rules, notifiers)
     ops = None
     if args.metrics_port is not None:
         from eximtrack.ops_endpoint import OpsEndpoint
@@ -129,6 +130,7 @@ def _run(store, rules: Rules, args) -> int:
                 break
             stop.wait(max(0.0, args.interval - (time.monotonic() - started)))
     finally:
+        notifiers.close()
         if ops is not None:
             ops.shutdown()
     return 0

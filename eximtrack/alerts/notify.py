@@ -17,7 +17,9 @@ import hmac
 import json
 import logging
 import os
+import queue
 import smtplib
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -173,7 +175,43 @@ class Notifiers:
             self._count("email", self.email.send(event, alert).ok)
 
 
+class QueuedNotifiers:
+    """`Notifiers` on a thread of their own: `notify` only queues the transition, so that an evaluation (in
+    the sink's loop, holding the store's engine) never waits out a webhook's retries. `close` sends what
+    is queued, for at most `timeout` seconds."""
+
+    def __init__(self, notifiers: Notifiers) -> None:
+        self.notifiers = notifiers
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._send, name="alert-notify", daemon=True)
+        self.thread.start()
+
+    @property
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        return dict(self.notifiers.outcomes)
+
+    def notify(self, event: str, alert: Alert) -> None:
+        self.queue.put((event, alert))
+
+    def _send(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                self.notifiers.notify(*item)
+            except Exception:  # noqa: BLE001 - one failed notification must not stop the others
+                log.exception("alert notification failed")
+            finally:
+                self.queue.task_done()
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+
 __all__ = [
-    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Delivery", "EmailNotifier", "Notifiers", "WebhookNotifier",
+    "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Delivery", "EmailNotifier", "Notifiers", "QueuedNotifiers",
+    "WebhookNotifier",
     "email_message", "payload", "sign",
 ]  # fmt: skip

@@ -75,16 +75,19 @@ class Evaluator:
 class AlertLoop:
     """`eximtrack sink --alerts FILE`: the rules evaluated by the process that owns an embedded store (no
     other process may write it), from the sink's loop (`maybe()` after each poll) at most every `seconds`,
-    holding `lock` (the engine's). A failed evaluation is logged and retried: alerts never stop the sink."""
+    holding `lock` (the engine's) while it reads and stores; notifications go out from a thread of their
+    own. A failed evaluation is logged and retried: alerts never stop the sink."""
 
     def __init__(
         self, store, rules: Rules, seconds: float = 60.0, lock=None, registry=None, clock=time.monotonic
     ):
         from contextlib import nullcontext
 
-        from eximtrack.alerts.notify import Notifiers
+        from eximtrack.alerts.notify import Notifiers, QueuedNotifiers
 
-        self.evaluator = Evaluator(store, rules, Notifiers(rules.webhook, rules.email), registry)
+        # notifications on a thread of their own: a webhook's retries never hold the sink or the engine
+        self.notifiers = QueuedNotifiers(Notifiers(rules.webhook, rules.email))
+        self.evaluator = Evaluator(store, rules, self.notifiers, registry)
         self.seconds, self.clock, self.lock = seconds, clock, lock or nullcontext()
         self.last = clock() - seconds  # the first call evaluates
         self.runs = self.failures = 0
@@ -104,6 +107,10 @@ class AlertLoop:
         if done["fired"] or done["resolved"]:
             log.info("alerts: %(fired)d fired, %(resolved)d resolved, %(firing)d firing", done)
         return done
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send the notifications still queued (at most `timeout` seconds)."""
+        self.notifiers.close(timeout)
 
 
 __all__ = ["AlertLoop", "Evaluator", "simulate"]

@@ -167,6 +167,8 @@ class Sink:
             log.info("%s", exc)
         finally:
             self.close()
+            if self.alerts is not None:
+                self.alerts.close()
 
     def close(self) -> None:
         try:

@@ -120,3 +120,34 @@ def test_every_kind_has_an_evaluator():
     from eximtrack.alerts.evaluate import KIND_EVALUATORS
 
     assert set(KIND_EVALUATORS) == set(KINDS)
+
+
+def test_queued_notifications_never_hold_the_evaluation():
+    """The sink's loop evaluates while holding the store's engine: notify() only queues, a slow or retrying
+    channel works on its own thread, close() sends what is queued."""
+    import threading
+    import time
+
+    from eximtrack.alerts.notify import QueuedNotifiers
+
+    release = threading.Event()
+    sent = []
+
+    class Slow:
+        outcomes = {("webhook", "sent"): 0}
+
+        def notify(self, event, alert):
+            release.wait(5)
+            sent.append((event, alert))
+            self.outcomes[("webhook", "sent")] += 1
+
+    queued = QueuedNotifiers(Slow())
+    t0 = time.perf_counter()
+    for i in range(3):
+        queued.notify("firing", i)
+    assert time.perf_counter() - t0 < 0.5 and sent == []
+    release.set()
+    queued.close(timeout=10)
+    assert sent == [("firing", 0), ("firing", 1), ("firing", 2)] and queued.outcomes == {
+        ("webhook", "sent"): 3
+    }
