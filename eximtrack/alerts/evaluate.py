@@ -17,12 +17,13 @@ reads the hour buckets as they are now: a bucket holds its whole hour, and "in p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from eximtrack.alerts.rules import Rule, Rules
 from eximtrack.reasons import sql_expression
+from eximtrack.stats_snapshots import as_utc
 
 Run = Callable[[str, dict], tuple[list[str], list]]
 # a sender scope -> (its search_keys field, the page's / API's filter parameter; None: no such filter)
@@ -53,7 +54,6 @@ class Finding:
     reasons: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
     link: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def hour_floor(at: datetime) -> datetime:
@@ -78,20 +78,33 @@ def _median(values: str, hours: int) -> str:
     return f"arrayElement(arraySort({padded}), {max(1, (hours + 1) // 2)})"
 
 
-def sender_burst_sql(rule: Rule) -> str:
-    col = rule["scope"]
+def _spike_sql(rule: Rule, keys: str, named: str, per_hour: str) -> str:
+    """Keys whose count `n` in the larger of the two hour buckets is at least `floor` and above `factor` x
+    its median over the baseline hours; `per_hour` selects (hour, the keys, n[, more]) over the baseline,
+    `named` adds columns of the key (`, any(x) AS y`)."""
     hours = int(rule["baseline_days"]) * 24
     return f"""
-SELECT key, any(o) AS owner, any(u) AS user,
+SELECT {keys}{named},
     greatest(sumIf(n, hour = {{prev:{T}}}), sumIf(n, hour = {{cur:{T}}})) AS value,
     {_median(f"groupArrayIf(n, hour < {{prev:{T}}})", hours)} AS baseline
-FROM (SELECT hour, {col} AS key, any(owner) AS o, any(user) AS u, toUInt64(sum(messages)) AS n
+FROM ({per_hour})
+GROUP BY {keys}
+HAVING value >= {{floor:Float64}} AND value > {{factor:Float64}} * baseline
+ORDER BY value DESC, {keys} LIMIT {MAX_FINDINGS}"""
+
+
+def spike_threshold(rule: Rule, baseline: float) -> float:
+    """The count a spike rule's key had to exceed (`_spike_sql`)."""
+    return max(float(rule["floor"]), float(rule["factor"]) * baseline)
+
+
+def sender_burst_sql(rule: Rule) -> str:
+    col = rule["scope"]
+    per_hour = f"""SELECT hour, {col} AS key, any(owner) AS o, any(user) AS u, toUInt64(sum(messages)) AS n
       FROM mail_hourly_all
       WHERE outbound = 1 AND {col} != '' AND hour >= {{base_from:{T}}} AND hour <= {{cur:{T}}}
-      GROUP BY hour, key)
-GROUP BY key
-HAVING value >= {{floor:Float64}} AND value > {{factor:Float64}} * baseline
-ORDER BY value DESC, key LIMIT {MAX_FINDINGS}"""
+      GROUP BY hour, key"""
+    return _spike_sql(rule, "key", ", any(o) AS owner, any(u) AS user", per_hour)
 
 
 def defer_fail_sql(rule: Rule) -> str:
@@ -139,36 +152,22 @@ HAVING n_now >= {{min_messages:Float64}} AND mean_now >= {{min_score:Float64}}
 ORDER BY mean_now DESC, key LIMIT {MAX_FINDINGS}"""
 
 
-def backlog_sql(_: Rule) -> str:
-    return f"""
-SELECT server, toFloat64(sum(deferred)) AS value, min(hour) AS oldest
-FROM mail_hourly_all
-WHERE hour >= {{lo:{T}}} AND hour <= {{cur:{T}}} AND deferred > 0
-GROUP BY server
-HAVING value >= {{min_rows:Float64}}
-ORDER BY value DESC, server LIMIT {MAX_FINDINGS}"""
-
-
 def destination_sql(rule: Rule) -> str:
-    hours = int(rule["baseline_days"]) * 24
-    return f"""
-SELECT server, deliverydomain,
-    greatest(sumIf(n, hour = {{prev:{T}}}), sumIf(n, hour = {{cur:{T}}})) AS value,
-    {_median(f"groupArrayIf(n, hour < {{prev:{T}}})", hours)} AS baseline
-FROM (SELECT hour, server, deliverydomain, toUInt64(sum(recipients)) AS n FROM reasons_hourly_all
+    per_hour = f"""SELECT hour, server, deliverydomain, toUInt64(sum(recipients)) AS n FROM reasons_hourly_all
       WHERE type IN ('defer', 'failure') AND deliverydomain != ''
         AND hour >= {{base_from:{T}}} AND hour <= {{cur:{T}}}
-      GROUP BY hour, server, deliverydomain)
-GROUP BY server, deliverydomain
-HAVING value >= {{floor:Float64}} AND value > {{factor:Float64}} * baseline
-ORDER BY value DESC, server, deliverydomain LIMIT {MAX_FINDINGS}"""
+      GROUP BY hour, server, deliverydomain"""
+    return _spike_sql(rule, "server, deliverydomain", "", per_hour)
 
 
-def stuck_sql(_: Rule) -> str:
+def queue_sql(counter: str, before_hi: bool) -> str:
+    """Servers whose recipients still `counter` (inprogress, deferred) arrived from the hour `lo` on, up to
+    the hour before `hi` (before_hi) or to the current one, number at least `min_rows`."""
+    upper = f"hour < {{hi:{T}}}" if before_hi else f"hour <= {{cur:{T}}}"
     return f"""
-SELECT server, toFloat64(sum(inprogress)) AS value, min(hour) AS oldest
+SELECT server, toFloat64(sum({counter})) AS value, min(hour) AS oldest
 FROM mail_hourly_all
-WHERE hour >= {{lo:{T}}} AND hour < {{hi:{T}}} AND inprogress > 0
+WHERE hour >= {{lo:{T}}} AND {upper} AND {counter} > 0
 GROUP BY server
 HAVING value >= {{min_rows:Float64}}
 ORDER BY value DESC, server LIMIT {MAX_FINDINGS}"""
@@ -229,7 +228,7 @@ class Context:
         return {**self.t, **more}
 
     def sender_finding(self, key: str, owner: str, user: str, value: float, baseline: float, threshold: float,
-                       summary: str, **link) -> Finding:  # fmt: skip
+                       summary: str, reasons: tuple[str, ...] = (), **link) -> Finding:  # fmt: skip
         """A finding about an account, a sender address, a domain or a reseller (the rule's scope)."""
         col = self.rule["scope"]
         field, param = SCOPE_SEARCH[col]
@@ -237,7 +236,7 @@ class Context:
             self.rule.name, self.rule.kind, f"{col}={key}", float(value), float(baseline), float(threshold), summary,
             owner=key if col == "owner" else owner, user="" if col == "owner" else user,
             sender=key if col == "sender" else "",
-            reasons=self.reasons(col, key) if self.rule.kind == "defer_fail_rate" else (),
+            reasons=reasons,
             examples=_examples_by_key(self.run, field, key, self.t["prev"]),
             link=_link(self.rules, {param: key, "startdate": self.since_epoch, **link}) if param else "",
         )  # fmt: skip
@@ -273,7 +272,7 @@ def _sender_burst(c: Context) -> list[Finding]:
             user,
             value,
             baseline,
-            max(float(r["floor"]), float(r["factor"]) * baseline),
+            spike_threshold(r, baseline),
             f"{r['scope']} {key} sent {value} messages in an hour, {value / max(baseline, 1):.0f}x its "
             f"hourly median of {baseline} over {r['baseline_days']} days",
         )  # fmt: skip
@@ -315,6 +314,7 @@ def _defer_fail_rate(c: Context) -> list[Finding]:
             f"{r['scope']} {key}: {bad:.0f} of {total:.0f} recipients since "
             f"{c.t['cur'] - timedelta(hours=int(r['window_hours'])):%H:00} UTC deferred, failed or rejected "
             f"({100 * bad / total:.0f} %)",
+            reasons=c.reasons(r["scope"], key),
             defer=1,
             failure=1,
         )  # fmt: skip
@@ -338,7 +338,7 @@ def _destination_deferrals(c: Context) -> list[Finding]:
         ips = sorted({ip for _, _, found in reasons for ip in found if ip})
         out.append(Finding(
             r.name, r.kind, f"server={server} deliverydomain={domain}", float(value), float(baseline),
-            max(float(r["floor"]), float(r["factor"]) * baseline),
+            spike_threshold(r, baseline),
             f"{domain} deferred or refused {value} recipients from {server} in an hour "
             f"(hourly median {baseline})" + (f", remote IPs {', '.join(ips)}" if ips else ""),
             server=server, deliverydomain=domain,
@@ -377,7 +377,7 @@ def _stuck_queue(c: Context) -> list[Finding]:
     r, at = c.rule, c.t["at"]
     hi = hour_floor(at - timedelta(minutes=int(r["min_age_minutes"])))
     lo = hour_floor(at - timedelta(hours=int(r["max_age_hours"])))
-    rows = c.run(stuck_sql(r), c.params(lo=lo, hi=hi, min_rows=float(r["min_rows"])))[1]
+    rows = c.run(queue_sql("inprogress", True), c.params(lo=lo, hi=hi, min_rows=float(r["min_rows"])))[1]
     return [
         c.server_finding(
             server,
@@ -396,7 +396,7 @@ def _stuck_queue(c: Context) -> list[Finding]:
 def _deferred_backlog(c: Context) -> list[Finding]:
     r = c.rule
     lo = hour_floor(c.t["at"] - timedelta(hours=int(r["max_age_hours"])))
-    rows = c.run(backlog_sql(r), c.params(lo=lo, min_rows=float(r["min_rows"])))[1]
+    rows = c.run(queue_sql("deferred", False), c.params(lo=lo, min_rows=float(r["min_rows"])))[1]
     return [
         c.server_finding(
             server,
@@ -418,7 +418,7 @@ def _silent_server(c: Context) -> list[Finding]:
     for server, last_seen, baseline in c.run(
         silent_sql(r), c.params(expected=float(r["expected"]), silent=int(r["silent_minutes"]))
     )[1]:
-        last = last_seen if last_seen.tzinfo else last_seen.replace(tzinfo=UTC)
+        last = as_utc(last_seen)
         minutes = (at - last).total_seconds() / 60
         out.append(Finding(
             r.name, r.kind, f"server={server}", round(minutes, 1), float(baseline), float(r["silent_minutes"]),

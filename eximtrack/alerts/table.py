@@ -3,10 +3,11 @@ the new versions it writes. The row's columns are the alert's finding, flattened
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from eximtrack.alerts.evaluate import Finding
 from eximtrack.alerts.state import FIRING, RESOLVED, Alert
+from eximtrack.stats_snapshots import as_utc
 
 COLUMNS = (
     "alert_id", "rule", "kind", "key", "server", "owner", "user", "email", "deliverydomain", "state",
@@ -16,9 +17,7 @@ COLUMNS = (
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else as_utc(value)
 
 
 def row(alert: Alert) -> list:
