@@ -76,6 +76,16 @@ def local_name(table: str) -> str:
     return table + LOCAL_SUFFIX
 
 
+def stored(table: str, cluster: Cluster | None) -> str:
+    """The table that holds `table`'s rows (and its TTL) on a node: itself, or its local table on a cluster."""
+    return table if cluster is None else local_name(table)
+
+
+def target(table: str, cluster: Cluster | None) -> str:
+    """What a DELETE, TRUNCATE or ALTER of `table` names: the table, or its local tables on every node."""
+    return table if cluster is None else cluster.target(table)
+
+
 def tables_of(statements: list[str]) -> dict[str, str]:
     """{table: its CREATE statement} of every table created by `statements` (in order)."""
     return {m.group(1): s for s in statements if (m := _CREATE_TABLE.match(s))}
@@ -223,5 +233,7 @@ __all__ = [
     "check_name",
     "local_name",
     "sharding_key",
+    "stored",
     "tables_of",
+    "target",
 ]

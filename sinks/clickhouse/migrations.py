@@ -188,21 +188,12 @@ def current_retention(client, table: str, cluster: cluster_layout.Cluster | None
     """TTL days of a table (0 = no TTL); on a cluster, of its local table on the node the client is on."""
     rows = client.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-        parameters={"t": _stored(table, cluster)},
+        parameters={"t": cluster_layout.stored(table, cluster)},
     ).result_rows
     if not rows:
         raise RuntimeError(f"table {table} does not exist")
     m = _TTL_DAYS.search(rows[0][0])
     return int(m.group(1)) if m else 0
-
-
-def _stored(table: str, cluster: cluster_layout.Cluster | None) -> str:
-    """The table that holds `table`'s rows (and TTL): itself, or its local table on a cluster (Store.stored)."""
-    return table if cluster is None else cluster_layout.local_name(table)
-
-
-def _target(table: str, cluster: cluster_layout.Cluster | None) -> str:
-    return table if cluster is None else cluster.target(table)
 
 
 def ensure_ttl_bases(
@@ -214,10 +205,12 @@ def ensure_ttl_bases(
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
         days = current_retention(client, table, cluster)
-        if not days or _ttl_clause(client, _stored(table, cluster)).startswith(base.replace(" ", "")):
+        if not days or _ttl_clause(client, cluster_layout.stored(table, cluster)).startswith(
+            base.replace(" ", "")
+        ):
             continue
         client.command(
-            f"ALTER TABLE {_target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days}) "
+            f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days}) "
             "SETTINGS materialize_ttl_after_modify = 0"
         )
         changed.append(table)
@@ -247,8 +240,10 @@ def ensure_retention(
         if current_retention(client, table, cluster) == days:
             continue
         if days == 0:
-            client.command(f"ALTER TABLE {_target(table, cluster)} REMOVE TTL")
+            client.command(f"ALTER TABLE {cluster_layout.target(table, cluster)} REMOVE TTL")
         else:
-            client.command(f"ALTER TABLE {_target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days})")
+            client.command(
+                f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days})"
+            )
         changed.append(table)
     return changed

@@ -193,11 +193,11 @@ class Store:
     def target(self, table: str) -> str:
         """What a DELETE, TRUNCATE or ALTER of `table` names: the table, or on a cluster its local tables
         on every node (`t_local ON CLUSTER c`); reads and inserts keep the table's own name."""
-        return table if self.cluster is None else self.cluster.target(table)
+        return cluster_layout.target(table, self.cluster)
 
     def stored(self, table: str) -> str:
         """The table that holds `table`'s rows on the node this store is connected to (system.parts)."""
-        return table if self.cluster is None else cluster_layout.local_name(table)
+        return cluster_layout.stored(table, self.cluster)
 
     # -- opening -----------------------------------------------------------------------------------
     @classmethod
