@@ -315,13 +315,7 @@ def servers(app: App, call: Call) -> dict:
 
 
 def alerts(app: App, call: Call) -> dict:
-    from eximtrack.alerts import table as alerts_table
-
-    p = {k: v[-1] for k, v in call.params.items()}
-    try:
-        sql, bound = alerts_table.list_query(p.get("state", "firing"), int(p.get("limit", 100)), call.scope)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+    sql, bound = q.build_alerts_query(call.params, call.scope)
     return {"alerts": _dict_rows(*app.run(sql, bound))}
 
 

@@ -485,7 +485,25 @@ def build_visible_query(server: str, msgid: str, scope: Scope) -> tuple[str, dic
     return sql, params
 
 
+# -- alerts ---------------------------------------------------------------------------------------------
+
+ALERTS_PARAMS = {"state", "limit"}
+
+
+def build_alerts_query(raw: Mapping, scope: Scope | None) -> tuple[str, dict]:
+    """/api/v1/alerts: the fleet alerts `scope` may see (eximtrack/alerts/table.py list_query)."""
+    from eximtrack.alerts import table
+
+    p = _single(raw, ALERTS_PARAMS)
+    state = p.get("state", "firing")
+    if state not in table.STATES:
+        raise BadRequest(f"state must be one of {', '.join(table.STATES)}, not {state!r}")
+    limit = _int("limit", p["limit"], 1, table.MAX_LIST) if p.get("limit") else 100
+    return table.list_query(state, limit, scope)
+
+
 __all__ = [
+    "build_alerts_query",
     "build_visible_query",
     "BadRequest",
     "CursorCodec",
