@@ -90,21 +90,21 @@ class Fleet:
             row = dict(arrival, recipient=rcpt, deliverydomain=dom, transport_is_remote=1)
             ms = int(t * 1000)
             if outcome == "inprogress":
-                self._event("inprogress", row, t, ms * 8, deliveredto="")
+                self.event("inprogress", row, t, ms * 8, deliveredto="")
                 continue
             if outcome in ("defer_success", "defer"):
-                self._event("defer", row, t + 5, (ms + 5000) * 8 + 2, deliveredto=rcpt, message=reason, ip=ip,
+                self.event("defer", row, t + 5, (ms + 5000) * 8 + 2, deliveredto=rcpt, message=reason, ip=ip,
                             host=f"mx.{dom}", attempts=1)  # fmt: skip
             if outcome in ("success", "defer_success"):
                 done = t + (1200 if outcome == "defer_success" else 2)
-                self._event("success", row, done, int(done * 1000) * 8 + 4, deliveredto=rcpt,
+                self.event("success", row, done, int(done * 1000) * 8 + 4, deliveredto=rcpt,
                             message="250 OK", host=f"mx.{dom}", ip="198.51.100.1")  # fmt: skip
             if outcome == "failure":
-                self._event("failure", row, t + 3, (ms + 3000) * 8 + 4, deliveredto=rcpt,
+                self.event("failure", row, t + 3, (ms + 3000) * 8 + 4, deliveredto=rcpt,
                             message=FAIL.format(rcpt=rcpt), host=f"mx.{dom}")  # fmt: skip
         return msgid
 
-    def _event(self, type_: str, row: dict, at: float, version: int, **kw) -> None:
+    def event(self, type_: str, row: dict, at: float, version: int, **kw) -> None:
         self.events.append(DeliveryEvent(
             event_id=f"e{len(self.events)}", type=type_, actionunixtime=at, version=version, **row, **kw
         ))  # fmt: skip
