@@ -26,7 +26,7 @@ def _corpus() -> list[str]:
     return lines
 
 
-def _mutate(rng: random.Random, line: str, corpus: list[str]) -> str:
+def mutate(rng: random.Random, line: str, corpus: list[str]) -> str:
     op = rng.randrange(12)
     if op == 0 and line:  # flip bytes
         b = bytearray(line.encode("utf-8", "surrogatepass"))
@@ -76,7 +76,7 @@ def test_fuzz_core_never_crashes_and_accounts_for_every_line():
     started = time.perf_counter()
     events = rejects = 0
     for n in range(N_LINES):
-        line = _mutate(rng, rng.choice(corpus), corpus)
+        line = mutate(rng, rng.choice(corpus), corpus)
         out = joiner.process(line, offset=n, seq=n)
         events += len(out.events)
         rejects += len(out.rejects)
