@@ -11,9 +11,13 @@ export EXIMTRACK_CACHE ?= $(HOME)/.cache/eximtrack
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/eximtrack: pyproject.toml
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+
+$(BIN)/eximtrack: pyproject.toml $(NATIVE_SOURCES)
 	@command -v $(PY) >/dev/null || PY=python3; test -d $(VENV) || $${PY:-python3} -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@command -v cargo >/dev/null || { echo "the compiled core (native/) needs Rust: https://rustup.rs (cargo on PATH)"; exit 1; }
+	$(BIN)/pip install -q --force-reinstall --no-deps ./native
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
@@ -45,8 +49,9 @@ fmt: venv ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka)
+test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka; the compiled core's own tests)
 	$(BIN)/ruff check .
+	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo test -q --release
 	$(BIN)/pytest -q
 
 fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines

@@ -407,33 +407,3 @@ def test_unquote():
 
 def test_crlf_is_tolerated():
     assert parse_line(RX + "Completed\r").kind == "completed"
-
-
-def test_fast_prefix_path_reads_every_line_exactly_as_the_checked_path():
-    """`_parse` reads the usual line start with one regex and falls back to `_parse_checked` (which names what
-    is wrong); on real lines and on lines mutated near the start, both must give identical results."""
-    import random
-    from pathlib import Path
-
-    from stream import parse
-
-    def attrs(p):
-        return tuple(getattr(p, a) for a in p.__slots__)
-
-    samples = Path(__file__).resolve().parents[2] / "samples"
-    lines = [ln for f in sorted(samples.glob("*.log")) for ln in f.read_text().splitlines()]
-    rng = random.Random(6)
-    mutated = []
-    for line in rng.sample(lines, min(3000, len(lines))):
-        for _ in range(6):
-            m = line
-            for _ in range(rng.randrange(1, 4)):
-                i, c = rng.randrange(0, min(len(m), 60) + 1), rng.choice(' -:.[]+0123456789aZ\r\t"\\')
-                m = rng.choice((m[:i] + c + m[i + 1 :], m[:i] + c + m[i:], m[:i] + m[i + 1 :]))
-            mutated.append(m)
-    fast = 0
-    for line in lines + mutated:
-        text = line[:-1] if line.endswith("\r") else line
-        fast += parse._PREFIX_RE.match(text) is not None
-        assert attrs(parse._parse(line)) == attrs(parse._parse_checked(text)), line
-    assert fast > len(lines)  # the fast path is the one real lines take

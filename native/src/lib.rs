@@ -1,0 +1,132 @@
+//! eximtrack's compiled core, as the Python module `eximtrack_core`: the Exim main-log parser (parse.rs)
+//! behind `stream.parse.parse_line`. This file only turns its results into Python objects.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+pub mod parse;
+
+use parse::{Parsed, S};
+
+/// What one line says (stream/parse.py documents the kinds). Read-only; unused attributes are "" (None for
+/// `zone`), `fields` a new dict.
+#[pyclass(module = "eximtrack_core", frozen, get_all, freelist = 128)]
+pub struct ParsedLine {
+    kind: Py<PyString>,
+    date: Py<PyString>,
+    time: Py<PyString>,
+    zone: Option<Py<PyString>>,
+    pid: Py<PyString>,
+    msgid: Py<PyString>,
+    flag: Py<PyString>,
+    body: Py<PyString>,
+    fields: Py<PyDict>,
+    address: Py<PyString>,
+    original: Py<PyString>,
+    parents: Py<PyString>,
+    message: Py<PyString>,
+    rule: Py<PyString>,
+    reason: Py<PyString>,
+}
+
+#[pymethods]
+impl ParsedLine {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "ParsedLine({:?}, msgid={:?}, flag={:?}, fields={})",
+            self.kind.bind(py).to_string(),
+            self.msgid.bind(py).to_string(),
+            self.flag.bind(py).to_string(),
+            self.fields
+                .bind(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+fn text(py: Python<'_>, s: &str, empty: &Bound<'_, PyString>) -> Py<PyString> {
+    if s.is_empty() {
+        empty.clone().unbind()
+    } else {
+        PyString::new(py, s).unbind()
+    }
+}
+
+fn static_text(py: Python<'_>, s: &'static str) -> Py<PyString> {
+    PyString::intern(py, s).unbind()
+}
+
+fn to_python(py: Python<'_>, p: &Parsed<'_>) -> PyResult<ParsedLine> {
+    let empty = PyString::intern(py, "");
+    let fields = PyDict::new(py);
+    for (k, v) in &p.fields.0 {
+        let key: &S<'_> = k;
+        fields.set_item(PyString::intern(py, key), text(py, v, &empty))?;
+    }
+    Ok(ParsedLine {
+        kind: static_text(py, p.kind),
+        date: text(py, p.date, &empty),
+        time: text(py, p.time, &empty),
+        zone: p.zone.map(|z| PyString::new(py, z).unbind()),
+        pid: text(py, p.pid, &empty),
+        msgid: text(py, p.msgid, &empty),
+        flag: text(py, p.flag, &empty),
+        body: text(py, p.body, &empty),
+        fields: fields.unbind(),
+        address: text(py, &p.address, &empty),
+        original: text(py, &p.original, &empty),
+        parents: text(py, &p.parents, &empty),
+        message: text(py, &p.message, &empty),
+        rule: static_text(py, p.rule),
+        reason: static_text(py, p.reason),
+    })
+}
+
+/// Parse one main-log line (without its newline). Never raises: what it cannot read is `unparsed`.
+#[pyfunction]
+fn parse_line(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<ParsedLine> {
+    let lossy;
+    let text = match text.to_str() {
+        Ok(text) => text,
+        // lone surrogates (no decoder of eximtrack makes them): each becomes U+FFFD, one code point as well
+        Err(_) => {
+            lossy = text.to_string_lossy();
+            &lossy
+        }
+    };
+    // a parser bug must not lose the line or stop the worker: it becomes a reject with the reason
+    match std::panic::catch_unwind(|| parse::parse_line(text)) {
+        Ok(parsed) => to_python(py, &parsed),
+        Err(_) => to_python(
+            py,
+            &parse::Parsed {
+                kind: "unparsed",
+                reason: "parser error: panic",
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// An Exim message id: `tttttt-pppppp-ff` (<= 4.96) or `tttttt-ppppppppppp-ffff` (4.97+).
+#[pyfunction]
+fn is_msgid(token: &str) -> bool {
+    parse::is_msgid(token)
+}
+
+/// `"a \"b\" c"` -> `a "b" c` (Exim's C-style quoting of T=, C=, DN=).
+#[pyfunction]
+fn unquote(value: &str) -> String {
+    parse::unquote(value).into_owned()
+}
+
+#[pymodule]
+fn eximtrack_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ParsedLine>()?;
+    m.add_function(wrap_pyfunction!(parse_line, m)?)?;
+    m.add_function(wrap_pyfunction!(is_msgid, m)?)?;
+    m.add_function(wrap_pyfunction!(unquote, m)?)?;
+    Ok(())
+}
