@@ -59,26 +59,26 @@ fn static_text(py: Python<'_>, s: &'static str) -> Py<PyString> {
 }
 
 fn to_python(py: Python<'_>, p: &Parsed<'_>) -> PyResult<ParsedLine> {
-    let empty = PyString::intern(py, "");
+    let empty = pyo3::intern!(py, "");
     let fields = PyDict::new(py);
     for (k, v) in &p.fields.0 {
         let key: &S<'_> = k;
-        fields.set_item(PyString::intern(py, key), text(py, v, &empty))?;
+        fields.set_item(PyString::intern(py, key), text(py, v, empty))?;
     }
     Ok(ParsedLine {
         kind: static_text(py, p.kind),
-        date: text(py, p.date, &empty),
-        time: text(py, p.time, &empty),
+        date: text(py, p.date, empty),
+        time: text(py, p.time, empty),
         zone: p.zone.map(|z| PyString::new(py, z).unbind()),
-        pid: text(py, p.pid, &empty),
-        msgid: text(py, p.msgid, &empty),
-        flag: text(py, p.flag, &empty),
-        body: text(py, p.body, &empty),
+        pid: text(py, p.pid, empty),
+        msgid: text(py, p.msgid, empty),
+        flag: text(py, p.flag, empty),
+        body: text(py, p.body, empty),
         fields: fields.unbind(),
-        address: text(py, &p.address, &empty),
-        original: text(py, &p.original, &empty),
-        parents: text(py, &p.parents, &empty),
-        message: text(py, &p.message, &empty),
+        address: text(py, &p.address, empty),
+        original: text(py, &p.original, empty),
+        parents: text(py, &p.parents, empty),
+        message: text(py, &p.message, empty),
         rule: static_text(py, p.rule),
         reason: static_text(py, p.reason),
     })

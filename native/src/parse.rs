@@ -818,17 +818,14 @@ fn take_group<'a>(tokens: &[&'a str], mut i: usize, closer: char) -> (usize, S<'
     }
     let group = join(&tokens[start..i]);
     let glued = group.ends_with(':');
-    let trimmed = match &group {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_end_matches(':')),
-        Cow::Owned(s) => Cow::Owned(s.trim_end_matches(':').to_owned()),
-    };
-    (i, trimmed, glued)
+    (i, sub(group, |s| s.trim_end_matches(':')), glued)
 }
 
-fn inner_cow(s: S<'_>) -> S<'_> {
-    match s {
-        Cow::Borrowed(b) => Cow::Borrowed(inner(b)),
-        Cow::Owned(o) => Cow::Owned(inner(&o).to_owned()),
+/// `cut` of a borrowed or owned text, borrowed or owned as it was.
+fn sub<'a>(text: S<'a>, cut: impl Fn(&str) -> &str) -> S<'a> {
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(cut(s)),
+        Cow::Owned(s) => Cow::Owned(cut(&s).to_owned()),
     }
 }
 
@@ -851,15 +848,14 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
     let tokens = split_tokens(rest);
     let n = tokens.len();
     let mut i = 0;
-    let mut addr_start = 0;
-    let mut addr_end = 0;
+    let mut addr_end = 0; // the address is tokens[..addr_end]
     let mut addr_tail: Option<&'a str> = None; // the last address token without its glued ':'
     let mut message: S<'a> = Cow::Borrowed("");
     let mut done = false;
     // the address part: tokens up to "(parents)", "<original>", a KEY= field, "defer"/"routing", or ": "
     while i < n {
         let tok = tokens[i];
-        let have = addr_end > addr_start;
+        let have = addr_end > 0;
         if have
             && (tok.starts_with('(')
                 || tok.starts_with('<')
@@ -872,9 +868,6 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
             break;
         }
         if tok.ends_with(':') && kind != "delivery" && !tok.ends_with("]:") {
-            if !have {
-                addr_start = i;
-            }
             addr_end = i + 1;
             addr_tail = Some(&tok[..tok.len() - 1]);
             i += 1;
@@ -882,16 +875,13 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
             done = true;
             break;
         }
-        if !have {
-            addr_start = i;
-        }
         addr_end = i + 1;
         i += 1;
     }
     p.address = match addr_tail {
-        None => join(&tokens[addr_start..addr_end]),
+        None => join(&tokens[..addr_end]),
         Some(last) => {
-            let mut parts: Vec<&str> = tokens[addr_start..addr_end - 1].to_vec();
+            let mut parts: Vec<&str> = tokens[..addr_end - 1].to_vec();
             parts.push(last);
             Cow::Owned(parts.join(" "))
         }
@@ -899,7 +889,7 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
     if !done && i < n && tokens[i].starts_with('(') {
         let (next, parents, glued) = take_group(&tokens, i, ')');
         i = next;
-        p.parents = inner_cow(parents);
+        p.parents = sub(parents, inner);
         if glued && kind != "delivery" {
             message = join(&tokens[i..]);
             done = true;
@@ -908,7 +898,7 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
     if !done && i < n && tokens[i].starts_with('<') {
         let (next, original, glued) = take_group(&tokens, i, '>');
         i = next;
-        p.original = inner_cow(original);
+        p.original = sub(original, inner);
         if glued && kind != "delivery" {
             message = join(&tokens[i..]);
             done = true;
@@ -934,10 +924,7 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
         if let Some((at, value)) = trailing_dt(&message) {
             let value = value.to_owned();
             fields.set("DT", value);
-            message = match message {
-                Cow::Borrowed(s) => Cow::Borrowed(&s[..at]),
-                Cow::Owned(s) => Cow::Owned(s[..at].to_owned()),
-            };
+            message = sub(message, |s| &s[..at]);
         }
     }
     if !flags.is_empty() {
@@ -1063,28 +1050,22 @@ fn rejection<'a>(body: &'a str, kind: &'static str) -> Parsed<'a> {
     }
     fields.set("temporary", if temporary { "1" } else { "" });
     let prefix = py_strip(until_py_index(body, at));
-    let mut text: S<'a> = Cow::Borrowed(from_py_index(body, at));
+    let rest: &'a str = from_py_index(body, at);
+    let mut text: S<'a> = Cow::Borrowed(rest);
     if !prefix.is_empty() {
         scan_fields(&split_tokens(prefix), 0, &mut fields, &mut Vec::new());
     }
     if kind == "RCPT" {
-        if let Some(start) = text.find("rejected RCPT <") {
-            if let Some(close) = find_from(&text, ">", start + 15) {
-                p.address = match &text {
-                    Cow::Borrowed(s) => Cow::Borrowed(&s[start + 15..close]),
-                    Cow::Owned(s) => Cow::Owned(s[start + 15..close].to_owned()),
-                };
+        if let Some(start) = rest.find("rejected RCPT <") {
+            if let Some(close) = find_from(rest, ">", start + 15) {
+                p.address = Cow::Borrowed(&rest[start + 15..close]);
             }
         }
     } else if kind == "MAIL" {
         // "rejected MAIL <s>[: reason]" or "rejected MAIL FROM:<s> H=…: message too big: …"
-        let body_text: &'a str = match &text {
-            Cow::Borrowed(s) => s,
-            Cow::Owned(_) => unreachable!(),
-        };
-        let after: &'a str = match body_text.find("rejected MAIL") {
-            Some(i) => &body_text[i + 13..],
-            None => from_char(body_text, 12),
+        let after: &'a str = match rest.find("rejected MAIL") {
+            Some(i) => &rest[i + 13..],
+            None => from_char(rest, 12),
         };
         let sender: Option<&'a str> = after
             .find('<')
@@ -1115,8 +1096,8 @@ fn rejection<'a>(body: &'a str, kind: &'static str) -> Parsed<'a> {
             for (k, v) in tail_fields.0 {
                 fields.setdefault(k, v);
             }
-            if body_text.contains("too big") {
-                let big = from_py_index(body_text, body_text.find("message too big"));
+            if rest.contains("too big") {
+                let big = from_py_index(rest, rest.find("message too big"));
                 text = Cow::Owned(format!(
                     "rejected MAIL FROM:<{}>: {}",
                     sender.unwrap_or(""),
