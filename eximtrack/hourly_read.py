@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, as_utc
+from eximtrack.window_snapshots import WINDOW_BY
 
 KEY_COLUMNS = ("hour", "server", "owner", "user", "domain", "sender", "outbound")
 COUNTER_COLUMNS = (
@@ -60,13 +61,17 @@ class ReadPlan:
     rolled: bool  # the range has hours before the horizon (read from the rolled-up totals)
     # whole days of the range from the horizon on with a current daily snapshot: (day, seen, writer)
     days: tuple[tuple[date, int, int], ...] = ()
+    # the newest window snapshot (migration 017) of the requested grouping all of whose pinned days are
+    # among `days`: (its writer, the days it sums), or None
+    window: tuple[int, frozenset[date]] | None = None
 
     @classmethod
-    def sql(cls, range_sql: str, days_sql: str | None = None) -> str:
+    def sql(cls, range_sql: str, days_sql: str | None = None, window_by: bool = False) -> str:
         """The horizon, [(hour, insert counter, smallest writer of a snapshot recorded at that counter, or
-        0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, and, with `days_sql`
-        (a condition on `day` selecting the whole days of the range), [(day, seen, smallest writer)] of
-        the recorded daily snapshots of those days from the horizon on."""
+        0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, with `days_sql`
+        (a condition on `day` selecting the whole days of the range) [(day, seen, smallest writer)] of
+        the recorded daily snapshots of those days from the horizon on, and with `window_by` [(writer,
+        pinned days)] of the two newest window snapshots of the grouping bound as {hr_by:String}."""
         rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
         hours = (
             "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
@@ -81,12 +86,19 @@ class ReadPlan:
                 f"FROM mail_daily_snap_days WHERE ({days_sql}) AND toDateTime(day, 'UTC') >= {HORIZON_SQL} "
                 "GROUP BY day, seen))"
             )
-        return f"SELECT {HORIZON_SQL}, {hours}, {days}"
+        windows = "[]"
+        if days_sql is not None and window_by:
+            windows = (
+                "(SELECT groupArray((writer, days)) FROM (SELECT writer, days FROM mail_window_snap_windows "
+                "WHERE by = {hr_by:String} ORDER BY taken_at DESC, writer LIMIT 2))"
+            )
+        return f"SELECT {HORIZON_SQL}, {hours}, {days}, {windows}"
 
     @classmethod
     def of(cls, row: Sequence, since: datetime | None) -> ReadPlan:
         """From the row of `sql()`, for a range starting at `since` (None: unbounded). A day is used when
-        the `seen` of one of its recorded snapshots equals the sum of its hours' counters now."""
+        the `seen` of one of its recorded snapshots equals the sum of its hours' counters now; a window
+        when every daily snapshot it pinned is one of those (so it sums those days as they are now)."""
         horizon, hours = as_utc(row[0]), row[1]
         dirty = tuple(as_utc(h) for h, _, w in hours if not w)
         rolled = since is None or as_utc(since) < horizon
@@ -105,13 +117,35 @@ class ReadPlan:
             )
         )
         clean = tuple((as_utc(h), int(n), int(w)) for h, n, w in hours if w)
-        return cls(horizon, dirty, clean, rolled, days)
+        usable = set(days)
+        window = next(
+            (
+                (int(w), frozenset(d for d, _, _ in pins))
+                for w, pins in (row[3] if len(row) > 3 else ())
+                if pins and all((d, int(s), int(x)) in usable for d, s, x in pins)
+            ),
+            None,
+        )
+        return cls(horizon, dirty, clean, rolled, days, window)
 
 
-def plan(run, range_sql: str, params: dict, since: datetime | None, days_sql: str | None = None) -> ReadPlan:
+def plan(
+    run,
+    range_sql: str,
+    params: dict,
+    since: datetime | None,
+    days_sql: str | None = None,
+    window_by: str | None = None,
+) -> ReadPlan:
     """The ReadPlan of the hours of `range_sql` (bound by `params`; its first hour `since`, None when
-    unbounded), and with `days_sql` of its whole days, through `run(sql, params)`."""
-    return ReadPlan.of(run(ReadPlan.sql(range_sql, days_sql), params)[1][0], since)
+    unbounded), with `days_sql` of its whole days, and with `window_by` (one of
+    window_snapshots.WINDOW_BY) the window snapshot of that grouping it can use, through `run(sql, params)`."""
+    if window_by is not None:
+        if window_by not in WINDOW_BY:
+            raise ValueError(f"no window snapshot by {window_by!r}")
+        params = params | {"hr_by": window_by}
+    sql = ReadPlan.sql(range_sql, days_sql, window_by is not None)
+    return ReadPlan.of(run(sql, params)[1][0], since)
 
 
 def whole_days(bounds: Mapping[str, datetime]) -> str:
@@ -148,6 +182,7 @@ def source(
     range_sql: str,
     where: Mapping[str, str] | None,
     read_plan: ReadPlan,
+    skip_days: frozenset[date] = frozenset(),
 ) -> tuple[str, dict]:
     """(a FROM-able subquery `(…)` with the columns `keys` + `counters`, its parameters): each counter
     summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
@@ -159,7 +194,8 @@ def source(
     Read: the totals if the range starts before the horizon; the daily snapshots of `read_plan.days` when
     the read can use them (`daily`); the planned snapshots of the other clean hours (pinned by
     (hour, seen, writer): no subquery, and the primary key of mail_hourly_snap finds them); the states of
-    the dirty hours."""
+    the dirty hours. Nothing of the whole days `skip_days` (read from a window snapshot by the caller:
+    days of `read_plan.days`, which have no dirty hour)."""
     bad = [k for k in keys if k not in KEY_COLUMNS] + [c for c in counters if c not in COUNTER_COLUMNS]
     if bad or not counters:
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
@@ -178,7 +214,9 @@ def source(
     h = "{hr_horizon:DateTime('UTC')}"
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
-    days = list(read_plan.days) if daily(keys, counters, where) else []
+    if skip_days - {d for d, _, _ in read_plan.days}:
+        raise ValueError("only whole days with a current daily snapshot can be skipped")
+    days = [p for p in read_plan.days if p[0] not in skip_days] if daily(keys, counters, where) else []
     if days:
         projected = any({*keys, *where} <= p for p in DAILY_PROJECTIONS)
         day_select = ", ".join([*keys, summed if projected else ", ".join(counters)])
@@ -189,7 +227,7 @@ def source(
             + " AND ".join(["(day, seen, writer) IN {hr_days:Array(Tuple(Date, UInt64, UInt64))}", *filters])
             + day_group
         )
-    used = {d for d, _, _ in days}
+    used = {d for d, _, _ in days} | skip_days
     pins = [pin for pin in read_plan.clean if pin[0].date() not in used]
     if pins:
         params["hr_pins"] = pins

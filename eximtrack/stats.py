@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from eximtrack import hourly_read, stats_snapshots
+from eximtrack.window_snapshots import WINDOW_BY
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
 
@@ -218,24 +219,67 @@ class HourlyStats:
         """The read of the counters, given the `read_plan` of the range (`run` makes it)."""
         params = dict(self.bounds)
         where = self._filters(params)
+        if read_plan.window is not None and self._window_by() is not None:
+            return self._windowed(read_plan, params)
         source, source_params = hourly_read.source(self.groups, _COUNTED, self._range(), where, read_plan)
         return self._select(source, []), params | source_params
 
+    def _window_by(self) -> str | None:
+        """The grouping whose window snapshots can serve this request: one key of WINDOW_BY, no filter."""
+        if len(self.groups) == 1 and self.groups[0] in WINDOW_BY and not self.equals and not self.outbound_only:
+            return self.groups[0]
+        return None
+
+    def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
+        """The read when `read_plan.window` sums whole days of the range per key: each key's window row plus
+        its rows from the rest of the range (the edge: hourly_read.source without the window's days). With
+        a `top` by an unsigned counter only the window rows of the edge's keys and of the first limit + 1
+        keys of the window by that counter are read: an edge row only adds to its key, so the window order
+        of the keys without one is their final order, and no key past those first ones can be returned. The
+        edge's keys are found by their hash (a collision reads one more exact row: harmless)."""
+        (key,) = self.groups
+        writer, days = read_plan.window
+        edge, edge_params = hourly_read.source(self.groups, _COUNTED, self._range(), {}, read_plan, days)
+        cols = ", ".join(_COUNTED)
+        mine = "writer = {hr_window:UInt64} AND by = {hr_by:String}"
+        window = f"SELECT key AS {key}, {cols} FROM mail_window_snap WHERE {mine}"
+        top = self.top
+        if top is not None and top.limit is not None and top.sort in _UNSIGNED_SORTS:
+            first = f"rank <= {top.limit + 1}"  # the window's order is SENDCOUNT's
+            if top.sort != "SENDCOUNT":
+                first = (
+                    f"key IN (SELECT key FROM mail_window_snap WHERE {mine} "
+                    f"ORDER BY {_UNSIGNED_SORTS[top.sort]} DESC, key LIMIT {top.limit + 1})"
+                )
+            window += f" AND (key_hash IN (SELECT cityHash64({key}) FROM {edge}) OR {first})"
+        source = f"(SELECT {key}, {cols} FROM {edge}\nUNION ALL\n{window})"
+        return self._select(source, []), params | edge_params | {"hr_window": writer, "hr_by": key}
+
     def read_plan(self, run: Run) -> hourly_read.ReadPlan:
-        """Where the hours of the range are (and its whole days with a current daily snapshot, when this
-        request can read days), through `run`."""
+        """Where the hours of the range are (and its whole days with a current daily snapshot, and the
+        window snapshot summing some of them, when this request can read days), through `run`."""
         days = None
         if hourly_read.daily(self.groups, _COUNTED, self._filters({})) and hourly_read.may_hold_whole_day(
             self.bounds
         ):
             days = hourly_read.whole_days(self.bounds)
-        return hourly_read.plan(run, self._range(), dict(self.bounds), self.bounds.get("since"), days)
+        window_by = self._window_by() if days is not None else None
+        return hourly_read.plan(
+            run, self._range(), dict(self.bounds), self.bounds.get("since"), days, window_by
+        )
 
     def run(self, run: Run) -> tuple[list[str], list]:
         """(column names, rows) through `run(sql, params) -> (columns, rows)`: plan, then read."""
         return run(*self.sql(self.read_plan(run)))
 
 
+# the sort counters made of unsigned columns only (an edge row never lowers them), as window columns
+_UNSIGNED_SORTS = {
+    "SENDCOUNT": "messages",
+    "SUCCESSCOUNT": "success + filtered + archive",
+    "FAILCOUNT": "failure + rejected",
+    "TOTALSIZE": "bytes",
+}
 _COUNTED = (
     "messages",
     "success",

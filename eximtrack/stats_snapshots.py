@@ -19,6 +19,9 @@ user, domain, outbound), recorded with `seen` = the sum of the hours' counters. 
 only while that sum is unchanged (counters never shrink: every hour is then still at its snapshot), so stats
 over weeks read one row per (day, key) (eximtrack/hourly_read.py) and stay exact.
 
+Window snapshots (migration 017, eximtrack/window_snapshots.py) sum the current daily snapshots of the last
+29 days per server, owner, user or domain, built after the days.
+
 Run by the sink every `REFRESH_SECONDS`, at the end of `eximtrack ingest`, and by `eximtrack rollup`.
 """
 
@@ -30,6 +33,8 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+
+from eximtrack import window_snapshots
 
 log = logging.getLogger("eximtrack.stats_snapshots")
 
@@ -126,8 +131,9 @@ def refresh(
     only the dirty hours whose counter did not change since are snapshotted: an hour still being written
     (the current one, above all) would be dirty again at the next insert, so its snapshot would be wasted.
     Returns {"hours": hours snapshotted (all tables), "skipped": changed meanwhile, "unsettled": dirty
-    hours left for a later refresh, "days": days snapshotted, "deleted": snapshots deleted}. The days are
-    taken after the hours: a day whose last hours were just snapshotted is taken in the same refresh."""
+    hours left for a later refresh, "days": days snapshotted, "windows": window snapshots built (eximtrack/
+    window_snapshots.py), "deleted": snapshots deleted}. The days are taken after the hours, the windows
+    after the days: a day whose last hours were just snapshotted is taken in the same refresh."""
     lock = lock or nullcontext()
     started = time.monotonic()
     writer = 1 + secrets.randbelow(2**63 - 1)  # 0 means "no snapshot" in mail_hourly_all
@@ -164,6 +170,7 @@ def refresh(
         )
         done, dirty = done + n, dirty + of
     days_done, days = in_batches(days_to_snapshot, _snapshot_days, BATCH_DAYS)
+    windows = window_snapshots.refresh(store, lock)
     with lock:
         deleted = delete_unread(store) if cleanup else 0
     if dirty or days:
@@ -181,6 +188,7 @@ def refresh(
         "skipped": dirty - done,
         "unsettled": unsettled,
         "days": days_done,
+        "windows": windows,
         "deleted": deleted,
     }
 
@@ -283,7 +291,8 @@ _ALL_GRAINS = _GRAINS + tuple(
 def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int:
     """Delete, for every hour (and day) whose newest recorded snapshot was recorded more than
     `grace_seconds` ago, every other snapshot of it: older ones, other writers of the same one, rows never
-    recorded. Returns the number of (hour or day, seen, writer) snapshots deleted."""
+    recorded; and the superseded window snapshots (window_snapshots.delete_unread). Returns the number of
+    snapshots deleted."""
     deleted = 0
     for rows, recorded, t, typ in _ALL_GRAINS:
         old = store.query(
@@ -301,7 +310,7 @@ def delete_unread(store, grace_seconds: float = SUPERSEDED_GRACE_SECONDS) -> int
         store.command(f"DELETE FROM {store.target(rows)} WHERE {cond}", {"t": triples})
         store.command(f"DELETE FROM {store.target(recorded)} WHERE {cond}", {"t": triples})
         deleted += len(triples)
-    return deleted
+    return deleted + window_snapshots.delete_unread(store, grace_seconds)
 
 
 def delete_before(store, hour: datetime) -> None:
@@ -321,6 +330,7 @@ def clear(store) -> None:
     for rows, recorded, _, _ in _ALL_GRAINS:
         store.command(f"TRUNCATE TABLE {store.target(rows)}")
         store.command(f"TRUNCATE TABLE {store.target(recorded)}")
+    window_snapshots.clear(store)
 
 
 class Refresher:

@@ -1,0 +1,177 @@
+"""The window snapshots (migration 017, eximtrack/window_snapshots.py; read by eximtrack/stats.py through
+eximtrack/hourly_read.py): stats grouped by server, owner, user or domain read the days of a window as one
+row per key plus the rest of the range, only while every day the window pinned is unchanged; the first N
+groups are exact even when mail outside the window lifts a key over the window's first N; a stale window is
+replaced (leaving the changed day out), and superseded or unrecorded windows are never read. Every answer
+equals one read of the view `mail_hourly_all` (which knows nothing of days or windows).
+
+The mail lies within the last 30 days of the real clock, as a window covers the 29 whole days before today."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eximtrack import stats, stats_snapshots, window_snapshots
+from eximtrack.demo_log import write_log
+from eximtrack.ingest import ingest_files
+from sinks.clickhouse.store import Store, store_run
+from tests.views.conftest import ingest
+
+pytestmark = pytest.mark.store
+
+NOW = datetime.now(UTC)
+TODAY = NOW.date()
+
+
+def midnight(days_ago: int) -> datetime:
+    return datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=UTC) - timedelta(days=days_ago)
+
+
+# (server, rounds, start, salt): three servers inside the window (wb most, wa least), then more mail of wa
+# outside it: late on the day before the window (in the range, not a whole day of it) and today
+LOGS = (
+    ("wb", 20, midnight(3) + timedelta(hours=10), 1),
+    ("wc", 18, midnight(2) + timedelta(hours=9), 2),
+    ("wa", 15, midnight(3) + timedelta(hours=14), 0),
+    ("wa", 5, midnight(30) + timedelta(hours=20), 0),
+    ("wa", 15, midnight(0) + timedelta(minutes=1), 3),
+)
+WINDOW_DAYS = [(midnight(3)).date(), (midnight(2)).date()]
+SINCE = (midnight(30) + timedelta(hours=12)).timestamp()  # 30 days back at noon: the 29 days whole
+RANGES = (stats.hour_range(SINCE, None), {})
+TOPS = (
+    stats.Top(),
+    stats.Top(limit=1),
+    stats.Top(limit=2),
+    stats.Top("FAILCOUNT", 1),
+    stats.Top("TOTALSIZE", 2),
+    stats.Top("DEFERCOUNT", 1),
+    None,
+)
+
+
+@pytest.fixture
+def window_store(url, tmp_path) -> Store:
+    for i, (server, rounds, start, salt) in enumerate(LOGS):
+        path = tmp_path / f"w{i}.log"
+        write_log(path, "cpanel", rounds, start=start, salt=salt)
+        ingest(url, server, path)  # ingest refreshes the snapshots (hours, days, windows) at its end
+    store = Store.open(url)
+    # the windows as one refresh takes them from these days (the ingests changed a day a window had pinned:
+    # a window built then leaves that day out for an hour)
+    window_snapshots.clear(store)
+    assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
+    store.logs = [tmp_path / f"w{i}.log" for i in range(len(LOGS))]
+    return store
+
+
+def plan(store: Store, by: str, bounds: dict):
+    return stats.build_grouped_stats([by], bounds, top=stats.Top()).read_plan(store_run(store))
+
+
+def assert_windows_agree(store: Store, used: bool | None = True) -> None:
+    """Every grouping a window serves, with every kind of `top`, equals one read of the view, rows in
+    order; `used`: whether the read must (True) or must not (False) have used a window."""
+    for bounds in RANGES:
+        for by in window_snapshots.WINDOW_BY:
+            if used is not None:
+                assert (plan(store, by, bounds).window is not None) is used, (by, bounds)
+            for top in TOPS:
+                request = stats.build_grouped_stats([by], bounds, top=top)
+                got = request.run(store_run(store))[1]
+                want = store.query(*request.view_sql()).result_rows
+                if top is None:
+                    got, want = sorted(got), sorted(want)
+                assert got == want, (by, bounds, top)
+
+
+def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(window_store):
+    store = window_store
+    windows = window_snapshots.newest_windows(store)
+    assert sorted(windows) == sorted(window_snapshots.WINDOW_BY)
+    for window in windows.values():
+        assert [d for d, _, _ in window.days] == WINDOW_DAYS and window.excluded == ()
+        assert window.last == TODAY - timedelta(days=1)
+    # the window ranks wb, wc, wa; with today's mail and the late mail before it, wa has the most
+    ranks = store.query(
+        "SELECT key FROM mail_window_snap WHERE writer = {w:UInt64} AND by = 'server' ORDER BY rank",
+        {"w": windows["server"].writer},
+    ).result_rows
+    assert [k for (k,) in ranks] == ["wb", "wc", "wa"]
+    first = stats.build_grouped_stats(["server"], RANGES[0], top=stats.Top(limit=1)).run(store_run(store))[1]
+    assert [r[0] for r in first] == ["wa", "wb"]  # the first group, and the one read to say "more"
+    assert_windows_agree(store)
+
+    # the window rows are what a read of its days returns: marked, the mark shows where they are read
+    bump = 100_000
+    store.command(
+        f"ALTER TABLE mail_window_snap UPDATE messages = messages + {bump} WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    request = stats.build_grouped_stats(["user"], RANGES[0], top=None)
+    marked = dict((r[0], r[1]) for r in request.run(store_run(store))[1])
+    plain = dict((r[0], r[1]) for r in store.query(*request.view_sql()).result_rows)
+    in_window = {
+        k
+        for (k,) in store.query(
+            "SELECT key FROM mail_window_snap WHERE by = 'user' AND writer = {w:UInt64}",
+            {"w": windows["user"].writer},
+        ).result_rows
+    }
+    assert in_window and {k: marked[k] - plain[k] for k in marked} == {
+        k: bump if k in in_window else 0 for k in plain
+    }
+    store.command(
+        f"ALTER TABLE mail_window_snap UPDATE messages = messages - {bump} WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    # a grouping with a filter, by two keys or by hour never reads a window
+    assert stats.build_grouped_stats(["user"], {}, {"server": "wa"}).read_plan(store_run(store)).window is None
+    assert stats.build_grouped_stats(["server", "user"], {}).read_plan(store_run(store)).window is None
+    assert stats.build_grouped_stats(["hour"], {}).read_plan(store_run(store)).window is None
+
+
+def test_a_changed_day_stops_the_window_until_one_without_it_is_built(window_store, monkeypatch):
+    store = window_store
+    monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 300)
+    old = window_snapshots.newest_windows(store)
+    # more mail arrives for the window's first day (another server): the window no longer serves
+    ingest_files(store, [str(store.logs[0])], server="wd")
+    assert_windows_agree(store, used=False)  # the day's hours are dirty
+    stats_snapshots.refresh(store)  # the day is taken again; its window is rebuilt at most every 5 minutes
+    assert {by: w.writer for by, w in window_snapshots.newest_windows(store).items()} == {
+        by: w.writer for by, w in old.items()
+    }
+    assert_windows_agree(store, used=False)
+
+    monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 0)
+    assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
+    for window in window_snapshots.newest_windows(store).values():
+        assert [d for d, _, _ in window.days] == WINDOW_DAYS[1:] and window.excluded == (WINDOW_DAYS[0],)
+    assert_windows_agree(store)
+    assert window_snapshots.refresh(store) == 0  # it serves: nothing to build
+
+    # the changed day comes back once quiet
+    monkeypatch.setattr(window_snapshots, "QUIET_SECONDS", 0)
+    assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
+    for window in window_snapshots.newest_windows(store).values():
+        assert [d for d, _, _ in window.days] == WINDOW_DAYS and window.excluded == ()
+    assert_windows_agree(store)
+
+    # windows written and never recorded (a refresh that stopped) are never read, then deleted with the
+    # superseded ones once the grace is over; the newest windows stay
+    store.command(
+        "INSERT INTO mail_window_snap SELECT * REPLACE (writer + 1 AS writer, messages + 7 AS messages, "
+        "last - 1 AS last) FROM mail_window_snap"
+    )
+    assert_windows_agree(store)
+    assert stats_snapshots.delete_unread(store, grace_seconds=0) >= 3 * len(window_snapshots.WINDOW_BY)
+    newest = window_snapshots.newest_windows(store)
+    kept = store.query("SELECT DISTINCT by, writer FROM mail_window_snap").result_rows
+    assert sorted(kept) == sorted((by, w.writer) for by, w in newest.items())
+    assert_windows_agree(store)
+
+    # rebuilding the aggregates forgets every snapshot, windows too, and takes them again
+    stats.rebuild_aggregates(store)
+    assert sorted(window_snapshots.newest_windows(store)) == sorted(window_snapshots.WINDOW_BY)
+    assert_windows_agree(store)
