@@ -226,7 +226,12 @@ class HourlyStats:
 
     def _window_by(self) -> str | None:
         """The grouping whose window snapshots can serve this request: one key of WINDOW_BY, no filter."""
-        if len(self.groups) == 1 and self.groups[0] in WINDOW_BY and not self.equals and not self.outbound_only:
+        if (
+            len(self.groups) == 1
+            and self.groups[0] in WINDOW_BY
+            and not self.equals
+            and not self.outbound_only
+        ):
             return self.groups[0]
         return None
 

@@ -82,7 +82,9 @@ def newest_windows(store) -> dict[str, Window]:
         "ORDER BY taken_at DESC, writer LIMIT 1 BY by"
     ).result_rows
     return {
-        by: Window(by, int(w), last, tuple((d, int(s), int(x)) for d, s, x in days), tuple(excluded), float(age))
+        by: Window(
+            by, int(w), last, tuple((d, int(s), int(x)) for d, s, x in days), tuple(excluded), float(age)
+        )
         for by, w, last, days, excluded, age in rows
     }
 

@@ -126,7 +126,9 @@ def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(win
         f"ALTER TABLE mail_window_snap UPDATE messages = messages - {bump} WHERE 1 SETTINGS mutations_sync = 2"
     )
     # a grouping with a filter, by two keys or by hour never reads a window
-    assert stats.build_grouped_stats(["user"], {}, {"server": "wa"}).read_plan(store_run(store)).window is None
+    assert (
+        stats.build_grouped_stats(["user"], {}, {"server": "wa"}).read_plan(store_run(store)).window is None
+    )
     assert stats.build_grouped_stats(["server", "user"], {}).read_plan(store_run(store)).window is None
     assert stats.build_grouped_stats(["hour"], {}).read_plan(store_run(store)).window is None
 
