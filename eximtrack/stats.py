@@ -57,8 +57,8 @@ AGGREGATE_TABLES = (
     "unclassified_hourly",
     "spam_hourly",
 )
-# ... plus the rolled-up totals (005), the hourly (008, 014) and the daily (013) snapshots: every table whose
-# TTL `retention --aggregates-days` sets, with the column it counts from
+# ... plus the rolled-up totals (005), the hourly (008, 014), the daily (013) and the window (017) snapshots:
+# every table whose TTL `retention --aggregates-days` sets, with the column it counts from
 RETENTION_TABLES = (
     *AGGREGATE_TABLES,
     "mail_hourly_totals",
@@ -70,8 +70,13 @@ RETENTION_TABLES = (
     "activity_hourly_snap_hours",
     "reasons_hourly_snap",
     "reasons_hourly_snap_hours",
+    "mail_window_snap",
+    "mail_window_snap_windows",
 )
-RETENTION_BASE = {t: "day" if t.startswith("mail_daily") else "hour" for t in RETENTION_TABLES}
+RETENTION_BASE = {
+    t: "day" if t.startswith("mail_daily") else "last" if t.startswith("mail_window") else "hour"
+    for t in RETENTION_TABLES
+}
 DEFAULT_AGGREGATE_DAYS = 730
 
 _COUNTER_SQL = """
