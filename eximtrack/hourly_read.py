@@ -62,8 +62,8 @@ class ReadPlan:
     # whole days of the range from the horizon on with a current daily snapshot: (day, seen, writer)
     days: tuple[tuple[date, int, int], ...] = ()
     # the newest window snapshot (migration 017) of the requested grouping all of whose pinned days are
-    # among `days`: (its writer, the days it sums), or None
-    window: tuple[int, frozenset[date]] | None = None
+    # among `days` and pinned hours among `clean`: (its writer, the days, the hours it sums), or None
+    window: tuple[int, frozenset[date], frozenset[datetime]] | None = None
 
     @classmethod
     def sql(cls, range_sql: str, days_sql: str | None = None, window_by: bool = False) -> str:
@@ -71,7 +71,8 @@ class ReadPlan:
         0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, with `days_sql`
         (a condition on `day` selecting the whole days of the range) [(day, seen, smallest writer)] of
         the recorded daily snapshots of those days from the horizon on, and with `window_by` [(writer,
-        pinned days)] of the two newest window snapshots of the grouping bound as {hr_by:String}."""
+        pinned days, pinned hours)] of the two newest window snapshots of the grouping bound as
+        {hr_by:String}."""
         rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
         hours = (
             "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
@@ -89,7 +90,7 @@ class ReadPlan:
         windows = "[]"
         if days_sql is not None and window_by:
             windows = (
-                "(SELECT groupArray((writer, days)) FROM (SELECT writer, days FROM mail_window_snap_windows "
+                "(SELECT groupArray((writer, days, hours)) FROM (SELECT writer, days, hours FROM mail_window_snap_windows "
                 "WHERE by = {hr_by:String} ORDER BY taken_at DESC, writer LIMIT 2))"
             )
         return f"SELECT {HORIZON_SQL}, {hours}, {days}, {windows}"
@@ -98,7 +99,8 @@ class ReadPlan:
     def of(cls, row: Sequence, since: datetime | None) -> ReadPlan:
         """From the row of `sql()`, for a range starting at `since` (None: unbounded). A day is used when
         the `seen` of one of its recorded snapshots equals the sum of its hours' counters now; a window
-        when every daily snapshot it pinned is one of those (so it sums those days as they are now)."""
+        when every daily snapshot it pinned is one of those and every hourly snapshot it pinned is that of a
+        clean hour of the range (so it sums those days and hours as they are now)."""
         horizon, hours = as_utc(row[0]), row[1]
         dirty = tuple(as_utc(h) for h, _, w in hours if not w)
         rolled = since is None or as_utc(since) < horizon
@@ -117,12 +119,13 @@ class ReadPlan:
             )
         )
         clean = tuple((as_utc(h), int(n), int(w)) for h, n, w in hours if w)
-        usable = set(days)
+        usable, clean_pins = set(days), set(clean)
         window = next(
             (
-                (int(w), frozenset(d for d, _, _ in pins))
-                for w, pins in (row[3] if len(row) > 3 else ())
-                if pins and all((d, int(s), int(x)) in usable for d, s, x in pins)
+                (int(w), frozenset(d for d, _, _ in day_pins), frozenset(as_utc(h) for h, _, _ in hour_pins))
+                for w, day_pins, hour_pins in (row[3] if len(row) > 3 else ())
+                if all((d, int(s), int(x)) in usable for d, s, x in day_pins)
+                and all((as_utc(h), int(s), int(x)) in clean_pins for h, s, x in hour_pins)
             ),
             None,
         )
@@ -183,6 +186,7 @@ def source(
     where: Mapping[str, str] | None,
     read_plan: ReadPlan,
     skip_days: frozenset[date] = frozenset(),
+    skip_hours: frozenset[datetime] = frozenset(),
 ) -> tuple[str, dict]:
     """(a FROM-able subquery `(…)` with the columns `keys` + `counters`, its parameters): each counter
     summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
@@ -194,8 +198,9 @@ def source(
     Read: the totals if the range starts before the horizon; the daily snapshots of `read_plan.days` when
     the read can use them (`daily`); the planned snapshots of the other clean hours (pinned by
     (hour, seen, writer): no subquery, and the primary key of mail_hourly_snap finds them); the states of
-    the dirty hours. Nothing of the whole days `skip_days` (read from a window snapshot by the caller:
-    days of `read_plan.days`, which have no dirty hour)."""
+    the dirty hours. Nothing of the whole days `skip_days` and the hours `skip_hours` (read from a window
+    snapshot by the caller: days of `read_plan.days`, clean hours of `read_plan.clean`); a day with a
+    skipped hour is read hour by hour."""
     bad = [k for k in keys if k not in KEY_COLUMNS] + [c for c in counters if c not in COUNTER_COLUMNS]
     if bad or not counters:
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
@@ -214,9 +219,10 @@ def source(
     h = "{hr_horizon:DateTime('UTC')}"
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
-    if skip_days - {d for d, _, _ in read_plan.days}:
-        raise ValueError("only whole days with a current daily snapshot can be skipped")
-    days = [p for p in read_plan.days if p[0] not in skip_days] if daily(keys, counters, where) else []
+    if skip_days - {d for d, _, _ in read_plan.days} or skip_hours - {h for h, _, _ in read_plan.clean}:
+        raise ValueError("only whole days with a current snapshot and clean hours can be skipped")
+    split = skip_days | {h.date() for h in skip_hours}
+    days = [p for p in read_plan.days if p[0] not in split] if daily(keys, counters, where) else []
     if days:
         projected = any({*keys, *where} <= p for p in DAILY_PROJECTIONS)
         day_select = ", ".join([*keys, summed if projected else ", ".join(counters)])
@@ -228,7 +234,7 @@ def source(
             + day_group
         )
     used = {d for d, _, _ in days} | skip_days
-    pins = [pin for pin in read_plan.clean if pin[0].date() not in used]
+    pins = [pin for pin in read_plan.clean if pin[0].date() not in used and pin[0] not in skip_hours]
     if pins:
         params["hr_pins"] = pins
         branches.append(

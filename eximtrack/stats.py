@@ -241,15 +241,18 @@ class HourlyStats:
         return None
 
     def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
-        """The read when `read_plan.window` sums whole days of the range per key: each key's window row plus
-        its rows from the rest of the range (the edge: hourly_read.source without the window's days). With
+        """The read when `read_plan.window` sums days and hours of the range per key: each key's window row
+        plus its rows from the rest of the range (the edge: hourly_read.source without the window's days and
+        hours). With
         a `top` by an unsigned counter only the window rows of the edge's keys and of the first limit + 1
         keys of the window by that counter are read: an edge row only adds to its key, so the window order
         of the keys without one is their final order, and no key past those first ones can be returned. The
         edge's keys are found by their hash (a collision reads one more exact row: harmless)."""
         (key,) = self.groups
-        writer, days = read_plan.window
-        edge, edge_params = hourly_read.source(self.groups, _COUNTED, self._range(), {}, read_plan, days)
+        writer, days, hours = read_plan.window
+        edge, edge_params = hourly_read.source(
+            self.groups, _COUNTED, self._range(), {}, read_plan, days, hours
+        )
         cols = ", ".join(_COUNTED)
         mine = "writer = {hr_window:UInt64} AND by = {hr_by:String}"
         window = f"SELECT key AS {key}, {cols} FROM mail_window_snap WHERE {mine}"

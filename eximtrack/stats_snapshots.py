@@ -19,8 +19,8 @@ user, domain, outbound), recorded with `seen` = the sum of the hours' counters. 
 only while that sum is unchanged (counters never shrink: every hour is then still at its snapshot), so stats
 over weeks read one row per (day, key) (eximtrack/hourly_read.py) and stay exact.
 
-Window snapshots (migration 017, eximtrack/window_snapshots.py) sum the current daily snapshots of the last
-29 days per server, owner, user or domain, built after the days.
+Window snapshots (migration 017, eximtrack/window_snapshots.py) sum the current daily and hourly snapshots
+of the 30 days before the current hour per server, owner, user or domain, built after the days.
 
 Run by the sink every `REFRESH_SECONDS`, at the end of `eximtrack ingest`, and by `eximtrack rollup`.
 """

@@ -1,15 +1,19 @@
-"""Window snapshots (migration 017): per grouping (`by`: server, owner, user, domain), the daily mail counters
-of the last `WINDOW_DAYS` whole days summed into one row per key, so that stats over 30 days merge one row
-per key instead of one per (day, key) (eximtrack/hourly_read.py reads them; eximtrack/stats.py's
-`HourlyStats` puts the window and the rest of the range together).
+"""Window snapshots (migration 017): per grouping (`by`: server, owner, user, domain), the mail counters of
+the 30 days before the current hour summed into one row per key, so that stats over 30 days merge one row
+per key instead of one per (day, key) and (hour, key) (eximtrack/hourly_read.py finds them;
+eximtrack/stats.py's `HourlyStats` adds the rest of the range).
 
-A window pins the current daily snapshot (day, seen, writer) of each day it sums (stats_snapshots: a day's
-snapshot is current while the sum of its hour counters equals its `seen`). A read uses it only while every
-pin is still current, so its numbers are exactly those days' numbers now. Under live mail the recent days
-keep changing (deferred mail delivered days later): a day whose snapshot changed after a window pinned it is
-left out of the next window (`excluded`, read day by day instead) until it has been quiet for
-`QUIET_SECONDS`, so that a window is not rebuilt on every refresh. A grouping's window is rebuilt when the
-day turns (its days move) and when a pinned day changed, at most every `REBUILD_SECONDS`.
+A window pins the snapshot it summed of each unit of its span: the current daily snapshot (day, seen,
+writer) of each whole day, the clean hourly snapshot (hour, seen, writer) of each other hour (stats_snapshots:
+a snapshot is current while the insert counters it was taken at are unchanged). A read uses it only while
+every pin is still current and lies in the range, so its numbers are exactly those units' numbers now.
+
+Under live mail the recent days and hours keep changing (deferred mail delivered days later): a unit whose
+snapshot changed after a window pinned it is left out of the next window (`excluded`: read by the request
+as before) until its snapshot has been quiet for `QUIET_SECONDS`, so that a window is not rebuilt on every
+refresh. A grouping's window is rebuilt when the hour turns (its span moves), and at most every
+`REBUILD_SECONDS` when a pinned unit changed, an excluded one became quiet, or a unit was taken that it does
+not sum.
 
 Written by `refresh` (called by stats_snapshots.refresh after the daily snapshots: the sink every 30 s,
 `eximtrack ingest`, `eximtrack rollup`); the rows first, then the record in `mail_window_snap_windows`.
@@ -27,107 +31,203 @@ from datetime import UTC, date, datetime, timedelta
 log = logging.getLogger("eximtrack.window_snapshots")
 
 WINDOW_BY = ("server", "owner", "user", "domain")
-# the whole days before today a window sums: every range of 30 days (stats_api 30d, `--since` 30 days ago)
-# holds the 29 whole days before today, whatever the hour
-WINDOW_DAYS = 29
-# the counters a window keeps (stats.py's counted columns), with mail_daily_snap's types
+# a window covers the hours [current hour - SPAN, current hour): a request for the last 30 days made in
+# that hour starts there ([hour(now - 30 days), now)), and only its current hour is read besides
+SPAN = timedelta(days=30)
+# the counters a window keeps (stats.py's counted columns), with the snapshot tables' types
 WINDOW_COUNTERS = (
     "messages", "bytes", "success", "filtered", "archive", "failure", "rejected", "deferred", "inprogress",
 )  # fmt: skip
-QUIET_SECONDS = 3600  # a day left out because it changed comes back once its snapshot is this old
-REBUILD_SECONDS = 300  # a stale window of one grouping is rebuilt at most this often
+QUIET_SECONDS = 3600  # a unit left out because it changed comes back once its snapshot is this old
+REBUILD_SECONDS = 300  # a window of one grouping is rebuilt within its hour at most this often
 
-Pin = tuple[date, int, int]  # a daily snapshot: (day, seen, writer)
+Current = dict  # {day or hour: (seen, smallest writer, seconds since that snapshot was first recorded)}
+Pin = tuple  # (day or hour, seen, writer)
 
 
 @dataclass(frozen=True)
 class Window:
-    """A recorded window of one grouping: its id (`writer`), the last day it may sum, the daily snapshots it
-    summed, the days it left out as changing, and its age in seconds."""
+    """A recorded window of one grouping: its id (`writer`), its span [start, end), the daily and hourly
+    snapshots it summed, the days and hours it left out as changing, and its age in seconds."""
 
     by: str
     writer: int
-    last: date
+    start: datetime
+    end: datetime
     days: tuple[Pin, ...]
-    excluded: tuple[date, ...]
-    age: float
+    hours: tuple[Pin, ...]
+    excluded_days: tuple[date, ...] = ()
+    excluded_hours: tuple[datetime, ...] = ()
+    age: float = 0.0
 
 
-def current_days(store, first: date, last: date) -> dict[date, tuple[int, int, float]]:
-    """{day: (seen, smallest writer, seconds since that snapshot was first recorded)} of the days in
-    [first, last] whose daily snapshot is current: every hour with mail has a recorded hourly snapshot at its
-    counter now, and the sum of those counters is the `seen` of a recorded daily snapshot."""
-    rng = {"f": first, "l": last}
-    hours = "hour >= toDateTime({f:Date}, 'UTC') AND hour < toDateTime({l:Date}, 'UTC') + INTERVAL 1 DAY"
-    rows = store.query(
-        "SELECT c.day, c.n, d.w, d.age FROM "
-        "(SELECT toDate(h.hour) AS day, sum(h.n) AS n, countIf(r.w = 0) AS unclean FROM "
-        f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {hours} GROUP BY hour) AS h "
-        f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {hours} "
-        "GROUP BY hour, seen) AS r ON h.hour = r.hour AND h.n = r.seen GROUP BY day HAVING unclean = 0) AS c "
-        "INNER JOIN (SELECT day, seen, min(writer) AS w, "
+@dataclass(frozen=True)
+class Planned:
+    """The window to build: its span, pins and left-out units."""
+
+    start: datetime
+    end: datetime
+    days: list[Pin]
+    hours: list[Pin]
+    excluded_days: list[date]
+    excluded_hours: list[datetime]
+
+
+def utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def span_of(now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the window for the hour of `now`."""
+    end = utc(now).replace(minute=0, second=0, microsecond=0)
+    return end - SPAN, end
+
+
+def whole_days(start: datetime, end: datetime) -> list[date]:
+    """The days all of whose hours lie in [start, end)."""
+    first = start.date() if start.hour == 0 else start.date() + timedelta(days=1)
+    return [first + timedelta(days=i) for i in range((end.date() - first).days)]
+
+
+def current(store, start: datetime, end: datetime) -> tuple[Current, Current]:
+    """(the days of [start, end) whose daily snapshot is current, its clean hours): a day is current when
+    every hour of it with mail has a recorded hourly snapshot at its counter now and their sum is the
+    `seen` of a recorded daily snapshot; an hour is clean when a snapshot was recorded at its counter now."""
+    rng = {"s": start, "e": end}
+    hours = "hour >= {s:DateTime('UTC')} AND hour < {e:DateTime('UTC')}"
+    counters = f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {hours} GROUP BY hour)"
+    recorded = (
+        "(SELECT hour, seen, min(writer) AS w, "
         "toFloat64(dateDiff('millisecond', min(taken_at), now64(3))) / 1000 AS age "
-        "FROM mail_daily_snap_days WHERE day >= {f:Date} AND day <= {l:Date} GROUP BY day, seen) AS d "
-        "ON c.day = d.day AND c.n = d.seen",
+        f"FROM mail_hourly_snap_hours WHERE {hours} GROUP BY hour, seen)"
+    )
+    by_hour = store.query(
+        f"SELECT c.hour, c.n, r.w, r.age FROM {counters} AS c LEFT JOIN {recorded} AS r "
+        "ON c.hour = r.hour AND c.n = r.seen",
         rng,
     ).result_rows
-    return {d: (int(n), int(w), float(age)) for d, n, w, age in rows}
+    clean = {utc(h): (int(n), int(w), float(age)) for h, n, w, age in by_hour if w}
+    sums: dict[date, int] = {}
+    for h, n, _, _ in by_hour:
+        sums[utc(h).date()] = sums.get(utc(h).date(), 0) + int(n)
+    broken = {utc(h).date() for h, _, w, _ in by_hour if not w}
+    days = store.query(
+        "SELECT day, seen, min(writer), toFloat64(dateDiff('millisecond', min(taken_at), now64(3))) / 1000 "
+        "FROM mail_daily_snap_days WHERE day >= toDate({s:DateTime('UTC')}) AND day < toDate({e:DateTime('UTC')}) "
+        "GROUP BY day, seen",
+        rng,
+    ).result_rows
+    whole = set(whole_days(start, end))
+    current_days = {
+        d: (int(seen), int(w), float(age))
+        for d, seen, w, age in days
+        if d in whole and d not in broken and sums.get(d) == int(seen)
+    }
+    return current_days, clean
 
 
 def newest_windows(store) -> dict[str, Window]:
     """{by: the newest recorded window of that grouping}."""
     rows = store.query(
-        "SELECT by, writer, last, days, excluded, "
+        "SELECT by, writer, start, end, days, hours, excluded_days, excluded_hours, "
         "toFloat64(dateDiff('millisecond', taken_at, now64(3))) / 1000 FROM mail_window_snap_windows "
         "ORDER BY taken_at DESC, writer LIMIT 1 BY by"
     ).result_rows
     return {
         by: Window(
-            by, int(w), last, tuple((d, int(s), int(x)) for d, s, x in days), tuple(excluded), float(age)
+            by,
+            int(w),
+            utc(start),
+            utc(end),
+            tuple((d, int(s), int(x)) for d, s, x in days),
+            tuple((utc(h), int(s), int(x)) for h, s, x in hours),
+            tuple(xd),
+            tuple(utc(h) for h in xh),
+            float(age),
         )
-        for by, w, last, days, excluded, age in rows
+        for by, w, start, end, days, hours, xd, xh, age in rows
     }
 
 
-def plan_window(
-    by: str, today: date, days: dict[date, tuple[int, int, float]], newest: Window | None
-) -> tuple[list[Pin], list[date]] | None:
-    """(the pins, the excluded days) of the window to build now for `by`, or None when the newest one
-    serves (its days are still current and its last day is yesterday) or was built too recently to
-    replace: a new one is due when the day turned, and at most every REBUILD_SECONDS when a pinned day
-    changed, when a day left out has been quiet for QUIET_SECONDS, or when a day was taken that it does not
-    sum (the days before today are taken once their last hours settled, after the day turned). `days` is
-    current_days of the window's range."""
-    last = today - timedelta(days=1)
-    pinned = {d: (s, w) for d, s, w in newest.days} if newest else {}
-    if newest and newest.last == last:
-        stale = any(days.get(d, (None, None))[:2] != sw for d, sw in pinned.items())
-        quiet = any(d in days and days[d][2] >= QUIET_SECONDS for d in newest.excluded)
-        missing = set(days) - set(pinned) - set(newest.excluded)  # taken since (the last ones, above all)
+def _changed(pins: tuple[Pin, ...], now: Current) -> set:
+    return {u for u, s, w in pins if now.get(u, (None, None))[:2] != (s, w)}
+
+
+def plan_window(now: datetime, days: Current, hours: Current, newest: Window | None) -> Planned | None:
+    """The window to build for the hour of `now` from the current `days` and clean `hours` of its span (as
+    `current` returns them), or None when the newest one serves or was built too recently to replace: a
+    new one is due when the hour turned, and at most every REBUILD_SECONDS when a pinned unit changed, when
+    a unit left out has been quiet for QUIET_SECONDS, or when a unit was taken that it does not sum."""
+    start, end = span_of(now)
+    days = {d: v for d, v in days.items() if d in set(whole_days(start, end))}
+    hours = {h: v for h, v in hours.items() if start <= h < end}
+    old_days = newest.excluded_days if newest else ()
+    old_hours = newest.excluded_hours if newest else ()
+    if newest and newest.end == end:
+        stale = _changed(newest.days, days) or _changed(newest.hours, hours)
+        quiet = any(d in days and days[d][2] >= QUIET_SECONDS for d in old_days) or any(
+            h in hours and hours[h][2] >= QUIET_SECONDS for h in old_hours
+        )
+        summed = {d for d, _, _ in newest.days}
+        missing = (set(days) - summed - set(old_days)) or {
+            h for h in hours if h.date() not in summed and h not in old_hours and h.date() not in old_days
+        } - {h for h, _, _ in newest.hours}
         if not (stale or quiet or missing) or newest.age < REBUILD_SECONDS:
             return None
-    first = today - timedelta(days=WINDOW_DAYS)
-    changed = {d for d, sw in pinned.items() if days.get(d, (None, None))[:2] != sw}
-    still = {d for d in (newest.excluded if newest else ()) if d in days and days[d][2] < QUIET_SECONDS}
-    still |= {d for d in (newest.excluded if newest else ()) if d not in days}
-    excluded = sorted(d for d in changed | still if first <= d <= last)
-    pins = [(d, s, w) for d, (s, w, _) in sorted(days.items()) if first <= d <= last and d not in excluded]
-    return (pins, excluded) if pins else None
+
+    def left_out(pinned: tuple[Pin, ...], excluded: tuple, now_: Current) -> list:
+        still = {u for u in excluded if u not in now_ or now_[u][2] < QUIET_SECONDS}
+        return sorted(u for u in _changed(pinned, now_) | still if start.date() <= _day(u) and _at(u) < end)
+
+    excluded_days = left_out(newest.days if newest else (), old_days, days)
+    excluded_hours = left_out(newest.hours if newest else (), old_hours, hours)
+    day_pins = [(d, s, w) for d, (s, w, _) in sorted(days.items()) if d not in excluded_days]
+    taken = {d for d, _, _ in day_pins} | set(excluded_days)
+    hour_pins = [
+        (h, s, w)
+        for h, (s, w, _) in sorted(hours.items())
+        if h.date() not in taken and h not in excluded_hours
+    ]
+    if not day_pins and not hour_pins:
+        return None
+    return Planned(start, end, day_pins, hour_pins, excluded_days, excluded_hours)
 
 
-def build(store, by: str, last: date, pins: list[Pin], excluded: list[date], writer: int) -> int:
-    """Write, then record, the window of `by` summing the daily snapshots `pins`; returns its keys."""
+def _day(unit) -> date:
+    return unit.date() if isinstance(unit, datetime) else unit
+
+
+def _at(unit) -> datetime:
+    return unit if isinstance(unit, datetime) else datetime(unit.year, unit.month, unit.day, tzinfo=UTC)
+
+
+def build(store, by: str, planned: Planned, writer: int) -> int:
+    """Write, then record, the window of `by` summing the pinned daily and hourly snapshots; returns its
+    keys."""
     if by not in WINDOW_BY:
         raise ValueError(f"no window by {by!r}")
-    params = {"pins": pins, "w": writer, "by": by, "last": last, "excluded": excluded}
     cols = ", ".join(WINDOW_COUNTERS)
+    last = (planned.end - timedelta(hours=1)).date()
+    params = {
+        "w": writer,
+        "by": by,
+        "start": planned.start,
+        "end": planned.end,
+        "last": last,
+        "days": planned.days,
+        "hours": planned.hours,
+        "xd": planned.excluded_days,
+        "xh": planned.excluded_hours,
+    }
     store.command(
         f"INSERT INTO mail_window_snap (writer, by, rank, key_hash, key, last, {cols}) "
         "SELECT {w:UInt64}, {by:String}, row_number() OVER (ORDER BY messages DESC, key), cityHash64(key), "
-        f"key, {{last:Date}}, {cols} FROM (SELECT {by} AS key, "
+        f"key, {{last:Date}}, {cols} FROM (SELECT key, "
         + ", ".join(f"sum({c}) AS {c}" for c in WINDOW_COUNTERS)
-        + " FROM mail_daily_snap WHERE (day, seen, writer) IN {pins:Array(Tuple(Date, UInt64, UInt64))} "
-        f"GROUP BY {by})",
+        + f" FROM (SELECT {by} AS key, {cols} FROM mail_daily_snap "
+        "WHERE (day, seen, writer) IN {days:Array(Tuple(Date, UInt64, UInt64))} "
+        f"UNION ALL SELECT {by} AS key, {cols} FROM mail_hourly_snap "
+        "WHERE (hour, seen, writer) IN {hours:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}) GROUP BY key)",
         params,
     )
     keys = int(
@@ -136,29 +236,31 @@ def build(store, by: str, last: date, pins: list[Pin], excluded: list[date], wri
         ).result_rows[0][0]
     )
     store.command(
-        "INSERT INTO mail_window_snap_windows (writer, by, last, days, excluded, keys) SELECT {w:UInt64}, "
-        "{by:String}, {last:Date}, {pins:Array(Tuple(Date, UInt64, UInt64))}, {excluded:Array(Date)}, {k:UInt64}",
+        "INSERT INTO mail_window_snap_windows (writer, by, start, end, last, days, hours, excluded_days, "
+        "excluded_hours, keys) SELECT {w:UInt64}, {by:String}, {start:DateTime('UTC')}, {end:DateTime('UTC')}, "
+        "{last:Date}, {days:Array(Tuple(Date, UInt64, UInt64))}, "
+        "{hours:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}, {xd:Array(Date)}, "
+        "{xh:Array(DateTime('UTC'))}, {k:UInt64}",
         params | {"k": keys},
     )
     return keys
 
 
-def refresh(store, lock: AbstractContextManager | None = None, today: date | None = None) -> int:
+def refresh(store, lock: AbstractContextManager | None = None, now: datetime | None = None) -> int:
     """Build the window of every grouping whose newest one no longer serves (plan_window); returns how many
     were built."""
     lock = lock or nullcontext()
-    today = today or datetime.now(UTC).date()
-    last = today - timedelta(days=1)
+    now = now or datetime.now(UTC)
     started, built = time.monotonic(), 0
     with lock:
-        days = current_days(store, today - timedelta(days=WINDOW_DAYS), last)
+        days, hours = current(store, *span_of(now))
         newest = newest_windows(store)
     for by in WINDOW_BY:
-        planned = plan_window(by, today, days, newest.get(by))
+        planned = plan_window(now, days, hours, newest.get(by))
         if planned is None:
             continue
         with lock:
-            build(store, by, last, *planned, writer=1 + secrets.randbelow(2**63 - 1))
+            build(store, by, planned, writer=1 + secrets.randbelow(2**63 - 1))
         built += 1
     if built:
         log.info("stats windows: %d built in %.1fs", built, time.monotonic() - started)
@@ -167,18 +269,24 @@ def refresh(store, lock: AbstractContextManager | None = None, today: date | Non
 
 def delete_unread(store, grace_seconds: float) -> int:
     """Delete, for every grouping whose newest window was recorded more than `grace_seconds` ago, its other
-    windows recorded that long ago (a read in flight may use a newer one), and the rows of windows never recorded whose last day is before the newest's (a
-    window of the same last day may still be being written). Returns the number of windows deleted."""
-    newest = newest_windows(store)
+    windows recorded that long ago (a read in flight may use a newer one), and the rows of windows never
+    recorded whose last day is before the newest's (a window of the same last day may still be being
+    written). Returns the number of windows deleted."""
     old: list[tuple[str, int]] = []
-    for by, window in newest.items():
+    for by, window in newest_windows(store).items():
         if window.age < grace_seconds:
             continue
         rows = store.query(
             "SELECT DISTINCT writer FROM mail_window_snap_windows WHERE by = {by:String} AND writer != {w:UInt64} "
-            "AND taken_at < now64(3) - toIntervalMillisecond({g:UInt64}) UNION DISTINCT SELECT DISTINCT writer FROM mail_window_snap WHERE by = {by:String} "
-            "AND writer != {w:UInt64} AND last < {last:Date}",
-            {"by": by, "w": window.writer, "last": window.last, "g": int(grace_seconds * 1000)},
+            "AND taken_at < now64(3) - toIntervalMillisecond({g:UInt64}) UNION DISTINCT "
+            "SELECT DISTINCT writer FROM mail_window_snap WHERE by = {by:String} AND writer != {w:UInt64} "
+            "AND last < {last:Date}",
+            {
+                "by": by,
+                "w": window.writer,
+                "last": (window.end - timedelta(hours=1)).date(),
+                "g": int(grace_seconds * 1000),
+            },
         ).result_rows
         old += [(by, int(w)) for (w,) in rows]
     if old:
@@ -192,7 +300,7 @@ TABLES = ("mail_window_snap", "mail_window_snap_windows")
 
 
 def clear(store) -> None:
-    """Forget every window (after the set states were rebuilt, or the daily snapshots cleared)."""
+    """Forget every window (after the set states were rebuilt: their counters start again)."""
     for table in TABLES:
         store.command(f"TRUNCATE TABLE {store.target(table)}")
 
@@ -200,17 +308,22 @@ def clear(store) -> None:
 __all__ = [
     "QUIET_SECONDS",
     "REBUILD_SECONDS",
+    "SPAN",
     "TABLES",
     "WINDOW_BY",
     "WINDOW_COUNTERS",
-    "WINDOW_DAYS",
+    "Current",
     "Pin",
+    "Planned",
     "Window",
     "build",
     "clear",
-    "current_days",
+    "current",
     "delete_unread",
     "newest_windows",
     "plan_window",
     "refresh",
+    "span_of",
+    "utc",
+    "whole_days",
 ]

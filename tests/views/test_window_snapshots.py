@@ -1,14 +1,17 @@
 """The window snapshots (migration 017, eximtrack/window_snapshots.py; read by eximtrack/stats.py through
-eximtrack/hourly_read.py): stats grouped by server, owner, user or domain read the days of a window as one
-row per key plus the rest of the range, only while every day the window pinned is unchanged; the first N
-groups are exact even when mail outside the window lifts a key over the window's first N; a stale window is
-replaced (leaving the changed day out), and superseded or unrecorded windows are never read. Every answer
-equals one read of the view `mail_hourly_all` (which knows nothing of days or windows).
+eximtrack/hourly_read.py): stats grouped by server, owner, user or domain read the days and hours of a window
+as one row per key plus the rest of the range, only while every day and hour the window pinned is
+unchanged; the first N groups are exact even when mail outside the window lifts a key over the window's
+first N; a stale window is replaced (leaving the changed day or hour out), and superseded or unrecorded
+windows are never read. Every answer equals one read of the view `mail_hourly_all` (which knows nothing of
+days or windows).
 
-The mail lies within the last 30 days of the real clock, as a window covers the 29 whole days before today."""
+The windows are built as at 01:xx today (`window_snapshots.refresh(now=…)`): they span [01:00 30 days ago,
+01:00 today); the mail lies around it."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,26 +24,27 @@ from tests.views.conftest import ingest
 
 pytestmark = pytest.mark.store
 
-NOW = datetime.now(UTC)
-TODAY = NOW.date()
+TODAY = datetime.now(UTC).date()
 
 
 def midnight(days_ago: int) -> datetime:
     return datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=UTC) - timedelta(days=days_ago)
 
 
-# (server, rounds, start, salt): three servers inside the window (wb most, wa least), then more mail of wa
-# outside it: late on the day before the window (in the range, not a whole day of it) and today
+BUILT_AT = midnight(0) + timedelta(hours=1, minutes=10)
+START, END = window_snapshots.span_of(BUILT_AT)
+# (server, rounds, start, salt): three servers inside the window (wb most, wa least: 12 rounds on a whole
+# day, 3 in the first, partial, day of the window), then more mail of wa after the window (today 01:30)
 LOGS = (
     ("wb", 20, midnight(3) + timedelta(hours=10), 1),
-    ("wc", 18, midnight(2) + timedelta(hours=9), 2),
-    ("wa", 15, midnight(3) + timedelta(hours=14), 0),
-    ("wa", 5, midnight(30) + timedelta(hours=20), 0),
-    ("wa", 15, midnight(0) + timedelta(minutes=1), 3),
+    ("wc", 17, midnight(2) + timedelta(hours=9), 2),
+    ("wa", 12, midnight(3) + timedelta(hours=14), 0),
+    ("wa", 3, midnight(30) + timedelta(hours=20), 0),
+    ("wa", 15, midnight(0) + timedelta(hours=1, minutes=30), 3),
 )
-WINDOW_DAYS = [(midnight(3)).date(), (midnight(2)).date()]
-SINCE = (midnight(30) + timedelta(hours=12)).timestamp()  # 30 days back at noon: the 29 days whole
-RANGES = (stats.hour_range(SINCE, None), {})
+WINDOW_DAYS = [midnight(3).date(), midnight(2).date()]
+FIRST_DAY_HOUR = midnight(30) + timedelta(hours=20)
+RANGES = (stats.hour_range(START.timestamp(), None), {})
 TOPS = (
     stats.Top(),
     stats.Top(limit=1),
@@ -53,17 +57,20 @@ TOPS = (
 
 
 @pytest.fixture
-def window_store(url, tmp_path) -> Store:
+def window_store(url, tmp_path, monkeypatch) -> Store:
+    monkeypatch.setattr(
+        window_snapshots, "refresh", functools.partial(window_snapshots.refresh, now=BUILT_AT)
+    )
     for i, (server, rounds, start, salt) in enumerate(LOGS):
         path = tmp_path / f"w{i}.log"
         write_log(path, "cpanel", rounds, start=start, salt=salt)
         ingest(url, server, path)  # ingest refreshes the snapshots (hours, days, windows) at its end
     store = Store.open(url)
+    store.logs = [tmp_path / f"w{i}.log" for i in range(len(LOGS))]
     # the windows as one refresh takes them from these days (the ingests changed a day a window had pinned:
     # a window built then leaves that day out for an hour)
     window_snapshots.clear(store)
     assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
-    store.logs = [tmp_path / f"w{i}.log" for i in range(len(LOGS))]
     return store
 
 
@@ -92,9 +99,11 @@ def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(win
     windows = window_snapshots.newest_windows(store)
     assert sorted(windows) == sorted(window_snapshots.WINDOW_BY)
     for window in windows.values():
-        assert [d for d, _, _ in window.days] == WINDOW_DAYS and window.excluded == ()
-        assert window.last == TODAY - timedelta(days=1)
-    # the window ranks wb, wc, wa; with today's mail and the late mail before it, wa has the most
+        assert (window.start, window.end) == (START, END)
+        assert [d for d, _, _ in window.days] == WINDOW_DAYS
+        assert [h for h, _, _ in window.hours] == [FIRST_DAY_HOUR]
+        assert window.excluded_days == () and window.excluded_hours == ()
+    # the window ranks wb, wc, wa; with today's mail after it, wa has the most
     ranks = store.query(
         "SELECT key FROM mail_window_snap WHERE writer = {w:UInt64} AND by = 'server' ORDER BY rank",
         {"w": windows["server"].writer},
@@ -133,11 +142,17 @@ def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(win
     assert stats.build_grouped_stats(["hour"], {}).read_plan(store_run(store)).window is None
 
 
-def test_a_changed_day_stops_the_window_until_one_without_it_is_built(window_store, monkeypatch):
+def pinned(store: Store) -> list[tuple[list, list, tuple, tuple]]:
+    return [
+        ([d for d, _, _ in w.days], [h for h, _, _ in w.hours], w.excluded_days, w.excluded_hours)
+        for w in window_snapshots.newest_windows(store).values()
+    ]
+
+
+def test_a_changed_day_or_hour_stops_the_window_until_one_without_it_is_built(window_store, monkeypatch):
     store = window_store
-    monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 300)
     old = window_snapshots.newest_windows(store)
-    # more mail arrives for the window's first day (another server): the window no longer serves
+    # more mail arrives for the window's first whole day (another server): the window no longer serves
     ingest_files(store, [str(store.logs[0])], server="wd")
     assert_windows_agree(store, used=False)  # the day's hours are dirty
     stats_snapshots.refresh(store)  # the day is taken again; its window is rebuilt at most every 5 minutes
@@ -148,16 +163,29 @@ def test_a_changed_day_stops_the_window_until_one_without_it_is_built(window_sto
 
     monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 0)
     assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
-    for window in window_snapshots.newest_windows(store).values():
-        assert [d for d, _, _ in window.days] == WINDOW_DAYS[1:] and window.excluded == (WINDOW_DAYS[0],)
+    assert set(map(repr, pinned(store))) == {
+        repr(([WINDOW_DAYS[1]], [FIRST_DAY_HOUR], (WINDOW_DAYS[0],), ()))
+    }
     assert_windows_agree(store)
     assert window_snapshots.refresh(store) == 0  # it serves: nothing to build
 
-    # the changed day comes back once quiet
+    # more mail in the first, partial day's hour: the window no longer serves, then leaves that hour out
+    monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 300)
+    ingest_files(store, [str(store.logs[3])], server="we")
+    assert_windows_agree(store, used=False)  # the hour is dirty
+    stats_snapshots.refresh(store)  # the hour is taken again (another snapshot than the pinned one)
+    assert_windows_agree(store, used=False)
+    monkeypatch.setattr(window_snapshots, "REBUILD_SECONDS", 0)
+    assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
+    assert_windows_agree(store)
+    assert set(map(repr, pinned(store))) == {
+        repr(([WINDOW_DAYS[1]], [], (WINDOW_DAYS[0],), (FIRST_DAY_HOUR,)))
+    }
+
+    # what was left out comes back once quiet
     monkeypatch.setattr(window_snapshots, "QUIET_SECONDS", 0)
     assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
-    for window in window_snapshots.newest_windows(store).values():
-        assert [d for d, _, _ in window.days] == WINDOW_DAYS and window.excluded == ()
+    assert set(map(repr, pinned(store))) == {repr((WINDOW_DAYS, [FIRST_DAY_HOUR], (), ()))}
     assert_windows_agree(store)
 
     # windows written and never recorded (a refresh that stopped) are never read, then deleted with the
@@ -167,7 +195,7 @@ def test_a_changed_day_stops_the_window_until_one_without_it_is_built(window_sto
         "last - 1 AS last) FROM mail_window_snap"
     )
     assert_windows_agree(store)
-    assert stats_snapshots.delete_unread(store, grace_seconds=0) >= 3 * len(window_snapshots.WINDOW_BY)
+    assert stats_snapshots.delete_unread(store, grace_seconds=0) >= 4 * len(window_snapshots.WINDOW_BY)
     newest = window_snapshots.newest_windows(store)
     kept = store.query("SELECT DISTINCT by, writer FROM mail_window_snap").result_rows
     assert sorted(kept) == sorted((by, w.writer) for by, w in newest.items())
