@@ -44,6 +44,18 @@ DAILY_PROJECTIONS = tuple(frozenset({k, "outbound"}) for k in ("outbound", "serv
 
 
 @dataclass(frozen=True)
+class WindowRead:
+    """A window snapshot (migration 017) a read can use: its writer, the days and hours it sums from their
+    snapshots, and `rolled_from`: the first hour it sums from the rolled-up totals (up to the horizon), or
+    None."""
+
+    writer: int
+    days: frozenset[date]
+    hours: frozenset[datetime]
+    rolled_from: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ReadPlan:
     """Where the hours of one range are, decided by one statement (`plan`): the rollup horizon, the hours
     from it on that changed since their last recorded snapshot (dirty: no snapshot was recorded at their
@@ -62,8 +74,8 @@ class ReadPlan:
     # whole days of the range from the horizon on with a current daily snapshot: (day, seen, writer)
     days: tuple[tuple[date, int, int], ...] = ()
     # the newest window snapshot (migration 017) of the requested grouping all of whose pinned days are
-    # among `days` and pinned hours among `clean`: (its writer, the days, the hours it sums), or None
-    window: tuple[int, frozenset[date], frozenset[datetime]] | None = None
+    # among `days` and pinned hours among `clean`, built at this horizon, whose rolled hours are in the range
+    window: WindowRead | None = None
 
     @classmethod
     def sql(cls, range_sql: str, days_sql: str | None = None, window_by: bool = False) -> str:
@@ -90,13 +102,14 @@ class ReadPlan:
         windows = "[]"
         if days_sql is not None and window_by:
             windows = (
-                "(SELECT groupArray((writer, days, hours)) FROM (SELECT writer, days, hours FROM mail_window_snap_windows "
+                "(SELECT groupArray((writer, days, hours, start, horizon)) FROM (SELECT writer, days, hours, "
+                "start, horizon FROM mail_window_snap_windows "
                 "WHERE by = {hr_by:String} ORDER BY taken_at DESC, writer LIMIT 2))"
             )
         return f"SELECT {HORIZON_SQL}, {hours}, {days}, {windows}"
 
     @classmethod
-    def of(cls, row: Sequence, since: datetime | None) -> ReadPlan:
+    def of(cls, row: Sequence, since: datetime | None, until: datetime | None = None) -> ReadPlan:
         """From the row of `sql()`, for a range starting at `since` (None: unbounded). A day is used when
         the `seen` of one of its recorded snapshots equals the sum of its hours' counters now; a window
         when every daily snapshot it pinned is one of those and every hourly snapshot it pinned is that of a
@@ -120,12 +133,29 @@ class ReadPlan:
         )
         clean = tuple((as_utc(h), int(n), int(w)) for h, n, w in hours if w)
         usable, clean_pins = set(days), set(clean)
+
+        def rolled_in_range(start: datetime, built_at: datetime) -> bool:
+            """The window's rolled hours [start, built_at) lie in the range, read from the same totals."""
+            if start >= built_at:
+                return True
+            return (
+                built_at == horizon
+                and (since is None or as_utc(since) <= start)
+                and (until is None or built_at - timedelta(hours=1) < as_utc(until))
+            )
+
         window = next(
             (
-                (int(w), frozenset(d for d, _, _ in day_pins), frozenset(as_utc(h) for h, _, _ in hour_pins))
-                for w, day_pins, hour_pins in (row[3] if len(row) > 3 else ())
+                WindowRead(
+                    int(w),
+                    frozenset(d for d, _, _ in day_pins),
+                    frozenset(as_utc(h) for h, _, _ in hour_pins),
+                    as_utc(start) if as_utc(start) < as_utc(built_at) else None,
+                )
+                for w, day_pins, hour_pins, start, built_at in (row[3] if len(row) > 3 else ())
                 if all((d, int(s), int(x)) in usable for d, s, x in day_pins)
                 and all((as_utc(h), int(s), int(x)) in clean_pins for h, s, x in hour_pins)
+                and rolled_in_range(as_utc(start), as_utc(built_at))
             ),
             None,
         )
@@ -148,7 +178,7 @@ def plan(
             raise ValueError(f"no window snapshot by {window_by!r}")
         params = params | {"hr_by": window_by}
     sql = ReadPlan.sql(range_sql, days_sql, window_by is not None)
-    return ReadPlan.of(run(sql, params)[1][0], since)
+    return ReadPlan.of(run(sql, params)[1][0], since, params.get("until"))
 
 
 def whole_days(bounds: Mapping[str, datetime]) -> str:
@@ -187,6 +217,7 @@ def source(
     read_plan: ReadPlan,
     skip_days: frozenset[date] = frozenset(),
     skip_hours: frozenset[datetime] = frozenset(),
+    skip_rolled_from: datetime | None = None,
 ) -> tuple[str, dict]:
     """(a FROM-able subquery `(…)` with the columns `keys` + `counters`, its parameters): each counter
     summed per `keys` over the hours of `range_sql` (a condition on `hour` with bound
@@ -200,7 +231,7 @@ def source(
     (hour, seen, writer): no subquery, and the primary key of mail_hourly_snap finds them); the states of
     the dirty hours. Nothing of the whole days `skip_days` and the hours `skip_hours` (read from a window
     snapshot by the caller: days of `read_plan.days`, clean hours of `read_plan.clean`); a day with a
-    skipped hour is read hour by hour."""
+    skipped hour is read hour by hour; and of the rolled-up totals nothing from `skip_rolled_from` on."""
     bad = [k for k in keys if k not in KEY_COLUMNS] + [c for c in counters if c not in COUNTER_COLUMNS]
     if bad or not counters:
         raise ValueError(f"mail_hourly has no counter or key {bad[0]!r}" if bad else "no counter asked")
@@ -219,6 +250,11 @@ def source(
     h = "{hr_horizon:DateTime('UTC')}"
     params: dict = {"hr_horizon": read_plan.horizon}
     branches = [_fill(totals, h)] if read_plan.rolled else []
+    if branches and skip_rolled_from is not None:
+        params["hr_rolled"] = skip_rolled_from
+        branches = [
+            _fill(totals.replace("hour < @H@", "hour < @H@ AND hour < {hr_rolled:DateTime('UTC')}"), h)
+        ]
     if skip_days - {d for d, _, _ in read_plan.days} or skip_hours - {h for h, _, _ in read_plan.clean}:
         raise ValueError("only whole days with a current snapshot and clean hours can be skipped")
     split = skip_days | {h.date() for h in skip_hours}
@@ -256,6 +292,7 @@ _DIRTY = "{hr_dirty:Array(DateTime('UTC'))}"
 
 
 __all__ = [
+    "WindowRead",
     "COUNTER_COLUMNS",
     "KEY_COLUMNS",
     "DAILY_PROJECTIONS",

@@ -243,15 +243,15 @@ class HourlyStats:
     def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
         """The read when `read_plan.window` sums days and hours of the range per key: each key's window row
         plus its rows from the rest of the range (the edge: hourly_read.source without the window's days and
-        hours). With
+        hours, and the rolled hours it holds). With
         a `top` by an unsigned counter only the window rows of the edge's keys and of the first limit + 1
         keys of the window by that counter are read: an edge row only adds to its key, so the window order
         of the keys without one is their final order, and no key past those first ones can be returned. The
         edge's keys are found by their hash (a collision reads one more exact row: harmless)."""
         (key,) = self.groups
-        writer, days, hours = read_plan.window
+        win = read_plan.window
         edge, edge_params = hourly_read.source(
-            self.groups, _COUNTED, self._range(), {}, read_plan, days, hours
+            self.groups, _COUNTED, self._range(), {}, read_plan, win.days, win.hours, win.rolled_from
         )
         cols = ", ".join(_COUNTED)
         mine = "writer = {hr_window:UInt64} AND by = {hr_by:String}"
@@ -266,7 +266,7 @@ class HourlyStats:
                 )
             window += f" AND (key_hash IN (SELECT cityHash64({key}) FROM {edge}) OR {first})"
         source = f"(SELECT {key}, {cols} FROM {edge}\nUNION ALL\n{window})"
-        return self._select(source, []), params | edge_params | {"hr_window": writer, "hr_by": key}
+        return self._select(source, []), params | edge_params | {"hr_window": win.writer, "hr_by": key}
 
     def read_plan(self, run: Run) -> hourly_read.ReadPlan:
         """Where the hours of the range are (and its whole days with a current daily snapshot, and the

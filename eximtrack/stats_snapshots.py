@@ -170,7 +170,9 @@ def refresh(
         )
         done, dirty = done + n, dirty + of
     days_done, days = in_batches(days_to_snapshot, _snapshot_days, BATCH_DAYS)
-    windows = window_snapshots.refresh(store, lock)
+    with lock:
+        horizon = as_utc(store.query(f"SELECT {HORIZON_SQL}").result_rows[0][0])
+    windows = window_snapshots.refresh(store, lock, horizon=horizon)
     with lock:
         deleted = delete_unread(store) if cleanup else 0
     if dirty or days:

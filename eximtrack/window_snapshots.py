@@ -42,6 +42,7 @@ QUIET_SECONDS = 3600  # a unit left out because it changed comes back once its s
 REBUILD_SECONDS = 300  # a window of one grouping is rebuilt within its hour at most this often
 
 Current = dict  # {day or hour: (seen, smallest writer, seconds since that snapshot was first recorded)}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the rollup horizon of a store never rolled up
 Pin = tuple  # (day or hour, seen, writer)
 
 
@@ -59,11 +60,13 @@ class Window:
     excluded_days: tuple[date, ...] = ()
     excluded_hours: tuple[datetime, ...] = ()
     age: float = 0.0
+    horizon: datetime = EPOCH
 
 
 @dataclass(frozen=True)
 class Planned:
-    """The window to build: its span, pins and left-out units."""
+    """The window to build: its span, pins and left-out units, and the rollup horizon: the hours of the span
+    before it are summed from the rolled-up totals."""
 
     start: datetime
     end: datetime
@@ -71,6 +74,11 @@ class Planned:
     hours: list[Pin]
     excluded_days: list[date]
     excluded_hours: list[datetime]
+    horizon: datetime = EPOCH
+
+    @property
+    def rolled(self) -> bool:
+        return self.start < self.horizon
 
 
 def utc(value: datetime) -> datetime:
@@ -130,7 +138,7 @@ def newest_windows(store) -> dict[str, Window]:
     """{by: the newest recorded window of that grouping}."""
     rows = store.query(
         "SELECT by, writer, start, end, days, hours, excluded_days, excluded_hours, "
-        "toFloat64(dateDiff('millisecond', taken_at, now64(3))) / 1000 FROM mail_window_snap_windows "
+        "toFloat64(dateDiff('millisecond', taken_at, now64(3))) / 1000, horizon FROM mail_window_snap_windows "
         "ORDER BY taken_at DESC, writer LIMIT 1 BY by"
     ).result_rows
     return {
@@ -144,8 +152,9 @@ def newest_windows(store) -> dict[str, Window]:
             tuple(xd),
             tuple(utc(h) for h in xh),
             float(age),
+            utc(horizon),
         )
-        for by, w, start, end, days, hours, xd, xh, age in rows
+        for by, w, start, end, days, hours, xd, xh, age, horizon in rows
     }
 
 
@@ -153,17 +162,22 @@ def _changed(pins: tuple[Pin, ...], now: Current) -> set:
     return {u for u, s, w in pins if now.get(u, (None, None))[:2] != (s, w)}
 
 
-def plan_window(now: datetime, days: Current, hours: Current, newest: Window | None) -> Planned | None:
+def plan_window(
+    now: datetime, days: Current, hours: Current, newest: Window | None, horizon: datetime = EPOCH
+) -> Planned | None:
     """The window to build for the hour of `now` from the current `days` and clean `hours` of its span (as
-    `current` returns them), or None when the newest one serves or was built too recently to replace: a
-    new one is due when the hour turned, and at most every REBUILD_SECONDS when a pinned unit changed, when
-    a unit left out has been quiet for QUIET_SECONDS, or when a unit was taken that it does not sum."""
+    `current` returns them) and the rollup `horizon` (the hours before it are summed from the totals; the
+    days and hours pinned start at it), or None when the newest one serves or was built too recently to
+    replace: a new one is due when the hour turned or the horizon moved, and at most every REBUILD_SECONDS
+    when a pinned unit changed, when a unit left out has been quiet for QUIET_SECONDS, or when a unit was
+    taken that it does not sum."""
     start, end = span_of(now)
-    days = {d: v for d, v in days.items() if d in set(whole_days(start, end))}
-    hours = {h: v for h, v in hours.items() if start <= h < end}
+    horizon = utc(horizon)
+    days = {d: v for d, v in days.items() if d in set(whole_days(max(start, horizon), end))}
+    hours = {h: v for h, v in hours.items() if max(start, horizon) <= h < end}
     old_days = newest.excluded_days if newest else ()
     old_hours = newest.excluded_hours if newest else ()
-    if newest and newest.end == end:
+    if newest and newest.end == end and newest.horizon == horizon:
         stale = _changed(newest.days, days) or _changed(newest.hours, hours)
         quiet = any(d in days and days[d][2] >= QUIET_SECONDS for d in old_days) or any(
             h in hours and hours[h][2] >= QUIET_SECONDS for h in old_hours
@@ -188,9 +202,9 @@ def plan_window(now: datetime, days: Current, hours: Current, newest: Window | N
         for h, (s, w, _) in sorted(hours.items())
         if h.date() not in taken and h not in excluded_hours
     ]
-    if not day_pins and not hour_pins:
+    if not day_pins and not hour_pins and horizon <= start:
         return None
-    return Planned(start, end, day_pins, hour_pins, excluded_days, excluded_hours)
+    return Planned(start, end, day_pins, hour_pins, excluded_days, excluded_hours, horizon)
 
 
 def _day(unit) -> date:
@@ -218,7 +232,14 @@ def build(store, by: str, planned: Planned, writer: int) -> int:
         "hours": planned.hours,
         "xd": planned.excluded_days,
         "xh": planned.excluded_hours,
+        "horizon": planned.horizon,
     }
+    rolled = ""
+    if planned.rolled:  # final numbers of the hours before the horizon, as hourly_read reads them
+        rolled = (
+            f" UNION ALL SELECT {by} AS key, {cols} FROM mail_hourly_totals FINAL "
+            "WHERE hour >= {start:DateTime('UTC')} AND hour < {horizon:DateTime('UTC')}"
+        )
     store.command(
         f"INSERT INTO mail_window_snap (writer, by, rank, key_hash, key, last, {cols}) "
         "SELECT {w:UInt64}, {by:String}, row_number() OVER (ORDER BY messages DESC, key), cityHash64(key), "
@@ -227,7 +248,8 @@ def build(store, by: str, planned: Planned, writer: int) -> int:
         + f" FROM (SELECT {by} AS key, {cols} FROM mail_daily_snap "
         "WHERE (day, seen, writer) IN {days:Array(Tuple(Date, UInt64, UInt64))} "
         f"UNION ALL SELECT {by} AS key, {cols} FROM mail_hourly_snap "
-        "WHERE (hour, seen, writer) IN {hours:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}) GROUP BY key)",
+        "WHERE (hour, seen, writer) IN {hours:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}"
+        f"{rolled}) GROUP BY key)",
         params,
     )
     keys = int(
@@ -236,9 +258,9 @@ def build(store, by: str, planned: Planned, writer: int) -> int:
         ).result_rows[0][0]
     )
     store.command(
-        "INSERT INTO mail_window_snap_windows (writer, by, start, end, last, days, hours, excluded_days, "
-        "excluded_hours, keys) SELECT {w:UInt64}, {by:String}, {start:DateTime('UTC')}, {end:DateTime('UTC')}, "
-        "{last:Date}, {days:Array(Tuple(Date, UInt64, UInt64))}, "
+        "INSERT INTO mail_window_snap_windows (writer, by, start, end, horizon, last, days, hours, "
+        "excluded_days, excluded_hours, keys) SELECT {w:UInt64}, {by:String}, {start:DateTime('UTC')}, "
+        "{end:DateTime('UTC')}, {horizon:DateTime('UTC')}, {last:Date}, {days:Array(Tuple(Date, UInt64, UInt64))}, "
         "{hours:Array(Tuple(DateTime('UTC'), UInt64, UInt64))}, {xd:Array(Date)}, "
         "{xh:Array(DateTime('UTC'))}, {k:UInt64}",
         params | {"k": keys},
@@ -246,9 +268,14 @@ def build(store, by: str, planned: Planned, writer: int) -> int:
     return keys
 
 
-def refresh(store, lock: AbstractContextManager | None = None, now: datetime | None = None) -> int:
-    """Build the window of every grouping whose newest one no longer serves (plan_window); returns how many
-    were built."""
+def refresh(
+    store,
+    lock: AbstractContextManager | None = None,
+    now: datetime | None = None,
+    horizon: datetime = EPOCH,
+) -> int:
+    """Build the window of every grouping whose newest one no longer serves (plan_window), with the rollup
+    `horizon` (stats_snapshots.refresh passes it); returns how many were built."""
     lock = lock or nullcontext()
     now = now or datetime.now(UTC)
     started, built = time.monotonic(), 0
@@ -256,7 +283,7 @@ def refresh(store, lock: AbstractContextManager | None = None, now: datetime | N
         days, hours = current(store, *span_of(now))
         newest = newest_windows(store)
     for by in WINDOW_BY:
-        planned = plan_window(now, days, hours, newest.get(by))
+        planned = plan_window(now, days, hours, newest.get(by), horizon)
         if planned is None:
             continue
         with lock:
@@ -313,6 +340,7 @@ __all__ = [
     "WINDOW_BY",
     "WINDOW_COUNTERS",
     "Current",
+    "EPOCH",
     "Pin",
     "Planned",
     "Window",

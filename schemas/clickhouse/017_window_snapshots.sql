@@ -11,11 +11,14 @@
 --   * each hour, per grouping (`by`: server, owner, user, domain), a window sums the 30 days before the
 --     current hour [start, end): the CURRENT daily snapshot of each whole day (pinned by (day, seen,
 --     writer)) and the clean hourly snapshot of each other hour (pinned by (hour, seen, writer)), per key.
+--     Hours before the rollup horizon (migration 005: final, never changed again) are summed from
+--     `mail_hourly_totals` as the read takes them, the window recording the horizon it was built at.
 --     Days and hours whose snapshot changed after a window pinned them are left out of the next one until
 --     they are quiet again (live mail keeps changing the recent ones). The rows are written first, then the
 --     pins are recorded in `mail_window_snap_windows`.
 --   * a read (eximtrack/hourly_read.py) uses a window only while every day and hour it pinned is still the
---     current snapshot and lies in the range (whole days for days); the other days and hours of the range
+--     current snapshot and lies in the range (whole days for days), and the horizon is the one it was built
+--     at with its rolled hours in the range; the other days and hours of the range
 --     are read as before (the edge), and a key's numbers are its window row plus its edge rows: exact.
 --   * a read of the first N groups by an unsigned counter (SENDCOUNT, SUCCESSCOUNT, FAILCOUNT, TOTALSIZE)
 --     takes only the window rows of the keys in the edge and of the first N + 1 keys of the window by that
@@ -54,6 +57,7 @@ CREATE TABLE IF NOT EXISTS mail_window_snap_windows
     by LowCardinality(String),
     start DateTime('UTC'),
     end DateTime('UTC'),
+    horizon DateTime('UTC'),
     last Date,
     days Array(Tuple(Date, UInt64, UInt64)),
     hours Array(Tuple(DateTime('UTC'), UInt64, UInt64)),

@@ -205,3 +205,19 @@ def test_a_changed_day_or_hour_stops_the_window_until_one_without_it_is_built(wi
     stats.rebuild_aggregates(store)
     assert sorted(window_snapshots.newest_windows(store)) == sorted(window_snapshots.WINDOW_BY)
     assert_windows_agree(store)
+
+
+def test_a_window_sums_the_rolled_up_hours_before_the_horizon(window_store):
+    store = window_store
+    stats.rollup(store, midnight(2))  # the first whole day and the first day's hour are rolled up now
+    assert_windows_agree(store, used=False)  # the window pinned their snapshots: read as before
+    assert stats_snapshots.refresh(store)["windows"] == len(window_snapshots.WINDOW_BY)  # the horizon moved
+    for window in window_snapshots.newest_windows(store).values():
+        assert window.horizon == midnight(2) and window.start < window.horizon
+        assert [d for d, _, _ in window.days] == WINDOW_DAYS[1:] and window.hours == ()
+    assert_windows_agree(store)
+    # a range starting inside the rolled hours of the window cannot use it
+    later = stats.hour_range((START + timedelta(hours=30)).timestamp(), None)
+    assert plan(store, "server", later).window is None
+    stats.rollup(store, midnight(2))  # deletes the snapshots before the horizon
+    assert_windows_agree(store)
