@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from eximtrack import hourly_read, stats_snapshots
+from eximtrack.window_snapshots import SPAN as WINDOW_SPAN
 from eximtrack.window_snapshots import WINDOW_BY
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
@@ -240,6 +241,14 @@ class HourlyStats:
             return self.groups[0]
         return None
 
+    def _spans_window(self) -> bool:
+        """Whether the range is long enough to hold a window snapshot's span (30 days before an hour): a
+        shorter one never asks for windows (the lookup costs a few ms)."""
+        if "since" not in self.bounds:
+            return True
+        until = self.bounds.get("until") or datetime.now(UTC)
+        return until - self.bounds["since"] >= WINDOW_SPAN - timedelta(hours=1)
+
     def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
         """The read when `read_plan.window` sums days and hours of the range per key: each key's window row
         plus its rows from the rest of the range (the edge: hourly_read.source without the window's days and
@@ -276,7 +285,7 @@ class HourlyStats:
             self.bounds
         ):
             days = hourly_read.whole_days(self.bounds)
-        window_by = self._window_by() if days is not None else None
+        window_by = self._window_by() if days is not None and self._spans_window() else None
         return hourly_read.plan(
             run, self._range(), dict(self.bounds), self.bounds.get("since"), days, window_by
         )

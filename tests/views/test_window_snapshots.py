@@ -134,6 +134,10 @@ def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(win
     store.command(
         f"ALTER TABLE mail_window_snap UPDATE messages = messages - {bump} WHERE 1 SETTINGS mutations_sync = 2"
     )
+    # a range shorter than a window's span never asks for one
+    assert (
+        plan(store, "server", stats.hour_range((START + timedelta(days=2)).timestamp(), None)).window is None
+    )
     # a grouping with a filter, by two keys or by hour never reads a window
     assert (
         stats.build_grouped_stats(["user"], {}, {"server": "wa"}).read_plan(store_run(store)).window is None
@@ -217,7 +221,8 @@ def test_a_window_sums_the_rolled_up_hours_before_the_horizon(window_store):
         assert [d for d, _, _ in window.days] == WINDOW_DAYS[1:] and window.hours == ()
     assert_windows_agree(store)
     # a range starting inside the rolled hours of the window cannot use it
-    later = stats.hour_range((START + timedelta(hours=30)).timestamp(), None)
+    later = stats.hour_range((START + timedelta(hours=1)).timestamp(), (END + timedelta(hours=2)).timestamp())
     assert plan(store, "server", later).window is None
+    assert plan(store, "server", stats.hour_range(START.timestamp(), later["until"].timestamp())).window
     stats.rollup(store, midnight(2))  # deletes the snapshots before the horizon
     assert_windows_agree(store)
