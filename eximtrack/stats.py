@@ -251,12 +251,12 @@ class HourlyStats:
 
     def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
         """The read when `read_plan.window` sums days and hours of the range per key: each key's window row
-        plus its rows from the rest of the range (the edge: hourly_read.source without the window's days and
-        hours, and the rolled hours it holds). With
-        a `top` by an unsigned counter only the window rows of the edge's keys and of the first limit + 1
-        keys of the window by that counter are read: an edge row only adds to its key, so the window order
-        of the keys without one is their final order, and no key past those first ones can be returned. The
-        edge's keys are found by their hash (a collision reads one more exact row: harmless)."""
+        plus its rows from the rest of the range (the edge: hourly_read.source without the window's days,
+        hours and rolled hours). With a `top` by an unsigned counter only the window rows of the edge's keys
+        and of the first limit + 1 keys of the window by that counter are read: an edge row only adds to its
+        key, so the window order of the keys without one is their final order, and no key past those first
+        ones can be returned. The edge's keys are found by their hash (a collision reads one more exact row
+        of another key: harmless)."""
         (key,) = self.groups
         win = read_plan.window
         edge, edge_params = hourly_read.source(
