@@ -886,22 +886,16 @@ fn result<'a>(rest: &'a str, kind: &'static str) -> Parsed<'a> {
             Cow::Owned(parts.join(" "))
         }
     };
-    if !done && i < n && tokens[i].starts_with('(') {
-        let (next, parents, glued) = take_group(&tokens, i, ')');
-        i = next;
-        p.parents = sub(parents, inner);
-        if glued && kind != "delivery" {
-            message = join(&tokens[i..]);
-            done = true;
-        }
-    }
-    if !done && i < n && tokens[i].starts_with('<') {
-        let (next, original, glued) = take_group(&tokens, i, '>');
-        i = next;
-        p.original = sub(original, inner);
-        if glued && kind != "delivery" {
-            message = join(&tokens[i..]);
-            done = true;
+    // "(parents)" then "<original>", each optional; text glued to a group's end is the message
+    for (open, close, slot) in [('(', ')', &mut p.parents), ('<', '>', &mut p.original)] {
+        if !done && i < n && tokens[i].starts_with(open) {
+            let (next, group, glued) = take_group(&tokens, i, close);
+            i = next;
+            *slot = sub(group, inner);
+            if glued && kind != "delivery" {
+                message = join(&tokens[i..]);
+                done = true;
+            }
         }
     }
     let mut fields = Fields::default();
