@@ -244,7 +244,9 @@ def source(
     select = ", ".join([*keys, aggs])
     filters = [f"({w})" for w in where.values()]
     cond = " AND ".join([f"({range_sql})", *filters])
-    totals = f"SELECT {select} FROM mail_hourly_totals FINAL WHERE {cond} AND hour < @H@{group}"
+    # the rolled hours a window holds are not read again
+    before = " AND hour < {hr_rolled:DateTime('UTC')}" if skip_rolled_from is not None else ""
+    totals = f"SELECT {select} FROM mail_hourly_totals FINAL WHERE {cond} AND hour < @H@{before}{group}"
     snap = f"SELECT {select} FROM mail_hourly_snap WHERE {cond} AND hour >= @H@ AND @COND@{group}"
     states = f"SELECT {select} FROM mail_hourly_v WHERE {cond} AND hour >= @H@ AND @COND@{group}"
     h = "{hr_horizon:DateTime('UTC')}"
@@ -252,9 +254,6 @@ def source(
     branches = [_fill(totals, h)] if read_plan.rolled else []
     if branches and skip_rolled_from is not None:
         params["hr_rolled"] = skip_rolled_from
-        branches = [
-            _fill(totals.replace("hour < @H@", "hour < @H@ AND hour < {hr_rolled:DateTime('UTC')}"), h)
-        ]
     if skip_days - {d for d, _, _ in read_plan.days} or skip_hours - {h for h, _, _ in read_plan.clean}:
         raise ValueError("only whole days with a current snapshot and clean hours can be skipped")
     split = skip_days | {h.date() for h in skip_hours}
