@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, as_utc
-from eximtrack.window_snapshots import WINDOW_BY
+from eximtrack.window_snapshots import SPANS, WINDOW_BY
 
 KEY_COLUMNS = ("hour", "server", "owner", "user", "domain", "sender", "outbound")
 COUNTER_COLUMNS = (
@@ -83,8 +83,8 @@ class ReadPlan:
         0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, with `days_sql`
         (a condition on `day` selecting the whole days of the range) [(day, seen, smallest writer)] of
         the recorded daily snapshots of those days from the horizon on, and with `window_by` [(writer,
-        pinned days, pinned hours)] of the two newest window snapshots of the grouping bound as
-        {hr_by:String}."""
+        pinned days, pinned hours, start, horizon)] of the two newest window snapshots of the grouping
+        bound as {hr_by:String} and the span bound as {hr_span:Int32} (seconds)."""
         rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
         hours = (
             "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
@@ -100,11 +100,11 @@ class ReadPlan:
                 "GROUP BY day, seen))"
             )
         windows = "[]"
-        if days_sql is not None and window_by:
+        if window_by:
             windows = (
                 "(SELECT groupArray((writer, days, hours, start, horizon)) FROM (SELECT writer, days, hours, "
-                "start, horizon FROM mail_window_snap_windows "
-                "WHERE by = {hr_by:String} ORDER BY taken_at DESC, writer LIMIT 2))"
+                "start, horizon FROM mail_window_snap_windows WHERE by = {hr_by:String} "
+                "AND end - start = {hr_span:Int32} ORDER BY taken_at DESC, writer LIMIT 2))"
             )
         return f"SELECT {HORIZON_SQL}, {hours}, {days}, {windows}"
 
@@ -169,14 +169,18 @@ def plan(
     since: datetime | None,
     days_sql: str | None = None,
     window_by: str | None = None,
+    window_span: timedelta | None = None,
 ) -> ReadPlan:
     """The ReadPlan of the hours of `range_sql` (bound by `params`; its first hour `since`, None when
     unbounded), with `days_sql` of its whole days, and with `window_by` (one of
-    window_snapshots.WINDOW_BY) the window snapshot of that grouping it can use, through `run(sql, params)`."""
+    window_snapshots.WINDOW_BY) and `window_span` (one of window_snapshots.SPANS) the window snapshot of
+    that grouping and span it can use, through `run(sql, params)`."""
     if window_by is not None:
         if window_by not in WINDOW_BY:
             raise ValueError(f"no window snapshot by {window_by!r}")
-        params = params | {"hr_by": window_by}
+        if window_span not in SPANS:
+            raise ValueError(f"no window snapshot of {window_span}")
+        params = params | {"hr_by": window_by, "hr_span": int(window_span.total_seconds())}
     sql = ReadPlan.sql(range_sql, days_sql, window_by is not None)
     return ReadPlan.of(run(sql, params)[1][0], since, params.get("until"))
 

@@ -31,8 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eximtrack import hourly_read, stats_snapshots
-from eximtrack.window_snapshots import SPAN as WINDOW_SPAN
+from eximtrack import hourly_read, stats_snapshots, window_snapshots
 from eximtrack.window_snapshots import WINDOW_BY
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
@@ -241,13 +240,15 @@ class HourlyStats:
             return self.groups[0]
         return None
 
-    def _spans_window(self) -> bool:
-        """Whether the range is long enough to hold a window snapshot's span (30 days before an hour): a
-        shorter one never asks for windows (the lookup costs a few ms)."""
+    def _window_span(self) -> timedelta | None:
+        """The longest span of the window snapshots (the 24 hours, 7 days or 30 days before an hour) the
+        range is long enough to hold, or None: a shorter range never asks for windows (the lookup costs a
+        few ms)."""
         if "since" not in self.bounds:
-            return True
+            return max(window_snapshots.SPANS)
         until = self.bounds.get("until") or datetime.now(UTC)
-        return until - self.bounds["since"] >= WINDOW_SPAN - timedelta(hours=1)
+        held = [s for s in window_snapshots.SPANS if until - self.bounds["since"] >= s - timedelta(hours=1)]
+        return max(held, default=None)
 
     def _windowed(self, read_plan: hourly_read.ReadPlan, params: dict) -> tuple[str, dict]:
         """The read when `read_plan.window` sums days and hours of the range per key: each key's window row
@@ -280,14 +281,20 @@ class HourlyStats:
     def read_plan(self, run: Run) -> hourly_read.ReadPlan:
         """Where the hours of the range are (and its whole days with a current daily snapshot, and the
         window snapshot summing some of them, when this request can read days), through `run`."""
-        days = None
-        if hourly_read.daily(self.groups, _COUNTED, self._filters({})) and hourly_read.may_hold_whole_day(
-            self.bounds
-        ):
-            days = hourly_read.whole_days(self.bounds)
-        window_by = self._window_by() if days is not None and self._spans_window() else None
+        days, window_by, span = None, None, None
+        if hourly_read.daily(self.groups, _COUNTED, self._filters({})):
+            if hourly_read.may_hold_whole_day(self.bounds):
+                days = hourly_read.whole_days(self.bounds)
+            window_by = self._window_by()
+            span = self._window_span() if window_by else None
         return hourly_read.plan(
-            run, self._range(), dict(self.bounds), self.bounds.get("since"), days, window_by
+            run,
+            self._range(),
+            dict(self.bounds),
+            self.bounds.get("since"),
+            days,
+            window_by if span else None,
+            span,
         )
 
     def run(self, run: Run) -> tuple[list[str], list]:

@@ -1,7 +1,8 @@
-"""Window snapshots (migration 017): per grouping (`by`: server, owner, user, domain), the mail counters of
-the 30 days before the current hour summed into one row per key, so that stats over 30 days merge one row
-per key instead of one per (day, key) and (hour, key) (eximtrack/hourly_read.py finds them;
-eximtrack/stats.py's `HourlyStats` adds the rest of the range).
+"""Window snapshots (migration 017): per grouping (`by`: server, owner, user, domain) and span (`SPANS`: the
+24 hours, 7 days and 30 days before the current hour), the mail counters of the span summed into one row
+per key, so that stats over the last day, week or month merge one row per key instead of one per (day, key)
+and (hour, key) (eximtrack/hourly_read.py finds them; eximtrack/stats.py's `HourlyStats` picks the longest
+span its range holds and adds the rest of the range).
 
 A window pins the snapshot it summed of each unit of its span: the current daily snapshot (day, seen,
 writer) of each whole day, the clean hourly snapshot (hour, seen, writer) of each other hour (stats_snapshots:
@@ -11,7 +12,7 @@ every pin is still current and lies in the range, so its numbers are exactly tho
 Under live mail the recent days and hours keep changing (deferred mail delivered days later): a unit whose
 snapshot changed after a window pinned it is left out of the next window (`excluded`: read by the request
 as before) until its snapshot has been quiet for `QUIET_SECONDS`, so that a window is not rebuilt on every
-refresh. A grouping's window is rebuilt when the hour turns (its span moves), and at most every
+refresh. A grouping's window of a span is rebuilt when the hour turns (its span moves), and at most every
 `REBUILD_SECONDS` when a pinned unit changed, an excluded one became quiet, or a unit was taken that it does
 not sum.
 
@@ -31,9 +32,10 @@ from datetime import UTC, date, datetime, timedelta
 log = logging.getLogger("eximtrack.window_snapshots")
 
 WINDOW_BY = ("server", "owner", "user", "domain")
-# a window covers the hours [current hour - SPAN, current hour): a request for the last 30 days made in
-# that hour starts there ([hour(now - 30 days), now)), and only its current hour is read besides
-SPAN = timedelta(days=30)
+# a window covers the hours [current hour - span, current hour): a request for the last 30 days made in
+# that hour starts there ([hour(now - 30 days), now)), and only its current hour is read besides; the
+# shorter spans serve the last day and week the same way
+SPANS = (timedelta(days=1), timedelta(days=7), timedelta(days=30))
 # the counters a window keeps (stats.py's counted columns), with the snapshot tables' types
 WINDOW_COUNTERS = (
     "messages", "bytes", "success", "filtered", "archive", "failure", "rejected", "deferred", "inprogress",
@@ -62,6 +64,10 @@ class Window:
     age: float = 0.0
     horizon: datetime = EPOCH
 
+    @property
+    def span(self) -> timedelta:
+        return self.end - self.start
+
 
 @dataclass(frozen=True)
 class Planned:
@@ -85,10 +91,10 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def span_of(now: datetime) -> tuple[datetime, datetime]:
-    """[start, end) of the window for the hour of `now`."""
+def span_of(now: datetime, span: timedelta | None = None) -> tuple[datetime, datetime]:
+    """[start, end) of the window of `span` (default: the longest of SPANS) for the hour of `now`."""
     end = utc(now).replace(minute=0, second=0, microsecond=0)
-    return end - SPAN, end
+    return end - (span or SPANS[-1]), end
 
 
 def whole_days(start: datetime, end: datetime) -> list[date]:
@@ -134,15 +140,15 @@ def current(store, start: datetime, end: datetime) -> tuple[Current, Current]:
     return current_days, clean
 
 
-def newest_windows(store) -> dict[str, Window]:
-    """{by: the newest recorded window of that grouping}."""
+def newest_windows(store) -> dict[tuple[str, timedelta], Window]:
+    """{(by, span): the newest recorded window of that grouping and span}."""
     rows = store.query(
         "SELECT by, writer, start, end, days, hours, excluded_days, excluded_hours, "
         "toFloat64(dateDiff('millisecond', taken_at, now64(3))) / 1000, horizon FROM mail_window_snap_windows "
-        "ORDER BY taken_at DESC, writer LIMIT 1 BY by"
+        "ORDER BY taken_at DESC, writer LIMIT 1 BY by, end - start"
     ).result_rows
     return {
-        by: Window(
+        (by, utc(end) - utc(start)): Window(
             by,
             int(w),
             utc(start),
@@ -163,15 +169,20 @@ def _changed(pins: tuple[Pin, ...], now: Current) -> set:
 
 
 def plan_window(
-    now: datetime, days: Current, hours: Current, newest: Window | None, horizon: datetime = EPOCH
+    now: datetime,
+    days: Current,
+    hours: Current,
+    newest: Window | None,
+    horizon: datetime = EPOCH,
+    span: timedelta | None = None,
 ) -> Planned | None:
-    """The window to build for the hour of `now` from the current `days` and clean `hours` of its span (as
-    `current` returns them) and the rollup `horizon` (the hours before it are summed from the totals; the
+    """The window of `span` (default: the longest of SPANS) to build for the hour of `now` from the current
+    `days` and clean `hours` of (at least) its span (as `current` returns them) and the rollup `horizon` (the hours before it are summed from the totals; the
     days and hours pinned start at it), or None when the newest one serves or was built too recently to
     replace: a new one is due when the hour turned or the horizon moved, and at most every REBUILD_SECONDS
     when a pinned unit changed, when a unit left out has been quiet for QUIET_SECONDS, or when a unit was
     taken that it does not sum."""
-    start, end = span_of(now)
+    start, end = span_of(now, span)
     horizon = utc(horizon)
     days = {d: v for d, v in days.items() if d in set(whole_days(max(start, horizon), end))}
     hours = {h: v for h, v in hours.items() if max(start, horizon) <= h < end}
@@ -274,52 +285,57 @@ def refresh(
     now: datetime | None = None,
     horizon: datetime = EPOCH,
 ) -> int:
-    """Build the window of every grouping whose newest one no longer serves (plan_window), with the rollup
-    `horizon` (stats_snapshots.refresh passes it); returns how many were built."""
+    """Build the window of every grouping and span whose newest one no longer serves (plan_window), with the
+    rollup `horizon` (stats_snapshots.refresh passes it); returns how many were built."""
     lock = lock or nullcontext()
     now = now or datetime.now(UTC)
     started, built = time.monotonic(), 0
     with lock:
-        days, hours = current(store, *span_of(now))
+        days, hours = current(store, *span_of(now, max(SPANS)))
         newest = newest_windows(store)
-    for by in WINDOW_BY:
-        planned = plan_window(now, days, hours, newest.get(by), horizon)
-        if planned is None:
-            continue
-        with lock:
-            build(store, by, planned, writer=1 + secrets.randbelow(2**63 - 1))
-        built += 1
+    for span in SPANS:
+        for by in WINDOW_BY:
+            planned = plan_window(now, days, hours, newest.get((by, span)), horizon, span)
+            if planned is None:
+                continue
+            with lock:
+                build(store, by, planned, writer=1 + secrets.randbelow(2**63 - 1))
+            built += 1
     if built:
         log.info("stats windows: %d built in %.1fs", built, time.monotonic() - started)
     return built
 
 
 def delete_unread(store, grace_seconds: float) -> int:
-    """Delete, for every grouping whose newest window was recorded more than `grace_seconds` ago, its other
-    windows recorded that long ago (a read in flight may use a newer one), and the rows of windows never
-    recorded whose last day is before the newest's (a window of the same last day may still be being
-    written). Returns the number of windows deleted."""
-    old: list[tuple[str, int]] = []
-    for by, window in newest_windows(store).items():
+    """Delete, for every grouping and span whose newest window was recorded more than `grace_seconds` ago,
+    its other windows recorded that long ago (a read in flight may use a newer one), and the rows of the
+    grouping's windows never recorded whose last day is before the newest's (a window of the same last day
+    may still be being written). Returns the number of windows deleted."""
+    old: set[tuple[str, int]] = set()
+    for (by, span), window in newest_windows(store).items():
         if window.age < grace_seconds:
             continue
         rows = store.query(
             "SELECT DISTINCT writer FROM mail_window_snap_windows WHERE by = {by:String} AND writer != {w:UInt64} "
-            "AND taken_at < now64(3) - toIntervalMillisecond({g:UInt64}) UNION DISTINCT "
-            "SELECT DISTINCT writer FROM mail_window_snap WHERE by = {by:String} AND writer != {w:UInt64} "
-            "AND last < {last:Date}",
+            "AND end - start = {span:UInt32} AND taken_at < now64(3) - toIntervalMillisecond({g:UInt64}) "
+            "UNION DISTINCT SELECT DISTINCT writer FROM mail_window_snap WHERE by = {by:String} "
+            "AND writer != {w:UInt64} AND last < {last:Date} "
+            "AND writer NOT IN (SELECT writer FROM mail_window_snap_windows WHERE by = {by:String})",
             {
                 "by": by,
                 "w": window.writer,
+                "span": int(span.total_seconds()),
                 "last": (window.end - timedelta(hours=1)).date(),
                 "g": int(grace_seconds * 1000),
             },
         ).result_rows
-        old += [(by, int(w)) for (w,) in rows]
+        old |= {(by, int(w)) for (w,) in rows}
     if old:
         cond = "(by, writer) IN {old:Array(Tuple(String, UInt64))}"
-        store.command(f"DELETE FROM {store.target('mail_window_snap')} WHERE {cond}", {"old": old})
-        store.command(f"DELETE FROM {store.target('mail_window_snap_windows')} WHERE {cond}", {"old": old})
+        store.command(f"DELETE FROM {store.target('mail_window_snap')} WHERE {cond}", {"old": sorted(old)})
+        store.command(
+            f"DELETE FROM {store.target('mail_window_snap_windows')} WHERE {cond}", {"old": sorted(old)}
+        )
     return len(old)
 
 
@@ -335,7 +351,7 @@ def clear(store) -> None:
 __all__ = [
     "QUIET_SECONDS",
     "REBUILD_SECONDS",
-    "SPAN",
+    "SPANS",
     "TABLES",
     "WINDOW_BY",
     "WINDOW_COUNTERS",

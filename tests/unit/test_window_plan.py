@@ -103,3 +103,14 @@ def test_a_unit_left_out_comes_back_once_quiet_and_a_new_unit_is_added():
         [],
     )
     assert plan_window(NOW, days, later, window(days, hours, age=1.0)) is None
+
+
+def test_a_shorter_span_sums_only_its_own_days_and_hours():
+    days = snap(D[1], D[2], D[6], D[7])
+    hours = snap(hour(D[1], 9), hour(D[1], 8), hour(D[0], 3), hour(D[7], 9), hour(D[7], 10))
+    day = plan_window(NOW, days, hours, None, span=timedelta(days=1))
+    assert (day.start, day.end) == (hour(D[1], 9), END)  # yesterday 09:00 is not a whole day of it
+    assert units(day) == ([], [hour(D[1], 9), hour(D[0], 3)], [], [])
+    week = plan_window(NOW, days, hours, None, span=timedelta(days=7))
+    assert (week.start, week.end) == (hour(D[7], 9), END)
+    assert units(week) == ([D[6], D[2], D[1]], [hour(D[7], 9), hour(D[7], 10), hour(D[0], 3)], [], [])

@@ -56,20 +56,28 @@ TOPS = (
 )
 
 
-@pytest.fixture
-def window_store(url, tmp_path, monkeypatch) -> Store:
+def fill(url, tmp_path, monkeypatch, logs) -> Store:
+    """A store of `logs` with no windows yet; `window_snapshots.refresh` builds them as at BUILT_AT."""
     monkeypatch.setattr(
         window_snapshots, "refresh", functools.partial(window_snapshots.refresh, now=BUILT_AT)
     )
-    for i, (server, rounds, start, salt) in enumerate(LOGS):
+    for i, (server, rounds, start, salt) in enumerate(logs):
         path = tmp_path / f"w{i}.log"
         write_log(path, "cpanel", rounds, start=start, salt=salt)
         ingest(url, server, path)  # ingest refreshes the snapshots (hours, days, windows) at its end
     store = Store.open(url)
-    store.logs = [tmp_path / f"w{i}.log" for i in range(len(LOGS))]
+    store.logs = [tmp_path / f"w{i}.log" for i in range(len(logs))]
     # the windows as one refresh takes them from these days (the ingests changed a day a window had pinned:
     # a window built then leaves that day out for an hour)
     window_snapshots.clear(store)
+    return store
+
+
+@pytest.fixture
+def window_store(url, tmp_path, monkeypatch) -> Store:
+    """The 30-day windows alone (the shorter spans: test_the_last_day_and_week_read_their_own_windows)."""
+    monkeypatch.setattr(window_snapshots, "SPANS", (timedelta(days=30),))
+    store = fill(url, tmp_path, monkeypatch, LOGS)
     assert window_snapshots.refresh(store) == len(window_snapshots.WINDOW_BY)
     return store
 
@@ -78,10 +86,10 @@ def plan(store: Store, by: str, bounds: dict):
     return stats.build_grouped_stats([by], bounds, top=stats.Top()).read_plan(store_run(store))
 
 
-def assert_windows_agree(store: Store, used: bool | None = True) -> None:
+def assert_windows_agree(store: Store, used: bool | None = True, ranges=RANGES) -> None:
     """Every grouping a window serves, with every kind of `top`, equals one read of the view, rows in
     order; `used`: whether the read must (True) or must not (False) have used a window."""
-    for bounds in RANGES:
+    for bounds in ranges:
         for by in window_snapshots.WINDOW_BY:
             if used is not None:
                 assert (plan(store, by, bounds).window is not None) is used, (by, bounds)
@@ -96,7 +104,7 @@ def assert_windows_agree(store: Store, used: bool | None = True) -> None:
 
 def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(window_store):
     store = window_store
-    windows = window_snapshots.newest_windows(store)
+    windows = {by: w for (by, _), w in window_snapshots.newest_windows(store).items()}
     assert sorted(windows) == sorted(window_snapshots.WINDOW_BY)
     for window in windows.values():
         assert (window.start, window.end) == (START, END)
@@ -160,8 +168,8 @@ def test_a_changed_day_or_hour_stops_the_window_until_one_without_it_is_built(wi
     ingest_files(store, [str(store.logs[0])], server="wd")
     assert_windows_agree(store, used=False)  # the day's hours are dirty
     stats_snapshots.refresh(store)  # the day is taken again; its window is rebuilt at most every 5 minutes
-    assert {by: w.writer for by, w in window_snapshots.newest_windows(store).items()} == {
-        by: w.writer for by, w in old.items()
+    assert {k: w.writer for k, w in window_snapshots.newest_windows(store).items()} == {
+        k: w.writer for k, w in old.items()
     }
     assert_windows_agree(store, used=False)
 
@@ -202,12 +210,14 @@ def test_a_changed_day_or_hour_stops_the_window_until_one_without_it_is_built(wi
     assert stats_snapshots.delete_unread(store, grace_seconds=0) >= 4 * len(window_snapshots.WINDOW_BY)
     newest = window_snapshots.newest_windows(store)
     kept = store.query("SELECT DISTINCT by, writer FROM mail_window_snap").result_rows
-    assert sorted(kept) == sorted((by, w.writer) for by, w in newest.items())
+    assert sorted(kept) == sorted((by, w.writer) for (by, _), w in newest.items())
     assert_windows_agree(store)
 
     # rebuilding the aggregates forgets every snapshot, windows too, and takes them again
     stats.rebuild_aggregates(store)
-    assert sorted(window_snapshots.newest_windows(store)) == sorted(window_snapshots.WINDOW_BY)
+    assert sorted(by for by, _ in window_snapshots.newest_windows(store)) == sorted(
+        window_snapshots.WINDOW_BY
+    )
     assert_windows_agree(store)
 
 
@@ -226,3 +236,51 @@ def test_a_window_sums_the_rolled_up_hours_before_the_horizon(window_store):
     assert plan(store, "server", stats.hour_range(START.timestamp(), later["until"].timestamp())).window
     stats.rollup(store, midnight(2))  # deletes the snapshots before the horizon
     assert_windows_agree(store)
+
+
+def test_the_last_day_and_week_read_their_own_windows(url, tmp_path, monkeypatch):
+    """A window per span: a range of a day to a week reads the 24-hour window, of a week to 30 days the 7-day
+    one, of 30 days or more the 30-day one; each equals the view."""
+    logs = (
+        ("wb", 20, midnight(1) + timedelta(hours=10), 1),  # in every span
+        ("wc", 17, midnight(4) + timedelta(hours=9), 2),  # in the week and the month
+        ("wa", 12, midnight(20) + timedelta(hours=14), 0),  # in the month
+        ("wa", 15, midnight(0) + timedelta(hours=1, minutes=30), 3),  # after the windows
+    )
+    store = fill(url, tmp_path, monkeypatch, logs)
+    spans = window_snapshots.SPANS
+    assert window_snapshots.refresh(store) == len(spans) * len(window_snapshots.WINDOW_BY)
+    newest = window_snapshots.newest_windows(store)
+    assert sorted(newest) == sorted((by, span) for by in window_snapshots.WINDOW_BY for span in spans)
+    day, week, month = (newest["server", span] for span in spans)
+    assert (day.start, day.end) == (END - timedelta(days=1), END) and not day.days
+    assert {h.date() for h, _, _ in day.hours} == {midnight(1).date()}
+    week_days = {d for d, _, _ in week.days}
+    assert (
+        {midnight(4).date(), midnight(1).date()}
+        <= week_days
+        <= set(window_snapshots.whole_days(week.start, END))
+    )
+    assert (month.start, month.end) == (START, END)
+    keys = {
+        w.writer: {k for (k,) in store.query(
+            "SELECT key FROM mail_window_snap WHERE writer = {w:UInt64}", {"w": w.writer}
+        ).result_rows}
+        for w in (day, week, month)
+    }  # fmt: skip
+    assert (keys[day.writer], keys[week.writer], keys[month.writer]) == (
+        {"wb"},
+        {"wb", "wc"},
+        {"wa", "wb", "wc"},
+    )
+    for span, window in zip(spans, (day, week, month), strict=True):
+        bounds = stats.hour_range(window.start.timestamp(), None)
+        got = plan(store, "server", bounds).window
+        assert got is not None and got.writer == window.writer, span
+        assert_windows_agree(store, ranges=(bounds,))
+    # a range shorter than a day asks for none
+    short = stats.hour_range((END - timedelta(hours=20)).timestamp(), END.timestamp())
+    assert plan(store, "server", short).window is None
+    assert_windows_agree(
+        store, used=None, ranges=(short, stats.hour_range(START.timestamp(), END.timestamp()))
+    )
