@@ -284,3 +284,14 @@ def test_the_last_day_and_week_read_their_own_windows(url, tmp_path, monkeypatch
     assert_windows_agree(
         store, used=None, ranges=(short, stats.hour_range(START.timestamp(), END.timestamp()))
     )
+    # the next hour's windows supersede them span by span; the superseded ones are deleted, and only they
+    monkeypatch.setattr(window_snapshots, "refresh", functools.partial(window_snapshots.refresh.func))
+    assert window_snapshots.refresh(store, now=BUILT_AT + timedelta(hours=1)) == len(newest)
+    later = window_snapshots.newest_windows(store)
+    assert sorted(later) == sorted(newest) and not {w.writer for w in later.values()} & set(keys)
+    assert window_snapshots.delete_unread(store, grace_seconds=0) == len(newest)
+    kept = store.query("SELECT DISTINCT by, writer FROM mail_window_snap").result_rows
+    assert sorted(kept) == sorted((by, w.writer) for (by, _), w in later.items())
+    assert {k: w.writer for k, w in window_snapshots.newest_windows(store).items()} == {
+        k: w.writer for k, w in later.items()
+    }
