@@ -50,8 +50,9 @@ Pin = tuple  # (day or hour, seen, writer)
 
 @dataclass(frozen=True)
 class Window:
-    """A recorded window of one grouping: its id (`writer`), its span [start, end), the daily and hourly
-    snapshots it summed, the days and hours it left out as changing, and its age in seconds."""
+    """A recorded window of one grouping: its id (`writer`), its span [start, end) (its length: one of
+    SPANS), the daily and hourly snapshots it summed, the days and hours it left out as changing, and its
+    age in seconds."""
 
     by: str
     writer: int
@@ -63,10 +64,6 @@ class Window:
     excluded_hours: tuple[datetime, ...] = ()
     age: float = 0.0
     horizon: datetime = EPOCH
-
-    @property
-    def span(self) -> timedelta:
-        return self.end - self.start
 
 
 @dataclass(frozen=True)
@@ -177,8 +174,8 @@ def plan_window(
     span: timedelta | None = None,
 ) -> Planned | None:
     """The window of `span` (default: the longest of SPANS) to build for the hour of `now` from the current
-    `days` and clean `hours` of (at least) its span (as `current` returns them) and the rollup `horizon` (the hours before it are summed from the totals; the
-    days and hours pinned start at it), or None when the newest one serves or was built too recently to
+    `days` and clean `hours` of (at least) its span (as `current` returns them) and the rollup `horizon`
+    (the hours before it are summed from the totals; the days and hours pinned start at it), or None when the newest one serves or was built too recently to
     replace: a new one is due when the hour turned or the horizon moved, and at most every REBUILD_SECONDS
     when a pinned unit changed, when a unit left out has been quiet for QUIET_SECONDS, or when a unit was
     taken that it does not sum."""
