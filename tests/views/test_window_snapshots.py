@@ -6,8 +6,8 @@ first N; a stale window is replaced (leaving the changed day or hour out), and s
 windows are never read. Every answer equals one read of the view `mail_hourly_all` (which knows nothing of
 days or windows).
 
-The windows are built as at 01:xx today (`window_snapshots.refresh(now=…)`): they span [01:00 30 days ago,
-01:00 today); the mail lies around it."""
+The windows are built as at 01:xx today (`window_snapshots.refresh(now=…)`): the 30-day ones span [01:00 30
+days ago, 01:00 today), the day's and the week's (the last test) end there too; the mail lies around them."""
 
 from __future__ import annotations
 
