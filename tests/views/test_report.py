@@ -16,6 +16,12 @@ GRAFANA = ROOT / "deploy" / "grafana"
 AGGREGATES = {
     "mail_hourly",
     "mail_hourly_all",
+    # the fleet's per-hour panels read mail_hourly_all's sources directly (report._fleet_hourly_sql)
+    "mail_hourly_totals",
+    "mail_hourly_snap",
+    "mail_hourly_snap_hours",
+    "mail_hourly_v",
+    "rollup_state",
     "reasons_hourly",
     "delays_hourly",
     "rejections_hourly",
@@ -102,6 +108,30 @@ def test_grafana_queries_run_and_equal_the_report(populated):
             got = populated.query(sql).result_rows
             _, want, _ = report.run_panel(populated, panel, t_from, t_to, values)
             assert sorted(got) == sorted(want), (d.uid, panel.id)  # ties may come in any order
+
+
+@pytest.mark.store
+def test_the_fleet_per_hour_panels_equal_mail_hourly_all(populated):
+    """The fleet's per-hour panels read the sources of `mail_hourly_all` themselves (hours classified for
+    the range only, snapshots summed per hour): the same rows as the view."""
+    from datetime import UTC, timedelta
+
+    lo, hi = populated.query("SELECT min(hour), max(hour) FROM mail_hourly").result_rows[0]
+    t_from, t_to = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(hours=1)
+    fleet = next(d for d in report.DASHBOARDS if d.uid == "eximtrack-fleet")
+    panels = {p.id: p for p in fleet.panels}
+    view = {
+        "received": "SELECT hour AS time, sum(messages), sum(recipients) FROM mail_hourly_all WHERE $RANGE "
+        "GROUP BY time ORDER BY time",
+        "outcomes": f"SELECT hour AS time, {report.SUCCESS}, {report.DEFERRED}, {report.FAILED}, "
+        f"{report.INPROGRESS} FROM mail_hourly_all WHERE $RANGE GROUP BY time ORDER BY time",
+    }
+    params = {"t_from": t_from, "t_to": t_to}
+    assert "mail_hourly_all" not in panels["received"].sql + panels["outcomes"].sql
+    for name, sql in view.items():
+        want = populated.query(report.report_sql(sql), params).result_rows
+        got = report.run_panel(populated, panels[name], t_from, t_to, {})[1]
+        assert want and got == want, name
 
 
 @pytest.mark.store
