@@ -85,13 +85,7 @@ class ReadPlan:
         the recorded daily snapshots of those days from the horizon on, and with `window_by` [(writer,
         pinned days, pinned hours, start, horizon)] of the two newest window snapshots of the grouping
         bound as {hr_by:String} and the span bound as {hr_span:Int32} (seconds)."""
-        rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
-        hours = (
-            "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
-            f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {rng} GROUP BY hour) AS c "
-            f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
-            "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen)"
-        )
+        hours = classified_hours_sql(range_sql)
         days = "[]"
         if days_sql is not None:
             days = (
@@ -160,6 +154,19 @@ class ReadPlan:
             None,
         )
         return cls(horizon, dirty, clean, rolled, days, window)
+
+
+def classified_hours_sql(range_sql: str) -> str:
+    """[(hour, insert counter, smallest writer of a snapshot recorded at that counter, or 0)] for the hours
+    of `range_sql` (a condition on `hour`) from the rollup horizon on: the classification `mail_hourly_all`
+    makes of every stored hour, for one range (clean: writer != 0, dirty: 0)."""
+    rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
+    return (
+        "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
+        f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {rng} GROUP BY hour) AS c "
+        f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
+        "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen)"
+    )
 
 
 def plan(
@@ -296,6 +303,7 @@ _DIRTY = "{hr_dirty:Array(DateTime('UTC'))}"
 
 __all__ = [
     "WindowRead",
+    "classified_hours_sql",
     "COUNTER_COLUMNS",
     "KEY_COLUMNS",
     "DAILY_PROJECTIONS",

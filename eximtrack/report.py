@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from eximtrack.hourly_read import classified_hours_sql
+from eximtrack.stats_snapshots import HORIZON_SQL
+
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "eximtrack-clickhouse"}
 _VAR = re.compile(r"\$VAR\((\w+)\)")
 
@@ -58,13 +61,11 @@ class Dashboard:
     tags: tuple[str, ...] = field(default=("eximtrack",))
 
 
-_HORIZON = "(SELECT max(horizon) FROM rollup_state WHERE name = 'mail_hourly')"
 # the hours of the range as mail_hourly_all classifies every stored hour: (hour, insert counter, smallest
 # writer of a snapshot recorded at that counter, or 0)
-_HOURS_OF_RANGE = """(SELECT x.1 AS h, x.2 AS n, x.3 AS w FROM (SELECT arrayJoin((SELECT groupArray((c.hour, c.n, r.w))
-        FROM (SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE $RANGE GROUP BY hour) AS c
-        LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE $RANGE GROUP BY hour, seen) AS r
-        ON c.hour = r.hour AND c.n = r.seen)) AS x))"""
+_HOURS_OF_RANGE = (
+    f"(SELECT x.1 AS h, x.2 AS n, x.3 AS w FROM (SELECT arrayJoin({classified_hours_sql('$RANGE')}) AS x))"
+)
 
 
 def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
@@ -74,13 +75,13 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
     snapshot branch summed per (hour, seen, writer, outbound), which the `by_hour` projection answers
     (migration 010) instead of the per-sender rows: about half the time at 1e8 (docs/BENCHMARKS.md)."""
     sums = ", ".join(f"sum({c}) AS {c}" for c in counters)
-    return f"""(SELECT hour, {sums} FROM mail_hourly_totals FINAL WHERE $RANGE AND hour < {_HORIZON} GROUP BY hour
+    return f"""(SELECT hour, {sums} FROM mail_hourly_totals FINAL WHERE $RANGE AND hour < {HORIZON_SQL} GROUP BY hour
     UNION ALL
-    SELECT hour, {sums} FROM mail_hourly_snap WHERE $RANGE AND hour >= {_HORIZON}
+    SELECT hour, {sums} FROM mail_hourly_snap WHERE $RANGE AND hour >= {HORIZON_SQL}
         AND (hour, seen, writer) IN (SELECT h, n, w FROM {_HOURS_OF_RANGE} WHERE w != 0)
         GROUP BY hour, seen, writer, outbound
     UNION ALL
-    SELECT hour, {sums} FROM mail_hourly_v WHERE $RANGE AND hour >= {_HORIZON}
+    SELECT hour, {sums} FROM mail_hourly_v WHERE $RANGE AND hour >= {HORIZON_SQL}
         AND hour IN (SELECT h FROM {_HOURS_OF_RANGE} WHERE w = 0)
         GROUP BY hour)"""
 
