@@ -188,6 +188,7 @@ class ConditionBuilder:
         self.types: list[str] | None = None
         self.since_ms: int | None = None
         self.until_ms: int | None = None
+        self.tested: set[str] = set()  # the columns (or expressions) the conditions test
 
     def param(self, value, prefix: str = "p") -> str:
         name = f"{prefix}{len(self.params)}"
@@ -206,16 +207,20 @@ class ConditionBuilder:
             op, arg = "LIKE", pattern
         placeholder = _ph(self.param(arg), "String")
         self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive))
+        self.tested.update(exprs)
         parts = [f"{expr if case_sensitive else f'lower({expr})'} {op} {placeholder}" for expr in exprs]
         self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
 
     def restrict_types(self, types) -> None:
         self.types = sorted(set(types) if self.types is None else set(self.types) & set(types))
+        self.tested.add("type")
         self.where.append("type IN " + _ph(self.param(self.types, "types"), "Array(String)"))
 
     def time_window(self, since: float | None, until: float | None) -> None:
         """since/until on sendunixtime, or on actionunixtime when the arrival time is unknown (0); written
         without if() so that the minmax indexes on both columns can prune granules."""
+        if since is not None or until is not None:
+            self.tested.update(TIME_COLUMNS)
         if since is not None:
             self.since_ms = round(since * 1000)
             t = f"fromUnixTimestamp64Milli({_ph(self.param(self.since_ms, 'since'), 'Int64')}, 'UTC')"
@@ -227,6 +232,11 @@ class ConditionBuilder:
                 f"((sendunixtime != 0 AND sendunixtime <= {t}) OR (sendunixtime = 0 AND actionunixtime <= {t}))"
             )
 
+    def condition(self, sql: str, columns: Iterable[str]) -> None:
+        """One more condition, `sql`, testing `columns` (its values bound through param())."""
+        self.tested.update(columns)
+        self.where.append(sql)
+
     def plan(self, scope: Scope | None = None) -> SearchPlan:
         """The conditions so far (the scope's too, if given) and what the access paths can use of them."""
         params = dict(self.params)
@@ -234,6 +244,7 @@ class ConditionBuilder:
         if scope is not None:
             conds.append(scope_condition(scope, params))
         plan = SearchPlan(conds, params, list(self.filters), scope_filter(scope), self.types)
+        plan.tested = frozenset(self.tested)
         plan.since_ms, plan.until_ms = self.since_ms, self.until_ms
         hint = plan.msgid_hint()
         if hint:

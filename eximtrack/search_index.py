@@ -1,5 +1,5 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011 (search_keys,
-search_time, latest_by_recipient) and fill them again from the stored rows of `latest`.
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018 (search_keys,
+search_time, latest_by_recipient, latest_outcomes) and fill them again from the stored rows of `latest`.
 
 The materialized views keep them current on every insert, and migration 007 backfills them once, so this is
 only needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest`
@@ -14,12 +14,12 @@ import time
 
 from sinks.clickhouse import migrations
 
-TABLES = ("search_keys", "search_time", "latest_by_recipient")
+TABLES = ("search_keys", "search_time", "latest_by_recipient", "latest_outcomes")
 
 
 def backfill_statements() -> list[tuple[str, str]]:
     """[(table, INSERT … SELECT … FROM latest)] of the migrations that fill the access paths (007, 009's
-    server keys, 011's recipient-ordered copy), in order."""
+    server keys, 011's recipient-ordered copy, 018's narrow copy), in order."""
     out = []
     for migration in migrations.load_migrations():
         for _, statement in migration.steps():
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "rebuild-search-index",
-        help="refill the search access paths (search_keys, search_time, latest_by_recipient) from the stored latest rows",
+        help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes) from the stored latest rows",
     )
     cli.add_store_arg(p)
     p.set_defaults(func=cmd_rebuild)

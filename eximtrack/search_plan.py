@@ -111,6 +111,10 @@ MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
 RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
+# latest_outcomes (migration 018): every version of every row of `latest`, narrowed to its identity and these
+# columns (wide parts): a count whose conditions test nothing else reads a few bytes per row there
+OUTCOME_TABLE = "latest_outcomes"
+OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime", "actionunixtime"})
 
 
 def msgid_second(msgid: str) -> int | None:
@@ -149,6 +153,7 @@ class SearchPlan:
     since_ms: int | None = None
     until_ms: int | None = None
     expected_yield: float | None = None  # rows per candidate message, when known (yield_sql)
+    tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test
 
     # -- the access path ------------------------------------------------------------------------------
 
@@ -261,6 +266,15 @@ class SearchPlan:
         """Whether all candidates together are few enough for one `IN (candidates)` statement (an indexed
         value or a text filter); otherwise a plain read of `latest FINAL` is the better full answer."""
         return self.key_filter() is not None or self.has_text_filter()
+
+    def outcome_count(self) -> bool:
+        """Whether the search's total is counted on latest_outcomes: a search on the time path (no indexed
+        value, no tenant scope) whose every condition tests its columns only (outcome, arrival and action
+        time, server, msgid). Its FINAL gives each row's latest version as `latest FINAL` does (same
+        identity, versions, tombstones, partitions), so the count is the same; it reads a few narrow columns
+        of the search's time range instead of every column of `latest`. A search by server alone keeps
+        counting the messages search_keys names (without a time range the narrow copy is read whole)."""
+        return self.key_filter() is None and self.tested <= OUTCOME_COLUMNS
 
     # -- SQL --------------------------------------------------------------------------------------------
 
@@ -446,6 +460,7 @@ def run_pages(
 
 __all__ = [
     "KEY_FIELDS",
+    "OUTCOME_TABLE",
     "TEXT_COLUMNS",
     "SearchPlan",
     "TextFilter",

@@ -28,7 +28,7 @@ from eximtrack.search import (
     scope_condition,
     select_list,
 )
-from eximtrack.search_plan import TEXT_COLUMNS, SearchPlan, run_pages
+from eximtrack.search_plan import OUTCOME_TABLE, TEXT_COLUMNS, SearchPlan, run_pages
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
 # cPanel's filter keys (EmailTrack::search) + ours -> the columns they match.
@@ -173,15 +173,15 @@ def _conditions(p: dict[str, str], scope: Scope | None) -> SearchPlan:
     if dtype not in DELIVERY_TYPES:
         raise BadRequest(f"deliverytype must be one of {', '.join(DELIVERY_TYPES)}, not {dtype!r}")
     if dtype == "remote":
-        b.where.append("transport_is_remote = 1")
+        b.condition("transport_is_remote = 1", ["transport_is_remote"])
     elif dtype == "local":
-        b.where.append("transport_is_remote = 0 AND transport != ''")
+        b.condition("transport_is_remote = 0 AND transport != ''", ["transport_is_remote", "transport"])
 
     b.time_window(*_time_range(p))
     if p.get("minsize"):
-        b.where.append("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}")
+        b.condition("size >= {" + b.param(_int("minsize", p["minsize"]), "minsize") + ":UInt64}", ["size"])
     if p.get("maxsize"):
-        b.where.append("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}")
+        b.condition("size <= {" + b.param(_int("maxsize", p["maxsize"]), "maxsize") + ":UInt64}", ["size"])
 
     return b.plan(scope)
 
@@ -367,6 +367,11 @@ class SearchQuery:
         return run_pages(run, self.plan, self.sort_dir, keys, rows, fetch_sql)
 
     def count(self) -> tuple[str, dict]:
+        """The SQL of the exact total: on latest_outcomes when every condition tests its columns (a search by
+        outcome, time, server or msgid: SearchPlan.outcome_count), else on the rows the access path names."""
+        if self.plan.outcome_count():
+            where = (" WHERE " + " AND ".join(self.conds)) if self.conds else ""
+            return f"SELECT count() AS total FROM {OUTCOME_TABLE} FINAL{where}", dict(self.params)
         table, access, params = self.plan.read_all(by_outcome=True)
         conds, params = list(self.conds) + access, dict(self.params) | params
         where = (" WHERE " + " AND ".join(conds)) if conds else ""

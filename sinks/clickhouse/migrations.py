@@ -41,6 +41,7 @@ TTL_BASE = {
     "events": "toDateTime(actionunixtime)",
     "latest": "toDateTime(actionunixtime)",
     "latest_by_recipient": "toDateTime(actionunixtime)",  # the same rows ordered by recipient (migration 011)
+    "latest_outcomes": "toDateTime(actionunixtime)",  # the same rows, narrowed to outcome and times (018)
     "rejects": "toDateTime(if(logunixtime = 0, toDateTime64('2100-01-01 00:00:00', 3, 'UTC'), logunixtime))",
     "log_lines": "toDateTime(logunixtime)",
     # access paths (migration 007): kept a month longer than the rows they point to; a row whose arrival is

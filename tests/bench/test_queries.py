@@ -392,6 +392,12 @@ def test_access_paths_are_read_as_planned(store):
             assert "search_keys" not in sql
             plan, keys = _primary_keys(store, sql, bound)
             assert "latest_by_recipient" in plan and "recipient_lower" in keys
+    # a total by outcome and time counts the narrow copy (migration 018), pruned by its time index
+    sql, bound = q.build_search_query(
+        {"failure": "1", "startdate": str(store.probes["now"] - 86400)}, None
+    ).count()
+    plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
+    assert "latest_outcomes" in plan and "search_time" not in plan and "idx_sendunixtime" in plan
 
 
 def test_fill_resumes_after_a_stop(tmp_path):

@@ -382,6 +382,52 @@ def test_rejects_and_lines_replace(store):
     assert row["reason"] == "unparsed" and row["ms"] == round((NOW - 60) * 1000)
 
 
+def test_an_upgraded_store_gets_the_narrow_copy_and_counts_there(url, store):
+    """Migration 018 on a store filled before it: every stored version of `latest` (tombstones, old versions
+    and versions inserted out of order included) is copied into latest_outcomes, a total by outcome and time
+    is counted there and equals the latest state's count on `latest`, and later inserts reach it too."""
+    from eximtrack.web.query import build_search_query
+
+    store.insert_events(
+        [
+            ev("n1", "inprogress", msgid="1nar00-000001-AA", recipient="a@x.org", version=1),
+            ev(
+                "n1-del", "inprogress", msgid="1nar00-000001-AA", recipient="a@x.org", version=2, is_deleted=1
+            ),
+            ev("n2", "failure", msgid="1nar00-000001-AA", recipient="b@x.org", t=9),
+            ev(
+                "n2-old", "defer", msgid="1nar00-000001-AA", recipient="b@x.org", t=5
+            ),  # older, inserted later
+            ev("n3", "defer", msgid="1nar00-000002-AA", recipient="c@x.org", t=3),
+            ev("n4", "failure", msgid="1nar00-000003-AA", recipient="d@x.org", server="web2", t=4),
+        ]
+    )
+    store.insert_events([ev("n2", "failure", msgid="1nar00-000001-AA", recipient="b@x.org", t=9)])  # a replay
+    store.command("DROP VIEW latest_outcomes_mv")
+    store.command("DROP TABLE latest_outcomes")
+    store.command("DELETE FROM schema_migrations WHERE version = 18")
+    upgraded = Store.open(url)
+    state = "SELECT server, msgid, recipient, deliveredto, type, version, sendunixtime, actionunixtime FROM {} FINAL"
+    got = sorted(upgraded.query(state.format("latest_outcomes")).result_rows)
+    assert got == sorted(upgraded.query(state.format("latest")).result_rows) and len(got) == 3
+
+    def total(params) -> int:
+        sql, bound = build_search_query(params, None).count()
+        assert "FROM latest_outcomes FINAL" in sql
+        return count(upgraded, sql, bound)
+
+    def naive(where: str) -> int:
+        return count(upgraded, f"SELECT count() FROM latest FINAL WHERE {where}")
+
+    assert total({"failure": "1"}) == naive("type IN ('failure', 'rejected')") == 2
+    assert total({"defer": "1"}) == naive("type = 'defer'") == 1
+    assert total({"server": "web", "server_searchmatch": "contains", "type": "failure"}) == 2
+    assert total({}) == naive("1") == 3  # the tombstoned placeholder is gone
+    upgraded.insert_events([ev("n5", "success", msgid="1nar00-000002-AA", recipient="c@x.org", t=20)])
+    assert total({"defer": "1"}) == naive("type = 'defer'") == 0
+    assert total({"type": "success"}) == 1
+
+
 def test_batches(store):
     events = [ev(f"e{i}", recipient=f"r{i}@x.org", deliveredto=f"r{i}@x.org") for i in range(7)]
     assert store.insert_events(events, batch_rows=2) == 7
@@ -395,6 +441,7 @@ def test_retention(url, store):
         "events",
         "latest",
         "latest_by_recipient",
+        "latest_outcomes",
         "rejects",
         "log_lines",
         "search_keys",

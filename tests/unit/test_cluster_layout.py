@@ -19,6 +19,7 @@ BY_MESSAGE = {
     "latest",
     "latest_next",
     "latest_by_recipient",
+    "latest_outcomes",
     "log_lines",
     "search_keys",
     "search_time",

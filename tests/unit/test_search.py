@@ -511,3 +511,38 @@ def test_scope_is_bound_and_anded():
     for sql, params in q.values():
         assert _placeholders(sql) <= set(params) and "bob" not in sql
     assert "lower(deliveryuser)" not in q["lines"][0].split("log_lines FINAL", 1)[1].split("sender")[1]
+
+
+def test_a_total_by_outcome_time_server_or_msgid_is_counted_on_the_narrow_copy():
+    """A search on the time path whose every condition tests outcome, arrival/action time, server or msgid (no
+    tenant scope, no indexed value) counts its total on latest_outcomes (migration 018), with the search's own
+    conditions; any other column, a text filter on other columns, a scope, or a server filter without another
+    one (search_keys names its messages) keeps counting on `latest` (FINAL, access path and all)."""
+    from eximtrack.search import Scope
+    from eximtrack.web.query import build_search_query
+
+    for params in (
+        {"failure": "1", "startdate": "2026-11-01", "enddate": "2026-11-02"},
+        {"msgid": "1abc00-000001-AA", "defer": "1"},
+        {"server": "mx", "server_searchmatch": "contains", "startdate": "2026-11-01"},
+        {},
+    ):
+        sq = build_search_query(params, None)
+        assert sq.plan.outcome_count(), params
+        sql, bound = sq.count()
+        assert sql.startswith("SELECT count() AS total FROM latest_outcomes FINAL"), params
+        assert "search_time" not in sql and bound == sq.params
+    assert "msgtime = toDateTime(" in build_search_query({"msgid": "1abc00-000001-AA"}, None).count()[0]
+    for params, scope in (
+        ({"failure": "1"}, Scope(user="bob")),
+        ({"failure": "1", "minsize": "10"}, None),
+        ({"deliverytype": "remote"}, None),
+        ({"server": "mx1", "type": "success"}, None),
+        ({"server": "mx", "server_searchmatch": "begins"}, None),
+        ({"server": "mx1", "recipient": "bob@x.org"}, None),
+        ({"subject": "hello", "subject_searchmatch": "contains"}, None),
+        ({"all": "mx1"}, None),
+    ):
+        sq = build_search_query(params, scope)
+        assert not sq.plan.outcome_count(), params
+        assert "latest_outcomes" not in sq.count()[0], params
