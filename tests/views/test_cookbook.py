@@ -219,6 +219,19 @@ def check_mail_to_address(store, sql):
     assert len(got) > 1 and got == want
 
 
+def check_outcomes_by_server(store, sql):
+    """The narrow copy gives exactly the latest state's outcomes of `latest` per server."""
+    params = {"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2027, 1, 1, tzinfo=UTC)}
+    got = _rows(store, sql, params)
+    want = _rows(
+        store,
+        "SELECT server, type, count() AS rows FROM latest FINAL WHERE sendunixtime >= {since:DateTime64(3, 'UTC')} "
+        "AND sendunixtime < {until:DateTime64(3, 'UTC')} GROUP BY server, type ORDER BY server, type",
+        params,
+    )
+    assert len({t for _, t, _ in got}) > 2 and got == want
+
+
 CHECKS = {
     name.removeprefix("check_"): fn for name, fn in dict(globals()).items() if name.startswith("check_")
 }
