@@ -32,6 +32,8 @@ STORE_ENV = "EXIMTRACK_STORE"
 RETENTION_ENV = "EXIMTRACK_RETENTION_DAYS"
 USER_ENV = "EXIMTRACK_CH_USER"
 PASSWORD_ENV = "EXIMTRACK_CH_PASSWORD"
+CACHE_ENV = "EXIMTRACK_CHDB_CACHE_MB"
+DEFAULT_CACHE_MB = 1024
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -148,4 +150,19 @@ def resolve_retention_days(cli_value: int | None = None, environ: dict | None = 
             raise ConfigError(f"{RETENTION_ENV} must be a whole number of days") from None
     if value is not None and value < 0:
         raise ConfigError("retention days must be >= 0 (0 = keep forever)")
+    return value
+
+
+def resolve_cache_mb(environ: dict | None = None) -> int:
+    """$EXIMTRACK_CHDB_CACHE_MB > 1024: MiB of decompressed blocks the embedded engine keeps (0 = none)."""
+    env = os.environ if environ is None else environ
+    text = env.get(CACHE_ENV, "").strip()
+    if not text:
+        return DEFAULT_CACHE_MB
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{CACHE_ENV} must be a whole number of MiB") from None
+    if value < 0:
+        raise ConfigError(f"{CACHE_ENV} must be >= 0 (0 = no cache)")
     return value

