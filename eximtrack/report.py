@@ -113,14 +113,12 @@ GROUP BY time
 ORDER BY time"""
 
 
-def _delay_sql(where: str = "") -> str:
-    extra = f" AND {where}" if where else ""
-    return f"""SELECT hour AS time,
-    arrayMap(v -> toFloat64(bitShiftRight(v, 64)) / 1000, quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)) AS q,
-    q[1] AS p50_seconds, q[2] AS p90_seconds, q[3] AS p99_seconds
-FROM delays_hourly
-WHERE $RANGE AND type = 'success' AND transport_is_remote = 1{extra}
-GROUP BY time
+# The fleet's remote delivery delay per hour: from the hourly snapshots of its quantiles (migration 019,
+# delays_fleet_all: one row per hour, type and transport_is_remote), the merged states of hours written since
+DELAY_SQL = """SELECT hour AS time,
+    delay_seconds[1] AS p50_seconds, delay_seconds[2] AS p90_seconds, delay_seconds[3] AS p99_seconds
+FROM delays_fleet_all
+WHERE $RANGE AND type = 'success' AND transport_is_remote = 1
 ORDER BY time"""
 
 
@@ -159,7 +157,7 @@ LIMIT 20""",
             "delay",
             "Remote delivery delay (arrival -> delivered), quantiles",
             "timeseries",
-            _delay_sql(),
+            DELAY_SQL,
             unit="s",
         ),
     ),

@@ -57,7 +57,7 @@ AGGREGATE_TABLES = (
     "unclassified_hourly",
     "spam_hourly",
 )
-# ... plus the rolled-up totals (005), the hourly (008, 014), the daily (013) and the window (017) snapshots:
+# ... plus the rolled-up totals (005), the hourly (008, 014, 019), the daily (013) and the window (017) snapshots:
 # every table whose TTL `retention --aggregates-days` sets, with the column it counts from
 RETENTION_TABLES = (
     *AGGREGATE_TABLES,
@@ -70,6 +70,8 @@ RETENTION_TABLES = (
     "activity_hourly_snap_hours",
     "reasons_hourly_snap",
     "reasons_hourly_snap_hours",
+    "delays_fleet_snap",
+    "delays_fleet_snap_hours",
     "mail_window_snap",
     "mail_window_snap_windows",
 )

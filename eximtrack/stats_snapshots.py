@@ -59,6 +59,7 @@ DAILY_COUNTERS = (
 BATCH_DAYS = 7  # days per INSERT … SELECT
 
 ACTIVITY_COLUMNS = ("server", "type", "events", "rows", "last_event")
+DELAYS_COLUMNS = ("type", "transport_is_remote", "rows", "delay_seconds", "max_delay_ms")
 REASONS_COLUMNS = (
     "server", "type", "deliverydomain", "host", "ip", "template", "attempts", "recipients", "messages", "example",
 )  # fmt: skip
@@ -66,33 +67,41 @@ REASONS_COLUMNS = (
 
 @dataclass(frozen=True)
 class Snapshotted:
-    """A set-state table `states` kept as hourly snapshots (same names for every one): its `inserts` counter
-    and projection `hour_inserts`, its finalised view `<states>_v` (plus sum(inserts)), the snapshot rows
-    `<states>_snap` (`hour`, `seen`, `writer`, then `columns`), the recorded snapshots `<states>_snap_hours`,
-    read by the view `<states>_all` (each hour from one of them). `rolled`: hours before the rollup horizon
-    are read from totals (mail_hourly only)."""
+    """A set-state table `states` kept as hourly snapshots (same names for every one, after `name`, default
+    `states`): the states' `inserts` counter and projection `hour_inserts`, the finalised view `<name>_v`
+    (plus sum(inserts)), the snapshot rows `<name>_snap` (`hour`, `seen`, `writer`, then `columns`), the
+    recorded snapshots `<name>_snap_hours`, read by the view `<name>_all` (each hour from one of them).
+    `rolled`: hours before the rollup horizon are read from totals (mail_hourly only)."""
 
     states: str
     columns: tuple[str, ...]
     rolled: bool = False
+    name: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.name or self.states
 
     @property
     def view(self) -> str:
-        return f"{self.states}_v"
+        return f"{self.prefix}_v"
 
     @property
     def rows(self) -> str:
-        return f"{self.states}_snap"
+        return f"{self.prefix}_snap"
 
     @property
     def recorded(self) -> str:
-        return f"{self.states}_snap_hours"
+        return f"{self.prefix}_snap_hours"
 
 
 MAIL = Snapshotted("mail_hourly", SNAPSHOT_COLUMNS, rolled=True)
 ACTIVITY = Snapshotted("activity_hourly", ACTIVITY_COLUMNS)
 REASONS = Snapshotted("reasons_hourly", REASONS_COLUMNS)
-SNAPSHOTTED = (MAIL, ACTIVITY, REASONS)
+# the fleet's delivery delays (migration 019): quantiles do not add up over keys, so the snapshot is taken at
+# the fleet dashboard's grain, per (hour, type, transport_is_remote)
+DELAYS = Snapshotted("delays_hourly", DELAYS_COLUMNS, name="delays_fleet")
+SNAPSHOTTED = (MAIL, ACTIVITY, REASONS, DELAYS)
 
 _PAIRS = "{pairs:Array(Tuple(DateTime('UTC'), UInt64))}"
 _HOURS = "{hours:Array(DateTime('UTC'))}"
@@ -157,11 +166,11 @@ def refresh(
         todo = dirty_hours(st, table)
         if settled is None:
             return todo
-        keep = [(h, n) for h, n in todo if settled.get((table.states, h)) == n]
+        keep = [(h, n) for h, n in todo if settled.get((table.prefix, h)) == n]
         unsettled += len(todo) - len(keep)
-        for key in [k for k in settled if k[0] == table.states]:  # forget hours clean again or gone
+        for key in [k for k in settled if k[0] == table.prefix]:  # forget hours clean again or gone
             del settled[key]
-        settled.update(((table.states, h), n) for h, n in todo)
+        settled.update(((table.prefix, h), n) for h, n in todo)
         return keep
 
     done = dirty = 0

@@ -170,8 +170,19 @@ for column, expr in (("template", TEMPLATE), ("deliverydomain", "deliverydomain"
         f"""SELECT type, {expr} AS {column}, uniqExact{ATTEMPT} FROM events FINAL
             WHERE type IN ('defer', 'failure') AND is_deleted = 0 GROUP BY type, {column}""",
     )
+# the fleet's delivery delays read through their snapshots (migration 019), at their own grain
+PAIRS["delays_fleet_all"] = (
+    """SELECT hour, type, transport_is_remote, rows, arrayMap(s -> toInt64(round(s * 1000)), delay_seconds),
+           max_delay_ms FROM delays_fleet_all""",
+    f"""SELECT {HOUR_ACTION} AS hour, type, transport_is_remote, count(),
+           arrayMap(v -> toInt64(v), quantilesExact(0.5, 0.9, 0.99)(
+               greatest(0, dateDiff('millisecond', sendunixtime, actionunixtime)))),
+           max(greatest(toInt64(0), dateDiff('millisecond', sendunixtime, actionunixtime)))
+        FROM latest FINAL WHERE type IN ('success', 'filtered', 'archive', 'failure') AND protocol != ''
+        GROUP BY hour, type, transport_is_remote""",
+)
 SNAPSHOT_PAIRS = ROLLUP_PAIRS + tuple(
-    n for n in PAIRS if n.startswith(("activity_hourly_all", "reasons_hourly_all"))
+    n for n in PAIRS if n.startswith(("activity_hourly_all", "reasons_hourly_all", "delays_fleet_all"))
 )
 
 

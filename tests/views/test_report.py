@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from eximtrack import cli, report
+from eximtrack import cli, report, stats_snapshots
 from tests.views.conftest import ROOT
 
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -28,6 +28,7 @@ AGGREGATES = {
     "activity_hourly",
     "activity_hourly_all",
     "reasons_hourly_all",
+    "delays_fleet_all",
     "unclassified_hourly",
     "abuse_senders_hourly",
     "abuse_domains_hourly",
@@ -132,6 +133,43 @@ def test_the_fleet_per_hour_panels_equal_mail_hourly_all(populated):
         want = populated.query(report.report_sql(sql), params).result_rows
         got = report.run_panel(populated, panels[name], t_from, t_to, {})[1]
         assert want and got == want, name
+
+
+def test_the_fleet_delay_panel_equals_the_merged_states(populated):
+    """The fleet's delay panel reads the hourly snapshots of its quantiles (migration 019): the numbers the
+    merge of every key's states gives, with every hour snapshotted, and with some hours written since (read
+    from the states), and without any snapshot."""
+    from datetime import UTC, timedelta
+
+    lo, hi = populated.query("SELECT min(hour), max(hour) FROM delays_hourly").result_rows[0]
+    t_from, t_to = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(hours=1)
+    fleet = next(d for d in report.DASHBOARDS if d.uid == "eximtrack-fleet")
+    panel = next(p for p in fleet.panels if p.id == "delay")
+    merged = """SELECT hour AS time,
+        arrayMap(v -> toFloat64(bitShiftRight(v, 64)) / 1000, quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)) AS q,
+        q[1], q[2], q[3] FROM delays_hourly WHERE $RANGE AND type = 'success' AND transport_is_remote = 1
+        GROUP BY time ORDER BY time"""
+    params = {"t_from": t_from, "t_to": t_to}
+    want = [(r[0], *r[2:]) for r in populated.query(report.report_sql(merged), params).result_rows]
+    assert want and "delays_hourly " not in panel.sql
+    stats_snapshots.refresh(populated)
+    recorded = populated.query("SELECT count() FROM delays_fleet_snap_hours").result_rows[0][0]
+    assert recorded and stats_snapshots.dirty_hours(populated, stats_snapshots.DELAYS) == []
+    assert report.run_panel(populated, panel, t_from, t_to, {})[1] == want
+    # an hour written since its snapshot is read from the states: same numbers
+    populated.command(
+        "INSERT INTO delays_hourly (hour, server, deliverydomain, type, transport_is_remote, inserts) "
+        "SELECT hour, server, deliverydomain, type, transport_is_remote, 1 FROM delays_hourly "
+        "WHERE hour = {h:DateTime('UTC')} LIMIT 1",
+        {"h": lo},
+    )
+    assert [h for h, _ in stats_snapshots.dirty_hours(populated, stats_snapshots.DELAYS)] == [
+        lo.replace(tzinfo=UTC)
+    ]
+    assert report.run_panel(populated, panel, t_from, t_to, {})[1] == want
+    populated.command("TRUNCATE TABLE delays_fleet_snap_hours")
+    assert report.run_panel(populated, panel, t_from, t_to, {})[1] == want
+    stats_snapshots.refresh(populated)
 
 
 @pytest.mark.store

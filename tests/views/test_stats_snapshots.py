@@ -172,9 +172,9 @@ def test_superseded_snapshots_are_deleted_after_the_grace_period(url):
     # second ingest changed every hour of them, so each was taken twice as well
     days = store.query("SELECT uniqExact(day) FROM mail_daily_snap_days").result_rows[0][0]
     assert store.query("SELECT count() FROM mail_daily_snap_days").result_rows[0][0] == 2 * days
-    # ... and so was every hour of the event-hour tables (migration 014)
+    # ... and so was every hour of the event-hour tables (migrations 014, 019)
     event_hours = {}
-    for t in (stats_snapshots.ACTIVITY, stats_snapshots.REASONS):
+    for t in (stats_snapshots.ACTIVITY, stats_snapshots.REASONS, stats_snapshots.DELAYS):
         n = store.query(f"SELECT uniqExact(hour) FROM {t.recorded}").result_rows[0][0]
         assert n and store.query(f"SELECT count() FROM {t.recorded}").result_rows[0][0] == 2 * n
         event_hours[t] = n
