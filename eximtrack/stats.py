@@ -448,6 +448,7 @@ _WITH_INSERT_COUNTER = {
     "mail_hourly": "    max(actionunixtime) AS last_event\n",
     "activity_hourly": "    max(actionunixtime) AS last_event\n",
     "reasons_hourly": "    any(message) AS example\n",
+    "delays_hourly": "    max(greatest(toInt64(0), dateDiff('millisecond', sendunixtime, actionunixtime))) AS max_delay_ms\n",
 }
 
 
@@ -457,7 +458,7 @@ BACKFILLED_LATER = ("spam_hourly",)
 
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows), with the insert counters of migrations 008 and 014, and the backfills of the aggregates added
+    rows), with the insert counters of migrations 008, 014 and 019, and the backfills of the aggregates added
     later (BACKFILLED_LATER); `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
     found = migrations.load_migrations()
     migration = next(m for m in found if m.name == "backfill_aggregates")
