@@ -830,10 +830,17 @@ def measure_store(
     # what the sink does every 30 s: snapshot the hours written (the first time: every hour of the fill), and
     # build the window snapshots for the hour of the store's clock (its newest arrival, the "now" of every
     # probe), as a live sink builds them for the wall clock: a store filled days ago is measured as it was
-    from eximtrack import stats_snapshots
+    # (windows built for another clock, e.g. an earlier run's wall clock, are cleared first: their pins would
+    # make the next window leave those hours out for an hour, which a live sink never sees)
+    from eximtrack import stats_snapshots, window_snapshots
 
     t0 = time.perf_counter()
-    snapshots = stats_snapshots.refresh(store, now=datetime.fromtimestamp(probes["now"], UTC))
+    clock = datetime.fromtimestamp(probes["now"], UTC)
+    if any(
+        w.end != window_snapshots.span_of(clock)[1] for w in window_snapshots.newest_windows(store).values()
+    ):
+        window_snapshots.clear(store)
+    snapshots = stats_snapshots.refresh(store, now=clock)
     snapshots["seconds"] = time.perf_counter() - t0
     log(
         f"stats snapshots: {snapshots['hours']} hours, {snapshots['windows']} windows in {snapshots['seconds']:.1f} s"
