@@ -46,13 +46,14 @@ DAILY_PROJECTIONS = tuple(frozenset({k, "outbound"}) for k in ("outbound", "serv
 @dataclass(frozen=True)
 class WindowRead:
     """A window snapshot (migration 017) a read can use: its writer, the days and hours it sums from their
-    snapshots, and `rolled_from`: the first hour it sums from the rolled-up totals (up to the horizon), or
-    None."""
+    snapshots, `rolled_from`: the first hour it sums from the rolled-up totals (up to the horizon), or
+    None, and how many keys it holds."""
 
     writer: int
     days: frozenset[date]
     hours: frozenset[datetime]
     rolled_from: datetime | None = None
+    keys: int = 0  # rows (keys) the window holds
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class ReadPlan:
         0)] for the hours of `range_sql` (a condition on `hour`) from the horizon on, with `days_sql`
         (a condition on `day` selecting the whole days of the range) [(day, seen, smallest writer)] of
         the recorded daily snapshots of those days from the horizon on, and with `window_by` [(writer,
-        pinned days, pinned hours, start, horizon)] of the two newest window snapshots of the grouping
+        pinned days, pinned hours, start, horizon, keys)] of the two newest window snapshots of the grouping
         bound as {hr_by:String} and the span bound as {hr_span:Int32} (seconds)."""
         hours = classified_hours_sql(range_sql)
         days = "[]"
@@ -96,8 +97,8 @@ class ReadPlan:
         windows = "[]"
         if window_by:
             windows = (
-                "(SELECT groupArray((writer, days, hours, start, horizon)) FROM (SELECT writer, days, hours, "
-                "start, horizon FROM mail_window_snap_windows WHERE by = {hr_by:String} "
+                "(SELECT groupArray((writer, days, hours, start, horizon, keys)) FROM (SELECT writer, days, hours, "
+                "start, horizon, keys FROM mail_window_snap_windows WHERE by = {hr_by:String} "
                 "AND end - start = {hr_span:Int32} ORDER BY taken_at DESC, writer LIMIT 2))"
             )
         return f"SELECT {HORIZON_SQL}, {hours}, {days}, {windows}"
@@ -145,8 +146,9 @@ class ReadPlan:
                     frozenset(d for d, _, _ in day_pins),
                     frozenset(as_utc(h) for h, _, _ in hour_pins),
                     as_utc(start) if as_utc(start) < as_utc(built_at) else None,
+                    int(keys),
                 )
-                for w, day_pins, hour_pins, start, built_at in (row[3] if len(row) > 3 else ())
+                for w, day_pins, hour_pins, start, built_at, keys in (row[3] if len(row) > 3 else ())
                 if all((d, int(s), int(x)) in usable for d, s, x in day_pins)
                 and all((as_utc(h), int(s), int(x)) in clean_pins for h, s, x in hour_pins)
                 and rolled_in_range(as_utc(start), as_utc(built_at))

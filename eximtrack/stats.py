@@ -259,7 +259,8 @@ class HourlyStats:
         and of the first limit + 1 keys of the window by that counter are read: an edge row only adds to its
         key, so the window order of the keys without one is their final order, and no key past those first
         ones can be returned. The edge's keys are found by their hash (a collision reads one more exact row
-        of another key: harmless)."""
+        of another key: harmless). A window of at most WHOLE_WINDOW_KEYS keys (the servers, the owners) is
+        read whole: that costs less than finding the edge's keys (at 1e8, 30 days by server: 22 -> 15 ms)."""
         (key,) = self.groups
         win = read_plan.window
         edge, edge_params = hourly_read.source(
@@ -269,7 +270,12 @@ class HourlyStats:
         mine = "writer = {hr_window:UInt64} AND by = {hr_by:String}"
         window = f"SELECT key AS {key}, {cols} FROM mail_window_snap WHERE {mine}"
         top = self.top
-        if top is not None and top.limit is not None and top.sort in _UNSIGNED_SORTS:
+        if (
+            top is not None
+            and top.limit is not None
+            and top.sort in _UNSIGNED_SORTS
+            and win.keys > WHOLE_WINDOW_KEYS
+        ):
             first = f"rank <= {top.limit + 1}"  # the window's order is SENDCOUNT's
             if top.sort != "SENDCOUNT":
                 first = (
@@ -304,6 +310,8 @@ class HourlyStats:
         return run(*self.sql(self.read_plan(run)))
 
 
+# a window of at most this many keys is read whole rather than narrowed to the edge's keys and its first ones
+WHOLE_WINDOW_KEYS = 10_000
 # the sort counters made of unsigned columns only (an edge row never lowers them), as window columns
 _UNSIGNED_SORTS = {
     "SENDCOUNT": "messages",

@@ -88,21 +88,31 @@ def plan(store: Store, by: str, bounds: dict):
 
 def assert_windows_agree(store: Store, used: bool | None = True, ranges=RANGES) -> None:
     """Every grouping a window serves, with every kind of `top`, equals one read of the view, rows in
-    order; `used`: whether the read must (True) or must not (False) have used a window."""
-    for bounds in ranges:
-        for by in window_snapshots.WINDOW_BY:
-            if used is not None:
-                assert (plan(store, by, bounds).window is not None) is used, (by, bounds)
-            for top in TOPS:
-                request = stats.build_grouped_stats([by], bounds, top=top)
-                got = request.run(store_run(store))[1]
-                want = store.query(*request.view_sql()).result_rows
-                if top is None:
-                    got, want = sorted(got), sorted(want)
-                assert got == want, (by, bounds, top)
+    order, with the window read whole (these windows are small) and narrowed to the edge's keys and its
+    first ones (as a window of many keys is); `used`: whether the read must (True) or must not (False) have
+    used a window."""
+    whole = stats.WHOLE_WINDOW_KEYS
+    try:  # narrowed: two groupings suffice (the narrowing does not depend on the key)
+        for stats.WHOLE_WINDOW_KEYS, groupings in (
+            (whole, window_snapshots.WINDOW_BY),
+            (0, ("server", "domain")),
+        ):
+            for bounds in ranges:
+                for by in groupings:
+                    if used is not None:
+                        assert (plan(store, by, bounds).window is not None) is used, (by, bounds)
+                    for top in TOPS:
+                        request = stats.build_grouped_stats([by], bounds, top=top)
+                        got = request.run(store_run(store))[1]
+                        want = store.query(*request.view_sql()).result_rows
+                        if top is None:
+                            got, want = sorted(got), sorted(want)
+                        assert got == want, (by, bounds, top, stats.WHOLE_WINDOW_KEYS)
+    finally:
+        stats.WHOLE_WINDOW_KEYS = whole
 
 
-def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(window_store):
+def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(window_store, monkeypatch):
     store = window_store
     windows = {by: w for (by, _), w in window_snapshots.newest_windows(store).items()}
     assert sorted(windows) == sorted(window_snapshots.WINDOW_BY)
@@ -119,6 +129,14 @@ def test_a_window_sums_its_days_and_the_edge_lifts_a_key_over_its_first_ones(win
     assert [k for (k,) in ranks] == ["wb", "wc", "wa"]
     first = stats.build_grouped_stats(["server"], RANGES[0], top=stats.Top(limit=1)).run(store_run(store))[1]
     assert [r[0] for r in first] == ["wa", "wb"]  # the first group, and the one read to say "more"
+    # a window of few keys is read whole; one of many only for the edge's keys and its first ones
+    request = stats.build_grouped_stats(["server"], RANGES[0], top=stats.Top(limit=1))
+    assert plan(store, "server", RANGES[0]).window.keys == 3
+    assert "key_hash" not in request.sql(request.read_plan(store_run(store)))[0]
+    monkeypatch.setattr(stats, "WHOLE_WINDOW_KEYS", 2)
+    assert "key_hash IN" in request.sql(request.read_plan(store_run(store)))[0]
+    assert [r[0] for r in request.run(store_run(store))[1]] == ["wa", "wb"]
+    monkeypatch.undo()
     assert_windows_agree(store)
 
     # the window rows are what a read of its days returns: marked, the mark shows where they are read
