@@ -184,8 +184,7 @@ def refresh(
     days_done, days = in_batches(days_to_snapshot, _snapshot_days, BATCH_DAYS)
     with lock:
         horizon = as_utc(store.query(f"SELECT {HORIZON_SQL}").result_rows[0][0])
-    clock = {} if now is None else {"now": now}  # else window_snapshots' own default (the wall clock)
-    windows = window_snapshots.refresh(store, lock, horizon=horizon, **clock)
+    windows = window_snapshots.refresh(store, lock, now=now, horizon=horizon)
     with lock:
         deleted = delete_unread(store) if cleanup else 0
     if dirty or days:

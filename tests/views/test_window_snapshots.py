@@ -11,7 +11,6 @@ days ago, 01:00 today), the day's and the week's (the last test) end there too; 
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -58,8 +57,11 @@ TOPS = (
 
 def fill(url, tmp_path, monkeypatch, logs) -> Store:
     """A store of `logs` with no windows yet; `window_snapshots.refresh` builds them as at BUILT_AT."""
+    refresh = window_snapshots.refresh  # as at BUILT_AT unless a caller gives another clock
     monkeypatch.setattr(
-        window_snapshots, "refresh", functools.partial(window_snapshots.refresh, now=BUILT_AT)
+        window_snapshots,
+        "refresh",
+        lambda *args, now=None, **kwargs: refresh(*args, now=now or BUILT_AT, **kwargs),
     )
     for i, (server, rounds, start, salt) in enumerate(logs):
         path = tmp_path / f"w{i}.log"
@@ -303,7 +305,6 @@ def test_the_last_day_and_week_read_their_own_windows(url, tmp_path, monkeypatch
         store, used=None, ranges=(short, stats.hour_range(START.timestamp(), END.timestamp()))
     )
     # the next hour's windows supersede them span by span; the superseded ones are deleted, and only they
-    monkeypatch.setattr(window_snapshots, "refresh", functools.partial(window_snapshots.refresh.func))
     assert window_snapshots.refresh(store, now=BUILT_AT + timedelta(hours=1)) == len(newest)
     later = window_snapshots.newest_windows(store)
     assert sorted(later) == sorted(newest) and not {w.writer for w in later.values()} & set(keys)
