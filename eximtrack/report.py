@@ -86,11 +86,18 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
         GROUP BY hour)"""
 
 
-def _outcomes_sql(where: str = "") -> str:
-    source = "mail_hourly_all\nWHERE $RANGE" + (f" AND {where}" if where else "")
+def _hourly_source(counters: tuple[str, ...], where: str = "") -> str:
+    """The source of a per-hour panel: the fleet's (no filter) from _fleet_hourly_sql, one server's or
+    domain's (`where`) from `mail_hourly_all`, whose rows of one key are few."""
     if not where:
-        counters = ("success", "filtered", "archive", "deferred", "failure", "rejected", "inprogress")
-        source = _fleet_hourly_sql(counters)
+        return _fleet_hourly_sql(counters)
+    return f"mail_hourly_all\nWHERE $RANGE AND {where}"
+
+
+def _outcomes_sql(where: str = "") -> str:
+    source = _hourly_source(
+        ("success", "filtered", "archive", "deferred", "failure", "rejected", "inprogress"), where
+    )
     return f"""SELECT hour AS time,
     {SUCCESS} AS delivered,
     {DEFERRED} AS deferred,
@@ -102,9 +109,7 @@ ORDER BY time"""
 
 
 def _received_sql(where: str = "") -> str:
-    source = "mail_hourly_all\nWHERE $RANGE" + (f" AND {where}" if where else "")
-    if not where:
-        source = _fleet_hourly_sql(("messages", "recipients"))
+    source = _hourly_source(("messages", "recipients"), where)
     return f"""SELECT hour AS time,
     sum(messages) AS messages,
     sum(recipients) AS recipients
