@@ -41,6 +41,11 @@ BATCH_ROWS = 50_000
 # and a page or a message shown again skips the decompression of its granules. A ClickHouse server gets the
 # same from its `uncompressed_cache_size` and the profile setting (docs/DEPLOY.md).
 CHDB_SETTINGS = {"use_uncompressed_cache": 1}
+# Every insert runs the materialized views it feeds in parallel instead of one after another (ClickHouse's
+# default): `events` feeds eleven, and the chain through `latest` is most of an insert's cost. Same rows,
+# same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
+# cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
+INSERT_SETTINGS = {"parallel_view_processing": 1}
 
 
 class StoreError(RuntimeError):
@@ -291,7 +296,7 @@ class Store:
     def insert_encoded(self, table: str, data: bytes) -> None:
         """Insert one batch already encoded by `encode.arrow_ipc(table, records)` (Arrow IPC)."""
         fields = encode.TABLES[table][0]
-        self.client.raw_insert(table, list(fields), data, fmt="Arrow")
+        self.client.raw_insert(table, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
 
     def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         """Insert DeliveryEvents into `events` (the materialized view feeds `latest`)."""

@@ -442,6 +442,23 @@ def test_the_embedded_engine_caches_decompressed_blocks(store):
     assert off == "0"
 
 
+def test_inserts_run_their_views_in_parallel(store):
+    """Every insert asks ClickHouse to run the materialized views it feeds in parallel (store.INSERT_SETTINGS);
+    a view of its own records the setting its insert ran with. The writer's session keeps its default."""
+    store.command("CREATE TABLE insert_setting_probe (v String) ENGINE = Memory")
+    store.command(
+        "CREATE MATERIALIZED VIEW insert_setting_probe_mv TO insert_setting_probe AS "
+        "SELECT toString(getSetting('parallel_view_processing')) AS v FROM events"
+    )
+    try:
+        store.insert_events([ev("e1", recipient="r@x.org", deliveredto="r@x.org")])
+        assert count(store, "SELECT groupArray(v) FROM insert_setting_probe") == ["true"]
+        assert count(store, "SELECT count() FROM latest FINAL") == 1
+    finally:
+        store.command("DROP VIEW insert_setting_probe_mv")
+        store.command("DROP TABLE insert_setting_probe")
+
+
 def test_batches(store):
     events = [ev(f"e{i}", recipient=f"r{i}@x.org", deliveredto=f"r{i}@x.org") for i in range(7)]
     assert store.insert_events(events, batch_rows=2) == 7
