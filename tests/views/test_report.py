@@ -135,6 +135,33 @@ def test_the_fleet_per_hour_panels_equal_mail_hourly_all(populated):
         assert want and got == want, name
 
 
+@pytest.mark.store
+def test_the_most_recipients_panel_equals_a_max_per_sender(populated):
+    """The abuse dashboard's "most unique recipients in one hour" takes each sender's first row by value
+    (LIMIT 1 BY) instead of grouping every sender: the same senders and numbers as max() per sender of
+    abuse_senders_hourly (ties at the 15th place may name other senders with the same number). The
+    defer+fail panel keeps its GROUP BY: its rows (>= the minimum) are few, and LIMIT BY measured no faster."""
+    from dataclasses import replace
+    from datetime import UTC, timedelta
+
+    lo, hi = populated.query("SELECT min(hour), max(hour) FROM mail_hourly").result_rows[0]
+    t_from, t_to = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(hours=1)
+    abuse = {p.id: p for p in next(d for d in report.DASHBOARDS if d.uid == "eximtrack-abuse").panels}
+    panel = abuse["top_recipients"]
+    assert "LIMIT 1 BY" in panel.sql and "GROUP BY" not in panel.sql
+    grouped = "SELECT if(sender != '', sender, user) AS s, max(unique_recipients) FROM abuse_senders_hourly "
+    grouped += "WHERE $RANGE GROUP BY s"
+    every = dict(populated.query(report.report_sql(grouped), {"t_from": t_from, "t_to": t_to}).result_rows)
+    assert len(every) > 3
+    # as the panel is, and cut to its first 3 senders (the store has fewer senders than 15)
+    for limit in (15, 3):
+        cut = replace(panel, sql=panel.sql.replace("\nLIMIT 15", f"\nLIMIT {limit}"))
+        got = report.run_panel(populated, cut, t_from, t_to, {})[1]
+        assert len(got) == min(limit, len(every)) and len({s for s, _ in got}) == len(got)
+        assert all(every[s] == v for s, v in got)  # each sender's own worst hour
+        assert [v for _, v in got] == sorted(every.values(), reverse=True)[: len(got)]
+
+
 def test_the_fleet_delay_panel_equals_the_merged_states(populated):
     """The fleet's delay panel reads the hourly snapshots of its quantiles (migration 019): the numbers the
     merge of every key's states gives, with every hour snapshotted, and with some hours written since (read
