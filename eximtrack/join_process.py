@@ -79,6 +79,7 @@ def run(store, job: JoinJob, progress: Progress | None = None) -> IngestStats:
 
 
 def _child(sender, job: JoinJob) -> None:
+    from eximtrack.gc_policy import tune_for_throughput
     from sinks.clickhouse.encode import arrow_ipc
 
     lines_reported = 0
@@ -91,6 +92,7 @@ def _child(sender, job: JoinJob) -> None:
 
     try:
         joiner = make_joiner(job.server, job.tz, job.userdomains, job.trueuserowners)
+        tune_for_throughput()
         stats = join_files(
             joiner,
             job.paths,

@@ -718,12 +718,14 @@ def run_worker(app: faust.App, loglevel: str = "warning") -> None:
     from faust.worker import Worker
 
     from eximtrack import logs
+    from eximtrack.gc_policy import tune_for_throughput
 
     logs.configure("stream", loglevel)
     worker = Worker(app, loglevel=loglevel, quiet=True, override_logging=False)  # our handler and format
     # faust's terminal spinner sets the root logger to DEBUG, so every debug call of faust and aiokafka
     # built a LogRecord that the handler then dropped: ~4% of the worker's CPU (bench/pipeline.py profile)
     worker.spinner = None
+    tune_for_throughput()  # the app and its tables are built: keep them out of the collector's walks
     worker.execute_from_commandline()
 
 

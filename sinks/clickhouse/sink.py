@@ -362,6 +362,7 @@ def default_instance_id(group: str, store_url: str) -> str:
 
 def _run(args) -> int:
     from eximtrack import logs
+    from eximtrack.gc_policy import tune_for_throughput
     from producers.topics import ensure_topics
     from sinks.clickhouse.store import Store
 
@@ -400,6 +401,7 @@ def _run(args) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    tune_for_throughput()  # the store, the consumer and the servers are up: keep them out of the collector's walks
     try:
         sink.run()
     finally:
