@@ -366,8 +366,8 @@ LIMIT 50""",
             "bar",
             # each sender's worst hour, as max() per sender would give it, without a hash table of every
             # sender of the range: rows by value, the first of each sender (LIMIT BY), the first 15 senders
-            # (at 1e8 events 73 -> 53 ms, docs/BENCHMARKS.md); the numbers of abuse_senders_hourly, whose
-            # unique_recipients is the rcpt_addresses of an outbound key
+            # (at 1e8 events 72-74 -> 57-58 ms p50, docs/BENCHMARKS.md); the numbers of
+            # abuse_senders_hourly, whose unique_recipients is the rcpt_addresses of an outbound key
             """SELECT
     if(sender != '', sender, user) AS sender_or_user,
     rcpt_addresses AS max_unique_recipients_per_hour

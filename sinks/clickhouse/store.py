@@ -42,7 +42,7 @@ BATCH_ROWS = 50_000
 # same from its `uncompressed_cache_size` and the profile setting (docs/DEPLOY.md).
 CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # Every insert runs the materialized views it feeds in parallel instead of one after another (ClickHouse's
-# default): `events` feeds eleven, and the chain through `latest` is most of an insert's cost. Same rows,
+# default): `events` feeds seven, `latest` four more, and that chain is most of an insert's cost. Same rows,
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}

@@ -454,6 +454,7 @@ def test_inserts_run_their_views_in_parallel(store):
         store.insert_events([ev("e1", recipient="r@x.org", deliveredto="r@x.org")])
         assert count(store, "SELECT groupArray(v) FROM insert_setting_probe") == ["true"]
         assert count(store, "SELECT count() FROM latest FINAL") == 1
+        assert count(store, "SELECT toString(getSetting('parallel_view_processing'))") == "false"
     finally:
         store.command("DROP VIEW insert_setting_probe_mv")
         store.command("DROP TABLE insert_setting_probe")
