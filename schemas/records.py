@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from dataclasses import dataclass
 
 import orjson
@@ -142,7 +143,8 @@ class DeliveryEvent:
         return d
 
     def copy(self) -> DeliveryEvent:
-        return DeliveryEvent(**{name: getattr(self, name) for name in EVENT_FIELDS})
+        # every field, read by one C call and passed in field order (the joiner copies ~0.2 events a line)
+        return DeliveryEvent(*_event_values(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> DeliveryEvent:
@@ -281,6 +283,7 @@ def dead_letter_record(topic: str, partition: int, offset: int, reason: str, val
 
 
 EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryEvent))
+_event_values = operator.attrgetter(*EVENT_FIELDS)  # the field values of an event, in field order
 _EVENT_DEFAULTS = tuple(
     (f.name, f.default) for f in dataclasses.fields(DeliveryEvent) if f.default is not dataclasses.MISSING
 )

@@ -30,13 +30,13 @@ Rules (docs/ARCHITECTURE.md has the full table):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import orjson
+from eximtrack_core import stable_id  # the deterministic id of a record: replays are harmless (native/)
 
 from schemas.records import (
     EVENT_DEFAULTS,
@@ -86,15 +86,11 @@ def state_ends(value: bytes | dict) -> tuple[float, float]:
 
 ARRIVAL_FIELDS = ("email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth",
                   "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid")  # fmt: skip
+ARRIVAL_KEYS = frozenset(ARRIVAL_FIELDS)
 
 
 # `for a b "quoted local"@c`: recipients are space-separated, but a quoted local part may contain spaces
 _RCPT_LIST_RE = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^\s"])+')
-
-
-def stable_id(*parts: str) -> str:
-    """Deterministic id of a record: the same input always gives the same id (replays are harmless)."""
-    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 def _seconds(value: str | None) -> float | None:
@@ -572,22 +568,30 @@ class Joiner:
             self.stats["retry_skips"] += 1
             return
         self._tombstone_placeholders(st, rcpt, ts, line, out)
-        ev = self._new_event(st, etype, rcpt, deliveredto, ts, line)
-        ev.router = router
-        ev.transport = transport
-        ev.transport_is_remote = 1 if "remote" in transport else 0
-        ev.host = f.get("Hname", "")
-        ev.ip = f.get("Hip", "")
-        ev.message = message
-        ev.confirmation = f.get("C", "")
-        ev.tls = f.get("X", "")
-        ev.queue_time = _seconds(f.get("QT"))
-        ev.delivery_time = _seconds(f.get("DT"))
         dom = _domain(address) or _domain(rcpt)
-        ev.deliverydomain = dom
-        ev.deliveryuser = self.accounts.user_of_domain(dom)
-        ev.deliveryowner = self.accounts.owner_of(ev.deliveryuser)
-        ev.attempts = (prev.attempts if prev is not None else 0) + (0 if skip else 1)
+        user = self.accounts.user_of_domain(dom)
+        ev = self._new_event(
+            st,
+            etype,
+            rcpt,
+            deliveredto,
+            ts,
+            line,
+            router=router,
+            transport=transport,
+            transport_is_remote=1 if "remote" in transport else 0,
+            host=f.get("Hname", ""),
+            ip=f.get("Hip", ""),
+            message=message,
+            confirmation=f.get("C", ""),
+            tls=f.get("X", ""),
+            queue_time=_seconds(f.get("QT")),
+            delivery_time=_seconds(f.get("DT")),
+            deliverydomain=dom,
+            deliveryuser=user,
+            deliveryowner=self.accounts.owner_of(user),
+            attempts=(prev.attempts if prev is not None else 0) + (0 if skip else 1),
+        )
         if prev is not None and ev.version <= prev.version:
             ev.version = prev.version + 1
         st.rows[key] = ev
@@ -724,8 +728,14 @@ class Joiner:
         return int(round(ts * 1000)) * 8 + OUTCOME_RANK[etype] * 2 + has_arrival
 
     def _new_event(
-        self, st: MessageState, etype: str, rcpt: str, deliveredto: str, ts: float, line: str
+        self, st: MessageState, etype: str, rcpt: str, deliveredto: str, ts: float, line: str, **delivery
     ) -> DeliveryEvent:
+        """A new state of row (rcpt, deliveredto) caused by `line`, with the arrival's fields and `delivery`
+        (what the line says about the delivery, for the fields that are not the arrival's)."""
+        a = st.arrival
+        # the arrival's fields passed to the constructor (one call instead of 15 setattr after it) when the
+        # arrival holds exactly ARRIVAL_FIELDS, as _arrival_fields makes it; anything else the slow way
+        arrival = a if a is not None and a.keys() == ARRIVAL_KEYS else None
         ev = DeliveryEvent(
             event_id=stable_id(self.server, st.msgid, rcpt, deliveredto, etype, line),
             type=etype,
@@ -736,8 +746,11 @@ class Joiner:
             actionunixtime=ts,
             frozen=st.frozen,
             version=self._version(ts, etype, st),
+            **(arrival or {}),
+            **delivery,
         )
-        self._fill_arrival(st, ev)
+        if arrival is None:
+            self._fill_arrival(st, ev)
         if rcpt and not ev.deliverydomain:
             ev.deliverydomain = _domain(rcpt)
             ev.deliveryuser = self.accounts.user_of_domain(ev.deliverydomain)

@@ -1,8 +1,11 @@
 //! eximtrack's compiled core, as the Python module `eximtrack_core`: the Exim main-log parser (parse.rs)
-//! behind `stream.parse.parse_line`. This file only turns its results into Python objects.
+//! behind `stream.parse.parse_line`, and the records' ids (`stable_id`, behind `stream.join.stable_id`).
+//! This file only turns their results into Python objects.
 
+use blake2::digest::{Update, VariableOutput};
+use blake2::Blake2bVar;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 pub mod parse;
 
@@ -122,11 +125,48 @@ fn unquote(value: &str) -> String {
     parse::unquote(value).into_owned()
 }
 
+const ID_BYTES: usize = 10;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The id of a record: BLAKE2b with a 10-byte digest of the parts' UTF-8 joined by U+001F, as lowercase hex
+/// (Python's `hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=10)
+/// .hexdigest()`: the ids stored before it moved here stay the same). Lone surrogates, which no decoder of
+/// eximtrack makes, are encoded as "surrogatepass" does.
+#[pyfunction]
+#[pyo3(signature = (*parts))]
+fn stable_id(parts: &Bound<'_, PyTuple>) -> PyResult<String> {
+    let mut hasher = Blake2bVar::new(ID_BYTES).expect("10 is a valid BLAKE2b digest size");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b"\x1f");
+        }
+        let text = part.downcast::<PyString>()?;
+        match text.to_str() {
+            Ok(s) => hasher.update(s.as_bytes()),
+            Err(_) => {
+                let raw = text.call_method1("encode", ("utf-8", "surrogatepass"))?;
+                hasher.update(raw.downcast::<PyBytes>()?.as_bytes());
+            }
+        }
+    }
+    let mut digest = [0u8; ID_BYTES];
+    hasher
+        .finalize_variable(&mut digest)
+        .expect("the buffer has the digest's size");
+    let mut hex = String::with_capacity(2 * ID_BYTES);
+    for byte in digest {
+        hex.push(HEX[(byte >> 4) as usize] as char);
+        hex.push(HEX[(byte & 15) as usize] as char);
+    }
+    Ok(hex)
+}
+
 #[pymodule]
 fn eximtrack_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ParsedLine>()?;
     m.add_function(wrap_pyfunction!(parse_line, m)?)?;
     m.add_function(wrap_pyfunction!(is_msgid, m)?)?;
     m.add_function(wrap_pyfunction!(unquote, m)?)?;
+    m.add_function(wrap_pyfunction!(stable_id, m)?)?;
     Ok(())
 }
