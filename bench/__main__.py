@@ -19,6 +19,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.timing import cpu_steal, cpu_times
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ("core", "ingest", "footprint", "pipeline", "scaleout", "queries")
 RESULTS = ROOT / "bench" / "results.json"
@@ -86,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"bench: {name} …", flush=True)
         t0 = time.perf_counter()
+        ticks = cpu_times()
         try:
             suite = importlib.import_module(f"bench.{name}")
             data = suite.run(args.quick, workdir)
             data["seconds"] = round(time.perf_counter() - t0, 1)
+            data["cpu_steal"] = cpu_steal(ticks, cpu_times())
             data["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             results["suites"][name] = data
             print(f"bench: {name} done in {data['seconds']} s", flush=True)

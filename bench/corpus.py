@@ -68,11 +68,15 @@ PIPELINE = {
 }
 
 
-def pipeline_corpus(workdir: Path, quick: bool, seed: int, days_ago: int = 1) -> tuple[dict[str, Path], dict]:
+def pipeline_corpus(
+    workdir: Path, quick: bool, seed: int, days_ago: int = 1, scale: int = 1
+) -> tuple[dict[str, Path], dict]:
     """23-character ids (Exim 4.97+, what a current fleet writes); one log set per seed, starting `days_ago`
     days before today (UTC): recent, so the store's retention (90 days by default) keeps what is stored,
-    and log sets appended one after another can move forward in time."""
-    size = PIPELINE["quick" if quick else "full"]
-    name = f"pipeline-{seed}" + ("-quick" if quick else "")
+    and log sets appended one after another can move forward in time. `scale` multiplies the messages (a
+    steady load long enough for its rate)."""
+    size = dict(PIPELINE["quick" if quick else "full"])
+    size["messages_per_day"] *= scale
+    name = f"pipeline-{seed}" + (f"-x{scale}" if scale != 1 else "") + ("-quick" if quick else "")
     start = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT00:00:00+00:00")
     return build(workdir / name, id_format="new", seed=seed, start=start, **size)

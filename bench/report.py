@@ -182,6 +182,11 @@ def render(r: dict) -> str:
         "| --- | --- | --- | --- |",
     ]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(r)]
+    steal = {name: d["cpu_steal"] for name, d in s.items() if d.get("cpu_steal") is not None}
+    if steal:
+        out += ["", "CPU time taken by the hypervisor for other guests while each suite ran (steal; this is a "
+                "shared VM, and its speed moves with it): "
+                + ", ".join(f"{name} {share:.0%}" for name, share in steal.items()) + "."]  # fmt: skip
     for name in s:
         if "error" in s[name]:
             out.append(f"\n**{name} failed:** `{s[name]['error']}`")

@@ -1,7 +1,9 @@
 """Repeated measurements and their summary (median, min, max, percentiles), the one way every suite reports.
 
 A `Sample` is what the results file and the report hold for one number: the median of the runs plus the
-spread, so a reader sees how noisy a figure was on this machine.
+spread, so a reader sees how noisy a figure was on this machine. `cpu_steal` says how much of the machine's
+CPU time its hypervisor gave to other guests while a suite ran: on a shared VM the same code measured 2x
+apart between hours, and the steal is what a reader needs to compare two runs.
 """
 
 from __future__ import annotations
@@ -65,3 +67,28 @@ def latencies(fn: Callable[[], object], runs: int, warmup: int = 1) -> dict:
         "runs": runs,
         "unit": "ms",
     }
+
+
+def cpu_times(stat_text: str | None = None) -> tuple[int, ...]:
+    """The machine's CPU time counters (the `cpu` line of /proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal), in clock ticks; () where there is no /proc/stat."""
+    if stat_text is None:
+        try:
+            with open("/proc/stat") as fh:
+                stat_text = fh.readline()
+        except OSError:
+            return ()
+    fields = stat_text.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        return ()
+    return tuple(int(x) for x in fields[1:9])
+
+
+def cpu_steal(before: tuple[int, ...], after: tuple[int, ...]) -> float | None:
+    """The share (0..1) of the machine's CPU time between two `cpu_times()` readings that was stolen by the
+    hypervisor; None when it cannot be told (no /proc/stat, no time passed)."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    return delta[7] / total if total > 0 else None

@@ -38,6 +38,8 @@ def test_every_suite_ran(quick):
     for name, suite in quick["suites"].items():
         assert "error" not in suite, (name, suite)
     assert quick["machine"]["cores"] >= 1 and quick["quick"] is True
+    for name, suite in quick["suites"].items():  # Linux: the hypervisor's share of the CPU time is recorded
+        assert 0.0 <= suite["cpu_steal"] <= 1.0, (name, suite.get("cpu_steal"))
 
 
 def test_scaleout_drained_with_one_and_two_workers(quick):
@@ -111,6 +113,7 @@ def test_report_renders_from_the_results(quick, tmp_path):
                         "--readme", str(readme)]) == 0  # fmt: skip
     text = doc.read_text()
     assert "quick (smoke) sizes" in text and "eximstats" in text and "Freshness" in text
+    assert "(steal;" in text and "pipeline " in text.split("(steal;", 1)[1].split("\n\n", 1)[0]
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "Core (parse + join) vs eximstats" in readme.read_text()
     # the hand-written parts around the markers survive
