@@ -496,12 +496,15 @@ def create_app(
     expiry: float | None = None,
     instance_id: str | None = None,
     replication_factor: int = 1,
+    session_timeout: float = 60.0,
 ) -> faust.App:
     """Build the faust app. `prefix` is put before every topic name (tests use one per test).
 
     `instance_id` gives the worker a static group membership (Kafka KIP-345): a worker restarted after a
     crash takes its partitions back at once instead of waiting for the dead member's session to expire and
-    a second rebalance (during which faust-streaming 0.15.3 was seen to skip a record: see RecordGaps)."""
+    a second rebalance (during which faust-streaming 0.15.3 was seen to skip a record: see RecordGaps).
+    `session_timeout`: seconds the group waits for a silent member before its partitions go to the others
+    (a worker that died for good and was replaced by one with another id)."""
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
@@ -526,6 +529,7 @@ def create_app(
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=instance_id,
+        broker_session_timeout=session_timeout,
         TableManager=PromptTableManager,
     )
     raw_topic = app.topic(prefix + T.RAW_LINES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
@@ -745,6 +749,10 @@ def register(subparsers) -> None:
     p.add_argument("--expiry", type=float, default=None, help="seconds (event time) an idle message is kept")
     p.add_argument("--instance-id", default=None,
                    help="static group membership id, stable across restarts (default: host + data dir)")  # fmt: skip
+    p.add_argument("--session-timeout", type=float,
+                   default=float(os.environ.get("EXIMTRACK_STREAM_SESSION_TIMEOUT", "60")),
+                   help="seconds before a silent worker's partitions go to the others (default 60, or "
+                        "$EXIMTRACK_STREAM_SESSION_TIMEOUT; at least 6, the broker's minimum)")  # fmt: skip
     p.add_argument("--loglevel", default="warning")
     p.set_defaults(func=_run)
 
@@ -764,7 +772,7 @@ def _run(args) -> int:
     )
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
                      web_port=args.web_port, expiry=args.expiry, instance_id=instance,
-                     replication_factor=replication)  # fmt: skip
+                     replication_factor=replication, session_timeout=args.session_timeout)  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)

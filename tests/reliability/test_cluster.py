@@ -7,6 +7,7 @@ generator's truth, nothing lost or doubled. The longest pause in stored events a
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 
@@ -109,6 +110,11 @@ def test_broker_kills_in_a_three_node_cluster_lose_and_double_nothing(tmp_path):
         assert counts["latest_rows"] == counts["distinct_rows"] == len(want)
         assert rows(stack.sql(HISTORY)) == want_history
         fleet.assert_truth(got)
+        stack.stop()
+        # the nodes stop together, each by its own controlled shutdown: none is left to a SIGKILL
+        codes = cluster.stop()
+        assert set(codes) == set(cluster.nodes) and -signal.SIGKILL not in codes.values(), codes
+        assert not any(node.running() for node in cluster.nodes.values())
     finally:
         measured.set()
         stack.stop()
