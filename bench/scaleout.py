@@ -48,6 +48,8 @@ def measure(
             stack.stream(n).start()
         for n in range(2, sinks + 1):
             stack.sink(n).start()
+        # the drains measure a settled group: a worker joining mid-drain stalled it for minutes once
+        stack.wait_workers_ready(timeout=120 if quick else 300)
         store, appender = warmed_up(stack, logs)
         try:
             done = [

@@ -206,6 +206,28 @@ class DevStack:
             raise RuntimeError(f"sql failed ({out.returncode}): {out.stderr.strip()}")
         return out.stdout
 
+    def wait_workers_ready(self, timeout: float = 120) -> None:
+        """Wait until every started worker answers /readyz: in the group, not rebalancing, with raw-lines
+        partitions (a group of several has settled its assignment)."""
+        workers = [n for n in self.components if n.startswith("stream")]
+        deadline = time.monotonic() + timeout
+        waiting = workers
+        while time.monotonic() < deadline:
+            waiting = []
+            for name in workers:
+                if not self.components[name].alive():
+                    raise RuntimeError(f"{name} died:\n" + self.components[name].tail())
+                try:
+                    status = self.probe(name, "/readyz")[0]
+                except OSError:  # its web server not up yet
+                    status = 0
+                if status != 200:
+                    waiting.append(name)
+            if not waiting:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"workers not ready after {timeout:.0f} s: {', '.join(waiting)}")
+
     def wait_endpoint(self, timeout: float = 60) -> None:
         """Wait until the sink serves queries for the embedded store."""
         from sinks.clickhouse.query_server import find_endpoint

@@ -332,7 +332,7 @@ def test_two_workers_share_the_partitions(tmp_path, stack):
     for server, path in live.items():
         stack.shipper(server, path).start()
     stack.wait_endpoint()
-    time.sleep(10)  # let the two workers settle their partition assignment before the lines come
+    stack.wait_workers_ready()  # the two workers settled their partition assignment before the lines come
     for server, path in live.items():
         append_slowly(sources[server][0], path)
     got = wait_for(stack, want)
