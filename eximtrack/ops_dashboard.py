@@ -196,6 +196,17 @@ ALERTS = (
         "Raw lines are waiting in Kafka and no worker processed a record for 10 minutes.",
     ),
     Alert(
+        "EximtrackPartitionStalled",
+        "max by (partition) (eximtrack_stream_consumer_lag_records) > 0 and on (partition) "
+        "max by (partition) (changes(eximtrack_stream_processed_offset[10m])) == 0",
+        "5m",
+        "critical",
+        "Raw-lines partition {{ $labels.partition }} is not processed while its records wait",
+        "Other partitions may flow. faust-streaming was seen to stop fetching one partition after a worker "
+        "joined the group under load: restart the worker holding it (static membership hands it back at "
+        "once).",
+    ),
+    Alert(
         "EximtrackDeadLetters",
         "sum(increase(eximtrack_stream_dead_letters_total[15m])) + sum(increase(eximtrack_sink_dead_letters_total[15m])) > 0",
         "0m",

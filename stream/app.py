@@ -691,7 +691,16 @@ def create_app(
                     lag[tp.partition] = max(0, highwater - (-1 if last is None else last) - 1)
         return lag
 
-    worker_metrics = WorkerMetrics(counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag)
+    def processed_offsets() -> dict[int, int]:
+        out = {}
+        for tp in app.consumer.assignment():
+            if tp.topic == raw_topic_name and (last := gaps.last_handled(tp.partition)) is not None:
+                out[tp.partition] = last
+        return out
+
+    worker_metrics = WorkerMetrics(
+        counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag, processed_offsets
+    )
 
     @app.page("/metrics")
     async def metrics(web, request):

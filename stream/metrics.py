@@ -6,6 +6,8 @@ the joiners' per-server numbers and the consumer's position at each scrape:
 - ``eximtrack_stream_{records,lines,events,rejects,dead_letters,shipper_repeats,gap_records_recovered}_total``
 - ``eximtrack_stream_producer_queue_records`` (now) and ``…_peak_records`` (the most at a record's end)
 - ``eximtrack_stream_consumer_lag_records{partition}``: raw-lines records after the last one processed
+- ``eximtrack_stream_processed_offset{partition}``: the offset of that record (unchanged while records wait:
+  the partition is stalled)
 - per server: ``eximtrack_open_messages``, ``eximtrack_expired_messages_total``,
   ``eximtrack_stream_lines_by_disposition_total{disposition}``, ``eximtrack_message_notes_total``,
   ``eximtrack_message_notes_over_cap_total``
@@ -41,12 +43,14 @@ class WorkerMetrics:
         joiners: Mapping[str, tuple],
         producer_queue: Callable[[], int],
         lag: Callable[[], Mapping[int, int]],
+        processed: Callable[[], Mapping[int, int]] = dict,
     ) -> None:
         self.counters = counters
         self.gauges = gauges
         self.joiners = joiners
         self.producer_queue = producer_queue
         self.lag = lag
+        self.processed = processed
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -71,6 +75,14 @@ class WorkerMetrics:
         for partition, behind in sorted(self.lag().items()):
             lag.add_metric([str(partition)], behind)
         yield lag
+        processed = GaugeMetricFamily(
+            "eximtrack_stream_processed_offset",
+            "Offset of the last raw-lines record this worker processed, per assigned partition.",
+            labels=["partition"],
+        )
+        for partition, offset in sorted(self.processed().items()):
+            processed.add_metric([str(partition)], offset)
+        yield processed
         open_messages = GaugeMetricFamily(
             "eximtrack_open_messages", "Messages whose lines are still joined.", labels=["server"]
         )

@@ -18,7 +18,8 @@ import pytest
 
 from eximtrack.demo_log import SAMPLES, write_log
 from eximtrack.devstack import DevStack
-from producers.publish import BATCH_MAX_LINES
+from producers.publish import BATCH_MAX_LINES, key_partition
+from schemas.topics import RAW_LINE_PARTITIONS
 from stream.clock import base62
 
 pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
@@ -272,7 +273,11 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
         worker["eximtrack_stream_dead_letters_total"] == 2 and worker["eximtrack_stream_records_total"] >= 3
     )
     assert worker["eximtrack_stream_events_total"] > 0
-    assert any(k.startswith("eximtrack_stream_consumer_lag_records{") for k in worker)
+    # dl1's partition: nothing waits, and the offset of its last record processed is exported (the
+    # EximtrackPartitionStalled rule reads it)
+    part = key_partition(b"dl1", RAW_LINE_PARTITIONS)
+    assert worker[f'eximtrack_stream_consumer_lag_records{{partition="{part}"}}'] == 0
+    assert worker[f'eximtrack_stream_processed_offset{{partition="{part}"}}'] >= 2
     sink = settled("sink", lambda m: m.get("eximtrack_sink_dead_letters_total") == 2)
     assert sink['eximtrack_sink_rows_total{kind="event"}'] >= worker["eximtrack_stream_events_total"]
     assert sink['eximtrack_sink_insert_duration_seconds_count{kind="event"}'] >= 1
@@ -302,9 +307,6 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
 
 def test_two_workers_share_the_partitions(tmp_path, stack):
     """Scale-out is adding workers: two faust workers split the raw-line partitions, the result is the same."""
-    from producers.publish import key_partition
-    from schemas.topics import RAW_LINE_PARTITIONS
-
     # eight servers on eight different partitions: whatever faust assigns, each worker owns some of them
     names, parts = [], set()
     i = 0
