@@ -692,10 +692,12 @@ def create_app(
         return lag
 
     def processed_offsets() -> dict[int, int]:
+        """-1 for a partition none of whose records was processed yet (one faust never fetched stalls too)."""
         out = {}
         for tp in app.consumer.assignment():
-            if tp.topic == raw_topic_name and (last := gaps.last_handled(tp.partition)) is not None:
-                out[tp.partition] = last
+            if tp.topic == raw_topic_name:
+                last = gaps.last_handled(tp.partition)
+                out[tp.partition] = -1 if last is None else last
         return out
 
     worker_metrics = WorkerMetrics(

@@ -6,8 +6,8 @@ the joiners' per-server numbers and the consumer's position at each scrape:
 - ``eximtrack_stream_{records,lines,events,rejects,dead_letters,shipper_repeats,gap_records_recovered}_total``
 - ``eximtrack_stream_producer_queue_records`` (now) and ``…_peak_records`` (the most at a record's end)
 - ``eximtrack_stream_consumer_lag_records{partition}``: raw-lines records after the last one processed
-- ``eximtrack_stream_processed_offset{partition}``: the offset of that record (unchanged while records wait:
-  the partition is stalled)
+- ``eximtrack_stream_processed_offset{partition}``: the offset of that record, -1 before the first
+  (unchanged while records wait: the partition is stalled)
 - per server: ``eximtrack_open_messages``, ``eximtrack_expired_messages_total``,
   ``eximtrack_stream_lines_by_disposition_total{disposition}``, ``eximtrack_message_notes_total``,
   ``eximtrack_message_notes_over_cap_total``
