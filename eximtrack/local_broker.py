@@ -696,8 +696,8 @@ class LocalCluster:
         last node had lost the controller quorum its controlled shutdown asks, and waited out `timeout` for
         a SIGKILL (34 s for 3 nodes)."""
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            codes = pool.map(lambda node: node.stop(timeout), self.nodes.values())
-            codes = dict(zip(self.nodes, codes, strict=True))
+            exits = pool.map(lambda node: node.stop(timeout), self.nodes.values())
+            codes = dict(zip(self.nodes, exits, strict=True))
         with contextlib.suppress(OSError):
             (self.workdir / "bootstrap").unlink()
         return codes

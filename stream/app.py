@@ -43,6 +43,7 @@ from pathlib import Path
 import faust
 import orjson
 from faust.tables import TableManager
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import topics as T
@@ -681,24 +682,24 @@ def create_app(
     async def refresh_accounts():
         await app.loop.run_in_executor(None, accounts_table.refresh)
 
-    def consumer_lag() -> dict[int, int]:
-        lag = {}
-        for tp in app.consumer.assignment():
-            if tp.topic == raw_topic_name:
-                highwater = app.consumer.highwater(tp)
-                if highwater is not None and highwater >= 0:
-                    last = gaps.last_handled(tp.partition)  # kept in a table: right from a restart on
-                    lag[tp.partition] = max(0, highwater - (-1 if last is None else last) - 1)
-        return lag
-
-    def processed_offsets() -> dict[int, int]:
-        """-1 for a partition none of whose records was processed yet (one faust never fetched stalls too)."""
-        out = {}
+    def raw_positions() -> Iterator[tuple[TP, int]]:
+        """Each assigned raw-lines partition and the offset of its last record processed, -1 before the
+        first (kept in a table: right from a restart on; a partition faust never fetched stays at -1)."""
         for tp in app.consumer.assignment():
             if tp.topic == raw_topic_name:
                 last = gaps.last_handled(tp.partition)
-                out[tp.partition] = -1 if last is None else last
-        return out
+                yield tp, -1 if last is None else last
+
+    def consumer_lag() -> dict[int, int]:
+        lag = {}
+        for tp, last in raw_positions():
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None and highwater >= 0:
+                lag[tp.partition] = max(0, highwater - last - 1)
+        return lag
+
+    def processed_offsets() -> dict[int, int]:
+        return {tp.partition: last for tp, last in raw_positions()}
 
     worker_metrics = WorkerMetrics(
         counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag, processed_offsets

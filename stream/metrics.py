@@ -33,6 +33,14 @@ COUNTER_HELP = {
 }
 
 
+def per_partition(name: str, text: str, values: Mapping[int, int]) -> GaugeMetricFamily:
+    """A gauge with one sample per raw-lines partition."""
+    family = GaugeMetricFamily(name, text, labels=["partition"])
+    for partition, value in sorted(values.items()):
+        family.add_metric([str(partition)], value)
+    return family
+
+
 class WorkerMetrics:
     """A collector over the worker's live numbers; `registry` holds it."""
 
@@ -67,22 +75,16 @@ class WorkerMetrics:
             "Records in faust's producer buffer now.",
             value=self.producer_queue(),
         )
-        lag = GaugeMetricFamily(
+        yield per_partition(
             "eximtrack_stream_consumer_lag_records",
             "Raw-lines records after the last one this worker processed, per assigned partition.",
-            labels=["partition"],
+            self.lag(),
         )
-        for partition, behind in sorted(self.lag().items()):
-            lag.add_metric([str(partition)], behind)
-        yield lag
-        processed = GaugeMetricFamily(
+        yield per_partition(
             "eximtrack_stream_processed_offset",
             "Offset of the last raw-lines record this worker processed, per assigned partition.",
-            labels=["partition"],
+            self.processed(),
         )
-        for partition, offset in sorted(self.processed().items()):
-            processed.add_metric([str(partition)], offset)
-        yield processed
         open_messages = GaugeMetricFamily(
             "eximtrack_open_messages", "Messages whose lines are still joined.", labels=["server"]
         )
@@ -111,4 +113,4 @@ class WorkerMetrics:
         yield from (open_messages, expired, disposition, notes, over_cap)
 
 
-__all__ = ["WorkerMetrics"]
+__all__ = ["WorkerMetrics", "per_partition"]
