@@ -86,6 +86,24 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
         GROUP BY hour)"""
 
 
+def _top_series_sql(source: str, series: str, value: str, top: int = 5) -> str:
+    """A per-hour chart of the `top` series with the largest sums of `value` over the range (ties: by
+    name), from one read of `source` (a view and its condition): each series' sum and its (hour, value)
+    rows in one aggregation, the top ones kept, their rows unfolded and summed per hour. A top list taken
+    by a second read (`series IN (SELECT … LIMIT 5)`) classified the view's hours and merged the dirty ones
+    twice."""
+    return f"""SELECT point.1 AS time, series, sum(point.2) AS value
+FROM (
+    SELECT {series} AS series, sum({value}) AS total, groupArray((hour, {value})) AS points
+    FROM {source}
+    GROUP BY series
+    ORDER BY total DESC, series
+    LIMIT {top})
+ARRAY JOIN points AS point
+GROUP BY time, series
+ORDER BY time, series"""
+
+
 def _hourly_source(counters: tuple[str, ...], where: str = "") -> str:
     """The source of a per-hour panel: the fleet's (no filter) from _fleet_hourly_sql, one server's or
     domain's (`where`) from `mail_hourly_all`, whose rows of one key are few."""
@@ -274,15 +292,11 @@ LIMIT 12""",
             "defer_domains",
             "Deferral attempts per destination domain (top 5)",
             "timeseries",
-            """SELECT hour AS time,
-    deliverydomain AS series,
-    sum(attempts) AS value
-FROM reasons_hourly_all
-WHERE $RANGE AND type = 'defer' AND deliverydomain IN (
-    SELECT deliverydomain FROM reasons_hourly_all WHERE $RANGE AND type = 'defer'
-    GROUP BY deliverydomain ORDER BY sum(attempts) DESC, deliverydomain LIMIT 5)
-GROUP BY time, series
-ORDER BY time, series""",
+            _top_series_sql(
+                "reasons_hourly_all\n            WHERE $RANGE AND type = 'defer'",
+                "deliverydomain",
+                "attempts",
+            ),
         ),
         Panel(
             "bouncing_domains",
@@ -399,15 +413,9 @@ LIMIT 15""",
             "domains",
             "Outbound messages per hour, top sending domains",
             "timeseries",
-            """SELECT hour AS time,
-    domain AS series,
-    sum(messages) AS value
-FROM mail_hourly_all
-WHERE $RANGE AND outbound = 1 AND domain IN (
-    SELECT domain FROM mail_hourly_all WHERE $RANGE AND outbound = 1
-    GROUP BY domain ORDER BY sum(messages) DESC, domain LIMIT 5)
-GROUP BY time, series
-ORDER BY time, series""",
+            _top_series_sql(
+                "mail_hourly_all\n            WHERE $RANGE AND outbound = 1", "domain", "messages"
+            ),
             "Authenticated outbound messages per hour of the five domains that sent the most in the range "
             "(the numbers of abuse_domains_hourly).",
             threshold=500,
