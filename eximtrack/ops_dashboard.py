@@ -73,6 +73,12 @@ GRAPHS = (
         (("sum by (partition) (eximtrack_stream_consumer_lag_records)", "partition {{partition}}"),),
     ),
     Graph(
+        "stalled partitions fetched again (per hour)",
+        "Raw-lines partitions a worker's watchdog found stalled (records waiting, the processed offset "
+        "unmoved for --stall-timeout) and fetched again in place (faust-streaming#629).",
+        (("sum by (partition) (increase(eximtrack_stream_stalls_total[1h]))", "partition {{partition}}"),),
+    ),
+    Graph(
         "open messages, by server",
         "Messages whose lines the workers are still joining (bounded by expiry).",
         (("sum by (server) (eximtrack_open_messages)", "{{server}}"),),
@@ -203,8 +209,9 @@ ALERTS = (
         "critical",
         "Raw-lines partition {{ $labels.partition }} is not processed while its records wait",
         "Other partitions may flow. faust-streaming was seen to stop fetching one partition after a worker "
-        "joined the group under load: restart the worker holding it (static membership hands it back at "
-        "once).",
+        "joined the group under load. The worker heals that itself after --stall-timeout (fetched again, "
+        "then a restart): its watchdog is off or did not help. Restart the worker holding it (static "
+        "membership hands it back at once).",
     ),
     Alert(
         "EximtrackDeadLetters",
