@@ -872,13 +872,17 @@ def watch_stalls(
 
 def fetch_state(consumer, tp: TP) -> str:
     """Where faust and aiokafka stand on `tp`, for the stall log line: in faust's active, paused or buffered
-    set (a partition missing from all three is never fetched again), and aiokafka's position and whether it
-    holds fetched records no one took. Read from private attributes, for diagnosis only."""
+    set (a partition missing from all three is never fetched again), faust's read offset (it drops fetched
+    records below it), aiokafka's position and whether it holds fetched records no one took. Read from
+    private attributes, for diagnosis only."""
     parts = []
     for name in ("active", "paused", "buffered"):
         tps = getattr(consumer, f"_{name}_partitions", None)
         if tps is not None:
             parts.append(f"{name}={tp in tps}")
+    read_offsets = getattr(consumer, "_read_offset", None)  # faust drops fetched records below it
+    if read_offsets is not None:
+        parts.append(f"read_offset={read_offsets.get(tp)}")
     try:
         fetcher = consumer._thread._consumer._fetcher
         state = fetcher._subscriptions.subscription.assignment.state_value(tp)
