@@ -208,10 +208,10 @@ ALERTS = (
         "5m",
         "critical",
         "Raw-lines partition {{ $labels.partition }} is not processed while its records wait",
-        "Other partitions may flow. faust-streaming was seen to stop fetching one partition after a worker "
-        "joined the group under load. The worker heals that itself after --stall-timeout (fetched again, "
-        "then a restart): its watchdog is off or did not help. Restart the worker holding it (static "
-        "membership hands it back at once).",
+        "Other partitions may flow. faust-streaming can stop fetching a partition after a rebalance "
+        "(faust-streaming#629). The worker heals that itself after --stall-timeout (fetched again, then a "
+        "restart): its watchdog is off or did not help. Restart the worker holding it (static membership "
+        "hands it back at once).",
     ),
     Alert(
         "EximtrackDeadLetters",
