@@ -849,7 +849,7 @@ def watch_stalls(
             log.warning("seeking %s to %d failed: %r", where, stall.processed + 1, exc)
 
     @app.timer(stall_check_interval(timeout))
-    async def watch_stalls() -> None:
+    async def stall_watchdog() -> None:
         assigned = [tp for tp, _ in positions()]
         if not assigned or not ready():
             detector.reset()

@@ -1,12 +1,12 @@
 """Which assigned raw-lines partitions are stalled: records wait in Kafka and the worker does not process them.
 
-faust-streaming was seen to stop fetching one partition after a worker joined the group under load
-(faust-streaming#629): the records wait, uncommitted, and nothing later arrives to show a gap (the case
+faust-streaming can stop fetching a partition after a rebalance (faust-streaming#629: partitions that send
+no fetch requests): its records wait, uncommitted, and nothing later arrives to show a gap (the case
 `RecordGaps` in stream/app.py handles). This module owns the decision only, from numbers the worker samples
 every few seconds: per partition its end offset (from Kafka, not from faust's fetch responses, which a
 partition that is not fetched no longer gets) and the offset of the last record processed (-1 before the
-first). It imports neither faust nor Kafka, so every rule is tested in milliseconds (tests/unit/test_stall_detector.py);
-stream/app.py feeds it and applies the remedy.
+first). It imports neither faust nor Kafka, so every rule is tested in milliseconds
+(tests/unit/test_stall_detector.py); stream/app.py (`watch_stalls`) feeds it and applies the remedies.
 
 The rules:
 
