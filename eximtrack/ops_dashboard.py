@@ -73,6 +73,12 @@ GRAPHS = (
         (("sum by (partition) (eximtrack_stream_consumer_lag_records)", "partition {{partition}}"),),
     ),
     Graph(
+        "stalled partitions fetched again (per hour)",
+        "Raw-lines partitions a worker's watchdog found stalled (records waiting, the processed offset "
+        "unmoved for --stall-timeout) and fetched again in place (faust-streaming#629).",
+        (("sum by (partition) (increase(eximtrack_stream_stalls_total[1h]))", "partition {{partition}}"),),
+    ),
+    Graph(
         "open messages, by server",
         "Messages whose lines the workers are still joining (bounded by expiry).",
         (("sum by (server) (eximtrack_open_messages)", "{{server}}"),),
@@ -202,9 +208,10 @@ ALERTS = (
         "5m",
         "critical",
         "Raw-lines partition {{ $labels.partition }} is not processed while its records wait",
-        "Other partitions may flow. faust-streaming was seen to stop fetching one partition after a worker "
-        "joined the group under load: restart the worker holding it (static membership hands it back at "
-        "once).",
+        "Other partitions may flow. faust-streaming can stop fetching a partition after a rebalance "
+        "(faust-streaming#629). The worker heals that itself after --stall-timeout (fetched again, then a "
+        "restart): its watchdog is off or did not help. Restart the worker holding it (static membership "
+        "hands it back at once).",
     ),
     Alert(
         "EximtrackDeadLetters",

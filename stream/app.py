@@ -37,7 +37,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 import faust
@@ -51,6 +51,7 @@ from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_reco
 from stream.accounts import AccountMap
 from stream.join import Joiner, MessageState, state_ends
 from stream.metrics import WorkerMetrics
+from stream.stall_detector import Stall, StallDetector
 
 log = logging.getLogger("eximtrack.stream")
 
@@ -366,6 +367,48 @@ class RecordGaps:
             self.table[str(partition)] = offset
 
 
+class EndOffsets:
+    """The end offset (the next offset to be written) of raw-lines partitions, asked of Kafka itself.
+
+    faust's `consumer.highwater(tp)` is learned from fetch responses, so for a partition faust no longer
+    fetches it stays old or None: the stall watchdog needs the broker's answer. One kafka-python consumer
+    without a group (it joins nothing and commits nothing), kept between calls and made again after an
+    error; called from an executor thread, one call at a time."""
+
+    TIMEOUT_MS = 10_000
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.brokers = brokers
+        self.topic = topic
+        self.consumer = None
+
+    def read(self, partitions: list[int]) -> dict[int, int]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self.consumer is None:
+            self.consumer = KafkaConsumer(bootstrap_servers=self.brokers.split(","), enable_auto_commit=False,
+                                          group_id=None, request_timeout_ms=self.TIMEOUT_MS + 1000)  # fmt: skip
+        try:
+            ends = self.consumer.end_offsets(
+                [TopicPartition(self.topic, p) for p in partitions], timeout_ms=self.TIMEOUT_MS
+            )
+        except Exception:
+            self.close()
+            raise
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            consumer, self.consumer = self.consumer, None
+            consumer.close()
+
+
+def stall_check_interval(stall_timeout: float) -> float:
+    """Seconds between two samples of the stall watchdog: a quarter of the timeout, between 1 and 5 s (a
+    stall is seen at most one interval after its timeout; one end-offsets request per interval)."""
+    return min(5.0, max(1.0, stall_timeout / 4))
+
+
 ACCOUNTS_REFRESH_SECONDS = 60.0
 
 
@@ -498,6 +541,8 @@ def create_app(
     instance_id: str | None = None,
     replication_factor: int = 1,
     session_timeout: float = 60.0,
+    stall_timeout: float = 60.0,
+    pause_partition_after: int | None = None,
 ) -> faust.App:
     """Build the faust app. `prefix` is put before every topic name (tests use one per test).
 
@@ -505,7 +550,13 @@ def create_app(
     crash takes its partitions back at once instead of waiting for the dead member's session to expire and
     a second rebalance (during which faust-streaming 0.15.3 was seen to skip a record: see RecordGaps).
     `session_timeout`: seconds the group waits for a silent member before its partitions go to the others
-    (a worker that died for good and was replaced by one with another id)."""
+    (a worker that died for good and was replaced by one with another id).
+    `stall_timeout`: seconds an assigned raw-lines partition may keep records waiting without its processed
+    offset moving before the stall watchdog fetches it again (and, a timeout later, exits for a restart);
+    0 turns the watchdog off (docs/GUARANTEES.md).
+    `pause_partition_after` (tests only, `$EXIMTRACK_TEST_PAUSE_PARTITION_AFTER`): after that many
+    raw-lines records, stop fetching the partition of the last one (faust's `pause_partitions`), the state
+    faust-streaming#629 leaves a partition in, so that a test can provoke the stall the watchdog heals."""
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
@@ -663,20 +714,36 @@ def create_app(
         gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
         await app.producer.buffer.flush()
 
+    # When the agent took the record it is handling (monotonic), None between records: a worker held inside
+    # one record (its output blocked) has every partition waiting, which is not a partition faust stopped
+    # fetching, and the stall watchdog does not judge it.
+    in_record: dict[str, float | None] = {"since": None}
+
     @app.agent(raw_topic, concurrency=1)
     async def join(stream):
         async for event in stream.events():
             msg = event.message
-            # records faust skipped (raw-lines offsets are contiguous: no compaction, no transactions)
-            for rec in await gaps.missing_before(msg.partition, msg.offset):
-                counters["gap_records_recovered"] += 1
-                log.warning(
-                    "recovering %s[%d]@%d that faust did not deliver", msg.topic, msg.partition, rec.offset
-                )
-                await handle(rec.value, msg.topic, msg.partition, rec.offset)
-            await handle(event.value, msg.topic, msg.partition, msg.offset)
-            gaps.done(msg.partition, msg.offset)
-            counters["records"] += 1
+            in_record["since"] = time.monotonic()
+            try:
+                # records faust skipped (raw-lines offsets are contiguous: no compaction, no transactions)
+                for rec in await gaps.missing_before(msg.partition, msg.offset):
+                    counters["gap_records_recovered"] += 1
+                    log.warning(
+                        "recovering %s[%d]@%d that faust did not deliver",
+                        msg.topic,
+                        msg.partition,
+                        rec.offset,
+                    )
+                    await handle(rec.value, msg.topic, msg.partition, rec.offset)
+                await handle(event.value, msg.topic, msg.partition, msg.offset)
+                gaps.done(msg.partition, msg.offset)
+                counters["records"] += 1
+            finally:
+                in_record["since"] = None
+            if counters["records"] == pause_partition_after:
+                log.warning("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER: no longer fetching %s[%d] after offset %d",
+                            msg.topic, msg.partition, msg.offset)  # fmt: skip
+                app.consumer.pause_partitions({msg.tp})
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():
@@ -701,8 +768,15 @@ def create_app(
     def processed_offsets() -> dict[int, int]:
         return {tp.partition: last for tp, last in raw_positions()}
 
+    # partition -> stalls the watchdog found and fetched again (eximtrack_stream_stalls_total)
+    stalls: dict[int, int] = {}
+    detector = StallDetector(stall_timeout) if stall_timeout > 0 else None
+    app.eximtrack_stall_detector = detector  # type: ignore[attr-defined]
+    if detector is not None:
+        watch_stalls(app, detector, EndOffsets(brokers, raw_topic_name), raw_positions, in_record, stalls)
+
     worker_metrics = WorkerMetrics(
-        counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag, processed_offsets
+        counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag, processed_offsets, stalls
     )
 
     @app.page("/metrics")
@@ -727,6 +801,96 @@ def create_app(
         return web.json({"status": "unavailable", "error": why}, status=503)
 
     return app
+
+
+def watch_stalls(
+    app: faust.App,
+    detector: StallDetector,
+    end_offsets: EndOffsets,
+    positions: Callable[[], Iterator[tuple[TP, int]]],
+    in_record: Mapping[str, float | None],
+    stalls: dict[int, int],
+) -> None:
+    """The stall watchdog: a timer that samples every assigned raw-lines partition (its end offset from
+    Kafka, the offset of its last record processed from `positions`) into `detector`, and heals what it
+    reports (docs/GUARANTEES.md).
+
+    The first report of a stall fetches the partition again in place: faust is told to fetch it (a partition
+    it stopped fetching is missing from its active set, faust-streaming#629) and its position is set to the
+    record after the last one processed (which drops a fetched answer faust never took, so the next fetch
+    is a new request). Nothing is skipped (every record up to that offset was handled) and anything
+    handed to the agent twice is a harmless replay. If the partition is still stalled one timeout later, the
+    worker exits (70) as the gap recovery does: nothing past the last record processed was committed, and the
+    restarted worker (same instance id) takes its partitions back at once and fetches them from the committed
+    offsets. `stalls` counts the stalls per partition."""
+    timeout = detector.timeout
+
+    def ready() -> bool:
+        """In the group, not rebalancing or restoring tables, and the agent not held inside one record."""
+        since = in_record["since"]
+        busy = since is not None and time.monotonic() - since >= timeout
+        return not (app.rebalancing or app.in_recovery or busy)
+
+    async def heal(stall: Stall, tp: TP) -> None:
+        where = f"{tp.topic}[{tp.partition}]"
+        if stall.strikes > 1:
+            log.critical("%s is still stalled (%d records wait after offset %d, unmoved for %.0f s) after it was "
+                         "fetched again; exiting so that a restart fetches it (nothing past it is committed)",
+                         where, stall.waiting, stall.processed, stall.stalled_for)  # fmt: skip
+            os._exit(70)
+        stalls[tp.partition] = stalls.get(tp.partition, 0) + 1
+        log.warning("%s stalled: %d records wait after offset %d, which did not move for %.0f s (%s); fetching "
+                    "it again from offset %d", where, stall.waiting, stall.processed, stall.stalled_for,
+                    fetch_state(app.consumer, tp), stall.processed + 1)  # fmt: skip
+        app.consumer.resume_partitions({tp})
+        try:
+            await app.consumer.seek_wait({tp: stall.processed + 1})
+        except Exception as exc:  # the next report, a timeout later, restarts the worker
+            log.warning("seeking %s to %d failed: %r", where, stall.processed + 1, exc)
+
+    @app.timer(stall_check_interval(timeout))
+    async def stall_watchdog() -> None:
+        assigned = [tp for tp, _ in positions()]
+        if not assigned or not ready():
+            detector.reset()
+            return
+        try:
+            ends = await app.loop.run_in_executor(
+                None, end_offsets.read, sorted(tp.partition for tp in assigned)
+            )
+        except Exception as exc:  # no sample: the clocks go on, a stall is judged at the next one
+            log.warning("stall watchdog: reading the end offsets of %s failed: %s", end_offsets.topic, exc)
+            return
+        # the processed offsets read after the end offsets: a record appended meanwhile may be missed, never
+        # one that was processed, so a partition that caught up is never seen waiting
+        sample = {tp.partition: (tp, last) for tp, last in positions() if tp.partition in ends}
+        found = detector.check(time.monotonic(), {p: (ends[p], last) for p, (_, last) in sample.items()},
+                               ready=ready(), generation=app.consumer_generation_id)  # fmt: skip
+        for stall in found:
+            await heal(stall, sample[stall.partition][0])
+
+
+def fetch_state(consumer, tp: TP) -> str:
+    """Where faust and aiokafka stand on `tp`, for the stall log line: in faust's active, paused or buffered
+    set (a partition missing from all three is never fetched again), faust's read offset (it drops fetched
+    records below it), aiokafka's position and whether it holds fetched records no one took. Read from
+    private attributes, for diagnosis only."""
+    parts = []
+    for name in ("active", "paused", "buffered"):
+        tps = getattr(consumer, f"_{name}_partitions", None)
+        if tps is not None:
+            parts.append(f"{name}={tp in tps}")
+    read_offsets = getattr(consumer, "_read_offset", None)  # faust drops fetched records below it
+    if read_offsets is not None:
+        parts.append(f"read_offset={read_offsets.get(tp)}")
+    try:
+        fetcher = consumer._thread._consumer._fetcher
+        state = fetcher._subscriptions.subscription.assignment.state_value(tp)
+        parts.append(f"position={state.position if state else None}")
+        parts.append(f"undrained={tp in fetcher._records}")
+    except Exception:  # another faust or aiokafka version: say less
+        pass
+    return ", ".join(parts) or "fetch state unknown"
 
 
 def run_worker(app: faust.App, loglevel: str = "warning") -> None:
@@ -765,8 +929,20 @@ def register(subparsers) -> None:
                    default=float(os.environ.get("EXIMTRACK_STREAM_SESSION_TIMEOUT", "60")),
                    help="seconds before a silent worker's partitions go to the others (default 60, or "
                         "$EXIMTRACK_STREAM_SESSION_TIMEOUT; at least 6, the broker's minimum)")  # fmt: skip
+    p.add_argument("--stall-timeout", type=float,
+                   default=float(os.environ.get("EXIMTRACK_STREAM_STALL_TIMEOUT", "60")),
+                   help="seconds an assigned raw-lines partition may keep records waiting without progress "
+                        "before the worker fetches it again, and exits for a restart if that did not help "
+                        "(default 60, or $EXIMTRACK_STREAM_STALL_TIMEOUT; 0 turns the watchdog off)")  # fmt: skip
     p.add_argument("--loglevel", default="warning")
     p.set_defaults(func=_run)
+
+
+def injected_pause_after() -> int | None:
+    """$EXIMTRACK_TEST_PAUSE_PARTITION_AFTER (tests only): the number of raw-lines records after which the
+    worker stops fetching the partition of the last one (a fault injection for the stall watchdog's test)."""
+    value = os.environ.get("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")
+    return int(value) if value else None
 
 
 def _run(args) -> int:
@@ -784,7 +960,8 @@ def _run(args) -> int:
     )
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
                      web_port=args.web_port, expiry=args.expiry, instance_id=instance,
-                     replication_factor=replication, session_timeout=args.session_timeout)  # fmt: skip
+                     replication_factor=replication, session_timeout=args.session_timeout,
+                     stall_timeout=args.stall_timeout, pause_partition_after=injected_pause_after())  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)

@@ -8,6 +8,7 @@ the joiners' per-server numbers and the consumer's position at each scrape:
 - ``eximtrack_stream_consumer_lag_records{partition}``: raw-lines records after the last one processed
 - ``eximtrack_stream_processed_offset{partition}``: the offset of that record, -1 before the first
   (unchanged while records wait: the partition is stalled)
+- ``eximtrack_stream_stalls_total{partition}``: stalled partitions the worker's watchdog fetched again
 - per server: ``eximtrack_open_messages``, ``eximtrack_expired_messages_total``,
   ``eximtrack_stream_lines_by_disposition_total{disposition}``, ``eximtrack_message_notes_total``,
   ``eximtrack_message_notes_over_cap_total``
@@ -33,9 +34,11 @@ COUNTER_HELP = {
 }
 
 
-def per_partition(name: str, text: str, values: Mapping[int, int]) -> GaugeMetricFamily:
-    """A gauge with one sample per raw-lines partition."""
-    family = GaugeMetricFamily(name, text, labels=["partition"])
+def per_partition(
+    name: str, text: str, values: Mapping[int, int], kind: type = GaugeMetricFamily
+) -> GaugeMetricFamily | CounterMetricFamily:
+    """A gauge (or a counter: `kind`) with one sample per raw-lines partition."""
+    family = kind(name, text, labels=["partition"])
     for partition, value in sorted(values.items()):
         family.add_metric([str(partition)], value)
     return family
@@ -52,6 +55,7 @@ class WorkerMetrics:
         producer_queue: Callable[[], int],
         lag: Callable[[], Mapping[int, int]],
         processed: Callable[[], Mapping[int, int]] = dict,
+        stalls: Mapping[int, int] | None = None,
     ) -> None:
         self.counters = counters
         self.gauges = gauges
@@ -59,6 +63,7 @@ class WorkerMetrics:
         self.producer_queue = producer_queue
         self.lag = lag
         self.processed = processed
+        self.stalls = {} if stalls is None else stalls
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -84,6 +89,13 @@ class WorkerMetrics:
             "eximtrack_stream_processed_offset",
             "Offset of the last raw-lines record this worker processed, per assigned partition.",
             self.processed(),
+        )
+        yield per_partition(
+            "eximtrack_stream_stalls",
+            "Times an assigned raw-lines partition had records waiting and did not move for the stall timeout "
+            "(the worker fetched it again).",
+            self.stalls,
+            CounterMetricFamily,
         )
         open_messages = GaugeMetricFamily(
             "eximtrack_open_messages", "Messages whose lines are still joined.", labels=["server"]

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -407,3 +408,115 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     by = {d: metrics.get(f'eximtrack_stream_lines_by_disposition_total{{disposition="{d}",server="rep1"}}')
           for d in ("ignored", "evented", "attached", "rejects")}  # fmt: skip
     assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by
+
+
+def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
+    """faust-streaming#629: after a rebalance faust may stop fetching a partition, and its records wait in Kafka
+    with nothing later to show a gap. The stall is injected here (the worker stops fetching its server's
+    partition after 3 records, as faust does by itself); the watchdog sees records waiting at an unmoving
+    offset for the 5 s stall timeout, fetches the partition again in place, and every line is processed once
+    and stored once."""
+    gen = tmp_path / "gen.log"
+    write_log(gen, "all", n_rounds=6, salt=31)
+    store = oracle(tmp_path, {"stall1": [gen]})
+    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
+    lines = gen.read_text().splitlines(keepends=True)
+    part = key_partition(b"stall1", RAW_LINE_PARTITIONS)
+    stack.env.update({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
+                      "EXIMTRACK_LOG_FORMAT": "json"})  # fmt: skip
+    live = tmp_path / "live.log"
+    live.touch()
+    stack.start({"stall1": live})
+    stack.wait_endpoint()
+    stack.wait_workers_ready()
+    with open(live, "a") as fh:  # 100 lines at a time: a record each, about 27 in all
+        for i in range(0, len(lines), 100):
+            fh.writelines(lines[i : i + 100])
+            fh.flush()
+            time.sleep(0.05)
+    got = wait_for(stack, want, timeout=60)
+    worker = stack.stream_metrics()
+    log = [
+        json.loads(x)
+        for x in stack.components["stream"].log_path.read_text().splitlines()
+        if x.startswith("{")
+    ]
+    print(f"\nworker log: {[(r['time'], r['message'][:160]) for r in log if r['level'] != 'INFO']}")
+    assert got == want
+    assert rows(stack.sql(COUNTS))[0] == want_counts
+    assert (
+        rows(stack.sql("SELECT count() AS n FROM log_lines"))[0]["n"] == want_counts["log_lines"]
+    )  # no replay
+    # the fault was injected, seen within the timeout (+ one sample interval and the records already taken
+    # from Kafka before the pause), and healed in place: no restart, each line processed once
+    paused = [r for r in log if r["message"].startswith("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")]
+    stalled = [r for r in log if f"raw-lines[{part}] stalled" in r["message"]]
+    assert len(paused) == 1 and len(stalled) == 1, log
+    seen_after = (
+        datetime.fromisoformat(stalled[0]["time"]) - datetime.fromisoformat(paused[0]["time"])
+    ).total_seconds()
+    print(f"stall seen {seen_after:.1f} s after the pause: {stalled[0]['message']}")
+    assert 5 <= seen_after <= 12
+    assert stack.components["stream"].alive()
+    assert worker[f'eximtrack_stream_stalls_total{{partition="{part}"}}'] == 1
+    assert worker["eximtrack_stream_lines_total"] == len(lines)
+    assert worker[f'eximtrack_stream_consumer_lag_records{{partition="{part}"}}'] == 0
+
+
+def test_a_partition_still_stalled_after_the_fetch_makes_the_worker_exit_for_a_restart(tmp_path, stack):
+    """The watchdog's second remedy: the same injected stall, but faust is kept from resuming or seeking the
+    partition (tests/integration/faults/sitecustomize.py), so the in-place fetch cannot help. One timeout
+    after it the worker exits 70; started again (what its supervisor does), it reads the partition from the
+    committed offset, and every line is stored once."""
+    gen = tmp_path / "gen.log"
+    write_log(gen, "all", n_rounds=6, salt=31)
+    store = oracle(tmp_path, {"stall2": [gen]})
+    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
+    lines = gen.read_text().splitlines(keepends=True)
+    part = key_partition(b"stall2", RAW_LINE_PARTITIONS)
+    faults = str(Path(__file__).parent / "faults")
+    stack.env.update({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
+                      "EXIMTRACK_TEST_STUCK_PARTITION": "1", "EXIMTRACK_LOG_FORMAT": "json",
+                      "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)})  # fmt: skip
+    live = tmp_path / "live.log"
+    live.touch()
+    stack.start({"stall2": live})
+    stack.wait_endpoint()
+    stack.wait_workers_ready()
+    with open(live, "a") as fh:
+        for i in range(0, len(lines), 100):
+            fh.writelines(lines[i : i + 100])
+            fh.flush()
+            time.sleep(0.05)
+    worker = stack.components["stream"]
+    deadline = time.monotonic() + 60
+    while worker.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.proc.returncode == 70, worker.tail()
+    log = [json.loads(x) for x in worker.log_path.read_text().splitlines() if x.startswith("{")]
+    paused = [r for r in log if r["message"].startswith("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")]
+    stalled = [r for r in log if f"raw-lines[{part}] stalled" in r["message"]]
+    exited = [
+        r for r in log if r["level"] == "CRITICAL" and f"raw-lines[{part}] is still stalled" in r["message"]
+    ]
+    assert len(paused) == len(stalled) == len(exited) == 1, log
+    exit_after = (
+        datetime.fromisoformat(exited[0]["time"]) - datetime.fromisoformat(paused[0]["time"])
+    ).total_seconds()
+    print(f"\nexited {exit_after:.1f} s after the pause: {exited[0]['message']}")
+    assert 10 <= exit_after <= 20
+    assert rows(stack.sql(COUNTS))[0]["log_lines"] < want_counts["log_lines"]  # the partition's rest waits
+    # the supervisor's restart: the same worker (instance id, data dir) without the faults
+    for name in ("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER", "EXIMTRACK_TEST_STUCK_PARTITION", "PYTHONPATH"):
+        worker.env.pop(name)
+    if os.environ.get("PYTHONPATH"):
+        worker.env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    t0 = time.monotonic()
+    worker.start()
+    got = wait_for(stack, want, timeout=60)
+    print(f"stored again {time.monotonic() - t0:.1f} s after the restart")
+    assert got == want
+    assert rows(stack.sql(COUNTS))[0] == want_counts
+    assert rows(stack.sql("SELECT count() AS n FROM log_lines"))[0]["n"] == want_counts["log_lines"]
