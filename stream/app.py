@@ -37,7 +37,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 import faust
@@ -312,8 +312,14 @@ class RecordGaps:
     Offsets of raw-lines are contiguous (no compaction, no transactions), so a record arriving more than one
     past the last handled one means records were not delivered. faust-streaming 0.15.3 did that here after a
     SIGKILLed worker came back (the record fetched between the two rebalances of its return was acked but
-    never reached the agent). Such records are read straight from Kafka and handled first; replays (an
-    offset not beyond the last) pass through to the joiner, whose `seq <= hw` check makes them harmless."""
+    never reached the agent), and to a partition nobody had handled yet when a second worker joined the group
+    under load: the joining worker started 45-49 records in, and faust committed past them. Such records are
+    read straight from Kafka and handled first: after the last handled record, or for a partition with none
+    handled yet (the table is changelogged, so none means nobody in the group handled one), from the first
+    record Kafka still holds. Replays (an offset not beyond the last) pass through to the joiner, whose
+    `seq <= hw` check makes them harmless."""
+
+    CHUNK_RECORDS = 5000  # records read back per request: memory stays bounded however many were skipped
 
     def __init__(self, brokers: str, topic: str, table) -> None:
         self.brokers = brokers
@@ -324,18 +330,37 @@ class RecordGaps:
         """The offset of the last record handled of `partition` (None before the first)."""
         return self.table.get(str(partition))
 
-    async def missing_before(self, partition: int, offset: int) -> list:
+    async def missing_before(self, partition: int, offset: int) -> AsyncIterator[list]:
+        """The records of `partition` before `offset` that were never handled, read back from Kafka, in
+        chunks of at most CHUNK_RECORDS records (none when `offset` follows the last handled record)."""
         last = self.last_handled(partition)
-        if last is None or offset <= last + 1:
-            return []
+        if offset == 0 or last is not None and offset <= last + 1:
+            return
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(None, self._fetch, partition, last + 1, offset)
+            start = last + 1 if last is not None else await loop.run_in_executor(None, self._first, partition)
+            while start < offset:
+                end = min(offset, start + self.CHUNK_RECORDS)
+                yield await loop.run_in_executor(None, self._fetch, partition, start, end)
+                start = end
         except Exception as exc:
             # Going on would lose the records (faust acks an event whose agent raised): stop the worker hard,
             # before anything is committed, so that it starts again from the committed offset.
             log.critical("%s; exiting so that the records are read again after a restart", exc)
             os._exit(70)
+
+    def _first(self, partition: int) -> int:
+        """The offset of the first record of `partition` Kafka still holds (retention deletes from the start)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.topic, partition)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.brokers.split(","), enable_auto_commit=False, group_id=None
+        )
+        try:
+            return consumer.beginning_offsets([tp])[tp]
+        finally:
+            consumer.close()
 
     def _fetch(self, partition: int, start: int, end: int) -> list:
         from kafka import KafkaConsumer, TopicPartition
@@ -726,15 +751,17 @@ def create_app(
             in_record["since"] = time.monotonic()
             try:
                 # records faust skipped (raw-lines offsets are contiguous: no compaction, no transactions)
-                for rec in await gaps.missing_before(msg.partition, msg.offset):
-                    counters["gap_records_recovered"] += 1
+                async for missed in gaps.missing_before(msg.partition, msg.offset):
                     log.warning(
-                        "recovering %s[%d]@%d that faust did not deliver",
+                        "recovering %s[%d]@%d..%d that faust did not deliver",
                         msg.topic,
                         msg.partition,
-                        rec.offset,
+                        missed[0].offset,
+                        missed[-1].offset,
                     )
-                    await handle(rec.value, msg.topic, msg.partition, rec.offset)
+                    for rec in missed:
+                        counters["gap_records_recovered"] += 1
+                        await handle(rec.value, msg.topic, msg.partition, rec.offset)
                 await handle(event.value, msg.topic, msg.partition, msg.offset)
                 gaps.done(msg.partition, msg.offset)
                 counters["records"] += 1

@@ -410,6 +410,47 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by
 
 
+def test_the_first_records_of_a_partition_faust_skipped_are_read_back(tmp_path, stack):
+    """A worker that joined the group under load started a partition nobody had handled yet 45-49 records in,
+    and faust committed past them (found in a two-worker drain, read back from the broker). Injected here
+    (tests/integration/faults/sitecustomize.py: the agent never gets the partition's first 10 records):
+    RecordGaps, with no handled record for the partition, reads them back from the first record Kafka holds
+    (tests/integration/test_record_gaps.py: the chunks), and every line is stored once."""
+    gen = tmp_path / "gen.log"
+    write_log(gen, "all", n_rounds=6, salt=32)
+    store = oracle(tmp_path, {"skip1": [gen]})
+    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
+    lines = gen.read_text().splitlines(keepends=True)
+    faults = str(Path(__file__).parent / "faults")
+    stack.env.update({"EXIMTRACK_TEST_SKIP_FIRST_RECORDS": "10", "EXIMTRACK_LOG_FORMAT": "json",
+                      "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)})  # fmt: skip
+    live = tmp_path / "live.log"
+    live.touch()
+    stack.start({"skip1": live})
+    stack.wait_endpoint()
+    stack.wait_workers_ready()
+    with open(live, "a") as fh:  # 50 lines at a time: a record each, about 54 in all
+        for i in range(0, len(lines), 50):
+            fh.writelines(lines[i : i + 50])
+            fh.flush()
+            time.sleep(0.1)
+    got = wait_for(stack, want, timeout=60)
+    worker = stack.stream_metrics()
+    log = [
+        json.loads(x)
+        for x in stack.components["stream"].log_path.read_text().splitlines()
+        if x.startswith("{")
+    ]
+    recovered = [r["message"] for r in log if r["message"].startswith("recovering")]
+    print(f"\nworker: {recovered}")
+    assert got == want
+    assert rows(stack.sql(COUNTS))[0] == want_counts
+    assert rows(stack.sql("SELECT count() AS n FROM log_lines"))[0]["n"] == want_counts["log_lines"]
+    assert worker["eximtrack_stream_gap_records_recovered_total"] == 10
+    assert [m.rsplit("@", 1)[1].split()[0] for m in recovered] == ["0..9"]
+
+
 def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     """faust-streaming#629: after a rebalance faust may stop fetching a partition, and its records wait in Kafka
     with nothing later to show a gap. The stall is injected here (the worker stops fetching its server's

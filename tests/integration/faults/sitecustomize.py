@@ -1,10 +1,14 @@
-"""A test-only fault for the stream worker, loaded by Python at start when this folder is on its PYTHONPATH and
-$EXIMTRACK_TEST_STUCK_PARTITION is set (tests/integration/test_pipeline.py).
+"""Test-only faults for the stream worker, loaded by Python at start when this folder is on its PYTHONPATH and
+their variable is set (tests/integration/test_pipeline.py). Nothing here runs in a deployment: the variables
+are set by those tests only.
 
-Once the worker's injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
+$EXIMTRACK_TEST_SKIP_FIRST_RECORDS=N: faust's consumer never hands the agent a raw-lines record below offset N,
+and acks from N on commit past them: what a worker that joined a group under load did to a partition nobody
+had handled yet (it started 45-49 records in). RecordGaps must read them back.
+
+$EXIMTRACK_TEST_STUCK_PARTITION: once the worker's injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
 partition, faust's consumer no longer resumes or seeks that partition, so the stall watchdog's in-place fetch
-cannot help and its second remedy (exit for a restart) is what the test sees. Nothing here runs in a
-deployment: the variable is set by that test only."""
+cannot help and its second remedy (exit for a restart) is what the test sees."""
 
 import os
 
@@ -31,3 +35,16 @@ if os.environ.get("EXIMTRACK_TEST_STUCK_PARTITION"):
     _consumer.Consumer.pause_partitions = pause_partitions
     _consumer.Consumer.resume_partitions = resume_partitions
     _consumer.ThreadDelegateConsumer.seek_wait = stuck_seek_wait
+
+if os.environ.get("EXIMTRACK_TEST_SKIP_FIRST_RECORDS"):
+    from faust.transport import consumer as _consumer
+
+    skip_below = int(os.environ["EXIMTRACK_TEST_SKIP_FIRST_RECORDS"])
+    getmany = _consumer.Consumer.getmany
+
+    async def skipping_getmany(self, timeout):
+        async for tp, message in getmany(self, timeout):
+            if not (tp.topic.endswith("raw-lines") and message.offset < skip_below):
+                yield tp, message
+
+    _consumer.Consumer.getmany = skipping_getmany
