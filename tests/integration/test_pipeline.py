@@ -410,12 +410,16 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by
 
 
-def test_the_first_records_of_a_partition_faust_skipped_are_read_back(tmp_path, stack):
+def test_records_faust_skipped_are_read_back_and_committed(tmp_path, stack):
     """A worker that joined the group under load started a partition nobody had handled yet 45-49 records in,
-    and faust committed past them (found in a two-worker drain, read back from the broker). Injected here
-    (tests/integration/faults/sitecustomize.py: the agent never gets the partition's first 10 records):
-    RecordGaps, with no handled record for the partition, reads them back from the first record Kafka holds
-    (tests/integration/test_record_gaps.py: the chunks), and every line is stored once."""
+    and faust committed past them (found in a two-worker drain, read back from the broker); a SIGKILLed and
+    replaced worker skipped a record in mid-partition. Both injected here (tests/integration/faults/
+    sitecustomize.py: the agent never gets the partition's records 0-9 nor 30-39): RecordGaps reads them back
+    (with no handled record, from the first record Kafka holds; test_record_gaps.py: the chunks), every line
+    is stored once, and the group's committed offset reaches the end of the partition (faust commits past
+    the holes; a commit stopped at one would make a restart replay everything since)."""
+    from kafka import KafkaConsumer, TopicPartition
+
     gen = tmp_path / "gen.log"
     write_log(gen, "all", n_rounds=6, salt=32)
     store = oracle(tmp_path, {"skip1": [gen]})
@@ -423,16 +427,16 @@ def test_the_first_records_of_a_partition_faust_skipped_are_read_back(tmp_path, 
     want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
     lines = gen.read_text().splitlines(keepends=True)
     faults = str(Path(__file__).parent / "faults")
-    stack.env.update({"EXIMTRACK_TEST_SKIP_FIRST_RECORDS": "10", "EXIMTRACK_LOG_FORMAT": "json",
+    stack.env.update({"EXIMTRACK_TEST_SKIP_RECORDS": "0-10,30-40", "EXIMTRACK_LOG_FORMAT": "json",
                       "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)})  # fmt: skip
     live = tmp_path / "live.log"
     live.touch()
     stack.start({"skip1": live})
     stack.wait_endpoint()
     stack.wait_workers_ready()
-    with open(live, "a") as fh:  # 50 lines at a time: a record each, about 54 in all
-        for i in range(0, len(lines), 50):
-            fh.writelines(lines[i : i + 50])
+    with open(live, "a") as fh:  # 20 lines at a time: about 134 records (fewer when the shipper is slow)
+        for i in range(0, len(lines), 20):
+            fh.writelines(lines[i : i + 20])
             fh.flush()
             time.sleep(0.1)
     got = wait_for(stack, want, timeout=60)
@@ -447,8 +451,21 @@ def test_the_first_records_of_a_partition_faust_skipped_are_read_back(tmp_path, 
     assert got == want
     assert rows(stack.sql(COUNTS))[0] == want_counts
     assert rows(stack.sql("SELECT count() AS n FROM log_lines"))[0]["n"] == want_counts["log_lines"]
-    assert worker["eximtrack_stream_gap_records_recovered_total"] == 10
-    assert [m.rsplit("@", 1)[1].split()[0] for m in recovered] == ["0..9"]
+    assert worker["eximtrack_stream_gap_records_recovered_total"] == 20
+    assert [m.rsplit("@", 1)[1].split()[0] for m in recovered] == ["0..9", "30..39"]
+    tp = TopicPartition(stack.prefix + "eximtrack.raw-lines", key_partition(b"skip1", RAW_LINE_PARTITIONS))
+    consumer = KafkaConsumer(
+        bootstrap_servers=stack.bootstrap, group_id=stack.app_id, enable_auto_commit=False
+    )
+    try:
+        end = consumer.end_offsets([tp])[tp]
+        assert end > 40
+        deadline = time.monotonic() + 15
+        while consumer.committed(tp) != end and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert consumer.committed(tp) == end
+    finally:
+        consumer.close()
 
 
 def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):

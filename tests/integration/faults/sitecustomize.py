@@ -2,9 +2,10 @@
 their variable is set (tests/integration/test_pipeline.py). Nothing here runs in a deployment: the variables
 are set by those tests only.
 
-$EXIMTRACK_TEST_SKIP_FIRST_RECORDS=N: faust's consumer never hands the agent a raw-lines record below offset N,
-and acks from N on commit past them: what a worker that joined a group under load did to a partition nobody
-had handled yet (it started 45-49 records in). RecordGaps must read them back.
+$EXIMTRACK_TEST_SKIP_RECORDS=A-B[,C-D…]: faust's consumer never hands the agent the raw-lines records at offsets
+A <= offset < B (and C..D …). From 0: what a worker that joined a group under load did to a partition nobody
+had handled yet (it started 45-49 records in, and faust committed past them). Mid-partition: the record a
+worker SIGKILLed and replaced skipped. RecordGaps must read them back.
 
 $EXIMTRACK_TEST_STUCK_PARTITION: once the worker's injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
 partition, faust's consumer no longer resumes or seeks that partition, so the stall watchdog's in-place fetch
@@ -36,15 +37,15 @@ if os.environ.get("EXIMTRACK_TEST_STUCK_PARTITION"):
     _consumer.Consumer.resume_partitions = resume_partitions
     _consumer.ThreadDelegateConsumer.seek_wait = stuck_seek_wait
 
-if os.environ.get("EXIMTRACK_TEST_SKIP_FIRST_RECORDS"):
+if os.environ.get("EXIMTRACK_TEST_SKIP_RECORDS"):
     from faust.transport import consumer as _consumer
 
-    skip_below = int(os.environ["EXIMTRACK_TEST_SKIP_FIRST_RECORDS"])
+    skipped = [tuple(map(int, r.split("-"))) for r in os.environ["EXIMTRACK_TEST_SKIP_RECORDS"].split(",")]
     getmany = _consumer.Consumer.getmany
 
     async def skipping_getmany(self, timeout):
         async for tp, message in getmany(self, timeout):
-            if not (tp.topic.endswith("raw-lines") and message.offset < skip_below):
+            if not (tp.topic.endswith("raw-lines") and any(a <= message.offset < b for a, b in skipped)):
                 yield tp, message
 
     _consumer.Consumer.getmany = skipping_getmany
