@@ -410,6 +410,35 @@ def test_replacement_worker_after_a_crash_loses_no_record(tmp_path, stack):
     assert None not in by.values() and by["evented"] > 0 and by["rejects"] == 0, by
 
 
+FAULTS = Path(__file__).parent / "faults"  # test-only faults for the worker (sitecustomize.py)
+
+
+def with_faults(env: dict) -> dict:
+    """`env` with the faults folder first on PYTHONPATH (the worker imports its sitecustomize at start)."""
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)}
+
+
+def expected(tmp_path: Path, server: str, gen: Path) -> tuple[list, dict]:
+    """What `eximtrack ingest` of `gen` as `server` stores: the Track Delivery rows and the table counts."""
+    store = oracle(tmp_path, {server: [gen]})
+    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
+    return want, rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
+
+
+def append_in_batches(live: Path, lines: list[str], batch: int, pause: float) -> None:
+    """Append `lines` to `live` `batch` lines at a time, `pause` seconds apart (about a record each)."""
+    with open(live, "a") as fh:
+        for i in range(0, len(lines), batch):
+            fh.writelines(lines[i : i + batch])
+            fh.flush()
+            time.sleep(pause)
+
+
+def json_log(component) -> list[dict]:
+    """The JSON log records of a component started with EXIMTRACK_LOG_FORMAT=json."""
+    return [json.loads(x) for x in component.log_path.read_text().splitlines() if x.startswith("{")]
+
+
 def test_records_faust_skipped_are_read_back_and_committed(tmp_path, stack):
     """A worker that joined the group under load started a partition nobody had handled yet 45-49 records in,
     and faust committed past them (found in a two-worker drain, read back from the broker); a SIGKILLed and
@@ -422,30 +451,20 @@ def test_records_faust_skipped_are_read_back_and_committed(tmp_path, stack):
 
     gen = tmp_path / "gen.log"
     write_log(gen, "all", n_rounds=6, salt=32)
-    store = oracle(tmp_path, {"skip1": [gen]})
-    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
-    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
-    lines = gen.read_text().splitlines(keepends=True)
-    faults = str(Path(__file__).parent / "faults")
-    stack.env.update({"EXIMTRACK_TEST_SKIP_RECORDS": "0-10,30-40", "EXIMTRACK_LOG_FORMAT": "json",
-                      "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)})  # fmt: skip
+    want, want_counts = expected(tmp_path, "skip1", gen)
+    stack.env.update(
+        with_faults({"EXIMTRACK_TEST_SKIP_RECORDS": "0-10,30-40", "EXIMTRACK_LOG_FORMAT": "json"})
+    )
     live = tmp_path / "live.log"
     live.touch()
     stack.start({"skip1": live})
     stack.wait_endpoint()
     stack.wait_workers_ready()
-    with open(live, "a") as fh:  # 20 lines at a time: about 134 records (fewer when the shipper is slow)
-        for i in range(0, len(lines), 20):
-            fh.writelines(lines[i : i + 20])
-            fh.flush()
-            time.sleep(0.1)
+    # about 134 records (fewer when the shipper is slow)
+    append_in_batches(live, gen.read_text().splitlines(keepends=True), 20, 0.1)
     got = wait_for(stack, want, timeout=60)
     worker = stack.stream_metrics()
-    log = [
-        json.loads(x)
-        for x in stack.components["stream"].log_path.read_text().splitlines()
-        if x.startswith("{")
-    ]
+    log = json_log(stack.components["stream"])
     recovered = [r["message"] for r in log if r["message"].startswith("recovering")]
     print(f"\nworker: {recovered}")
     assert got == want
@@ -476,9 +495,7 @@ def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     and stored once."""
     gen = tmp_path / "gen.log"
     write_log(gen, "all", n_rounds=6, salt=31)
-    store = oracle(tmp_path, {"stall1": [gen]})
-    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
-    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
+    want, want_counts = expected(tmp_path, "stall1", gen)
     lines = gen.read_text().splitlines(keepends=True)
     part = key_partition(b"stall1", RAW_LINE_PARTITIONS)
     stack.env.update({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
@@ -488,18 +505,10 @@ def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     stack.start({"stall1": live})
     stack.wait_endpoint()
     stack.wait_workers_ready()
-    with open(live, "a") as fh:  # 100 lines at a time: a record each, about 27 in all
-        for i in range(0, len(lines), 100):
-            fh.writelines(lines[i : i + 100])
-            fh.flush()
-            time.sleep(0.05)
+    append_in_batches(live, lines, 100, 0.05)  # about 27 records
     got = wait_for(stack, want, timeout=60)
     worker = stack.stream_metrics()
-    log = [
-        json.loads(x)
-        for x in stack.components["stream"].log_path.read_text().splitlines()
-        if x.startswith("{")
-    ]
+    log = json_log(stack.components["stream"])
     print(f"\nworker log: {[(r['time'], r['message'][:160]) for r in log if r['level'] != 'INFO']}")
     assert got == want
     assert rows(stack.sql(COUNTS))[0] == want_counts
@@ -529,31 +538,22 @@ def test_a_partition_still_stalled_after_the_fetch_makes_the_worker_exit_for_a_r
     committed offset, and every line is stored once."""
     gen = tmp_path / "gen.log"
     write_log(gen, "all", n_rounds=6, salt=31)
-    store = oracle(tmp_path, {"stall2": [gen]})
-    want = rows(eximtrack("sql", "--store", store, "--format", "json", LATEST))
-    want_counts = rows(eximtrack("sql", "--store", store, "--format", "json", COUNTS))[0]
-    lines = gen.read_text().splitlines(keepends=True)
+    want, want_counts = expected(tmp_path, "stall2", gen)
     part = key_partition(b"stall2", RAW_LINE_PARTITIONS)
-    faults = str(Path(__file__).parent / "faults")
-    stack.env.update({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
-                      "EXIMTRACK_TEST_STUCK_PARTITION": "1", "EXIMTRACK_LOG_FORMAT": "json",
-                      "PYTHONPATH": os.pathsep.join(p for p in (faults, os.environ.get("PYTHONPATH")) if p)})  # fmt: skip
+    stack.env.update(with_faults({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
+                                  "EXIMTRACK_TEST_STUCK_PARTITION": "1", "EXIMTRACK_LOG_FORMAT": "json"}))  # fmt: skip
     live = tmp_path / "live.log"
     live.touch()
     stack.start({"stall2": live})
     stack.wait_endpoint()
     stack.wait_workers_ready()
-    with open(live, "a") as fh:
-        for i in range(0, len(lines), 100):
-            fh.writelines(lines[i : i + 100])
-            fh.flush()
-            time.sleep(0.05)
+    append_in_batches(live, gen.read_text().splitlines(keepends=True), 100, 0.05)
     worker = stack.components["stream"]
     deadline = time.monotonic() + 60
     while worker.alive() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert worker.proc.returncode == 70, worker.tail()
-    log = [json.loads(x) for x in worker.log_path.read_text().splitlines() if x.startswith("{")]
+    log = json_log(worker)
     paused = [r for r in log if r["message"].startswith("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")]
     stalled = [r for r in log if f"raw-lines[{part}] stalled" in r["message"]]
     exited = [
