@@ -567,7 +567,6 @@ def create_app(
     replication_factor: int = 1,
     session_timeout: float = 60.0,
     stall_timeout: float = 60.0,
-    pause_partition_after: int | None = None,
 ) -> faust.App:
     """Build the faust app. `prefix` is put before every topic name (tests use one per test).
 
@@ -578,10 +577,7 @@ def create_app(
     (a worker that died for good and was replaced by one with another id).
     `stall_timeout`: seconds an assigned raw-lines partition may keep records waiting without its processed
     offset moving before the stall watchdog fetches it again (and, a timeout later, exits for a restart);
-    0 turns the watchdog off (docs/GUARANTEES.md).
-    `pause_partition_after` (tests only, `$EXIMTRACK_TEST_PAUSE_PARTITION_AFTER`): after that many
-    raw-lines records, stop fetching the partition of the last one (faust's `pause_partitions`), the state
-    faust-streaming#629 leaves a partition in, so that a test can provoke the stall the watchdog heals."""
+    0 turns the watchdog off (docs/GUARANTEES.md)."""
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
@@ -767,10 +763,6 @@ def create_app(
                 counters["records"] += 1
             finally:
                 in_record["since"] = None
-            if counters["records"] == pause_partition_after:
-                log.warning("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER: no longer fetching %s[%d] after offset %d",
-                            msg.topic, msg.partition, msg.offset)  # fmt: skip
-                app.consumer.pause_partitions({msg.tp})
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():
@@ -965,13 +957,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-def injected_pause_after() -> int | None:
-    """$EXIMTRACK_TEST_PAUSE_PARTITION_AFTER (tests only): the number of raw-lines records after which the
-    worker stops fetching the partition of the last one (a fault injection for the stall watchdog's test)."""
-    value = os.environ.get("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")
-    return int(value) if value else None
-
-
 def _run(args) -> int:
     import hashlib
     import socket
@@ -988,7 +973,7 @@ def _run(args) -> int:
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
                      web_port=args.web_port, expiry=args.expiry, instance_id=instance,
                      replication_factor=replication, session_timeout=args.session_timeout,
-                     stall_timeout=args.stall_timeout, pause_partition_after=injected_pause_after())  # fmt: skip
+                     stall_timeout=args.stall_timeout)  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)

@@ -489,8 +489,8 @@ def test_records_faust_skipped_are_read_back_and_committed(tmp_path, stack):
 
 def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     """faust-streaming#629: after a rebalance faust may stop fetching a partition, and its records wait in Kafka
-    with nothing later to show a gap. The stall is injected here (the worker stops fetching its server's
-    partition after 3 records, as faust does by itself); the watchdog sees records waiting at an unmoving
+    with nothing later to show a gap. The stall is injected here (tests/integration/faults/sitecustomize.py:
+    faust stops fetching the server's partition after 3 records, as it does by itself); the watchdog sees records waiting at an unmoving
     offset for the 5 s stall timeout, fetches the partition again in place, and every line is processed once
     and stored once."""
     gen = tmp_path / "gen.log"
@@ -498,8 +498,8 @@ def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     want, want_counts = expected(tmp_path, "stall1", gen)
     lines = gen.read_text().splitlines(keepends=True)
     part = key_partition(b"stall1", RAW_LINE_PARTITIONS)
-    stack.env.update({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
-                      "EXIMTRACK_LOG_FORMAT": "json"})  # fmt: skip
+    stack.env.update(with_faults({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
+                                  "EXIMTRACK_LOG_FORMAT": "json"}))  # fmt: skip
     live = tmp_path / "live.log"
     live.touch()
     stack.start({"stall1": live})

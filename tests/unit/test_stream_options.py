@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stream.app import create_app, injected_pause_after, register, stall_check_interval
+from stream.app import create_app, register, stall_check_interval
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -39,10 +39,3 @@ def test_stall_timeout_from_the_option_or_the_environment(monkeypatch, tmp_path)
     assert create_app("127.0.0.1:1", data_dir=str(tmp_path), stall_timeout=0).eximtrack_stall_detector is None
     # sampled a few times per timeout, between 1 and 5 s apart
     assert [stall_check_interval(t) for t in (2, 5, 12, 60, 600)] == [1.0, 1.25, 3.0, 5.0, 5.0]
-
-
-def test_the_injected_pause_is_off_unless_its_variable_is_set(monkeypatch):
-    monkeypatch.delenv("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER", raising=False)
-    assert injected_pause_after() is None
-    monkeypatch.setenv("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER", "12")
-    assert injected_pause_after() == 12

@@ -7,7 +7,11 @@ A <= offset < B (and C..D …). From 0: what a worker that joined a group under 
 had handled yet (it started 45-49 records in, and faust committed past them). Mid-partition: the record a
 worker SIGKILLed and replaced skipped. RecordGaps must read them back.
 
-$EXIMTRACK_TEST_STUCK_PARTITION: once the worker's injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
+$EXIMTRACK_TEST_PAUSE_PARTITION_AFTER=N: after handing the agent N raw-lines records, faust's consumer stops
+fetching the partition of the last one (`pause_partitions`): the state faust-streaming#629 leaves a partition
+in, which the stall watchdog must heal.
+
+$EXIMTRACK_TEST_STUCK_PARTITION: once the injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
 partition, faust's consumer no longer resumes or seeks that partition, so the stall watchdog's in-place fetch
 cannot help and its second remedy (exit for a restart) is what the test sees."""
 
@@ -49,3 +53,26 @@ if os.environ.get("EXIMTRACK_TEST_SKIP_RECORDS"):
                 yield tp, message
 
     _consumer.Consumer.getmany = skipping_getmany
+
+if os.environ.get("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER"):
+    import logging
+
+    from faust.transport import consumer as _consumer
+
+    pause_after = int(os.environ["EXIMTRACK_TEST_PAUSE_PARTITION_AFTER"])
+    handed = [0]
+    unpaused_getmany = _consumer.Consumer.getmany
+
+    async def pausing_getmany(self, timeout):
+        async for tp, message in unpaused_getmany(self, timeout):
+            yield tp, message
+            if tp.topic.endswith("raw-lines"):
+                handed[0] += 1
+                if handed[0] == pause_after:
+                    logging.getLogger("eximtrack.stream").warning(
+                        "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER: no longer fetching %s[%d] after offset %d",
+                        tp.topic, tp.partition, message.offset,
+                    )  # fmt: skip
+                    self.pause_partitions({tp})
+
+    _consumer.Consumer.getmany = pausing_getmany
