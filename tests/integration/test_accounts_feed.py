@@ -1,0 +1,51 @@
+"""AccountsFeed (stream/app.py) against a real Kafka broker: a server without maps has the accounts topic read
+again only when the topic grew since the last read."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from stream.app import AccountsFeed
+
+
+def publish(bootstrap: str, topic: str, server: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        maps = {"server": server, "userdomains": {"example.com": "alice"}, "owners": {"alice": "root"}}
+        producer.send(topic, json.dumps(maps).encode(), key=server.encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def test_an_unknown_server_reads_the_topic_again_only_when_it_grew(
+    kafka_bootstrap, unique_topic, monkeypatch
+):
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(unique_topic, num_partitions=2, replication_factor=1)])
+    finally:
+        admin.close()
+    publish(kafka_bootstrap, unique_topic, "web1")
+    feed = AccountsFeed(kafka_bootstrap, unique_topic)
+    reads = []
+    refresh = feed.refresh
+    monkeypatch.setattr(feed, "refresh", lambda: reads.append(time.monotonic()) or refresh())
+    feed.UNKNOWN_RETRY_SECONDS = 0.0  # every get() of an unknown server may look again
+    assert feed.get("web1")["userdomains"] == {"example.com": "alice"}  # never read: read now
+    assert len(reads) == 1
+    # a server without maps: the topic did not grow, so it is not read again, however often it is asked
+    started = time.perf_counter()
+    for _ in range(20):
+        assert feed.get("nomaps") is None
+    per_get = (time.perf_counter() - started) / 20
+    assert len(reads) == 1
+    print(f"\nget() of a server without maps, the topic unchanged: {per_get * 1000:.1f} ms")
+    # its maps arrive: the next look reads them
+    publish(kafka_bootstrap, unique_topic, "nomaps")
+    assert feed.get("nomaps")["server"] == "nomaps" and len(reads) == 2
+    assert feed.get("web1") is not None and len(reads) == 2  # a known server never asks
