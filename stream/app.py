@@ -325,6 +325,7 @@ class RecordGaps:
         self.brokers = brokers
         self.topic = topic
         self.table = table
+        self.offsets = PartitionOffsets(brokers, topic)
 
     def last_handled(self, partition: int) -> int | None:
         """The offset of the last record handled of `partition` (None before the first)."""
@@ -338,7 +339,10 @@ class RecordGaps:
             return
         loop = asyncio.get_running_loop()
         try:
-            start = last + 1 if last is not None else await loop.run_in_executor(None, self._first, partition)
+            if last is not None:
+                start = last + 1
+            else:
+                start = (await loop.run_in_executor(None, self.offsets.starts, [partition]))[partition]
             while start < offset:
                 end = min(offset, start + self.CHUNK_RECORDS)
                 yield await loop.run_in_executor(None, self._fetch, partition, start, end)
@@ -348,19 +352,6 @@ class RecordGaps:
             # before anything is committed, so that it starts again from the committed offset.
             log.critical("%s; exiting so that the records are read again after a restart", exc)
             os._exit(70)
-
-    def _first(self, partition: int) -> int:
-        """The offset of the first record of `partition` Kafka still holds (retention deletes from the start)."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        tp = TopicPartition(self.topic, partition)
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.brokers.split(","), enable_auto_commit=False, group_id=None
-        )
-        try:
-            return consumer.beginning_offsets([tp])[tp]
-        finally:
-            consumer.close()
 
     def _fetch(self, partition: int, start: int, end: int) -> list:
         from kafka import KafkaConsumer, TopicPartition
@@ -392,13 +383,14 @@ class RecordGaps:
             self.table[str(partition)] = offset
 
 
-class EndOffsets:
-    """The end offset (the next offset to be written) of a topic's partitions, asked of Kafka itself.
+class PartitionOffsets:
+    """The first and the end offset (the next to be written) of a topic's partitions, asked of Kafka itself.
 
     faust's `consumer.highwater(tp)` is learned from fetch responses, so for a partition faust no longer
     fetches it stays old or None: the stall watchdog needs the broker's answer (raw-lines); AccountsFeed asks
-    whether the accounts topic grew. One kafka-python consumer without a group (it joins nothing and commits
-    nothing), kept between calls and made again after an error; one call at a time per instance."""
+    whether the accounts topic grew; RecordGaps where a partition's records still held start. One
+    kafka-python consumer without a group (it joins nothing and commits nothing), kept between calls and made
+    again after an error; one call at a time per instance."""
 
     TIMEOUT_MS = 10_000
 
@@ -407,20 +399,27 @@ class EndOffsets:
         self.topic = topic
         self.consumer = None
 
-    def read(self, partitions: list[int]) -> dict[int, int]:
+    def ends(self, partitions: list[int]) -> dict[int, int]:
+        return self._ask("end_offsets", partitions)
+
+    def starts(self, partitions: list[int]) -> dict[int, int]:
+        """The offset of each partition's first record Kafka still holds (retention deletes from the start)."""
+        return self._ask("beginning_offsets", partitions)
+
+    def _ask(self, question: str, partitions: list[int]) -> dict[int, int]:
         from kafka import KafkaConsumer, TopicPartition
 
         if self.consumer is None:
             self.consumer = KafkaConsumer(bootstrap_servers=self.brokers.split(","), enable_auto_commit=False,
                                           group_id=None, request_timeout_ms=self.TIMEOUT_MS + 1000)  # fmt: skip
         try:
-            ends = self.consumer.end_offsets(
+            answer = getattr(self.consumer, question)(
                 [TopicPartition(self.topic, p) for p in partitions], timeout_ms=self.TIMEOUT_MS
             )
         except Exception:
             self.close()
             raise
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return {tp.partition: offset for tp, offset in answer.items()}
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -452,7 +451,7 @@ class AccountsFeed:
         self.topic = topic
         self.maps: dict[str, dict] = {}
         self._unknown_checked: dict[str, float] = {}
-        self._ends = EndOffsets(brokers, topic)  # one kept consumer: a few ms a question
+        self._offsets = PartitionOffsets(brokers, topic)  # one kept consumer: a few ms a question
         self._read_to: dict[int, int] | None = None  # the end offsets the maps were read up to
 
     def get(self, server: str):
@@ -477,7 +476,7 @@ class AccountsFeed:
     def _grew(self) -> bool:
         """The topic holds records past those the maps were read from (or it was never read)."""
         read_to = self._read_to
-        return read_to is None or self._ends.read(sorted(read_to)) != read_to
+        return read_to is None or self._offsets.ends(sorted(read_to)) != read_to
 
     def refresh(self) -> int:
         from kafka import KafkaConsumer, TopicPartition
@@ -804,7 +803,9 @@ def create_app(
     detector = StallDetector(stall_timeout) if stall_timeout > 0 else None
     app.eximtrack_stall_detector = detector  # type: ignore[attr-defined]
     if detector is not None:
-        watch_stalls(app, detector, EndOffsets(brokers, raw_topic_name), raw_positions, in_record, stalls)
+        watch_stalls(
+            app, detector, PartitionOffsets(brokers, raw_topic_name), raw_positions, in_record, stalls
+        )
 
     worker_metrics = WorkerMetrics(
         counters, gauges, joiners, lambda: app.producer.buffer.size, consumer_lag, processed_offsets, stalls
@@ -837,7 +838,7 @@ def create_app(
 def watch_stalls(
     app: faust.App,
     detector: StallDetector,
-    end_offsets: EndOffsets,
+    offsets: PartitionOffsets,
     positions: Callable[[], Iterator[tuple[TP, int]]],
     in_record: Mapping[str, float | None],
     stalls: dict[int, int],
@@ -886,11 +887,9 @@ def watch_stalls(
             detector.reset()
             return
         try:
-            ends = await app.loop.run_in_executor(
-                None, end_offsets.read, sorted(tp.partition for tp in assigned)
-            )
+            ends = await app.loop.run_in_executor(None, offsets.ends, sorted(tp.partition for tp in assigned))
         except Exception as exc:  # no sample: the clocks go on, a stall is judged at the next one
-            log.warning("stall watchdog: reading the end offsets of %s failed: %s", end_offsets.topic, exc)
+            log.warning("stall watchdog: reading the end offsets of %s failed: %s", offsets.topic, exc)
             return
         # the processed offsets read after the end offsets: a record appended meanwhile may be missed, never
         # one that was processed, so a partition that caught up is never seen waiting
