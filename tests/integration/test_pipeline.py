@@ -434,6 +434,17 @@ def append_in_batches(live: Path, lines: list[str], batch: int, pause: float) ->
             time.sleep(pause)
 
 
+def start_on_an_empty_log(stack, tmp_path: Path, server: str) -> Path:
+    """Start the stack shipping an empty log as `server`, and wait until the sink serves queries and every
+    worker is ready; the log to append to."""
+    live = tmp_path / "live.log"
+    live.touch()
+    stack.start({server: live})
+    stack.wait_endpoint()
+    stack.wait_workers_ready()
+    return live
+
+
 def json_log(component) -> list[dict]:
     """The JSON log records of a component started with EXIMTRACK_LOG_FORMAT=json."""
     return [json.loads(x) for x in component.log_path.read_text().splitlines() if x.startswith("{")]
@@ -455,11 +466,7 @@ def test_records_faust_skipped_are_read_back_and_committed(tmp_path, stack):
     stack.env.update(
         with_faults({"EXIMTRACK_TEST_SKIP_RECORDS": "0-10,30-40", "EXIMTRACK_LOG_FORMAT": "json"})
     )
-    live = tmp_path / "live.log"
-    live.touch()
-    stack.start({"skip1": live})
-    stack.wait_endpoint()
-    stack.wait_workers_ready()
+    live = start_on_an_empty_log(stack, tmp_path, "skip1")
     # about 134 records (fewer when the shipper is slow)
     append_in_batches(live, gen.read_text().splitlines(keepends=True), 20, 0.1)
     got = wait_for(stack, want, timeout=60)
@@ -500,11 +507,7 @@ def test_a_partition_faust_stops_fetching_is_fetched_again(tmp_path, stack):
     part = key_partition(b"stall1", RAW_LINE_PARTITIONS)
     stack.env.update(with_faults({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
                                   "EXIMTRACK_LOG_FORMAT": "json"}))  # fmt: skip
-    live = tmp_path / "live.log"
-    live.touch()
-    stack.start({"stall1": live})
-    stack.wait_endpoint()
-    stack.wait_workers_ready()
+    live = start_on_an_empty_log(stack, tmp_path, "stall1")
     append_in_batches(live, lines, 100, 0.05)  # about 27 records
     got = wait_for(stack, want, timeout=60)
     worker = stack.stream_metrics()
@@ -542,11 +545,7 @@ def test_a_partition_still_stalled_after_the_fetch_makes_the_worker_exit_for_a_r
     part = key_partition(b"stall2", RAW_LINE_PARTITIONS)
     stack.env.update(with_faults({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
                                   "EXIMTRACK_TEST_STUCK_PARTITION": "1", "EXIMTRACK_LOG_FORMAT": "json"}))  # fmt: skip
-    live = tmp_path / "live.log"
-    live.touch()
-    stack.start({"stall2": live})
-    stack.wait_endpoint()
-    stack.wait_workers_ready()
+    live = start_on_an_empty_log(stack, tmp_path, "stall2")
     append_in_batches(live, gen.read_text().splitlines(keepends=True), 100, 0.05)
     worker = stack.components["stream"]
     deadline = time.monotonic() + 60
