@@ -513,10 +513,11 @@ SETTINGS max_block_size = 65536
     )
 
 
-def _insert_sql(select: str) -> str:
-    from schemas.records import EVENT_FIELDS
+def _insert_sql(select: str) -> list[str]:
+    """Into `events` and the hourly aggregates' feed, as the sink stores events (the SELECT is deterministic)."""
+    from sinks.clickhouse.store import events_insert_statements
 
-    return f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) {select}"
+    return events_insert_statements(select)
 
 
 def slots_per_event(client, seed: int = 1, sample: int = 400_000) -> float:
@@ -557,7 +558,8 @@ def fill(
     t0 = time.perf_counter() - state["seconds"]
     for start in range(state["done"], total_slots, chunk_slots):
         count = min(chunk_slots, total_slots - start)
-        client.command(_insert_sql(_slot_sql(seed, start, count, total_slots, end_s)))
+        for statement in _insert_sql(_slot_sql(seed, start, count, total_slots, end_s)):
+            client.command(statement)
         state["done"], state["seconds"] = start + count, time.perf_counter() - t0
         if state_path:
             state_path.write_text(json.dumps(state))

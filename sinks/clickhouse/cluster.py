@@ -17,7 +17,9 @@ per-message access paths stay shard-local. The other tables get `cityHash64(<the
 versions of one key of a Replacing table (the rollup totals, the thresholds, schema_migrations) also meet on
 one shard and FINAL stays exact. Materialized views are per node and read and write the local tables
 (`latest_mv TO latest_local … FROM events_local`): an event inserted through `events` lands on its message's
-shard and feeds that shard's latest row, access paths and hourly set states there. The set states (uniqExact)
+shard and feeds that shard's latest row, access paths and hourly set states there. `events_rollup` (a Null
+table that only feeds the hourly views, migration 020) is Null on every node too, and sharded by message like
+`events`. The set states (uniqExact)
 of the aggregates merge across shards when read through the Distributed tables, so the counters stay exact.
 
 Views are created on every node over the Distributed tables, with `GLOBAL IN` for their subqueries (an hour's
@@ -50,6 +52,7 @@ CLIENT_SETTINGS = {
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\s*\(", re.S)
 _ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)\b(?:\(([^()]*)\))?")
+_NULL_ENGINE = re.compile(r"\bENGINE\s*=\s*Null\s*$")
 _ORDER_BY = re.compile(r"^ORDER BY (.+)$", re.M)
 _CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\b")
 _CREATE_VIEW = re.compile(r"^CREATE (OR REPLACE VIEW|VIEW IF NOT EXISTS) (\w+) AS\b")
@@ -214,12 +217,14 @@ class Cluster:
         raise ClusterSchemaError(f"no cluster form for the statement {sql[:80]!r}")
 
     def _local_table(self, table: str, create: str) -> str:
+        head = f"CREATE TABLE IF NOT EXISTS {local_name(table)} {self.on}\n"
+        if _NULL_ENGINE.search(create):  # stores nothing, only feeds views: the same on every node
+            return head + create[_CREATE_TABLE.match(create).end() - 1 :]
         m = _ENGINE.search(create)
         if m is None:
             raise ClusterSchemaError(f"table {table}: no MergeTree-family engine")
         args = [f"'{REPLICA_PATH}'", f"'{REPLICA_NAME}'"] + ([m.group(2)] if m.group(2) else [])
         engine = f"ENGINE = Replicated{m.group(1)}({', '.join(args)})"
-        head = f"CREATE TABLE IF NOT EXISTS {local_name(table)} {self.on}\n"
         return head + create[_CREATE_TABLE.match(create).end() - 1 : m.start()] + engine + create[m.end() :]
 
 

@@ -191,7 +191,9 @@ class RemoteStore:
             f"the store {self.url.path} is owned by process {self.endpoint['pid']} (the sink): it is read-only from here"
         )
 
-    insert_rejects = insert_lines = command = insert_events
+    insert_rejects = insert_lines = insert_rollup = insert_encoded = insert_rollup_encoded = command = (
+        insert_events
+    )
 
     def close(self) -> None:
         pass

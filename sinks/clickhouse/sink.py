@@ -10,9 +10,13 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
   3. insert events, rejects and lines through clickhouse-connect; a transient error is retried inside the
      loop with capped, jittered backoff (sinks/clickhouse/retry.py) — the sink blocks, Kafka lag is the
      buffer; a permanent error is narrowed down to the bad records, which are dead-lettered,
-  4. only then commit the consumer offsets.
-A crash anywhere before 4 replays the batch: harmless, because every record has a deterministic id and the
-tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing a query sees).
+  4. the events' rollup (`events_rollup`, which feeds the hourly aggregates: migration 020) is inserted once
+     the batches held by the `RollupFeed` are `rollup_seconds` old (or many, or the sink is idle or
+     stopping): one insert for several batches, since its cost is mostly fixed per insert,
+  5. only then commit the consumer offsets; a batch whose rollup is still pending is not committed.
+A crash anywhere before 5 replays the batches since the last commit: harmless, because every record has a
+deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing
+a query sees), and the aggregates keep set states of ids (the same event counted twice is counted once).
 
 Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
 settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
@@ -43,9 +47,12 @@ from schemas.records import (
     load_record_items,
     load_record_json,
 )
+from sinks.clickhouse import encode
 from sinks.clickhouse.metrics import SinkMetrics
 from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
+from sinks.clickhouse.rollup_feed import DEFAULT_SECONDS as ROLLUP_SECONDS
+from sinks.clickhouse.rollup_feed import RollupFeed
 
 log = logging.getLogger("eximtrack.sink")
 
@@ -102,10 +109,11 @@ class Sink:
 
     def __init__(self, store, brokers: str, *, prefix: str = "", group: str = "eximtrack-sink",
                  batch_size: int = 20000, batch_seconds: float = 1.0, max_retry_seconds: float | None = None,
-                 instance_id: str | None = None) -> None:  # fmt: skip
+                 instance_id: str | None = None, rollup_seconds: float = ROLLUP_SECONDS) -> None:  # fmt: skip
         """`instance_id` gives the sink a static group membership (Kafka KIP-345), as the worker has: a sink
         restarted after a crash takes its partitions back at once instead of waiting for the dead member's
-        session to expire (45 s: the ~40 s pause seen after a SIGKILL)."""
+        session to expire (45 s: the ~40 s pause seen after a SIGKILL). `rollup_seconds`: how long a batch's
+        events wait for the hourly aggregates' insert (0: with every batch)."""
         from kafka import KafkaConsumer, KafkaProducer
 
         self.store = store
@@ -118,6 +126,7 @@ class Sink:
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.max_retry_seconds = max_retry_seconds
+        self.rollup = RollupFeed(rollup_seconds, max_rows=max(batch_size, 1))
         # Records are arrays of up to a few hundred items each; poll few at a time so that one batch stays
         # near batch_size items.
         self.max_poll_records = max(1, min(batch_size, 500))
@@ -166,9 +175,25 @@ class Sink:
         except SinkStopped as exc:
             log.info("%s", exc)
         finally:
+            self._finish()
             self.close()
             if self.alerts is not None:
                 self.alerts.close()
+
+    def _finish(self) -> None:
+        """On the way out: the pending rollup inserted and its batches committed, when the store and the
+        broker allow it in one try (else they are replayed by the next sink: harmless)."""
+        if not len(self.rollup):
+            return
+        data, events = self.rollup.take()
+        try:
+            with ENGINE_LOCK:
+                self.store.insert_rollup_encoded(data)
+            self.consumer.commit()
+        except Exception as exc:  # the batches stay uncommitted: replayed, harmless
+            log.warning(
+                "pending rollup of %d events not inserted at stop (%s); replayed later", len(events), exc
+            )
 
     def close(self) -> None:
         try:
@@ -218,19 +243,44 @@ class Sink:
                     decoded[kind].extend(good)
                     items += len(good)
         if not records:
+            if len(self.rollup):  # idle: the aggregates catch up now, and the batches held are committed
+                self._insert_rollup()
+                self._commit()
             return 0
-        self._insert_all("event", decoded["event"], self.store.insert_events)
+        self._insert_all("event", decoded["event"], self._insert_events)
         self._insert_all("reject", decoded["reject"], self.store.insert_rejects)
         self._insert_all("line", decoded["line"], self.store.insert_lines)
-        self.producer.flush()
-        self.consumer.commit()  # only after every insert of the batch returned
         m = self.metrics
         m.batches.inc()
-        m.last_commit.set(time.time())
         for kind, items in decoded.items():
             m.rows.labels(kind).inc(len(items))
-        self._measure_lag()
+        if self.rollup.due() or self.rollup.seconds <= 0 or self._stop.is_set():
+            self._insert_rollup()
+            self._commit()  # only after every insert of the batches since the last commit returned
         return records
+
+    def _insert_events(self, events: list) -> None:
+        """Events into `events` now (searchable), their rollup held by the feed."""
+        data = encode.arrow_ipc("events", events)
+        self.store.insert_encoded("events", data, rollup=False)
+        self.rollup.add(data, events)
+
+    def _insert_rollup(self) -> None:
+        data, events = self.rollup.take()
+
+        def insert(items: list) -> None:  # all at once, or a part when narrowing down a permanent error
+            if items is events:
+                self.store.insert_rollup_encoded(data)
+            else:
+                self.store.insert_rollup(items)
+
+        self._insert_all("rollup", events, insert)
+
+    def _commit(self) -> None:
+        self.producer.flush()
+        self.consumer.commit()
+        self.metrics.last_commit.set(time.time())
+        self._measure_lag()
 
     def _measure_lag(self) -> None:
         """Records between this sink's position (just committed) and each assigned partition's end, as the
@@ -321,6 +371,13 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=20000)
     p.add_argument("--batch-seconds", type=float, default=1.0)
     p.add_argument(
+        "--rollup-seconds",
+        type=float,
+        default=ROLLUP_SECONDS,
+        help="insert the hourly aggregates' feed (events_rollup) for the batches of this many seconds at once; "
+        "offsets are committed after it (0 = with every batch; default %(default)s)",
+    )
+    p.add_argument(
         "--query-port",
         type=int,
         default=0,
@@ -378,7 +435,8 @@ def _run(args) -> int:
         log.info("embedded store %s: queries served on 127.0.0.1:%d", store.url.path, server.port)
     instance = args.instance_id or default_instance_id(args.group, store.url.display())
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
-                batch_seconds=args.batch_seconds, instance_id=instance)  # fmt: skip
+                batch_seconds=args.batch_seconds, instance_id=instance,
+                rollup_seconds=args.rollup_seconds)  # fmt: skip
     if args.alerts:
         from eximtrack.alerts.rules import load_rules
         from eximtrack.alerts.runner import AlertLoop

@@ -29,6 +29,7 @@ from eximtrack.config import (
     resolve_retention_days,
     resolve_store_url,
 )
+from schemas.records import EVENT_FIELDS
 from sinks.clickhouse import cluster as cluster_layout
 from sinks.clickhouse import encode, migrations
 
@@ -46,6 +47,8 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}
+# the Null table whose inserts feed the hourly aggregates (migration 020)
+ROLLUP_TABLE = "events_rollup"
 
 
 class StoreError(RuntimeError):
@@ -286,21 +289,40 @@ class Store:
             raise ConfigError("retention days must be >= 0")
         return migrations.ensure_retention(self.client, days, cluster=self.cluster)
 
-    # -- writing -----------------------------------------------------------------------------------
-    def _insert(self, table: str, records: Iterable, batch_rows: int) -> int:
+    # -- writing ---------------------------------------------------------------------------------
+    def _insert(self, table: str, records: Iterable, batch_rows: int, rollup: bool = True) -> int:
         records = records if isinstance(records, list) else list(records)
         for batch in _batches(records, max(1, batch_rows)):
-            self.insert_encoded(table, encode.arrow_ipc(table, batch))
+            self.insert_encoded(table, encode.arrow_ipc(table, batch), rollup=rollup)
         return len(records)
 
-    def insert_encoded(self, table: str, data: bytes) -> None:
-        """Insert one batch already encoded by `encode.arrow_ipc(table, records)` (Arrow IPC)."""
+    def insert_encoded(self, table: str, data: bytes, rollup: bool = True) -> None:
+        """Insert one batch already encoded by `encode.arrow_ipc(table, records)` (Arrow IPC). Events go
+        to `events` and, unless `rollup` is False, also to `events_rollup` (the hourly aggregates' feed,
+        migration 020): a caller that gathers several batches into one rollup insert (the sink,
+        `RollupFeed`) passes False and calls `insert_rollup_encoded` itself."""
         fields = encode.TABLES[table][0]
         self.client.raw_insert(table, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
+        if table == "events" and rollup:
+            self.insert_rollup_encoded(data)
 
-    def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
-        """Insert DeliveryEvents into `events` (the materialized view feeds `latest`)."""
-        return self._insert("events", events, batch_rows)
+    def insert_rollup_encoded(self, data: bytes) -> None:
+        """Feed the hourly aggregates (`events_rollup`, a Null table read by their views) with events
+        encoded as for `events`; they must also be, or have been, inserted into `events`."""
+        fields = encode.TABLES["events"][0]
+        self.client.raw_insert(ROLLUP_TABLE, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
+
+    def insert_rollup(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
+        """`insert_rollup_encoded` of DeliveryEvents."""
+        events = events if isinstance(events, list) else list(events)
+        for batch in _batches(events, max(1, batch_rows)):
+            self.insert_rollup_encoded(encode.arrow_ipc("events", batch))
+        return len(events)
+
+    def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS, rollup: bool = True) -> int:
+        """Insert DeliveryEvents into `events` (its view feeds `latest` and the access paths) and, unless
+        `rollup` is False, into `events_rollup` (the hourly aggregates)."""
+        return self._insert("events", events, batch_rows, rollup)
 
     def insert_rejects(self, rejects: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         return self._insert("rejects", rejects, batch_rows)
@@ -393,6 +415,16 @@ class Store:
         return self.client.command(sql, parameters=dict(params or {}) or None)
 
 
+def events_insert_statements(select: str) -> list[str]:
+    """The statements that store events a SELECT makes (its columns: EVENT_FIELDS, in order) as the sink
+    stores them: into `events_rollup` for the hourly aggregates (migration 020), and into `events`. For SQL
+    that generates or copies events inside ClickHouse (the benchmark's fill, tests). The SELECT runs twice:
+    the rollup's first, since it changes no table a SELECT of events reads (an insert into `events` changes
+    `latest`, which a copy of latest rows reads: it would read its own copies the second time)."""
+    columns = ", ".join(EVENT_FIELDS)
+    return [f"INSERT INTO {table} ({columns}) {select}" for table in (ROLLUP_TABLE, "events")]
+
+
 def store_run(store) -> Callable[[str, dict], tuple[list[str], list]]:
     """`run(sql, params) -> (column names, rows)`, read-only, over a Store or a RemoteStore: the form the
     query builders that orchestrate several statements take (search_plan.run_pages, stats, show)."""
@@ -404,4 +436,13 @@ def store_run(store) -> Callable[[str, dict], tuple[list[str], list]]:
     return run
 
 
-__all__ = ["BATCH_ROWS", "Store", "StoreError", "StoreLockedError", "current_chdb_path", "store_run"]
+__all__ = [
+    "BATCH_ROWS",
+    "ROLLUP_TABLE",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "current_chdb_path",
+    "events_insert_statements",
+    "store_run",
+]

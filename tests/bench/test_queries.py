@@ -117,11 +117,14 @@ def _naive(store, where, params):
 
 
 def _copy(store, where: str, **overrides: str) -> None:
-    """INSERT INTO events a copy of the events / latest rows `where` selects, with some columns replaced."""
+    """Store a copy of the events / latest rows `where` selects, with some columns replaced, as the sink stores
+    events (into `events` and the hourly aggregates' feed)."""
     from schemas.records import EVENT_FIELDS
+    from sinks.clickhouse.store import events_insert_statements
 
     select = ", ".join(f"{overrides[c]} AS {c}" if c in overrides else c for c in EVENT_FIELDS)
-    store.client.command(f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) SELECT {select} {where}")
+    for statement in events_insert_statements(f"SELECT {select} {where}"):
+        store.client.command(statement)
 
 
 def _add_hazards(store):

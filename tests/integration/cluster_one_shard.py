@@ -135,6 +135,7 @@ def main(directory: str, config: str) -> int:
     ingest_files(single, [str(samples / "mainlog-all.log")], server="web2", background=False)
     for table in ("events", "rejects", "log_lines"):  # what the sink inserts, as it lands on the shard
         cl.command(f"INSERT INTO cl.{table} SELECT * FROM single.{table}")
+    cl.command("INSERT INTO cl.events_rollup SELECT * FROM single.events")  # and the aggregates' feed
     for store in (single, cl):
         stats_snapshots.refresh(store)
 

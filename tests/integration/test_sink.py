@@ -90,3 +90,68 @@ def test_the_sink_evaluates_alert_rules_on_its_store(tmp_path, kafka_bootstrap):
     assert rows == [{"rule": "burst", "key": "user=acct", "state": "firing", "value": 5.0}]
     assert sink.alerts.failures == 0
     assert sink.metrics.registry.get_sample_value("eximtrack_alerts_firing", {"rule": "burst"}) == 1
+
+
+def _committed(sink) -> int:
+    """Offsets the sink's group has committed, summed over its partitions (0 where none is)."""
+    return sum(sink.consumer.committed(tp) or 0 for tp in sink.consumer.assignment())
+
+
+def test_the_hourly_aggregates_are_fed_after_their_batches_and_before_the_commit(tmp_path, kafka_bootstrap):
+    """Events are searchable after their batch's insert; the hourly aggregates get them from one later insert
+    into events_rollup (migration 020), and the offsets are committed only after it: on the sink's next idle
+    poll, and at its stop (docs/GUARANTEES.md)."""
+    prefix = f"sink-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    now = time.time()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+
+    def send(first: int, n: int) -> None:
+        events = [
+            DeliveryEvent(event_id=f"e{i}", type="success", server="s1", msgid=f"1abcD{i}-000000-AA",
+                          recipient=f"r{i}@example.net", sendunixtime=now - 60, actionunixtime=now - 30,
+                          protocol="esmtpa", senderauth="dovecot_login", version=1).to_wire()
+            for i in range(first, first + n)
+        ]  # fmt: skip
+        producer.send(prefix + T.EVENTS.name, key=b"s1", value=dumps_json(events)).get(timeout=30)
+
+    path = current_chdb_path() or str(tmp_path / "store")
+    store = Store.open(f"chdb://{path}?database=sink_{uuid.uuid4().hex[:12]}")
+
+    def counts() -> tuple[int, int]:
+        stored = store.query("SELECT count() FROM events FINAL").result_rows[0][0]
+        counted = store.query("SELECT uniqExactMerge(events) FROM activity_hourly").result_rows[0][0]
+        return stored, counted
+
+    def sink_of(rollup_seconds: float) -> Sink:
+        return Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", batch_seconds=1.0,
+                    rollup_seconds=rollup_seconds)  # fmt: skip
+
+    send(0, 3)
+    sink = sink_of(60.0)
+    try:
+        t0 = time.monotonic()
+        while not sink.run_once() and time.monotonic() - t0 < 60:  # the first polls join the group
+            pass
+        assert counts() == (3, 0)  # searchable at once; the aggregates' feed waits for more batches
+        assert _committed(sink) == 0  # and so does the commit: a crash now replays the batch
+        assert sink.run_once() == 0  # idle: the pending rollup goes in, then the offsets are committed
+        assert counts() == (3, 3)
+        assert _committed(sink) == 1
+        send(3, 2)
+        while not sink.run_once() and time.monotonic() - t0 < 60:
+            pass
+        assert counts() == (5, 3) and _committed(sink) == 1
+        sink.stop()
+        sink.run()  # stops at once: the pending rollup is inserted and committed on the way out
+    finally:
+        producer.close()
+    assert counts() == (5, 5)
+    again = sink_of(0.0)  # a new member of the group starts after the committed offsets: nothing to replay
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 8:
+            assert again.run_once() == 0
+        assert counts() == (5, 5)
+    finally:
+        again.close()
