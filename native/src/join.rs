@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -289,6 +289,46 @@ pub struct Arrival {
     pub parent_msgid: String,
 }
 
+/// An arrival shared by the rows of its message, with its fields as Python objects once an event needed them.
+#[derive(Debug, Default)]
+pub struct ArrivalCell {
+    pub v: Arrival,
+    py: OnceLock<Vec<Py<PyAny>>>,
+}
+
+impl Clone for ArrivalCell {
+    fn clone(&self) -> Self {
+        ArrivalCell { v: self.v.clone(), py: OnceLock::new() }
+    }
+}
+
+impl PartialEq for ArrivalCell {
+    fn eq(&self, other: &Self) -> bool {
+        self.v == other.v
+    }
+}
+
+impl ArrivalCell {
+    fn new(v: Arrival) -> Arc<Self> {
+        Arc::new(ArrivalCell { v, py: OnceLock::new() })
+    }
+
+    /// The 15 fields as Python objects (made once per arrival).
+    fn py_values(&self, py: Python<'_>) -> &[Py<PyAny>] {
+        self.py.get_or_init(|| {
+            let ev = Event { a: Arc::new(self.clone()), ..Default::default() };
+            (0..ARRIVAL_FIELDS.len()).map(|n| val_py(py, ev.get(ARRIVAL_OFFSET + n)).unbind()).collect()
+        })
+    }
+}
+
+/// The arrival of `a`, to change (a copy if other rows share it).
+fn arrival_mut(a: &mut Arc<ArrivalCell>) -> &mut Arrival {
+    let cell = Arc::make_mut(a);
+    cell.py.take();
+    &mut cell.v
+}
+
 /// One state of one row: schemas.records.DeliveryEvent, natively.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -296,7 +336,7 @@ pub struct Event {
     pub etype: String,
     pub server: String,
     pub msgid: String,
-    pub a: Arrival,
+    pub a: Arc<ArrivalCell>,
     pub recipient: String,
     pub deliveredto: String,
     pub deliveryuser: String,
@@ -327,7 +367,7 @@ impl Default for Event {
             etype: String::new(),
             server: String::new(),
             msgid: String::new(),
-            a: Arrival::default(),
+            a: Arc::default(),
             recipient: String::new(),
             deliveredto: String::new(),
             deliveryuser: String::new(),
@@ -374,7 +414,7 @@ enum Slot<'a> {
 impl Event {
     pub fn get(&self, i: usize) -> Val<'_> {
         use Val::*;
-        let a = &self.a;
+        let a = &self.a.v;
         match i {
             0 => S(&self.event_id),
             1 => S(&self.etype),
@@ -421,27 +461,31 @@ impl Event {
 
     fn slot(&mut self, i: usize) -> Slot<'_> {
         use Slot::*;
-        let a = &mut self.a;
+        if (ARRIVAL_OFFSET..ARRIVAL_OFFSET + ARRIVAL_FIELDS.len()).contains(&i) {
+            let a = arrival_mut(&mut self.a);
+            return match i {
+                4 => S(&mut a.email),
+                5 => S(&mut a.sender),
+                6 => S(&mut a.user),
+                7 => S(&mut a.domain),
+                8 => S(&mut a.owner),
+                9 => S(&mut a.senderhost),
+                10 => S(&mut a.senderip),
+                11 => S(&mut a.senderauth),
+                12 => OF(&mut a.spamscore),
+                13 => F(&mut a.sendunixtime),
+                14 => U(&mut a.size),
+                15 => S(&mut a.subject),
+                16 => S(&mut a.message_id),
+                17 => S(&mut a.protocol),
+                _ => S(&mut a.parent_msgid),
+            };
+        }
         match i {
             0 => S(&mut self.event_id),
             1 => S(&mut self.etype),
             2 => S(&mut self.server),
             3 => S(&mut self.msgid),
-            4 => S(&mut a.email),
-            5 => S(&mut a.sender),
-            6 => S(&mut a.user),
-            7 => S(&mut a.domain),
-            8 => S(&mut a.owner),
-            9 => S(&mut a.senderhost),
-            10 => S(&mut a.senderip),
-            11 => S(&mut a.senderauth),
-            12 => OF(&mut a.spamscore),
-            13 => F(&mut a.sendunixtime),
-            14 => U(&mut a.size),
-            15 => S(&mut a.subject),
-            16 => S(&mut a.message_id),
-            17 => S(&mut a.protocol),
-            18 => S(&mut a.parent_msgid),
             19 => S(&mut self.recipient),
             20 => S(&mut self.deliveredto),
             21 => S(&mut self.deliveryuser),
@@ -679,6 +723,21 @@ fn text_ptr(py: Python<'_>, s: &str) -> *mut ffi::PyObject {
     }
 }
 
+/// An event type: the outcomes are interned strings.
+fn type_ptr(py: Python<'_>, etype: &str) -> *mut ffi::PyObject {
+    let s = match etype {
+        "success" => pyo3::intern!(py, "success"),
+        "inprogress" => pyo3::intern!(py, "inprogress"),
+        "defer" => pyo3::intern!(py, "defer"),
+        "failure" => pyo3::intern!(py, "failure"),
+        "filtered" => pyo3::intern!(py, "filtered"),
+        "archive" => pyo3::intern!(py, "archive"),
+        "rejected" => pyo3::intern!(py, "rejected"),
+        other => return text_ptr(py, other),
+    };
+    s.clone().into_ptr()
+}
+
 fn val_ptr(py: Python<'_>, v: Val<'_>) -> *mut ffi::PyObject {
     match v {
         Val::S(s) => text_ptr(py, s),
@@ -695,12 +754,21 @@ fn val_py<'py>(py: Python<'py>, v: Val<'_>) -> Bound<'py, PyAny> {
 }
 
 /// A native event as a schemas.records.DeliveryEvent. `server` is the joiner's (one Python string for all).
-fn event_py<'py>(py: Python<'py>, ev: &Event, server: Option<(&str, &Py<PyString>)>) -> PyResult<Bound<'py, PyAny>> {
+fn event_py<'py>(
+    py: Python<'py>,
+    ev: &Event,
+    server: Option<(&str, &Py<PyString>)>,
+    msgid: Option<(&str, &Py<PyString>)>,
+) -> PyResult<Bound<'py, PyAny>> {
     let recs = records()?;
     let mut values = [std::ptr::null_mut(); 40];
+    let arrival = ev.a.py_values(py);
     for (i, v) in values.iter_mut().enumerate() {
         *v = match (i, server) {
+            (ARRIVAL_OFFSET..=18, _) => arrival[i - ARRIVAL_OFFSET].clone_ref(py).into_ptr(),
+            (1, _) => type_ptr(py, &ev.etype),
             (2, Some((text, s))) if text == ev.server => s.clone_ref(py).into_ptr(),
+            (3, _) if msgid.map(|(m, _)| m == ev.msgid).unwrap_or(false) => msgid.unwrap().1.clone_ref(py).into_ptr(),
             (39, _) if ev.schema_version == recs.schema_version_int => recs.schema_version.clone_ref(py).into_ptr(),
             _ => val_ptr(py, ev.get(i)),
         };
@@ -725,7 +793,7 @@ fn event_from_py(ob: &Bound<'_, PyAny>) -> PyResult<Event> {
 #[derive(Debug)]
 enum ArrivalSlot {
     Absent,
-    Native(Arrival),
+    Native(Arc<ArrivalCell>),
     Raw(Py<PyAny>),
 }
 
@@ -756,13 +824,11 @@ fn arrival_from_py(ob: &Bound<'_, PyAny>) -> ArrivalSlot {
     ArrivalSlot::Raw(ob.clone().unbind())
 }
 
-fn arrival_dict<'py>(py: Python<'py>, a: &Arrival) -> PyResult<Bound<'py, PyDict>> {
+fn arrival_dict<'py>(py: Python<'py>, a: &ArrivalCell) -> PyResult<Bound<'py, PyDict>> {
     let recs = records()?;
     let d = PyDict::new(py);
-    let ev = Event { a: a.clone(), ..Default::default() };
-    for n in 0..ARRIVAL_FIELDS.len() {
-        let i = ARRIVAL_OFFSET + n;
-        d.set_item(recs.names[i].bind(py), val_py(py, ev.get(i)))?;
+    for (n, v) in a.py_values(py).iter().enumerate() {
+        d.set_item(recs.names[ARRIVAL_OFFSET + n].bind(py), v.bind(py))?;
     }
     Ok(d)
 }
@@ -839,12 +905,15 @@ impl State {
     /// id's time and what preceded it.
     fn fill_arrival(&self, py: Python<'_>, ev: &mut Event) -> PyResult<()> {
         match &self.arrival {
-            ArrivalSlot::Native(a) => ev.a.clone_from(a),
+            ArrivalSlot::Native(a) => ev.a = a.clone(),
             ArrivalSlot::Absent => {
-                ev.a.sendunixtime = msgid_time(&self.msgid);
-                ev.a.spamscore = self.pre_spamscore(py)?;
-                if let Some(user) = self.pre_user(py)? {
-                    ev.a.user = user;
+                let spamscore = self.pre_spamscore(py)?;
+                let user = self.pre_user(py)?;
+                let a = arrival_mut(&mut ev.a);
+                a.sendunixtime = msgid_time(&self.msgid);
+                a.spamscore = spamscore;
+                if let Some(user) = user {
+                    a.user = user;
                 }
             }
             ArrivalSlot::Raw(ob) => {
@@ -864,7 +933,7 @@ impl State {
         let mut t = Event { msgid: self.msgid.clone(), ..Default::default() };
         let mut other = [false; 40];
         match &self.arrival {
-            ArrivalSlot::Native(a) => t.a.clone_from(a),
+            ArrivalSlot::Native(a) => t.a = a.clone(),
             ArrivalSlot::Absent => {}
             ArrivalSlot::Raw(ob) => Self::raw_template(ob.bind(py), &mut t, &mut other),
         }
@@ -1091,7 +1160,7 @@ impl State {
     fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for ((r, t), ev) in &self.rows {
-            d.set_item(PyTuple::new(py, [r, t])?, event_py(py, ev, None)?)?;
+            d.set_item(PyTuple::new(py, [r, t])?, event_py(py, ev, None, None)?)?;
         }
         Ok(d)
     }
@@ -1173,6 +1242,7 @@ struct Out {
     rejects: Vec<Py<PyAny>>,
     lines: Vec<Py<PyAny>>,
     first_msgid: Option<String>,
+    msgid_py: Option<Py<PyString>>, // of first_msgid: the events of a line are mostly of one message
 }
 
 /// The line being applied: its text for ids (the UTF-8, or "surrogatepass" bytes of a line holding lone
@@ -1189,6 +1259,7 @@ pub struct Joiner {
     server_py: Py<PyString>,
     clock: Py<PyAny>,
     hours: HashMap<String, f64>,
+    last_hour: (String, f64),
     accounts: Py<PyAny>,
     domains: HashMap<String, String>,
     owners: HashMap<String, String>,
@@ -1295,7 +1366,7 @@ impl Joiner {
         if let Some(z) = p.zone {
             key.push_str(z);
         }
-        let base = match self.hours.get(&key) {
+        let base = match if self.last_hour.0 == key { Some(&self.last_hour.1) } else { self.hours.get(&key) } {
             Some(b) => *b,
             None => {
                 let got = self
@@ -1312,10 +1383,13 @@ impl Joiner {
                 if self.hours.len() > 4096 {
                     self.hours.clear();
                 }
-                self.hours.insert(key, base);
+                self.hours.insert(key.clone(), base);
                 base
             }
         };
+        if self.last_hour.0 != key {
+            self.last_hour = (key, base);
+        }
         // the parser checked these digits
         let b = time.as_bytes();
         let two = |i: usize| ((b[i] - b'0') as i64) * 10 + (b[i + 1] - b'0') as i64;
@@ -1331,10 +1405,12 @@ impl Joiner {
     // output ----------------------------------------------------------------------------------------------
 
     fn emit(&mut self, py: Python<'_>, out: &mut Out, ev: &Event) -> PyResult<()> {
-        let obj = event_py(py, ev, Some((&self.server, &self.server_py)))?.unbind();
         if out.first_msgid.is_none() {
             out.first_msgid = Some(ev.msgid.clone());
+            out.msgid_py = Some(PyString::new(py, &ev.msgid).unbind());
         }
+        let msgid = out.first_msgid.as_deref().zip(out.msgid_py.as_ref());
+        let obj = event_py(py, ev, Some((&self.server, &self.server_py)), msgid)?.unbind();
         if let Some(latest) = &mut self.latest {
             let key = (ev.msgid.clone(), ev.recipient.clone(), ev.deliveredto.clone());
             match latest.get_mut(&key) {
@@ -1604,7 +1680,7 @@ impl Joiner {
     }
 
     fn arrival(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
-        st.arrival = ArrivalSlot::Native(self.arrival_fields(py, st, p, ts)?);
+        st.arrival = ArrivalSlot::Native(ArrivalCell::new(self.arrival_fields(py, st, p, ts)?));
         let mut recipients: Vec<String> = Vec::new();
         let for_list = p.fields.get("for").map(|v| v.as_ref()).unwrap_or("");
         for rcpt in recipient_list(for_list) {
@@ -1640,6 +1716,7 @@ impl Joiner {
         match &mut st.arrival {
             ArrivalSlot::Absent => return Ok(()),
             ArrivalSlot::Native(a) => {
+                let a = arrival_mut(a);
                 if let Some(s) = &spam {
                     a.spamscore = s.extract()?;
                 }
@@ -1694,14 +1771,17 @@ impl Joiner {
             "failure"
         };
         let key = (rcpt, deliveredto);
-        let mut prev = st.rows.get(&key).cloned();
+        // (type, attempts, version) of the row's last state
+        let mut prev = st.rows.get(&key).map(|p| (SKIP_KEEPS.contains(&p.etype.as_str()), p.attempts, p.version));
         if prev.is_none() && kind == "delivery" && !key.1.is_empty() && !key.1.contains('@') {
-            prev = self.supersede_full_address_row(py, st, &key.0, &key.1, ts, out)?;
+            prev = self
+                .supersede_full_address_row(py, st, &key.0, &key.1, ts, out)?
+                .map(|p| (SKIP_KEEPS.contains(&p.etype.as_str()), p.attempts, p.version));
         }
         let skip = kind == "defer" && message.contains("retry time not reached");
         if skip {
             if let Some(prev) = &prev {
-                if SKIP_KEEPS.contains(&prev.etype.as_str()) {
+                if prev.0 {
                     self.stats[RETRY_SKIPS] += 1;
                     return Ok(());
                 }
@@ -1733,13 +1813,13 @@ impl Joiner {
             deliveryowner: self.owner_of(&user),
             deliverydomain: dom,
             deliveryuser: user,
-            attempts: prev.as_ref().map(|p| p.attempts).unwrap_or(0) + if skip { 0 } else { 1 },
+            attempts: prev.map(|p| p.1).unwrap_or(0) + if skip { 0 } else { 1 },
             ..Default::default()
         };
         let mut ev = self.new_event(py, st, etype, &key.0, &key.1, ts, line, Some(delivery))?;
-        if let Some(prev) = &prev {
-            if ev.version <= prev.version {
-                ev.version = prev.version + 1;
+        if let Some((_, _, version)) = prev {
+            if ev.version <= version {
+                ev.version = version + 1;
             }
         }
         self.emit(py, out, &ev)?;
@@ -1883,7 +1963,7 @@ impl Joiner {
             attempts: 1,
             ..Default::default()
         };
-        let a = &mut ev.a;
+        let a = arrival_mut(&mut ev.a);
         a.domain = domain_of(py, &email)?;
         a.email = email;
         a.sender = if auth.contains(':') { auth.split(':').nth(1).unwrap_or("").to_owned() } else { String::new() };
@@ -1911,7 +1991,7 @@ impl Joiner {
         ev.deliveryuser = self.user_of_domain(py, &ev.deliverydomain)?;
         ev.deliveryowner = self.owner_of(&ev.deliveryuser);
         if let Some(st) = st {
-            ev.a.spamscore = st.borrow().pre_spamscore(py)?;
+            arrival_mut(&mut ev.a).spamscore = st.borrow().pre_spamscore(py)?;
             self.state_del(py, msgid_py.as_any())?; // a message rejected after DATA never gets an id again
         }
         ev.version = version_of(ts, rank("rejected")?, false);
@@ -1974,6 +2054,7 @@ impl Joiner {
             server_py: server.clone().unbind(),
             clock: clock.clone().unbind(),
             hours: HashMap::new(),
+            last_hour: (String::new(), 0.0),
             accounts: accounts.clone().unbind(),
             domains: HashMap::new(),
             owners: HashMap::new(),
