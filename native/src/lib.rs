@@ -4,8 +4,6 @@
 //! `stream.join.stable_id`) and the arrival time of a message id (`msgid_time`, behind stream.clock). This
 //! file only turns the parser's results into Python objects and registers the module.
 
-use blake2::digest::{Update, VariableOutput};
-use blake2::Blake2bVar;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
@@ -137,19 +135,17 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// eximtrack makes, are encoded as "surrogatepass" does.
 /// The id of `parts` (bytes), as `stable_id` makes it of the parts' text.
 pub fn stable_id_of(parts: &[&[u8]]) -> String {
-    let mut hasher = Blake2bVar::new(ID_BYTES).expect("10 is a valid BLAKE2b digest size");
+    // blake2b_simd: the same BLAKE2b, vectorised where the CPU allows (ids are ~a fifth of a line's cost)
+    let mut state = blake2b_simd::Params::new().hash_length(ID_BYTES).to_state();
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            hasher.update(b"\x1f");
+            state.update(b"\x1f");
         }
-        hasher.update(part);
+        state.update(part);
     }
-    let mut digest = [0u8; ID_BYTES];
-    hasher
-        .finalize_variable(&mut digest)
-        .expect("the buffer has the digest's size");
+    let digest = state.finalize();
     let mut hex = String::with_capacity(2 * ID_BYTES);
-    for byte in digest {
+    for &byte in digest.as_bytes() {
         hex.push(HEX[(byte >> 4) as usize] as char);
         hex.push(HEX[(byte & 15) as usize] as char);
     }
