@@ -520,15 +520,48 @@ fn kv_tokens(s: &str) -> Fields<'_> {
 
 // ------------------------------------------------------------------------------------------ field scanner
 
-static TOKEN_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+"#).unwrap());
-
-/// Split on spaces, keeping `KEY="…"` quoted values (with \" and \\ escapes) as one token.
+/// Split on spaces, keeping `KEY="…"` quoted values (with \" and \\ escapes) as one token: the matches of
+/// `(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+` (a token runs to a space outside quotes; a quote runs to the next
+/// unescaped quote, or to a backslash before a newline, or to the end), scanned by hand.
 fn split_tokens(s: &str) -> Vec<&str> {
     if !s.contains('"') {
         return py_split(s);
     }
-    TOKEN_RE.find_iter(s).map(|m| m.as_str()).collect()
+    let b = s.as_bytes();
+    let n = b.len();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if b[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && b[i] != b' ' {
+            if b[i] == b'"' {
+                i += 1;
+                while i < n {
+                    match b[i] {
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        b'\\' if i + 1 < n && b[i + 1] != b'\n' => {
+                            // `\\.`: the escaped character (one code point, maybe several bytes)
+                            i += 1;
+                            i += s[i..].chars().next().map_or(1, char::len_utf8);
+                        }
+                        b'\\' => break, // before a newline or at the end: the quote ends unclosed here
+                        _ => i += 1,
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out.push(&s[start..i]);
+    }
+    out
 }
 
 /// `"a \"b\" c"` -> `a "b" c` (Exim's C-style quoting of T=, C=, DN=).
@@ -1140,5 +1173,23 @@ mod tests {
         assert_eq!(p.fields.get("errno").unwrap(), "-44");
         assert_eq!(p.fields.get("DT").unwrap(), "3s");
         assert_eq!(p.message, "451 later");
+    }
+
+    #[test]
+    fn split_tokens_finds_what_the_token_regex_finds() {
+        let re = Regex::new(r#"(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+"#).unwrap();
+        let alphabet = [' ', '"', '\\', '\n', 'a', 'é', '=', ':'];
+        let mut seed: u64 = 12;
+        for _ in 0..20000 {
+            let mut text = String::from("\"");
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                text.push(alphabet[(seed >> 61) as usize]);
+            }
+            let want: Vec<&str> = re.find_iter(&text).map(|m| m.as_str()).collect();
+            assert_eq!(split_tokens(&text), want, "{text:?}");
+        }
     }
 }
