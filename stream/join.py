@@ -91,7 +91,9 @@ class JoinOutput:
 
 
 # the records the compiled joiner makes, and the outcome ranks of versions: schemas/records.py defines them
-eximtrack_core.use_records(DeliveryEvent, RejectRecord, LogLineRecord, JoinOutput, OUTCOME_RANK, SCHEMA_VERSION)
+eximtrack_core.use_records(
+    DeliveryEvent, RejectRecord, LogLineRecord, JoinOutput, OUTCOME_RANK, SCHEMA_VERSION
+)
 
 
 class Joiner(eximtrack_core.Joiner):
@@ -143,3 +145,22 @@ def join_lines(
         total.rejects.extend(out.rejects)
         total.lines.extend(out.lines)
     return joiner, total
+
+
+__all__ = [
+    "ARRIVAL_FIELDS",
+    "ARRIVAL_KEYS",
+    "DEFAULT_EXPIRY",
+    "DEFAULT_GRACE",
+    "LINE_DISPOSITIONS",
+    "NOTE_CAP",
+    "STATE_FORMAT",
+    "SWEEP_EVERY",
+    "SWEEP_MIN_INTERVAL",
+    "JoinOutput",
+    "Joiner",
+    "MessageState",
+    "join_lines",
+    "stable_id",
+    "state_ends",
+]

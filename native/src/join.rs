@@ -945,8 +945,8 @@ impl State {
         for (k, v) in d.iter() {
             let Ok(k) = k.extract::<String>() else { continue };
             if let Some(i) = EVENT_FIELDS.iter().position(|n| *n == k) {
-                if i < 3 {
-                    continue; // event_id, type, server have no default: a row always stores them
+                if i < 4 {
+                    continue; // event_id, type, server, msgid have no default: not the arrival's to give
                 }
                 if !matches!(t.set_py(i, &v, true), Ok(true)) {
                     other[i] = true;
