@@ -2308,4 +2308,49 @@ mod tests {
         assert_eq!(strip_angle("<>"), "");
         assert_eq!(strip_angle(">"), ">");
     }
+
+    fn with_python(f: impl FnOnce(Python<'_>)) {
+        Python::initialize();
+        Python::attach(f);
+    }
+
+    #[test]
+    fn seconds_read_exims_printed_times() {
+        with_python(|py| {
+            let s = |v: &str| seconds(py, v).unwrap();
+            assert_eq!(s(""), None);
+            assert_eq!(s("0.005s"), Some(0.005));
+            assert_eq!(s("1m3s"), Some(63.0));
+            assert_eq!(s("1h2m"), Some(3720.0));
+            assert_eq!(s("2"), Some(2.0));
+            assert_eq!(s("1w"), Some(604800.0));
+            assert_eq!(s("m"), Some(0.0));
+            assert_eq!(s("1.2.3s"), None);
+            assert_eq!(s("3x"), None);
+            assert_eq!(s("\u{661}s"), Some(1.0)); // an Arabic-Indic one: float() reads it
+            assert_eq!(s("\u{b2}s"), None); // a superscript two: a digit to isdigit(), not to float()
+        });
+    }
+
+    #[test]
+    fn sizes_are_what_python_reads() {
+        with_python(|py| {
+            let m = |v: &str| message_size(py, v).unwrap();
+            assert_eq!(m("1234"), 1234);
+            assert_eq!(m(""), 0);
+            assert_eq!(m("-1"), 0);
+            assert_eq!(m("9999999999999999999"), 9999999999999999999);
+            assert_eq!(m("99999999999999999999"), 0);
+            assert_eq!(m("\u{661}\u{662}"), 12);
+        });
+    }
+
+    #[test]
+    fn lower_is_pythons() {
+        with_python(|py| {
+            assert_eq!(py_lower(py, "Bob@Example.COM").unwrap(), "bob@example.com");
+            assert_eq!(py_lower(py, "\u{130}X").unwrap(), "i\u{307}x");
+            assert_eq!(py_lower(py, "ΣΑΣ").unwrap(), "σας");
+        });
+    }
 }
