@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use compact_str::CompactString as Str;
 use indexmap::IndexMap;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -112,10 +113,10 @@ fn py_float(py: Python<'_>, text: &str) -> PyResult<Option<f64>> {
 }
 
 /// The domain of an address, lower-cased ("" without `@`).
-fn domain_of(py: Python<'_>, address: &str) -> PyResult<String> {
+fn domain_of(py: Python<'_>, address: &str) -> PyResult<Str> {
     match address.rfind('@') {
-        Some(at) => Ok(py_lower(py, &address[at + 1..])?.into_owned()),
-        None => Ok(String::new()),
+        Some(at) => Ok(Str::from(py_lower(py, &address[at + 1..])?.as_ref())),
+        None => Ok(Str::default()),
     }
 }
 
@@ -272,21 +273,21 @@ fn version_of(ts: f64, rank: i64, has_arrival: bool) -> i64 {
 /// What the arrival says, as every row of the message carries it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arrival {
-    pub email: String,
-    pub sender: String,
-    pub user: String,
-    pub domain: String,
-    pub owner: String,
-    pub senderhost: String,
-    pub senderip: String,
-    pub senderauth: String,
+    pub email: Str,
+    pub sender: Str,
+    pub user: Str,
+    pub domain: Str,
+    pub owner: Str,
+    pub senderhost: Str,
+    pub senderip: Str,
+    pub senderauth: Str,
     pub spamscore: Option<f64>,
     pub sendunixtime: f64,
     pub size: u64,
-    pub subject: String,
-    pub message_id: String,
-    pub protocol: String,
-    pub parent_msgid: String,
+    pub subject: Str,
+    pub message_id: Str,
+    pub protocol: Str,
+    pub parent_msgid: Str,
 }
 
 /// An arrival shared by the rows of its message, with its fields as Python objects once an event needed them.
@@ -332,23 +333,23 @@ fn arrival_mut(a: &mut Arc<ArrivalCell>) -> &mut Arrival {
 /// One state of one row: schemas.records.DeliveryEvent, natively.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub event_id: String,
-    pub etype: String,
-    pub server: String,
-    pub msgid: String,
+    pub event_id: Str,
+    pub etype: Str,
+    pub server: Str,
+    pub msgid: Str,
     pub a: Arc<ArrivalCell>,
-    pub recipient: String,
-    pub deliveredto: String,
-    pub deliveryuser: String,
-    pub deliverydomain: String,
-    pub deliveryowner: String,
-    pub router: String,
-    pub transport: String,
-    pub host: String,
-    pub ip: String,
-    pub message: String,
-    pub confirmation: String,
-    pub tls: String,
+    pub recipient: Str,
+    pub deliveredto: Str,
+    pub deliveryuser: Str,
+    pub deliverydomain: Str,
+    pub deliveryowner: Str,
+    pub router: Str,
+    pub transport: Str,
+    pub host: Str,
+    pub ip: Str,
+    pub message: Str,
+    pub confirmation: Str,
+    pub tls: Str,
     pub queue_time: Option<f64>,
     pub delivery_time: Option<f64>,
     pub actionunixtime: f64,
@@ -363,23 +364,23 @@ pub struct Event {
 impl Default for Event {
     fn default() -> Self {
         Event {
-            event_id: String::new(),
-            etype: String::new(),
-            server: String::new(),
-            msgid: String::new(),
+            event_id: Str::default(),
+            etype: Str::default(),
+            server: Str::default(),
+            msgid: Str::default(),
             a: Arc::default(),
-            recipient: String::new(),
-            deliveredto: String::new(),
-            deliveryuser: String::new(),
-            deliverydomain: String::new(),
-            deliveryowner: String::new(),
-            router: String::new(),
-            transport: String::new(),
-            host: String::new(),
-            ip: String::new(),
-            message: String::new(),
-            confirmation: String::new(),
-            tls: String::new(),
+            recipient: Str::default(),
+            deliveredto: Str::default(),
+            deliveryuser: Str::default(),
+            deliverydomain: Str::default(),
+            deliveryowner: Str::default(),
+            router: Str::default(),
+            transport: Str::default(),
+            host: Str::default(),
+            ip: Str::default(),
+            message: Str::default(),
+            confirmation: Str::default(),
+            tls: Str::default(),
             queue_time: None,
             delivery_time: None,
             actionunixtime: 0.0,
@@ -404,7 +405,7 @@ pub enum Val<'a> {
 }
 
 enum Slot<'a> {
-    S(&'a mut String),
+    S(&'a mut Str),
     F(&'a mut f64),
     OF(&'a mut Option<f64>),
     I(&'a mut i64),
@@ -517,7 +518,7 @@ impl Event {
         let int_ok = |v: &Bound<'_, PyAny>| !strict || v.is_exact_instance_of::<pyo3::types::PyInt>();
         match self.slot(i) {
             Slot::S(s) => match v.cast::<PyString>().ok().and_then(|t| t.to_str().ok()) {
-                Some(t) => *s = t.to_owned(),
+                Some(t) => *s = t.into(),
                 None if strict => return Ok(false),
                 None => return Err(PyTypeError::new_err(format!("{}: not a text", EVENT_FIELDS[i]))),
             },
@@ -839,7 +840,7 @@ pub struct State {
     msgid: String,
     arrival: ArrivalSlot,
     pre: Option<Py<PyDict>>,
-    rows: IndexMap<(String, String), Event>,
+    rows: IndexMap<(Str, Str), Event>,
     #[pyo3(get, set)]
     frozen: i64,
     #[pyo3(get, set)]
@@ -894,9 +895,9 @@ impl State {
         }
     }
 
-    fn pre_user(&self, py: Python<'_>) -> PyResult<Option<String>> {
+    fn pre_user(&self, py: Python<'_>) -> PyResult<Option<Str>> {
         match self.pre_get(py, "user")? {
-            Some(v) => Ok(Some(v.extract()?)),
+            Some(v) => Ok(Some(Str::from(v.extract::<&str>()?))),
             None => Ok(None),
         }
     }
@@ -930,7 +931,7 @@ impl State {
     /// The stored row's defaults: field defaults, the arrival's fields, the msgid (`_row_template`); and
     /// which fields hold a template value of another type than the field's (always stored).
     fn template(&self, py: Python<'_>) -> (Event, [bool; 40]) {
-        let mut t = Event { msgid: self.msgid.clone(), ..Default::default() };
+        let mut t = Event { msgid: self.msgid.as_str().into(), ..Default::default() };
         let mut other = [false; 40];
         match &self.arrival {
             ArrivalSlot::Native(a) => t.a = a.clone(),
@@ -1160,7 +1161,7 @@ impl State {
     fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for ((r, t), ev) in &self.rows {
-            d.set_item(PyTuple::new(py, [r, t])?, event_py(py, ev, None, None)?)?;
+            d.set_item(PyTuple::new(py, [r.as_str(), t.as_str()])?, event_py(py, ev, None, None)?)?;
         }
         Ok(d)
     }
@@ -1169,8 +1170,8 @@ impl State {
     fn set_rows(&mut self, rows: &Bound<'_, PyDict>) -> PyResult<()> {
         let mut out = IndexMap::new();
         for (k, v) in rows.iter() {
-            let key: (String, String) = k.extract()?;
-            out.insert(key, event_from_py(&v)?);
+            let (r, t): (String, String) = k.extract()?;
+            out.insert((r.into(), t.into()), event_from_py(&v)?);
         }
         self.rows = out;
         Ok(())
@@ -1261,8 +1262,8 @@ pub struct Joiner {
     hours: HashMap<String, f64>,
     last_hour: (String, f64),
     accounts: Py<PyAny>,
-    domains: HashMap<String, String>,
-    owners: HashMap<String, String>,
+    domains: HashMap<String, Str>,
+    owners: HashMap<String, Str>,
     #[pyo3(get, set)]
     grace: f64,
     #[pyo3(get, set)]
@@ -1273,17 +1274,17 @@ pub struct Joiner {
     watermark: f64,
     since_sweep: u64,
     last_sweep: f64,
-    latest: Option<IndexMap<(String, String, String), (i64, i64, Py<PyAny>)>>,
+    latest: Option<IndexMap<(Str, Str, Str), (i64, i64, Py<PyAny>)>>,
     stats: [i64; 15],
     ignored_by_rule: IndexMap<&'static str, i64>,
 }
 
-fn snapshot(map: &Bound<'_, PyAny>) -> PyResult<HashMap<String, String>> {
+fn snapshot(map: &Bound<'_, PyAny>) -> PyResult<HashMap<String, Str>> {
     let mut out = HashMap::new();
     for item in map.call_method0("items")?.try_iter()? {
         let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
         if let (Ok(k), Ok(v)) = (k.extract::<String>(), v.extract::<String>()) {
-            out.insert(k, v);
+            out.insert(k, Str::from(v));
         }
     }
     Ok(out)
@@ -1292,16 +1293,16 @@ fn snapshot(map: &Bound<'_, PyAny>) -> PyResult<HashMap<String, String>> {
 impl Joiner {
     // accounts (a snapshot of the AccountMap's dicts) -----------------------------------------------------
 
-    fn user_of_domain(&self, py: Python<'_>, domain: &str) -> PyResult<String> {
+    fn user_of_domain(&self, py: Python<'_>, domain: &str) -> PyResult<Str> {
         if domain.is_empty() {
-            return Ok(String::new());
+            return Ok(Str::default());
         }
         Ok(self.domains.get(py_lower(py, domain)?.as_ref()).cloned().unwrap_or_default())
     }
 
-    fn owner_of(&self, user: &str) -> String {
+    fn owner_of(&self, user: &str) -> Str {
         if user.is_empty() {
-            return String::new();
+            return Str::default();
         }
         self.owners.get(user).cloned().unwrap_or_default()
     }
@@ -1406,7 +1407,7 @@ impl Joiner {
 
     fn emit(&mut self, py: Python<'_>, out: &mut Out, ev: &Event) -> PyResult<()> {
         if out.first_msgid.is_none() {
-            out.first_msgid = Some(ev.msgid.clone());
+            out.first_msgid = Some(ev.msgid.to_string());
             out.msgid_py = Some(PyString::new(py, &ev.msgid).unbind());
         }
         let msgid = out.first_msgid.as_deref().zip(out.msgid_py.as_ref());
@@ -1446,15 +1447,15 @@ impl Joiner {
         Ok(())
     }
 
-    fn event_id(&self, msgid: &str, rcpt: &str, deliveredto: &str, etype: &str, line: &[u8]) -> String {
-        stable_id_of(&[
+    fn event_id(&self, msgid: &str, rcpt: &str, deliveredto: &str, etype: &str, line: &[u8]) -> Str {
+        Str::from(stable_id_of(&[
             self.server.as_bytes(),
             msgid.as_bytes(),
             rcpt.as_bytes(),
             deliveredto.as_bytes(),
             etype.as_bytes(),
             line,
-        ])
+        ]))
     }
 
     /// A new state of row (rcpt, deliveredto) caused by `line`, with the arrival's fields; the caller sets
@@ -1462,11 +1463,11 @@ impl Joiner {
     fn new_event(&self, py: Python<'_>, st: &State, etype: &str, rcpt: &str, deliveredto: &str, ts: f64, line: &[u8], delivery: Option<Event>) -> PyResult<Event> {
         let mut ev = delivery.unwrap_or_default();
         ev.event_id = self.event_id(&st.msgid, rcpt, deliveredto, etype, line);
-        ev.etype = etype.to_owned();
-        ev.server.clone_from(&self.server);
-        ev.msgid.clone_from(&st.msgid);
-        ev.recipient = rcpt.to_owned();
-        ev.deliveredto = deliveredto.to_owned();
+        ev.etype = etype.into();
+        ev.server = self.server.as_str().into();
+        ev.msgid = st.msgid.as_str().into();
+        ev.recipient = rcpt.into();
+        ev.deliveredto = deliveredto.into();
         ev.actionunixtime = ts;
         ev.frozen = st.frozen;
         ev.version = version_of(ts, rank(etype)?, st.has_arrival());
@@ -1615,11 +1616,11 @@ impl Joiner {
         }
         let protocol = get("P");
         let auth = get("A");
-        let (mut sender, mut senderauth, mut user) = (String::new(), String::new(), String::new());
+        let (mut sender, mut senderauth, mut user) = (Str::default(), Str::default(), Str::default());
         if !auth.is_empty() {
             let mut parts = auth.split(':');
-            senderauth = parts.next().unwrap_or("").to_owned();
-            sender = parts.next().unwrap_or("").to_owned();
+            senderauth = parts.next().unwrap_or("").into();
+            sender = parts.next().unwrap_or("").into();
             if sender.contains('@') {
                 user = self.user_of_domain(py, &domain_of(py, &sender)?)?;
                 if user.is_empty() {
@@ -1629,8 +1630,8 @@ impl Joiner {
                 user.clone_from(&sender);
             }
         } else if protocol.starts_with("local") {
-            senderauth = "localuser".to_owned();
-            sender = get("U").to_owned();
+            senderauth = "localuser".into();
+            sender = get("U").into();
             user.clone_from(&sender);
         }
         if let Some(u) = st.pre_user(py)? {
@@ -1649,26 +1650,26 @@ impl Joiner {
             m => m,
         };
         Ok(Arrival {
-            email: email.to_owned(),
+            email: email.into(),
             sender,
             domain: domain_of(py, email)?,
             owner: self.owner_of(&user),
             user,
-            senderhost: senderhost.to_owned(),
-            senderip: get("Hip").to_owned(),
+            senderhost: senderhost.into(),
+            senderip: get("Hip").into(),
             senderauth,
             spamscore: st.pre_spamscore(py)?,
             sendunixtime: ts,
             size,
-            subject: get("T").to_owned(),
-            message_id: message_id.to_owned(),
-            protocol: protocol.to_owned(),
-            parent_msgid: if email.is_empty() { get("R").to_owned() } else { String::new() },
+            subject: get("T").into(),
+            message_id: message_id.into(),
+            protocol: protocol.into(),
+            parent_msgid: if email.is_empty() { get("R").into() } else { Str::default() },
         })
     }
 
     fn reemit_all(&mut self, py: Python<'_>, st: &mut State, out: &mut Out) -> PyResult<()> {
-        let keys: Vec<(String, String)> = st.rows.keys().cloned().collect();
+        let keys: Vec<(Str, Str)> = st.rows.keys().cloned().collect();
         for key in keys {
             let prev = &st.rows[&key];
             let mut ev = self.copy_with_arrival(py, st, prev)?;
@@ -1681,30 +1682,30 @@ impl Joiner {
 
     fn arrival(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
         st.arrival = ArrivalSlot::Native(ArrivalCell::new(self.arrival_fields(py, st, p, ts)?));
-        let mut recipients: Vec<String> = Vec::new();
+        let mut recipients: Vec<Str> = Vec::new();
         let for_list = p.fields.get("for").map(|v| v.as_ref()).unwrap_or("");
         for rcpt in recipient_list(for_list) {
-            let key = py_lower(py, rcpt)?.into_owned();
+            let key = py_lower(py, rcpt)?.as_ref().into();
             if !recipients.contains(&key) {
                 recipients.push(key);
             }
         }
         // rows that came before the arrival (cutthrough `>>`, a frozen mark …) now learn the arrival
         self.reemit_all(py, st, out)?;
-        let targets: Vec<String> = if !recipients.is_empty() {
+        let targets: Vec<Str> = if !recipients.is_empty() {
             recipients
                 .into_iter()
                 .filter(|r| !st.rows.keys().any(|(k, _)| k == r))
                 .collect()
         } else if st.rows.is_empty() {
-            vec![String::new()]
+            vec![Str::default()]
         } else {
             vec![]
         };
         for rcpt in targets {
             let ev = self.new_event(py, st, "inprogress", &rcpt, "", ts, line, None)?;
             self.emit(py, out, &ev)?;
-            st.rows.insert((rcpt, String::new()), ev);
+            st.rows.insert((rcpt, Str::default()), ev);
         }
         Ok(())
     }
@@ -1721,7 +1722,7 @@ impl Joiner {
                     a.spamscore = s.extract()?;
                 }
                 if let Some(u) = &user {
-                    a.user = u.extract()?;
+                    a.user = Str::from(u.extract::<&str>()?);
                     a.owner = self.owner_of(&a.user);
                 }
             }
@@ -1732,7 +1733,7 @@ impl Joiner {
                 }
                 if let Some(u) = &user {
                     ob.set_item("user", u)?;
-                    ob.set_item("owner", self.owner_of(&u.extract::<String>()?))?;
+                    ob.set_item("owner", self.owner_of(&u.extract::<String>()?).as_str())?;
                 }
             }
         }
@@ -1747,8 +1748,8 @@ impl Joiner {
         let f = &p.fields;
         let get = |k: &str| f.get(k).map(|v| v.as_ref()).unwrap_or("");
         let original: &str = &p.original;
-        let rcpt = py_lower(py, if original.is_empty() { address } else { original })?.into_owned();
-        let deliveredto = row_key_part(py, address)?.into_owned();
+        let rcpt = py_lower(py, if original.is_empty() { address } else { original })?.as_ref().into();
+        let deliveredto = row_key_part(py, address)?.as_ref().into();
         let router = get("R");
         let transport = get("T");
         let kind = p.kind;
@@ -1794,14 +1795,14 @@ impl Joiner {
         }
         let user = self.user_of_domain(py, &dom)?;
         let delivery = Event {
-            router: router.to_owned(),
-            transport: transport.to_owned(),
+            router: router.into(),
+            transport: transport.into(),
             transport_is_remote: transport.contains("remote") as i64,
-            host: get("Hname").to_owned(),
-            ip: get("Hip").to_owned(),
-            message: message.to_owned(),
-            confirmation: get("C").to_owned(),
-            tls: get("X").to_owned(),
+            host: get("Hname").into(),
+            ip: get("Hip").into(),
+            message: message.into(),
+            confirmation: get("C").into(),
+            tls: get("X").into(),
             queue_time: match f.get("QT") {
                 Some(v) => seconds(py, v)?,
                 None => None,
@@ -1850,16 +1851,16 @@ impl Joiner {
     }
 
     /// Drop row `key` and emit its tombstone (`is_deleted`, a version above the row's); returns the row.
-    fn remove_row(&mut self, py: Python<'_>, st: &mut State, key: &(String, String), ts: f64, why: &str, out: &mut Out) -> PyResult<Event> {
+    fn remove_row(&mut self, py: Python<'_>, st: &mut State, key: &(Str, Str), ts: f64, why: &str, out: &mut Out) -> PyResult<Event> {
         let row = st.rows.shift_remove(key).expect("the row exists");
         let mut tomb = self.copy_with_arrival(py, st, &row)?;
-        tomb.event_id = stable_id_of(&[
+        tomb.event_id = Str::from(stable_id_of(&[
             self.server.as_bytes(),
             st.msgid.as_bytes(),
             key.0.as_bytes(),
             key.1.as_bytes(),
             why.as_bytes(),
-        ]);
+        ]));
         tomb.is_deleted = 1;
         tomb.version = (row.version + 1).max(version_of(ts, rank(&row.etype)?, st.has_arrival()));
         tomb.actionunixtime = ts;
@@ -1868,7 +1869,7 @@ impl Joiner {
     }
 
     fn tombstone_placeholders(&mut self, py: Python<'_>, st: &mut State, rcpt: &str, ts: f64, out: &mut Out) -> PyResult<()> {
-        for key in [(rcpt.to_owned(), String::new()), (String::new(), String::new())] {
+        for key in [(rcpt.into(), Str::default()), (Str::default(), Str::default())] {
             if st.rows.get(&key).map(|ph| ph.etype == "inprogress").unwrap_or(false) {
                 self.remove_row(py, st, &key, ts, "tombstone", out)?;
             }
@@ -1881,12 +1882,12 @@ impl Joiner {
     fn fail_open_rows(&mut self, py: Python<'_>, st: &mut State, ts: f64, line: &[u8], text: &str, out: &mut Out, etype: &str) -> PyResult<()> {
         if st.rows.is_empty() {
             let mut ev = self.new_event(py, st, etype, "", "", ts, line, None)?;
-            ev.message = text.to_owned();
+            ev.message = text.into();
             self.emit(py, out, &ev)?;
-            st.rows.insert((String::new(), String::new()), ev);
+            st.rows.insert((Str::default(), Str::default()), ev);
             return Ok(());
         }
-        let open: Vec<(String, String)> =
+        let open: Vec<(Str, Str)> =
             st.rows.iter().filter(|(_, ev)| !is_final(&ev.etype)).map(|(k, _)| k.clone()).collect();
         for key in open {
             self.replace_row(py, st, key, etype, ts, line, text, out)?;
@@ -1897,11 +1898,11 @@ impl Joiner {
     /// Row `key` gets a new state `etype` caused by `line`, keeping what its last attempt said about the
     /// delivery, with `text` as its message.
     #[allow(clippy::too_many_arguments)]
-    fn replace_row(&mut self, py: Python<'_>, st: &mut State, key: (String, String), etype: &str, ts: f64, line: &[u8], text: &str, out: &mut Out) -> PyResult<()> {
+    fn replace_row(&mut self, py: Python<'_>, st: &mut State, key: (Str, Str), etype: &str, ts: f64, line: &[u8], text: &str, out: &mut Out) -> PyResult<()> {
         let prev = &st.rows[&key];
         let mut ev = self.new_event(py, st, etype, &key.0, &key.1, ts, line, None)?;
         ev.carry_delivery(prev);
-        ev.message = text.to_owned();
+        ev.message = text.into();
         ev.version = ev.version.max(prev.version + 1);
         self.emit(py, out, &ev)?;
         st.rows.insert(key, ev);
@@ -1909,8 +1910,8 @@ impl Joiner {
     }
 
     fn error_ignored(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
-        let addr = py_lower(py, &p.address)?.into_owned();
-        let keys: Vec<(String, String)> = st
+        let addr: Str = py_lower(py, &p.address)?.as_ref().into();
+        let keys: Vec<(Str, Str)> = st
             .rows
             .iter()
             .filter(|(k, ev)| !is_final(&ev.etype) && (addr == k.0 || addr == k.1))
@@ -1923,7 +1924,7 @@ impl Joiner {
     }
 
     fn reemit_open(&mut self, py: Python<'_>, st: &mut State, ts: f64, line: &[u8], text: &str, out: &mut Out) -> PyResult<()> {
-        let keys: Vec<((String, String), String)> = st
+        let keys: Vec<((Str, Str), Str)> = st
             .rows
             .iter()
             .filter(|(_, ev)| !is_final(&ev.etype))
@@ -1942,23 +1943,23 @@ impl Joiner {
             let id = stable_id_of(&[self.server.as_bytes(), line.bytes]);
             format!("rej-{}", &id[..16])
         } else {
-            p.msgid.to_owned()
+            p.msgid.into()
         };
         let msgid_py = PyString::new(py, p.msgid);
         let st = if p.msgid.is_empty() { None } else { self.state_get(py, &msgid_py)? };
-        let rcpt = py_lower(py, &p.address)?.into_owned();
-        let email = strip_angle(get("F")).to_owned();
+        let rcpt: Str = py_lower(py, &p.address)?.as_ref().into();
+        let email: Str = strip_angle(get("F")).into();
         let auth = get("A");
         let mut ev = Event {
             event_id: self.event_id(&msgid, &rcpt, "", "rejected", line.bytes),
-            etype: "rejected".to_owned(),
-            server: self.server.clone(),
-            msgid,
+            etype: "rejected".into(),
+            server: self.server.as_str().into(),
+            msgid: msgid.into(),
             deliverydomain: domain_of(py, &rcpt)?,
             recipient: rcpt,
-            router: "reject".to_owned(),
-            transport: "**rejected**".to_owned(),
-            message: p.message.to_string(),
+            router: "reject".into(),
+            transport: "**rejected**".into(),
+            message: p.message.as_ref().into(),
             actionunixtime: ts,
             attempts: 1,
             ..Default::default()
@@ -1966,22 +1967,22 @@ impl Joiner {
         let a = arrival_mut(&mut ev.a);
         a.domain = domain_of(py, &email)?;
         a.email = email;
-        a.sender = if auth.contains(':') { auth.split(':').nth(1).unwrap_or("").to_owned() } else { String::new() };
+        a.sender = if auth.contains(':') { auth.split(':').nth(1).unwrap_or("").into() } else { Str::default() };
         a.senderhost = match get("Hname") {
             "" => get("Hhelo"),
             h => h,
         }
-        .to_owned();
-        a.senderip = get("Hip").to_owned();
-        a.senderauth = if auth.is_empty() { String::new() } else { auth.split(':').next().unwrap_or("").to_owned() };
+        .into();
+        a.senderip = get("Hip").into();
+        a.senderauth = if auth.is_empty() { Str::default() } else { auth.split(':').next().unwrap_or("").into() };
         a.sendunixtime = ts;
         a.size = message_size(py, get("S"))?;
         let local = get("U");
         if auth.is_empty() && !local.is_empty() {
             // a local submission (outside SMTP): the user who ran it
-            a.senderauth = "localuser".to_owned();
-            a.sender = local.to_owned();
-            a.user = local.to_owned();
+            a.senderauth = "localuser".into();
+            a.sender = local.into();
+            a.user = local.into();
         }
         if !a.sender.is_empty() && a.sender.contains('@') {
             let u = self.user_of_domain(py, &domain_of(py, &a.sender)?)?;
@@ -2137,7 +2138,7 @@ impl Joiner {
         let d = PyDict::new(py);
         for ((m, r, t), (_, deleted, ev)) in latest {
             if *deleted == 0 {
-                d.set_item((m, r, t), ev.bind(py))?;
+                d.set_item((m.as_str(), r.as_str(), t.as_str()), ev.bind(py))?;
             }
         }
         Ok(d)
