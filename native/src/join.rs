@@ -18,6 +18,7 @@ use indexmap::IndexMap;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
 
 use crate::parse::{self, py_space, Parsed};
@@ -291,15 +292,22 @@ pub struct Arrival {
 }
 
 /// An arrival shared by the rows of its message, with its fields as Python objects once an event needed them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ArrivalCell {
     pub v: Arrival,
-    py: OnceLock<Vec<Py<PyAny>>>,
+    // (PyOnceLock: made under the GIL, which the making may release; never a lock held across Python)
+    py: PyOnceLock<Vec<Py<PyAny>>>,
 }
 
 impl Clone for ArrivalCell {
     fn clone(&self) -> Self {
-        ArrivalCell { v: self.v.clone(), py: OnceLock::new() }
+        ArrivalCell { v: self.v.clone(), py: PyOnceLock::new() }
+    }
+}
+
+impl std::fmt::Debug for ArrivalCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.v.fmt(f)
     }
 }
 
@@ -311,12 +319,12 @@ impl PartialEq for ArrivalCell {
 
 impl ArrivalCell {
     fn new(v: Arrival) -> Arc<Self> {
-        Arc::new(ArrivalCell { v, py: OnceLock::new() })
+        Arc::new(ArrivalCell { v, py: PyOnceLock::new() })
     }
 
     /// The 15 fields as Python objects (made once per arrival).
     fn py_values(&self, py: Python<'_>) -> &[Py<PyAny>] {
-        self.py.get_or_init(|| {
+        self.py.get_or_init(py, || {
             let ev = Event { a: Arc::new(self.clone()), ..Default::default() };
             (0..ARRIVAL_FIELDS.len()).map(|n| val_py(py, ev.get(ARRIVAL_OFFSET + n)).unbind()).collect()
         })
