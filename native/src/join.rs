@@ -1525,6 +1525,9 @@ impl Joiner {
     fn apply(&mut self, py: Python<'_>, p: &Parsed<'_>, ts: f64, line: &Line<'_, '_>, out: &mut Out, seq: Option<i64>) -> PyResult<()> {
         let kind = p.kind;
         let msgid = PyString::new(py, p.msgid);
+        // the line's events and log line are of this message: they share its Python string
+        out.first_msgid = Some(p.msgid.to_owned());
+        out.msgid_py = Some(msgid.clone().unbind());
         let st = match self.state_get(py, &msgid)? {
             None => Bound::new(py, State::empty(p.msgid))?,
             Some(st) => {
@@ -2255,10 +2258,14 @@ impl Joiner {
                 out.first_msgid.clone().unwrap_or_default()
             };
             let id = stable_id_of(&[self.server.as_bytes(), line.bytes]);
+            let msgid_ptr = match (&out.first_msgid, &out.msgid_py) {
+                (Some(m), Some(m_py)) if *m == msgid => m_py.clone_ref(py).into_ptr(),
+                _ => PyString::new(py, &msgid).into_ptr(),
+            };
             let mut values = [
                 PyString::new(py, &id).into_ptr(),
                 self.server_py.clone_ref(py).into_ptr(),
-                PyString::new(py, &msgid).into_ptr(),
+                msgid_ptr,
                 PyFloat::new(py, ts).into_ptr(),
                 line.obj.clone().into_ptr(),
                 recs.schema_version.clone_ref(py).into_ptr(),
