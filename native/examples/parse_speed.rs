@@ -11,5 +11,9 @@ fn main() {
         kinds += eximtrack_core::parse::parse_line(line).kind.len();
     }
     let dt = t.elapsed().as_secs_f64();
-    println!("{:.3} us/line over {} lines ({kinds})", dt / lines.len() as f64 * 1e6, lines.len());
+    println!(
+        "{:.3} us/line over {} lines ({kinds})",
+        dt / lines.len() as f64 * 1e6,
+        lines.len()
+    );
 }

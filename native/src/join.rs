@@ -34,26 +34,102 @@ pub const SWEEP_MIN_INTERVAL: f64 = 30.0;
 pub const STATE_FORMAT: i64 = 2;
 /// What the arrival (`<=` and what precedes it) gives every row of its message, in stored order.
 pub const ARRIVAL_FIELDS: [&str; 15] = [
-    "email", "sender", "user", "domain", "owner", "senderhost", "senderip", "senderauth", "spamscore",
-    "sendunixtime", "size", "subject", "message_id", "protocol", "parent_msgid",
+    "email",
+    "sender",
+    "user",
+    "domain",
+    "owner",
+    "senderhost",
+    "senderip",
+    "senderauth",
+    "spamscore",
+    "sendunixtime",
+    "size",
+    "subject",
+    "message_id",
+    "protocol",
+    "parent_msgid",
 ];
 /// schemas.records.DeliveryEvent's fields, in order (checked when the class is registered).
 pub const EVENT_FIELDS: [&str; 40] = [
-    "event_id", "type", "server", "msgid", "email", "sender", "user", "domain", "owner", "senderhost",
-    "senderip", "senderauth", "spamscore", "sendunixtime", "size", "subject", "message_id", "protocol",
-    "parent_msgid", "recipient", "deliveredto", "deliveryuser", "deliverydomain", "deliveryowner", "router",
-    "transport", "host", "ip", "message", "confirmation", "tls", "queue_time", "delivery_time",
-    "actionunixtime", "attempts", "frozen", "transport_is_remote", "version", "is_deleted", "schema_version",
+    "event_id",
+    "type",
+    "server",
+    "msgid",
+    "email",
+    "sender",
+    "user",
+    "domain",
+    "owner",
+    "senderhost",
+    "senderip",
+    "senderauth",
+    "spamscore",
+    "sendunixtime",
+    "size",
+    "subject",
+    "message_id",
+    "protocol",
+    "parent_msgid",
+    "recipient",
+    "deliveredto",
+    "deliveryuser",
+    "deliverydomain",
+    "deliveryowner",
+    "router",
+    "transport",
+    "host",
+    "ip",
+    "message",
+    "confirmation",
+    "tls",
+    "queue_time",
+    "delivery_time",
+    "actionunixtime",
+    "attempts",
+    "frozen",
+    "transport_is_remote",
+    "version",
+    "is_deleted",
+    "schema_version",
 ];
 const ARRIVAL_OFFSET: usize = 4; // EVENT_FIELDS[4..19] are ARRIVAL_FIELDS
-const REJECT_FIELDS: [&str; 8] =
-    ["reject_id", "server", "line", "reason", "file_id", "offset", "logunixtime", "schema_version"];
-const LOGLINE_FIELDS: [&str; 6] = ["line_id", "server", "msgid", "logunixtime", "line", "schema_version"];
+const REJECT_FIELDS: [&str; 8] = [
+    "reject_id",
+    "server",
+    "line",
+    "reason",
+    "file_id",
+    "offset",
+    "logunixtime",
+    "schema_version",
+];
+const LOGLINE_FIELDS: [&str; 6] = [
+    "line_id",
+    "server",
+    "msgid",
+    "logunixtime",
+    "line",
+    "schema_version",
+];
 const OUTPUT_FIELDS: [&str; 3] = ["events", "rejects", "lines"];
 /// Joiner.stats, in its order.
 pub const STATS: [&str; 15] = [
-    "lines", "message_lines", "rejections", "ignored", "rejects", "events", "completed", "expired",
-    "retry_skips", "replayed", "open_messages", "notes", "notes_over_cap", "evented", "attached",
+    "lines",
+    "message_lines",
+    "rejections",
+    "ignored",
+    "rejects",
+    "events",
+    "completed",
+    "expired",
+    "retry_skips",
+    "replayed",
+    "open_messages",
+    "notes",
+    "notes_over_cap",
+    "evented",
+    "attached",
 ];
 const LINES: usize = 0;
 const MESSAGE_LINES: usize = 1;
@@ -181,7 +257,10 @@ pub fn message_size(py: Python<'_>, value: &str) -> PyResult<u64> {
     let text = PyString::new(py, value);
     let digits: bool = text.call_method0(pyo3::intern!(py, "isdigit"))?.extract()?;
     if digits && value.chars().count() <= 19 {
-        return py.get_type::<pyo3::types::PyInt>().call1((text,))?.extract();
+        return py
+            .get_type::<pyo3::types::PyInt>()
+            .call1((text,))?
+            .extract();
     }
     Ok(0)
 }
@@ -301,7 +380,10 @@ pub struct ArrivalCell {
 
 impl Clone for ArrivalCell {
     fn clone(&self) -> Self {
-        ArrivalCell { v: self.v.clone(), py: PyOnceLock::new() }
+        ArrivalCell {
+            v: self.v.clone(),
+            py: PyOnceLock::new(),
+        }
     }
 }
 
@@ -319,14 +401,22 @@ impl PartialEq for ArrivalCell {
 
 impl ArrivalCell {
     fn new(v: Arrival) -> Arc<Self> {
-        Arc::new(ArrivalCell { v, py: PyOnceLock::new() })
+        Arc::new(ArrivalCell {
+            v,
+            py: PyOnceLock::new(),
+        })
     }
 
     /// The 15 fields as Python objects (made once per arrival).
     fn py_values(&self, py: Python<'_>) -> &[Py<PyAny>] {
         self.py.get_or_init(py, || {
-            let ev = Event { a: Arc::new(self.clone()), ..Default::default() };
-            (0..ARRIVAL_FIELDS.len()).map(|n| val_py(py, ev.get(ARRIVAL_OFFSET + n)).unbind()).collect()
+            let ev = Event {
+                a: Arc::new(self.clone()),
+                ..Default::default()
+            };
+            (0..ARRIVAL_FIELDS.len())
+                .map(|n| val_py(py, ev.get(ARRIVAL_OFFSET + n)).unbind())
+                .collect()
         })
     }
 }
@@ -523,12 +613,18 @@ impl Event {
     /// template's value that is not is compared as "different" instead); else what converts.
     fn set_py(&mut self, i: usize, v: &Bound<'_, PyAny>, strict: bool) -> PyResult<bool> {
         let float_ok = |v: &Bound<'_, PyAny>| !strict || v.is_exact_instance_of::<PyFloat>();
-        let int_ok = |v: &Bound<'_, PyAny>| !strict || v.is_exact_instance_of::<pyo3::types::PyInt>();
+        let int_ok =
+            |v: &Bound<'_, PyAny>| !strict || v.is_exact_instance_of::<pyo3::types::PyInt>();
         match self.slot(i) {
             Slot::S(s) => match v.cast::<PyString>().ok().and_then(|t| t.to_str().ok()) {
                 Some(t) => *s = t.into(),
                 None if strict => return Ok(false),
-                None => return Err(PyTypeError::new_err(format!("{}: not a text", EVENT_FIELDS[i]))),
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}: not a text",
+                        EVENT_FIELDS[i]
+                    )))
+                }
             },
             Slot::F(f) => {
                 if !float_ok(v) {
@@ -629,18 +725,28 @@ impl RecordClass {
             }
             // (pyo3-ffi 0.27 types `d_member` as a PyGetSetDef pointer; CPython's is a PyMemberDef's)
             let member = unsafe {
-                &*((*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member as *const ffi::PyMemberDef)
+                &*((*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member
+                    as *const ffi::PyMemberDef)
             };
             if member.type_code != ffi::Py_T_OBJECT_EX || member.flags & ffi::Py_READONLY != 0 {
-                return Err(PyTypeError::new_err(format!("{name}: not a writable object slot")));
+                return Err(PyTypeError::new_err(format!(
+                    "{name}: not a writable object slot"
+                )));
             }
             offsets.push(member.offset);
         }
-        Ok(RecordClass { cls: cls.clone().unbind(), offsets })
+        Ok(RecordClass {
+            cls: cls.clone().unbind(),
+            offsets,
+        })
     }
 
     /// An instance with `values` (owned references, in field order) in its slots.
-    fn make<'py>(&self, py: Python<'py>, values: &mut [*mut ffi::PyObject]) -> PyResult<Bound<'py, PyAny>> {
+    fn make<'py>(
+        &self,
+        py: Python<'py>,
+        values: &mut [*mut ffi::PyObject],
+    ) -> PyResult<Bound<'py, PyAny>> {
         debug_assert_eq!(values.len(), self.offsets.len());
         unsafe {
             let tp = self.cls.as_ptr() as *mut ffi::PyTypeObject;
@@ -675,9 +781,9 @@ struct Records {
 static RECORDS: OnceLock<Records> = OnceLock::new();
 
 fn records() -> PyResult<&'static Records> {
-    RECORDS
-        .get()
-        .ok_or_else(|| PyTypeError::new_err("eximtrack_core.use_records() was not called (stream.join does)"))
+    RECORDS.get().ok_or_else(|| {
+        PyTypeError::new_err("eximtrack_core.use_records() was not called (stream.join does)")
+    })
 }
 
 fn schema_version() -> i64 {
@@ -707,7 +813,9 @@ pub fn use_records(
         if r.event.cls.bind(event.py()).is(event) {
             return Ok(());
         }
-        return Err(PyTypeError::new_err("use_records: other record classes are registered already"));
+        return Err(PyTypeError::new_err(
+            "use_records: other record classes are registered already",
+        ));
     }
     let py = event.py();
     let recs = Records {
@@ -718,7 +826,10 @@ pub fn use_records(
         ranks: outcome_rank,
         schema_version: schema_version.clone().unbind(),
         schema_version_int: schema_version.extract()?,
-        names: EVENT_FIELDS.iter().map(|n| PyString::intern(py, n).unbind()).collect(),
+        names: EVENT_FIELDS
+            .iter()
+            .map(|n| PyString::intern(py, n).unbind())
+            .collect(),
     };
     let _ = RECORDS.set(recs);
     Ok(())
@@ -777,8 +888,12 @@ fn event_py<'py>(
             (ARRIVAL_OFFSET..=18, _) => arrival[i - ARRIVAL_OFFSET].clone_ref(py).into_ptr(),
             (1, _) => type_ptr(py, &ev.etype),
             (2, Some((text, s))) if text == ev.server => s.clone_ref(py).into_ptr(),
-            (3, _) if msgid.map(|(m, _)| m == ev.msgid).unwrap_or(false) => msgid.unwrap().1.clone_ref(py).into_ptr(),
-            (39, _) if ev.schema_version == recs.schema_version_int => recs.schema_version.clone_ref(py).into_ptr(),
+            (3, _) if msgid.map(|(m, _)| m == ev.msgid).unwrap_or(false) => {
+                msgid.unwrap().1.clone_ref(py).into_ptr()
+            }
+            (39, _) if ev.schema_version == recs.schema_version_int => {
+                recs.schema_version.clone_ref(py).into_ptr()
+            }
             _ => val_ptr(py, ev.get(i)),
         };
     }
@@ -893,7 +1008,10 @@ impl State {
     }
 
     fn pre_truthy(&self, py: Python<'_>) -> bool {
-        self.pre.as_ref().map(|d| !d.bind(py).is_empty()).unwrap_or(false)
+        self.pre
+            .as_ref()
+            .map(|d| !d.bind(py).is_empty())
+            .unwrap_or(false)
     }
 
     fn pre_spamscore(&self, py: Python<'_>) -> PyResult<Option<f64>> {
@@ -939,7 +1057,10 @@ impl State {
     /// The stored row's defaults: field defaults, the arrival's fields, the msgid (`_row_template`); and
     /// which fields hold a template value of another type than the field's (always stored).
     fn template(&self, py: Python<'_>) -> (Event, [bool; 40]) {
-        let mut t = Event { msgid: self.msgid.as_str().into(), ..Default::default() };
+        let mut t = Event {
+            msgid: self.msgid.as_str().into(),
+            ..Default::default()
+        };
         let mut other = [false; 40];
         match &self.arrival {
             ArrivalSlot::Native(a) => t.a = a.clone(),
@@ -952,7 +1073,9 @@ impl State {
     fn raw_template(ob: &Bound<'_, PyAny>, t: &mut Event, other: &mut [bool; 40]) {
         let Ok(d) = ob.cast::<PyDict>() else { return };
         for (k, v) in d.iter() {
-            let Ok(k) = k.extract::<String>() else { continue };
+            let Ok(k) = k.extract::<String>() else {
+                continue;
+            };
             if let Some(i) = EVENT_FIELDS.iter().position(|n| *n == k) {
                 if i < 4 {
                     continue; // event_id, type, server, msgid have no default: not the arrival's to give
@@ -1050,9 +1173,13 @@ impl State {
                     required[3] = true;
                 }
                 if let Some(i) = required.iter().position(|r| !r) {
-                    return Err(PyTypeError::new_err(format!("a stored row without {}", EVENT_FIELDS[i])));
+                    return Err(PyTypeError::new_err(format!(
+                        "a stored row without {}",
+                        EVENT_FIELDS[i]
+                    )));
                 }
-                st.rows.insert((ev.recipient.clone(), ev.deliveredto.clone()), ev);
+                st.rows
+                    .insert((ev.recipient.clone(), ev.deliveredto.clone()), ev);
             }
         }
         let num = |key: &str, default: f64| -> PyResult<f64> {
@@ -1079,10 +1206,19 @@ impl State {
     }
 }
 
-static ORJSON: OnceLock<(Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> = OnceLock::new();
-
 /// (orjson.dumps, orjson.loads, orjson.JSONEncodeError, orjson.JSONDecodeError, json.dumps, json.loads)
-fn codecs(py: Python<'_>) -> PyResult<&'static (Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+type Codecs = (
+    Py<PyAny>,
+    Py<PyAny>,
+    Py<PyAny>,
+    Py<PyAny>,
+    Py<PyAny>,
+    Py<PyAny>,
+);
+
+static ORJSON: OnceLock<Codecs> = OnceLock::new();
+
+fn codecs(py: Python<'_>) -> PyResult<&'static Codecs> {
     if let Some(c) = ORJSON.get() {
         return Ok(c);
     }
@@ -1156,7 +1292,10 @@ impl State {
     /// Fields seen before `<=` (spam score, sender identification): the state's own dict.
     #[getter]
     fn pre<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyDict> {
-        self.pre.get_or_insert_with(|| PyDict::new(py).unbind()).bind(py).clone()
+        self.pre
+            .get_or_insert_with(|| PyDict::new(py).unbind())
+            .bind(py)
+            .clone()
     }
 
     #[setter]
@@ -1169,7 +1308,10 @@ impl State {
     fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for ((r, t), ev) in &self.rows {
-            d.set_item(PyTuple::new(py, [r.as_str(), t.as_str()])?, event_py(py, ev, None, None)?)?;
+            d.set_item(
+                PyTuple::new(py, [r.as_str(), t.as_str()])?,
+                event_py(py, ev, None, None)?,
+            )?;
         }
         Ok(d)
     }
@@ -1261,6 +1403,9 @@ struct Line<'a, 'py> {
     obj: &'a Bound<'py, PyString>,
 }
 
+/// (msgid, recipient, deliveredto) -> (version, is_deleted, the event) of the latest state (`latest()`).
+type Latest = IndexMap<(Str, Str, Str), (i64, i64, Py<PyAny>)>;
+
 /// Joins the lines of one server's main log into delivery events (stream/join.py's `Joiner`).
 #[pyclass(module = "eximtrack_core", name = "Joiner", subclass)]
 pub struct Joiner {
@@ -1282,7 +1427,7 @@ pub struct Joiner {
     watermark: f64,
     since_sweep: u64,
     last_sweep: f64,
-    latest: Option<IndexMap<(Str, Str, Str), (i64, i64, Py<PyAny>)>>,
+    latest: Option<Latest>,
     stats: [i64; 15],
     ignored_by_rule: IndexMap<&'static str, i64>,
 }
@@ -1305,7 +1450,11 @@ impl Joiner {
         if domain.is_empty() {
             return Ok(Str::default());
         }
-        Ok(self.domains.get(py_lower(py, domain)?.as_ref()).cloned().unwrap_or_default())
+        Ok(self
+            .domains
+            .get(py_lower(py, domain)?.as_ref())
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn owner_of(&self, user: &str) -> Str {
@@ -1317,7 +1466,11 @@ impl Joiner {
 
     // the states mapping ---------------------------------------------------------------------------------
 
-    fn state_get<'py>(&self, py: Python<'py>, msgid: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, State>>> {
+    fn state_get<'py>(
+        &self,
+        py: Python<'py>,
+        msgid: &Bound<'py, PyString>,
+    ) -> PyResult<Option<Bound<'py, State>>> {
         let states = self.states.bind(py);
         let hit = if self.states_dict {
             // SAFETY of the cast: checked to be exactly a dict when set
@@ -1336,7 +1489,12 @@ impl Joiner {
         }
     }
 
-    fn state_set(&self, py: Python<'_>, msgid: &Bound<'_, PyString>, st: &Bound<'_, State>) -> PyResult<()> {
+    fn state_set(
+        &self,
+        py: Python<'_>,
+        msgid: &Bound<'_, PyString>,
+        st: &Bound<'_, State>,
+    ) -> PyResult<()> {
         let states = self.states.bind(py);
         if self.states_dict {
             unsafe { states.cast_unchecked::<PyDict>() }.set_item(msgid, st)
@@ -1375,7 +1533,11 @@ impl Joiner {
         if let Some(z) = p.zone {
             key.push_str(z);
         }
-        let base = match if self.last_hour.0 == key { Some(&self.last_hour.1) } else { self.hours.get(&key) } {
+        let base = match if self.last_hour.0 == key {
+            Some(&self.last_hour.1)
+        } else {
+            self.hours.get(&key)
+        } {
             Some(b) => *b,
             None => {
                 let got = self
@@ -1384,7 +1546,10 @@ impl Joiner {
                     .call_method1(pyo3::intern!(py, "hour_base"), (p.date, time, p.zone));
                 let base: f64 = match got {
                     Ok(b) => b.extract()?,
-                    Err(e) if e.is_instance_of::<PyValueError>(py) || e.is_instance_of::<PyKeyError>(py) => {
+                    Err(e)
+                        if e.is_instance_of::<PyValueError>(py)
+                            || e.is_instance_of::<PyKeyError>(py) =>
+                    {
                         return Ok(Err(e.value(py).str()?.to_str()?.to_owned()));
                     }
                     Err(e) => return Err(e),
@@ -1404,7 +1569,9 @@ impl Joiner {
         let two = |i: usize| ((b[i] - b'0') as i64) * 10 + (b[i + 1] - b'0') as i64;
         let whole = two(3) * 60 + two(6);
         if time.len() > 8 {
-            let frac: f64 = format!("0{}", &time[8..]).parse().map_err(|_| PyValueError::new_err("time"))?;
+            let frac: f64 = format!("0{}", &time[8..])
+                .parse()
+                .map_err(|_| PyValueError::new_err("time"))?;
             Ok(Ok(base + (whole as f64 + frac)))
         } else {
             Ok(Ok(base + whole as f64))
@@ -1421,7 +1588,11 @@ impl Joiner {
         let msgid = out.first_msgid.as_deref().zip(out.msgid_py.as_ref());
         let obj = event_py(py, ev, Some((&self.server, &self.server_py)), msgid)?.unbind();
         if let Some(latest) = &mut self.latest {
-            let key = (ev.msgid.clone(), ev.recipient.clone(), ev.deliveredto.clone());
+            let key = (
+                ev.msgid.clone(),
+                ev.recipient.clone(),
+                ev.deliveredto.clone(),
+            );
             match latest.get_mut(&key) {
                 Some(prev) => {
                     if ev.version >= prev.0 {
@@ -1437,7 +1608,17 @@ impl Joiner {
         Ok(())
     }
 
-    fn reject(&mut self, py: Python<'_>, out: &mut Out, line: &Line<'_, '_>, reason: &str, file_id: &Bound<'_, PyAny>, offset: &Bound<'_, PyAny>, ts: f64) -> PyResult<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        py: Python<'_>,
+        out: &mut Out,
+        line: &Line<'_, '_>,
+        reason: &str,
+        file_id: &Bound<'_, PyAny>,
+        offset: &Bound<'_, PyAny>,
+        ts: f64,
+    ) -> PyResult<()> {
         self.stats[REJECTS] += 1;
         let recs = records()?;
         let id = stable_id_of(&[self.server.as_bytes(), b"reject", line.bytes]);
@@ -1451,11 +1632,19 @@ impl Joiner {
             PyFloat::new(py, ts).into_ptr(),
             recs.schema_version.clone_ref(py).into_ptr(),
         ];
-        out.rejects.push(recs.reject.make(py, &mut values)?.unbind());
+        out.rejects
+            .push(recs.reject.make(py, &mut values)?.unbind());
         Ok(())
     }
 
-    fn event_id(&self, msgid: &str, rcpt: &str, deliveredto: &str, etype: &str, line: &[u8]) -> Str {
+    fn event_id(
+        &self,
+        msgid: &str,
+        rcpt: &str,
+        deliveredto: &str,
+        etype: &str,
+        line: &[u8],
+    ) -> Str {
         Str::from(stable_id_of(&[
             self.server.as_bytes(),
             msgid.as_bytes(),
@@ -1468,7 +1657,18 @@ impl Joiner {
 
     /// A new state of row (rcpt, deliveredto) caused by `line`, with the arrival's fields; the caller sets
     /// what the line says about the delivery (`_new_event`).
-    fn new_event(&self, py: Python<'_>, st: &State, etype: &str, rcpt: &str, deliveredto: &str, ts: f64, line: &[u8], delivery: Option<Event>) -> PyResult<Event> {
+    #[allow(clippy::too_many_arguments)]
+    fn new_event(
+        &self,
+        py: Python<'_>,
+        st: &State,
+        etype: &str,
+        rcpt: &str,
+        deliveredto: &str,
+        ts: f64,
+        line: &[u8],
+        delivery: Option<Event>,
+    ) -> PyResult<Event> {
         let mut ev = delivery.unwrap_or_default();
         ev.event_id = self.event_id(&st.msgid, rcpt, deliveredto, etype, line);
         ev.etype = etype.into();
@@ -1497,7 +1697,12 @@ impl Joiner {
     // the rules -------------------------------------------------------------------------------------------
 
     /// A note line of `msgid`: true to keep it as a raw line of the message (`_note`).
-    fn note(&mut self, py: Python<'_>, msgid: &Bound<'_, PyString>, seq: Option<i64>) -> PyResult<bool> {
+    fn note(
+        &mut self,
+        py: Python<'_>,
+        msgid: &Bound<'_, PyString>,
+        seq: Option<i64>,
+    ) -> PyResult<bool> {
         self.stats[NOTES] += 1;
         let Some(st) = self.state_get(py, msgid)? else {
             return Ok(true);
@@ -1522,7 +1727,15 @@ impl Joiner {
         Ok(true)
     }
 
-    fn apply(&mut self, py: Python<'_>, p: &Parsed<'_>, ts: f64, line: &Line<'_, '_>, out: &mut Out, seq: Option<i64>) -> PyResult<()> {
+    fn apply(
+        &mut self,
+        py: Python<'_>,
+        p: &Parsed<'_>,
+        ts: f64,
+        line: &Line<'_, '_>,
+        out: &mut Out,
+        seq: Option<i64>,
+    ) -> PyResult<()> {
         let kind = p.kind;
         let msgid = PyString::new(py, p.msgid);
         // the line's events and log line are of this message: they share its Python string
@@ -1560,24 +1773,21 @@ impl Joiner {
                     }
                     s.completed_at = ts;
                 }
-                "removed" | "cancelled" => self.fail_open_rows(py, s, ts, line.bytes, p.body, out, "failure")?,
-                "recipients_ignored" => {
-                    if !s.rows.is_empty() {
-                        self.fail_open_rows(py, s, ts, line.bytes, p.body, out, "filtered")?;
-                    }
+                "removed" | "cancelled" => {
+                    self.fail_open_rows(py, s, ts, line.bytes, p.body, out, "failure")?
+                }
+                // nothing to say before the arrival is known
+                "recipients_ignored" if !s.rows.is_empty() => {
+                    self.fail_open_rows(py, s, ts, line.bytes, p.body, out, "filtered")?;
                 }
                 "error_ignored" => self.error_ignored(py, s, p, ts, line.bytes, out)?,
-                "frozen" => {
-                    if s.frozen == 0 {
-                        s.frozen = 1;
-                        self.reemit_open(py, s, ts, line.bytes, p.body, out)?;
-                    }
+                "frozen" if s.frozen == 0 => {
+                    s.frozen = 1;
+                    self.reemit_open(py, s, ts, line.bytes, p.body, out)?;
                 }
-                "unfrozen" => {
-                    if s.frozen != 0 {
-                        s.frozen = 0;
-                        self.reemit_open(py, s, ts, line.bytes, p.body, out)?;
-                    }
+                "unfrozen" if s.frozen != 0 => {
+                    s.frozen = 0;
+                    self.reemit_open(py, s, ts, line.bytes, p.body, out)?;
                 }
                 "spam" => {
                     if let Some(score) = p.fields.get("score") {
@@ -1615,7 +1825,13 @@ impl Joiner {
         Ok(())
     }
 
-    fn arrival_fields(&self, py: Python<'_>, st: &State, p: &Parsed<'_>, ts: f64) -> PyResult<Arrival> {
+    fn arrival_fields(
+        &self,
+        py: Python<'_>,
+        st: &State,
+        p: &Parsed<'_>,
+        ts: f64,
+    ) -> PyResult<Arrival> {
         let f = &p.fields;
         let get = |k: &str| f.get(k).map(|v| v.as_ref()).unwrap_or("");
         let mut email: &str = &p.address;
@@ -1627,7 +1843,8 @@ impl Joiner {
         }
         let protocol = get("P");
         let auth = get("A");
-        let (mut sender, mut senderauth, mut user) = (Str::default(), Str::default(), Str::default());
+        let (mut sender, mut senderauth, mut user) =
+            (Str::default(), Str::default(), Str::default());
         if !auth.is_empty() {
             let mut parts = auth.split(':');
             senderauth = parts.next().unwrap_or("").into();
@@ -1675,7 +1892,11 @@ impl Joiner {
             subject: get("T").into(),
             message_id: message_id.into(),
             protocol: protocol.into(),
-            parent_msgid: if email.is_empty() { get("R").into() } else { Str::default() },
+            parent_msgid: if email.is_empty() {
+                get("R").into()
+            } else {
+                Str::default()
+            },
         })
     }
 
@@ -1691,7 +1912,15 @@ impl Joiner {
         Ok(())
     }
 
-    fn arrival(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
+    fn arrival(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        p: &Parsed<'_>,
+        ts: f64,
+        line: &[u8],
+        out: &mut Out,
+    ) -> PyResult<()> {
         st.arrival = ArrivalSlot::Native(ArrivalCell::new(self.arrival_fields(py, st, p, ts)?));
         let mut recipients: Vec<Str> = Vec::new();
         let for_list = p.fields.get("for").map(|v| v.as_ref()).unwrap_or("");
@@ -1722,7 +1951,12 @@ impl Joiner {
     }
 
     /// A detail that usually precedes `<=` came after it: apply it and re-emit the rows.
-    fn late_arrival_detail(&mut self, py: Python<'_>, st: &mut State, out: &mut Out) -> PyResult<()> {
+    fn late_arrival_detail(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        out: &mut Out,
+    ) -> PyResult<()> {
         let spam = st.pre_get(py, "spamscore")?;
         let user = st.pre_get(py, "user")?;
         match &mut st.arrival {
@@ -1751,7 +1985,15 @@ impl Joiner {
         self.reemit_all(py, st, out)
     }
 
-    fn result(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
+    fn result(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        p: &Parsed<'_>,
+        ts: f64,
+        line: &[u8],
+        out: &mut Out,
+    ) -> PyResult<()> {
         let address: &str = &p.address;
         if address.starts_with('>') {
             return Ok(()); // a filter's autoreply is logged as a delivery; it is not one
@@ -1759,7 +2001,16 @@ impl Joiner {
         let f = &p.fields;
         let get = |k: &str| f.get(k).map(|v| v.as_ref()).unwrap_or("");
         let original: &str = &p.original;
-        let rcpt = py_lower(py, if original.is_empty() { address } else { original })?.as_ref().into();
+        let rcpt = py_lower(
+            py,
+            if original.is_empty() {
+                address
+            } else {
+                original
+            },
+        )?
+        .as_ref()
+        .into();
         let deliveredto = row_key_part(py, address)?.as_ref().into();
         let router = get("R");
         let transport = get("T");
@@ -1784,11 +2035,23 @@ impl Joiner {
         };
         let key = (rcpt, deliveredto);
         // (type, attempts, version) of the row's last state
-        let mut prev = st.rows.get(&key).map(|p| (SKIP_KEEPS.contains(&p.etype.as_str()), p.attempts, p.version));
+        let mut prev = st.rows.get(&key).map(|p| {
+            (
+                SKIP_KEEPS.contains(&p.etype.as_str()),
+                p.attempts,
+                p.version,
+            )
+        });
         if prev.is_none() && kind == "delivery" && !key.1.is_empty() && !key.1.contains('@') {
             prev = self
                 .supersede_full_address_row(py, st, &key.0, &key.1, ts, out)?
-                .map(|p| (SKIP_KEEPS.contains(&p.etype.as_str()), p.attempts, p.version));
+                .map(|p| {
+                    (
+                        SKIP_KEEPS.contains(&p.etype.as_str()),
+                        p.attempts,
+                        p.version,
+                    )
+                });
         }
         let skip = kind == "defer" && message.contains("retry time not reached");
         if skip {
@@ -1841,7 +2104,15 @@ impl Joiner {
 
     /// `=> bob <bob@dom>` after `== bob@dom …`: the deferred row keyed by the full address is this
     /// recipient's; it is tombstoned and the delivery carries on its attempts.
-    fn supersede_full_address_row(&mut self, py: Python<'_>, st: &mut State, rcpt: &str, local: &str, ts: f64, out: &mut Out) -> PyResult<Option<Event>> {
+    fn supersede_full_address_row(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        rcpt: &str,
+        local: &str,
+        ts: f64,
+        out: &mut Out,
+    ) -> PyResult<Option<Event>> {
         let mut found = None;
         for (key, row) in &st.rows {
             if key.0 != rcpt || row.etype != "defer" {
@@ -1856,13 +2127,28 @@ impl Joiner {
             }
         }
         match found {
-            Some(key) => Ok(Some(self.remove_row(py, st, &key, ts, "superseded", out)?)),
+            Some(key) => Ok(Some(self.remove_row(
+                py,
+                st,
+                &key,
+                ts,
+                "superseded",
+                out,
+            )?)),
             None => Ok(None),
         }
     }
 
     /// Drop row `key` and emit its tombstone (`is_deleted`, a version above the row's); returns the row.
-    fn remove_row(&mut self, py: Python<'_>, st: &mut State, key: &(Str, Str), ts: f64, why: &str, out: &mut Out) -> PyResult<Event> {
+    fn remove_row(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        key: &(Str, Str),
+        ts: f64,
+        why: &str,
+        out: &mut Out,
+    ) -> PyResult<Event> {
         let row = st.rows.shift_remove(key).expect("the row exists");
         let mut tomb = self.copy_with_arrival(py, st, &row)?;
         tomb.event_id = Str::from(stable_id_of(&[
@@ -1879,9 +2165,24 @@ impl Joiner {
         Ok(row)
     }
 
-    fn tombstone_placeholders(&mut self, py: Python<'_>, st: &mut State, rcpt: &str, ts: f64, out: &mut Out) -> PyResult<()> {
-        for key in [(rcpt.into(), Str::default()), (Str::default(), Str::default())] {
-            if st.rows.get(&key).map(|ph| ph.etype == "inprogress").unwrap_or(false) {
+    fn tombstone_placeholders(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        rcpt: &str,
+        ts: f64,
+        out: &mut Out,
+    ) -> PyResult<()> {
+        for key in [
+            (rcpt.into(), Str::default()),
+            (Str::default(), Str::default()),
+        ] {
+            if st
+                .rows
+                .get(&key)
+                .map(|ph| ph.etype == "inprogress")
+                .unwrap_or(false)
+            {
                 self.remove_row(py, st, &key, ts, "tombstone", out)?;
             }
         }
@@ -1890,7 +2191,16 @@ impl Joiner {
 
     /// Every row without a final outcome gets `etype` (a message-level row if the message has none).
     #[allow(clippy::too_many_arguments)]
-    fn fail_open_rows(&mut self, py: Python<'_>, st: &mut State, ts: f64, line: &[u8], text: &str, out: &mut Out, etype: &str) -> PyResult<()> {
+    fn fail_open_rows(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        ts: f64,
+        line: &[u8],
+        text: &str,
+        out: &mut Out,
+        etype: &str,
+    ) -> PyResult<()> {
         if st.rows.is_empty() {
             let mut ev = self.new_event(py, st, etype, "", "", ts, line, None)?;
             ev.message = text.into();
@@ -1898,8 +2208,12 @@ impl Joiner {
             st.rows.insert((Str::default(), Str::default()), ev);
             return Ok(());
         }
-        let open: Vec<(Str, Str)> =
-            st.rows.iter().filter(|(_, ev)| !is_final(&ev.etype)).map(|(k, _)| k.clone()).collect();
+        let open: Vec<(Str, Str)> = st
+            .rows
+            .iter()
+            .filter(|(_, ev)| !is_final(&ev.etype))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in open {
             self.replace_row(py, st, key, etype, ts, line, text, out)?;
         }
@@ -1909,7 +2223,17 @@ impl Joiner {
     /// Row `key` gets a new state `etype` caused by `line`, keeping what its last attempt said about the
     /// delivery, with `text` as its message.
     #[allow(clippy::too_many_arguments)]
-    fn replace_row(&mut self, py: Python<'_>, st: &mut State, key: (Str, Str), etype: &str, ts: f64, line: &[u8], text: &str, out: &mut Out) -> PyResult<()> {
+    fn replace_row(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        key: (Str, Str),
+        etype: &str,
+        ts: f64,
+        line: &[u8],
+        text: &str,
+        out: &mut Out,
+    ) -> PyResult<()> {
         let prev = &st.rows[&key];
         let mut ev = self.new_event(py, st, etype, &key.0, &key.1, ts, line, None)?;
         ev.carry_delivery(prev);
@@ -1920,7 +2244,15 @@ impl Joiner {
         Ok(())
     }
 
-    fn error_ignored(&mut self, py: Python<'_>, st: &mut State, p: &Parsed<'_>, ts: f64, line: &[u8], out: &mut Out) -> PyResult<()> {
+    fn error_ignored(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        p: &Parsed<'_>,
+        ts: f64,
+        line: &[u8],
+        out: &mut Out,
+    ) -> PyResult<()> {
         let addr: Str = py_lower(py, &p.address)?.as_ref().into();
         let keys: Vec<(Str, Str)> = st
             .rows
@@ -1934,7 +2266,15 @@ impl Joiner {
         Ok(())
     }
 
-    fn reemit_open(&mut self, py: Python<'_>, st: &mut State, ts: f64, line: &[u8], text: &str, out: &mut Out) -> PyResult<()> {
+    fn reemit_open(
+        &mut self,
+        py: Python<'_>,
+        st: &mut State,
+        ts: f64,
+        line: &[u8],
+        text: &str,
+        out: &mut Out,
+    ) -> PyResult<()> {
         let keys: Vec<((Str, Str), Str)> = st
             .rows
             .iter()
@@ -1947,7 +2287,14 @@ impl Joiner {
         Ok(())
     }
 
-    fn rejection(&mut self, py: Python<'_>, p: &Parsed<'_>, ts: f64, line: &Line<'_, '_>, out: &mut Out) -> PyResult<()> {
+    fn rejection(
+        &mut self,
+        py: Python<'_>,
+        p: &Parsed<'_>,
+        ts: f64,
+        line: &Line<'_, '_>,
+        out: &mut Out,
+    ) -> PyResult<()> {
         let f = &p.fields;
         let get = |k: &str| f.get(k).map(|v| v.as_ref()).unwrap_or("");
         let msgid = if p.msgid.is_empty() {
@@ -1957,7 +2304,11 @@ impl Joiner {
             p.msgid.into()
         };
         let msgid_py = PyString::new(py, p.msgid);
-        let st = if p.msgid.is_empty() { None } else { self.state_get(py, &msgid_py)? };
+        let st = if p.msgid.is_empty() {
+            None
+        } else {
+            self.state_get(py, &msgid_py)?
+        };
         let rcpt: Str = py_lower(py, &p.address)?.as_ref().into();
         let email: Str = strip_angle(get("F")).into();
         let auth = get("A");
@@ -1978,14 +2329,22 @@ impl Joiner {
         let a = arrival_mut(&mut ev.a);
         a.domain = domain_of(py, &email)?;
         a.email = email;
-        a.sender = if auth.contains(':') { auth.split(':').nth(1).unwrap_or("").into() } else { Str::default() };
+        a.sender = if auth.contains(':') {
+            auth.split(':').nth(1).unwrap_or("").into()
+        } else {
+            Str::default()
+        };
         a.senderhost = match get("Hname") {
             "" => get("Hhelo"),
             h => h,
         }
         .into();
         a.senderip = get("Hip").into();
-        a.senderauth = if auth.is_empty() { Str::default() } else { auth.split(':').next().unwrap_or("").into() };
+        a.senderauth = if auth.is_empty() {
+            Str::default()
+        } else {
+            auth.split(':').next().unwrap_or("").into()
+        };
         a.sendunixtime = ts;
         a.size = message_size(py, get("S"))?;
         let local = get("U");
@@ -2017,7 +2376,9 @@ impl Joiner {
         let mut idle = Vec::new();
         let states = self.states.bind(py).clone();
         let items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if self.states_dict {
-            unsafe { states.cast_unchecked::<PyDict>() }.iter().collect()
+            unsafe { states.cast_unchecked::<PyDict>() }
+                .iter()
+                .collect()
         } else {
             let mut v = Vec::new();
             for item in states.call_method0("items")?.try_iter()? {
@@ -2031,7 +2392,10 @@ impl Joiner {
                     let s = s.borrow();
                     (s.completed_at, s.last_seen)
                 }
-                Err(_) => (v.getattr("completed_at")?.extract()?, v.getattr("last_seen")?.extract()?),
+                Err(_) => (
+                    v.getattr("completed_at")?.extract()?,
+                    v.getattr("last_seen")?.extract()?,
+                ),
             };
             if completed_at != 0.0 && completed_at + self.grace <= now {
                 done.push(k);
@@ -2077,7 +2441,11 @@ impl Joiner {
             watermark: 0.0,
             since_sweep: 0,
             last_sweep: 0.0,
-            latest: if keep_latest { Some(IndexMap::new()) } else { None },
+            latest: if keep_latest {
+                Some(IndexMap::new())
+            } else {
+                None
+            },
             stats: [0; 15],
             ignored_by_rule: IndexMap::new(),
         };
@@ -2214,12 +2582,25 @@ impl Joiner {
 
 impl Joiner {
     #[allow(clippy::too_many_arguments)]
-    fn process_parsed(&mut self, py: Python<'_>, text: &str, line: &Line<'_, '_>, file_id: &Bound<'_, PyAny>, offset: &Bound<'_, PyAny>, seq: Option<i64>, out: &mut Out) -> PyResult<()> {
+    fn process_parsed(
+        &mut self,
+        py: Python<'_>,
+        text: &str,
+        line: &Line<'_, '_>,
+        file_id: &Bound<'_, PyAny>,
+        offset: &Bound<'_, PyAny>,
+        seq: Option<i64>,
+        out: &mut Out,
+    ) -> PyResult<()> {
         self.stats[LINES] += 1;
         // a parser bug must not lose the line or stop the worker: it becomes a reject with the reason
         let p = match std::panic::catch_unwind(|| parse::parse_line(text)) {
             Ok(p) => p,
-            Err(_) => Parsed { kind: "unparsed", reason: "parser error: panic", ..Default::default() },
+            Err(_) => Parsed {
+                kind: "unparsed",
+                reason: "parser error: panic",
+                ..Default::default()
+            },
         };
         let kind = p.kind;
         if kind == "ignored" {
@@ -2233,7 +2614,15 @@ impl Joiner {
         let ts = match self.epoch(py, &p)? {
             Ok(ts) => ts,
             Err(why) => {
-                return self.reject(py, out, line, &format!("invalid timestamp: {why}"), file_id, offset, 0.0);
+                return self.reject(
+                    py,
+                    out,
+                    line,
+                    &format!("invalid timestamp: {why}"),
+                    file_id,
+                    offset,
+                    0.0,
+                );
             }
         };
         if ts > self.watermark {
@@ -2278,7 +2667,8 @@ impl Joiner {
             self.stats[ATTACHED] += 1;
         }
         self.since_sweep += 1;
-        if self.since_sweep >= SWEEP_EVERY && self.watermark - self.last_sweep >= SWEEP_MIN_INTERVAL {
+        if self.since_sweep >= SWEEP_EVERY && self.watermark - self.last_sweep >= SWEEP_MIN_INTERVAL
+        {
             let now = self.watermark;
             self.sweep_impl(py, now)?;
         }

@@ -192,6 +192,9 @@ fn eximtrack_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STATE_FORMAT", join::STATE_FORMAT)?;
     m.add("SWEEP_EVERY", join::SWEEP_EVERY)?;
     m.add("SWEEP_MIN_INTERVAL", join::SWEEP_MIN_INTERVAL)?;
-    m.add("ARRIVAL_FIELDS", PyTuple::new(m.py(), join::ARRIVAL_FIELDS)?)?;
+    m.add(
+        "ARRIVAL_FIELDS",
+        PyTuple::new(m.py(), join::ARRIVAL_FIELDS)?,
+    )?;
     Ok(())
 }

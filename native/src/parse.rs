@@ -395,7 +395,10 @@ fn spam_after(rest: &str) -> Option<(&str, bool, &str)> {
             Some(r) => (true, r),
             None => (false, r.strip_prefix("spam (")?),
         };
-        let n = r.bytes().take_while(|b| matches!(b, b'-' | b'0'..=b'9' | b'.')).count();
+        let n = r
+            .bytes()
+            .take_while(|b| matches!(b, b'-' | b'0'..=b'9' | b'.'))
+            .count();
         if n == 0 || r.as_bytes().get(n) != Some(&b')') {
             return None;
         }
@@ -1229,10 +1232,14 @@ mod tests {
         let mut seed: u64 = 12;
         for _ in 0..20000 {
             let mut text = String::from("\"");
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (seed >> 59) as usize;
             for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 text.push(alphabet[(seed >> 61) as usize]);
             }
             let want: Vec<&str> = re.find_iter(&text).map(|m| m.as_str()).collect();
@@ -1243,16 +1250,42 @@ mod tests {
     #[test]
     fn spam_verdict_finds_what_the_spam_regex_finds() {
         let parts = [
-            "SpamAssassin as ", "cpuser", " detected ", "OUTGOING ", "x ", "message as ", "NOT ", "spam (",
-            "1.5", "-", ".", ")", " ", "\t", "é", "\u{85}", "SpamAssassin", "OUTGOING",
+            "SpamAssassin as ",
+            "cpuser",
+            " detected ",
+            "OUTGOING ",
+            "x ",
+            "message as ",
+            "NOT ",
+            "spam (",
+            "1.5",
+            "-",
+            ".",
+            ")",
+            " ",
+            "\t",
+            "é",
+            "\u{85}",
+            "SpamAssassin",
+            "OUTGOING",
         ];
         let valid = [
-            "SpamAssassin as ", "cpuser", " detected ", "OUTGOING ", "x ", "message as ", "NOT ", "spam (", "1.5",
+            "SpamAssassin as ",
+            "cpuser",
+            " detected ",
+            "OUTGOING ",
+            "x ",
+            "message as ",
+            "NOT ",
+            "spam (",
+            "1.5",
             ")",
         ];
         let mut seed: u64 = 7;
         let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) % m) as usize
         };
         let mut matched = 0;
@@ -1276,9 +1309,13 @@ mod tests {
                 }
             }
             let text: String = tokens.concat();
-            let want = SPAM_RE
-                .captures(&text)
-                .map(|m| (m.get(1).unwrap().as_str(), m.get(2).is_some(), m.get(3).unwrap().as_str()));
+            let want = SPAM_RE.captures(&text).map(|m| {
+                (
+                    m.get(1).unwrap().as_str(),
+                    m.get(2).is_some(),
+                    m.get(3).unwrap().as_str(),
+                )
+            });
             matched += want.is_some() as usize;
             assert_eq!(spam_verdict(&text), want, "{text:?}");
         }
