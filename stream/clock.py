@@ -38,14 +38,15 @@ class LocalClock:
         self._hours: dict[str, float] = {}
 
     def epoch(self, date: str, time: str, zone: str | None = None) -> float:
+        base = self.hour_base(date, time, zone)
         seconds = int(time[3:5]) * 60 + int(time[6:8])
         if len(time) > 8:
             seconds += float("0" + time[8:])
-        return self.hour_base(date, time, zone) + seconds
+        return base + seconds
 
     def hour_base(self, date: str, time: str, zone: str | None = None) -> float:
         """Epoch seconds of the start of the line's local hour (the compiled joiner asks once per hour and
-        adds the minutes and seconds as `epoch` does). ValueError for a date or hour that does not exist."""
+        adds the minutes and seconds as `epoch` does). ValueError for a date or hour datetime refuses."""
         hour_key = date + time[:2] if zone is None else date + time[:2] + zone
         base = self._hours.get(hour_key)
         if base is None:
