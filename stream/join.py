@@ -107,9 +107,8 @@ class Joiner(eximtrack_core.Joiner):
     latest-state table does (only when `keep_latest`; for tests and small inputs). `states` is the mapping
     msgid -> MessageState (a dict here, the worker's table adapter in stream/app.py); `accounts` may be
     reassigned (the rules read a snapshot of it); `stats` and `ignored_by_rule` are counters (new dicts).
+    Other attributes may be set on it, as on any Python object (it has a `__dict__`).
     """
-
-    __slots__ = ()
 
     def __new__(
         cls,
