@@ -1,9 +1,10 @@
 """Core throughput: parse + join (no store) lines/s, beside eximstats on the same files in the same run.
 
 The core pass is exactly what `eximtrack ingest` does before it writes: read each server's file as bytes,
-decode, `Joiner.process` every line (stream/join.py, which calls stream/parse.py), keep the events. It is
-measured two ways: one process over all files (what eximstats does), and one process per server file on
-all cores (how a fleet's logs are naturally split; the join is per server, so it needs no coordination).
+decode, `Joiner.process` every line (stream/join.py: the compiled parser and joiner of native/), keep the
+events. It is measured two ways: one process over all files (what eximstats does), and one process per
+server file on all cores (how a fleet's logs are naturally split; the join is per server, so it needs no
+coordination).
 """
 
 from __future__ import annotations

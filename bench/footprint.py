@@ -7,7 +7,8 @@ arrival lines of the pipeline corpus: 1-n recipients, subjects, auth, TLS), with
                        MessageState.to_bytes() value (everything the joiner + TableStates leave allocated);
   changelog_bytes      the size of that value, i.e. of its changelog record;
   as_python_dicts      the same states held as decoded dicts (how the worker held them before format 2 bytes);
-  ingest_objects       MessageState objects, as `eximtrack ingest` holds them.
+  ingest_objects       MessageState objects, as `eximtrack ingest` holds them (Python's allocations only:
+                       tracemalloc does not see the native rows of the compiled states, native/src/join.rs).
 The pipeline suite measures the real worker process's RSS growth for the same question.
 (Disk bytes per stored event come from the ingest and queries suites.)
 """

@@ -11,8 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+# the arrival time (epoch seconds) in the first six base-62 digits of a message id: compiled (native/), where
+# the joiner reads it for messages seen before their arrival
+from eximtrack_core import msgid_time
+
 BASE62_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_BASE62 = {c: i for i, c in enumerate(BASE62_DIGITS)}
 
 
 def base62(n: int, width: int) -> str:
@@ -22,17 +25,6 @@ def base62(n: int, width: int) -> str:
         n, r = divmod(n, 62)
         out.append(BASE62_DIGITS[r])
     return "".join(reversed(out))
-
-
-def msgid_time(msgid: str) -> float:
-    """Arrival time (epoch seconds) encoded in the first six base-62 digits of an Exim message id."""
-    value = 0
-    try:
-        for ch in msgid[:6]:
-            value = value * 62 + _BASE62[ch]
-    except KeyError:
-        return 0.0
-    return float(value)
 
 
 class LocalClock:
@@ -46,6 +38,15 @@ class LocalClock:
         self._hours: dict[str, float] = {}
 
     def epoch(self, date: str, time: str, zone: str | None = None) -> float:
+        base = self.hour_base(date, time, zone)
+        seconds = int(time[3:5]) * 60 + int(time[6:8])
+        if len(time) > 8:
+            seconds += float("0" + time[8:])
+        return base + seconds
+
+    def hour_base(self, date: str, time: str, zone: str | None = None) -> float:
+        """Epoch seconds of the start of the line's local hour (the compiled joiner asks once per hour and
+        adds the minutes and seconds as `epoch` does). ValueError for a date or hour datetime refuses."""
         hour_key = date + time[:2] if zone is None else date + time[:2] + zone
         base = self._hours.get(hour_key)
         if base is None:
@@ -61,7 +62,7 @@ class LocalClock:
             if len(self._hours) > 4096:
                 self._hours.clear()
             self._hours[hour_key] = base
-        seconds = int(time[3:5]) * 60 + int(time[6:8])
-        if len(time) > 8:
-            seconds += float("0" + time[8:])
-        return base + seconds
+        return base
+
+
+__all__ = ["BASE62_DIGITS", "LocalClock", "base62", "msgid_time"]

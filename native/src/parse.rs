@@ -88,6 +88,7 @@ pub fn py_space(c: char) -> bool {
 }
 
 /// `re`'s `\S` as a character class.
+#[cfg(test)]
 const PY_NONSPACE: &str = r"[^\t\n\x0B\x0C\r\x1C-\x1F \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]";
 
 /// `s.split()`.
@@ -355,6 +356,7 @@ const INFO_PREFIXES: &[&str] = &[
     "Sender ",
 ];
 
+#[cfg(test)]
 static SPAM_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
         r"SpamAssassin as ({ns}+) detected (?:OUTGOING {ns}+ )?message as (NOT )?spam \(([-0-9.]+)\)",
@@ -362,6 +364,60 @@ static SPAM_RE: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .unwrap()
 });
+
+/// The first match of SPAM_RE in `body`, scanned by hand: (account, whether `NOT ` spam, score). Each part of
+/// the pattern is matched in the one way it can be (a run of non-space characters ends at a space).
+fn spam_verdict(body: &str) -> Option<(&str, bool, &str)> {
+    const HEAD: &str = "SpamAssassin as ";
+    let mut from = 0;
+    while let Some(at) = body[from..].find(HEAD) {
+        let start = from + at;
+        if let Some(m) = spam_after(&body[start + HEAD.len()..]) {
+            return Some(m);
+        }
+        from = start + 1;
+    }
+    None
+}
+
+fn spam_after(rest: &str) -> Option<(&str, bool, &str)> {
+    let nonspace_run = |s: &str| s.find(py_space).unwrap_or(s.len());
+    let end = nonspace_run(rest);
+    if end == 0 {
+        return None;
+    }
+    let account = &rest[..end];
+    let r = rest[end..].strip_prefix(" detected ")?;
+    let tail = |r: &str| -> Option<(bool, usize, usize)> {
+        let base = r.as_ptr() as usize;
+        let r = r.strip_prefix("message as ")?;
+        let (not, r) = match r.strip_prefix("NOT spam (") {
+            Some(r) => (true, r),
+            None => (false, r.strip_prefix("spam (")?),
+        };
+        let n = r
+            .bytes()
+            .take_while(|b| matches!(b, b'-' | b'0'..=b'9' | b'.'))
+            .count();
+        if n == 0 || r.as_bytes().get(n) != Some(&b')') {
+            return None;
+        }
+        let at = r.as_ptr() as usize - base;
+        Some((not, at, at + n))
+    };
+    if let Some(o) = r.strip_prefix("OUTGOING ") {
+        let end = nonspace_run(o);
+        if end > 0 {
+            if let Some(t) = o[end..].strip_prefix(' ') {
+                if let Some((not, a, b)) = tail(t) {
+                    return Some((account, not, &t[a..b]));
+                }
+            }
+        }
+    }
+    let (not, a, b) = tail(r)?;
+    Some((account, not, &r[a..b]))
+}
 
 fn message_state(body: &str) -> Parsed<'_> {
     if (body.starts_with("rejected from <") || body.starts_with("local_scan() function "))
@@ -392,17 +448,11 @@ fn message_state(body: &str) -> Parsed<'_> {
         || body.starts_with("F=")
         || body.starts_with("I=[")
     {
-        let spam = if body.contains("SpamAssassin") {
-            SPAM_RE.captures(body)
-        } else {
-            None
-        };
-        if let Some(m) = spam {
+        if let Some((account, not, score)) = spam_verdict(body) {
             let mut p = new("spam");
-            p.fields.set("score", m.get(3).unwrap().as_str());
-            p.fields.set("account", m.get(1).unwrap().as_str());
-            p.fields
-                .set("verdict", if m.get(2).is_some() { "ham" } else { "spam" });
+            p.fields.set("score", score);
+            p.fields.set("account", account);
+            p.fields.set("verdict", if not { "ham" } else { "spam" });
             if body.starts_with("H=") {
                 let tokens: Vec<&str> = body.split(' ').collect();
                 take_host(&tokens, 0, &mut p.fields);
@@ -424,10 +474,10 @@ fn message_state(body: &str) -> Parsed<'_> {
     }
     if INFO_PREFIXES.iter().any(|x| body.starts_with(x)) {
         if body.contains("SpamAssassin") {
-            if let Some(m) = SPAM_RE.captures(body) {
+            if let Some((account, _, score)) = spam_verdict(body) {
                 let mut p = new("spam");
-                p.fields.set("score", m.get(3).unwrap().as_str());
-                p.fields.set("account", m.get(1).unwrap().as_str());
+                p.fields.set("score", score);
+                p.fields.set("account", account);
                 p.message = Cow::Borrowed(body);
                 return p;
             }
@@ -520,15 +570,48 @@ fn kv_tokens(s: &str) -> Fields<'_> {
 
 // ------------------------------------------------------------------------------------------ field scanner
 
-static TOKEN_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+"#).unwrap());
-
-/// Split on spaces, keeping `KEY="…"` quoted values (with \" and \\ escapes) as one token.
+/// Split on spaces, keeping `KEY="…"` quoted values (with \" and \\ escapes) as one token: the matches of
+/// `(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+` (a token runs to a space outside quotes; a quote runs to the next
+/// unescaped quote, or to a backslash before a newline, or to the end), scanned by hand.
 fn split_tokens(s: &str) -> Vec<&str> {
     if !s.contains('"') {
         return py_split(s);
     }
-    TOKEN_RE.find_iter(s).map(|m| m.as_str()).collect()
+    let b = s.as_bytes();
+    let n = b.len();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        if b[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && b[i] != b' ' {
+            if b[i] == b'"' {
+                i += 1;
+                while i < n {
+                    match b[i] {
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        b'\\' if i + 1 < n && b[i + 1] != b'\n' => {
+                            // `\\.`: the escaped character (one code point, maybe several bytes)
+                            i += 1;
+                            i += s[i..].chars().next().map_or(1, char::len_utf8);
+                        }
+                        b'\\' => break, // before a newline or at the end: the quote ends unclosed here
+                        _ => i += 1,
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out.push(&s[start..i]);
+    }
+    out
 }
 
 /// `"a \"b\" c"` -> `a "b" c` (Exim's C-style quoting of T=, C=, DN=).
@@ -1140,5 +1223,104 @@ mod tests {
         assert_eq!(p.fields.get("errno").unwrap(), "-44");
         assert_eq!(p.fields.get("DT").unwrap(), "3s");
         assert_eq!(p.message, "451 later");
+    }
+
+    #[test]
+    fn split_tokens_finds_what_the_token_regex_finds() {
+        let re = Regex::new(r#"(?:[^ "]+|"(?:[^"\\]+|\\.)*"?)+"#).unwrap();
+        let alphabet = [' ', '"', '\\', '\n', 'a', 'é', '=', ':'];
+        let mut seed: u64 = 12;
+        for _ in 0..20000 {
+            let mut text = String::from("\"");
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (seed >> 59) as usize;
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push(alphabet[(seed >> 61) as usize]);
+            }
+            let want: Vec<&str> = re.find_iter(&text).map(|m| m.as_str()).collect();
+            assert_eq!(split_tokens(&text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn spam_verdict_finds_what_the_spam_regex_finds() {
+        let parts = [
+            "SpamAssassin as ",
+            "cpuser",
+            " detected ",
+            "OUTGOING ",
+            "x ",
+            "message as ",
+            "NOT ",
+            "spam (",
+            "1.5",
+            "-",
+            ".",
+            ")",
+            " ",
+            "\t",
+            "é",
+            "\u{85}",
+            "SpamAssassin",
+            "OUTGOING",
+        ];
+        let valid = [
+            "SpamAssassin as ",
+            "cpuser",
+            " detected ",
+            "OUTGOING ",
+            "x ",
+            "message as ",
+            "NOT ",
+            "spam (",
+            "1.5",
+            ")",
+        ];
+        let mut seed: u64 = 7;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) % m) as usize
+        };
+        let mut matched = 0;
+        for _ in 0..100000 {
+            // a valid verdict (with or without OUTGOING/NOT), a few parts of it replaced, dropped or added
+            let mut tokens: Vec<&str> = valid.to_vec();
+            if next(2) == 0 {
+                tokens.remove(6);
+            }
+            if next(2) == 0 {
+                tokens.drain(3..5);
+            }
+            for _ in 0..next(4) {
+                let at = next(tokens.len() as u64 + 1);
+                match next(3) {
+                    0 if at < tokens.len() => tokens[at] = parts[next(parts.len() as u64)],
+                    1 if at < tokens.len() => {
+                        tokens.remove(at);
+                    }
+                    _ => tokens.insert(at, parts[next(parts.len() as u64)]),
+                }
+            }
+            let text: String = tokens.concat();
+            let want = SPAM_RE.captures(&text).map(|m| {
+                (
+                    m.get(1).unwrap().as_str(),
+                    m.get(2).is_some(),
+                    m.get(3).unwrap().as_str(),
+                )
+            });
+            matched += want.is_some() as usize;
+            assert_eq!(spam_verdict(&text), want, "{text:?}");
+        }
+        assert!(matched > 10000, "{matched}");
+        let line = "H=x [1.2.3.4] F=<a@b> SpamAssassin as cpuser detected OUTGOING smtp message as NOT spam (1.2)";
+        assert_eq!(spam_verdict(line), Some(("cpuser", true, "1.2")));
     }
 }
