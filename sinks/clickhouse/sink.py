@@ -254,7 +254,8 @@ class Sink:
         m.batches.inc()
         for kind, items in decoded.items():
             m.rows.labels(kind).inc(len(items))
-        if self.rollup.due() or self.rollup.seconds <= 0 or self._stop.is_set():
+        # commit now unless events of these batches wait for the rollup (a batch of lines only waits for nothing)
+        if not len(self.rollup) or self.rollup.due() or self.rollup.seconds <= 0 or self._stop.is_set():
             self._insert_rollup()
             self._commit()  # only after every insert of the batches since the last commit returned
         return records

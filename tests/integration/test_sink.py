@@ -155,3 +155,30 @@ def test_the_hourly_aggregates_are_fed_after_their_batches_and_before_the_commit
         assert counts() == (5, 5)
     finally:
         again.close()
+
+
+def test_a_batch_without_events_is_committed_at_once(tmp_path, kafka_bootstrap):
+    """Log lines alone wait for no rollup: their batch is committed after its insert, whatever
+    --rollup-seconds says."""
+    from schemas.records import LogLineRecord
+
+    prefix = f"sink-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    lines = [
+        LogLineRecord(f"l{i}", "s1", "1abcD0-000000-AA", time.time() - 30, f"line {i}").to_dict()
+        for i in range(3)
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(prefix + T.LOG_LINES.name, key=b"s1", value=dumps_json(lines)).get(timeout=30)
+    producer.close()
+    path = current_chdb_path() or str(tmp_path / "store")
+    store = Store.open(f"chdb://{path}?database=sink_{uuid.uuid4().hex[:12]}")
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", rollup_seconds=60.0)
+    try:
+        t0 = time.monotonic()
+        while not sink.run_once() and time.monotonic() - t0 < 60:
+            pass
+        assert store.query("SELECT count() FROM log_lines").result_rows[0][0] == 3
+        assert _committed(sink) == 1
+    finally:
+        sink.close()
