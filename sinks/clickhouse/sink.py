@@ -258,6 +258,7 @@ class Sink:
         if not len(self.rollup) or self.rollup.due() or self.rollup.seconds <= 0 or self._stop.is_set():
             self._insert_rollup()
             self._commit()  # only after every insert of the batches since the last commit returned
+        self._measure_lag()
         return records
 
     def _insert_events(self, events: list) -> None:
@@ -281,7 +282,6 @@ class Sink:
         self.producer.flush()
         self.consumer.commit()
         self.metrics.last_commit.set(time.time())
-        self._measure_lag()
 
     def _measure_lag(self) -> None:
         """Records between this sink's position (just committed) and each assigned partition's end, as the
