@@ -301,16 +301,19 @@ class Store:
         to `events` and, unless `rollup` is False, also to `events_rollup` (the hourly aggregates' feed,
         migration 020): a caller that gathers several batches into one rollup insert (the sink,
         `RollupFeed`) passes False and calls `insert_rollup_encoded` itself."""
-        fields = encode.TABLES[table][0]
-        self.client.raw_insert(table, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
+        self._raw_insert(table, table, data)
         if table == "events" and rollup:
             self.insert_rollup_encoded(data)
+
+    def _raw_insert(self, table: str, encoded_as: str, data: bytes) -> None:
+        """`data` (Arrow IPC of `encode.TABLES[encoded_as]`'s columns) into `table`."""
+        fields = encode.TABLES[encoded_as][0]
+        self.client.raw_insert(table, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
 
     def insert_rollup_encoded(self, data: bytes) -> None:
         """Feed the hourly aggregates (`events_rollup`, a Null table read by their views) with events
         encoded as for `events`; they must also be, or have been, inserted into `events`."""
-        fields = encode.TABLES["events"][0]
-        self.client.raw_insert(ROLLUP_TABLE, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
+        self._raw_insert(ROLLUP_TABLE, "events", data)
 
     def insert_rollup(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         """`insert_rollup_encoded` of DeliveryEvents."""
