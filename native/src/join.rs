@@ -32,24 +32,6 @@ pub const SWEEP_EVERY: u64 = 4096;
 pub const SWEEP_MIN_INTERVAL: f64 = 30.0;
 /// `MessageState.to_dict()`: rows as differences from the arrival (1: rows as full events).
 pub const STATE_FORMAT: i64 = 2;
-/// What the arrival (`<=` and what precedes it) gives every row of its message, in stored order.
-pub const ARRIVAL_FIELDS: [&str; 15] = [
-    "email",
-    "sender",
-    "user",
-    "domain",
-    "owner",
-    "senderhost",
-    "senderip",
-    "senderauth",
-    "spamscore",
-    "sendunixtime",
-    "size",
-    "subject",
-    "message_id",
-    "protocol",
-    "parent_msgid",
-];
 /// schemas.records.DeliveryEvent's fields, in order (checked when the class is registered).
 pub const EVENT_FIELDS: [&str; 40] = [
     "event_id",
@@ -93,7 +75,18 @@ pub const EVENT_FIELDS: [&str; 40] = [
     "is_deleted",
     "schema_version",
 ];
-const ARRIVAL_OFFSET: usize = 4; // EVENT_FIELDS[4..19] are ARRIVAL_FIELDS
+const ARRIVAL_OFFSET: usize = 4;
+/// What the arrival (`<=` and what precedes it) gives every row of its message, in stored order:
+/// EVENT_FIELDS[4..19], from `email` to `parent_msgid`.
+pub const ARRIVAL_FIELDS: [&str; 15] = {
+    let mut fields = [""; 15];
+    let mut i = 0;
+    while i < fields.len() {
+        fields[i] = EVENT_FIELDS[ARRIVAL_OFFSET + i];
+        i += 1;
+    }
+    fields
+};
 const REJECT_FIELDS: [&str; 8] = [
     "reject_id",
     "server",

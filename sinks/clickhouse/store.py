@@ -290,10 +290,13 @@ class Store:
         return migrations.ensure_retention(self.client, days, cluster=self.cluster)
 
     # -- writing ---------------------------------------------------------------------------------
-    def _insert(self, table: str, records: Iterable, batch_rows: int, rollup: bool = True) -> int:
+    def _insert(self, table: str, records: Iterable, batch_rows: int, insert=None) -> int:
+        """`records` encoded for `table` in batches of `batch_rows`, each given to `insert(bytes)` (default:
+        into `table`); returns how many."""
+        insert = insert or (lambda data: self.insert_encoded(table, data))
         records = records if isinstance(records, list) else list(records)
         for batch in _batches(records, max(1, batch_rows)):
-            self.insert_encoded(table, encode.arrow_ipc(table, batch), rollup=rollup)
+            insert(encode.arrow_ipc(table, batch))
         return len(records)
 
     def insert_encoded(self, table: str, data: bytes, rollup: bool = True) -> None:
@@ -317,15 +320,14 @@ class Store:
 
     def insert_rollup(self, events: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         """`insert_rollup_encoded` of DeliveryEvents."""
-        events = events if isinstance(events, list) else list(events)
-        for batch in _batches(events, max(1, batch_rows)):
-            self.insert_rollup_encoded(encode.arrow_ipc("events", batch))
-        return len(events)
+        return self._insert("events", events, batch_rows, self.insert_rollup_encoded)
 
     def insert_events(self, events: Iterable, batch_rows: int = BATCH_ROWS, rollup: bool = True) -> int:
         """Insert DeliveryEvents into `events` (its view feeds `latest` and the access paths) and, unless
         `rollup` is False, into `events_rollup` (the hourly aggregates)."""
-        return self._insert("events", events, batch_rows, rollup)
+        return self._insert(
+            "events", events, batch_rows, lambda data: self.insert_encoded("events", data, rollup)
+        )
 
     def insert_rejects(self, rejects: Iterable, batch_rows: int = BATCH_ROWS) -> int:
         return self._insert("rejects", rejects, batch_rows)
