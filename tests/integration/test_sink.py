@@ -19,6 +19,20 @@ from sinks.clickhouse.store import Store, current_chdb_path
 pytestmark = [pytest.mark.kafka, pytest.mark.store]
 
 
+def publish(bootstrap: str, topic: str, items: list) -> None:
+    """One record holding `items` as a JSON array (the joiner's output form), acknowledged by the broker."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(topic, key=b"s1", value=dumps_json(items)).get(timeout=30)
+    producer.close()
+
+
+def own_store(tmp_path, name: str = "sink") -> Store:
+    """A chDB store of this test's own: chDB allows one path per process, so the one the suite already
+    opened (if any), with a database of this test."""
+    path = current_chdb_path() or str(tmp_path / "store")
+    return Store.open(f"chdb://{path}?database={name}_{uuid.uuid4().hex[:12]}")
+
+
 def test_a_caught_up_batch_is_stored_without_waiting_out_the_batch_window(tmp_path, kafka_bootstrap):
     prefix = f"sink-{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_bootstrap, prefix=prefix)
@@ -29,12 +43,8 @@ def test_a_caught_up_batch_is_stored_without_waiting_out_the_batch_window(tmp_pa
                       actionunixtime=now - 30 + i, version=i + 1).to_wire()
         for i in range(3)
     ]  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(prefix + T.EVENTS.name, key=b"s1", value=dumps_json(events)).get(timeout=30)
-    producer.close()
-    # chDB allows one path per process: the one the suite already opened, with a database of this test's own
-    path = current_chdb_path() or str(tmp_path / "store")
-    store = Store.open(f"chdb://{path}?database=sink_{uuid.uuid4().hex[:12]}")
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, events)
+    store = own_store(tmp_path)
     sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", batch_seconds=60.0)
     try:
         t0 = time.monotonic()
@@ -67,11 +77,8 @@ def test_the_sink_evaluates_alert_rules_on_its_store(tmp_path, kafka_bootstrap):
                       actionunixtime=now - 30 + i, version=i + 1).to_wire()
         for i in range(5)
     ]  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(prefix + T.EVENTS.name, key=b"s1", value=dumps_json(events)).get(timeout=30)
-    producer.close()
-    path = current_chdb_path() or str(tmp_path / "store")
-    store = Store.open(f"chdb://{path}?database=sinkalerts_{uuid.uuid4().hex[:12]}")
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, events)
+    store = own_store(tmp_path, "sinkalerts")
     sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink")
     rules = parse_rules("rules: [{name: burst, kind: sender_burst, factor: 1, floor: 5}]")
     sink.alerts = AlertLoop(store, rules, seconds=0.5, lock=ENGINE_LOCK, registry=sink.metrics.registry)
@@ -115,8 +122,7 @@ def test_the_hourly_aggregates_are_fed_after_their_batches_and_before_the_commit
         ]  # fmt: skip
         producer.send(prefix + T.EVENTS.name, key=b"s1", value=dumps_json(events)).get(timeout=30)
 
-    path = current_chdb_path() or str(tmp_path / "store")
-    store = Store.open(f"chdb://{path}?database=sink_{uuid.uuid4().hex[:12]}")
+    store = own_store(tmp_path)
 
     def counts() -> tuple[int, int]:
         stored = store.query("SELECT count() FROM events FINAL").result_rows[0][0]
@@ -168,11 +174,8 @@ def test_a_batch_without_events_is_committed_at_once(tmp_path, kafka_bootstrap):
         LogLineRecord(f"l{i}", "s1", "1abcD0-000000-AA", time.time() - 30, f"line {i}").to_dict()
         for i in range(3)
     ]
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(prefix + T.LOG_LINES.name, key=b"s1", value=dumps_json(lines)).get(timeout=30)
-    producer.close()
-    path = current_chdb_path() or str(tmp_path / "store")
-    store = Store.open(f"chdb://{path}?database=sink_{uuid.uuid4().hex[:12]}")
+    publish(kafka_bootstrap, prefix + T.LOG_LINES.name, lines)
+    store = own_store(tmp_path)
     sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", rollup_seconds=60.0)
     try:
         t0 = time.monotonic()
