@@ -1,12 +1,15 @@
 //! eximtrack's compiled core, as the Python module `eximtrack_core`: the Exim main-log parser (parse.rs)
 //! behind `stream.parse.parse_line`, the joiner's rules (join.rs: `Joiner` and `MessageState`, behind
 //! `stream.join`, which is their Python interface), the records' ids (`stable_id`, behind
-//! `stream.join.stable_id`) and the arrival time of a message id (`msgid_time`, behind stream.clock). This
-//! file only turns the parser's results into Python objects and registers the module.
+//! `stream.join.stable_id`), the arrival time of a message id (`msgid_time`, behind stream.clock) and the
+//! sink's decoder of the joiner's JSON records into Arrow columns (columns.rs: `ColumnBuilder`, behind
+//! `sinks.clickhouse.decode`). This file only turns the parser's results into Python objects and registers
+//! the module.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
+pub mod columns;
 pub mod join;
 pub mod parse;
 
@@ -186,6 +189,7 @@ fn eximtrack_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stable_id, m)?)?;
     m.add_function(wrap_pyfunction!(msgid_time, m)?)?;
     m.add_function(wrap_pyfunction!(join::use_records, m)?)?;
+    m.add_class::<columns::ColumnBuilder>()?;
     m.add_class::<join::Joiner>()?;
     m.add_class::<join::State>()?;
     m.add("NOTE_CAP", join::NOTE_CAP)?;

@@ -6,7 +6,8 @@ ticks). Column order is exactly the record's field order, which is also the colu
 The store inserts Arrow (`arrow_ipc`): the batch is built by pyarrow in C and parsed by ClickHouse's Arrow
 input, so the process that owns the store does almost no Python per row (clickhouse-connect's Native
 serialization did it value by value) and `eximtrack ingest` can encode in its joining process
-(eximtrack/join_process.py) and hand the store finished bytes.
+(eximtrack/join_process.py) and hand the store finished bytes. The sink's compiled decoder hands over column
+buffers instead of records (`batch_from_buffers`; sinks/clickhouse/decode.py), for the same columns.
 """
 
 from __future__ import annotations
@@ -189,17 +190,52 @@ TABLES = {
 }
 
 
-def arrow_ipc(table: str, records) -> bytes:
-    """Records of `table` (events, rejects, log_lines) -> one Arrow IPC file (ClickHouse `FORMAT Arrow`)."""
+# Per column, how its values are converted: the kind names the compiled decoder
+# (native/src/columns.rs `ColumnBuilder`) takes.
+_KIND_NAME = {to_ms: "time", _opt_float: "optfloat", _uint: "uint", int: "int", _str: "str"}
+COLUMN_KINDS = {
+    "events": tuple(_KIND_NAME[_EVENT_CONVERT.get(n, _str)] for n in EVENT_FIELDS),
+    "rejects": tuple(_KIND_NAME[_REJECT_CONVERT.get(n, _str)] for n in REJECT_FIELDS),
+    "log_lines": tuple(_KIND_NAME[_LOGLINE_CONVERT.get(n, _str)] for n in LOGLINE_FIELDS),
+}
+
+
+def record_batch(table: str, records) -> pa.RecordBatch:
+    """Records of `table` (events, rejects, log_lines) -> one Arrow record batch of its columns."""
     _, columns_of, schema = TABLES[table]
     columns = columns_of(records)
-    batch = pa.record_batch(
+    return pa.record_batch(
         [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
     )
+
+
+def batch_from_buffers(table: str, rows: int, buffers: list) -> pa.RecordBatch:
+    """The columns of `table` as `ColumnBuilder.finish` returns them (per column: validity bitmap, offsets,
+    data, null count; little-endian) -> one Arrow record batch, without copying the buffers."""
+    schema = TABLES[table][2]
+    arrays = []
+    for field, (validity, offsets, data, nulls) in zip(schema, buffers, strict=True):
+        parts = [None if validity is None else pa.py_buffer(validity)]
+        if offsets is not None:
+            parts.append(pa.py_buffer(offsets))
+        parts.append(pa.py_buffer(data))
+        arrays.append(pa.Array.from_buffers(field.type, rows, parts, null_count=nulls))
+    return pa.record_batch(arrays, schema=schema)
+
+
+def ipc_file(table: str, batches: list[pa.RecordBatch]) -> bytes:
+    """Record batches of `table` -> one Arrow IPC file (ClickHouse `FORMAT Arrow`)."""
+    schema = TABLES[table][2]
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, schema) as writer:
-        writer.write_batch(batch)
+        for batch in batches:
+            writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+def arrow_ipc(table: str, records) -> bytes:
+    """Records of `table` (events, rejects, log_lines) -> one Arrow IPC file (ClickHouse `FORMAT Arrow`)."""
+    return ipc_file(table, [record_batch(table, records)])
 
 
 def concat_ipc(blobs: list[bytes]) -> bytes:
@@ -233,18 +269,22 @@ def row_to_event(columns: Iterable[str], row: Iterable) -> DeliveryEvent:
 
 
 __all__ = [
+    "COLUMN_KINDS",
     "TABLES",
     "TIME_FIELDS",
     "arrow_ipc",
+    "batch_from_buffers",
     "concat_ipc",
     "encode_event",
     "encode_logline",
     "encode_reject",
     "event_columns",
     "event_rows",
+    "ipc_file",
     "logline_columns",
     "reject_columns",
     "logline_rows",
+    "record_batch",
     "reject_rows",
     "row_to_event",
     "to_ms",

@@ -30,33 +30,36 @@ class RollupFeed:
         self.max_rows = max_rows
         self.clock = clock
         self.blobs: list[bytes] = []
-        self.events: list = []
+        self.batches: list = []  # what each blob encodes (the sink's DecodedBatch, or a list of events)
+        self.rows = 0
         self.first: float | None = None  # when the oldest pending batch was added
 
-    def add(self, data: bytes, events: list) -> None:
-        """A batch inserted into `events` (encoded as `data`) whose rollup is now pending."""
-        if not events:
+    def add(self, data: bytes, events) -> None:
+        """A batch inserted into `events` (encoded as `data`; `events`: anything sized that the caller can
+        turn into its events again) whose rollup is now pending."""
+        if not len(events):
             return
         if self.first is None:
             self.first = self.clock()
         self.blobs.append(data)
-        self.events.extend(events)
+        self.batches.append(events)
+        self.rows += len(events)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return self.rows
 
     def due(self) -> bool:
         """Whether the pending events should be inserted now: held `seconds`, or `max_rows` of them."""
-        if not self.events:
+        if not self.rows:
             return False
-        return len(self.events) >= self.max_rows or self.clock() - self.first >= self.seconds
+        return self.rows >= self.max_rows or self.clock() - self.first >= self.seconds
 
     def take(self) -> tuple[bytes, list]:
-        """(one encoding of every pending event, the events) and nothing pending any more."""
+        """(one encoding of every pending event, the batches added, in order) and nothing pending any more."""
         data = encode.concat_ipc(self.blobs) if self.blobs else b""
-        events = self.events
-        self.blobs, self.events, self.first = [], [], None
-        return data, events
+        batches = self.batches
+        self.blobs, self.batches, self.rows, self.first = [], [], 0, None
+        return data, batches
 
 
 __all__ = ["DEFAULT_MAX_ROWS", "DEFAULT_SECONDS", "RollupFeed"]

@@ -3,10 +3,10 @@
 Commit order (docs/GUARANTEES.md), the one rule this module exists for:
   1. poll a batch (bounded by `batch_size` decoded items and `batch_seconds` of waiting; closed early once
      it is CAUGHT_UP_AGE old and nothing more is waiting),
-  2. decode it: each record is a JSON array of events / rejects / log lines (the joiner's output of one
-     raw-lines record; a single object, the older form, is read too); a record that can never be inserted
-     (not JSON, too large) goes to the dead-letter topic with the reason, and so does each element of an
-     array that is unusable (wrong schema), on its own; the dead-letter producer is flushed (acks=all),
+  2. decode it (sinks/clickhouse/decode.py: JSON arrays of events / rejects / log lines straight into
+     Arrow columns): a record that can never be inserted (not JSON, too large) goes to the dead-letter topic
+     with the reason, and so does each element of an array that is unusable (wrong schema), on its own;
+     the dead-letter producer is flushed (acks=all),
   3. insert events, rejects and lines through clickhouse-connect; a transient error is retried inside the
      loop with capped, jittered backoff (sinks/clickhouse/retry.py) — the sink blocks, Kafka lag is the
      buffer; a permanent error is narrowed down to the bad records, which are dead-lettered,
@@ -38,16 +38,9 @@ import time
 
 from eximtrack import stats_snapshots
 from schemas import topics as T
-from schemas.records import (
-    DeliveryEvent,
-    LogLineRecord,
-    RejectRecord,
-    check_record_object,
-    dead_letter_record,
-    load_record_items,
-    load_record_json,
-)
+from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
+from sinks.clickhouse.decode import DecodedBatch
 from sinks.clickhouse.metrics import SinkMetrics
 from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
@@ -65,47 +58,13 @@ class SinkStopped(Exception):
     """Raised inside a retry loop when the sink is asked to stop: the batch is left uncommitted."""
 
 
-def decode_record(kind: str, value: bytes | None):
-    """A Kafka record of the given kind -> its record object; ValueError with the reason if it is unusable."""
-    return decode_item(kind, load_record_json(value))
-
-
-def decode_records(kind: str, value: bytes | None) -> tuple[list, list[tuple[int, str, bytes]]]:
-    """A Kafka record (a JSON array of objects, or one object) -> (record objects, bad elements).
-
-    ValueError if the whole record is unusable (not JSON, too large); each element that is not a usable
-    object is returned as ``(index, reason, its JSON)`` to be dead-lettered on its own."""
-    good, bad = [], []
-    for i, data in enumerate(load_record_items(value)):
-        try:
-            good.append(decode_item(kind, check_record_object(data)))
-        except ValueError as exc:
-            bad.append((i, str(exc), json.dumps(data).encode()))
-    return good, bad
-
-
-def decode_item(kind: str, data: dict):
-    """One decoded JSON object of the given kind -> its record object, or ValueError with the reason."""
-    try:
-        if kind == "event":
-            ev = DeliveryEvent.from_dict(data)
-            if not ev.event_id or not ev.server or not ev.msgid or not ev.type:
-                raise ValueError("event without event_id/server/msgid/type")
-            return ev
-        if kind == "reject":
-            return RejectRecord(**{k: data[k] for k in RejectRecord.__dataclass_fields__ if k in data})
-        return LogLineRecord(**{k: data[k] for k in LogLineRecord.__dataclass_fields__ if k in data})
-    except TypeError as exc:
-        raise ValueError(f"wrong schema: {exc}") from None
-
-
 # a batch at least this old (seconds since its first record) closes when a poll of CAUGHT_UP_POLL finds no more
 CAUGHT_UP_AGE = 0.25
 CAUGHT_UP_POLL = 0.05
 
 
 class Sink:
-    """Kafka -> store, with the commit order above. I/O only; the rules live in decode_record and retry."""
+    """Kafka -> store, with the commit order above. I/O only; the rules live in decode and retry."""
 
     def __init__(self, store, brokers: str, *, prefix: str = "", group: str = "eximtrack-sink",
                  batch_size: int = 20000, batch_seconds: float = 1.0, max_retry_seconds: float | None = None,
@@ -183,17 +142,16 @@ class Sink:
     def _finish(self) -> None:
         """On the way out: the pending rollup inserted and its batches committed, when the store and the
         broker allow it in one try (else they are replayed by the next sink: harmless)."""
-        if not len(self.rollup):
+        rows = len(self.rollup)
+        if not rows:
             return
-        data, events = self.rollup.take()
+        data, _ = self.rollup.take()
         try:
             with ENGINE_LOCK:
                 self.store.insert_rollup_encoded(data)
             self.consumer.commit()
         except Exception as exc:  # the batches stay uncommitted: replayed, harmless
-            log.warning(
-                "pending rollup of %d events not inserted at stop (%s); replayed later", len(events), exc
-            )
+            log.warning("pending rollup of %d events not inserted at stop (%s); replayed later", rows, exc)
 
     def close(self) -> None:
         try:
@@ -205,7 +163,7 @@ class Sink:
         """One batch: poll, decode, insert (with retries), then commit. Returns the number of records."""
         records = 0
         items = 0
-        decoded: dict[str, list] = {"event": [], "reject": [], "line": []}
+        decoded = {kind: DecodedBatch(kind) for kind in ("event", "reject", "line")}
         deadline = time.monotonic() + self.batch_seconds
         opened = None  # when the batch's first record came
         # A record holds an array (the joiner's output of one raw-lines record): bound the batch by the
@@ -232,7 +190,7 @@ class Sink:
                     records += 1
                     kind = self.kinds.get(rec.topic, "event")
                     try:
-                        good, bad = decode_records(kind, rec.value)
+                        added, bad = decoded[kind].add(rec.value)
                     except ValueError as exc:
                         self._dead_letter(rec.topic, rec.partition, rec.offset, str(exc), rec.value)
                         continue
@@ -240,16 +198,15 @@ class Sink:
                         self._dead_letter(
                             rec.topic, rec.partition, rec.offset, f"element {i}: {reason}", value
                         )
-                    decoded[kind].extend(good)
-                    items += len(good)
+                    items += added
         if not records:
             if len(self.rollup):  # idle: the aggregates catch up now, and the batches held are committed
                 self._insert_rollup()
                 self._commit()
             return 0
         self._insert_all("event", decoded["event"], self._insert_events)
-        self._insert_all("reject", decoded["reject"], self.store.insert_rejects)
-        self._insert_all("line", decoded["line"], self.store.insert_lines)
+        self._insert_all("reject", decoded["reject"], self._inserter("rejects"))
+        self._insert_all("line", decoded["line"], self._inserter("log_lines"))
         m = self.metrics
         m.batches.inc()
         for kind, items in decoded.items():
@@ -261,22 +218,29 @@ class Sink:
         self._measure_lag()
         return records
 
-    def _insert_events(self, events: list) -> None:
+    def _insert_events(self, events: DecodedBatch | list) -> None:
         """Events into `events` now (searchable), their rollup held by the feed."""
-        data = encode.arrow_ipc("events", events)
+        data = _encoded("events", events)
         self.store.insert_encoded("events", data, rollup=False)
         self.rollup.add(data, events)
 
+    def _inserter(self, table: str):
+        def insert(items: DecodedBatch | list) -> None:
+            self.store.insert_encoded(table, _encoded(table, items))
+
+        return insert
+
     def _insert_rollup(self) -> None:
-        data, events = self.rollup.take()
+        rows = len(self.rollup)
+        data, held = self.rollup.take()
 
         def insert(items: list) -> None:  # all at once, or a part when narrowing down a permanent error
-            if items is events:
+            if items is held:
                 self.store.insert_rollup_encoded(data)
             else:
                 self.store.insert_rollup(items)
 
-        self._insert_all("rollup", events, insert)
+        self._insert_all("rollup", held, insert, rows)
 
     def _commit(self) -> None:
         self.producer.flush()
@@ -292,8 +256,11 @@ class Sink:
                 position = self.consumer.position(tp, timeout_ms=1000) or 0
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
 
-    def _insert_all(self, kind: str, items: list, insert) -> None:
-        if not items:
+    def _insert_all(self, kind: str, items, insert, rows: int | None = None) -> None:
+        """`insert(items)` (a DecodedBatch, or the rollup's batches: `rows` rows), retried while the error
+        is transient, narrowed down to the bad records when it is permanent."""
+        rows = len(items) if rows is None else rows
+        if not rows:
             return
         attempt = 0
         started = time.monotonic()
@@ -309,7 +276,7 @@ class Sink:
             except Exception as exc:  # classified below; nothing is dropped without a dead letter
                 self.metrics.insert_errors.labels(kind).inc()
                 if classify(exc) == REJECT:
-                    self._insert_narrowing(kind, items, insert)
+                    self._insert_narrowing(kind, _records(items), insert)
                     return
                 if self.max_retry_seconds is not None and time.monotonic() - started > self.max_retry_seconds:
                     raise
@@ -318,7 +285,7 @@ class Sink:
                 attempt += 1
                 log.warning(
                     "insert of %d %s records failed (%s); retry %d in %.1fs",
-                    len(items),
+                    rows,
                     kind,
                     exc,
                     attempt,
@@ -359,6 +326,19 @@ class Sink:
         self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
         where = {k: v for k, v in (("server", server), ("msgid", msgid)) if v}
         log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra=where)
+
+
+def _encoded(table: str, items: DecodedBatch | list) -> bytes:
+    """A batch's Arrow IPC, or that of a part of it (record objects) while narrowing down an error."""
+    return items.arrow_ipc() if isinstance(items, DecodedBatch) else encode.arrow_ipc(table, items)
+
+
+def _records(items) -> list:
+    """The record objects of a DecodedBatch, or of the batches the rollup feed held (a DecodedBatch each, or
+    a list of events: a part inserted while narrowing down an error)."""
+    if isinstance(items, DecodedBatch):
+        return items.records()
+    return [r for batch in items for r in (batch.records() if isinstance(batch, DecodedBatch) else batch)]
 
 
 def register(subparsers) -> None:

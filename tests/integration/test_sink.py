@@ -3,6 +3,7 @@ caught up, not after `batch_seconds` (the lines already there would wait up to t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -185,3 +186,47 @@ def test_a_batch_without_events_is_committed_at_once(tmp_path, kafka_bootstrap):
         assert _committed(sink) == 1
     finally:
         sink.close()
+
+
+def test_an_event_the_store_cannot_take_is_dead_lettered_alone(tmp_path, kafka_bootstrap):
+    """An element that decodes but holds a value its column cannot take (a spam score that is no number)
+    fails the insert of
+    its batch; the sink narrows it down to that event, dead-letters it with the reason, and stores the
+    others of the batch, also in the hourly aggregates (the compiled decoder refuses it, the reference
+    decoder keeps it as it is: sinks/clickhouse/decode.py)."""
+    from kafka import KafkaConsumer
+
+    prefix = f"sink-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    now = time.time()
+    events = [
+        DeliveryEvent(event_id=f"e{i}", type="success", server="s1", msgid=f"1abcD{i}-000000-AA",
+                      recipient=f"r{i}@example.net", sendunixtime=now - 60, actionunixtime=now - 30,
+                      version=1).to_wire()
+        for i in range(5)
+    ]  # fmt: skip
+    events[2]["spamscore"] = "not a number"
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, events[:1])  # a record the compiled decoder takes
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, events[1:])  # one it leaves to the reference
+    store = own_store(tmp_path)
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", batch_seconds=2.0)
+    try:
+        t0 = time.monotonic()
+        stored = 0
+        while stored < 2 and time.monotonic() - t0 < 60:
+            stored += sink.run_once()
+        assert sink.run_once() == 0  # idle: the rollup goes in and the offsets are committed
+        assert _committed(sink) == 2
+    finally:
+        sink.close()
+    ids = [r[0] for r in store.query("SELECT event_id FROM events FINAL ORDER BY event_id").result_rows]
+    assert ids == ["e0", "e1", "e3", "e4"]
+    assert store.query("SELECT uniqExactMerge(events) FROM activity_hourly").result_rows[0][0] == 4
+    dead = KafkaConsumer(prefix + T.DEAD_LETTER.name, bootstrap_servers=kafka_bootstrap,
+                         auto_offset_reset="earliest", consumer_timeout_ms=5000)  # fmt: skip
+    try:
+        letters = [json.loads(rec.value) for rec in dead]
+    finally:
+        dead.close()
+    assert len(letters) == 1 and "insert failed permanently" in letters[0]["reason"]
+    assert json.loads(letters[0]["value"])["event_id"] == "e2"

@@ -14,7 +14,7 @@ from schemas.records import (
     load_record_items,
     load_record_json,
 )
-from sinks.clickhouse.sink import decode_record, decode_records
+from sinks.clickhouse.decode import decode_record, decode_records
 
 
 @pytest.mark.parametrize(

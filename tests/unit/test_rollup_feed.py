@@ -46,8 +46,10 @@ def test_one_insert_carries_every_event_of_the_held_batches_in_order():
     for first, n in ((0, 3), (3, 1), (4, 5)):
         feed.add(encode.arrow_ipc("events", events(first, n)), events(first, n))
     feed.add(b"unused", [])  # a batch without events holds nothing
+    assert len(feed) == 9
     data, held = feed.take()
     table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    assert table.column("event_id").to_pylist() == [f"e{i}" for i in range(9)] == [e.event_id for e in held]
+    ids = [e.event_id for batch in held for e in batch]
+    assert table.column("event_id").to_pylist() == [f"e{i}" for i in range(9)] == ids
     assert table.schema == encode.TABLES["events"][2]
     assert feed.take() == (b"", [])
