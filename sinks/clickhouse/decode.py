@@ -32,6 +32,9 @@ from schemas.records import (
 )
 from sinks.clickhouse import encode
 
+# an event without any of these is unusable (dead-lettered)
+EVENT_KEY_FIELDS = ("event_id", "type", "server", "msgid")
+
 # a record kind (what the sink calls the topic's contents) -> (its table, its record class)
 KINDS = {
     "event": ("events", DeliveryEvent),
@@ -64,7 +67,7 @@ def decode_item(kind: str, data: dict):
     try:
         if kind == "event":
             ev = DeliveryEvent.from_dict(data)
-            if not ev.event_id or not ev.server or not ev.msgid or not ev.type:
+            if not all(getattr(ev, name) for name in EVENT_KEY_FIELDS):
                 raise ValueError("event without event_id/server/msgid/type")
             return ev
         if kind == "reject":
@@ -85,7 +88,7 @@ def column_spec(kind: str) -> tuple[list, list[str], tuple[str, int]]:
         if default is not None and col_kind == "time":
             default = encode.to_ms(default)
         spec.append((field.name, col_kind, default))
-    nonempty = ["event_id", "type", "server", "msgid"] if kind == "event" else []
+    nonempty = list(EVENT_KEY_FIELDS) if kind == "event" else []
     return spec, nonempty, ("schema_version", SCHEMA_VERSION)
 
 
@@ -160,6 +163,7 @@ class DecodedBatch:
 
 
 __all__ = [
+    "EVENT_KEY_FIELDS",
     "KINDS",
     "DecodedBatch",
     "column_spec",
