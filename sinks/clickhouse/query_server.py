@@ -23,7 +23,11 @@ import orjson
 
 from eximtrack.jsonable import json_bytes
 
-ENGINE_LOCK = threading.RLock()  # one chDB engine per process: inserts and queries take turns
+# The writer's session of the embedded engine: the sink's inserts, snapshot refreshes and alert evaluations
+# take turns on it. Queries run on the store's read-only session and need no turn: chDB runs the statements
+# of different sessions at once (clickhouse-connect serializes the calls on one session), so a search never
+# holds up the sink's inserts, nor an insert a search.
+ENGINE_LOCK = threading.RLock()
 ENDPOINT_FILE = "query-endpoint.json"
 
 
@@ -70,7 +74,7 @@ def _decode(value):
 class QueryServer:
     """Serves POST /query {"sql", "params"} -> {"columns", "rows"} with the store's read-only session: a
     one-route ASGI app (Starlette) under uvicorn, in a daemon thread of the owning process, on 127.0.0.1.
-    Queries run in Starlette's thread pool and take turns on the engine (ENGINE_LOCK)."""
+    Queries run in Starlette's thread pool, beside the sink's inserts (not under ENGINE_LOCK)."""
 
     def __init__(self, store, port: int = 0) -> None:
         from starlette.applications import Starlette
@@ -99,10 +103,7 @@ class QueryServer:
         """One request's JSON body -> (status, JSON answer); errors go back to the caller, who raises them."""
         try:
             request = orjson.loads(body)
-            with ENGINE_LOCK:
-                result = self.store.query(
-                    request["sql"], _decode(request.get("params")) or None, readonly=True
-                )
+            result = self.store.query(request["sql"], _decode(request.get("params")) or None, readonly=True)
             payload = {
                 "columns": list(result.column_names),
                 "rows": _encode([list(r) for r in result.result_rows]),

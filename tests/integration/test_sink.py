@@ -164,6 +164,42 @@ def test_the_hourly_aggregates_are_fed_after_their_batches_and_before_the_commit
         again.close()
 
 
+def test_a_search_through_the_query_endpoint_does_not_hold_up_an_insert(tmp_path):
+    """The query endpoint answers on the store's read-only session, not on the writer's turn (ENGINE_LOCK):
+    an insert made while a slow search runs returns before the search does."""
+    from sinks.clickhouse.query_server import ENGINE_LOCK, QueryServer, RemoteStore
+
+    store = own_store(tmp_path)
+    server = QueryServer(store)
+    server.start()
+    done: list[str] = []
+    started = threading.Event()
+
+    def search() -> None:
+        started.set()
+        RemoteStore(store.url, {"port": server.port, "token": server.token}).query(
+            "SELECT sum(sleepEachRow(0.5)) FROM numbers(4) SETTINGS max_block_size = 4"
+        )  # 2 s
+        done.append("search")
+
+    now = time.time()
+    event = DeliveryEvent(event_id="e1", type="success", server="s1", msgid="1abcD1-000000-AA",
+                          recipient="r1@example.net", sendunixtime=now - 60, actionunixtime=now - 30, version=1)  # fmt: skip
+    thread = threading.Thread(target=search)
+    try:
+        thread.start()
+        assert started.wait(10)
+        time.sleep(0.5)  # the search is running
+        with ENGINE_LOCK:  # as the sink inserts
+            store.insert_events([event])
+        done.append("insert")
+        thread.join(30)
+    finally:
+        server.stop()
+    assert done == ["insert", "search"]
+    assert store.query("SELECT count() FROM events").result_rows[0][0] == 1
+
+
 def test_a_batch_without_events_is_committed_at_once(tmp_path, kafka_bootstrap):
     """Log lines alone wait for no rollup: their batch is committed after its insert, whatever
     --rollup-seconds says."""
