@@ -142,7 +142,7 @@ class App:
             stream_exports if stream_exports is not None else hasattr(store, "client") and not local_chdb
         )
         if local_chdb:
-            from sinks.clickhouse.query_server import ENGINE_LOCK
+            from sinks.clickhouse.store import ENGINE_LOCK
 
             self.lock = ENGINE_LOCK  # one chDB engine: queries take turns (shared with the query endpoint)
         else:

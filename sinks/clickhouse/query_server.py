@@ -13,7 +13,6 @@ import datetime as dt
 import decimal
 import json
 import os
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -23,11 +22,6 @@ import orjson
 
 from eximtrack.jsonable import json_bytes
 
-# The writer's session of the embedded engine: the sink's inserts, snapshot refreshes and alert evaluations
-# take turns on it. Queries run on the store's read-only session and need no turn: chDB runs the statements
-# of different sessions at once (clickhouse-connect serializes the calls on one session), so a search never
-# holds up the sink's inserts, nor an insert a search.
-ENGINE_LOCK = threading.RLock()
 ENDPOINT_FILE = "query-endpoint.json"
 
 
@@ -74,7 +68,8 @@ def _decode(value):
 class QueryServer:
     """Serves POST /query {"sql", "params"} -> {"columns", "rows"} with the store's read-only session: a
     one-route ASGI app (Starlette) under uvicorn, in a daemon thread of the owning process, on 127.0.0.1.
-    Queries run in Starlette's thread pool, beside the sink's inserts (not under ENGINE_LOCK)."""
+    Queries run in Starlette's thread pool, beside the sink's inserts: they take no turn on
+    store.ENGINE_LOCK, so a search never holds up the stored lines, nor an insert a search."""
 
     def __init__(self, store, port: int = 0) -> None:
         from starlette.applications import Starlette

@@ -42,10 +42,10 @@ from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
 from sinks.clickhouse.decode import DecodedBatch
 from sinks.clickhouse.metrics import SinkMetrics
-from sinks.clickhouse.query_server import ENGINE_LOCK
 from sinks.clickhouse.retry import REJECT, backoff, classify
 from sinks.clickhouse.rollup_feed import DEFAULT_SECONDS as ROLLUP_SECONDS
 from sinks.clickhouse.rollup_feed import RollupFeed
+from sinks.clickhouse.store import ENGINE_LOCK
 
 log = logging.getLogger("eximtrack.sink")
 

@@ -60,6 +60,11 @@ class StoreLockedError(StoreError):
 
 
 _lock = threading.RLock()
+# Turns on the embedded engine's writer session within one process: the sink's inserts, snapshot refreshes and
+# alert evaluations, and the queries of `eximtrack serve` on a store it opened itself. Reads on the read-only
+# session (the sink's query endpoint) take no turn: chDB runs the statements of different sessions at once,
+# and clickhouse-connect serializes the calls on one session.
+ENGINE_LOCK = threading.RLock()
 _chdb_path: str | None = None
 _chdb_clients: dict[tuple[str, str], Any] = {}
 
@@ -443,6 +448,7 @@ def store_run(store) -> Callable[[str, dict], tuple[list[str], list]]:
 
 __all__ = [
     "BATCH_ROWS",
+    "ENGINE_LOCK",
     "ROLLUP_TABLE",
     "Store",
     "StoreError",

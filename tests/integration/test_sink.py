@@ -66,7 +66,7 @@ def test_the_sink_evaluates_alert_rules_on_its_store(tmp_path, kafka_bootstrap):
     stores the alerts (no other process may write that store); its metrics registry carries them."""
     from eximtrack.alerts.rules import parse_rules
     from eximtrack.alerts.runner import AlertLoop
-    from sinks.clickhouse.query_server import ENGINE_LOCK
+    from sinks.clickhouse.store import ENGINE_LOCK
 
     prefix = f"sinkalerts-{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_bootstrap, prefix=prefix)
@@ -167,7 +167,8 @@ def test_the_hourly_aggregates_are_fed_after_their_batches_and_before_the_commit
 def test_a_search_through_the_query_endpoint_does_not_hold_up_an_insert(tmp_path):
     """The query endpoint answers on the store's read-only session, not on the writer's turn (ENGINE_LOCK):
     an insert made while a slow search runs returns before the search does."""
-    from sinks.clickhouse.query_server import ENGINE_LOCK, QueryServer, RemoteStore
+    from sinks.clickhouse.query_server import QueryServer, RemoteStore
+    from sinks.clickhouse.store import ENGINE_LOCK
 
     store = own_store(tmp_path)
     server = QueryServer(store)
