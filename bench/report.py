@@ -57,6 +57,29 @@ def query_target_ms(name: str) -> float:
     return 100.0
 
 
+GROWTH_LIMIT = 1.5  # issue 11: p95 at 1e8 ÷ p95 at 1e7, every query
+
+
+def growth(small: dict, big: dict) -> dict | None:
+    """The growth of one query's p95 between two scales ({name: latencies} entries of the queries suite):
+    {"ratio", "rows": (rows at the small scale, at the big one), "ok": ratio ≤ GROWTH_LIMIT}, or None when
+    either scale has no p95. The rows say whether the answer itself grew (a busier recipient, more matches):
+    the issue's rule is that a search costs what it returns, so a ratio above the limit with ~10× the rows is
+    the output growing, one with the same rows the store's size showing through."""
+    if not (isinstance(small, dict) and isinstance(big, dict) and small.get("p95") and big.get("p95")):
+        return None
+    ratio = big["p95"] / small["p95"]
+    return {"ratio": ratio, "rows": (small.get("rows"), big.get("rows")), "ok": ratio <= GROWTH_LIMIT}
+
+
+def growth_cell(g: dict | None) -> str:
+    if g is None:
+        return "–"
+    a, b = g["rows"]
+    rows = f" (rows {_n(a)} → {_n(b)})" if a is not None and b is not None and a != b else ""
+    return f"{g['ratio']:.2f}{'' if g['ok'] else ' ❌'}{rows}"
+
+
 def _n(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -123,6 +146,7 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
                 rows.append((f"Timeline, stats and dashboard panels at {scale} events, p95", "< 50 ms",
                              f"{ok} of {len(stats)} met; worst {_ms(stats[slow]['p95'])} ms ({slow})",
                              _met(ok == len(stats))))  # fmt: skip
+            rows += growth_target(q)
             break
     fp = s.get("footprint", {})
     if "worker_table_bytes" in fp:
@@ -158,6 +182,24 @@ def _scales(q: dict) -> dict:
                 d[k] = m[k]
         out[scale] = d
     return out
+
+
+def growth_target(q: dict) -> list[tuple[str, str, str, str]]:
+    """The targets-table row of the growth rule (1e7 → 1e8), when both scales were measured."""
+    scales = _scales(q)
+    if not {"1e7", "1e8"} <= set(scales):
+        return []
+    small, big = scales["1e7"]["queries"], scales["1e8"]["queries"]
+    found = {n: g for n in big if (g := growth(small.get(n), big[n])) is not None}
+    if not found:
+        return []
+    over = sorted((n for n, g in found.items() if not g["ok"]), key=lambda n: -found[n]["ratio"])
+    same_rows = [n for n in over if found[n]["rows"][0] == found[n]["rows"][1]]
+    said = f"{len(found) - len(over)} of {len(found)} within"
+    if over:
+        said += f"; {len(over)} above, {len(over) - len(same_rows)} of them returning more rows at 1e8"
+        said += f"; worst {found[over[0]]['ratio']:.2f} ({over[0]})"
+    return [("Growth of p95 from 1e7 to 1e8 events", f"≤ {GROWTH_LIMIT}× every query", said, _met(not over))]
 
 
 def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:
@@ -308,8 +350,7 @@ def _render_queries(q: dict) -> list[str]:
                 cells.append("–")
         if len(order) > 1:
             a, b = (scales[k].get("queries", {}).get(n) for k in order[-2:])
-            ok = isinstance(a, dict) and isinstance(b, dict) and a.get("p95")
-            cells.append(f"{b['p95'] / a['p95']:.2f}" if ok else "–")
+            cells.append(growth_cell(growth(a, b)))
         label = f"{QUERY_LABELS[n]} (`{n}`)" if n in QUERY_LABELS else n
         out.append(f"| {label} | < {query_target_ms(n):.0f} ms | " + " | ".join(cells) + " |")
     extra = []

@@ -1,0 +1,31 @@
+"""bench/report.py's judgement of the growth rule (issue 11: p95 at 1e8 ÷ p95 at 1e7 ≤ 1.5), pure."""
+
+from bench import report
+
+
+def _queries(small: dict, big: dict) -> dict:
+    return {"1e7": small, "1e8": big, "_meta": {}}
+
+
+def test_growth_within_and_above_the_limit_with_the_rows_shown():
+    assert report.growth({"p95": 20, "rows": 5}, {"p95": 30, "rows": 5})["ok"]
+    g = report.growth({"p95": 20, "rows": 5}, {"p95": 31, "rows": 50})
+    assert not g["ok"] and g["rows"] == (5, 50)
+    assert report.growth_cell(g) == "1.55 ❌ (rows 5 → 50)"
+    assert report.growth_cell(report.growth({"p95": 20, "rows": 5}, {"p95": 20, "rows": 5})) == "1.00"
+    assert report.growth({"p95": 20}, {}) is None and report.growth_cell(None) == "–"
+
+
+def test_the_targets_table_counts_the_queries_over_the_limit():
+    q = _queries(
+        {"a": {"p95": 10, "rows": 1}, "b": {"p95": 10, "rows": 1}, "c": {"p95": 10, "rows": 1}},
+        {"a": {"p95": 12, "rows": 1}, "b": {"p95": 30, "rows": 1}, "c": {"p95": 16, "rows": 9}},
+    )
+    rows = report.growth_target(q)
+    assert len(rows) == 1
+    what, target, said, verdict = rows[0]
+    assert "1.5" in target and verdict == "❌ missed"
+    assert said.startswith("1 of 3 within; 2 above, 1 of them returning more rows") and "3.00 (b)" in said
+    ok = _queries({"a": {"p95": 10}}, {"a": {"p95": 15}})
+    assert report.growth_target(ok)[0][3] == "✅ met"
+    assert report.growth_target({"1e7": {"a": {"p95": 1}}, "_meta": {}}) == []
