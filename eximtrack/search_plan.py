@@ -105,6 +105,15 @@ _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 # candidates of a search by them (every version with that outcome) yield few rows. The hourly snapshots
 # (mail_hourly_snap) count, per outcome, the rows that have it now and the rows that ever had it.
 TRANSIENT_COUNTERS = {"defer": ("deferred", "deferred_ever"), "inprogress": ("inprogress", "rows")}
+# Every outcome's counter of the rows that have it now (mail_hourly_snap): on a broad key's path (a whole
+# server) the candidates are every message of the key, so an outcome filter keeps the share of its rows
+# (sum of these ÷ its rows: `rows` counts every outcome but SMTP-time rejections, `rejected` those).
+OUTCOME_COUNTERS = {
+    "success": "success", "filtered": "filtered", "archive": "archive", "failure": "failure",
+    "defer": "deferred", "inprogress": "inprogress", "rejected": "rejected",
+}  # fmt: skip
+YIELD_SAMPLE_HOURS = 24  # a broad key's outcome share is read from its last day (yield_sql)
+BROAD_YIELD_MARGIN = 1.25  # ... and its first round fetches a quarter more messages than that share says
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
@@ -326,7 +335,7 @@ class SearchPlan:
         """Candidates read in a page's first round: search_keys holds about one row per message and value,
         search_time one per version (a few per row)."""
         if self.key_filter() is not None:
-            return rows + 50
+            return self.first_messages(rows) + 50
         return 4 * self.first_messages(rows) + 50
 
     def first_messages(self, rows: int) -> int:
@@ -340,18 +349,43 @@ class SearchPlan:
         partial = any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
         return 2 * rows if partial and self.key_filter() is None else rows
 
-    def yield_sql(self) -> tuple[str, dict] | None:
-        """For a time-path search by transient outcomes only (deferred, in progress): the SQL of (rows with
-        those outcomes now, rows that ever had them) in the search's hours, from the hourly snapshots (their
-        by_hour projection answers it in a few ms). A sizing hint for the first round, never a condition:
-        it sums every snapshot row (superseded ones too) and ignores hours not snapshotted yet."""
-        types = sorted(self.types or ())
-        if not types or not set(types) <= set(TRANSIENT_COUNTERS) or self.key_filter() is not None:
+    def broad_key(self) -> TextFilter | None:
+        """The access path's filter when it is a broad key (BROAD_KEYS: a whole server), matched exactly."""
+        f = self.key_filter()
+        if f is None or f is self.scope_filter or f.match != "eq" or not set(f.columns) <= set(BROAD_KEYS):
             return None
-        now = " + ".join(f"sum({TRANSIENT_COUNTERS[t][0]})" for t in types)
-        ever = " + ".join(f"sum({TRANSIENT_COUNTERS[t][1]})" for t in types)
+        return f
+
+    def yield_sql(self) -> tuple[str, dict] | None:
+        """The SQL of the expected yield of an outcome search's candidates, from the hourly snapshots in the
+        search's hours (their projections answer it in a few ms), as (rows with those outcomes now, rows
+        the candidates name):
+          * on the time path, for transient outcomes only (deferred, in progress): (now, rows that ever
+            had them) — most candidates of a transient outcome left it since;
+          * on a broad key's path (one server) with any outcome filter: (now, all rows of that server) —
+            the candidates are every message of the server, the outcome keeps its share.
+        A sizing hint for the first round, never a condition: it sums every snapshot row (superseded ones
+        too) and ignores hours not snapshotted yet. None for every other search."""
+        types = sorted(self.types or ())
+        if not types:
+            return None
         params: dict = {}
         conds = []
+        broad = self.broad_key()
+        if broad is not None and set(types) <= set(OUTCOME_COUNTERS):
+            now = " + ".join(f"sum({OUTCOME_COUNTERS[t]})" for t in types)
+            ever = "sum(rows) + sum(rejected)"
+            params["y_server"] = broad.value
+            conds.append("server = {y_server:String}")
+            # the page comes from the newest rows: the share in the last day before the range's end says
+            # enough, and reads a day of the server's snapshot rows instead of all of them (14 ms at 1e7)
+            end = "now()" if self.until_ms is None else "fromUnixTimestamp64Milli({y_until:Int64}, 'UTC')"
+            conds.append(f"hour >= toStartOfHour({end}) - INTERVAL {YIELD_SAMPLE_HOURS} HOUR")
+        elif set(types) <= set(TRANSIENT_COUNTERS) and self.key_filter() is None:
+            now = " + ".join(f"sum({TRANSIENT_COUNTERS[t][0]})" for t in types)
+            ever = " + ".join(f"sum({TRANSIENT_COUNTERS[t][1]})" for t in types)
+        else:
+            return None
         for name, op, ms in (("y_since", ">=", self.since_ms), ("y_until", "<=", self.until_ms)):
             if ms is not None:
                 params[name] = ms
@@ -404,7 +438,10 @@ def run_pages(
     if hint is not None:  # read on every call (a page is a new request); the caller's plan is not changed
         got = run(*hint)[1]
         now, ever = got[0] if got else (0, 0)
-        plan = dataclasses.replace(plan, expected_yield=(now or 0) / ever if ever else None)
+        share = min(1.0, (now or 0) / ever) if ever else None
+        if share is not None and plan.broad_key() is not None:
+            share /= BROAD_YIELD_MARGIN  # a day's share, not the page's: a second round costs more
+        plan = dataclasses.replace(plan, expected_yield=share)
     k = plan.first_round(rows)
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields

@@ -546,3 +546,49 @@ def test_a_total_by_outcome_time_server_or_msgid_is_counted_on_the_narrow_copy()
         sq = build_search_query(params, scope)
         assert not sq.plan.outcome_count(), params
         assert "latest_outcomes" not in sq.count()[0], params
+
+
+def test_a_server_search_by_outcome_sizes_its_first_round_by_the_outcome_share_of_its_last_day():
+    """On a broad key's path (one whole server) the candidates are every message of the server, so an
+    outcome filter keeps the outcome's share of its rows: run_pages reads that share from the server's
+    snapshot rows of the last day before the range's end and fetches page / share messages (a quarter more,
+    BROAD_YIELD_MARGIN) in its first round, instead of a second round for the rows the filter dropped."""
+    import math
+
+    from eximtrack.search_plan import BROAD_YIELD_MARGIN, YIELD_SAMPLE_HOURS, run_pages
+    from eximtrack.web.query import build_search_query
+
+    plan = build_search_query({"server": "web01", "type": "success"}, None).plan
+    sql, params = plan.yield_sql()
+    assert sql.startswith("SELECT sum(success), sum(rows) + sum(rejected) FROM mail_hourly_snap WHERE ")
+    assert "server = {y_server:String}" in sql and params == {"y_server": "web01"}
+    assert f"hour >= toStartOfHour(now()) - INTERVAL {YIELD_SAMPLE_HOURS} HOUR" in sql
+    sql, params = build_search_query(
+        {"server": "web01", "failure": "1", "enddate": "1780000000"}, None
+    ).plan.yield_sql()
+    assert "sum(failure) + sum(rejected), sum(rows) + sum(rejected)" in sql
+    assert "fromUnixTimestamp64Milli({y_until:Int64}, 'UTC')) - INTERVAL" in sql
+    assert params == {"y_server": "web01", "y_until": 1780000000000}
+    for params in (
+        {"server": "web01"},  # no outcome filter: every candidate yields
+        {"server": "web01", "type": "success", "recipient": "a@b.c"},  # the recipient is the path
+        {"server": "web0", "server_searchmatch": "begins", "type": "success"},
+    ):
+        assert build_search_query(params, None).plan.yield_sql() is None, params
+    for found, first in (([(80, 100)], math.ceil(101 / 0.8 * BROAD_YIELD_MARGIN)), ([(0, 0)], 101)):
+        plan = build_search_query({"server": "web01", "type": "success"}, None).plan
+        asked = []
+
+        def run(sql, params, found=found, asked=asked):
+            if "mail_hourly_snap" in sql:
+                return ["now", "ever"], found
+            if "c_k" in params:
+                n = min(params["c_k"], 20000)
+                return ["ts", "server", "msgid", "msgtime"], [
+                    (10**6 - i, "web01", f"m{i}", 1) for i in range(n)
+                ]
+            asked.append(len(params["f_keys"]))
+            return ["x"], [()] * params["lim"]
+
+        run_pages(run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+        assert asked == [first + 1], (found, asked)  # + the boundary's message
