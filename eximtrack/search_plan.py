@@ -114,6 +114,10 @@ OUTCOME_COUNTERS = {
 }  # fmt: skip
 YIELD_SAMPLE_HOURS = 24  # a broad key's outcome share is read from its last day (yield_sql)
 BROAD_YIELD_MARGIN = 1.25  # ... and its first round fetches a quarter more messages than that share says
+TEXT_SAMPLE_SECONDS = 600  # a text filter's share is sampled from the newest 10 minutes of search_time
+MAX_UNINDEXED_ROWS = (
+    500_000  # ... and read without the text index when k candidates are within this many rows
+)
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
@@ -162,6 +166,8 @@ class SearchPlan:
     since_ms: int | None = None
     until_ms: int | None = None
     expected_yield: float | None = None  # rows per candidate message, when known (yield_sql)
+    # whether the candidates' read may use search_time's text index (None: not decided; common_text_sql)
+    text_index: bool | None = None
     tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test
 
     # -- the access path ------------------------------------------------------------------------------
@@ -329,7 +335,36 @@ class SearchPlan:
             # In PREWHERE the LIKE is evaluated on every row's text (2.3 s at 1e7 events for a rare phrase);
             # in WHERE the text index skips the granules first (17 ms, same rows).
             sql += " SETTINGS optimize_move_to_prewhere = 0"
+            if self.text_index is False:  # a common term: read in time order, no index (common_text_sql)
+                sql += ", use_skip_indexes = 0"
         return sql, params
+
+    def common_text_sql(self) -> tuple[str, dict] | None:
+        """For a time-path search with text filters: the SQL of (rows matching them, rows) among the index
+        rows of the newest TEXT_SAMPLE_SECONDS, read without the text index. A term found in many rows
+        (a common word) is cheaper to find by reading search_time newest first without the index: with it,
+        ClickHouse reads the term's postings over the whole table first (300 ms at 1e8 events for `invoice`
+        against 12 ms without; docs/BENCHMARKS.md), a cost that grows with the store; for a rare term the
+        index is what avoids reading every row. Skip indexes never change a result, only what is read."""
+        if self.key_filter() is not None:
+            return None
+        params: dict = {}
+        likes = [c for c in self._time_conditions(params) if c.startswith("text LIKE")]
+        if not likes:
+            return None
+        params = {k: v for k, v in params.items() if k.startswith("c_like")}
+        return (
+            f"SELECT countIf({' AND '.join(likes)}), count() FROM search_time "
+            f"WHERE ts >= (SELECT max(ts) FROM search_time) - INTERVAL {TEXT_SAMPLE_SECONDS} SECOND "
+            "SETTINGS use_skip_indexes = 0, optimize_move_to_prewhere = 0",
+            params,
+        )
+
+    def uses_text_index(self, matching: int, sampled: int, k: int) -> bool:
+        """Whether a read of `k` candidates should use the text index, `matching` of `sampled` newest index
+        rows matching its text filters: without it, the read goes through about k ÷ their share rows in time
+        order, and stays cheaper than the index while that is at most MAX_UNINDEXED_ROWS."""
+        return not (matching > 0 and sampled > 0 and k * sampled / matching <= MAX_UNINDEXED_ROWS)
 
     def first_round(self, rows: int) -> int:
         """Candidates read in a page's first round: search_keys holds about one row per message and value,
@@ -443,6 +478,11 @@ def run_pages(
             share /= BROAD_YIELD_MARGIN  # a day's share, not the page's: a second round costs more
         plan = dataclasses.replace(plan, expected_yield=share)
     k = plan.first_round(rows)
+    common = plan.common_text_sql() if plan.text_index is None else None
+    if common is not None:
+        got = run(*common)[1]
+        matching, sampled = got[0] if got else (0, 0)
+        plan = dataclasses.replace(plan, text_index=plan.uses_text_index(matching or 0, sampled or 0, k))
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields
     per_message = 1.0  # candidates read per distinct message (versions, recipients)
