@@ -875,7 +875,10 @@ def measure_store(
         # nor with the query condition cache: it remembers which granules matched this very condition, so a
         # rare text term searched 30 times is found without reading after the first (6.5 s, then 30 ms)
         result = store.query(
-            sql, params or {}, readonly=True, settings={"use_uncompressed_cache": 0, "use_query_condition_cache": 0}
+            sql,
+            params or {},
+            readonly=True,
+            settings={"use_uncompressed_cache": 0, "use_query_condition_cache": 0},
         )
         return list(result.column_names), result.result_rows
 

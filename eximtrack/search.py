@@ -249,6 +249,7 @@ class ConditionBuilder:
         hint = plan.msgid_hint()
         if hint:
             plan.conds.append(hint)
+            plan.msgtime_fixed = True
         return plan
 
 

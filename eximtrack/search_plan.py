@@ -166,6 +166,8 @@ class SearchPlan:
     since_ms: int | None = None
     until_ms: int | None = None
     expected_yield: float | None = None  # rows per candidate message, when known (yield_sql)
+    # the conditions fix the arrival second (an exact msgid: msgid_hint): the rows are a primary-key read
+    msgtime_fixed: bool = False
     # whether the candidates' read may use search_time's text index (None: not decided; common_text_sql)
     text_index: bool | None = None
     tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test

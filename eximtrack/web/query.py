@@ -357,9 +357,14 @@ class SearchQuery:
         self, run: Callable[[str, dict], tuple[list[str], list[tuple]]], keys: list | None, rows: int
     ) -> tuple[list[str], list[tuple]]:
         """The `rows` rows after `keys`, as (column names, rows). A sendunixtime order is read through the
-        access paths, candidates first (search_plan.run_pages); any other order in one statement."""
+        access paths, candidates first (search_plan.run_pages); any other order in one statement, and so a
+        search that names an exact msgid: its arrival second fixes the primary key's first column, so the
+        rows are read from `latest` directly (search_time has no order on msgid: finding its candidates
+        read the whole table, 0.8 s at 1e8 events)."""
         if self.sort_column != "sendunixtime":
             return run(*self.page(keys, rows))
+        if self.plan.msgtime_fixed:
+            return run(*self.page(keys, rows, [], {}))
 
         def fetch_sql(extra: list[str], extra_params: dict, n: int) -> tuple[str, dict]:
             return self.page(keys, n, extra, extra_params)
