@@ -115,9 +115,8 @@ OUTCOME_COUNTERS = {
 YIELD_SAMPLE_HOURS = 24  # a broad key's outcome share is read from its last day (yield_sql)
 BROAD_YIELD_MARGIN = 1.25  # ... and its first round fetches a quarter more messages than that share says
 TEXT_SAMPLE_SECONDS = 600  # a text filter's share is sampled from the newest 10 minutes of search_time
-MAX_UNINDEXED_ROWS = (
-    500_000  # ... and read without the text index when k candidates are within this many rows
-)
+# ... and read without the text index when k candidates are within this many rows at that share
+MAX_UNINDEXED_ROWS = 500_000
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
@@ -342,8 +341,8 @@ class SearchPlan:
         return sql, params
 
     def common_text_sql(self) -> tuple[str, dict] | None:
-        """For a time-path search with text filters: the SQL of (rows matching them, rows) among the index
-        rows of the newest TEXT_SAMPLE_SECONDS, read without the text index. A term found in many rows
+        """For a time-path search with text filters: the SQL of (rows matching its candidates' conditions,
+        rows) among the index rows of the newest TEXT_SAMPLE_SECONDS, read without the text index. A term found in many rows
         (a common word) is cheaper to find by reading search_time newest first without the index: with it,
         ClickHouse reads the term's postings over the whole table first (300 ms at 1e8 events for `invoice`
         against 12 ms without; docs/BENCHMARKS.md), a cost that grows with the store; for a rare term the
@@ -351,12 +350,11 @@ class SearchPlan:
         if self.key_filter() is not None:
             return None
         params: dict = {}
-        likes = [c for c in self._time_conditions(params) if c.startswith("text LIKE")]
-        if not likes:
+        conds = self._time_conditions(params)  # the outcome and exact filters too: the candidates' share
+        if not any(c.startswith("text LIKE") for c in conds):
             return None
-        params = {k: v for k, v in params.items() if k.startswith("c_like")}
         return (
-            f"SELECT countIf({' AND '.join(likes)}), count() FROM search_time "
+            f"SELECT countIf({' AND '.join(conds)}), count() FROM search_time "
             f"WHERE ts >= (SELECT max(ts) FROM search_time) - INTERVAL {TEXT_SAMPLE_SECONDS} SECOND "
             "SETTINGS use_skip_indexes = 0, optimize_move_to_prewhere = 0",
             params,

@@ -612,6 +612,9 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
     assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE ")
     assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
     assert params == {"c_like0": "%invoice%"}
+    sql, params = build_search_query({"all": "invoice", "failure": "1"}, None).plan.common_text_sql()
+    assert "countIf(type IN {c_types:Array(String)} AND text LIKE {c_like0:String})" in sql
+    assert params == {"c_types": ["failure", "rejected"], "c_like0": "%invoice%"}
     assert plan.uses_text_index(0, 10_000, 858) and plan.uses_text_index(5, 0, 858)
     assert not plan.uses_text_index(800, 10_000, 858)  # ~11k rows for 858 candidates
     assert plan.uses_text_index(1, 10_000, 858)  # 8.6M rows for 858 candidates: the index
