@@ -15,12 +15,11 @@ sort key). since/until apply to sendunixtime, or to actionunixtime when the arri
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eximtrack.search_plan import SearchPlan, TextFilter
+from eximtrack.search_plan import TOKEN, SearchPlan, TextFilter
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -148,9 +147,6 @@ def _ph(name: str, ch_type: str) -> str:
 # means the same on both sides (Python's str.lower() would also fold Ä, É, …).
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-# A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
-_TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
-
 
 def ascii_lower(value: str) -> str:
     return value.translate(_ASCII_LOWER)
@@ -167,7 +163,7 @@ def complete_tokens(value: str, match: str) -> list[str]:
         "begins": lambda m: m.end() < n,
         "contains": lambda m: m.start() > 0 and m.end() < n,
     }[match]
-    return sorted({m.group() for m in _TOKEN.finditer(value) if whole(m)})
+    return sorted({m.group() for m in TOKEN.finditer(value) if whole(m)})
 
 
 def _like_escape(value: str) -> str:

@@ -1,15 +1,19 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018 (search_keys,
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021 (search_keys,
 search_time, latest_by_recipient, latest_outcomes) and fill them again from the stored rows of `latest`.
 
-The materialized views keep them current on every insert, and migration 007 backfills them once, so this is
-only needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest`
-alone). The statements are the migrations' own backfills (one source of truth). Searches that read an access
-path miss rows while it runs; inserts arriving meanwhile are indexed by the views (duplicates collapse).
+The materialized views keep them current on every insert, and the migrations backfill them once, so this is
+needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone),
+or to lay out search_time's rows written before migration 021 as it writes them now (their phrase pairs are
+then indexed from the free-text columns only). Each table is filled by its view's newest query as the
+migrations define it (one source of truth: what the view writes for a new row is what a rebuild writes).
+Searches that read an access path miss rows while it runs; inserts arriving meanwhile are indexed by the
+views (duplicates collapse).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 from sinks.clickhouse import migrations
@@ -17,28 +21,45 @@ from sinks.clickhouse import migrations
 TABLES = ("search_keys", "search_time", "latest_by_recipient", "latest_outcomes")
 
 
+_VIEW = re.compile(
+    r"^(?:CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS|ALTER TABLE (\w+) MODIFY QUERY)\s+(SELECT\b.*)",
+    re.S,
+)
+
+
 def backfill_statements() -> list[tuple[str, str]]:
-    """[(table, INSERT … SELECT … FROM latest)] of the migrations that fill the access paths (007, 009's
-    server keys, 011's recipient-ordered copy, 018's narrow copy), in order."""
-    out = []
+    """[(table, INSERT … SELECT … FROM latest)] for each access-path table: its view's newest query (the
+    CREATE of migrations 007/011/018, or a later MODIFY QUERY: 009's server keys, 021's text layout) over all
+    of `latest`. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
+    tables (ReplacingMergeTree) fold the duplicates themselves."""
+    target: dict[str, str] = {}  # view -> table
+    newest: dict[str, str] = {}  # view -> its newest SELECT
     for migration in migrations.load_migrations():
         for _, statement in migration.steps():
-            words = statement.split()
-            if words[:2] == ["INSERT", "INTO"] and words[2] in TABLES:
-                out.append((words[2], statement))
-    return out
+            m = _VIEW.match(statement.strip())
+            if m is None:
+                continue
+            view = m.group(1) or m.group(3)
+            if m.group(2):
+                target[view] = m.group(2)
+            newest[view] = m.group(4).replace("SELECT DISTINCT ", "SELECT ", 1)
+    by_table = {table: newest[view] for view, table in target.items()}
+    return [(table, f"INSERT INTO {table} {by_table[table]}") for table in TABLES]
 
 
-def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
-    """Truncate each access-path table, then refill it: [(table, rows, seconds)] per table."""
+def rebuild(store, tables: tuple[str, ...] = TABLES, progress=print) -> list[tuple[str, int, float]]:
+    """Truncate each access-path table of `tables`, then refill it: [(table, rows, seconds)] per table."""
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise ValueError(
+            f"not an access-path table: {', '.join(sorted(unknown))} (choose from {', '.join(TABLES)})"
+        )
     done = []
-    statements = backfill_statements()
-    for table in TABLES:
+    statements = dict(backfill_statements())
+    for table in tables:
         t0 = time.perf_counter()
         store.command(f"TRUNCATE TABLE {store.target(table)}")
-        for name, statement in statements:
-            if name == table:
-                store.command(statement)
+        store.command(statements[table])
         rows = int(store.query(f"SELECT count() FROM {table}").result_rows[0][0])
         done.append((table, rows, time.perf_counter() - t0))
         progress(f"rebuilt {table}: {rows} rows in {done[-1][2]:.1f} s")
@@ -48,7 +69,7 @@ def rebuild(store, progress=print) -> list[tuple[str, int, float]]:
 def cmd_rebuild(args) -> int:
     from eximtrack import cli
 
-    rebuild(cli.open_store(args))
+    rebuild(cli.open_store(args), tuple(args.table or TABLES))
     return 0
 
 
@@ -58,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "rebuild-search-index",
         help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes) from the stored latest rows",
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        choices=TABLES,
+        help="rebuild only this table (repeatable; default: all four). `--table search_time` lays out the rows "
+        "written before migration 021 as it writes them now",
     )
     cli.add_store_arg(p)
     p.set_defaults(func=cmd_rebuild)

@@ -76,7 +76,8 @@ KEY_PREFERENCE = (
 )
 # Keys that select many messages (a whole server): used only when neither a key above nor a scope applies.
 BROAD_KEYS = ("server",)
-# The columns joined into search_time.text (lower-case), exactly as migration 007 writes them.
+# The columns joined into search_time.text (lower-case), in the order migration 021 writes them: the free-text
+# columns (PAIR_COLUMNS) last, after a '\x1f' (rows written before 021 hold the same columns in 007's order).
 TEXT_COLUMNS = (
     "email",
     "sender",
@@ -94,12 +95,25 @@ TEXT_COLUMNS = (
     "transport",
     "host",
     "ip",
-    "message",
-    "confirmation",
-    "subject",
     "message_id",
     "server",
+    "subject",
+    "message",
+    "confirmation",
 )
+# The columns after the '\x1f' of search_time.text, whose adjacent words tok_pairs indexes (migration 021).
+PAIR_COLUMNS = frozenset({"subject", "message", "confirmation"})
+PAIR_CHARS = 4  # a pair keeps the last PAIR_CHARS characters of its first word and the first of its second
+# tok_pairs' expression, character for character as migration 021 declares it (ClickHouse uses the index for
+# a condition on the same expression only; tests/unit/test_search.py checks that they agree).
+PAIR_INDEX_EXPR = (
+    "arrayFilter(p -> match(p, '^[a-z]+ [a-z]+$'), arrayMap((a, b) -> concat(substring(a, -4), ' ', "
+    "substring(b, 1, 4)), arrayPopBack(splitByNonAlpha(substring(text, position(text, '\\x1f') + 1))), "
+    "arrayPopFront(splitByNonAlpha(substring(text, position(text, '\\x1f') + 1)))))"
+)
+_PAIR_HALF = re.compile(r"^[a-z]+$")
+# A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
+TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 # Transient outcomes: most rows that had one have left it since (a deferral retried and delivered), so the
 # candidates of a search by them (every version with that outcome) yield few rows. The hourly snapshots
@@ -127,6 +141,28 @@ RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
 # columns (wide parts): a count whose conditions test nothing else reads a few bytes per row there
 OUTCOME_TABLE = "latest_outcomes"
 OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime", "actionunixtime"})
+
+
+def phrase_pairs(value: str, match: str) -> list[str]:
+    """The tok_pairs terms (migration 021) that every text holding `value` under `match` has: for two
+    adjacent tokens of `value` (splitByNonAlpha's), the last PAIR_CHARS characters of the first and the first
+    PAIR_CHARS of the second, joined by a space, when both halves are ASCII letters. A token at an edge of a
+    `contains` value may be the end (first token) or the start (last token) of a longer word of the text: its
+    half is known only when it has PAIR_CHARS characters or more (`begins` fixes the first token's start,
+    `eq` both ends). `value` is lower-case, as search_time.text is."""
+    tokens = list(TOKEN.finditer(value))
+    n = len(value)
+    out = set()
+    for left, right in zip(tokens, tokens[1:], strict=False):
+        a, b = left.group(), right.group()
+        a_whole = left.start() > 0 or match in ("eq", "begins")  # nothing of the word is before the value
+        b_whole = right.end() < n or match == "eq"  # nothing of the word is after the value
+        if (len(a) < PAIR_CHARS and not a_whole) or (len(b) < PAIR_CHARS and not b_whole):
+            continue
+        first, second = a[-PAIR_CHARS:], b[:PAIR_CHARS]
+        if _PAIR_HALF.match(first) and _PAIR_HALF.match(second):
+            out.add(f"{first} {second}")
+    return sorted(out)
 
 
 def msgid_second(msgid: str) -> int | None:
@@ -260,8 +296,13 @@ class SearchPlan:
                 continue
             # LIKE alone: the text index serves it (granules without the pattern's tokens are skipped);
             # adding hasAllTokens made ClickHouse 26.9 read the postings of common tokens for the whole table
-            params[f"c_like{n}"] = "%" + like_escape(f.value.lower() if f.case_sensitive else f.value) + "%"
+            value = f.value.lower() if f.case_sensitive else f.value
+            params[f"c_like{n}"] = "%" + like_escape(value) + "%"
             out.append(f"text LIKE {{c_like{n}:String}}")
+            pairs = phrase_pairs(value, f.match) if set(f.columns) <= PAIR_COLUMNS else []
+            if pairs:  # a phrase: tok_pairs skips the granules without its adjacent words (migration 021)
+                params[f"c_pairs{n}"] = pairs
+                out.append(f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs{n}:Array(String)}})")
         return out
 
     def candidate_source(self, params: dict) -> tuple[str, list[str]]:
@@ -538,10 +579,14 @@ def run_pages(
 __all__ = [
     "KEY_FIELDS",
     "OUTCOME_TABLE",
+    "PAIR_COLUMNS",
+    "PAIR_INDEX_EXPR",
     "TEXT_COLUMNS",
+    "TOKEN",
     "SearchPlan",
     "TextFilter",
     "msgid_second",
+    "phrase_pairs",
     "run_pages",
     "time_side",
 ]

@@ -339,17 +339,27 @@ def Q_ALL_COLUMNS():  # noqa: N802
 
 
 def test_search_text_is_the_all_columns_of_the_api():
-    """search_time.text (migration 007) joins exactly the columns the API's `all` searches and the planner
-    knows, so that its LIKE and hasAllTokens narrow and never drop a row."""
+    """search_time.text (migrations 007 and 021) joins exactly the columns the API's `all` searches and the
+    planner knows, so that its LIKE and hasAllTokens narrow and never drop a row; since 021 the free-text
+    columns come after a '\\x1f', whose pairs tok_pairs indexes with the expression the planner names."""
+    import re
     from pathlib import Path
 
-    from eximtrack.search_plan import TEXT_COLUMNS
+    from eximtrack.search_plan import PAIR_COLUMNS, PAIR_INDEX_EXPR, TEXT_COLUMNS
     from eximtrack.web.query import ALL_COLUMNS, FILTER_COLUMNS
 
     assert tuple(ALL_COLUMNS) == TEXT_COLUMNS
-    sql = (Path(__file__).resolve().parents[2] / "schemas/clickhouse/007_read_paths.sql").read_text()
-    expr = "lower(concatWithSeparator(' ', " + ", ".join(TEXT_COLUMNS) + ")) AS text"
-    assert sql.count(expr) == 2  # the view and the backfill
+    schemas = Path(__file__).resolve().parents[2] / "schemas/clickhouse"
+    old = (schemas / "007_read_paths.sql").read_text()
+    joined = re.findall(r"lower\(concatWithSeparator\(' ', ([^)]*)\)\) AS text", old)
+    assert len(joined) == 2 and all(set(j.split(", ")) == set(TEXT_COLUMNS) for j in joined)
+    new = (schemas / "021_phrase_pairs.sql").read_text()
+    fixed = [c for c in TEXT_COLUMNS if c not in PAIR_COLUMNS]
+    free = [c for c in TEXT_COLUMNS if c in PAIR_COLUMNS]
+    assert list(TEXT_COLUMNS) == fixed + free
+    expr = "lower(concatWithSeparator(' ', " + ", ".join([*fixed, "'\\x1f'", *free]) + ")) AS text"
+    assert new.count(expr) == 1  # the view (no rows move)
+    assert f"ADD INDEX IF NOT EXISTS tok_pairs {PAIR_INDEX_EXPR} TYPE text(tokenizer = array);" in new
     assert {c for cols in FILTER_COLUMNS.values() for c in cols if "(" not in c} <= set(TEXT_COLUMNS)
 
 

@@ -221,6 +221,50 @@ def test_complete_tokens():
     assert complete_tokens("a_b-c", "eq") == ["a", "b", "c"]
 
 
+def test_phrase_pairs_are_the_pairs_every_matching_text_holds():
+    """tok_pairs' terms of a phrase (migration 021): two adjacent words, the last 4 characters of the first
+    and the first 4 of the second; an edge word of `contains` counts only from 4 characters on (it may be
+    the end or the start of a longer word), `begins` fixes the first word's start and `eq` both ends."""
+    from eximtrack.search_plan import phrase_pairs
+
+    assert phrase_pairs("player config product", "contains") == ["ayer conf", "nfig prod"]
+    assert phrase_pairs("re: my order", "contains") == ["my orde"]  # 're' may end a longer word
+    assert phrase_pairs("re: my order", "eq") == ["my orde", "re my"]
+    assert phrase_pairs("re: my order", "begins") == ["my orde", "re my"]
+    assert phrase_pairs("ab cd", "begins") == []  # 'cd' may start a longer word
+    assert phrase_pairs("ab cd", "eq") == ["ab cd"]
+    assert phrase_pairs("invoice", "contains") == []  # one word: no pair
+    assert phrase_pairs("order 12345 shipped", "contains") == []  # digits: not indexed
+    assert phrase_pairs("the user-unknown, the user-unknown", "contains") == [
+        "nown the",
+        "the user",
+        "user unkn",
+    ]
+    assert phrase_pairs("grüße aus berlin", "eq") == ["aus berl"]  # non-ASCII halves are not indexed
+
+
+def test_a_phrase_in_subject_or_message_reads_the_pairs_index_with_its_like():
+    """The candidates of a subject or message phrase add hasAllTokens on tok_pairs' own expression after the
+    LIKE; a filter that also tests other columns (`all`, a domain) cannot: their text is not paired."""
+    from eximtrack.search_plan import PAIR_INDEX_EXPR
+    from eximtrack.web.query import build_search_query
+
+    plan = build_search_query({"subject": "Player Config Product"}, None).plan
+    sql, params = plan.candidates("DESC", None, 101)
+    assert (
+        f"text LIKE {{c_like0:String}} AND hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs0:Array(String)}})" in sql
+    )
+    assert params["c_pairs0"] == ["ayer conf", "nfig prod"] and params["c_like0"] == "%player config product%"
+    message = build_search_query({"message": "mailbox is full"}, None).plan.candidates("DESC", None, 101)
+    assert message[1]["c_pairs0"] == ["is full", "lbox is"]
+    for other in (
+        {"all": "player config product"},
+        {"domain": "player config product", "domain_searchmatch": "contains"},
+    ):
+        sql, params = build_search_query(other, None).plan.candidates("DESC", None, 101)
+        assert "hasAllTokens" not in sql and not any(k.startswith("c_pairs") for k in params), other
+
+
 def test_a_recipient_path_reads_the_recipient_ordered_copy():
     """An eq/begins recipient filter that is the access path reads its rows from latest_by_recipient
     (migration 011): a page fetches (recipient, msgtime, server, msgid) keys named by the candidates' values,
