@@ -15,19 +15,22 @@
 --     ASCII letters are kept (ids, addresses' digits and hex are where most distinct pairs are). Cutting the
 --     words keeps the index small and lets the first and last words of a `contains` phrase count, though
 --     they may be the end or the start of longer words: 'player' is the end of whatever word it is part of.
+--     The expression is regular expressions only (every token T written `first4(T)_last4(T)`, separators
+--     made one space, so that the pairs are the pieces between '_'s, those with anything but letters
+--     dropped): with lambdas (arrayMap over the tokens), ClickHouse 26.9 fails to read a part without the
+--     index through the index ("direct read"), as every part written before this migration is.
 --   * eximtrack/search_plan.py (`phrase_pairs`) computes the same pairs from a phrase searched in subject or
---     message and adds `hasAllTokens(<this expression>, pairs)` to the candidates' `text LIKE`: the granules
---     without every pair are skipped. A row whose column contains the phrase has those pairs, so the
---     candidates stay a superset, as every access path's must (007).
+--     message and adds `hasAllTokens(<this expression>, pairs)` after the candidates' `text LIKE`: the
+--     granules without every pair are skipped. A row whose column contains the phrase has those pairs, so
+--     the candidates stay a superset, as every access path's must (007).
 --
 -- Upgrade in place: the index and the view change; no rows move. Rows written before have the old layout:
--- the expression takes their whole text (a superset again), and their parts are read without the index until
--- merges or TTL replace them, or `eximtrack rebuild-search-index --table search_time` lays them out anew.
--- Searches read with query_plan_direct_read_from_text_index = 0 (sinks/clickhouse/store.py): ClickHouse 26.9
--- fails on this expression's lambdas when it reads a part without the index directly.
--- Cost: 11-12 B per event at 1e7 on the bench corpus (docs/BENCHMARKS.md).
+-- the expression takes their whole text (a superset again), and their parts are read without the index (the
+-- expression evaluated on the rows their LIKE lets through) until merges or TTL replace them, or
+-- `eximtrack rebuild-search-index --table search_time` lays them out anew.
+-- Cost: about 8 B per event on the bench corpus (79 MB at 1e7 events; docs/BENCHMARKS.md, session 25).
 
-ALTER TABLE search_time ADD INDEX IF NOT EXISTS tok_pairs arrayFilter(p -> match(p, '^[a-z]+ [a-z]+$'), arrayMap((a, b) -> concat(substring(a, -4), ' ', substring(b, 1, 4)), arrayPopBack(splitByNonAlpha(substring(text, position(text, '\x1f') + 1))), arrayPopFront(splitByNonAlpha(substring(text, position(text, '\x1f') + 1))))) TYPE text(tokenizer = array);
+ALTER TABLE search_time ADD INDEX IF NOT EXISTS tok_pairs replaceRegexpAll(replaceRegexpAll(concat('_', replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(substring(text, position(text, '\x1f') + 1), '[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', ' '), '([^ ]+)', '\\1_\\1'), '([^ _]{4})[^ _]*_', '\\1_'), '_[^ _]*?([^ _]{1,4})( |$)', '_\\1\\2'), '_'), '_[^_]*[^a-z _][^_]*', ''), '_[^_ ]+(_)', '\\1') TYPE text(tokenizer = splitByString(['_']));
 
 ALTER TABLE search_time_mv MODIFY QUERY
 SELECT DISTINCT sendunixtime AS ts, server, msgid, msgtime, type,

@@ -41,11 +41,7 @@ BATCH_ROWS = 50_000
 # the window and hourly snapshots on every request (1e8 events: stats by domain over 24 h read 40 -> 25 ms),
 # and a page or a message shown again skips the decompression of its granules. A ClickHouse server gets the
 # same from its `uncompressed_cache_size` and the profile setting (docs/DEPLOY.md).
-# Every query reads a text index for its skipping only, not as the answer of its condition ("direct read"):
-# ClickHouse 26.9 fails on tok_pairs' lambdas (migration 021) when it reads directly a part that lacks the
-# index (parts written before 021), and the skipping alone measured the same on every search (session 25).
-QUERY_SETTINGS = {"query_plan_direct_read_from_text_index": 0}
-CHDB_SETTINGS = {"use_uncompressed_cache": 1, **QUERY_SETTINGS}
+CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # Every insert runs the materialized views it feeds in parallel instead of one after another (ClickHouse's
 # default): `events` feeds seven, `latest` four more, and that chain is most of an insert's cost. Same rows,
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
@@ -182,9 +178,8 @@ def _http_client(url: StoreURL):
         username=url.username or "default",
         password=url.password or "",
     )
-    kwargs["settings"] = dict(QUERY_SETTINGS)
     if url.cluster:  # synchronous Distributed inserts and cluster-wide subqueries (cluster.py)
-        kwargs["settings"].update(cluster_layout.CLIENT_SETTINGS)
+        kwargs["settings"] = dict(cluster_layout.CLIENT_SETTINGS)
     try:
         client = clickhouse_connect.get_client(**kwargs)
         try:

@@ -359,7 +359,10 @@ def test_search_text_is_the_all_columns_of_the_api():
     assert list(TEXT_COLUMNS) == fixed + free
     expr = "lower(concatWithSeparator(' ', " + ", ".join([*fixed, "'\\x1f'", *free]) + ")) AS text"
     assert new.count(expr) == 1  # the view (no rows move)
-    assert f"ADD INDEX IF NOT EXISTS tok_pairs {PAIR_INDEX_EXPR} TYPE text(tokenizer = array);" in new
+    assert (
+        f"ADD INDEX IF NOT EXISTS tok_pairs {PAIR_INDEX_EXPR} TYPE text(tokenizer = splitByString(['_']));"
+        in new
+    )
     assert {c for cols in FILTER_COLUMNS.values() for c in cols if "(" not in c} <= set(TEXT_COLUMNS)
 
 

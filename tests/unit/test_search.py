@@ -243,26 +243,39 @@ def test_phrase_pairs_are_the_pairs_every_matching_text_holds():
     assert phrase_pairs("grüße aus berlin", "eq") == ["aus berl"]  # non-ASCII halves are not indexed
 
 
-def test_a_phrase_in_subject_or_message_reads_the_pairs_index_with_its_like():
-    """The candidates of a subject or message phrase add hasAllTokens on tok_pairs' own expression after the
-    LIKE; a filter that also tests other columns (`all`, a domain) cannot: their text is not paired."""
+def test_a_phrase_in_subject_or_message_also_asks_its_word_pairs():
+    """The candidates of a subject or message phrase add hasAllTokens on tok_pairs' own expression after
+    their LIKE (first, so that parts without tok_pairs evaluate it on the LIKE's rows only); a filter that
+    also tests other columns (`all`, a domain) cannot: their text is not paired. A phrase common enough to be
+    read in time order without the indexes (text_index False), and the sample deciding it, use the LIKE."""
+    import dataclasses
+
     from eximtrack.search_plan import PAIR_INDEX_EXPR
     from eximtrack.web.query import build_search_query
 
     plan = build_search_query({"subject": "Player Config Product"}, None).plan
     sql, params = plan.candidates("DESC", None, 101)
-    assert (
-        f"text LIKE {{c_like0:String}} AND hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs0:Array(String)}})" in sql
-    )
+    pairs = f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs0:Array(String)}})"
+    assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} ORDER BY ts DESC" in sql
     assert params["c_pairs0"] == ["ayer conf", "nfig prod"] and params["c_like0"] == "%player config product%"
+    table, access, params = plan.read_all()
+    assert pairs in access[0] and params["c_pairs0"] == ["ayer conf", "nfig prod"]
+    sample, params = plan.common_text_sql()
+    assert "countIf(text LIKE {c_like0:String})" in sample and params == {
+        "c_like0": "%player config product%"
+    }
+    common = dataclasses.replace(plan, text_index=False).candidates("DESC", None, 101)[0]
+    assert "text LIKE {c_like0:String}" in common and "hasAllTokens" not in common
+    assert common.endswith("use_skip_indexes = 0")
     message = build_search_query({"message": "mailbox is full"}, None).plan.candidates("DESC", None, 101)
     assert message[1]["c_pairs0"] == ["is full", "lbox is"]
     for other in (
         {"all": "player config product"},
         {"domain": "player config product", "domain_searchmatch": "contains"},
+        {"subject": "invoice"},  # one word: no pair
     ):
         sql, params = build_search_query(other, None).plan.candidates("DESC", None, 101)
-        assert "hasAllTokens" not in sql and not any(k.startswith("c_pairs") for k in params), other
+        assert "hasAllTokens" not in sql and "text LIKE" in sql, other
 
 
 def test_a_recipient_path_reads_the_recipient_ordered_copy():
