@@ -105,7 +105,8 @@ TEXT_COLUMNS = (
 PAIR_COLUMNS = frozenset({"subject", "message", "confirmation"})
 PAIR_CHARS = 4  # a pair keeps the last PAIR_CHARS characters of its first word and the first of its second
 # tok_pairs' expression, character for character as migration 021 declares it (ClickHouse uses the index for
-# a condition on the same expression only; tests/unit/test_search.py checks that they agree).
+# a condition on the same expression only; tests/bench/test_queries.py checks that they agree). Its 4s are
+# PAIR_CHARS (tests/integration/test_store.py checks phrase_pairs against it on random texts).
 PAIR_INDEX_EXPR = (
     r"replaceRegexpAll(replaceRegexpAll(concat('_', replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(rep"
     r"laceRegexpAll(substring(text, position(text, '\x1f') + 1), '[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+'"
@@ -313,8 +314,8 @@ class SearchPlan:
         return out
 
     def candidate_source(self, params: dict) -> tuple[str, list[str]]:
-        """(table, conditions) of the candidates: search_keys for a key filter, else search_time (a phrase by
-        its word pairs unless it is read without the text indexes: text_index False)."""
+        """(table, conditions) of the candidates: search_keys for a key filter, else search_time (a phrase also
+        by its word pairs, unless it is read without the text indexes: text_index False)."""
         f = self.key_filter()
         if f is not None:
             return "search_keys", self._key_conditions(f, params) + self._window(params)
