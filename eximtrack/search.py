@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eximtrack.search_plan import TOKEN, SearchPlan, TextFilter
+from eximtrack.search_plan import SearchPlan, TextFilter, token_edges
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -157,13 +157,7 @@ def complete_tokens(value: str, match: str) -> list[str]:
 
     eq: every token; begins: every token followed by a separator (the first starts the column value);
     contains: tokens with a separator on both sides inside `value`."""
-    n = len(value)
-    whole = {
-        "eq": lambda m: True,
-        "begins": lambda m: m.end() < n,
-        "contains": lambda m: m.start() > 0 and m.end() < n,
-    }[match]
-    return sorted({m.group() for m in TOKEN.finditer(value) if whole(m)})
+    return sorted({token for token, starts, ends in token_edges(value, match) if starts and ends})
 
 
 def _like_escape(value: str) -> str:

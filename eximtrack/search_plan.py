@@ -115,7 +115,7 @@ PAIR_INDEX_EXPR = (
 )
 _PAIR_HALF = re.compile(r"^[a-z]+$")
 # A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
-TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
+_TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 # Transient outcomes: most rows that had one have left it since (a deferral retried and delivered), so the
 # candidates of a search by them (every version with that outcome) yield few rows. The hourly snapshots
@@ -145,6 +145,18 @@ OUTCOME_TABLE = "latest_outcomes"
 OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime", "actionunixtime"})
 
 
+def token_edges(value: str, match: str) -> list[tuple[str, bool, bool]]:
+    """The tokens of `value` (splitByNonAlpha's) in order, each with whether it starts and whether it ends
+    where the word of a column value the match accepts does: inside `value` a separator on that side says
+    so; at the edges of `value`, `eq` fixes both ends, `begins` the start only, `contains` neither (the
+    token may be the end or the start of a longer word)."""
+    n = len(value)
+    return [
+        (m.group(), m.start() > 0 or match in ("eq", "begins"), m.end() < n or match == "eq")
+        for m in _TOKEN.finditer(value)
+    ]
+
+
 def phrase_pairs(value: str, match: str) -> list[str]:
     """The tok_pairs terms (migration 021) that every text holding `value` under `match` has: for two
     adjacent tokens of `value` (splitByNonAlpha's), the last PAIR_CHARS characters of the first and the first
@@ -152,14 +164,10 @@ def phrase_pairs(value: str, match: str) -> list[str]:
     `contains` value may be the end (first token) or the start (last token) of a longer word of the text: its
     half is known only when it has PAIR_CHARS characters or more (`begins` fixes the first token's start,
     `eq` both ends). `value` is lower-case, as search_time.text is."""
-    tokens = list(TOKEN.finditer(value))
-    n = len(value)
+    tokens = token_edges(value, match)
     out = set()
-    for left, right in zip(tokens, tokens[1:], strict=False):
-        a, b = left.group(), right.group()
-        a_whole = left.start() > 0 or match in ("eq", "begins")  # nothing of the word is before the value
-        b_whole = right.end() < n or match == "eq"  # nothing of the word is after the value
-        if (len(a) < PAIR_CHARS and not a_whole) or (len(b) < PAIR_CHARS and not b_whole):
+    for (a, a_starts, _), (b, _, b_ends) in zip(tokens, tokens[1:], strict=False):
+        if (len(a) < PAIR_CHARS and not a_starts) or (len(b) < PAIR_CHARS and not b_ends):
             continue
         first, second = a[-PAIR_CHARS:], b[:PAIR_CHARS]
         if _PAIR_HALF.match(first) and _PAIR_HALF.match(second):
@@ -593,11 +601,11 @@ __all__ = [
     "PAIR_COLUMNS",
     "PAIR_INDEX_EXPR",
     "TEXT_COLUMNS",
-    "TOKEN",
     "SearchPlan",
     "TextFilter",
     "msgid_second",
     "phrase_pairs",
+    "token_edges",
     "run_pages",
     "time_side",
 ]
