@@ -1,10 +1,10 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021 (search_keys,
-search_time, latest_by_recipient, latest_outcomes) and fill them again from the stored rows of `latest`.
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022
+(search_keys, search_time, latest_by_recipient, latest_outcomes) and fill them again from the stored rows of
+`latest`.
 
 The materialized views keep them current on every insert, and the migrations backfill them once, so this is
-needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone),
-or to lay out search_time's rows written before migration 021 as it writes them now (their phrase pairs are
-then indexed from the free-text columns only). Each table is filled by its view's newest query as the
+needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone).
+Each table is filled by its view's newest query as the
 migrations define it (one source of truth: what the view writes for a new row is what a rebuild writes).
 Searches that read an access path miss rows while it runs; inserts arriving meanwhile are indexed by the
 views (duplicates collapse).
@@ -29,7 +29,7 @@ _VIEW = re.compile(
 
 def backfill_statements() -> list[tuple[str, str]]:
     """[(table, INSERT … SELECT … FROM latest)] for each access-path table: its view's newest query (the
-    CREATE of migrations 007/011/018, or a later MODIFY QUERY: 009's server keys, 021's text layout) over all
+    CREATE of migrations 007/011/018, or a later MODIFY QUERY: 009's server keys, 022's row identities) over all
     of `latest`. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
     tables (ReplacingMergeTree) fold the duplicates themselves."""
     target: dict[str, str] = {}  # view -> table
@@ -84,8 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--table",
         action="append",
         choices=TABLES,
-        help="rebuild only this table (repeatable; default: all four). `--table search_time` lays out the rows "
-        "written before migration 021 as it writes them now",
+        help="rebuild only this table (repeatable; default: all four)",
     )
     cli.add_store_arg(p)
     p.set_defaults(func=cmd_rebuild)

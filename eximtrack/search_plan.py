@@ -5,7 +5,9 @@ The tables are those of schemas/clickhouse/007_read_paths.sql:
 
     search_keys (field, value, ts, server, msgid, msgtime)   one row per searchable value of a message/row
                                                               (+ its server: migration 009)
-    search_time (ts, server, msgid, msgtime, type, text)      one row per row version, in time order
+    search_time (ts, server, msgid, msgtime, row_key, version, type, text)
+                                                              one row per row (its newest version: 022),
+                                                              in time order
     latest FINAL ORDER BY (msgtime, server, msgid, …)         the latest state, fetched by primary key
     latest_by_recipient FINAL ORDER BY (recipient_lower, msgtime, server, msgid, …)
                                                               the same rows, one recipient's together (011)
@@ -24,9 +26,9 @@ The rows are then read from `latest`, or from `latest_by_recipient` when the acc
 (`recipient_filter`): there the rows of one recipient (or prefix) are one range, so a page fetches a few
 granules instead of one per message, and a read of every row (`read_all`: the CLI, totals) needs no candidates.
 
-WHY IT IS EXACT. Every non-tombstone version of a row writes its index rows, so the latest version of every
-row has them: the candidates of a filter are a superset of the rows it matches, in the search's own order
-(sendunixtime). The fetch applies every condition again to the latest row. Candidates are read K at a time
+WHY IT IS EXACT. Every version of a row writes its index rows, and search_time's merges drop a version only
+for a newer one of the same row (022), so the latest version of every row has them: the candidates of a
+filter are a superset of the rows it matches, in the search's own order (sendunixtime). The fetch applies every condition again to the latest row. Candidates are read K at a time
 in time order; if K came back, only rows strictly before the last candidate's time T are certain (a row at or
 beyond T may have candidates not read yet), so the fetch stops there and the next round starts at T. Stale index rows (an old state, a value from before the arrival line) only cost
 reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, msgid) is a primary-key read.
@@ -117,10 +119,6 @@ _PAIR_HALF = re.compile(r"^[a-z]+$")
 # A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
 _TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
-# Transient outcomes: most rows that had one have left it since (a deferral retried and delivered), so the
-# candidates of a search by them (every version with that outcome) yield few rows. The hourly snapshots
-# (mail_hourly_snap) count, per outcome, the rows that have it now and the rows that ever had it.
-TRANSIENT_COUNTERS = {"defer": ("deferred", "deferred_ever"), "inprogress": ("inprogress", "rows")}
 # Every outcome's counter of the rows that have it now (mail_hourly_snap): on a broad key's path (a whole
 # server) the candidates are every message of the key, so an outcome filter keeps the share of its rows
 # (sum of these ÷ its rows: `rows` counts every outcome but SMTP-time rejections, `rejected` those).
@@ -319,6 +317,8 @@ class SearchPlan:
             if found:  # a phrase: its adjacent words are rare even when each word is common (migration 021)
                 params[f"c_pairs{n}"] = found
                 out.append(f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs{n}:Array(String)}})")
+        if self.types is None:  # a tombstone's row (migration 022) names no live row
+            out.append("type != ''")
         return out
 
     def candidate_source(self, params: dict) -> tuple[str, list[str]]:
@@ -434,7 +434,7 @@ class SearchPlan:
         return 4 * self.first_messages(rows) + 50
 
     def first_messages(self, rows: int) -> int:
-        """Messages fetched in a page's first round. With an `expected_yield` (a search by transient outcomes:
+        """Messages fetched in a page's first round. With an `expected_yield` (an outcome search on a broad key:
         yield_sql), the page's rows divided by it. On the time path a filter on some columns is matched
         against the text of all of them (search_time.text), so many candidates fail the re-check (a subject
         word also found in a domain or a reason): fetching twice the page's messages at once costs less than
@@ -452,15 +452,13 @@ class SearchPlan:
         return f
 
     def yield_sql(self) -> tuple[str, dict] | None:
-        """The SQL of the expected yield of an outcome search's candidates, from the hourly snapshots in the
-        search's hours (their projections answer it in a few ms), as (rows with those outcomes now, rows
-        the candidates name):
-          * on the time path, for transient outcomes only (deferred, in progress): (now, rows that ever
-            had them) — most candidates of a transient outcome left it since;
-          * on a broad key's path (one server) with any outcome filter: (now, all rows of that server) —
-            the candidates are every message of the server, the outcome keeps its share.
-        A sizing hint for the first round, never a condition: it sums every snapshot row (superseded ones
-        too) and ignores hours not snapshotted yet. None for every other search."""
+        """The SQL of the expected yield of an outcome search's candidates on a broad key's path (one server),
+        from the server's hourly snapshots (their projections answer it in a few ms), as (rows with those
+        outcomes now, all rows of that server): the candidates are every message of the server, the outcome
+        keeps its share. A sizing hint for the first round, never a condition: it sums every snapshot row
+        (superseded ones too) and ignores hours not snapshotted yet. None for every other search: on the
+        time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
+        no other once merged: migration 022), so most of them still have it."""
         types = sorted(self.types or ())
         if not types:
             return None
@@ -476,9 +474,6 @@ class SearchPlan:
             # enough, and reads a day of the server's snapshot rows instead of all of them (14 ms at 1e7)
             end = "now()" if self.until_ms is None else "fromUnixTimestamp64Milli({y_until:Int64}, 'UTC')"
             conds.append(f"hour >= toStartOfHour({end}) - INTERVAL {YIELD_SAMPLE_HOURS} HOUR")
-        elif set(types) <= set(TRANSIENT_COUNTERS) and self.key_filter() is None:
-            now = " + ".join(f"sum({TRANSIENT_COUNTERS[t][0]})" for t in types)
-            ever = " + ".join(f"sum({TRANSIENT_COUNTERS[t][1]})" for t in types)
         else:
             return None
         for name, op, ms in (("y_since", ">=", self.since_ms), ("y_until", "<=", self.until_ms)):
@@ -520,8 +515,8 @@ def run_pages(
 ) -> tuple[list[str], list[tuple]]:
     """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
     path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
-    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows). A search by
-    transient outcomes first reads its expected yield (`yield_sql`) to size the first round.
+    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows). A server's
+    search by outcome first reads its expected yield (`yield_sql`) to size the first round.
 
     Each round reads up to k candidates from `bound` on. If k came back, the last one's time T may be shared
     by candidates not read yet, so the round returns only rows strictly before T in sort order and the next

@@ -263,13 +263,16 @@ class Store:
         store = cls(client, url)
         if migrate:
             try:
-                migrations.apply_migrations(client, cluster=store.cluster)
+                applied = migrations.apply_migrations(client, cluster=store.cluster)
                 migrations.ensure_ttl_bases(client, cluster=store.cluster)
             except Exception as exc:
                 raise StoreError(
                     f"applying migrations to {url.display()} failed: {_first_line(exc)}"
                 ) from exc
             days = resolve_retention_days(retention_days)
+            # a table a migration laid out anew (022) gets the store's retention, not its CREATE's
+            if days is None and applied:
+                days = migrations.current_retention(client, "events", store.cluster)
             if days is not None:
                 store.set_retention(days)
         return store

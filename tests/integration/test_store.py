@@ -150,10 +150,11 @@ def test_an_upgraded_store_gets_the_recipient_ordered_copy(url, store):
 
 
 def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index(url, store, capsys):
-    """Migration 021 on a store filled before it: search_time's old rows (007's layout, parts without
-    tok_pairs) are still found by a phrase search, which reads them without the index (and without the
-    direct read ClickHouse 26.9 fails on there); rows written after it get the new layout and the index;
-    `rebuild-search-index --table search_time` lays the old ones out anew, and they are found still."""
+    """Migration 021 on rows written before it (as a store upgraded to 021 alone held them; 022 now writes them
+    again): search_time's old rows (007's text layout, parts without tok_pairs) are still found by a phrase
+    search, which reads them without the index (and without the direct read ClickHouse 26.9 fails on
+    there); rows written after it get the new layout and the index; `rebuild-search-index --table
+    search_time` lays the old ones out anew, and they are found still."""
     import re
     from pathlib import Path
 
@@ -198,6 +199,103 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
     assert line.startswith("rebuilt search_time: 3 rows")
     assert upgraded.query(text).result_rows == [(3, 3)]
     assert found() == (["new1", "old1"], ["new1", "old1"])
+
+
+def store_before(url: str, version: int, tmp_path) -> Store:
+    """A store laid out by the migrations up to `version` only (as a release before the next ones left it)."""
+    import shutil
+    from pathlib import Path
+
+    for migration in Path(migrations.MIGRATIONS_DIR).glob("*.sql"):
+        if int(migration.name[:3]) <= version:
+            shutil.copy(migration, tmp_path / migration.name)
+    old = Store.open(url, migrate=False)
+    migrations.apply_migrations(old.client, directory=tmp_path)
+    return old
+
+
+def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(url, tmp_path):
+    """Migration 022 on a store filled before it: search_time is laid out anew from `latest` (every version,
+    tombstones as rows that match nothing); once merged it holds one row per row identity, the newest; every
+    search finds exactly the live rows before and after the merge, and after new inserts; running the
+    migration's steps again (a crash mid-way) changes nothing."""
+    from eximtrack.web import query as q
+
+    old = store_before(url, 21, tmp_path)
+    assert count(old, "SELECT count() FROM system.columns WHERE database = currentDatabase() "
+                 "AND table = 'search_time' AND name = 'row_key'") == 0  # fmt: skip
+    old.set_retention(30)
+    a, b = {"recipient": "a@x.org"}, {"recipient": "b@x.org", "deliveredto": "b@x.org"}
+    old.insert_events(
+        [
+            ev("p", "inprogress", msgid="1upg22-000001-AA", version=1, subject="Quarterly invoice", **a),
+            ev("d", "defer", msgid="1upg22-000002-AA", version=1, subject="Weekly report", **b),
+        ]
+    )
+    old.insert_events(
+        [
+            ev("p-del", "inprogress", msgid="1upg22-000001-AA", version=2, is_deleted=1, **a),
+            ev("s", "success", msgid="1upg22-000001-AA", version=3, subject="Quarterly invoice",
+               deliveredto="a@x.org", **a),
+            ev("f", "failure", msgid="1upg22-000002-AA", version=2, subject="Weekly report", **b),
+        ]
+    )  # fmt: skip
+    old.insert_events([ev("d", "defer", msgid="1upg22-000002-AA", version=1, subject="Weekly report", **b)])
+
+    upgraded = Store.open(url)
+    layout = "SELECT sorting_key, engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+    [(key, engine)] = upgraded.query(layout, {"t": "search_time"}).result_rows
+    assert key.endswith("row_key") and "ReplacingMergeTree(version)" in engine
+    assert upgraded.query(layout, {"t": "search_time_next"}).result_rows == []
+    assert migrations.current_retention(upgraded.client, "search_time") == 30  # the store's, not the CREATE's
+
+    def found() -> list:
+        out = []
+        for filters, api in (
+            (
+                {"subject": "invoice", "match": "contains"},
+                {"subject": "invoice", "subject_searchmatch": "contains"},
+            ),
+            (
+                {"subject": "report", "match": "contains"},
+                {"subject": "report", "subject_searchmatch": "contains"},
+            ),
+            ({"type": ["defer"]}, {"defer": "1"}),
+            ({"type": ["inprogress"]}, {"inprogress": "1"}),
+            ({}, {}),
+        ):
+            names, rows = q.build_search_query(api, None).fetch(store_run(upgraded), None, 10)
+            out.append((ids(search(upgraded, **filters)), sorted(r[names.index("event_id")] for r in rows)))
+        return out
+
+    want = [(["s"], ["s"]), (["f"], ["f"]), ([], []), ([], []), (["f", "s"], ["f", "s"])]
+    assert found() == want
+    upgraded.command("OPTIMIZE TABLE search_time FINAL")
+    rows = "SELECT msgid, type, version FROM search_time ORDER BY msgid, row_key"
+    assert sorted(upgraded.query(rows).result_rows) == [
+        ("1upg22-000001-AA", "", 2),  # the placeholder, folded into its tombstone
+        ("1upg22-000001-AA", "success", 3),
+        ("1upg22-000002-AA", "failure", 2),  # the deferral (and its replay) folded into the failure
+    ]
+    assert found() == want
+    # after the upgrade: a new message and a newer version of an old row, through the view
+    upgraded.insert_events(
+        [
+            ev("n", "defer", msgid="1upg22-000003-AA", version=1, subject="New invoice", **b),
+            ev("s2", "failure", msgid="1upg22-000001-AA", version=4, subject="Quarterly invoice",
+               deliveredto="a@x.org", **a),
+        ]
+    )  # fmt: skip
+    upgraded.command("OPTIMIZE TABLE search_time FINAL")
+    assert count(upgraded, "SELECT count() FROM search_time") == 4
+    assert found()[0] == (["n", "s2"], ["n", "s2"]) and found()[2] == (["n"], ["n"])
+    # the migration's steps once more, as after a crash before it was recorded: its guards skip the re-layout
+    [m22] = [m for m in migrations.load_migrations() if m.version == 22]
+    for when, statement in m22.steps():
+        if when is None or migrations.condition_holds(upgraded.client, when):
+            upgraded.command(statement)
+    assert count(upgraded, "SELECT count() FROM search_time") == 4
+    assert found()[0] == (["n", "s2"], ["n", "s2"])
 
 
 def test_phrase_pairs_are_a_subset_of_the_pairs_index_of_every_text_holding_the_phrase(store):

@@ -24,6 +24,7 @@ BY_MESSAGE = {
     "log_lines",
     "search_keys",
     "search_time",
+    "search_time_next",
 }
 NULL_TABLES = {"events_rollup"}  # migration 020: the hourly aggregates' feed
 

@@ -256,12 +256,12 @@ def test_a_phrase_in_subject_or_message_also_asks_its_word_pairs():
     plan = build_search_query({"subject": "Player Config Product"}, None).plan
     sql, params = plan.candidates("DESC", None, 101)
     pairs = f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs0:Array(String)}})"
-    assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} ORDER BY ts DESC" in sql
+    assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} AND type != '' ORDER BY ts DESC" in sql
     assert params["c_pairs0"] == ["ayer conf", "nfig prod"] and params["c_like0"] == "%player config product%"
     table, access, params = plan.read_all()
     assert pairs in access[0] and params["c_pairs0"] == ["ayer conf", "nfig prod"]
     sample, params = plan.common_text_sql()
-    assert "countIf(text LIKE {c_like0:String})" in sample and params == {
+    assert "countIf(text LIKE {c_like0:String} AND type != '')" in sample and params == {
         "c_like0": "%player config product%"
     }
     common = dataclasses.replace(plan, text_index=False).candidates("DESC", None, 101)[0]
@@ -454,7 +454,7 @@ def test_page_loop_is_exact_against_a_model(seed):
             filters = [TextFilter(("subject",), "contains", "x")] if seed % 2 else []
             plan = SearchPlan([], {}, filters=filters)
             plan.first_round = lambda rows: 1 + seed % 3  # tiny rounds: many boundaries, ties cut
-            if seed % 3 == 0:  # a yield hint (transient outcomes): bigger first rounds, same pages
+            if seed % 3 == 0:  # a yield hint (a server's outcome share): bigger first rounds, same pages
                 plan.expected_yield = 0.3
             names, rows = run_pages(run, plan, direction, cursor, size + 1, fetch_sql)
             assert not rows or names == ["ts", "server", "msgid", "rcpt"], (
@@ -514,43 +514,34 @@ def test_first_round_fetches_twice_the_page_when_the_index_text_is_wider_than_th
     assert got_before == got and len(fetches_before) == 2
 
 
-def test_a_search_by_transient_outcomes_sizes_its_first_round_by_their_yield():
-    """Deferred / in-progress rows mostly left that state (a retry delivered them), so their candidates yield
-    few rows: run_pages reads the yield from the hourly snapshots first and fetches page / yield messages
-    in its first round (at most 40x, at most MAX_ROUND_MESSAGES). Only on the time path, only for transient
-    outcomes; no snapshot yet means no hint."""
-    from eximtrack.search_plan import MAX_ROUND_MESSAGES, SearchPlan, run_pages
+def test_a_search_by_outcome_on_the_time_path_reads_no_yield_hint():
+    """On the time path the candidates of an outcome are the search_time rows whose newest version has it
+    (migration 022 keeps no other once merged), so a deferred / in-progress search fetches the page's
+    messages first, as any other, and grows its rounds by the yield it meets; without a snapshot read."""
+    from eximtrack.search_plan import SearchPlan, run_pages
     from eximtrack.web.query import build_search_query
 
-    plan = build_search_query({"defer": "1", "startdate": "1780000000"}, None).plan
-    sql, params = plan.yield_sql()
-    assert sql.startswith("SELECT sum(deferred), sum(deferred_ever) FROM mail_hourly_snap WHERE hour >= ")
-    assert params == {"y_since": 1780000000000}
-    sql, _ = build_search_query({"defer": "1", "inprogress": "1"}, None).plan.yield_sql()
-    assert "sum(deferred) + sum(inprogress), sum(deferred_ever) + sum(rows)" in sql
     for params in (
+        {"defer": "1", "startdate": "1780000000"},
+        {"defer": "1", "inprogress": "1"},
         {"failure": "1"},
-        {"defer": "1", "failure": "1"},
         {"defer": "1", "recipient": "a@b.c"},
         {},
     ):
         assert build_search_query(params, None).plan.yield_sql() is None, params
-    for found, first in (([(10, 100)], 1000), ([(0, 100)], 4000), ([(None, None)], 100), ([(1, 0)], 100)):
-        plan = build_search_query({"defer": "1"}, None).plan
-        asked = []
+    plan = build_search_query({"defer": "1"}, None).plan
+    asked = []
 
-        def run(sql, params, found=found, asked=asked):
-            if "mail_hourly_snap" in sql:
-                return ["now", "ever"], found
-            if "c_k" in params:
-                n = min(params["c_k"], 20000)  # distinct times, newest first
-                return ["ts", "server", "msgid", "msgtime"], [(10**6 - i, "s", f"m{i}", 1) for i in range(n)]
-            asked.append(len(params["f_keys"]))
-            return ["x"], [()] * params["lim"]
+    def run(sql, params):
+        assert "mail_hourly_snap" not in sql
+        if "c_k" in params:
+            n = min(params["c_k"], 20000)  # distinct times, newest first
+            return ["ts", "server", "msgid", "msgtime"], [(10**6 - i, "s", f"m{i}", 1) for i in range(n)]
+        asked.append(len(params["f_keys"]))
+        return ["x"], [()] * params["lim"]
 
-        run_pages(run, plan, "DESC", None, 100, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
-        assert asked == [min(first, MAX_ROUND_MESSAGES) + 1], (found, asked)  # + the boundary's message
-        assert plan.expected_yield is None  # read again by the next page (a new request)
+    run_pages(run, plan, "DESC", None, 100, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+    assert asked == [101]  # the page's messages + the boundary's
     assert SearchPlan([], {}, expected_yield=0.5).first_messages(100) == 200
 
 
@@ -666,7 +657,9 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
 
     plan = build_search_query({"subject": "Invoice", "subject_searchmatch": "contains"}, None).plan
     sql, params = plan.common_text_sql()
-    assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE ")
+    assert sql.startswith(
+        "SELECT countIf(text LIKE {c_like0:String} AND type != ''), count() FROM search_time WHERE "
+    )
     assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
     assert params == {"c_like0": "%invoice%"}
     sql, params = build_search_query({"all": "invoice", "failure": "1"}, None).plan.common_text_sql()
