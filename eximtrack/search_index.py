@@ -4,8 +4,8 @@
 
 The materialized views keep them current on every insert, and the migrations backfill them once, so this is
 needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone).
-Each table is filled by its view's newest query as the
-migrations define it (one source of truth: what the view writes for a new row is what a rebuild writes).
+Each table is filled by its view's newest query as the migrations define it (one source of truth: what the
+view writes for a new row is what a rebuild writes).
 Searches that read an access path miss rows while it runs; inserts arriving meanwhile are indexed by the
 views (duplicates collapse).
 """

@@ -28,10 +28,11 @@ granules instead of one per message, and a read of every row (`read_all`: the CL
 
 WHY IT IS EXACT. Every version of a row writes its index rows, and search_time's merges drop a version only
 for a newer one of the same row (022), so the latest version of every row has them: the candidates of a
-filter are a superset of the rows it matches, in the search's own order (sendunixtime). The fetch applies every condition again to the latest row. Candidates are read K at a time
-in time order; if K came back, only rows strictly before the last candidate's time T are certain (a row at or
-beyond T may have candidates not read yet), so the fetch stops there and the next round starts at T. Stale index rows (an old state, a value from before the arrival line) only cost
-reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, msgid) is a primary-key read.
+filter are a superset of the rows it matches, in the search's own order (sendunixtime). The fetch applies
+every condition again to the latest row. Candidates are read K at a time in time order; if K came back, only
+rows strictly before the last candidate's time T are certain (a row at or beyond T may have candidates not
+read yet), so the fetch stops there and the next round starts at T. Stale index rows (an old state not merged
+away yet, a value from before the arrival line) only cost reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, msgid) is a primary-key read.
 """
 
 from __future__ import annotations
@@ -428,7 +429,7 @@ class SearchPlan:
 
     def first_round(self, rows: int) -> int:
         """Candidates read in a page's first round: search_keys holds about one row per message and value,
-        search_time one per version (a few per row)."""
+        search_time one per row (recipient) and version not merged away yet: a few per message."""
         if self.key_filter() is not None:
             return self.first_messages(rows) + 50
         return 4 * self.first_messages(rows) + 50
