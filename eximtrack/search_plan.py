@@ -134,6 +134,8 @@ TEXT_SAMPLE_SECONDS = 600  # a text filter's share is sampled from the newest 10
 MAX_UNINDEXED_ROWS = 500_000
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
+# search_time rows read per message in a first round: a message's recipients, and versions not merged away yet
+TIME_ROWS_PER_MESSAGE = 4
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
@@ -432,7 +434,7 @@ class SearchPlan:
         search_time one per row (recipient) and version not merged away yet: a few per message."""
         if self.key_filter() is not None:
             return self.first_messages(rows) + 50
-        return 4 * self.first_messages(rows) + 50
+        return TIME_ROWS_PER_MESSAGE * self.first_messages(rows) + 50
 
     def first_messages(self, rows: int) -> int:
         """Messages fetched in a page's first round. With an `expected_yield` (an outcome search on a broad key:

@@ -12,6 +12,9 @@
 --     server, msgid, msgtime: the row identity of `latest`) and its `version`. The table is a
 --     ReplacingMergeTree(version) ordered by (ts, server, msgid, msgtime, row_key): a merge keeps the newest
 --     version of each row and drops the others.
+--   * Granules of 1,024 rows (8,192 before): a phrase whose word pair is in one row of a few thousand (the
+--     pairs index of 021 then keeps most 8,192-row granules) has its text read from a fifth of the table:
+--     777 -> 331 ms at 1e7 events for `Invoice order`, the other searches unchanged, +1.4 % disk.
 --   * The view writes every version, tombstones included, as a row with an empty type and text: a
 --     placeholder's tombstone replaces its text on the next merge. Searches never match an empty type
 --     (eximtrack/search_plan.py adds `type != ''` where no outcome filter is given).
@@ -58,7 +61,8 @@ ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(msgtime)
 PRIMARY KEY (ts, server, msgid)
 ORDER BY (ts, server, msgid, msgtime, row_key)
-TTL addDays(toDateTime(if(ts = 0, msgtime, ts)), 31) + toIntervalDay(90);
+TTL addDays(toDateTime(if(ts = 0, msgtime, ts)), 31) + toIntervalDay(90)
+SETTINGS index_granularity = 1024;
 
 --@when SELECT count() = 1 FROM system.tables WHERE database = currentDatabase() AND name = 'search_time_next'
 CREATE MATERIALIZED VIEW IF NOT EXISTS search_time_next_mv TO search_time_next AS

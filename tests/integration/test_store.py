@@ -246,6 +246,7 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
     layout = "SELECT sorting_key, engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
     [(key, engine)] = upgraded.query(layout, {"t": "search_time"}).result_rows
     assert key.endswith("row_key") and "ReplacingMergeTree(version)" in engine
+    assert "index_granularity = 1024" in engine
     assert upgraded.query(layout, {"t": "search_time_next"}).result_rows == []
     assert migrations.current_retention(upgraded.client, "search_time") == 30  # the store's, not the CREATE's
 
