@@ -32,7 +32,8 @@ filter are a superset of the rows it matches, in the search's own order (senduni
 every condition again to the latest row. Candidates are read K at a time in time order; if K came back, only
 rows strictly before the last candidate's time T are certain (a row at or beyond T may have candidates not
 read yet), so the fetch stops there and the next round starts at T. Stale index rows (an old state not merged
-away yet, a value from before the arrival line) only cost reading. `msgtime` is a function of the msgid, so fetching by (msgtime, server, msgid) is a primary-key read.
+away yet, a value from before the arrival line) only cost reading. `msgtime` is a function of the msgid, so
+fetching by (msgtime, server, msgid) is a primary-key read.
 """
 
 from __future__ import annotations

@@ -25,15 +25,16 @@
 -- add rows the re-check on `latest FINAL` ignores. A version whose arrival time (ts) differs from a later
 -- one's (a delivery seen before its arrival line: ts 0) has its own key and stays, stale and harmless.
 -- Two rows of one message are folded wrongly only if their recipients' 64-bit hashes collide (about 1 in
--- 10^17 per pair). Nothing relies on CLEANUP (the tombstones stay, as rows that match nothing).
+-- 10^19 per pair). Nothing relies on CLEANUP (the tombstones stay, as rows that match nothing).
 --
 -- Upgrade in place: the new layout is built beside the old one (search_time_next, fed by its own view and
 -- backfilled from every version in `latest`), then the two are exchanged. Both views write the same
 -- columns into tables that both have them (the old layout gets row_key and version as plain columns first),
 -- so an insert during the exchange lands in the new layout by either view. `--@when` lines make each step
 -- run only while the old layout is in place (a crash mid-way is resumed).
--- Cost (docs/BENCHMARKS.md, session 26): row_key and version add ~7 B per event, the tombstones' rows ~5; at
--- 1e7 events search_time went from 895 to 713 MB (89 -> 71 B per event), the text indexes with it.
+-- Cost (docs/BENCHMARKS.md, session 26): row_key and version take ~7 B per event (69 MB at 1e7 events);
+-- search_time went from 895 to 723 MB at 1e7 (89 -> 72 B per event) and from 8.17 to 6.57 GB at 1e8
+-- (82 -> 66), the text indexes with it.
 
 ALTER TABLE search_time ADD COLUMN IF NOT EXISTS row_key UInt64 AFTER msgtime, ADD COLUMN IF NOT EXISTS version UInt64 AFTER row_key;
 
