@@ -637,6 +637,13 @@ def pick_probes(store) -> dict:
 Run = Callable[[str, dict], tuple[list[str], list[tuple]]]
 
 
+def word_part(address: str) -> str:
+    """The first label of an address's domain (`quote-launch1` of `james@quote-launch1.co.uk`): what a user
+    types to find mail of a domain in any field. Searched `contains`, its two end words may be parts of longer
+    words, so the text index has no whole word of it to look up."""
+    return address.rpartition("@")[2].split(".")[0]
+
+
 def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
     """{query name: (API path, query parameters, page)} for every query the HTTP API answers: the searches
     (page of 100, newest first; `page` > 1 follows the cursor that many pages), the exact totals
@@ -657,6 +664,7 @@ def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
         "subject_contains": {"subject": p["subject"], "subject_searchmatch": "contains"},
         "subject_word": {"subject": p["subject_word"], "subject_searchmatch": "contains"},
         "all_free_text": {"all": p["recipient"]},
+        "all_word_part": {"all": word_part(p["sender"])},
         "failures_24h": failures,
         "deferred_24h": {"defer": "1", "startdate": d1},
         "server_type": {"server": p["server"], "type": "success"},

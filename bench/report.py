@@ -31,6 +31,7 @@ QUERY_LABELS = {
     "subject_contains": "subject contains a whole subject (API)",
     "subject_word": "subject contains a common word (API page)",
     "all_free_text": "`all` free text: an address in any field (API)",
+    "all_word_part": "`all` free text: part of a sender's domain, no whole word (API)",
     "failures_24h": "failures in the last 24 h across the fleet (API page)",
     "deferred_24h": "deferred in the last 24 h across the fleet (API page)",
     "server_type": "one server, delivered only (API page)",

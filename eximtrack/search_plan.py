@@ -396,11 +396,7 @@ class SearchPlan:
             f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}"
         )
         if "text LIKE" in where:
-            # In PREWHERE the LIKE is evaluated on every row's text (2.3 s at 1e7 events for a rare phrase);
-            # in WHERE the text index skips the granules first (17 ms, same rows).
-            sql += " SETTINGS optimize_move_to_prewhere = 0"
-            if self.text_index is False:  # a common term: read in time order, no index (common_text_sql)
-                sql += ", use_skip_indexes = 0"
+            sql += candidate_settings(self.text_index is not False, "hasAllTokens(" in where)
         return sql, params
 
     def common_text_sql(self) -> tuple[str, dict] | None:
@@ -486,6 +482,22 @@ class SearchPlan:
                 conds.append(f"hour {op} toStartOfHour(fromUnixTimestamp64Milli({ph(name, 'Int64')}, 'UTC'))")
         where = " WHERE " + " AND ".join(conds) if conds else ""
         return f"SELECT {now}, {ever} FROM mail_hourly_snap{where}", params
+
+
+def candidate_settings(indexed: bool, pairs: bool) -> str:
+    """The SETTINGS of a candidates read with a text filter: through the text indexes (`indexed`), with or
+    without a phrase's word pairs (`pairs`), or newest first without them (common_text_sql).
+
+    Through the indexes, a LIKE alone is left to ClickHouse's PREWHERE: the LIKE and the index's row filter
+    run first and the key columns are read lazily for the rows that pass. A rare address (a recipient's
+    address as `all` free text) read 649 granules at 1e8 events for 18 rows: 222 ms p50 with the key
+    columns of every granule, 115 with PREWHERE (docs/BENCHMARKS.md, session 27). With word pairs PREWHERE
+    ran the pairs' expression beside the LIKE and cost 9 ms more, so those conditions stay in WHERE, where
+    the LIKE goes first. Read newest first without the indexes, every granule matches, there is nothing to
+    read lazily, and it stays as it was measured (WHERE)."""
+    if indexed and not pairs:
+        return ""
+    return " SETTINGS optimize_move_to_prewhere = 0" + ("" if indexed else ", use_skip_indexes = 0")
 
 
 def time_side(direction: str, ms: int, params: dict, name: str, before: bool) -> str:
@@ -602,6 +614,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "SearchPlan",
     "TextFilter",
+    "candidate_settings",
     "msgid_second",
     "phrase_pairs",
     "token_edges",
