@@ -246,7 +246,7 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
     layout = "SELECT sorting_key, engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
     [(key, engine)] = upgraded.query(layout, {"t": "search_time"}).result_rows
     assert key.endswith("row_key") and "ReplacingMergeTree(version)" in engine
-    assert "index_granularity = 1024" in engine
+    assert "index_granularity = 256," in engine  # migration 023 after 022
     assert upgraded.query(layout, {"t": "search_time_next"}).result_rows == []
     assert migrations.current_retention(upgraded.client, "search_time") == 30  # the store's, not the CREATE's
 
@@ -297,6 +297,66 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
             upgraded.command(statement)
     assert count(upgraded, "SELECT count() FROM search_time") == 4
     assert found()[0] == (["n", "s2"], ["n", "s2"])
+
+
+def test_an_upgraded_store_has_search_time_in_small_granules_with_the_same_rows(url, tmp_path):
+    """Migration 023 on a store laid out by 022: search_time is copied into granules of 256 rows compressed
+    one by one and exchanged; it holds the same rows (every version not merged yet, tombstones), its view
+    writes into it, searches find the same rows, the store's retention stays, and running the migration's
+    steps again (a crash mid-way) changes nothing."""
+    from eximtrack.web import query as q
+
+    old = store_before(url, 22, tmp_path)
+    old.set_retention(30)
+    a = {"recipient": "a@x.org"}
+    old.insert_events(
+        [ev("p", "inprogress", msgid="1upg23-000001-AA", version=1, subject="Quarterly invoice", **a)]
+    )
+    old.insert_events(
+        [
+            ev("p-del", "inprogress", msgid="1upg23-000001-AA", version=2, is_deleted=1, **a),
+            ev("s", "success", msgid="1upg23-000001-AA", version=3, subject="Quarterly invoice",
+               deliveredto="a@x.org", **a),
+            ev("f", "failure", msgid="1upg23-000002-AA", subject="Weekly report", recipient="b@y.org"),
+        ]
+    )  # fmt: skip
+    columns = "SELECT ts, server, msgid, msgtime, row_key, version, type, text FROM search_time"
+    rows = columns + " FINAL ORDER BY ALL"
+    before = old.query(rows).result_rows
+    assert count(old, "SELECT count() FROM search_time") == 4  # placeholder, tombstone, delivery, failure
+    layout = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}"
+    assert "index_granularity = 1024" in old.query(layout, {"t": "search_time"}).result_rows[0][0]
+
+    upgraded = Store.open(url)
+    [(engine,)] = upgraded.query(layout, {"t": "search_time"}).result_rows
+    assert "index_granularity = 256, min_compress_block_size = 16384" in engine
+    assert "ReplacingMergeTree(version)" in engine
+    assert upgraded.query(layout, {"t": "search_time_next"}).result_rows == []
+    assert upgraded.query(rows).result_rows == before
+    # the copy was one insert, folded as a merge folds (optimize_on_insert): the tombstone replaced its placeholder
+    assert upgraded.query(columns + " ORDER BY ALL").result_rows == before
+    assert len(before) == 3
+    assert migrations.current_retention(upgraded.client, "search_time") == 30
+
+    def found() -> list:
+        out = []
+        for api in ({"all": "a@x.org"}, {"subject": "report", "subject_searchmatch": "contains"}, {}):
+            names, got = q.build_search_query(api, None).fetch(store_run(upgraded), None, 10)
+            out.append(sorted(r[names.index("event_id")] for r in got))
+        return out
+
+    assert found() == [["s"], ["f"], ["f", "s"]]
+    upgraded.insert_events(
+        [ev("n", "defer", msgid="1upg23-000003-AA", subject="New report", recipient="c@z.org")]
+    )
+    assert count(upgraded, "SELECT count() FROM search_time") == 4  # through the view, into the new layout
+    assert found() == [["s"], ["f", "n"], ["f", "n", "s"]]
+    [m23] = [m for m in migrations.load_migrations() if m.version == 23]
+    for when, statement in m23.steps():
+        if when is None or migrations.condition_holds(upgraded.client, when):
+            upgraded.command(statement)
+    assert count(upgraded, "SELECT count() FROM search_time") == 4
+    assert found() == [["s"], ["f", "n"], ["f", "n", "s"]]
 
 
 def test_phrase_pairs_are_a_subset_of_the_pairs_index_of_every_text_holding_the_phrase(store):
