@@ -301,9 +301,9 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
 
 def test_an_upgraded_store_has_search_time_in_small_granules_with_the_same_rows(url, tmp_path):
     """Migration 023 on a store laid out by 022: search_time is copied into granules of 256 rows compressed
-    one by one and exchanged; it holds the same rows (every version not merged yet, tombstones), its view
-    writes into it, searches find the same rows, the store's retention stays, and running the migration's
-    steps again (a crash mid-way) changes nothing."""
+    one by one and exchanged; it holds each row's newest version as FINAL read it before (the copy is folded
+    as a merge folds), its view writes into it, searches find the same rows, the store's retention stays, and
+    running the migration's steps again (a crash mid-way) changes nothing."""
     from eximtrack.web import query as q
 
     old = store_before(url, 22, tmp_path)
