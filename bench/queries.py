@@ -640,7 +640,8 @@ Run = Callable[[str, dict], tuple[list[str], list[tuple]]]
 def word_part(address: str) -> str:
     """The first label of an address's domain (`quote-launch1` of `james@quote-launch1.co.uk`): what a user
     types to find mail of a domain in any field. Searched `contains`, its two end words may be parts of longer
-    words, so the text index has no whole word of it to look up."""
+    words: a word index has no whole word of it to look up; search_time's trigram index (migration 024) has
+    its trigrams."""
     return address.rpartition("@")[2].split(".")[0]
 
 

@@ -107,6 +107,7 @@ TEXT_COLUMNS = (
 )
 # The columns after the '\x1f' of search_time.text, whose adjacent words tok_pairs indexes (migration 021).
 PAIR_COLUMNS = frozenset({"subject", "message", "confirmation"})
+GRAMS_INDEX = "grams_text"  # search_time.text's index of character trigrams (migration 024)
 PAIR_CHARS = 4  # a pair keeps the last PAIR_CHARS characters of its first word and the first of its second
 # tok_pairs' expression, character for character as migration 021 declares it (ClickHouse uses the index for
 # a condition on the same expression only; tests/bench/test_queries.py checks that they agree). Its 4s are
@@ -295,8 +296,8 @@ class SearchPlan:
         return out
 
     def _time_conditions(self, params: dict, pairs: bool = True) -> list[str]:
-        """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (tok_text skips the
-        granules without its whole tokens); with `pairs`, a phrase in the free-text columns adds
+        """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (grams_text, migration 024,
+        skips the rows without all of its character trigrams: whole words or parts of them); with `pairs`, a phrase in the free-text columns adds
         `hasAllTokens(<tok_pairs' expression>, its pairs)` after it: tok_pairs skips the granules without
         its adjacent words. The LIKE stays first: in a part without tok_pairs (written before migration 021)
         the expression is evaluated on the rows the LIKE let through only (its regular expressions on every
@@ -312,8 +313,8 @@ class SearchPlan:
                 params[f"c_eq{n}"] = f.value
                 out.append(f"{f.columns[0]} = {{c_eq{n}:String}}")
                 continue
-            # the text index serves the LIKE (granules without the pattern's tokens are skipped); a
-            # hasAllTokens of the words made ClickHouse 26.9 read the postings of common tokens for the whole table
+            # the trigram index serves the LIKE (rows without the pattern's trigrams are skipped); a
+            # hasAllTokens on text would take its needles as trigrams (the index's tokenizer), not words
             value = f.value.lower() if f.case_sensitive else f.value
             params[f"c_like{n}"] = "%" + like_escape(value) + "%"
             out.append(f"text LIKE {{c_like{n}:String}}")
@@ -493,11 +494,16 @@ def candidate_settings(indexed: bool, pairs: bool) -> str:
     address as `all` free text) read 649 granules at 1e8 events for 18 rows: 222 ms p50 with the key
     columns of every granule, 115 with PREWHERE (docs/BENCHMARKS.md, session 27). With word pairs PREWHERE
     ran the pairs' expression beside the LIKE and cost 9 ms more, so those conditions stay in WHERE, where
-    the LIKE goes first. Read newest first without the indexes, every granule matches, there is nothing to
-    read lazily, and it stays as it was measured (WHERE)."""
+    the LIKE goes first; and only tok_pairs is asked: the trigram index (GRAMS_INDEX) would read the
+    postings of every trigram of the phrase, most of them common, for rows its pairs have already narrowed
+    to a few (the bench's subject phrase at 1e8: 80 ms p50 with both indexes, 40 with the pairs alone;
+    docs/BENCHMARKS.md, session 28). Read newest first without the indexes, every granule matches, there is
+    nothing to read lazily, and it stays as it was measured (WHERE)."""
     if indexed and not pairs:
         return ""
-    return " SETTINGS optimize_move_to_prewhere = 0" + ("" if indexed else ", use_skip_indexes = 0")
+    if indexed:
+        return f" SETTINGS optimize_move_to_prewhere = 0, ignore_data_skipping_indices = '{GRAMS_INDEX}'"
+    return " SETTINGS optimize_move_to_prewhere = 0, use_skip_indexes = 0"
 
 
 def time_side(direction: str, ms: int, params: dict, name: str, before: bool) -> str:
@@ -607,6 +613,7 @@ def run_pages(
 
 
 __all__ = [
+    "GRAMS_INDEX",
     "KEY_FIELDS",
     "OUTCOME_TABLE",
     "PAIR_COLUMNS",
