@@ -207,35 +207,39 @@ def ingest_files(
     if joiner is None and not server:
         raise ValueError("a server name is required")
     started = time.monotonic()
-    retention = store.retention_days()
-    cutoff = now() - retention * 86400 if retention else None
-    total = sum(os.path.getsize(p) for p in paths)
-    if joiner is None and background:
-        from eximtrack import join_process
+    # search_time's trigram index is built once at the end, for the parts no merge rewrote meanwhile
+    with store.text_index_deferred():
+        retention = store.retention_days()
+        cutoff = now() - retention * 86400 if retention else None
+        total = sum(os.path.getsize(p) for p in paths)
+        if joiner is None and background:
+            from eximtrack import join_process
 
-        job = join_process.JoinJob(list(paths), server, tz, userdomains, trueuserowners, batch_rows, cutoff)
-        stats = join_process.run(store, job, progress)
-    else:
-        if joiner is None:
-            joiner = make_joiner(server, tz, userdomains, trueuserowners)
-        writer = _Writer(store, batch_rows, background=background)
-        method = {"events": "insert_events", "rejects": "insert_rejects", "log_lines": "insert_lines"}
-        try:
-            stats = join_files(
-                joiner,
-                paths,
-                lambda table, records: writer.put(method[table], records),
-                batch_rows=batch_rows,
-                cutoff=cutoff,
-                on_progress=progress.update if progress is not None else None,
+            job = join_process.JoinJob(
+                list(paths), server, tz, userdomains, trueuserowners, batch_rows, cutoff
             )
-        except BaseException:
-            writer.close(raise_error=False)
-            raise
-        writer.close()
-    if progress is not None:
-        progress.update(total, stats.lines, force=True)
-        progress.finish()
+            stats = join_process.run(store, job, progress)
+        else:
+            if joiner is None:
+                joiner = make_joiner(server, tz, userdomains, trueuserowners)
+            writer = _Writer(store, batch_rows, background=background)
+            method = {"events": "insert_events", "rejects": "insert_rejects", "log_lines": "insert_lines"}
+            try:
+                stats = join_files(
+                    joiner,
+                    paths,
+                    lambda table, records: writer.put(method[table], records),
+                    batch_rows=batch_rows,
+                    cutoff=cutoff,
+                    on_progress=progress.update if progress is not None else None,
+                )
+            except BaseException:
+                writer.close(raise_error=False)
+                raise
+            writer.close()
+        if progress is not None:
+            progress.update(total, stats.lines, force=True)
+            progress.finish()
     stats.seconds = time.monotonic() - started
     return stats
 

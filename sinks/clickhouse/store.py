@@ -12,6 +12,7 @@ one process per directory, so chDB clients are cached per process (per path and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,6 +48,9 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}
+# search_time's index of character trigrams (migration 024; eximtrack.search_plan.GRAMS_INDEX): the costliest
+# index to build, which a bulk load leaves to the merges and builds once at its end (Store.defer_text_index)
+TEXT_INDEX = "grams_text"
 # the Null table whose inserts feed the hourly aggregates (migration 020)
 ROLLUP_TABLE = "events_rollup"
 
@@ -214,6 +218,7 @@ class Store:
         self.url = url
         # the cluster layout when the URL names a cluster (sinks/clickhouse/cluster.py), else None
         self.cluster = migrations.cluster_of(url.cluster) if url.cluster else None
+        self.insert_settings = dict(INSERT_SETTINGS)
 
     def target(self, table: str) -> str:
         """What a DELETE, TRUNCATE or ALTER of `table` names: the table, or on a cluster its local tables
@@ -319,7 +324,28 @@ class Store:
     def _raw_insert(self, table: str, encoded_as: str, data: bytes) -> None:
         """`data` (Arrow IPC of `encode.TABLES[encoded_as]`'s columns) into `table`."""
         fields = encode.TABLES[encoded_as][0]
-        self.client.raw_insert(table, list(fields), data, settings=dict(INSERT_SETTINGS), fmt="Arrow")
+        self.client.raw_insert(table, list(fields), data, settings=dict(self.insert_settings), fmt="Arrow")
+
+    @contextlib.contextmanager
+    def text_index_deferred(self) -> Iterator[None]:
+        """Inserts within leave search_time's trigram index (TEXT_INDEX) to the merges, which build it for every
+        part they write; on leaving without an error, `build_text_index()` builds it for the parts no merge
+        rewrote. For a bulk load (`eximtrack ingest`): an insert building it cost 9-10 % of ingest's speed
+        (docs/BENCHMARKS.md, session 28), and most of what it built the merges built again. A part without
+        the index is read without it: slower, never different."""
+        self.insert_settings["exclude_materialize_skip_indexes_on_insert"] = TEXT_INDEX
+        try:
+            yield
+        finally:
+            self.insert_settings.pop("exclude_materialize_skip_indexes_on_insert", None)
+        self.build_text_index()
+
+    def build_text_index(self) -> None:
+        """Build search_time's trigram index for the parts written without it, and wait (a mutation: the
+        parts that have it are kept as they are)."""
+        self.command(
+            f"ALTER TABLE {self.target('search_time')} MATERIALIZE INDEX {TEXT_INDEX} SETTINGS mutations_sync = 2"
+        )
 
     def insert_rollup_encoded(self, data: bytes) -> None:
         """Feed the hourly aggregates (`events_rollup`, a Null table read by their views) with events

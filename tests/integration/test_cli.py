@@ -6,6 +6,8 @@ tests run in subprocesses on their own store directory (a chDB directory admits 
 
 from __future__ import annotations
 
+import contextlib
+
 import collections
 import csv
 import gzip
@@ -493,6 +495,9 @@ def test_writer_errors_reach_the_caller(tmp_path):
         def retention_days(self):
             return 0
 
+        def text_index_deferred(self):
+            return contextlib.nullcontext()
+
         def insert_events(self, events, batch_rows):
             BrokenStore.calls += 1
             raise RuntimeError("disk full")
@@ -534,6 +539,36 @@ def test_the_joining_process_stores_what_one_process_stores(chdb_path, tmp_path,
         assert store.query(f"SELECT count() FROM {a}.{table}").result_rows[0][0] > 0 or table == "rejects"
 
 
+def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, monkeypatch):
+    """`ingest_files` inserts without search_time's trigram index (the merges build it) and builds it at the
+    end for the parts no merge rewrote: every part then skips the granules of a string found nowhere; the
+    store's later inserts build it again themselves (its insert settings are restored)."""
+    from eximtrack.ingest import ingest_files
+    from eximtrack.web import query as q
+    from sinks.clickhouse.store import INSERT_SETTINGS, TEXT_INDEX, store_run
+
+    monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
+    store = Store.open(f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}")
+    ingest_files(store, [str(SAMPLES / "mainlog-all.log")], server="web1")
+    ingest_files(store, [str(SAMPLES / "mainlog-cpanel.log")], server="web2", background=False)
+    assert store.insert_settings == INSERT_SETTINGS
+
+    def granules(value: str) -> list[str]:
+        plan = [r[0].strip() for r in store.query(
+            "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
+        ).result_rows]  # fmt: skip
+        at = plan.index(f"Name: {TEXT_INDEX}")
+        return [line for line in plan[at:] if line.startswith(("Parts:", "Granules:"))][:2]
+
+    parts = store.query(
+        "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'search_time' AND active"
+    ).result_rows[0][0]
+    assert parts >= 2 and granules("zqxjvk") == [f"Parts: 0/{parts}", granules("zqxjvk")[1]]
+    assert granules("zqxjvk")[1].startswith("Granules: 0/")
+    names, got = q.build_search_query({"all": "xample"}, None).fetch(store_run(store), None, 5)
+    assert got  # a part of a word, found through the index
+
+
 def test_errors_of_the_joining_process_and_of_the_store_reach_the_caller(chdb_path, tmp_path, monkeypatch):
     from eximtrack.ingest import ingest_files
 
@@ -547,6 +582,9 @@ def test_errors_of_the_joining_process_and_of_the_store_reach_the_caller(chdb_pa
     class RefusingStore:
         def retention_days(self):
             return 0
+
+        def text_index_deferred(self):
+            return contextlib.nullcontext()
 
         def insert_encoded(self, table, data):
             raise RuntimeError("disk full")
