@@ -6,9 +6,8 @@ tests run in subprocesses on their own store directory (a chDB directory admits 
 
 from __future__ import annotations
 
-import contextlib
-
 import collections
+import contextlib
 import csv
 import gzip
 import io
