@@ -296,9 +296,10 @@ class SearchPlan:
         return out
 
     def _time_conditions(self, params: dict, pairs: bool = True) -> list[str]:
-        """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (grams_text, migration 024,
-        skips the rows without all of its character trigrams: whole words or parts of them); with `pairs`, a phrase in the free-text columns adds
-        `hasAllTokens(<tok_pairs' expression>, its pairs)` after it: tok_pairs skips the granules without
+        """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (grams_text, migration
+        024, skips the rows without all of its character trigrams: whole words or parts of them); with
+        `pairs`, a phrase in the free-text columns adds `hasAllTokens(<tok_pairs' expression>, its pairs)`
+        after it: tok_pairs skips the granules without
         its adjacent words. The LIKE stays first: in a part without tok_pairs (written before migration 021)
         the expression is evaluated on the rows the LIKE let through only (its regular expressions on every
         row cost 60x the LIKE: 67 s against 1.1 s for search_time at 1e7 events)."""

@@ -16,8 +16,10 @@
 -- domain label as `all` 675 -> 80 ms, a piece of a name 269 -> 90 ms, a string found nowhere 207 -> 15 ms,
 -- `der acc` in subjects 612 -> 157 ms; whole words, addresses and the time-path searches unchanged; a phrase
 -- of common words (`invoice order`) 94 -> 107 ms.
--- Cost: the trigram index is about 3.7 times the word index: ~1.0 GiB at 1e7 events against 274 MiB, about
--- +75 B per event in all (docs/BENCHMARKS.md, session 28, has the figures at 1e8).
+-- Cost: the trigram index is about 3.7 times the word index (~1.0 GiB at 1e7 events against 274 MiB): the
+-- store 461 -> 542 B per event at 1e8, 551 -> 632 at 1e7, 536 -> 608 at ingest size (docs/BENCHMARKS.md,
+-- session 28). `eximtrack ingest` leaves it to the merges and builds it at its end (Store.text_index_deferred):
+-- built by each of its inserts it cost 9-10 % of ingest's speed.
 --
 -- Upgrade in place: the index is dropped and added (new parts have it at once), then built for the parts
 -- already written by a mutation (`MATERIALIZE INDEX`, waited for). Until a part has it, its rows are read

@@ -49,7 +49,7 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}
 # search_time's index of character trigrams (migration 024; eximtrack.search_plan.GRAMS_INDEX): the costliest
-# index to build, which a bulk load leaves to the merges and builds once at its end (Store.defer_text_index)
+# index to build, which a bulk load leaves to the merges and builds once at its end (text_index_deferred)
 TEXT_INDEX = "grams_text"
 # the Null table whose inserts feed the hourly aggregates (migration 020)
 ROLLUP_TABLE = "events_rollup"

@@ -562,9 +562,9 @@ def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, 
     parts = store.query(
         "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'search_time' AND active"
     ).result_rows[0][0]
-    assert parts >= 2 and granules("zqxjvk") == [f"Parts: 0/{parts}", granules("zqxjvk")[1]]
-    assert granules("zqxjvk")[1].startswith("Granules: 0/")
-    names, got = q.build_search_query({"all": "xample"}, None).fetch(store_run(store), None, 5)
+    parts_read, granules_read = granules("zqxjvk")
+    assert parts >= 2 and parts_read == f"Parts: 0/{parts}" and granules_read.startswith("Granules: 0/")
+    _, got = q.build_search_query({"all": "xample"}, None).fetch(store_run(store), None, 5)
     assert got  # a part of a word, found through the index
 
 
