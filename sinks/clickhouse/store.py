@@ -30,6 +30,7 @@ from eximtrack.config import (
     resolve_retention_days,
     resolve_store_url,
 )
+from eximtrack.search_plan import GRAMS_INDEX
 from schemas.records import EVENT_FIELDS
 from sinks.clickhouse import cluster as cluster_layout
 from sinks.clickhouse import encode, migrations
@@ -48,9 +49,6 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}
-# search_time's index of character trigrams (migration 024; eximtrack.search_plan.GRAMS_INDEX): the costliest
-# index to build, which a bulk load leaves to the merges and builds once at its end (text_index_deferred)
-TEXT_INDEX = "grams_text"
 # the Null table whose inserts feed the hourly aggregates (migration 020)
 ROLLUP_TABLE = "events_rollup"
 
@@ -328,12 +326,12 @@ class Store:
 
     @contextlib.contextmanager
     def text_index_deferred(self) -> Iterator[None]:
-        """Inserts within leave search_time's trigram index (TEXT_INDEX) to the merges, which build it for every
-        part they write; on leaving without an error, `build_text_index()` builds it for the parts no merge
+        """Inserts within leave search_time's trigram index (GRAMS_INDEX, the costliest to build) to the
+        merges, which build it for every part they write; on leaving without an error, `build_text_index()` builds it for the parts no merge
         rewrote. For a bulk load (`eximtrack ingest`): an insert building it cost 9-10 % of ingest's speed
         (docs/BENCHMARKS.md, session 28), and most of what it built the merges built again. A part without
         the index is read without it: slower, never different."""
-        self.insert_settings["exclude_materialize_skip_indexes_on_insert"] = TEXT_INDEX
+        self.insert_settings["exclude_materialize_skip_indexes_on_insert"] = GRAMS_INDEX
         try:
             yield
         finally:
@@ -344,7 +342,7 @@ class Store:
         """Build search_time's trigram index for the parts written without it, and wait (a mutation: the
         parts that have it are kept as they are)."""
         self.command(
-            f"ALTER TABLE {self.target('search_time')} MATERIALIZE INDEX {TEXT_INDEX} SETTINGS mutations_sync = 2"
+            f"ALTER TABLE {self.target('search_time')} MATERIALIZE INDEX {GRAMS_INDEX} SETTINGS mutations_sync = 2"
         )
 
     def insert_rollup_encoded(self, data: bytes) -> None:

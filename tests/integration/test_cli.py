@@ -543,8 +543,9 @@ def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, 
     end for the parts no merge rewrote: every part then skips the granules of a string found nowhere; the
     store's later inserts build it again themselves (its insert settings are restored)."""
     from eximtrack.ingest import ingest_files
+    from eximtrack.search_plan import GRAMS_INDEX
     from eximtrack.web import query as q
-    from sinks.clickhouse.store import INSERT_SETTINGS, TEXT_INDEX, store_run
+    from sinks.clickhouse.store import INSERT_SETTINGS, store_run
 
     monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
     store = Store.open(f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}")
@@ -556,7 +557,7 @@ def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, 
         plan = [r[0].strip() for r in store.query(
             "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
         ).result_rows]  # fmt: skip
-        at = plan.index(f"Name: {TEXT_INDEX}")
+        at = plan.index(f"Name: {GRAMS_INDEX}")
         return [line for line in plan[at:] if line.startswith(("Parts:", "Granules:"))][:2]
 
     parts = store.query(
