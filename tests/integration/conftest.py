@@ -26,6 +26,22 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:26.9"
 
 
+def grams_index_reads(store, value: str) -> tuple[str, str]:
+    """The `Parts: …` and `Granules: …` lines EXPLAIN gives search_time's trigram index (migration 024) for
+    `text LIKE '%value%'`: what it leaves to read ('', '' when the plan does not use it)."""
+    from eximtrack.search_plan import GRAMS_INDEX
+
+    plan = [r[0].strip() for r in store.query(
+        "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
+    ).result_rows]  # fmt: skip
+    if f"Name: {GRAMS_INDEX}" not in plan:
+        return "", ""
+    after = plan[plan.index(f"Name: {GRAMS_INDEX}") :]
+    parts = next(line for line in after if line.startswith("Parts:"))
+    granules = next(line for line in after if line.startswith("Granules:"))
+    return parts, granules
+
+
 def docker_available() -> bool:
     """A Docker engine answers (not only the client binary)."""
     if os.environ.get("EXIMTRACK_TEST_DOCKER") == "0":

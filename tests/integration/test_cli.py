@@ -543,9 +543,9 @@ def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, 
     end for the parts no merge rewrote: every part then skips the granules of a string found nowhere; the
     store's later inserts build it again themselves (its insert settings are restored)."""
     from eximtrack.ingest import ingest_files
-    from eximtrack.search_plan import GRAMS_INDEX
     from eximtrack.web import query as q
     from sinks.clickhouse.store import INSERT_SETTINGS, store_run
+    from tests.integration.conftest import grams_index_reads
 
     monkeypatch.setenv("EXIMTRACK_RETENTION_DAYS", "0")
     store = Store.open(f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}")
@@ -553,17 +553,10 @@ def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, 
     ingest_files(store, [str(SAMPLES / "mainlog-cpanel.log")], server="web2", background=False)
     assert store.insert_settings == INSERT_SETTINGS
 
-    def granules(value: str) -> list[str]:
-        plan = [r[0].strip() for r in store.query(
-            "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
-        ).result_rows]  # fmt: skip
-        at = plan.index(f"Name: {GRAMS_INDEX}")
-        return [line for line in plan[at:] if line.startswith(("Parts:", "Granules:"))][:2]
-
     parts = store.query(
         "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'search_time' AND active"
     ).result_rows[0][0]
-    parts_read, granules_read = granules("zqxjvk")
+    parts_read, granules_read = grams_index_reads(store, "zqxjvk")
     assert parts >= 2 and parts_read == f"Parts: 0/{parts}" and granules_read.startswith("Granules: 0/")
     _, got = q.build_search_query({"all": "xample"}, None).fetch(store_run(store), None, 5)
     assert got  # a part of a word, found through the index

@@ -366,6 +366,7 @@ def test_an_upgraded_store_finds_parts_of_words_through_a_trigram_index_built_fo
     the migration's steps again (a crash mid-way) issues no second mutation."""
     from eximtrack.search_plan import GRAMS_INDEX
     from eximtrack.web import query as q
+    from tests.integration.conftest import grams_index_reads
 
     old = store_before(url, 23, tmp_path)
     old.insert_events(
@@ -390,27 +391,19 @@ def test_an_upgraded_store_finds_parts_of_words_through_a_trigram_index_built_fo
     expected = [["s"], ["s"], ["f"], ["s"], []]
     assert found(old) == expected
 
-    def granules(store, value: str) -> str:
-        """EXPLAIN's granules line of grams_text for `text LIKE '%value%'` ('' when the index is not used)."""
-        plan = [r[0] for r in store.query(
-            "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
-        ).result_rows]  # fmt: skip
-        at = [i for i, line in enumerate(plan) if "Name: grams_text" in line]
-        return next((line.strip() for line in plan[at[0] :] if "Granules:" in line), "") if at else ""
-
     upgraded = Store.open(url)
     # the name the planner's SETTINGS give (ignore_data_skipping_indices takes an unknown name silently)
     assert upgraded.query(indexes).result_rows[0] == (GRAMS_INDEX, "text(tokenizer = ngrams(3))")
     assert [n for n, _ in upgraded.query(indexes).result_rows] == [GRAMS_INDEX, "tok_pairs"]
     # the part written before the upgrade has the index: a fragment found nowhere reads none of its granules
-    assert granules(upgraded, "zqxjvk") == "Granules: 0/1"
-    assert granules(upgraded, "te-launch") == "Granules: 1/1"
+    assert grams_index_reads(upgraded, "zqxjvk")[1] == "Granules: 0/1"
+    assert grams_index_reads(upgraded, "te-launch")[1] == "Granules: 1/1"
     assert found(upgraded) == expected
     upgraded.insert_events(
         [ev("n", "defer", msgid="1upg24-000003-AA", subject="Weekly report", recipient="cy@launch12.org")]
     )
     assert found(upgraded) == [["s"], ["s"], ["f", "n"], ["n", "s"], []]
-    assert granules(upgraded, "zqxjvk") == "Granules: 0/2"
+    assert grams_index_reads(upgraded, "zqxjvk")[1] == "Granules: 0/2"
     mutations = (
         "SELECT count(), min(is_done) FROM system.mutations WHERE database = currentDatabase() "
         "AND table = 'search_time' AND command LIKE '%MATERIALIZE INDEX grams_text%'"
