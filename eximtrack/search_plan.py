@@ -109,14 +109,18 @@ TEXT_COLUMNS = (
 PAIR_COLUMNS = frozenset({"subject", "message", "confirmation"})
 GRAMS_INDEX = "grams_text"  # search_time.text's index of character trigrams (migration 024)
 PAIR_CHARS = 4  # a pair keeps the last PAIR_CHARS characters of its first word and the first of its second
-# tok_pairs' expression, character for character as migration 021 declares it (ClickHouse uses the index for
-# a condition on the same expression only; tests/bench/test_queries.py checks that they agree). Its 4s are
-# PAIR_CHARS (tests/integration/test_store.py checks phrase_pairs against it on random texts).
-PAIR_INDEX_EXPR = (
-    r"replaceRegexpAll(replaceRegexpAll(concat('_', replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(rep"
-    r"laceRegexpAll(substring(text, position(text, '\x1f') + 1), '[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+'"
-    r", ' '), '([^ ]+)', '\\1_\\1'), '([^ _]{4})[^ _]*_', '\\1_'), '_[^ _]*?([^ _]{1,4})( |$)', '_\\1\\2')"
-    r", '_'), '_[^_]*[^a-z _][^_]*', ''), '_[^_ ]+(_)', '\\1')"
+# search_time's column of word pairs that tok_pairs indexes (migration 025; before it, 021's expression of seven
+# regular-expression rewrites, six times the cost per row, computed again by every merge). A phrase asks
+# `hasAllTokens(text_pairs, pairs)`: ClickHouse splits the column with the index's tokenizer ('_'); without a
+# tok_pairs index on the table it would split it with its default one and find no pair.
+PAIRS_COLUMN = "text_pairs"
+# The column's expression, character for character as migration 025 declares it. Its 4s are PAIR_CHARS
+# (tests/integration/test_store.py checks phrase_pairs against it, and it against 021's, on random texts).
+PAIRS_EXPR = (
+    r"arrayStringConcat(arrayFilter(p -> match(p, '^[a-z]+ [a-z]+$'), arrayMap((a, b) -> concat(right(a, 4"
+    r"), ' ', left(b, 4)), arrayPopBack(extractAll(substring(text, position(text, '\x1f') + 1), '[^\x00-\x"
+    r"2f\x3a-\x40\x5b-\x60\x7b-\x7f]+')), arrayPopFront(extractAll(substring(text, position(text, '\x1f') "
+    r"+ 1), '[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+')))), '_')"
 )
 _PAIR_HALF = re.compile(r"^[a-z]+$")
 # A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
@@ -298,11 +302,11 @@ class SearchPlan:
     def _time_conditions(self, params: dict, pairs: bool = True) -> list[str]:
         """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (grams_text, migration
         024, skips the rows without all of its character trigrams: whole words or parts of them); with
-        `pairs`, a phrase in the free-text columns adds `hasAllTokens(<tok_pairs' expression>, its pairs)`
-        after it: tok_pairs skips the granules without
-        its adjacent words. The LIKE stays first: in a part without tok_pairs (written before migration 021)
-        the expression is evaluated on the rows the LIKE let through only (its regular expressions on every
-        row cost 60x the LIKE: 67 s against 1.1 s for search_time at 1e7 events)."""
+        `pairs`, a phrase in the free-text columns adds `hasAllTokens(text_pairs, its pairs)` after it:
+        tok_pairs (migrations 021, 025) skips the granules without its adjacent words. The LIKE stays first:
+        in a part without tok_pairs the column is read and split for the rows the LIKE let through only (and
+        in a part written before 025, until its mutation wrote the column, computed for them: 021's regular
+        expressions on every row had cost 60x the LIKE, 67 s against 1.1 s for search_time at 1e7 events)."""
         out = []
         if self.types is not None:
             params["c_types"] = sorted(self.types)
@@ -322,7 +326,7 @@ class SearchPlan:
             found = phrase_pairs(value, f.match) if pairs and set(f.columns) <= PAIR_COLUMNS else []
             if found:  # a phrase: its adjacent words are rare even when each word is common (migration 021)
                 params[f"c_pairs{n}"] = found
-                out.append(f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs{n}:Array(String)}})")
+                out.append(f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs{n}:Array(String)}})")
         if self.types is None:  # a tombstone's row (migration 022) names no live row
             out.append("type != ''")
         return out
@@ -494,7 +498,8 @@ def candidate_settings(indexed: bool, pairs: bool) -> str:
     run first and the key columns are read lazily for the rows that pass. A rare address (a recipient's
     address as `all` free text) read 649 granules at 1e8 events for 18 rows: 222 ms p50 with the key
     columns of every granule, 115 with PREWHERE (docs/BENCHMARKS.md, session 27). With word pairs PREWHERE
-    ran the pairs' expression beside the LIKE and cost 9 ms more, so those conditions stay in WHERE, where
+    ran 021's pairs expression beside the LIKE and cost 9 ms more (before 025 stored the pairs), so those
+    conditions stay in WHERE, where
     the LIKE goes first; and only tok_pairs is asked: the trigram index (GRAMS_INDEX) would read the
     postings of every trigram of the phrase, most of them common, for rows its pairs have already narrowed
     to a few (the bench's subject phrase at 1e8: 80 ms p50 with both indexes, 40 with the pairs alone;
@@ -618,7 +623,8 @@ __all__ = [
     "KEY_FIELDS",
     "OUTCOME_TABLE",
     "PAIR_COLUMNS",
-    "PAIR_INDEX_EXPR",
+    "PAIRS_COLUMN",
+    "PAIRS_EXPR",
     "TEXT_COLUMNS",
     "SearchPlan",
     "TextFilter",

@@ -355,11 +355,11 @@ def Q_ALL_COLUMNS():  # noqa: N802
 def test_search_text_is_the_all_columns_of_the_api():
     """search_time.text (migrations 007 and 021) joins exactly the columns the API's `all` searches and the
     planner knows, so that its LIKE and hasAllTokens narrow and never drop a row; since 021 the free-text
-    columns come after a '\\x1f', whose pairs tok_pairs indexes with the expression the planner names."""
+    columns come after a '\\x1f', whose pairs are the column (025) that tok_pairs indexes and the planner names."""
     import re
     from pathlib import Path
 
-    from eximtrack.search_plan import PAIR_COLUMNS, PAIR_INDEX_EXPR, TEXT_COLUMNS
+    from eximtrack.search_plan import PAIR_COLUMNS, PAIRS_COLUMN, PAIRS_EXPR, TEXT_COLUMNS
     from eximtrack.web.query import ALL_COLUMNS, FILTER_COLUMNS
 
     assert tuple(ALL_COLUMNS) == TEXT_COLUMNS
@@ -373,9 +373,11 @@ def test_search_text_is_the_all_columns_of_the_api():
     assert list(TEXT_COLUMNS) == fixed + free
     expr = "lower(concatWithSeparator(' ', " + ", ".join([*fixed, "'\\x1f'", *free]) + ")) AS text"
     assert new.count(expr) == 1  # the view (no rows move)
+    pairs = (schemas / "025_phrase_pairs_column.sql").read_text()  # 021's pairs, as a stored column
+    assert f"ADD COLUMN IF NOT EXISTS {PAIRS_COLUMN} String MATERIALIZED {PAIRS_EXPR};" in pairs
     assert (
-        f"ADD INDEX IF NOT EXISTS tok_pairs {PAIR_INDEX_EXPR} TYPE text(tokenizer = splitByString(['_']));"
-        in new
+        f"ADD INDEX IF NOT EXISTS tok_pairs {PAIRS_COLUMN} TYPE text(tokenizer = splitByString(['_']));"
+        in pairs
     )
     assert {c for cols in FILTER_COLUMNS.values() for c in cols if "(" not in c} <= set(TEXT_COLUMNS)
 

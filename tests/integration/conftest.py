@@ -26,20 +26,25 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:26.9"
 
 
-def grams_index_reads(store, value: str) -> tuple[str, str]:
-    """The `Parts: …` and `Granules: …` lines EXPLAIN gives search_time's trigram index (migration 024) for
-    `text LIKE '%value%'`: what it leaves to read ('', '' when the plan does not use it)."""
-    from eximtrack.search_plan import GRAMS_INDEX
-
+def index_reads(store, index: str, where: str, params: dict) -> tuple[str, str]:
+    """The `Parts: …` and `Granules: …` lines EXPLAIN gives search_time's skip index `index` for a read of
+    search_time `WHERE <where>`: what it leaves to read ('', '' when the plan does not use it)."""
     plan = [r[0].strip() for r in store.query(
-        "EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE text LIKE {v:String}", {"v": f"%{value}%"}
+        f"EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE {where}", params
     ).result_rows]  # fmt: skip
-    if f"Name: {GRAMS_INDEX}" not in plan:
+    if f"Name: {index}" not in plan:
         return "", ""
-    after = plan[plan.index(f"Name: {GRAMS_INDEX}") :]
+    after = plan[plan.index(f"Name: {index}") :]
     parts = next(line for line in after if line.startswith("Parts:"))
     granules = next(line for line in after if line.startswith("Granules:"))
     return parts, granules
+
+
+def grams_index_reads(store, value: str) -> tuple[str, str]:
+    """index_reads of search_time's trigram index (migration 024) for `text LIKE '%value%'`."""
+    from eximtrack.search_plan import GRAMS_INDEX
+
+    return index_reads(store, GRAMS_INDEX, "text LIKE {v:String}", {"v": f"%{value}%"})
 
 
 def docker_available() -> bool:

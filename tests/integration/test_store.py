@@ -154,7 +154,10 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
     again): search_time's old rows (007's text layout, parts without tok_pairs) are still found by a phrase
     search, which reads them without the index (and without the direct read ClickHouse 26.9 fails on
     there); rows written after it get the new layout and the index; `rebuild-search-index --table
-    search_time` lays the old ones out anew, and they are found still."""
+    search_time` lays the old ones out anew, and they are found still. 025 runs again after 021 (its
+    expression is the one the planner names: with 021's, hasAllTokens would split it with its default
+    tokenizer and find nothing); its mutation is not issued again (this store's first opening issued it), so
+    the old parts stay without the index, as this test wants."""
     import re
     from pathlib import Path
 
@@ -166,7 +169,7 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
     )
     store.command("ALTER TABLE search_time DROP INDEX tok_pairs")
     store.command("ALTER TABLE search_time_mv MODIFY QUERY " + view.group(1))
-    store.command("DELETE FROM schema_migrations WHERE version = 21")
+    store.command("DELETE FROM schema_migrations WHERE version IN (21, 25)")
     phrase = "Player config product"
     store.insert_events(
         [ev("old1", msgid="1phr00-000001-AA", recipient="a@x.org", subject=f"Re: {phrase}s!")]
@@ -175,7 +178,7 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
     text = "SELECT countIf(position(text, '\\x1f') > 0), count() FROM search_time"
     assert store.query(text).result_rows == [(0, 2)]
 
-    upgraded = Store.open(url)
+    upgraded = Store.open(url)  # 021 and 025 again: 025's index, not built for the old parts (see above)
     upgraded.insert_events(
         [ev("new1", msgid="1phr00-000003-AA", recipient="c@x.org", subject=f"{phrase} ok")]
     )
@@ -417,6 +420,115 @@ def test_an_upgraded_store_finds_parts_of_words_through_a_trigram_index_built_fo
     assert found(upgraded) == [["s"], ["s"], ["f", "n"], ["n", "s"], []]
 
 
+def test_an_upgraded_store_finds_phrases_through_the_pairs_index_of_a_column_written_for_old_parts(
+    url, tmp_path
+):
+    """Migration 025 on a store laid out by 024: search_time gets the column text_pairs, tok_pairs is dropped
+    and added again on it (the column the planner names), and both are written for the parts written before
+    by a mutation each, so a phrase skips the old part's granules without its pairs; phrase searches find the
+    same rows before, after, and after new inserts; running the migration's steps again (a crash mid-way)
+    neither drops the new index nor issues a second mutation."""
+    from eximtrack.search_plan import PAIRS_COLUMN, phrase_pairs
+    from eximtrack.web import query as q
+    from tests.integration.conftest import index_reads
+
+    old = store_before(url, 24, tmp_path)
+    old.insert_events(
+        [
+            ev("s", "success", msgid="1upg25-000001-AA", subject="Player config product", recipient="a@x.org"),
+            ev("f", "failure", msgid="1upg25-000002-AA", subject="Weekly report attached", recipient="b@y.org"),
+        ]
+    )  # fmt: skip
+    expr = (
+        "SELECT expr FROM system.data_skipping_indices "
+        "WHERE database = currentDatabase() AND table = 'search_time' AND name = 'tok_pairs'"
+    )
+    assert "replaceRegexpAll" in old.query(expr).result_rows[0][0]
+    columns = "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'search_time'"
+    assert PAIRS_COLUMN not in {n for (n,) in old.query(columns).result_rows}
+
+    def found(store) -> list:
+        out = []
+        for value in ("player config", "ly report att", "config weekly"):
+            api = {"subject": value, "subject_searchmatch": "contains"}
+            names, got = q.build_search_query(api, None).fetch(store_run(store), None, 10)
+            out.append(sorted(r[names.index("event_id")] for r in got))
+        return out
+
+    upgraded = Store.open(url)  # (today's planner names text_pairs: it cannot search the old layout)
+    assert upgraded.query(expr).result_rows == [(PAIRS_COLUMN,)]
+    # the old part holds the column (written by the mutation, not computed when read)
+    stored = (
+        "SELECT count() FROM system.parts_columns WHERE active AND database = currentDatabase() "
+        "AND table = 'search_time' AND column = {c:String}"
+    )
+    assert count(upgraded, stored, {"c": PAIRS_COLUMN}) == count(upgraded, stored, {"c": "text"}) == 1
+
+    def pairs_reads(value: str) -> tuple[str, str]:  # as the planner asks: its pairs on its expression
+        where = f"hasAllTokens({PAIRS_COLUMN}, {{p:Array(String)}})"
+        return index_reads(upgraded, "tok_pairs", where, {"p": phrase_pairs(value, "contains")})
+
+    # the index matches the planner's expression (else ClickHouse would not name it), and the part written
+    # before the upgrade has it: a phrase found nowhere reads none of its granules, one found there reads it
+    assert pairs_reads("zebra config weekly") == ("Parts: 0/1", "Granules: 0/1")
+    assert pairs_reads("player config") == ("Parts: 1/1", "Granules: 1/1")
+    assert found(upgraded) == [["s"], ["f"], []]
+    upgraded.insert_events(
+        [ev("n", "defer", msgid="1upg25-000003-AA", subject="Re: player config", recipient="c@z.org")]
+    )
+    assert found(upgraded) == [["n", "s"], ["f"], []]
+    assert pairs_reads("zebra config weekly") == ("Parts: 0/2", "Granules: 0/2")
+    mutations = (
+        "SELECT count(), min(is_done) FROM system.mutations WHERE database = currentDatabase() "
+        "AND table = 'search_time' AND command LIKE '%MATERIALIZE %' AND command LIKE '%pairs%'"
+    )
+    assert upgraded.query(mutations).result_rows == [(2, 1)]  # the column's, the index's
+    [m25] = [m for m in migrations.load_migrations() if m.version == 25]
+    for when, statement in m25.steps():
+        if when is None or migrations.condition_holds(upgraded.client, when):
+            upgraded.command(statement)
+    assert upgraded.query(expr).result_rows == [(PAIRS_COLUMN,)]
+    assert upgraded.query(mutations).result_rows == [(2, 1)]
+    assert found(upgraded) == [["n", "s"], ["f"], []]
+
+
+def test_the_pairs_index_expression_gives_the_pairs_that_migration_021s_gave(store):
+    """Migration 025's text_pairs expression against 021's tok_pairs expression, evaluated by ClickHouse on random
+    texts of words, digits, punctuation, control characters, '\x1f' and non-ASCII, with and without the
+    '\x1f' of search_time's layout: every term a search can ask for (two halves of ASCII letters) is in the
+    one's tokens exactly when it is in the other's."""
+    import random
+    import re
+    from pathlib import Path
+
+    from eximtrack.search_plan import PAIRS_EXPR
+
+    sql = (Path(migrations.MIGRATIONS_DIR) / "021_phrase_pairs.sql").read_text()
+    [old] = re.findall(r"ADD INDEX IF NOT EXISTS tok_pairs (.*) TYPE text", sql)
+    rnd = random.Random(25)
+    pieces = ["a", "z", "q", "ab", "abcd", "abcde", "player", "é", "ü", "ß", "Ж", "😀", "1", "x9", "2024",
+              " ", "  ", "-", ".", "_", "'", ":", "\t", "\x01", "\x7f", "\x1f", "A", "Mail"]  # fmt: skip
+    texts = []
+    for i in range(6000):
+        body = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30))).lower()
+        texts.append(("dom.example 10.1.2.3 \x1f " if i % 3 else "") + body)
+
+    def terms(expr: str) -> str:
+        return (
+            f"arraySort(arrayDistinct(arrayFilter(t -> match(t, '^[a-z]+ [a-z]+$'), "
+            f"splitByString('_', {expr.replace('text', 't')}))))"
+        )
+
+    rows = store.query(
+        f"SELECT {terms(old)}, {terms(PAIRS_EXPR)} FROM (SELECT arrayJoin({{texts:Array(String)}}) AS t)",
+        {"texts": texts},
+    ).result_rows
+    assert len(rows) == len(texts)
+    for text, (was, now) in zip(texts, rows, strict=True):
+        assert was == now, text
+    assert sum(bool(was) for was, _ in rows) > 2000  # most texts have pairs: the test says something
+
+
 def test_phrase_pairs_are_a_subset_of_the_pairs_index_of_every_text_holding_the_phrase(store):
     """The superset guarantee of migration 021, against ClickHouse itself: for random texts (words, digits,
     punctuation, non-ASCII) and random pieces of them searched as phrases under each match mode, the pairs
@@ -425,7 +537,7 @@ def test_phrase_pairs_are_a_subset_of_the_pairs_index_of_every_text_holding_the_
     import random
 
     from eximtrack.search import ascii_lower
-    from eximtrack.search_plan import PAIR_INDEX_EXPR, phrase_pairs
+    from eximtrack.search_plan import PAIRS_EXPR, phrase_pairs
 
     rnd = random.Random(21)
     words = ["player", "config", "product", "re", "my", "order", "a", "x1", "2024", "grüße", "Mail", "user"]
@@ -446,7 +558,7 @@ def test_phrase_pairs_are_a_subset_of_the_pairs_index_of_every_text_holding_the_
             + " 250 ok"
         )
         cases.append((text.lower(), pairs))
-    expr = PAIR_INDEX_EXPR.replace("text", "t")
+    expr = PAIRS_EXPR.replace("text", "t")
     got = store.query(  # the index's terms: the expression split as its tokenizer splits it
         f"SELECT splitByString('_', {expr}) FROM (SELECT arrayJoin({{texts:Array(String)}}) AS t)",
         {"texts": [c[0] for c in cases]},

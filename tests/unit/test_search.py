@@ -244,18 +244,18 @@ def test_phrase_pairs_are_the_pairs_every_matching_text_holds():
 
 
 def test_a_phrase_in_subject_or_message_also_asks_its_word_pairs():
-    """The candidates of a subject or message phrase add hasAllTokens on tok_pairs' own expression after
-    their LIKE (first, so that parts without tok_pairs evaluate it on the LIKE's rows only); a filter that
+    """The candidates of a subject or message phrase add hasAllTokens on tok_pairs' column (text_pairs) after
+    their LIKE (first, so that parts without tok_pairs read it for the LIKE's rows only); a filter that
     also tests other columns (`all`, a domain) cannot: their text is not paired. A phrase common enough to be
     read in time order without the indexes (text_index False), and the sample deciding it, use the LIKE."""
     import dataclasses
 
-    from eximtrack.search_plan import PAIR_INDEX_EXPR
+    from eximtrack.search_plan import PAIRS_COLUMN
     from eximtrack.web.query import build_search_query
 
     plan = build_search_query({"subject": "Player Config Product"}, None).plan
     sql, params = plan.candidates("DESC", None, 101)
-    pairs = f"hasAllTokens({PAIR_INDEX_EXPR}, {{c_pairs0:Array(String)}})"
+    pairs = f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs0:Array(String)}})"
     assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} AND type != '' ORDER BY ts DESC" in sql
     assert params["c_pairs0"] == ["ayer conf", "nfig prod"] and params["c_like0"] == "%player config product%"
     table, access, params = plan.read_all()

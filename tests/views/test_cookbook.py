@@ -201,6 +201,30 @@ def check_newest_by_subject_word(store, sql):
     assert got and got == want
 
 
+def check_newest_by_subject_phrase(store, sql):
+    """The word pairs of tok_pairs (text_pairs) narrow the candidates; the rows are those whose subject holds
+    the phrase (any case), newest first."""
+    from eximtrack.search_plan import phrase_pairs
+
+    phrase = _rows(
+        store,
+        "SELECT arrayStringConcat(arraySlice(w, 1, 2), ' ') AS p FROM latest FINAL "
+        "ARRAY JOIN [splitByChar(' ', lower(subject))] AS w "
+        "WHERE length(w) >= 2 AND match(p, '^[a-z]{4,} [a-z]{4,}$') GROUP BY p ORDER BY count() DESC, p LIMIT 1",
+    )[0][0]
+    pairs = phrase_pairs(phrase, "contains")
+    assert len(pairs) == 1
+    got = _rows(store, sql, {"phrase": phrase.upper(), "pairs": pairs})
+    want = _rows(
+        store,
+        "SELECT sendunixtime, server, msgid, email, recipient, subject, type FROM latest FINAL "
+        "WHERE positionCaseInsensitive(subject, {p:String}) > 0 "
+        "ORDER BY sendunixtime DESC, server, msgid, recipient LIMIT 20",
+        {"p": phrase},
+    )
+    assert got and got == want
+
+
 def check_mail_to_address(store, sql):
     """The recipient-ordered copy gives exactly the latest rows of `latest` for an address (any case)."""
     rcpt = _rows(
