@@ -119,12 +119,13 @@ def test_engine_columns_match_record_fields(tmp_path):
     import json
 
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the derived columns (migrations 007, 011, 018): computed by the engine, never sent by the sink
+    # the derived columns (migrations 007, 011, 018, 025): computed by the engine, never sent by the sink
     assert got.pop("derived") == [
         ["latest", "msgtime"],
         ["latest_by_recipient", "msgtime"],
         ["latest_by_recipient", "recipient_lower"],
         ["latest_outcomes", "msgtime"],
+        ["search_time", "text_pairs"],
     ]
     # the recipient-ordered copy has exactly the columns of `latest` (its view inserts them by name)
     assert got.pop("latest_by_recipient") == got["latest"]
