@@ -19,18 +19,18 @@ from schemas.topics import RAW_LINE_PARTITIONS
 # The measured costs (bench/results.json; `measured_from` recomputes each from the results file).
 MEASURED = {
     # pipeline suite, drain: lines/s ÷ the cores each process used during it
-    "worker_lines_per_core": 22609,
-    "sink_lines_per_core": 16096,  # the embedded store: ClickHouse's insert work is in the sink's process
-    "broker_lines_per_core": 120409,
+    "worker_lines_per_core": 24588,
+    "sink_lines_per_core": 20101,  # the embedded store: ClickHouse's insert work is in the sink's process
+    "broker_lines_per_core": 52667,
     # core suite corpus (4 servers, the generator's default mix)
     "lines_per_message": 8.57,
     "events_per_line": 0.512,
     "raw_bytes_per_line": 143,
     # ingest suite: every table together (events, latest, access paths, aggregates, raw message lines)
-    "store_bytes_per_event": 607,
+    "store_bytes_per_event": 611,
     # pipeline suite: the worker's RSS, and its growth per open message (100k more open messages)
-    "worker_base_rss_mib": 232,
-    "worker_bytes_per_open_message": 217,
+    "worker_base_rss_mib": 229,
+    "worker_bytes_per_open_message": 270,
     # queries suite: the largest store measured (events); the per-shard bound of this plan
     "events_per_shard": 100_000_000,
 }

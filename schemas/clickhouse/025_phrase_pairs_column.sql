@@ -4,10 +4,11 @@
 -- Why: migration 021's tok_pairs indexed an expression (for every two adjacent words after the '\x1f' of
 -- search_time.text, the last 4 characters of the first and the first 4 of the second, when both halves are
 -- ASCII letters) built with seven nested replaceRegexpAll. ClickHouse computes an index's expression for
--- every row of every insert and again for every row of every merge. On 98k rows of search_time (session 29):
--- the expression took 30 ms per 4.4k rows (an events insert of the sink is ~200 ms), and a merge took 1.55-1.79 s with
--- it against 0.88-0.93 s without a pairs index. Now the pairs are a MATERIALIZED column, computed once per row
--- when it is inserted, by array functions (5 ms per 4.4k rows); merges copy it (0.93-0.96 s).
+-- every row of every insert and again for every row of every merge (session 29): the expression took 30 ms
+-- per 4.4k rows (an events insert of the sink is ~200 ms), and a merge of 98k rows of search_time took
+-- 1.55-1.79 s with it against 0.88-0.93 s without a pairs index. Now the pairs are a MATERIALIZED column,
+-- computed once per row when it is inserted, by array functions (5 ms per 4.4k rows); merges copy it
+-- (0.93-0.96 s).
 --
 -- The expression: extractAll of the runs of word characters (021's class: ASCII letters, digits, bytes
 -- >= 0x80), each word's last 4 bytes paired with the next word's first 4 (`right`, `left`), kept when both

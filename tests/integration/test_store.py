@@ -464,11 +464,11 @@ def test_an_upgraded_store_finds_phrases_through_the_pairs_index_of_a_column_wri
     )
     assert count(upgraded, stored, {"c": PAIRS_COLUMN}) == count(upgraded, stored, {"c": "text"}) == 1
 
-    def pairs_reads(value: str) -> tuple[str, str]:  # as the planner asks: its pairs on its expression
+    def pairs_reads(value: str) -> tuple[str, str]:  # as the planner asks: its pairs on text_pairs
         where = f"hasAllTokens({PAIRS_COLUMN}, {{p:Array(String)}})"
         return index_reads(upgraded, "tok_pairs", where, {"p": phrase_pairs(value, "contains")})
 
-    # the index matches the planner's expression (else ClickHouse would not name it), and the part written
+    # the index is the one on the planner's column (else ClickHouse would not name it), and the part written
     # before the upgrade has it: a phrase found nowhere reads none of its granules, one found there reads it
     assert pairs_reads("zebra config weekly") == ("Parts: 0/1", "Granules: 0/1")
     assert pairs_reads("player config") == ("Parts: 1/1", "Granules: 1/1")
@@ -492,7 +492,7 @@ def test_an_upgraded_store_finds_phrases_through_the_pairs_index_of_a_column_wri
     assert found(upgraded) == [["n", "s"], ["f"], []]
 
 
-def test_the_pairs_index_expression_gives_the_pairs_that_migration_021s_gave(store):
+def test_the_pairs_column_gives_the_pairs_that_migration_021s_index_expression_gave(store):
     """Migration 025's text_pairs expression against 021's tok_pairs expression, evaluated by ClickHouse on random
     texts of words, digits, punctuation, control characters, '\x1f' and non-ASCII, with and without the
     '\x1f' of search_time's layout: every term a search can ask for (two halves of ASCII letters) is in the
