@@ -123,7 +123,8 @@ PAIRS_EXPR = (
     r"+ 1), '[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+')))), '_')"
 )
 _PAIR_HALF = re.compile(r"^[a-z]+$")
-# A token of splitByNonAlpha: a run of ASCII letters/digits or non-ASCII characters (bytes >= 0x80).
+# A word as text_pairs (and 021's expression) cuts the text: a run of ASCII letters/digits or bytes >= 0x80 (not
+# quite splitByNonAlpha's: that one keeps control characters inside a word).
 _TOKEN = re.compile(r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
 _EXIM_ID = re.compile(r"^[0-9A-Za-z]{6}-")
 # Every outcome's counter of the rows that have it now (mail_hourly_snap): on a broad key's path (a whole

@@ -327,8 +327,9 @@ class Store:
     @contextlib.contextmanager
     def text_index_deferred(self) -> Iterator[None]:
         """Inserts within leave search_time's trigram index (GRAMS_INDEX, the costliest to build) to the
-        merges, which build it for every part they write; on leaving without an error, `build_text_index()` builds it for the parts no merge
-        rewrote. For a bulk load (`eximtrack ingest`): an insert building it cost 9-10 % of ingest's speed
+        merges, which build it for every part they write; on leaving without an error, one mutation builds it
+        for the parts no merge rewrote, and is waited for (it keeps the parts that have it as they are). For
+        a bulk load (`eximtrack ingest`): an insert building it cost 9-10 % of ingest's speed
         (docs/BENCHMARKS.md, session 28), and most of what it built the merges built again. A part without
         the index is read without it: slower, never different."""
         self.insert_settings["exclude_materialize_skip_indexes_on_insert"] = GRAMS_INDEX
@@ -336,11 +337,6 @@ class Store:
             yield
         finally:
             self.insert_settings.pop("exclude_materialize_skip_indexes_on_insert", None)
-        self.build_text_index()
-
-    def build_text_index(self) -> None:
-        """Build search_time's trigram index for the parts written without it, and wait (a mutation: the
-        parts that have it are kept as they are)."""
         self.command(
             f"ALTER TABLE {self.target('search_time')} MATERIALIZE INDEX {GRAMS_INDEX} SETTINGS mutations_sync = 2"
         )
