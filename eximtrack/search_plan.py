@@ -142,7 +142,10 @@ MAX_UNINDEXED_ROWS = 500_000
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 # search_time rows read per message in a first round: a message's recipients, and versions not merged away yet
-TIME_ROWS_PER_MESSAGE = 4
+# (tombstones excluded). Measured 1.0-1.7 at 1e7 and 1e8 events (outcomes 1.0, a word 1.6, no filter 1.7);
+# every candidate costs reading its row, so 4 (from before 022 kept the newest version only) read twice the
+# rows a page needed: a rare part of a word, 170 -> 118 ms at 1e8 (docs/BENCHMARKS.md, session 30)
+TIME_ROWS_PER_MESSAGE = 2
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
@@ -328,7 +331,9 @@ class SearchPlan:
             if found:  # a phrase: its adjacent words are rare even when each word is common (migration 021)
                 params[f"c_pairs{n}"] = found
                 out.append(f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs{n}:Array(String)}})")
-        if self.types is None:  # a tombstone's row (migration 022) names no live row
+        # a tombstone's row (migration 022) names no live row; its text is empty, so a LIKE (of a non-empty
+        # value) already skips it, without reading `type`
+        if self.types is None and not any(c.startswith("text LIKE") for c in out):
             out.append("type != ''")
         return out
 

@@ -256,12 +256,12 @@ def test_a_phrase_in_subject_or_message_also_asks_its_word_pairs():
     plan = build_search_query({"subject": "Player Config Product"}, None).plan
     sql, params = plan.candidates("DESC", None, 101)
     pairs = f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs0:Array(String)}})"
-    assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} AND type != '' ORDER BY ts DESC" in sql
+    assert f" WHERE text LIKE {{c_like0:String}} AND {pairs} ORDER BY ts DESC" in sql
     assert params["c_pairs0"] == ["ayer conf", "nfig prod"] and params["c_like0"] == "%player config product%"
     table, access, params = plan.read_all()
     assert pairs in access[0] and params["c_pairs0"] == ["ayer conf", "nfig prod"]
     sample, params = plan.common_text_sql()
-    assert "countIf(text LIKE {c_like0:String} AND type != '')" in sample and params == {
+    assert "countIf(text LIKE {c_like0:String})" in sample and params == {
         "c_like0": "%player config product%"
     }
     common = dataclasses.replace(plan, text_index=False).candidates("DESC", None, 101)[0]
@@ -667,7 +667,7 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
     plan = build_search_query({"subject": "Invoice", "subject_searchmatch": "contains"}, None).plan
     sql, params = plan.common_text_sql()
     assert sql.startswith(
-        "SELECT countIf(text LIKE {c_like0:String} AND type != ''), count() FROM search_time WHERE "
+        "SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE "
     )
     assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
     assert params == {"c_like0": "%invoice%"}
