@@ -622,7 +622,15 @@ def test_a_text_search_reads_no_tombstone_without_asking_for_its_type(store):
     store.insert_events([ev("p", "inprogress", t=0, version=1, email="bob@example.org")])
     store.insert_events(
         [
-            ev("d", "defer", t=5, recipient="a@x.org", deliveredto="a@x.org", version=5, email="bob@example.org"),
+            ev(
+                "d",
+                "defer",
+                t=5,
+                recipient="a@x.org",
+                deliveredto="a@x.org",
+                version=5,
+                email="bob@example.org",
+            ),
             ev("p-del", "inprogress", t=5, version=2, is_deleted=1, email="bob@example.org"),
         ]
     )

@@ -666,9 +666,7 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
 
     plan = build_search_query({"subject": "Invoice", "subject_searchmatch": "contains"}, None).plan
     sql, params = plan.common_text_sql()
-    assert sql.startswith(
-        "SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE "
-    )
+    assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE ")
     assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
     assert params == {"c_like0": "%invoice%"}
     sql, params = build_search_query({"all": "invoice", "failure": "1"}, None).plan.common_text_sql()
