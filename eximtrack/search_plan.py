@@ -143,8 +143,8 @@ MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (a
 GROWTH = 4  # candidates read per round grow 4x
 # search_time rows read per message in a first round: a message's recipients, and versions not merged away yet
 # (tombstones excluded). Measured 1.0-1.7 at 1e7 and 1e8 events (outcomes 1.0, a word 1.6, no filter 1.7);
-# every candidate costs reading its row, so 4 (from before 022 kept the newest version only) read twice the
-# rows a page needed: a rare part of a word, 170 -> 118 ms at 1e8 (docs/BENCHMARKS.md, session 30)
+# every candidate costs reading its row, and 4 (set while search_time kept every version, before 022) read
+# twice the rows a page needed: a rare part of a word, 170 -> 118 ms at 1e8 (docs/BENCHMARKS.md, session 30)
 TIME_ROWS_PER_MESSAGE = 2
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
