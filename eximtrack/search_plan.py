@@ -146,6 +146,9 @@ GROWTH = 4  # candidates read per round grow 4x
 # every candidate costs reading its row, and 4 (set while search_time kept every version, before 022) read
 # twice the rows a page needed: a rare part of a word, 170 -> 118 ms at 1e8 (docs/BENCHMARKS.md, session 30)
 TIME_ROWS_PER_MESSAGE = 2
+# Where every candidate names one row of the answer (names_rows), a page reads this many candidates per row it
+# needs (+50): a few are other versions of one row not merged away yet, or rows that have moved on since
+ROW_MARGIN = 1.25
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
@@ -445,7 +448,18 @@ class SearchPlan:
         search_time one per row (recipient) and version not merged away yet: a few per message."""
         if self.key_filter() is not None:
             return self.first_messages(rows) + 50
+        if self.names_rows():
+            return math.ceil(ROW_MARGIN * rows) + 50
         return TIME_ROWS_PER_MESSAGE * self.first_messages(rows) + 50
+
+    def names_rows(self) -> bool:
+        """Whether each candidate names one row of the answer: on the time path (a row of search_time is a
+        recipient row's newest version, and its text holds every column), with no filter on some columns
+        only and no yield hint. A round then fetches the messages of the page's rows, not a message per
+        row: a page of 100 rows by a sender's domain is ~80 messages, the newest page ~60."""
+        if self.key_filter() is not None or self.expected_yield is not None:
+            return False
+        return not any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
 
     def first_messages(self, rows: int) -> int:
         """Messages fetched in a page's first round. With an `expected_yield` (an outcome search on a broad key:
@@ -541,6 +555,18 @@ def first_messages(cands: list, n: int) -> tuple[list, bool]:
     return cands, False
 
 
+def first_rows(cands: list, n: int) -> tuple[list, bool]:
+    """The candidates up to and including the first one of a message not named by the first `n` (its time is
+    the round's boundary), and whether anything was cut: first_messages for candidates that name rows."""
+    seen: set = set()
+    for i, c in enumerate(cands):
+        key = (c[1], c[2])
+        if i >= n and key not in seen:
+            return cands[: i + 1], True
+        seen.add(key)
+    return cands, False
+
+
 def run_pages(
     run: Callable[[str, dict], tuple[list[str], list[tuple]]],
     plan: SearchPlan,
@@ -577,10 +603,15 @@ def run_pages(
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages fetched so far: with len(out), how many rows a fetched message yields
     per_message = 1.0  # candidates read per distinct message (versions, recipients)
+    by_rows = plan.names_rows()  # rounds count candidate rows (first_rows), not messages
     while len(out) < rows:
         missing = rows - len(out)
-        want = plan.first_messages(missing)
-        if fetched:
+        want = missing if by_rows else plan.first_messages(missing)
+        if fetched and by_rows:
+            # stale candidates failed the re-check: name as many rows as the rounds so far say (+50 %)
+            want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
+            k = max(k, want * widen + 1)
+        elif fetched:
             # most candidates of an outcome or a common word fail the re-check: fetch as many messages as
             # the rounds so far say are needed (+50 %), and read enough candidates to name them
             want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
@@ -590,7 +621,10 @@ def run_pages(
             break
         exhausted_k = len(cands) >= k
         per_message = len(cands) / len({(c[1], c[2]) for c in cands})
-        cands, cut = first_messages(cands, want * widen + 1)
+        if by_rows:
+            cands, cut = first_rows(cands, want * widen)
+        else:
+            cands, cut = first_messages(cands, want * widen + 1)
         full = exhausted_k or cut
         last = int(cands[-1][0])
         if full and last == bound:  # every candidate taken shares the bound's time: take more of them
@@ -617,7 +651,7 @@ def run_pages(
         round_names, got = run(sql, params)
         names = round_names or names  # an empty result names no columns (chDB): keep an earlier round's
         out.extend(got)
-        fetched += len(keys)
+        fetched += sum(1 for c in cands if not full or int(c[0]) != last) if by_rows else len(keys)
         if not full:
             break
         bound = last

@@ -523,6 +523,53 @@ def test_first_round_fetches_twice_the_page_when_the_index_text_is_wider_than_th
     assert got_before == got and len(fetches_before) == 2
 
 
+def test_a_round_on_the_time_path_fetches_the_messages_of_the_pages_rows():
+    """search_time holds one row per recipient row, and its text every column: where each candidate names a
+    row of the answer (no filter, `all` columns, an outcome), a page of 101 rows from messages of 3
+    recipients fetches the 34 messages holding them in one round (not 101 messages, one per row), and its
+    first round reads 1.25 candidates per row; a filter on some columns, a key path or a yield hint keep
+    counting messages."""
+    from eximtrack.search_plan import TEXT_COLUMNS, SearchPlan, TextFilter, run_pages
+
+    everything = SearchPlan([], {}, filters=[TextFilter(TEXT_COLUMNS, "contains", "launch")])
+    newest, failures = SearchPlan([], {}), SearchPlan([], {}, types={"failure"})
+    assert everything.names_rows() and newest.names_rows() and failures.names_rows()
+    assert newest.first_round(101) == 177  # ceil(1.25 * 101) + 50
+    assert not SearchPlan([], {}, filters=[TextFilter(("subject",), "contains", "x")]).names_rows()
+    assert not SearchPlan([], {}, filters=[TextFilter(("recipient",), "eq", "a@b.c")]).names_rows()
+    assert not SearchPlan([], {}, expected_yield=0.5).names_rows()
+    # a model: 300 messages of 3 rows each, newest first, every row matching
+    index = [(10_000 - m, "s", f"m{m:03d}", 7) for m in range(300) for _ in range(3)]
+    fetches, candidates = [], []
+
+    def run(sql, params):
+        if sql.startswith("SELECT countIf("):  # the text filter's share (common_text_sql)
+            return ["matching", "sampled"], [(0, 1000)]
+        if "c_k" in params:
+            candidates.append(params["c_k"])
+            bound = params.get("c_bound", 10**9)
+            return ["ts", "server", "msgid", "msgtime"], [c for c in index if c[0] <= bound][: params["c_k"]]
+        fetches.append(len(params["f_keys"]))
+        got = [
+            (ts, s, m, r)
+            for ts, s, m in sorted(
+                ((10_000 - int(m[1:]), s, m) for _, s, m in params["f_keys"]), reverse=True
+            )
+            for r in range(3)
+            if ts > params.get("f_to", -1)
+        ]
+        return ["ts", "server", "msgid", "rcpt"], got[: params["lim"]]
+
+    for plan in (everything, newest, failures):
+        fetches.clear()
+        candidates.clear()
+        _, got = run_pages(
+            run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n})
+        )
+        assert len(got) == 101 and got[0][:3] == (10_000, "s", "m000") and got[-1][:3] == (9_967, "s", "m033")
+        assert fetches == [34] and candidates == [177], (fetches, candidates)
+
+
 def test_a_search_by_outcome_on_the_time_path_reads_no_yield_hint():
     """On the time path the candidates of an outcome are the search_time rows whose newest version has it
     (migration 022 keeps no other once merged), so a deferred / in-progress search fetches the page's
@@ -550,7 +597,7 @@ def test_a_search_by_outcome_on_the_time_path_reads_no_yield_hint():
         return ["x"], [()] * params["lim"]
 
     run_pages(run, plan, "DESC", None, 100, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
-    assert asked == [101]  # the page's messages + the boundary's
+    assert asked == [100]  # the messages of the page's rows (a candidate names a row: names_rows)
     assert SearchPlan([], {}, expected_yield=0.5).first_messages(100) == 200
 
 
