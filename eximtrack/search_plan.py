@@ -460,7 +460,11 @@ class SearchPlan:
         page is 50)."""
         if self.key_filter() is not None or self.expected_yield is not None:
             return False
-        return not any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
+        return not self.filters_some_columns()
+
+    def filters_some_columns(self) -> bool:
+        """Whether a filter tests fewer columns than search_time.text holds (a subject word, a recipient)."""
+        return any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
 
     def first_messages(self, rows: int) -> int:
         """Messages fetched in a page's first round. With an `expected_yield` (an outcome search on a broad key:
@@ -470,8 +474,7 @@ class SearchPlan:
         the second round it usually saves (docs/BENCHMARKS.md). Elsewhere the page's messages."""
         if self.expected_yield is not None:
             return min(MAX_ROUND_MESSAGES, math.ceil(rows / max(self.expected_yield, MIN_YIELD)))
-        partial = any(set(f.columns) != set(TEXT_COLUMNS) for f in self.filters)
-        return 2 * rows if partial and self.key_filter() is None else rows
+        return 2 * rows if self.filters_some_columns() and self.key_filter() is None else rows
 
     def broad_key(self) -> TextFilter | None:
         """The access path's filter when it is a broad key (BROAD_KEYS: a whole server), matched exactly."""
@@ -608,15 +611,12 @@ def run_pages(
     while len(out) < rows:
         missing = rows - len(out)
         want = missing if by_rows else plan.first_messages(missing)
-        if fetched and by_rows:
-            # stale candidates failed the re-check: name as many rows as the rounds so far say (+50 %)
+        if fetched:
+            # candidates that failed the re-check (stale ones; an outcome's or a common word's): name as many
+            # rows (by_rows) or messages as the rounds so far say are needed (+50 %), and read enough
+            # candidates to name them (one per row, by_rows)
             want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
-            k = max(k, want * widen + 1)
-        elif fetched:
-            # most candidates of an outcome or a common word fail the re-check: fetch as many messages as
-            # the rounds so far say are needed (+50 %), and read enough candidates to name them
-            want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
-            k = max(k, math.ceil((want * widen + 1) * per_message))
+            k = max(k, math.ceil((want * widen + 1) * (1.0 if by_rows else per_message)))
         _, cands = run(*plan.candidates(direction, bound, k))
         if not cands:
             break
