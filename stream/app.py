@@ -59,6 +59,8 @@ SEP = "\x1f"
 # An output record (a JSON array) is split in halves above this size: below the sink's MAX_RECORD_BYTES and
 # the producers' and broker's default 1 MB record limit.
 OUT_RECORD_BYTES = 512 * 1024
+# The producer's batch per partition (events, rejects, log lines and the tables' changelog): see create_app.
+PRODUCER_BATCH_BYTES = 256 * 1024
 # RocksDB of one table partition (faust opens one per table and partition: 3 x 12 here). faust's defaults are
 # sized for a dedicated host (a 2 GiB block cache and 64 MiB write buffers each); the join states of a
 # partition are tens of MB, so small buffers and caches keep the worker's memory near the states' size.
@@ -607,6 +609,11 @@ def create_app(
         broker_commit_every=500,
         broker_commit_interval=1.0,
         producer_linger=0.02,  # batch the events and changelog records (one request per record otherwise)
+        # aiokafka keeps one open batch per partition and makes a send wait while that batch is full, so with
+        # its 16 KiB default a record's ~200 KB of changelog went out as a dozen produce requests, each awaited.
+        # One batch holds a record's changelog: drain +25-35 %, the broker's CPU per line -35 % (BENCHMARKS
+        # session (33)). A record above it (an events array) still gets a batch of its own.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         web_enabled=web_port is not None,
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
