@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("suites", {})
     results["machine"] = machine()
+    # each suite also keeps where it ran: a later run of other suites replaces the header's machine and commit
+    ran_on = {k: results["machine"].get(k, "?") for k in ("cpu", "commit")}
     results["quick"] = args.quick
     failed = []
     for name in names:
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             data["seconds"] = round(time.perf_counter() - t0, 1)
             data["cpu_steal"] = cpu_steal(ticks, cpu_times())
             data["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            data["machine"] = ran_on
             results["suites"][name] = data
             print(f"bench: {name} done in {data['seconds']} s", flush=True)
         except Exception as exc:

@@ -209,12 +209,27 @@ def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:
     return max(timed, key=lambda t: t[1]) if timed else None
 
 
+def suite_runs(suites: dict) -> str:
+    """When (and, where recorded, on which CPU and commit) each suite's numbers were measured: a run of some
+    suites leaves the others' results as they were."""
+    runs = []
+    for name, d in suites.items():
+        where = d.get("machine")
+        runs.append(
+            f"{name} {d.get('measured_at', '?')[:10]}"
+            + (f" ({where.get('cpu', '?')}, `{where.get('commit', '?')}`)" if where else "")
+        )
+    return (
+        "When each suite ran: " + ", ".join(runs) + " (CPU and commit recorded per suite since session (33))."
+    )
+
+
 def render(r: dict) -> str:
     m = r.get("machine", {})
     v = m.get("versions", {})
     s = r.get("suites", {})
     out = [
-        f"Measured on **{m.get('cpu', '?')}**, {m.get('cores', '?')} cores, {_n(m.get('memory_mb', 0) / 1024)} GiB, "
+        f"Last run on **{m.get('cpu', '?')}**, {m.get('cores', '?')} cores, {_n(m.get('memory_mb', 0) / 1024)} GiB, "
         f"{m.get('os', '?')}; Python {v.get('python', '?')}, chDB {v.get('chdb', '?')}, clickhouse-connect "
         f"{v.get('clickhouse_connect', '?')}, faust-streaming {v.get('faust', '?')}, kafka-python "
         f"{v.get('kafka', '?')}, Kafka {v.get('kafka_broker', '?')}; commit `{m.get('commit', '?')}`"
@@ -225,6 +240,7 @@ def render(r: dict) -> str:
         "| --- | --- | --- | --- |",
     ]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(r)]
+    out += ["", suite_runs(s)]
     steal = {name: d["cpu_steal"] for name, d in s.items() if d.get("cpu_steal") is not None}
     if steal:
         out += ["", "CPU time taken by the hypervisor for other guests while each suite ran (steal; this is a "
