@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             data["seconds"] = round(time.perf_counter() - t0, 1)
             data["cpu_steal"] = cpu_steal(ticks, cpu_times())
             data["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-            data["machine"] = ran_on
+            data["_machine"] = ran_on
             results["suites"][name] = data
             print(f"bench: {name} done in {data['seconds']} s", flush=True)
         except Exception as exc:

@@ -214,7 +214,7 @@ def suite_runs(suites: dict) -> str:
     suites leaves the others' results as they were."""
     runs = []
     for name, d in suites.items():
-        where = d.get("machine")
+        where = d.get("_machine")
         runs.append(
             f"{name} {d.get('measured_at', '?')[:10]}"
             + (f" ({where.get('cpu', '?')}, `{where.get('commit', '?')}`)" if where else "")

@@ -610,9 +610,10 @@ def create_app(
         broker_commit_interval=1.0,
         producer_linger=0.02,  # batch the events and changelog records (one request per record otherwise)
         # aiokafka keeps one open batch per partition and makes a send wait while that batch is full, so with
-        # its 16 KiB default a record's ~200 KB of changelog went out as a dozen produce requests, each awaited.
-        # One batch holds a record's changelog: drain +25-35 %, the broker's CPU per line -35 % (BENCHMARKS
-        # session (33)). A record above it (an events array) still gets a batch of its own.
+        # faust's 16 KiB default a record's changelog (~100 KB, up to ~200) went out as about a dozen produce
+        # requests, each awaited. One batch holds it: the drain +9-37 % and the broker's CPU per line about a
+        # third less in alternating pairs (BENCHMARKS session (33)). A record above it (an events array) gets
+        # a batch of its own.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         web_enabled=web_port is not None,
         web_port=web_port or 6066,

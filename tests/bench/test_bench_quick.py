@@ -39,6 +39,8 @@ def test_every_suite_ran(quick):
         assert "error" not in suite, (name, suite)
         # Linux: the hypervisor's share of the CPU time is recorded
         assert 0.0 <= suite["cpu_steal"] <= 1.0, (name, suite.get("cpu_steal"))
+        # and where it ran: this run's CPU and commit
+        assert suite["_machine"] == {k: quick["machine"][k] for k in ("cpu", "commit")}, name
     assert quick["machine"]["cores"] >= 1 and quick["quick"] is True
 
 

@@ -29,3 +29,19 @@ def test_the_targets_table_counts_the_queries_over_the_limit():
     ok = _queries({"a": {"p95": 10}}, {"a": {"p95": 15}})
     assert report.growth_target(ok)[0][3] == "✅ met"
     assert report.growth_target({"1e7": {"a": {"p95": 1}}, "_meta": {}}) == []
+
+
+def test_the_report_says_when_and_where_each_suite_ran():
+    xeon = {"cpu": "Xeon", "commit": "33722d4"}
+    said = report.suite_runs(
+        {
+            "core": {"measured_at": "2026-12-04T05:12:04+00:00"},
+            "pipeline": {"measured_at": "2026-12-05T14:50:00+00:00", "_machine": xeon},
+        }
+    )
+    assert "core 2026-12-04," in said and "pipeline 2026-12-05 (Xeon, `33722d4`)" in said
+    # a suite's own record is not taken for a scale of the queries suite
+    queries = {"1e5": {"msgid": {"p50": 5, "p95": 6, "rows": 1}}, "_meta": {}, "_machine": xeon}
+    rendered = report.render({"machine": xeon, "suites": {"core": {}, "queries": queries}})
+    assert "Last run on **Xeon**" in rendered and "When each suite ran: core ?" in rendered
+    assert "queries ? (Xeon, `33722d4`)" in rendered and "| 5.0 / 6.0 |" in rendered
