@@ -11,7 +11,8 @@ from producers.publish import BATCH_MAX_LINES
 from stream.app import PRODUCER_BATCH_BYTES, SEP, create_app, register, stall_check_interval
 from stream.join import Joiner
 
-# a Kafka record's bytes in a batch besides its key and value (varint lengths, deltas, headers: ~10-20)
+# a Kafka record's bytes in a batch besides its key and value (varint lengths, deltas, headers: ~10-20),
+# counted generously
 CHANGELOG_RECORD_OVERHEAD = 70
 
 
