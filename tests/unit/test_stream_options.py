@@ -4,11 +4,10 @@ needed to build it)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import MutableMapping
 
 from bench.generate import GenConfig, generate
 from producers.publish import BATCH_MAX_LINES
-from stream.app import PRODUCER_BATCH_BYTES, SEP, create_app, register, stall_check_interval
+from stream.app import PRODUCER_BATCH_BYTES, TableStates, create_app, register, stall_check_interval
 from stream.join import Joiner
 
 # a Kafka record's bytes in a batch besides its key and value (varint lengths, deltas, headers: ~10-20),
@@ -50,54 +49,42 @@ def test_stall_timeout_from_the_option_or_the_environment(monkeypatch, tmp_path)
     assert [stall_check_interval(t) for t in (2, 5, 12, 60, 600)] == [1.0, 1.25, 3.0, 5.0, 5.0]
 
 
-class TouchedStates(MutableMapping):
-    """A joiner's `states` that records which messages a stretch of lines set or deleted."""
+class ChangelogTable(dict):
+    """A plain `messages` table (TableStates takes one in tests) that adds up the bytes its writes put in the
+    changelog: key and value for a set, the key alone for a delete."""
 
     def __init__(self) -> None:
-        self.states: dict = {}
-        self.touched: set[str] = set()
+        super().__init__()
+        self.written = 0
 
-    def __getitem__(self, msgid):
-        return self.states[msgid]
+    def __setitem__(self, key: str, value: bytes) -> None:
+        super().__setitem__(key, value)
+        self.written += len(key) + len(value) + CHANGELOG_RECORD_OVERHEAD
 
-    def __setitem__(self, msgid, state) -> None:
-        self.states[msgid] = state
-        self.touched.add(msgid)
-
-    def __delitem__(self, msgid) -> None:
-        del self.states[msgid]
-        self.touched.add(msgid)
-
-    def __iter__(self):
-        return iter(list(self.states))
-
-    def __len__(self) -> int:
-        return len(self.states)
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.written += len(key) + CHANGELOG_RECORD_OVERHEAD
 
 
 def test_one_producer_batch_holds_the_changelog_of_a_record(tmp_path):
-    """The worker's producer batches up to PRODUCER_BATCH_BYTES per partition, and the states one record
-    (500 lines of a busy server) touches fit in that: its changelog goes out as one produce request instead
-    of a dozen awaited ones (aiokafka makes a send wait while the partition's batch is full)."""
+    """The worker's producer batches up to PRODUCER_BATCH_BYTES per partition, and the changelog of one record
+    (500 lines of a busy server, written by TableStates.flush as the worker does) fits in that: it goes out as
+    one produce request instead of a dozen awaited ones (aiokafka makes a send wait while the partition's
+    batch is full)."""
     app = create_app("127.0.0.1:1", data_dir=str(tmp_path / "app"))
     assert app.producer.max_batch_size == PRODUCER_BATCH_BYTES  # what faust hands to aiokafka
     generate(GenConfig(servers=1, messages_per_day=60_000, days=0.2, seed=3), tmp_path / "gen")
     (log,) = (tmp_path / "gen").glob("*.log")
     lines = log.read_text().splitlines()
-    states = TouchedStates()
+    table = ChangelogTable()
+    states = TableStates(table, "web01")
     joiner = Joiner("web01", "UTC", keep_latest=False, states=states)
     per_record = []
     for start in range(0, len(lines), BATCH_MAX_LINES):
-        states.touched = set()
         for n, line in enumerate(lines[start : start + BATCH_MAX_LINES], start):
             joiner.process(line, "f1", n, seq=n)
-        per_record.append(
-            sum(
-                len(f"web01{SEP}{msgid}")
-                + CHANGELOG_RECORD_OVERHEAD  # a delete is a key and no value
-                + (len(states.states[msgid].to_bytes()) if msgid in states.states else 0)
-                for msgid in states.touched
-            )
-        )
+        before = table.written
+        states.flush()  # the end of a record in the worker
+        per_record.append(table.written - before)
     assert len(per_record) > 50 and sorted(per_record)[len(per_record) // 2] > 20_000  # a busy server
     assert max(per_record) <= PRODUCER_BATCH_BYTES
