@@ -267,3 +267,40 @@ def test_an_event_the_store_cannot_take_is_dead_lettered_alone(tmp_path, kafka_b
         dead.close()
     assert len(letters) == 1 and "insert failed permanently" in letters[0]["reason"]
     assert json.loads(letters[0]["value"])["event_id"] == "e2"
+
+
+def test_the_sinks_parts_get_the_trigram_index_from_the_merges(tmp_path, kafka_bootstrap):
+    """The sink's inserts leave search_time's trigram index to the merges (Store.leave_text_index_to_merges):
+    a part it wrote is read whole by a text search, which still finds its rows; the merge that rewrites it
+    builds the index, which then skips the granules of a string found nowhere."""
+    from eximtrack.web import query as q
+    from sinks.clickhouse.store import store_run
+    from tests.integration.conftest import grams_index_reads
+
+    prefix = f"sink-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    now = time.time()
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, [
+        DeliveryEvent(event_id=f"e{i}", type="success", server="s1", msgid=f"1abcD{i}-000000-AA",
+                      recipient=f"r{i}@quote-launch{i}.example.net", sendunixtime=now - 60,
+                      actionunixtime=now - 30, version=1).to_wire()
+        for i in range(6)
+    ])  # fmt: skip
+    store = own_store(tmp_path)
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", batch_seconds=1.0)
+    try:
+        t0 = time.monotonic()
+        while not sink.run_once() and time.monotonic() - t0 < 60:  # the first polls join the group
+            pass
+    finally:
+        sink.close()
+
+    def found(value: str) -> list:
+        return q.build_search_query({"all": value}, None).fetch(store_run(store), None, 10)[1]
+
+    # the sink's part has no trigram index: a string found nowhere reads its granule (with one: 0/1)
+    assert grams_index_reads(store, "zqxjvk") == ("Parts: 1/1", "Granules: 1/1")
+    assert len(found("te-launch")) == 6 and len(found("launch4")) == 1
+    store.command("OPTIMIZE TABLE search_time FINAL")
+    assert grams_index_reads(store, "zqxjvk") == ("Parts: 0/1", "Granules: 0/1")  # the merged part has it
+    assert len(found("te-launch")) == 6 and len(found("launch4")) == 1
