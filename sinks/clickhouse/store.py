@@ -329,9 +329,10 @@ class Store:
     def leave_text_index_to_merges(self) -> None:
         """From now on, inserts leave search_time's trigram index (GRAMS_INDEX, the costliest to build) to the
         merges, which build it for every part they write. For the sink's stream of small inserts, whose parts
-        the merges rewrite within seconds: building it on insert was work the first merge did again (the
-        sink's CPU per line -8 % and the drain +6 % in 4 alternating pairs: docs/BENCHMARKS.md, session
-        (34)). A part no merge rewrote yet is read without the index: slower, never different."""
+        the merges rewrite within seconds: building it on insert was work the first merge did again (an
+        insert of 4,400 events -12 %, the sink's CPU per line -4 % over 7 alternating drains; the drain
+        itself within the box's noise: docs/BENCHMARKS.md, session (34)). A part no merge rewrote yet is
+        read without the index: slower, never different."""
         self.insert_settings[DEFERRED_INDEX_SETTING] = GRAMS_INDEX
 
     @contextlib.contextmanager
