@@ -76,7 +76,6 @@ class Sink:
         from kafka import KafkaConsumer, KafkaProducer
 
         self.store = store
-        store.leave_text_index_to_merges()  # the merges rewrite its small parts within seconds anyway
         self.kinds = {
             prefix + T.EVENTS.name: "event",
             prefix + T.REJECTS.name: "reject",

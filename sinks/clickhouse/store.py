@@ -49,8 +49,6 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
 # cPanel server's events took 30-35 % less time (docs/BENCHMARKS.md, session 16).
 INSERT_SETTINGS = {"parallel_view_processing": 1}
-# the insert setting naming skip indexes an insert leaves to the merges (leave_text_index_to_merges)
-DEFERRED_INDEX_SETTING = "exclude_materialize_skip_indexes_on_insert"
 # the Null table whose inserts feed the hourly aggregates (migration 020)
 ROLLUP_TABLE = "events_rollup"
 
@@ -326,31 +324,19 @@ class Store:
         fields = encode.TABLES[encoded_as][0]
         self.client.raw_insert(table, list(fields), data, settings=dict(self.insert_settings), fmt="Arrow")
 
-    def leave_text_index_to_merges(self) -> None:
-        """From now on, inserts leave search_time's trigram index (GRAMS_INDEX, the costliest to build) to the
-        merges, which build it for every part they write. For the sink's stream of small inserts, whose parts
-        the merges rewrite within seconds: building it on insert was work the first merge did again (an
-        insert of 4,400 events -12 %; over 7 alternating drains the sink's CPU per line 50.6 -> 47.3 µs, the
-        drain +4 %, within the box's noise: docs/BENCHMARKS.md, session (34)). A part no merge rewrote yet is
-        read without the index: slower, never different."""
-        self.insert_settings[DEFERRED_INDEX_SETTING] = GRAMS_INDEX
-
     @contextlib.contextmanager
     def text_index_deferred(self) -> Iterator[None]:
-        """Inserts within leave the trigram index to the merges (leave_text_index_to_merges); on leaving
-        without an error, one mutation builds it for the parts no merge rewrote, and is waited for (it keeps
-        the parts that have it as they are). For a bulk load (`eximtrack ingest`): an insert building it cost
-        9-10 % of ingest's speed (docs/BENCHMARKS.md, session 28), and most of what it built the merges built
-        again."""
-        before = self.insert_settings.get(DEFERRED_INDEX_SETTING)
-        self.leave_text_index_to_merges()
+        """Inserts within leave search_time's trigram index (GRAMS_INDEX, the costliest to build) to the
+        merges, which build it for every part they write; on leaving without an error, one mutation builds it
+        for the parts no merge rewrote, and is waited for (it keeps the parts that have it as they are). For
+        a bulk load (`eximtrack ingest`): an insert building it cost 9-10 % of ingest's speed
+        (docs/BENCHMARKS.md, session 28), and most of what it built the merges built again. A part without
+        the index is read without it: slower, never different."""
+        self.insert_settings["exclude_materialize_skip_indexes_on_insert"] = GRAMS_INDEX
         try:
             yield
         finally:
-            if before is None:
-                self.insert_settings.pop(DEFERRED_INDEX_SETTING, None)
-            else:
-                self.insert_settings[DEFERRED_INDEX_SETTING] = before
+            self.insert_settings.pop("exclude_materialize_skip_indexes_on_insert", None)
         self.command(
             f"ALTER TABLE {self.target('search_time')} MATERIALIZE INDEX {GRAMS_INDEX} SETTINGS mutations_sync = 2"
         )
