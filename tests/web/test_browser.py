@@ -34,8 +34,11 @@ ZONE = "Europe/Berlin"
 DEFAULT_HEADERS = ["Event", "From Address", "Sent Time", "Spam Score", "Recipient", "Result", "Actions"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for this module's tests. Module-scoped, not session-scoped: while Playwright's sync API is
+    open its event loop runs in this thread, and a test that runs after this module in the same process
+    (`make test` runs two, each taking whole files) could not call `asyncio.run`."""
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.fail(f"chromium not found at {CHROMIUM}: install Debian's chromium (make apt)", pytrace=False)
     try:
