@@ -41,6 +41,9 @@ demo: venv ## ingest the real-Exim sample logs into the embedded store and show 
 	$(BIN)/eximtrack ingest --store $(STORE) --server demo2 samples/mainlog-all.log
 	$(BIN)/eximtrack search --store $(STORE) --show failures,deferred
 
+schema-baseline: venv ## regenerate schemas/clickhouse_baseline.sql (a new store's layout) after adding a migration
+	$(BIN)/python -m sinks.clickhouse.schema_baseline
+
 lint: venv ## ruff lint + format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -81,4 +84,4 @@ test-unit: venv ## unit tests only (pure logic, seconds)
 clean: ## remove the local store and caches of this checkout
 	rm -rf data .pytest_cache .ruff_cache
 
-.PHONY: help venv apt broker-fetch deps run demo lint fmt test fuzz chaos bench bench-quick test-unit clean
+.PHONY: help venv apt broker-fetch deps run demo schema-baseline lint fmt test fuzz chaos bench bench-quick test-unit clean

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import schemas
 from sinks.clickhouse import cluster as cluster_layout
+from sinks.clickhouse import schema_baseline
 
 MIGRATIONS_DIR = Path(schemas.__file__).resolve().parent / "clickhouse"
 _NAME = re.compile(r"^(\d{3,})_([A-Za-z0-9_]+)\.sql$")
@@ -154,12 +155,20 @@ def applied_versions(client, cluster: cluster_layout.Cluster | None = None) -> s
 
 
 def apply_migrations(
-    client, directory: Path = MIGRATIONS_DIR, cluster: cluster_layout.Cluster | None = None
+    client,
+    directory: Path = MIGRATIONS_DIR,
+    cluster: cluster_layout.Cluster | None = None,
+    baseline: bool = True,
 ) -> list[int]:
     """Apply every migration not yet recorded (in `cluster`'s layout when given: the client is connected to
-    one node of it); returns the versions applied now."""
+    one node of it); returns the versions applied now. A new store (nothing recorded) is laid out from the
+    schema baseline when there is one (`baseline`, the project's own migrations, no cluster), then the
+    migrations after it are applied."""
     done = applied_versions(client, cluster)
     applied = []
+    if baseline and not done and cluster is None and directory == MIGRATIONS_DIR:
+        applied = apply_baseline(client, load_migrations(directory))
+        done = set(applied)
     for migration, steps in migration_steps(cluster, directory):
         if migration.version in done:
             continue
@@ -178,6 +187,33 @@ def apply_migrations(
         )
         applied.append(migration.version)
     return applied
+
+
+def apply_baseline(client, known: list[Migration]) -> list[int]:
+    """Lay out a new store from the schema baseline (sinks/clickhouse/schema_baseline.py) and record the
+    migrations it covers; returns their versions, or [] (nothing done) when there is no baseline, when it
+    covers a migration that is not among `known`, or when the database holds a table the
+    baseline would not create. Every statement is a CREATE … IF NOT EXISTS: a layout interrupted half-way is
+    finished by the next open, which finds nothing recorded and only the baseline's tables."""
+    layout = schema_baseline.load()
+    if layout is None:
+        return []
+    covered = [m for m in known if m.version <= layout.covers]
+    if [m.version for m in covered] != list(range(1, layout.covers + 1)):
+        return []
+    existing = {r[0] for r in client.query("SHOW TABLES").result_rows} - {"schema_migrations"}
+    if not existing <= layout.names():
+        return []
+    for statement in layout.statements:
+        client.command(statement)
+    values = ", ".join(f"({{v{i}:UInt32}}, {{n{i}:String}}, {{c{i}:String}})" for i in range(len(covered)))
+    params = {}
+    for i, m in enumerate(covered):
+        params.update({f"v{i}": m.version, f"n{i}": m.name, f"c{i}": m.checksum})
+    client.command(
+        f"INSERT INTO schema_migrations (version, name, checksum) VALUES {values}", parameters=params
+    )
+    return [m.version for m in covered]
 
 
 def condition_holds(client, condition: str) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from eximtrack.search import ARRIVAL_FIELDS, build_search, build_show, run_show
 from schemas.records import DeliveryEvent, LogLineRecord, RejectRecord
-from sinks.clickhouse import migrations
+from sinks.clickhouse import migrations, schema_baseline
 from sinks.clickhouse.store import Store, StoreError, current_chdb_path, store_run
 from stream.clock import base62
 
@@ -149,7 +149,7 @@ def test_an_upgraded_store_gets_the_recipient_ordered_copy(url, store):
     ]
 
 
-def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index(url, store, capsys):
+def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index(url, capsys):
     """Migration 021 on rows written before it (as a store upgraded to 021 alone held them; 022 now writes them
     again): search_time's old rows (007's text layout, parts without tok_pairs) are still found by a phrase
     search, which reads them without the index (and without the direct read ClickHouse 26.9 fails on
@@ -163,6 +163,9 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
 
     from eximtrack.web import query as q
 
+    # laid out by the migrations, as a store of that age was (a new store's baseline issues no mutations)
+    store = Store.open(url, migrate=False)
+    migrations.apply_migrations(store.client, baseline=False)
     old = (Path(migrations.MIGRATIONS_DIR) / "007_read_paths.sql").read_text()
     view = re.search(
         r"CREATE MATERIALIZED VIEW IF NOT EXISTS search_time_mv TO search_time AS\n(.*?);", old, re.S
@@ -202,6 +205,73 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
     assert line.startswith("rebuilt search_time: 3 rows")
     assert upgraded.query(text).result_rows == [(3, 3)]
     assert found() == (["new1", "old1"], ["new1", "old1"])
+
+
+def laid_out_by_the_migrations(chdb_path: str) -> Store:
+    """A new store laid out by every migration's statements, without the baseline."""
+    store = Store.open(f"chdb://{chdb_path}?database=test_{uuid.uuid4().hex[:12]}", migrate=False)
+    migrations.apply_migrations(store.client, baseline=False)
+    migrations.ensure_ttl_bases(store.client)  # as Store.open does
+    return store
+
+
+def recorded(store: Store) -> list[tuple]:
+    return store.query(
+        "SELECT version, name, checksum FROM schema_migrations FINAL ORDER BY version"
+    ).result_rows
+
+
+def test_a_new_store_is_laid_out_from_the_baseline_exactly_as_the_migrations_lay_it_out(chdb_path, url):
+    """schemas/clickhouse_baseline.sql is what the migrations make of a new store, current (else: `make
+    schema-baseline`); a new store opened normally is laid out from it, and then holds the same tables, views
+    and recorded migrations, statement for statement, as one the migrations laid out."""
+    migrated = laid_out_by_the_migrations(chdb_path)
+    text = schema_baseline.render(*schema_baseline.laid_out(migrated.client))
+    assert text == schema_baseline.BASELINE.read_text(encoding="utf-8"), "run `make schema-baseline`"
+    fresh = Store.open(url, migrate=False)
+    assert migrations.applied_versions(fresh.client) == set()  # creates schema_migrations
+    baseline = schema_baseline.load()
+    assert migrations.apply_baseline(fresh.client, migrations.load_migrations()) == list(
+        range(1, baseline.covers + 1)
+    )
+    assert migrations.apply_migrations(fresh.client) == [
+        m.version for m in migrations.load_migrations() if m.version > baseline.covers
+    ]
+    assert schema_baseline.render(*schema_baseline.laid_out(fresh.client)) == schema_baseline.render(
+        *schema_baseline.laid_out(migrated.client)
+    )
+    assert recorded(fresh) == recorded(migrated)
+    # Store.open takes the same path: the store searches and counts like any other
+    opened = Store.open(f"chdb://{chdb_path}?database=test_{uuid.uuid4().hex[:12]}")
+    assert recorded(opened) == recorded(migrated) and opened.retention_days() == 90
+    opened.insert_events([ev("b1", "success", recipient="base@x.org")])
+    assert [r["recipient"] for r in search(opened, recipient="base@x.org")] == ["base@x.org"]
+
+
+def test_a_baseline_layout_cut_short_is_finished_by_the_next_open(chdb_path, url):
+    """A crash half-way through the baseline: nothing is recorded yet and only its tables exist, so the next
+    open lays out the rest (every statement is CREATE … IF NOT EXISTS)."""
+    migrated = laid_out_by_the_migrations(chdb_path)
+    half = Store.open(url, migrate=False)
+    migrations.applied_versions(half.client)  # creates schema_migrations
+    statements = schema_baseline.load().statements
+    for statement in statements[: len(statements) // 2]:
+        half.client.command(statement)
+    opened = Store.open(url)
+    assert schema_baseline.render(*schema_baseline.laid_out(opened.client)) == schema_baseline.render(
+        *schema_baseline.laid_out(migrated.client)
+    )
+    assert recorded(opened) == recorded(migrated)
+
+
+def test_a_database_with_other_tables_is_laid_out_by_the_migrations(url):
+    """The baseline lays out only a new store: a database holding a table it would not create (a store of an
+    unknown layout, a user's own table) gets the migrations, which never assume an empty database."""
+    other = Store.open(url, migrate=False)
+    other.client.command("CREATE TABLE notes (t String) ENGINE = MergeTree ORDER BY t")
+    migrations.applied_versions(other.client)
+    assert migrations.apply_baseline(other.client, migrations.load_migrations()) == []
+    assert migrations.apply_migrations(other.client) == [m.version for m in migrations.load_migrations()]
 
 
 def store_before(url: str, version: int, tmp_path) -> Store:
