@@ -54,13 +54,16 @@ fmt: venv ## format the code
 
 # The suite waits on brokers, Exim and subprocesses more than it computes: two test processes (each with its
 # own broker; a test file's tests stay in one process, which keeps its module fixtures) halve its time on 2
-# cores. TEST_WORKERS=0 runs it in this process.
+# cores. TEST_WORKERS=0 runs it in this process. The tests marked `alone` (a three-broker cluster and random
+# kills, timed against a schedule) run afterwards with nothing beside them: beside another test process, the
+# cluster test once stored nothing in 5 minutes.
 TEST_WORKERS ?= 2
 
 test: venv ## run the whole test suite (unit, real Exim, real chDB, real Kafka; the compiled core's own tests)
 	$(BIN)/ruff check .
 	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo test -q --release
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone"
+	$(BIN)/pytest -q -m alone
 
 fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines
 	EXIMTRACK_FUZZ_LINES=1000000 $(BIN)/pytest -q -s tests/reliability/test_fuzz.py

@@ -28,22 +28,33 @@ HEADER = """-- eximtrack ClickHouse schema baseline: the tables and views a new 
 VIEW_ENGINES = ("MaterializedView", "View")
 _CREATE = re.compile(r"^CREATE (TABLE|MATERIALIZED VIEW|VIEW) ")
 _CREATED_NAME = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS (`[^`]+`|\S+)")
+_SEED = re.compile(r"^INSERT INTO (`[^`]+`|\S+) ")
 
 
 @dataclass(frozen=True)
 class Baseline:
     covers: int  # the last migration whose result it holds
-    statements: tuple[str, ...]  # CREATE … IF NOT EXISTS, each after what it reads
+    statements: tuple[str, ...]  # CREATE … IF NOT EXISTS, each after what it reads; then the seed INSERTs
 
     def names(self) -> set[str]:
         """The tables and views it creates."""
-        return {_CREATED_NAME.match(s).group(1).strip("`") for s in self.statements}
+        return {m.group(1).strip("`") for s in self.statements if (m := _CREATED_NAME.match(s))}
+
+    @staticmethod
+    def seeded(statement: str) -> str | None:
+        """The table a seed statement (`INSERT INTO t …`) fills, None for a CREATE."""
+        m = _SEED.match(statement)
+        return m.group(1).strip("`") if m else None
 
 
-def render(covers: int, objects: list[tuple[str, str, str]], database: str) -> str:
+def render(
+    covers: int, objects: list[tuple[str, str, str]], database: str, seeds: dict[str, str] | None = None
+) -> str:
     """The baseline file of a store the migrations up to `covers` laid out: `objects` are its
     (name, engine, create_table_query) from system.tables (`schema_migrations` left out: the migrations module
-    creates it), `database` the store's database, whose name is taken out of the statements."""
+    creates it), `database` the store's database, whose name is taken out of the statements, `seeds` the rows
+    the migrations put into a new store's tables (`INSERT INTO t (…) VALUES …` by table: the default abuse
+    thresholds), inserted after every CREATE."""
     qualifier = re.compile(rf"(?<![\w`.])(?:`{re.escape(database)}`|{re.escape(database)})\.")
     ddl = {name: qualifier.sub("", query) for name, _, query in objects if name != "schema_migrations"}
     engines = {name: engine for name, engine, _ in objects}
@@ -51,6 +62,7 @@ def render(covers: int, objects: list[tuple[str, str, str]], database: str) -> s
     materialized = sorted(n for n in ddl if engines[n] == "MaterializedView")
     ordered = tables + materialized + _views_in_order({n: ddl[n] for n in ddl if engines[n] == "View"})
     body = [_CREATE.sub(r"CREATE \1 IF NOT EXISTS ", ddl[n]) + ";" for n in ordered]
+    body += [(seeds or {})[t] + ";" for t in sorted(seeds or {})]
     return HEADER + f"{COVERS}{covers:03d}\n\n" + "\n\n".join(body) + "\n"
 
 
@@ -107,7 +119,7 @@ def generate(path: Path = BASELINE) -> Baseline:
         store = Store.open(f"chdb://{tmp}", migrate=False)
         migrations.apply_migrations(store.client, baseline=False)
         migrations.ensure_ttl_bases(store.client)  # as Store.open does after the migrations
-        text = render(*laid_out(store.client))
+        text = render(*laid_out(store.client), seeds=seed_rows(store.client))
     path.write_text(text, encoding="utf-8")
     return parse(text)
 
@@ -124,9 +136,29 @@ def laid_out(client) -> tuple[int, list[tuple[str, str, str]], str]:
     return int(covers), [tuple(o) for o in objects], database
 
 
+def seed_rows(client) -> dict[str, str]:
+    """{table: `INSERT INTO table (columns) VALUES …`} for every table of the store `client` is connected to
+    that holds rows (but `schema_migrations`): in a store the migrations just laid out, their seed rows."""
+    tables = [r[0] for r in client.query(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
+        "AND engine LIKE '%MergeTree' AND total_rows > 0 AND name != 'schema_migrations' ORDER BY name"
+    ).result_rows]  # fmt: skip
+    out = {}
+    for table in tables:
+        columns = [r[0] for r in client.query(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+            "AND default_kind NOT IN ('MATERIALIZED', 'ALIAS', 'EPHEMERAL') ORDER BY position",
+            parameters={"t": table},
+        ).result_rows]  # fmt: skip
+        names = ", ".join(f"`{c}`" for c in columns)
+        values = client.raw_query(f"SELECT {names} FROM `{table}` ORDER BY ALL", fmt="Values").decode()
+        out[table] = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values.strip()}"
+    return out
+
+
 if __name__ == "__main__":
     made = generate()
     print(f"{BASELINE}: {len(made.statements)} statements, migrations up to {made.covers:03d}")
 
 
-__all__ = ["BASELINE", "Baseline", "generate", "laid_out", "load", "parse", "render"]
+__all__ = ["BASELINE", "Baseline", "generate", "laid_out", "load", "parse", "render", "seed_rows"]

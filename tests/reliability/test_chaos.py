@@ -33,7 +33,7 @@ from tests.integration.test_pipeline import (
 )
 from tests.unit.test_demo_log import outcomes
 
-pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow, pytest.mark.alone]
 
 KILLS = int(os.environ.get("EXIMTRACK_CHAOS_KILLS", "6"))
 PROBE = "chaosprobe"  # a server of its own: a line appended right after a restart, timed until searchable

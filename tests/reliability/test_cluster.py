@@ -20,7 +20,7 @@ from eximtrack.local_broker import LocalCluster
 from tests.integration.test_pipeline import COUNTS, HISTORY, rows, wait_for
 from tests.reliability.test_chaos import GeneratedFleet
 
-pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow, pytest.mark.alone]
 
 
 def append_paced(src, dst, measured: threading.Event, seconds: float = 150, step: float = 0.5) -> None:
