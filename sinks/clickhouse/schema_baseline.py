@@ -7,7 +7,8 @@ makes a store; the baseline's ~55 statements take ~0.3 s. Only a new store uses 
 `schema_migrations`, no table the baseline would not create); every other store upgrades through the
 migrations, which stay the one source of truth: the baseline is generated from them
 (`make schema-baseline`), and tests/integration/test_store.py checks that a store laid out from it equals one
-laid out by the migrations, statement for statement. Pure apart from reading and writing that file.
+laid out by the migrations, statement for statement (and row for row: its seed rows). Rendering and parsing
+are pure; `laid_out` and `seed_rows` read a store, `generate` lays out a scratch one and writes the file.
 """
 
 from __future__ import annotations
