@@ -2,7 +2,7 @@
 in a store, as one CREATE statement per table and view, for laying out a NEW store in one go.
 
 Why: a new store replayed every migration's statements (~240, most of them ALTERs of what an earlier migration
-created: ~1.6 s in chDB), a sixth of a first `eximtrack ingest` of a busy server's day, and of every test that
+created: ~1.6 s in chDB), a seventh of a first `eximtrack ingest` of a busy server's day, and of every test that
 makes a store; the baseline's ~55 statements take ~0.3 s. Only a new store uses it (nothing recorded in
 `schema_migrations`, no table the baseline would not create); every other store upgrades through the
 migrations, which stay the one source of truth: the baseline is generated from them
