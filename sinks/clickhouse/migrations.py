@@ -189,6 +189,14 @@ def apply_migrations(
     return applied
 
 
+def migrate(client, cluster: cluster_layout.Cluster | None = None, baseline: bool = True) -> list[int]:
+    """What opening a store does to its layout: the pending migrations (`apply_migrations`), then the TTL
+    bases (`ensure_ttl_bases`); returns the versions applied now."""
+    applied = apply_migrations(client, cluster=cluster, baseline=baseline)
+    ensure_ttl_bases(client, cluster=cluster)
+    return applied
+
+
 def apply_baseline(client, known: list[Migration]) -> list[int]:
     """Lay out a new store from the schema baseline (sinks/clickhouse/schema_baseline.py) and record the
     migrations it covers; returns their versions, or [] (nothing done) when there is no baseline, when it

@@ -63,7 +63,8 @@ def render(
     materialized = sorted(n for n in ddl if engines[n] == "MaterializedView")
     ordered = tables + materialized + _views_in_order({n: ddl[n] for n in ddl if engines[n] == "View"})
     body = [_CREATE.sub(r"CREATE \1 IF NOT EXISTS ", ddl[n]) + ";" for n in ordered]
-    body += [(seeds or {})[t] + ";" for t in sorted(seeds or {})]
+    seeds = seeds or {}
+    body += [seeds[t] + ";" for t in sorted(seeds)]
     return HEADER + f"{COVERS}{covers:03d}\n\n" + "\n\n".join(body) + "\n"
 
 
@@ -118,8 +119,7 @@ def generate(path: Path = BASELINE) -> Baseline:
 
     with tempfile.TemporaryDirectory(prefix="eximtrack-baseline-") as tmp:
         store = Store.open(f"chdb://{tmp}", migrate=False)
-        migrations.apply_migrations(store.client, baseline=False)
-        migrations.ensure_ttl_bases(store.client)  # as Store.open does after the migrations
+        migrations.migrate(store.client, baseline=False)
         text = render(*laid_out(store.client), seeds=seed_rows(store.client))
     path.write_text(text, encoding="utf-8")
     return parse(text)

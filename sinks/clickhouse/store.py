@@ -266,8 +266,7 @@ class Store:
         store = cls(client, url)
         if migrate:
             try:
-                applied = migrations.apply_migrations(client, cluster=store.cluster)
-                migrations.ensure_ttl_bases(client, cluster=store.cluster)
+                applied = migrations.migrate(client, cluster=store.cluster)
             except Exception as exc:
                 raise StoreError(
                     f"applying migrations to {url.display()} failed: {_first_line(exc)}"

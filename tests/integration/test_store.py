@@ -210,8 +210,7 @@ def test_an_upgraded_store_finds_phrases_in_rows_laid_out_before_the_pairs_index
 def laid_out_by_the_migrations(chdb_path: str) -> Store:
     """A new store laid out by every migration's statements, without the baseline."""
     store = Store.open(f"chdb://{chdb_path}?database=test_{uuid.uuid4().hex[:12]}", migrate=False)
-    migrations.apply_migrations(store.client, baseline=False)
-    migrations.ensure_ttl_bases(store.client)  # as Store.open does
+    migrations.migrate(store.client, baseline=False)
     return store
 
 
