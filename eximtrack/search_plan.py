@@ -139,6 +139,13 @@ BROAD_YIELD_MARGIN = 1.25  # ... and its first round fetches a quarter more mess
 TEXT_SAMPLE_SECONDS = 600  # a text filter's share is sampled from the newest 10 minutes of search_time
 # ... and read without the text index when k candidates are within this many rows at that share
 MAX_UNINDEXED_ROWS = 500_000
+# Through the trigram index, a value's trigrams found in more than this share of the sampled rows are left out
+# of what the index is asked (index_grams): their postings are long, and the value's rarer trigrams already
+# narrow the rows to those holding it. At least MIN_INDEX_GRAMS of the rarest are always asked: with two, a rare
+# address read 30x the rows (docs/BENCHMARKS.md, session 36).
+COMMON_GRAM_SHARE = 0.05
+MIN_INDEX_GRAMS = 4
+MAX_SAMPLED_GRAMS = 64  # a longer value keeps its LIKE (multiSearchAllPositions takes at most 255 needles)
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
 # search_time rows read per message in a first round: a message's recipients, and versions not merged away yet
@@ -202,6 +209,33 @@ def like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def value_grams(value: str) -> list[str] | None:
+    """The distinct character trigrams of `value` in order of first appearance, as grams_text (ngrams(3))
+    indexes them; None where leaving some out could not help (MIN_INDEX_GRAMS or fewer, more than
+    MAX_SAMPLED_GRAMS) or where bytes and characters differ (non-ASCII)."""
+    if not value.isascii():
+        return None
+    grams = list(dict.fromkeys(value[i : i + 3] for i in range(len(value) - 2)))
+    return grams if MIN_INDEX_GRAMS < len(grams) <= MAX_SAMPLED_GRAMS else None
+
+
+def index_grams(grams: Sequence[str], rows_with: Sequence[int], sampled: int) -> tuple[str, ...] | None:
+    """The trigrams of a value to ask the trigram index for, given how many of `sampled` newest rows hold each
+    (`rows_with`, aligned with `grams`): those in at most COMMON_GRAM_SHARE of them, or the MIN_INDEX_GRAMS
+    rarest when fewer are; None when every trigram is kept (the LIKE asks the index for the same). Any subset
+    is exact: every row holding the value holds all of its trigrams, and the value itself is checked on every
+    row the index lets through; the subset only changes what is read."""
+    if sampled <= 0 or len(grams) != len(rows_with) or len(grams) <= MIN_INDEX_GRAMS:
+        return None
+    rare = [g for g, n in zip(grams, rows_with, strict=True) if n <= COMMON_GRAM_SHARE * sampled]
+    if len(rare) == len(grams):
+        return None
+    if len(rare) < MIN_INDEX_GRAMS:
+        rarest = sorted(range(len(grams)), key=lambda i: (rows_with[i], i))[:MIN_INDEX_GRAMS]
+        rare = [grams[i] for i in sorted(rarest)]
+    return tuple(rare)
+
+
 @dataclass(frozen=True)
 class TextFilter:
     """One text condition: `value` matched (eq | begins | contains) against any of `columns`; `value` is
@@ -229,6 +263,9 @@ class SearchPlan:
     msgtime_fixed: bool = False
     # whether the candidates' read may use search_time's text index (None: not decided; common_text_sql)
     text_index: bool | None = None
+    # per text filter (its index in `filters`), the trigrams the index is asked for instead of all of the LIKE's
+    # (index_grams, from the sample of common_text_sql); a filter not named keeps its LIKE
+    text_grams: dict[int, tuple[str, ...]] = field(default_factory=dict)
     tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test
 
     # -- the access path ------------------------------------------------------------------------------
@@ -329,10 +366,18 @@ class SearchPlan:
             # the trigram index serves the LIKE (rows without the pattern's trigrams are skipped); a
             # hasAllTokens on text would take its needles as trigrams (the index's tokenizer), not words
             value = f.value.lower() if f.case_sensitive else f.value
+            found = phrase_pairs(value, f.match) if pairs and set(f.columns) <= PAIR_COLUMNS else []
+            liked = True
+            if n in self.text_grams and not found and self.text_index:
+                # the index asked for the value's rarer trigrams only (index_grams); `position` (which the
+                # index does not analyse) checks the value itself, as the LIKE would
+                params[f"c_grams{n}"] = list(self.text_grams[n])
+                params[f"c_text{n}"] = value
+                out.append(f"hasAllTokens(text, {{c_grams{n}:Array(String)}})")
+                out.append(f"position(text, {{c_text{n}:String}}) > 0")
+                continue
             params[f"c_like{n}"] = "%" + like_escape(value) + "%"
             out.append(f"text LIKE {{c_like{n}:String}}")
-            liked = True
-            found = phrase_pairs(value, f.match) if pairs and set(f.columns) <= PAIR_COLUMNS else []
             if found:  # a phrase: its adjacent words are rare even when each word is common (migration 021)
                 params[f"c_pairs{n}"] = found
                 out.append(f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs{n}:Array(String)}})")
@@ -412,8 +457,8 @@ class SearchPlan:
             f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
             f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}"
         )
-        if "text LIKE" in where:
-            sql += candidate_settings(self.text_index is not False, "hasAllTokens(" in where)
+        if "text LIKE" in where or "position(text" in where:
+            sql += candidate_settings(self.text_index is not False, f"hasAllTokens({PAIRS_COLUMN}," in where)
         return sql, params
 
     def common_text_sql(self) -> tuple[str, dict] | None:
@@ -430,12 +475,49 @@ class SearchPlan:
         conds = self._time_conditions(params, pairs=False)
         if not any(c.startswith("text LIKE") for c in conds):
             return None
+        # and for each value whose trigrams the index may be asked a subset of (gram_filters), how many of the
+        # rows hold each: one pass of multiSearchAllPositions, ~3 ms at 1e8 events
+        shares = ""
+        for n, grams in self.gram_filters():
+            params[f"s_grams{n}"] = grams
+            shares += (
+                f", sumForEach(arrayMap(p -> toUInt64(p > 0), multiSearchAllPositions(text, "
+                f"{{s_grams{n}:Array(String)}})))"
+            )
         return (
-            f"SELECT countIf({' AND '.join(conds)}), count() FROM search_time "
+            f"SELECT countIf({' AND '.join(conds)}), count(){shares} FROM search_time "
             f"WHERE ts >= (SELECT max(ts) FROM search_time) - INTERVAL {TEXT_SAMPLE_SECONDS} SECOND "
             "SETTINGS use_skip_indexes = 0, optimize_move_to_prewhere = 0",
             params,
         )
+
+    def gram_filters(self) -> list[tuple[int, list[str]]]:
+        """(index in `filters`, value_grams) of each text filter whose candidates may ask the trigram index
+        for a subset of its trigrams: one read through the index (not a phrase's word pairs, which ask
+        tok_pairs instead), with more trigrams than MIN_INDEX_GRAMS."""
+        out = []
+        for n, f in enumerate(self.filters):
+            if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
+                continue
+            if f.case_sensitive and f.match == "eq" and f.columns in (("server",), ("msgid",)):
+                continue
+            value = f.value.lower() if f.case_sensitive else f.value
+            if set(f.columns) <= PAIR_COLUMNS and phrase_pairs(value, f.match):
+                continue
+            grams = value_grams(value)
+            if grams is not None:
+                out.append((n, grams))
+        return out
+
+    def sampled_grams(self, shares: Sequence[Sequence[int]], sampled: int) -> dict[int, tuple[str, ...]]:
+        """text_grams from the sample's per-trigram row counts (common_text_sql's columns after the first
+        two, in gram_filters' order)."""
+        out = {}
+        for (n, grams), rows_with in zip(self.gram_filters(), shares, strict=False):
+            chosen = index_grams(grams, list(rows_with or ()), sampled)
+            if chosen is not None:
+                out[n] = chosen
+        return out
 
     def uses_text_index(self, matching: int, sampled: int, k: int) -> bool:
         """Whether a read of `k` candidates should use the text index, `matching` of `sampled` newest index
@@ -602,8 +684,11 @@ def run_pages(
     common = plan.common_text_sql() if plan.text_index is None else None
     if common is not None:
         got = run(*common)[1]
-        matching, sampled = got[0] if got else (0, 0)
-        plan = dataclasses.replace(plan, text_index=plan.uses_text_index(matching or 0, sampled or 0, k))
+        sample = tuple(got[0]) if got else (0, 0)
+        matching, sampled = sample[0] or 0, sample[1] or 0
+        indexed = plan.uses_text_index(matching, sampled, k)
+        grams = plan.sampled_grams(sample[2:], sampled) if indexed else {}
+        plan = dataclasses.replace(plan, text_index=indexed, text_grams=grams)
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages (candidate rows, by_rows) named so far: with len(out), how many rows each yields
     per_message = 1.0  # candidates read per distinct message (versions, recipients)

@@ -313,6 +313,11 @@ def test_builders_equal_naive_sql(store):
             " OR ".join(f"positionCaseInsensitive({c}, {{v:String}}) > 0" for c in Q_ALL_COLUMNS()),
             {"v": p["recipient"]},
         ),
+        (
+            {"all": Q.word_part(p["sender"])},
+            " OR ".join(f"positionCaseInsensitive({c}, {{v:String}}) > 0" for c in Q_ALL_COLUMNS()),
+            {"v": Q.word_part(p["sender"])},
+        ),
     ]
 
     def check_every_case():
@@ -387,6 +392,52 @@ def _primary_keys(store, sql: str, bound: dict) -> tuple[str, str]:
     plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
     assert "PrimaryKey" in plan, plan
     return plan, plan.split("PrimaryKey", 1)[1].split("Condition", 1)[0]
+
+
+def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
+    """An `all` search for an address: the sample of the newest rows finds its trigrams of common domains
+    (`com`, `.co`, …) in more than COMMON_GRAM_SHARE of them, so its candidates ask the trigram index for the
+    others only (hasAllTokens) and check the address itself with `position`; the index still skips granules,
+    and the pages are the same rows as with the LIKE."""
+    import dataclasses
+
+    from eximtrack.search_plan import GRAMS_INDEX, run_pages
+    from eximtrack.web import query as q
+
+    value = store.probes["recipient"].lower()
+    sq = q.build_search_query({"all": value}, None)
+    asked: list[str] = []
+
+    def run(sql, params):
+        asked.append(sql)
+        return store_run(store)(sql, params)
+
+    sq.fetch(run, None, 8)
+    reads = [s for s in asked if "c_k" in s and "FROM search_time" in s]
+    assert reads and all("hasAllTokens(text, {c_grams0:Array(String)})" in s for s in reads), asked
+    assert all("text LIKE" not in s and "ignore_data_skipping_indices" not in s for s in reads), reads
+    # what the sample chose: the rarer trigrams, fewer than the address has
+    sample, params = sq.plan.common_text_sql()
+    row = store.query(sample, params).result_rows[0]
+    chosen = sq.plan.sampled_grams(row[2:], row[1])[0]
+    commonest = max(zip(row[2], params["s_grams0"], strict=True))[1]
+    assert 4 <= len(chosen) < len(params["s_grams0"]) and commonest not in chosen, (chosen, row)
+    where = "hasAllTokens(text, {g:Array(String)}) AND position(text, {v:String}) > 0"
+    plan = [r[0].strip() for r in store.query(
+        f"EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE {where}", {"g": list(chosen), "v": value}
+    ).result_rows]  # fmt: skip
+    after = plan[plan.index(f"Name: {GRAMS_INDEX}") :]
+    granules = next(line for line in after if line.startswith("Granules:"))
+    kept, total = (int(x) for x in granules.split()[1].split("/"))
+    assert kept < total, granules
+    # the same rows, page by page, as the LIKE (the plan without the choice) gives
+    like = dataclasses.replace(sq.plan, text_index=True, text_grams={})
+    for size in (3, 8, 101):
+        pages = [
+            run_pages(store_run(store), plan, "DESC", None, size, lambda c, p, n: sq.page(None, n, c, p))[1]
+            for plan in (like, dataclasses.replace(like, text_grams={0: chosen}))
+        ]
+        assert pages[0] == pages[1] and pages[0], size
 
 
 def test_access_paths_are_read_as_planned(store):

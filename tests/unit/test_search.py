@@ -713,12 +713,14 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
 
     plan = build_search_query({"subject": "Invoice", "subject_searchmatch": "contains"}, None).plan
     sql, params = plan.common_text_sql()
-    assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count() FROM search_time WHERE ")
+    assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count(), sumForEach(")
     assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
-    assert params == {"c_like0": "%invoice%"}
+    assert params == {"c_like0": "%invoice%", "s_grams0": ["inv", "nvo", "voi", "oic", "ice"]}
     sql, params = build_search_query({"all": "invoice", "failure": "1"}, None).plan.common_text_sql()
     assert "countIf(type IN {c_types:Array(String)} AND text LIKE {c_like0:String})" in sql
-    assert params == {"c_types": ["failure", "rejected"], "c_like0": "%invoice%"}
+    assert params["c_types"] == ["failure", "rejected"] and params["c_like0"] == "%invoice%"
+    sql, params = build_search_query({"all": "bill"}, None).plan.common_text_sql()  # 2 trigrams: no shares
+    assert "sumForEach" not in sql and params == {"c_like0": "%bill%"}
     assert plan.uses_text_index(0, 10_000, 858) and plan.uses_text_index(5, 0, 858)
     assert not plan.uses_text_index(800, 10_000, 858)  # ~11k rows for 858 candidates
     assert plan.uses_text_index(1, 10_000, 858)  # 8.6M rows for 858 candidates: the index
@@ -771,3 +773,69 @@ def test_a_search_by_an_exact_msgid_reads_latest_by_its_arrival_second_without_c
     asked.clear()
     other.fetch(run, None, 101)
     assert any("search_time" in s for s, _ in asked), asked
+
+
+def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
+    """The sample that decides the text index also counts, per trigram of the value, the sampled rows holding
+    it; a trigram in more than COMMON_GRAM_SHARE of them is left out of what the index is asked (its postings
+    are long), keeping at least MIN_INDEX_GRAMS of the rarest; the value itself is then checked by
+    `position`, which the index does not analyse. Phrases (word pairs), values with few trigrams, non-ASCII
+    values and reads without the index keep their LIKE."""
+    import dataclasses
+
+    from eximtrack.search_plan import MIN_INDEX_GRAMS, index_grams, run_pages, value_grams
+    from eximtrack.web.query import build_search_query
+
+    assert value_grams("mia@hotmail.com") == [
+        "mia", "ia@", "a@h", "@ho", "hot", "otm", "tma", "mai", "ail", "il.", "l.c", ".co", "com"
+    ]  # fmt: skip
+    assert value_grams("aaaaaaa") is None  # one distinct trigram
+    assert value_grams("abcdef") is None  # MIN_INDEX_GRAMS of them: nothing to leave out
+    assert value_grams("grüße-aus-berlin") is None
+    assert value_grams("x" + "".join(chr(33 + i) for i in range(90))) is None  # too many to count
+    grams = ["k-f", "nk-", "al1", "-fi", "ank", "ban", "com", ".co"]
+    assert index_grams(grams, [13, 73, 94, 140, 242, 242, 4000, 4300], 11_155) == (
+        "k-f", "nk-", "al1", "-fi", "ank", "ban"
+    )  # fmt: skip
+    # fewer than MIN_INDEX_GRAMS rare ones: the rarest MIN_INDEX_GRAMS, in the value's order
+    assert index_grams(grams, [900, 10, 800, 20, 700, 30, 4000, 4300], 11_155) == ("nk-", "-fi", "ank", "ban")
+    assert len(index_grams(grams, [5000] * 8, 11_155)) == MIN_INDEX_GRAMS
+    assert index_grams(grams, [1] * 8, 11_155) is None  # all rare: the LIKE asks for the same
+    assert index_grams(grams, [0] * 8, 0) is None  # nothing sampled
+    assert index_grams(grams, [1, 2], 100) is None  # counts that do not line up
+
+    plan = build_search_query({"all": "Mia@Hotmail.com"}, None).plan
+    assert plan.gram_filters() == [(0, value_grams("mia@hotmail.com"))]
+    like = plan.candidates("DESC", None, 101)[0]
+    chosen = dataclasses.replace(plan, text_index=True, text_grams={0: ("mia", "ia@", "a@h", "@ho")})
+    sql, params = chosen.candidates("DESC", None, 101)
+    assert (
+        "WHERE hasAllTokens(text, {c_grams0:Array(String)}) AND position(text, {c_text0:String}) > 0 " in sql
+    )
+    assert params["c_grams0"] == ["mia", "ia@", "a@h", "@ho"] and params["c_text0"] == "mia@hotmail.com"
+    assert "text LIKE" in like and "SETTINGS" not in sql and "c_like0" not in params
+    unindexed = dataclasses.replace(chosen, text_index=False).candidates("DESC", None, 101)[0]
+    assert "text LIKE" in unindexed and "hasAllTokens" not in unindexed
+    phrase = build_search_query({"subject": "Player Config Product"}, None).plan
+    assert phrase.gram_filters() == []
+    assert build_search_query({"msgid": "1abcde-000001-AB"}, None).plan.gram_filters() == []
+
+    for counts, want in (
+        ([900, 900, 900, 900, 10, 10, 10, 10, 10, 4000, 4000, 4000, 4000], "hasAllTokens(text,"),
+        ([10] * 13, "text LIKE"),
+    ):
+        reads = []
+
+        def run(sql, params, counts=counts, reads=reads):
+            if sql.startswith("SELECT countIf("):
+                return ["matching", "sampled", "grams"], [(0, 11_155, counts)]
+            if "c_k" in params:
+                reads.append((sql, params))
+            return ["ts", "server", "msgid", "msgtime"], []
+
+        run_pages(run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+        assert reads and want in reads[0][0], reads
+        if want.startswith("hasAllTokens"):
+            assert reads[0][1]["c_grams0"] == ["hot", "otm", "tma", "mai", "ail"]
+            assert "ignore_data_skipping_indices" not in reads[0][0]
+        assert plan.text_grams == {}  # decided again by the next page
