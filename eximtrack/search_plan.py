@@ -136,7 +136,10 @@ OUTCOME_COUNTERS = {
 }  # fmt: skip
 YIELD_SAMPLE_HOURS = 24  # a broad key's outcome share is read from its last day (yield_sql)
 BROAD_YIELD_MARGIN = 1.25  # ... and its first round fetches a quarter more messages than that share says
-TEXT_SAMPLE_SECONDS = 600  # a text filter's share is sampled from the newest 10 minutes of search_time
+# A text filter's share is sampled from the newest rows of search_time: a number of rows, not a time span, so
+# that its cost stays the same whatever the fleet's rate (the newest 10 minutes were 11k rows at the bench's 1e8
+# store, and would be 50 times that for a fleet 50 times as busy)
+TEXT_SAMPLE_ROWS = 4096
 # ... and read without the text index when k candidates are within this many rows at that share
 MAX_UNINDEXED_ROWS = 500_000
 # Through the trigram index, a value's trigrams found in more than this share of the sampled rows are left out
@@ -463,7 +466,7 @@ class SearchPlan:
 
     def common_text_sql(self) -> tuple[str, dict] | None:
         """For a time-path search with text filters: the SQL of (rows matching its candidates' conditions,
-        rows) among the index rows of the newest TEXT_SAMPLE_SECONDS, read without the text index. A term found in many rows
+        rows) among the newest TEXT_SAMPLE_ROWS index rows, read without the text index. A term found in many rows
         (a common word) is cheaper to find by reading search_time newest first without the index: with it,
         ClickHouse reads the term's postings over the whole table first (300 ms at 1e8 events for `invoice`
         against 12 ms without; docs/BENCHMARKS.md), a cost that grows with the store; for a rare term the
@@ -485,8 +488,8 @@ class SearchPlan:
                 f"{{s_grams{n}:Array(String)}})))"
             )
         return (
-            f"SELECT countIf({' AND '.join(conds)}), count(){shares} FROM search_time "
-            f"WHERE ts >= (SELECT max(ts) FROM search_time) - INTERVAL {TEXT_SAMPLE_SECONDS} SECOND "
+            f"SELECT countIf({' AND '.join(conds)}), count(){shares} FROM (SELECT server, msgid, type, text "
+            f"FROM search_time ORDER BY ts DESC LIMIT {TEXT_SAMPLE_ROWS}) "
             "SETTINGS use_skip_indexes = 0, optimize_move_to_prewhere = 0",
             params,
         )

@@ -708,13 +708,16 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
     without the index). run_pages first samples the term's share among the newest index rows (without the
     index) and reads the candidates without the index when k of them lie within MAX_UNINDEXED_ROWS rows;
     a rare term (not in the sample) keeps the index. Only on the time path, only with a text filter."""
-    from eximtrack.search_plan import TEXT_SAMPLE_SECONDS, run_pages
+    from eximtrack.search_plan import TEXT_SAMPLE_ROWS, run_pages
     from eximtrack.web.query import build_search_query
 
     plan = build_search_query({"subject": "Invoice", "subject_searchmatch": "contains"}, None).plan
     sql, params = plan.common_text_sql()
     assert sql.startswith("SELECT countIf(text LIKE {c_like0:String}), count(), sumForEach(")
-    assert f"INTERVAL {TEXT_SAMPLE_SECONDS} SECOND" in sql and "use_skip_indexes = 0" in sql
+    assert (
+        f"FROM search_time ORDER BY ts DESC LIMIT {TEXT_SAMPLE_ROWS})" in sql
+        and "use_skip_indexes = 0" in sql
+    )
     assert params == {"c_like0": "%invoice%", "s_grams0": ["inv", "nvo", "voi", "oic", "ice"]}
     sql, params = build_search_query({"all": "invoice", "failure": "1"}, None).plan.common_text_sql()
     assert "countIf(type IN {c_types:Array(String)} AND text LIKE {c_like0:String})" in sql
