@@ -44,6 +44,12 @@ BATCH_ROWS = 50_000
 # and a page or a message shown again skips the decompression of its granules. A ClickHouse server gets the
 # same from its `uncompressed_cache_size` and the profile setting (docs/DEPLOY.md).
 CHDB_SETTINGS = {"use_uncompressed_cache": 1}
+# The read-only session compiles no expressions. ClickHouse compiles an expression with LLVM the 4th time a
+# process runs it (min_count_to_compile_expression = 3): a search, a stat or a panel took 30-130 ms more on that
+# one run, and no faster afterwards (1e8 events, 18 queries, runs alternating with and without: the same
+# medians; docs/BENCHMARKS.md, session 36). A long-lived `eximtrack serve` met one such slow request per query
+# shape. The writer's session (the views' expressions on every insert) keeps the default.
+READ_SETTINGS = {"compile_expressions": 0, "compile_aggregate_expressions": 0, "compile_sort_description": 0}
 # Every insert runs the materialized views it feeds in parallel instead of one after another (ClickHouse's
 # default): `events` feeds seven, `latest` four more, and that chain is most of an insert's cost. Same rows,
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
@@ -366,6 +372,7 @@ class Store:
     def _readonly_chdb_client(self):
         """A separate chDB session with readonly=2 for the whole session: no writes and no DDL; a query may
         still carry its own SETTINGS (the search planner turns PREWHERE off where it hurts, search_plan.py).
+        It compiles no expressions (READ_SETTINGS).
 
         Per-call readonly=1 is unsafe on the chDB backend: for statements clickhouse-connect treats as
         inserts/commands it applies settings with SET … and restores them with SET … = DEFAULT, which a
@@ -378,7 +385,7 @@ class Store:
                 client = clickhouse_connect.get_client(
                     dsn=_chdb_dsn(self.url.path),
                     database=self.url.database,
-                    settings={"readonly": 2, **CHDB_SETTINGS},
+                    settings={"readonly": 2, **CHDB_SETTINGS, **READ_SETTINGS},
                 )
                 _chdb_clients[key] = client
         return client

@@ -974,6 +974,15 @@ def test_the_embedded_engine_caches_decompressed_blocks(store):
     assert off == "0"
 
 
+def test_the_read_only_session_compiles_no_expressions(store):
+    """Reads run without ClickHouse's JIT (store.READ_SETTINGS): it compiled a search's expressions on their 4th
+    run, one slow request per query shape, and made none faster. The writer's session keeps the default."""
+    jit = "SELECT value FROM system.settings WHERE name = {n:String}"
+    for name in ("compile_expressions", "compile_aggregate_expressions", "compile_sort_description"):
+        assert store.query(jit, {"n": name}, readonly=True).result_rows[0][0] == "0", name
+        assert count(store, f"SELECT value FROM system.settings WHERE name = '{name}'") == "1", name
+
+
 def test_inserts_run_their_views_in_parallel(store):
     """Every insert asks ClickHouse to run the materialized views it feeds in parallel (store.INSERT_SETTINGS);
     a view of its own records the setting its insert ran with. The writer's session keeps its default."""
