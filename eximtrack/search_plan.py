@@ -362,13 +362,13 @@ class SearchPlan:
         for n, f in enumerate(self.filters):
             if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
                 continue
-            if f.case_sensitive and f.match == "eq" and f.columns in (("server",), ("msgid",)):
+            value = self._text_value(f)
+            if value is None:
                 params[f"c_eq{n}"] = f.value
                 out.append(f"{f.columns[0]} = {{c_eq{n}:String}}")
                 continue
             # the trigram index serves the LIKE (rows without the pattern's trigrams are skipped); a
             # hasAllTokens on text would take its needles as trigrams (the index's tokenizer), not words
-            value = f.value.lower() if f.case_sensitive else f.value
             found = phrase_pairs(value, f.match) if pairs and set(f.columns) <= PAIR_COLUMNS else []
             liked = True
             if n in self.text_grams and not found and self.text_index:
@@ -389,6 +389,14 @@ class SearchPlan:
         if self.types is None and not liked:
             out.append("type != ''")
         return out
+
+    @staticmethod
+    def _text_value(f: TextFilter) -> str | None:
+        """What a filter on search_time.text's columns looks for in `text` (lower-case, as `text` is), or None
+        for an exact server or msgid, which search_time has as columns of its own."""
+        if f.case_sensitive and f.match == "eq" and f.columns in (("server",), ("msgid",)):
+            return None
+        return f.value.lower() if f.case_sensitive else f.value
 
     def candidate_source(self, params: dict) -> tuple[str, list[str]]:
         """(table, conditions) of the candidates: search_keys for a key filter, else search_time (a phrase also
@@ -502,10 +510,8 @@ class SearchPlan:
         for n, f in enumerate(self.filters):
             if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
                 continue
-            if f.case_sensitive and f.match == "eq" and f.columns in (("server",), ("msgid",)):
-                continue
-            value = f.value.lower() if f.case_sensitive else f.value
-            if set(f.columns) <= PAIR_COLUMNS and phrase_pairs(value, f.match):
+            value = self._text_value(f)
+            if value is None or (set(f.columns) <= PAIR_COLUMNS and phrase_pairs(value, f.match)):
                 continue
             grams = value_grams(value)
             if grams is not None:
