@@ -662,6 +662,23 @@ def first_rows(cands: list, n: int) -> tuple[list, bool]:
     return cands, False
 
 
+def decide_text_read(
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan, rows: int
+) -> SearchPlan:
+    """`plan` with how its text filters read search_time decided (text_index, text_grams) by the sample of
+    common_text_sql (one statement), for a first round sized for `rows`; `plan` itself when that is decided
+    already or it has no text filter on the time path. A new plan: the caller's is not changed."""
+    common = plan.common_text_sql() if plan.text_index is None else None
+    if common is None:
+        return plan
+    got = run(*common)[1]
+    sample = tuple(got[0]) if got else (0, 0)
+    matching, sampled = sample[0] or 0, sample[1] or 0
+    indexed = plan.uses_text_index(matching, sampled, plan.first_round(rows))
+    grams = plan.sampled_grams(sample[2:], sampled) if indexed else {}
+    return dataclasses.replace(plan, text_index=indexed, text_grams=grams)
+
+
 def run_pages(
     run: Callable[[str, dict], tuple[list[str], list[tuple]]],
     plan: SearchPlan,
@@ -690,14 +707,7 @@ def run_pages(
             share /= BROAD_YIELD_MARGIN  # a day's share, not the page's: a second round costs more
         plan = dataclasses.replace(plan, expected_yield=share)
     k = plan.first_round(rows)
-    common = plan.common_text_sql() if plan.text_index is None else None
-    if common is not None:
-        got = run(*common)[1]
-        sample = tuple(got[0]) if got else (0, 0)
-        matching, sampled = sample[0] or 0, sample[1] or 0
-        indexed = plan.uses_text_index(matching, sampled, k)
-        grams = plan.sampled_grams(sample[2:], sampled) if indexed else {}
-        plan = dataclasses.replace(plan, text_index=indexed, text_grams=grams)
+    plan = decide_text_read(run, plan, rows)
     widen = 1  # grows when many messages share one time
     fetched = 0  # messages (candidate rows, by_rows) named so far: with len(out), how many rows each yields
     per_message = 1.0  # candidates read per distinct message (versions, recipients)
@@ -767,6 +777,7 @@ __all__ = [
     "SearchPlan",
     "TextFilter",
     "candidate_settings",
+    "decide_text_read",
     "msgid_second",
     "phrase_pairs",
     "token_edges",

@@ -398,7 +398,7 @@ def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
     """An `all` search for an address: the sample of the newest rows finds its trigrams of common domains
     (`com`, `.co`, …) in more than COMMON_GRAM_SHARE of them, so its candidates ask the trigram index for the
     others only (hasAllTokens) and check the address itself with `position`; the index still skips granules,
-    and the pages are the same rows as with the LIKE."""
+    and the pages are the same rows as with the LIKE, the request's total (`with_total`) the same count."""
     import dataclasses
 
     from eximtrack.search_plan import GRAMS_INDEX, run_pages
@@ -413,6 +413,13 @@ def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
         return store_run(store)(sql, params)
 
     sq.fetch(run, None, 8)
+    # the same request's total reads the candidates the same way, and counts the same rows
+    csql, cparams = sq.count()
+    assert "hasAllTokens(text, {c_grams0:Array(String)})" in csql and "text LIKE" not in csql
+    like_sql, like_params = q.build_search_query({"all": value}, None).count()
+    assert "text LIKE" in like_sql
+    total = store.query(csql, cparams).result_rows[0][0]
+    assert total == store.query(like_sql, like_params).result_rows[0][0] > 0
     reads = [s for s in asked if "c_k" in s and "FROM search_time" in s]
     assert reads and all("hasAllTokens(text, {c_grams0:Array(String)})" in s for s in reads), asked
     assert all("text LIKE" not in s and "ignore_data_skipping_indices" not in s for s in reads), reads

@@ -842,3 +842,32 @@ def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
             assert reads[0][1]["c_grams0"] == ["hot", "otm", "tma", "mai", "ail"]
             assert "ignore_data_skipping_indices" not in reads[0][0]
         assert plan.text_grams == {}  # decided again by the next page
+
+
+def test_a_searchs_total_reads_text_as_its_page_did():
+    """SearchQuery.fetch decides once how the text filters read search_time (decide_text_read: the sample), and
+    the same request's count() reads the candidates that way when the sample chose a value's rarer trigrams; a
+    common term sent past the index by the sample leaves the count as it was (its phrase pairs kept)."""
+    from eximtrack.web.query import build_search_query
+
+    def sampled(counts):
+        def run(sql, params):
+            if sql.startswith("SELECT countIf("):
+                return ["matching", "sampled", "grams"], [counts]
+            return ["ts", "server", "msgid", "msgtime"], []
+
+        return run
+
+    sq = build_search_query({"all": "mia@hotmail.com"}, None)
+    before = sq.count()
+    assert "text LIKE" in before[0] and sq.fetched_plan is None
+    rare = [10] * 7 + [4000] * 6  # mia ia@ a@h @ho hot otm tma: rare; mai ail il. l.c .co com: common
+    sq.fetch(sampled((0, 11_155, rare)), None, 101)
+    sql, params = sq.count()
+    assert "hasAllTokens(text, {c_grams0:Array(String)})" in sql and "text LIKE" not in sql
+    assert params["c_grams0"] == ["mia", "ia@", "a@h", "@ho", "hot", "otm", "tma"]
+    assert sq.plan.text_grams == {}  # the request's plan itself is not changed
+    phrase = build_search_query({"subject": "Player Config Product"}, None)
+    before = phrase.count()
+    phrase.fetch(sampled((5_000, 11_155)), None, 101)  # common: read without the index
+    assert phrase.fetched_plan.text_index is False and phrase.count() == before
