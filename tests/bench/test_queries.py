@@ -430,13 +430,13 @@ def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
     commonest = max(zip(row[2], params["s_grams0"], strict=True))[1]
     assert 4 <= len(chosen) < len(params["s_grams0"]) and commonest not in chosen, (chosen, row)
     where = "hasAllTokens(text, {g:Array(String)}) AND position(text, {v:String}) > 0"
-    plan = [r[0].strip() for r in store.query(
+    explain = [r[0].strip() for r in store.query(
         f"EXPLAIN indexes = 1 SELECT ts FROM search_time WHERE {where}", {"g": list(chosen), "v": value}
     ).result_rows]  # fmt: skip
-    after = plan[plan.index(f"Name: {GRAMS_INDEX}") :]
+    after = explain[explain.index(f"Name: {GRAMS_INDEX}") :]
     granules = next(line for line in after if line.startswith("Granules:"))
-    kept, total = (int(x) for x in granules.split()[1].split("/"))
-    assert kept < total, granules
+    kept, of = (int(x) for x in granules.split()[1].split("/"))
+    assert kept < of, granules
     # the same rows, page by page, as the LIKE (the plan without the choice) gives
     like = dataclasses.replace(sq.plan, text_index=True, text_grams={})
     for size in (3, 8, 101):
