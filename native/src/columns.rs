@@ -15,9 +15,11 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::join;
 use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Largest integer a float holds exactly: integers beyond it are left to the reference decoder.
@@ -157,6 +159,8 @@ fn exact_float(s: &Scalar<'_>) -> Option<f64> {
 #[pyclass(module = "eximtrack_core")]
 pub struct ColumnBuilder {
     names: HashMap<String, usize>,
+    /// the column names as interned Python strings, in column order (`add_objects` reads these attributes)
+    attrs: Vec<Py<PyString>>,
     kinds: Vec<Kind>,
     defaults: Vec<Fallback>,
     nonempty: Vec<bool>,
@@ -174,7 +178,9 @@ impl ColumnBuilder {
         nonempty: Vec<String>,
         version: Option<(String, u64)>,
     ) -> PyResult<ColumnBuilder> {
+        let py = spec.py();
         let mut names = HashMap::new();
+        let mut attrs = Vec::new();
         let mut kinds = Vec::new();
         let mut defaults = Vec::new();
         for (i, item) in spec.iter().enumerate() {
@@ -207,6 +213,7 @@ impl ColumnBuilder {
                     }
                 }
             };
+            attrs.push(PyString::intern(py, &name).unbind());
             names.insert(name, i);
             kinds.push(kind);
             defaults.push(default);
@@ -236,6 +243,7 @@ impl ColumnBuilder {
         let columns = kinds.iter().map(|k| Column::new(*k)).collect();
         Ok(ColumnBuilder {
             names,
+            attrs,
             kinds,
             defaults,
             nonempty: must,
@@ -264,6 +272,77 @@ impl ColumnBuilder {
                 -1
             }
         }
+    }
+
+    /// Append records given as objects with one attribute per column (the record classes of
+    /// schemas/records.py, as the joiner makes them for `eximtrack ingest`): how many, or -1 when one of
+    /// them holds a value this path does not take (nothing of them is kept then; the caller encodes them
+    /// the reference way, `encode.record_batch`'s Python columns). Taken: a `str` for a text column (None
+    /// is ""), a `float` or `int` for a time (None is 0), an `int` for a counter, None or a finite `float`
+    /// for a float: for those the columns are the reference's, value for value.
+    fn add_objects(&mut self, records: &Bound<'_, PyList>) -> i64 {
+        let py = records.py();
+        let rows = self.rows;
+        // the slots of the first record's class, read directly from every record of exactly that class
+        let slots_of = records.iter().next().and_then(|first| {
+            let cls = first.get_type();
+            let offsets = self
+                .attrs
+                .iter()
+                .map(|name| join::slot_offset(&cls, name.bind(py).to_str().ok()?).ok())
+                .collect::<Option<Vec<isize>>>()?;
+            Some((cls, offsets))
+        });
+        let mut values: Vec<Bound<'_, PyAny>> = Vec::with_capacity(self.attrs.len());
+        for record in records.iter() {
+            values.clear();
+            let mut ok = true;
+            match &slots_of {
+                Some((cls, offsets)) if record.get_type().is(cls) => {
+                    for off in offsets {
+                        // SAFETY: `off` is the offset of an object slot of `record`'s exact class
+                        let p = unsafe {
+                            *((record.as_ptr() as *mut u8).offset(*off) as *mut *mut ffi::PyObject)
+                        };
+                        if p.is_null() {
+                            ok = false; // an unset slot: the reference raises its AttributeError
+                            break;
+                        }
+                        values.push(unsafe { Bound::from_borrowed_ptr(py, p) });
+                    }
+                }
+                _ => {
+                    for name in &self.attrs {
+                        match record.getattr(name.bind(py)) {
+                            Ok(v) => values.push(v),
+                            Err(_) => {
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let slots = ok.then(|| {
+                values
+                    .iter()
+                    .zip(&self.kinds)
+                    .map(|(v, kind)| object_scalar(*kind, v))
+                    .collect::<Option<Vec<_>>>()
+            });
+            let pushed = match slots.flatten() {
+                Some(slots) => self.push(slots.into_iter().map(Some).collect()).is_ok(),
+                None => false,
+            };
+            if !pushed {
+                for column in &mut self.columns {
+                    column.truncate(rows);
+                }
+                self.rows = rows;
+                return -1;
+            }
+        }
+        (self.rows - rows) as i64
     }
 
     fn __len__(&self) -> usize {
@@ -411,6 +490,34 @@ impl ColumnBuilder {
         self.rows += 1;
         Ok(())
     }
+}
+
+/// A Python value as the scalar the reference encoder reads it as, for a column of `kind`; None where the
+/// reference would convert it another way than `push` does (it then encodes the whole batch).
+fn object_scalar<'a>(kind: Kind, v: &'a Bound<'_, PyAny>) -> Option<Scalar<'a>> {
+    if v.is_none() {
+        return match kind {
+            Kind::Str => Some(Scalar::Str(Cow::Borrowed(""))), // encode._str(None)
+            Kind::Time => Some(Scalar::F(0.0)), // encode.to_ms(None) == to_ms(0.0) == 0
+            Kind::OptFloat => Some(Scalar::Null),
+            Kind::UInt | Kind::Int => None,
+        };
+    }
+    if let Ok(s) = v.cast_exact::<PyString>() {
+        return s.to_str().ok().map(|s| Scalar::Str(Cow::Borrowed(s)));
+    }
+    if let Ok(f) = v.cast_exact::<PyFloat>() {
+        let f = f.value();
+        // the reference makes a float column's infinity or NaN a null: left to it
+        return (kind != Kind::OptFloat || f.is_finite()).then_some(Scalar::F(f));
+    }
+    if v.is_exact_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() {
+        if let Ok(n) = v.extract::<i64>() {
+            return Some(Scalar::I(n));
+        }
+        return v.extract::<u64>().ok().map(Scalar::U);
+    }
+    None
 }
 
 /// The record: a JSON array of objects.

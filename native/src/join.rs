@@ -708,26 +708,10 @@ impl RecordClass {
                 names
             )));
         }
-        let mut offsets = Vec::with_capacity(names.len());
-        for name in names {
-            let descr = cls.getattr(*name)?;
-            // SAFETY: checked to be a member descriptor of an object slot before reading it as one
-            let member_type = std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type);
-            if descr.get_type().as_ptr() != member_type as *mut ffi::PyObject {
-                return Err(PyTypeError::new_err(format!("{name}: not a slot")));
-            }
-            // (pyo3-ffi 0.27 types `d_member` as a PyGetSetDef pointer; CPython's is a PyMemberDef's)
-            let member = unsafe {
-                &*((*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member
-                    as *const ffi::PyMemberDef)
-            };
-            if member.type_code != ffi::Py_T_OBJECT_EX || member.flags & ffi::Py_READONLY != 0 {
-                return Err(PyTypeError::new_err(format!(
-                    "{name}: not a writable object slot"
-                )));
-            }
-            offsets.push(member.offset);
-        }
+        let offsets = names
+            .iter()
+            .map(|name| slot_offset(cls, name))
+            .collect::<PyResult<Vec<_>>>()?;
         Ok(RecordClass {
             cls: cls.clone().unbind(),
             offsets,
@@ -758,6 +742,28 @@ impl RecordClass {
             Ok(Bound::from_owned_ptr(py, obj))
         }
     }
+}
+
+/// The offset in an instance of `cls` of its object slot `name` (a writable member descriptor of an object
+/// slot, as a slots dataclass has one per field): where `RecordClass::make` writes the field and
+/// `ColumnBuilder::add_objects` reads it.
+pub(crate) fn slot_offset(cls: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
+    let descr = cls.getattr(name)?;
+    // SAFETY: checked to be a member descriptor of an object slot before reading it as one
+    let member_type = std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type);
+    if descr.get_type().as_ptr() != member_type as *mut ffi::PyObject {
+        return Err(PyTypeError::new_err(format!("{name}: not a slot")));
+    }
+    // (pyo3-ffi 0.27 types `d_member` as a PyGetSetDef pointer; CPython's is a PyMemberDef's)
+    let member = unsafe {
+        &*((*(descr.as_ptr() as *mut ffi::PyMemberDescrObject)).d_member as *const ffi::PyMemberDef)
+    };
+    if member.type_code != ffi::Py_T_OBJECT_EX || member.flags & ffi::Py_READONLY != 0 {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: not a writable object slot"
+        )));
+    }
+    Ok(member.offset)
 }
 
 struct Records {

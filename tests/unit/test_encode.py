@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
+import pyarrow as pa
+import pytest
+
+from bench.generate import GenConfig, generate
 from schemas.records import (
     EVENT_FIELDS,
     LOGLINE_FIELDS,
@@ -11,6 +17,7 @@ from schemas.records import (
     RejectRecord,
 )
 from sinks.clickhouse import encode
+from stream.join import join_lines
 
 
 def _row(fields, values):
@@ -149,3 +156,98 @@ def test_arrow_batches_hold_the_column_encoding():
                 assert values.type.unit == "ms" and values.type.tz == "UTC"
                 values = values.cast(pa.int64())
             assert values.to_pylist() == column, (table, name)
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.fixture(scope="module")
+def joined(tmp_path_factory) -> dict[str, list]:
+    """What the joiner makes of the real-Exim samples and a generated cPanel server, and lines no rule
+    reads (rejects): the record objects `eximtrack ingest` encodes."""
+    out = {"events": [], "rejects": [], "log_lines": []}
+    logs = [(f.stem, f.read_text().splitlines()) for f in sorted(SAMPLES.glob("mainlog-*.log"))]
+    gen = tmp_path_factory.mktemp("gen")
+    generate(GenConfig(servers=1, messages_per_day=600, days=0.5, seed=11), gen)
+    logs += [(f.stem, f.read_text().splitlines()) for f in sorted(gen.glob("*.log"))]
+    logs.append(("junk", ["garbage that is no Exim line", "2026-11-01 10:00:00 something odd"] * 3))
+    for server, lines in logs:
+        _, output = join_lines(server, lines)
+        out["events"] += output.events
+        out["rejects"] += output.rejects
+        out["log_lines"] += output.lines
+    assert all(len(v) > 5 for v in out.values()), {k: len(v) for k, v in out.items()}
+    return out
+
+
+def assert_same_batches(table: str, records: list) -> pa.RecordBatch | None:
+    compiled = encode.compiled_record_batch(table, records)
+    reference = encode.reference_record_batch(table, records)
+    assert encode.record_batch(table, records).equals(reference)
+    if compiled is not None:
+        assert compiled.schema.equals(reference.schema)
+        for name in reference.schema.names:
+            assert compiled.column(name).equals(reference.column(name)), (table, name)
+    return compiled
+
+
+@pytest.mark.parametrize("table", ["events", "rejects", "log_lines"])
+def test_the_joiners_records_are_read_compiled_into_the_reference_columns(joined, table):
+    records = joined[table]
+    assert assert_same_batches(table, records) is not None  # the compiled path took them all
+    assert assert_same_batches(table, records[:1]) is not None
+    assert assert_same_batches(table, []).num_rows == 0
+
+
+def test_plain_values_are_read_compiled_as_the_reference_converts_them():
+    events = [
+        DeliveryEvent(event_id="a", type="success", server="s", msgid="m", sendunixtime=1700000000.0005),
+        DeliveryEvent(event_id="b", type="defer", server="s", msgid="m", sendunixtime=1700000000, size=2**63),
+        DeliveryEvent(event_id="c", type="defer", server="s", msgid="m", queue_time=3, spamscore=-1.5),
+        DeliveryEvent(
+            event_id="d", type="defer", server="s", msgid="m", actionunixtime=1e20, subject="é\t\0"
+        ),
+        DeliveryEvent(event_id="e", type="defer", server="s", msgid="m", actionunixtime=math.nan),
+    ]
+    events[0].subject = None  # text None -> ""
+    events[1].actionunixtime = None  # time None -> 0
+    batch = assert_same_batches("events", events)
+    assert batch is not None
+    assert batch.column("subject").to_pylist()[0] == "" and batch.column("size").to_pylist()[1] == 2**63
+    assert batch.column("actionunixtime").cast(pa.int64()).to_pylist()[1:] == [0, 0, encode._MAX_MS, 0]
+    # objects without slots are read by attribute
+    loose = [SimpleNamespace(**{f: getattr(e, f) for f in EVENT_FIELDS}) for e in events]
+    assert assert_same_batches("events", loose) is not None
+    rejects = [RejectRecord("r", "s", "x", "why", offset=-(2**40), logunixtime=None)]
+    assert assert_same_batches("rejects", rejects) is not None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("spamscore", math.inf),  # a float column's infinity: a null
+        ("spamscore", math.nan),
+        ("size", -1),  # a counter below 0: 0
+        ("attempts", True),  # a bool: 1
+        ("frozen", 2.7),  # a float counter: 2
+        ("subject", 12),  # a number as text: "12"
+        ("recipient", type("Text", (str,), {})("x@y")),  # a str subclass
+        ("sendunixtime", "1700000000"),  # a time as text: 0
+        ("version", "7"),
+    ],
+)
+def test_other_values_are_left_to_the_reference(field, value):
+    events = [DeliveryEvent(event_id=f"e{i}", type="defer", server="s", msgid="m") for i in range(3)]
+    setattr(events[1], field, value)
+    assert encode.compiled_record_batch("events", events) is None
+    assert encode.record_batch("events", events).equals(encode.reference_record_batch("events", events))
+
+
+def test_what_the_reference_refuses_still_raises():
+    event = DeliveryEvent(event_id="e", type="defer", server="s", msgid="m")
+    del event.subject  # an unset slot
+    with pytest.raises(AttributeError):
+        encode.record_batch("events", [event])
+    too_big = DeliveryEvent(event_id="e", type="defer", server="s", msgid="m", size=2**64)
+    with pytest.raises(OverflowError):
+        encode.record_batch("events", [too_big])
