@@ -180,6 +180,7 @@ def _plain_dict(columns, row) -> dict:
 
 
 def cmd_ingest(args) -> int:
+    from eximtrack import join_process
     from eximtrack.ingest import Progress, ingest_files
 
     missing = [p for p in args.files if not os.path.isfile(p)]
@@ -199,24 +200,24 @@ def cmd_ingest(args) -> int:
     if args.batch_rows <= 0:
         raise UsageError("--batch-rows must be > 0")
     retention = resolve_retention_days(args.retention_days)
-    store = open_store(args, retention_days=retention)
-    if not hasattr(store, "client"):  # a RemoteStore: the directory belongs to another process
-        raise CommandError(
-            f"cannot ingest into {store.url.path}: it is owned by process {store.endpoint.get('pid')} "
-            "(read-only from here); stop it or let it consume the logs"
-        )
-    total = sum(os.path.getsize(p) for p in args.files)
-    progress = Progress(total)
-    stats = ingest_files(
-        store,
-        args.files,
-        server=args.server,
-        tz=args.tz or "UTC",
-        userdomains=args.userdomains,
-        trueuserowners=args.trueuserowners,
-        batch_rows=args.batch_rows,
-        progress=progress,
+    job = join_process.JoinJob(
+        list(args.files),
+        args.server,
+        args.tz or "UTC",
+        args.userdomains,
+        args.trueuserowners,
+        args.batch_rows,
     )
+    with join_process.start(job) as joining:  # it reads and joins while the store opens
+        store = open_store(args, retention_days=retention)
+        if not hasattr(store, "client"):  # a RemoteStore: the directory belongs to another process
+            raise CommandError(
+                f"cannot ingest into {store.url.path}: it is owned by process {store.endpoint.get('pid')} "
+                "(read-only from here); stop it or let it consume the logs"
+            )
+        total = sum(os.path.getsize(p) for p in args.files)
+        progress = Progress(total)
+        stats = ingest_files(store, args.files, progress=progress, joining=joining)
     from eximtrack import stats_snapshots
 
     stats_snapshots.refresh(store)  # the hours just written, for fast `stats` and dashboards

@@ -197,14 +197,16 @@ def ingest_files(
     progress: Progress | None = None,
     now: Callable[[], float] = time.time,
     background: bool = True,
+    joining=None,
 ) -> IngestStats:
     """Feed every line of `paths` (in order) to one joiner and write its output to `store` in batches of
     `batch_rows`.
 
     By default the joiner runs in a child process (eximtrack/join_process.py) that sends the batches
-    encoded, and this process only inserts them: joining and inserting then use a core each. With a
-    `joiner` object, or background=False, everything runs here (background: inserts on a thread)."""
-    if joiner is None and not server:
+    encoded, and this process only inserts them: joining and inserting then use a core each; `joining`
+    (`join_process.start` of the same files) is such a child started earlier, before the store was opened.
+    With a `joiner` object, or background=False, everything runs here (background: inserts on a thread)."""
+    if joiner is None and joining is None and not server:
         raise ValueError("a server name is required")
     started = time.monotonic()
     # search_time's trigram index is built once at the end, for the parts no merge rewrote meanwhile
@@ -212,13 +214,13 @@ def ingest_files(
         retention = store.retention_days()
         cutoff = now() - retention * 86400 if retention else None
         total = sum(os.path.getsize(p) for p in paths)
-        if joiner is None and background:
+        if joining is not None:
+            stats = joining.run(store, progress, cutoff)
+        elif joiner is None and background:
             from eximtrack import join_process
 
-            job = join_process.JoinJob(
-                list(paths), server, tz, userdomains, trueuserowners, batch_rows, cutoff
-            )
-            stats = join_process.run(store, job, progress)
+            job = join_process.JoinJob(list(paths), server, tz, userdomains, trueuserowners, batch_rows)
+            stats = join_process.run(store, job, progress, cutoff)
         else:
             if joiner is None:
                 joiner = make_joiner(server, tz, userdomains, trueuserowners)

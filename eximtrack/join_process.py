@@ -23,6 +23,9 @@ from __future__ import annotations
 import multiprocessing
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from eximtrack.ingest import IngestStats, Progress, join_files, make_joiner
 
 PROGRESS_LINES = 8192  # the child reports progress at most every this many lines
@@ -38,44 +41,83 @@ class JoinJob:
     userdomains: str | None = None
     trueuserowners: str | None = None
     batch_rows: int = 50_000
-    cutoff: float | None = None  # count events older than this (the store's retention drops them)
 
 
 class JoinProcessError(RuntimeError):
     """The joining process ended without reporting (killed, out of memory)."""
 
 
-def run(store, job: JoinJob, progress: Progress | None = None) -> IngestStats:
+class Joining:
+    """A joining child at work: started before the store is open (`start`), so that it reads and joins
+    while this process opens the store, then drained into the store (`run`). A context manager: leaving
+    it stops the child if `run` did not finish it (the store could not be opened, an error, Ctrl-C)."""
+
+    def __init__(self, job: JoinJob) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs chDB's threads
+        self._receiver, sender = ctx.Pipe(duplex=False)
+        self._child = ctx.Process(target=_child, args=(sender, job), name="eximtrack-join", daemon=True)
+        self._child.start()
+        sender.close()
+
+    def run(self, store, progress: Progress | None = None, cutoff: float | None = None) -> IngestStats:
+        """Insert what the child sends into `store` until it is done; returns the child's counts, with
+        the events older than `cutoff` (epoch seconds: the store's retention drops them) counted here,
+        where the store's retention is known, from the encoded batches."""
+        expired = 0
+        try:
+            while True:
+                try:
+                    message = self._receiver.recv()
+                except EOFError:
+                    self._child.join()
+                    raise JoinProcessError(
+                        f"the joining process ended without finishing (exit code {self._child.exitcode})"
+                    ) from None
+                kind = message[0]
+                if kind == "batch":
+                    store.insert_encoded(message[1], message[2])
+                    if cutoff is not None and message[1] == "events":
+                        expired += count_before(message[2], "actionunixtime", cutoff)
+                elif kind == "progress":
+                    if progress is not None:
+                        progress.update(message[1], message[2])
+                elif kind == "done":
+                    stats = message[1]
+                    stats.expired_events = expired
+                    return stats
+                else:  # "error"
+                    raise message[1]
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._receiver.close()
+        if self._child.is_alive():
+            self._child.terminate()
+        self._child.join()
+
+    def __enter__(self) -> Joining:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start(job: JoinJob) -> Joining:
+    """Start joining `job` in a child process (`Joining.run` inserts what it sends)."""
+    return Joining(job)
+
+
+def run(store, job: JoinJob, progress: Progress | None = None, cutoff: float | None = None) -> IngestStats:
     """Join `job` in a child process and insert what it sends into `store`; returns the child's counts."""
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that runs chDB's threads
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(sender, job), name="eximtrack-join", daemon=True)
-    child.start()
-    sender.close()
-    try:
-        while True:
-            try:
-                message = receiver.recv()
-            except EOFError:
-                child.join()
-                raise JoinProcessError(
-                    f"the joining process ended without finishing (exit code {child.exitcode})"
-                ) from None
-            kind = message[0]
-            if kind == "batch":
-                store.insert_encoded(message[1], message[2])
-            elif kind == "progress":
-                if progress is not None:
-                    progress.update(message[1], message[2])
-            elif kind == "done":
-                return message[1]
-            else:  # "error"
-                raise message[1]
-    finally:
-        receiver.close()
-        if child.is_alive():
-            child.terminate()
-        child.join()
+    with start(job) as joining:
+        return joining.run(store, progress, cutoff)
+
+
+def count_before(data: bytes, column: str, cutoff: float) -> int:
+    """Rows of an encoded batch (`encode.arrow_ipc`) whose time `column` is set and before `cutoff`."""
+    ms = pa.ipc.open_file(pa.BufferReader(data)).read_all().column(column).cast(pa.int64())
+    return pc.sum(pc.and_(pc.greater(ms, 0), pc.less(ms, round(cutoff * 1000)))).as_py() or 0
 
 
 def _child(sender, job: JoinJob) -> None:
@@ -98,7 +140,6 @@ def _child(sender, job: JoinJob) -> None:
             job.paths,
             lambda table, records: sender.send(("batch", table, arrow_ipc(table, records))),
             batch_rows=job.batch_rows,
-            cutoff=job.cutoff,
             on_progress=report,
         )
         sender.send(("done", stats))
@@ -118,4 +159,12 @@ def _child(sender, job: JoinJob) -> None:
         sender.close()
 
 
-__all__ = ["JoinJob", "JoinProcessError", "PROGRESS_LINES", "run"]
+__all__ = [
+    "JoinJob",
+    "JoinProcessError",
+    "Joining",
+    "PROGRESS_LINES",
+    "count_before",
+    "run",
+    "start",
+]

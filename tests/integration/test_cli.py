@@ -538,6 +538,34 @@ def test_the_joining_process_stores_what_one_process_stores(chdb_path, tmp_path,
         assert store.query(f"SELECT count() FROM {a}.{table}").result_rows[0][0] > 0 or table == "rejects"
 
 
+def test_events_older_than_the_retention_are_counted_and_warned_of(capsys, chdb_path, tmp_path):
+    """Events the store's retention drops at once are counted: from the encoded batches by the process
+    that owns the store when a child joins (`join_process`, started before the store is open), by
+    `join_files` when this process joins; the same count, which `eximtrack ingest` warns of."""
+    from bench.generate import GenConfig, generate
+    from eximtrack.ingest import ingest_files, make_joiner
+    from stream.join import join_lines
+
+    generate(
+        GenConfig(servers=1, messages_per_day=400, days=0.25, start="2020-01-01T00:00:00+00:00"), tmp_path
+    )
+    (path,) = sorted(tmp_path.glob("*.log"))
+    _, joined = join_lines("web1", path.read_text().splitlines())
+    older = sum(1 for e in joined.events if 0 < e.actionunixtime < time.time() - 86400)
+    assert older == len(joined.events) > 100
+    counts = []
+    for joiner in (None, make_joiner("web1")):
+        store = Store.open(f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}", retention_days=1)
+        stats = ingest_files(store, [str(path)], server="web1", joiner=joiner, batch_rows=100)
+        counts.append(stats.expired_events)
+    assert counts == [older, older]
+    url = f"chdb://{chdb_path}?database=cli_{uuid.uuid4().hex[:12]}"
+    rc, _, err = run(capsys, "ingest", "--store", url, "--server", "web1", "--retention-days", "1", path)
+    assert rc == 0 and f"warning: {older} event(s) are older than the store's 1-day retention" in err
+    rc, _, err = run(capsys, "ingest", "--store", url, "--server", "web1", "--retention-days", "0", path)
+    assert rc == 0 and "warning" not in err
+
+
 def test_ingest_leaves_every_part_with_the_trigram_index_it_deferred(chdb_path, monkeypatch):
     """`ingest_files` inserts without search_time's trigram index (the merges build it) and builds it at the
     end for the parts no merge rewrote: every part then skips the granules of a string found nowhere; the
