@@ -43,6 +43,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from stream.clock import msgid_time
 
@@ -346,7 +347,7 @@ class SearchPlan:
             out.append("value LIKE {c_prefix:String}")
         return out
 
-    def _time_conditions(self, params: dict, pairs: bool = True) -> list[str]:
+    def _time_conditions(self, params: dict, pairs: bool = True) -> TimeConditions:
         """Conditions on search_time's rows. A text filter is `text LIKE '%value%'` (grams_text, migration
         024, skips the rows without all of its character trigrams: whole words or parts of them); with
         `pairs`, a phrase in the free-text columns adds `hasAllTokens(text_pairs, its pairs)` after it:
@@ -355,7 +356,7 @@ class SearchPlan:
         in a part written before 025, until its mutation wrote the column, computed for them: 021's regular
         expressions on every row had cost 60x the LIKE, 67 s against 1.1 s for search_time at 1e7 events)."""
         out = []
-        liked = False  # a text LIKE is among the conditions
+        text = liked = paired = False
         if self.types is not None:
             params["c_types"] = sorted(self.types)
             out.append("type IN {c_types:Array(String)}")
@@ -370,7 +371,7 @@ class SearchPlan:
             # the trigram index serves the LIKE (rows without the pattern's trigrams are skipped); a
             # hasAllTokens on text would take its needles as trigrams (the index's tokenizer), not words
             found = phrase_pairs(value, f.match) if pairs and set(f.columns) <= PAIR_COLUMNS else []
-            liked = True
+            text = True
             if n in self.text_grams and not found and self.text_index:
                 # the index asked for the value's rarer trigrams only (index_grams); `position` (which the
                 # index does not analyse) checks the value itself, as the LIKE would
@@ -381,14 +382,16 @@ class SearchPlan:
                 continue
             params[f"c_like{n}"] = "%" + like_escape(value) + "%"
             out.append(f"text LIKE {{c_like{n}:String}}")
+            liked = True
             if found:  # a phrase: its adjacent words are rare even when each word is common (migration 021)
                 params[f"c_pairs{n}"] = found
                 out.append(f"hasAllTokens({PAIRS_COLUMN}, {{c_pairs{n}:Array(String)}})")
-        # a tombstone's row (migration 022) names no live row; its text is empty, so a LIKE (of a non-empty
-        # value) already skips it, without reading `type`
-        if self.types is None and not liked:
+                paired = True
+        # a tombstone's row (migration 022) names no live row; its text is empty, so a text condition (of a
+        # non-empty value) already skips it, without reading `type`
+        if self.types is None and not text:
             out.append("type != ''")
-        return out
+        return TimeConditions(out, text=text, like=liked, pairs=paired)
 
     @staticmethod
     def _text_value(f: TextFilter) -> str | None:
@@ -398,14 +401,16 @@ class SearchPlan:
             return None
         return f.value.lower() if f.case_sensitive else f.value
 
-    def candidate_source(self, params: dict) -> tuple[str, list[str]]:
-        """(table, conditions) of the candidates: search_keys for a key filter, else search_time (a phrase also
-        by its word pairs, unless it is read without the text indexes: text_index False)."""
+    def candidate_source(self, params: dict) -> CandidateSource:
+        """The table, conditions and settings of the candidates: search_keys for a key filter, else
+        search_time (a phrase also by its word pairs, unless it is read without the text indexes: text_index
+        False; a text filter with `candidate_settings`)."""
         f = self.key_filter()
         if f is not None:
-            return "search_keys", self._key_conditions(f, params) + self._window(params)
+            return CandidateSource("search_keys", self._key_conditions(f, params) + self._window(params))
         conds = self._time_conditions(params, pairs=self.text_index is not False)
-        return "search_time", conds + self._window(params)
+        settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
+        return CandidateSource("search_time", conds.sql + self._window(params), settings)
 
     def has_text_filter(self) -> bool:
         """A case-insensitive filter on columns of search_time.text (its text index narrows the candidates)."""
@@ -448,7 +453,7 @@ class SearchPlan:
             return RECIPIENT_TABLE, ["recipient_lower LIKE {c_prefix:String}"], params
         if not (self.selective() or (by_outcome and self.types is not None)):
             return "latest", [], params
-        table, conds = self.candidate_source(params)
+        table, conds, _ = self.candidate_source(params)
         where = " WHERE " + " AND ".join(conds) if conds else ""
         return "latest", [f"{KEY} IN (SELECT msgtime, server, msgid FROM {table}{where})"], params
 
@@ -457,7 +462,7 @@ class SearchPlan:
         msgtime[, the recipient's value on a recipient path]). Ordered by `ts` alone, so that the access
         path is read in its own order and stops early."""
         params: dict = {"c_k": k}
-        table, conds = self.candidate_source(params)
+        table, conds, settings = self.candidate_source(params)
         if bound_ms is not None:
             params["c_bound"] = bound_ms
             op = "<=" if direction == "DESC" else ">="
@@ -466,10 +471,8 @@ class SearchPlan:
         value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
         sql = (
             f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
-            f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}"
+            f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}{settings}"
         )
-        if "text LIKE" in where or "position(text" in where:
-            sql += candidate_settings(self.text_index is not False, f"hasAllTokens({PAIRS_COLUMN}," in where)
         return sql, params
 
     def common_text_sql(self) -> tuple[str, dict] | None:
@@ -483,9 +486,10 @@ class SearchPlan:
             return None
         params: dict = {}
         # the outcome and exact filters too (the candidates' share); phrases by their LIKE: cheap on every row
-        conds = self._time_conditions(params, pairs=False)
-        if not any(c.startswith("text LIKE") for c in conds):
+        time_conds = self._time_conditions(params, pairs=False)
+        if not time_conds.like:
             return None
+        conds = time_conds.sql
         # and for each value whose trigrams the index may be asked a subset of (gram_filters), how many of the
         # rows hold each: one pass of multiSearchAllPositions, ~3 ms at 1e8 events
         shares = ""
@@ -605,6 +609,24 @@ class SearchPlan:
                 conds.append(f"hour {op} toStartOfHour(fromUnixTimestamp64Milli({ph(name, 'Int64')}, 'UTC'))")
         where = " WHERE " + " AND ".join(conds) if conds else ""
         return f"SELECT {now}, {ever} FROM mail_hourly_snap{where}", params
+
+
+@dataclass(frozen=True)
+class TimeConditions:
+    """Conditions on search_time's rows (`SearchPlan._time_conditions`), and what they ask of its indexes."""
+
+    sql: list[str]
+    text: bool = False  # a text filter: a LIKE, or the value's rarer trigrams and `position`
+    like: bool = False  # among them a LIKE (the value read whole)
+    pairs: bool = False  # a phrase's word pairs (tok_pairs)
+
+
+class CandidateSource(NamedTuple):
+    """Where a search's candidates are read (`SearchPlan.candidate_source`)."""
+
+    table: str  # search_keys or search_time
+    conditions: list[str]
+    settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
 
 
 def candidate_settings(indexed: bool, pairs: bool) -> str:
@@ -774,8 +796,10 @@ __all__ = [
     "PAIRS_COLUMN",
     "PAIRS_EXPR",
     "TEXT_COLUMNS",
+    "CandidateSource",
     "SearchPlan",
     "TextFilter",
+    "TimeConditions",
     "candidate_settings",
     "decide_text_read",
     "msgid_second",

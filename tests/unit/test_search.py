@@ -330,7 +330,7 @@ def test_access_path_choice():
     def source(params, scope=None):
         plan = build_search_query(params, scope).plan
         bound: dict = {}
-        table, conds = plan.candidate_source(bound)
+        table, conds, _ = plan.candidate_source(bound)
         return table, conds, bound, plan
 
     table, conds, bound, plan = source({"recipient": "Bob@Example.com", "failure": "1"})
