@@ -138,7 +138,7 @@ def _write_event_table(out, columns, rows) -> int:
     return n
 
 
-def _write_generic_table(out, columns, rows, max_width: int = 60) -> int:
+def write_generic_table(out, columns, rows, max_width: int = 60) -> int:
     rows = [[_clip(_jsonable(v) if not isinstance(v, str) else v, max_width) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in rows:
@@ -152,7 +152,7 @@ def _write_generic_table(out, columns, rows, max_width: int = 60) -> int:
     return len(rows)
 
 
-def _write_csv(out, columns, rows, convert) -> int:
+def write_csv(out, columns, rows, convert) -> int:
     writer = csv.writer(out)
     writer.writerow(columns)
     n = 0
@@ -163,7 +163,7 @@ def _write_csv(out, columns, rows, convert) -> int:
     return n
 
 
-def _write_json_lines(out, columns, rows, convert) -> int:
+def write_json_lines(out, columns, rows, convert) -> int:
     n = 0
     for row in rows:
         out.write(json.dumps(convert(columns, row), ensure_ascii=False) + "\n")
@@ -171,7 +171,7 @@ def _write_json_lines(out, columns, rows, convert) -> int:
     return n
 
 
-def _plain_dict(columns, row) -> dict:
+def plain_dict(columns, row) -> dict:
     return {c: _jsonable(v) for c, v in zip(columns, row, strict=False)}
 
 
@@ -315,9 +315,9 @@ def cmd_search(args) -> int:
     columns, rows = store.stream(sql, params)
     out = sys.stdout
     if args.format == "json":
-        _write_json_lines(out, columns, rows, _event_dict)
+        write_json_lines(out, columns, rows, _event_dict)
     elif args.format == "csv":
-        _write_csv(out, columns, rows, _event_dict)
+        write_csv(out, columns, rows, _event_dict)
     else:
         _write_event_table(out, columns, rows)
     return 0
@@ -335,7 +335,7 @@ def cmd_show(args) -> int:
 
     parts = {}
     for name, (columns, rows) in run_show(queries, store_run(store)).items():
-        conv = _plain_dict if name in ("arrival", "lines") else _event_dict
+        conv = plain_dict if name in ("arrival", "lines") else _event_dict
         parts[name] = [conv(columns, row) for row in rows]
     if not any(parts.values()):
         print(
@@ -485,19 +485,20 @@ def cmd_sql(args) -> int:
     try:
         result = store.query(statement, readonly=True)
     except Exception as exc:
-        raise CommandError(_first_line(exc)) from exc
+        raise CommandError(first_line(exc)) from exc
     columns, rows = list(result.column_names), result.result_rows
     out = sys.stdout
     if args.format == "json":
-        _write_json_lines(out, columns, rows, _plain_dict)
+        write_json_lines(out, columns, rows, plain_dict)
     elif args.format == "csv":
-        _write_csv(out, columns, rows, _plain_dict)
+        write_csv(out, columns, rows, plain_dict)
     else:
-        _write_generic_table(out, columns, rows)
+        write_generic_table(out, columns, rows)
     return 0
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): what a command reports."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -506,7 +507,7 @@ def _first_line(exc: BaseException) -> str:
 # parser
 
 
-def _nonneg_int(text: str) -> int:
+def nonneg_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -549,7 +550,7 @@ def build_parser(
     p.add_argument("--trueuserowners", metavar="FILE", help="the server's /etc/trueuserowners")
     p.add_argument(
         "--retention-days",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=None,
         help="keep data N days (TTL; 0 = forever; default: $EXIMTRACK_RETENTION_DAYS or unchanged, 90 on a new store)",
     )
@@ -581,7 +582,7 @@ def build_parser(
         "--sort", metavar="FIELD", help="FIELD, -FIELD, FIELD:asc or FIELD:desc (default: sendunixtime desc)"
     )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--limit", type=_nonneg_int, default=None, help="at most N rows (default: all)")
+    p.add_argument("--limit", type=nonneg_int, default=None, help="at most N rows (default: all)")
     _add_scope(p)
     p.set_defaults(func=cmd_search)
 
@@ -609,7 +610,7 @@ def build_parser(
             if callable(register):
                 register(sub)
         except Exception as exc:  # another part's bug must not break the built-in commands
-            failed.append((module_name, _first_line(exc)))
+            failed.append((module_name, first_line(exc)))
         if command is not None and command in sub.choices:
             break
     return parser, failed
@@ -673,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"eximtrack: error: {_first_line(exc)}", file=sys.stderr)
+        print(f"eximtrack: error: {first_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -449,11 +449,11 @@ class LocalBroker:
         if _pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            code = self._wait_exit(pid, timeout)
+            code = self.wait_exit(pid, timeout)
             if code is None and _pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                code = self._wait_exit(pid, 10.0)
+                code = self.wait_exit(pid, 10.0)
         elif self.proc is not None:
             code = self.proc.poll()
         self.proc = None
@@ -524,7 +524,7 @@ class LocalBroker:
             f"Kafka broker on 127.0.0.1:{self.port} not ready after {self.start_timeout:.0f}s\n{self.log_tail()}"
         )
 
-    def _wait_exit(self, pid: int, timeout: float) -> int | None:
+    def wait_exit(self, pid: int, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.pid == pid:
@@ -707,7 +707,7 @@ class LocalCluster:
         node = self.nodes[node_id]
         if node.pid is not None and _pid_alive(node.pid):
             os.kill(node.pid, signal.SIGKILL)
-            node._wait_exit(node.pid, 30.0)
+            node.wait_exit(node.pid, 30.0)
         node.proc = None
         node.pid = None
 

@@ -529,7 +529,7 @@ def cmd_stats(args) -> int:
     try:
         columns, rows = request.run(store_run(store))
     except Exception as exc:
-        raise cli.CommandError(cli._first_line(exc)) from exc
+        raise cli.CommandError(cli.first_line(exc)) from exc
     rows, more = trim(rows, top)
     if more:
         print(
@@ -537,11 +537,11 @@ def cmd_stats(args) -> int:
             file=sys.stderr,
         )
     if args.format == "json":
-        cli._write_json_lines(sys.stdout, columns, rows, cli._plain_dict)
+        cli.write_json_lines(sys.stdout, columns, rows, cli.plain_dict)
     elif args.format == "csv":
-        cli._write_csv(sys.stdout, columns, rows, cli._plain_dict)
+        cli.write_csv(sys.stdout, columns, rows, cli.plain_dict)
     else:
-        cli._write_generic_table(sys.stdout, columns, rows)
+        cli.write_generic_table(sys.stdout, columns, rows)
     return 0
 
 
@@ -615,7 +615,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--limit",
-        type=cli._nonneg_int,
+        type=cli.nonneg_int,
         default=DEFAULT_LIMIT,
         help=f"at most this many groups (default {DEFAULT_LIMIT}; 0 = all)",
     )
@@ -625,11 +625,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser("retention", help="show or set the TTL of the raw tables and of the aggregates")
     r.add_argument(
-        "--events-days", type=cli._nonneg_int, help="events, latest, rejects, log_lines (0 = forever)"
+        "--events-days", type=cli.nonneg_int, help="events, latest, rejects, log_lines (0 = forever)"
     )
     r.add_argument(
         "--aggregates-days",
-        type=cli._nonneg_int,
+        type=cli.nonneg_int,
         help=f"the *_hourly aggregate tables (default {DEFAULT_AGGREGATE_DAYS}; 0 = forever)",
     )
     cli.add_store_arg(r)
@@ -640,7 +640,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     u.add_argument(
         "--closed-after-days",
-        type=cli._nonneg_int,
+        type=cli.nonneg_int,
         default=DEFAULT_CLOSED_AFTER_DAYS,
         help=f"an hour is closed this many days later (default {DEFAULT_CLOSED_AFTER_DAYS})",
     )
