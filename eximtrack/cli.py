@@ -310,8 +310,13 @@ def _add_scope(p) -> None:
 def cmd_search(args) -> int:
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
-    sql, params = build_search(_filters_from_args(args))  # SearchError -> exit 2 before opening the store
+    filters = _filters_from_args(args)
+    build_search(filters)  # SearchError -> exit 2 before opening the store
     store = open_store(args)
+
+    from sinks.clickhouse.store import store_run
+
+    sql, params = build_search(filters, store_run(store))  # a text value's trigrams chosen by a sample
     columns, rows = store.stream(sql, params)
     out = sys.stdout
     if args.format == "json":

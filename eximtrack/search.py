@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eximtrack.search_plan import SearchPlan, TextFilter, token_edges
+from eximtrack.search_plan import SearchPlan, TextFilter, decide_text_grams, token_edges
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -185,8 +185,11 @@ class ConditionBuilder:
         self.params[name] = value
         return name
 
-    def text(self, exprs: Iterable[str], value: str, *, case_sensitive: bool = False) -> None:
-        """One condition: any of `exprs` matches `value` under the match mode."""
+    def text(
+        self, exprs: Iterable[str], value: str, *, case_sensitive: bool = False, found_in: Iterable[str] = ()
+    ) -> None:
+        """One condition: any of `exprs` matches `value` under the match mode. `found_in`: where `exprs` are
+        expressions of columns, those columns (their text holds every value the condition matches)."""
         value = str(value)
         if not case_sensitive:
             value = ascii_lower(value)
@@ -196,7 +199,7 @@ class ConditionBuilder:
             pattern = _like_escape(value) + "%" if self.match == "begins" else "%" + _like_escape(value) + "%"
             op, arg = "LIKE", pattern
         placeholder = _ph(self.param(arg), "String")
-        self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive))
+        self.filters.append(TextFilter(tuple(exprs), self.match, value, case_sensitive, tuple(found_in)))
         self.tested.update(exprs)
         parts = [f"{expr if case_sensitive else f'lower({expr})'} {op} {placeholder}" for expr in exprs]
         self.where.append(parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")")
@@ -293,7 +296,13 @@ def _filters(filters: SearchFilters | Mapping | None) -> SearchFilters:
     return SearchFilters(**values)
 
 
-def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, dict]:
+def build_search(
+    filters: SearchFilters | Mapping | None = None,
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]] | None = None,
+) -> tuple[str, dict]:
+    """ONE statement for every row `filters` match (`eximtrack search`). With `run` (the store's), a text
+    value on the time path asks the trigram index for its rarer trigrams only, as a page does
+    (`search_plan.decide_text_grams`: one sample statement first)."""
     f = _filters(filters)
     b = ConditionBuilder(f.match or "eq")
     if f.recipient:
@@ -303,7 +312,11 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
     if f.address:
         b.text(["email", "recipient"], f.address)
     if f.domain:
-        b.text(["domain", _domain_of("email"), _domain_of("recipient"), "deliverydomain"], f.domain)
+        b.text(
+            ["domain", _domain_of("email"), _domain_of("recipient"), "deliverydomain"],
+            f.domain,
+            found_in=("domain", "email", "recipient", "deliverydomain"),
+        )
     if f.msgid:
         b.text(["msgid"], f.msgid, case_sensitive=True)
     if f.message_id:
@@ -333,6 +346,8 @@ def build_search(filters: SearchFilters | Mapping | None = None) -> tuple[str, d
 
     b.time_window(parse_time(f.since, "since"), parse_time(f.until, "until"))
     plan = b.plan(f.scope)
+    if run is not None:
+        plan = decide_text_grams(run, plan)
     # an indexed value or a text filter: read only the rows or messages the access paths name
     table, access, aparams = plan.read_all()
     where_conds = list(plan.conds) + access

@@ -249,6 +249,15 @@ class TextFilter:
     match: str
     value: str
     case_sensitive: bool = False
+    # where `columns` are expressions (a domain taken from an address): the columns of search_time.text whose
+    # text holds every value the filter matches, so that its candidates can be found there (a superset the
+    # fetch narrows with the filter itself)
+    found_in: tuple[str, ...] = ()
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns whose text holds what the filter matches: `found_in`, or the columns themselves."""
+        return self.found_in or self.columns
 
 
 @dataclass
@@ -361,7 +370,7 @@ class SearchPlan:
             params["c_types"] = sorted(self.types)
             out.append("type IN {c_types:Array(String)}")
         for n, f in enumerate(self.filters):
-            if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
+            if not f.value or not all(c in TEXT_COLUMNS for c in f.text_columns):
                 continue
             value = self._text_value(f)
             if value is None:
@@ -415,7 +424,7 @@ class SearchPlan:
     def has_text_filter(self) -> bool:
         """A case-insensitive filter on columns of search_time.text (its text index narrows the candidates)."""
         return any(
-            f.value and not f.case_sensitive and all(c in TEXT_COLUMNS for c in f.columns)
+            f.value and not f.case_sensitive and all(c in TEXT_COLUMNS for c in f.text_columns)
             for f in self.filters
         )
 
@@ -512,7 +521,7 @@ class SearchPlan:
         tok_pairs instead), with more trigrams than MIN_INDEX_GRAMS."""
         out = []
         for n, f in enumerate(self.filters):
-            if not f.value or not all(c in TEXT_COLUMNS for c in f.columns):
+            if not f.value or not all(c in TEXT_COLUMNS for c in f.text_columns):
                 continue
             value = self._text_value(f)
             if value is None or (set(f.columns) <= PAIR_COLUMNS and phrase_pairs(value, f.match)):
@@ -690,15 +699,42 @@ def decide_text_read(
     """`plan` with how its text filters read search_time decided (text_index, text_grams) by the sample of
     common_text_sql (one statement), for a first round sized for `rows`; `plan` itself when that is decided
     already or it has no text filter on the time path. A new plan: the caller's is not changed."""
+    sample = text_sample(run, plan)
+    if sample is None:
+        return plan
+    matching, sampled, shares = sample
+    indexed = plan.uses_text_index(matching, sampled, plan.first_round(rows))
+    grams = plan.sampled_grams(shares, sampled) if indexed else {}
+    return dataclasses.replace(plan, text_index=indexed, text_grams=grams)
+
+
+def decide_text_grams(
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan
+) -> SearchPlan:
+    """`plan` for a read of every row it matches (`read_all`: `eximtrack search`, an export), with the
+    trigram index asked for its text values' rarer trigrams only when the sample (common_text_sql) finds
+    common ones among them; `plan` itself otherwise. Such a read has no first round to find newest first:
+    it always reads through the index, so only the trigrams are decided here."""
+    sample = text_sample(run, plan)
+    if sample is None:
+        return plan
+    _, sampled, shares = sample
+    grams = plan.sampled_grams(shares, sampled)
+    return dataclasses.replace(plan, text_index=True, text_grams=grams) if grams else plan
+
+
+def text_sample(
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan
+) -> tuple[int, int, tuple] | None:
+    """(rows matching the candidates' conditions, rows sampled, per text value how many hold each of its
+    trigrams) among the newest index rows (`common_text_sql`, one statement), or None when `plan` has no
+    text filter on the time path or decided how to read it already."""
     common = plan.common_text_sql() if plan.text_index is None else None
     if common is None:
-        return plan
+        return None
     got = run(*common)[1]
     sample = tuple(got[0]) if got else (0, 0)
-    matching, sampled = sample[0] or 0, sample[1] or 0
-    indexed = plan.uses_text_index(matching, sampled, plan.first_round(rows))
-    grams = plan.sampled_grams(sample[2:], sampled) if indexed else {}
-    return dataclasses.replace(plan, text_index=indexed, text_grams=grams)
+    return sample[0] or 0, sample[1] or 0, sample[2:]
 
 
 def run_pages(
@@ -801,10 +837,12 @@ __all__ = [
     "TextFilter",
     "TimeConditions",
     "candidate_settings",
+    "decide_text_grams",
     "decide_text_read",
     "msgid_second",
     "phrase_pairs",
     "token_edges",
     "run_pages",
+    "text_sample",
     "time_side",
 ]

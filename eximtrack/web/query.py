@@ -28,7 +28,14 @@ from eximtrack.search import (
     scope_condition,
     select_list,
 )
-from eximtrack.search_plan import OUTCOME_TABLE, TEXT_COLUMNS, SearchPlan, decide_text_read, run_pages
+from eximtrack.search_plan import (
+    OUTCOME_TABLE,
+    TEXT_COLUMNS,
+    SearchPlan,
+    decide_text_grams,
+    decide_text_read,
+    run_pages,
+)
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
 # cPanel's filter keys (EmailTrack::search) + ours -> the columns they match.
@@ -327,15 +334,17 @@ class SearchQuery:
         rows: int | None,
         extra: list[str] | None = None,
         extra_params: dict | None = None,
+        plan: SearchPlan | None = None,
     ) -> tuple[str, dict]:
         """ONE statement for the `rows` rows after `keys` (None: from the start; rows None: all of them).
-        Without extra conditions it reads `latest` only for the candidates of a selective access path."""
+        Without extra conditions it reads `latest` only for the candidates of a selective access path (of
+        `plan`: the search's own, or the same with its text reads decided, `decide_text_grams`)."""
         b = ConditionBuilder("eq")
         b.params = dict(self.params)
         conds = list(self.conds)
         table = self.plan.fetch_table()
         if extra is None:
-            table, access, aparams = self.plan.read_all()
+            table, access, aparams = (plan or self.plan).read_all()
             conds += access
             b.params.update(aparams)
         conds += extra or []
@@ -365,7 +374,8 @@ class SearchQuery:
         rows are read from `latest` directly (search_time has no order on msgid: finding its candidates
         read the whole table, 0.8 s at 1e8 events)."""
         if self.sort_column != "sendunixtime":
-            return run(*self.page(keys, rows))
+            self.fetched_plan = decide_text_grams(run, self.plan)
+            return run(*self.page(keys, rows, plan=self.fetched_plan))
         if self.plan.msgtime_fixed:
             return run(*self.page(keys, rows, [], {}))
 

@@ -447,6 +447,71 @@ def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
         assert pages[0] == pages[1] and pages[0], size
 
 
+def test_reads_of_every_row_ask_the_trigram_index_for_a_values_rarer_trigrams(store):
+    """`eximtrack search` (one statement, every row), a search in another order and the streamed CSV export
+    read every candidate through the index; after the same sample as a page (decide_text_grams) they too ask
+    it for the address's rarer trigrams and check the address with `position`, and give the same rows as
+    the LIKE. A value without common trigrams keeps the LIKE."""
+    from eximtrack import search
+    from eximtrack.search_plan import decide_text_grams
+    from eximtrack.web import query as q
+
+    value = store.probes["recipient"].lower()
+    asked: list[str] = []
+
+    def run(sql, params):
+        asked.append(sql)
+        return store_run(store)(sql, params)
+
+    filters = {"address": value, "match": "contains"}  # the time path: no key value
+    like_sql, like_params = search.build_search(filters)
+    sql, params = search.build_search(filters, run)
+    assert "text LIKE" in like_sql and "text LIKE" not in sql and "position(text, {c_text" in sql
+    assert len(asked) == 1 and "multiSearchAllPositions" in asked[0]
+    rows = store.query(sql, params).result_rows
+    assert rows == store.query(like_sql, like_params).result_rows and rows
+    # another order than the arrival time: one statement, as the export streams it
+    sq = q.build_search_query({"all": value, "sort": "recipient:asc"}, None)
+    names, got = sq.fetch(run, None, 1000)
+    assert "position(text" in asked[-1] and "text LIKE" not in asked[-1]
+    like_sq = q.build_search_query({"all": value, "sort": "recipient:asc"}, None)
+    assert got == store.query(*like_sq.page(None, 1000)).result_rows and got
+    assert "hasAllTokens(text, {c_grams0:Array(String)})" in sq.count()[0]  # its total, the same way
+    export = q.build_search_query({"all": value}, None, csv=True)
+    esql, eparams = export.page(None, None, plan=decide_text_grams(run, export.plan))
+    lsql, lparams = export.page(None, None)
+    assert "position(text" in esql and "text LIKE" in lsql
+    assert store.query(esql, eparams).result_rows == store.query(lsql, lparams).result_rows
+    # a value none of whose trigrams is common: the plan as it was
+    rare = q.build_search_query({"all": "zqxjvkw"}, None).plan
+    assert decide_text_grams(run, rare) is rare
+
+
+def test_the_clis_domain_filter_finds_its_candidates_in_the_text_index(store):
+    """`eximtrack search --domain` matches the sender's and recipient's domains, two of them taken from the
+    addresses by an expression no access path holds: its candidates come from search_time's text, which holds
+    the addresses (a superset the fetch narrows), instead of a read of all of `latest` (56 s at 1e8 events).
+    The rows are exactly those of the filter on every row."""
+    from eximtrack import search
+
+    domain = store.probes["domain"].lower()
+    columns = (
+        "domain",
+        "if(position(email, '@') > 0, substring(email, position(email, '@') + 1), '')",
+        "if(position(recipient, '@') > 0, substring(recipient, position(recipient, '@') + 1), '')",
+        "deliverydomain",
+    )
+    tests = " OR ".join(f"lower({c}) OP {{v:String}}" for c in columns)
+    naive = f"SELECT event_id FROM latest FINAL WHERE is_deleted = 0 AND ({tests})"
+    for match, value, op in (("eq", domain, "="), ("contains", domain.split(".")[0][2:], "LIKE")):
+        sql, params = search.build_search({"domain": value, "match": match})
+        assert "FROM search_time WHERE text LIKE" in sql, sql
+        got = sorted(r[0] for r in store.query(sql, params).result_rows)
+        arg = value if op == "=" else f"%{value}%"
+        want = sorted(r[0] for r in store.query(naive.replace("OP", op), {"v": arg}).result_rows)
+        assert got == want and got, (match, value)
+
+
 def test_access_paths_are_read_as_planned(store):
     """The candidates read their access path by its primary key, and the rows are read by the primary key
     of their table: `latest` by message, `latest_by_recipient` (migration 011) by recipient for a recipient

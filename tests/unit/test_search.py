@@ -72,8 +72,10 @@ def test_address_and_domain_cover_both_sides():
     sql, params = build_search({"address": "x@y.z"})
     assert "lower(email) = {p0:String}" in sql and "lower(recipient) = {p0:String}" in sql
     sql, params = build_search({"domain": "Example.COM"})
-    assert params == {"p0": "example.com"}
+    assert params == {"p0": "example.com", "c_like0": "%example.com%"}
     assert "lower(domain)" in sql and "lower(deliverydomain)" in sql and sql.count("position(") >= 4
+    # its candidates: the rows whose text (which holds the addresses) holds the domain
+    assert "IN (SELECT msgtime, server, msgid FROM search_time WHERE text LIKE {c_like0:String}" in sql
 
 
 def test_match_modes_escape_like():
