@@ -17,8 +17,9 @@ store):
 `eximtrack ingest` starts the child before it opens the store (`start`, then `Joining.run`): opening a store
 (~0.7 s for a new one) and the first batch's joining overlap. The events older than the store's retention
 are counted by the parent, which knows the retention, from the encoded batches (`count_before`).
-The parent stops the child on any error of its own (an insert, Ctrl-C, a store it cannot open). The result is the same as joining
-in one process: the same joiner over the same lines in the same order (tests/integration/test_cli.py).
+The parent stops the child on any error of its own (an insert, Ctrl-C, a store it cannot open). The result is
+the same as joining in one process: the same joiner over the same lines in the same order
+(tests/integration/test_cli.py).
 """
 
 from __future__ import annotations

@@ -714,7 +714,10 @@ def decide_text_grams(
     """`plan` for a read of every row it matches (`read_all`: `eximtrack search`, an export), with the
     trigram index asked for its text values' rarer trigrams only when the sample (common_text_sql) finds
     common ones among them; `plan` itself otherwise. Such a read has no first round to find newest first:
-    it always reads through the index, so only the trigrams are decided here."""
+    it always reads through the index, so only the trigrams are decided here (no sample when no value has
+    trigrams to leave out: a phrase, a short value)."""
+    if not plan.gram_filters():
+        return plan
     sample = text_sample(run, plan)
     if sample is None:
         return plan

@@ -485,6 +485,10 @@ def test_reads_of_every_row_ask_the_trigram_index_for_a_values_rarer_trigrams(st
     # a value none of whose trigrams is common: the plan as it was
     rare = q.build_search_query({"all": "zqxjvkw"}, None).plan
     assert decide_text_grams(run, rare) is rare
+    # nothing to leave out (a value of 4 trigrams): not even sampled
+    sampled = len(asked)
+    short = q.build_search_query({"all": "mail@"}, None).plan
+    assert decide_text_grams(run, short) is short and len(asked) == sampled
 
 
 def test_the_clis_domain_filter_finds_its_candidates_in_the_text_index(store):
