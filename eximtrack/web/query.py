@@ -309,7 +309,8 @@ class SearchQuery:
     key_columns: list[str]
     limit: int | None = None  # page size asked for (search), None for exports
     keys: list | None = None  # decoded cursor
-    # the plan the last fetch read with, its text reads decided by its sample (decide_text_read): the same
+    # the plan the last fetch read with, its text reads decided by its sample (decide_text_read, or
+    # decide_text_grams for a read of every row in another order): the same
     # request's count() reads that way too, without sampling again
     fetched_plan: SearchPlan | None = None
 

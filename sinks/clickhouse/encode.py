@@ -7,8 +7,9 @@ The store inserts Arrow (`arrow_ipc`): the batch is parsed by ClickHouse's Arrow
 owns the store does almost no Python per row (clickhouse-connect's Native serialization did it value by
 value) and `eximtrack ingest` can encode in its joining process (eximtrack/join_process.py) and hand the
 store finished bytes. The record objects are read into the columns compiled (`compiled_record_batch`); the
-Python columns (`reference_record_batch`) define the values and take whatever the compiled path refuses. The sink's compiled decoder hands over column
-buffers instead of records (`batch_from_buffers`; sinks/clickhouse/decode.py), for the same columns.
+Python columns (`reference_record_batch`) define the values and take whatever the compiled path refuses.
+The sink's compiled decoder hands over column buffers instead of records (`batch_from_buffers`;
+sinks/clickhouse/decode.py), for the same columns.
 """
 
 from __future__ import annotations
