@@ -121,9 +121,16 @@ def test_pipeline_equals_direct_ingest_across_kills_and_rotation(tmp_path, stack
     append_slowly(SAMPLES / "mainlog-cpanel.log", live["web1"])
     append_slowly(SAMPLES / "mainlog-all.log", live["web2"])
     time.sleep(2)
+    # by then the worker has joined lines into its tables, kept in RocksDB under --data-dir (waited for: a
+    # busy machine may take longer than the pause to get there)
+    tables = stack.workdir / "faust1"
+    deadline = time.monotonic() + 120
+    while not list(tables.rglob("messages-*.db")):
+        assert time.monotonic() < deadline, "the worker's tables are not on disk"
+        time.sleep(0.5)
     stack.components["stream"].kill()  # SIGKILL the faust worker mid-stream …
-    # … which leaves its tables on disk (RocksDB under --data-dir): the restart reads only the changelog's tail
-    assert list((stack.workdir / "faust1").rglob("messages-*.db")), "the worker's tables are not on disk"
+    # … which leaves its tables on disk: the restart reads only the changelog's tail
+    assert list(tables.rglob("messages-*.db")), "the worker's tables are not on disk"
     os.rename(live["web1"], tmp_path / "live-web1.log.1")
     live["web1"].touch()
     append_slowly(gen1, live["web1"], stop_after=3000)
@@ -241,7 +248,7 @@ def test_bad_records_go_to_dead_letter_and_pipeline_goes_on(tmp_path, stack):
     prod.send(events, key=b"dl1", value=b"\xff\xfe")
     prod.flush()
     cons = KafkaConsumer(stack.prefix + "eximtrack.dead-letter", bootstrap_servers=stack.bootstrap,
-                         auto_offset_reset="earliest", consumer_timeout_ms=60000)  # fmt: skip
+                         auto_offset_reset="earliest", consumer_timeout_ms=180_000)  # fmt: skip
     reasons = []
     for rec in cons:
         reasons.append(json.loads(rec.value)["reason"])
@@ -335,7 +342,8 @@ def test_two_workers_share_the_partitions(tmp_path, stack):
     for server, path in live.items():
         stack.shipper(server, path).start()
     stack.wait_endpoint()
-    stack.wait_workers_ready()  # the two workers settled their partition assignment before the lines come
+    # the two workers settled their partition assignment before the lines come (a busy machine: minutes)
+    stack.wait_workers_ready(timeout=300)
     for server, path in live.items():
         append_slowly(sources[server][0], path)
     got = wait_for(stack, want)

@@ -418,7 +418,7 @@ def test_sigkill_and_restart_lose_nothing(kafka_bootstrap, tmp_path, shippers):
 def test_broker_outage_waits_bounded_and_catches_up(tmp_path, shippers):
     """A broker of its own (stopped and restarted here); the shipper survives, holds its place, and
     keeps at most --max-inflight records in memory while the broker is away."""
-    broker = LocalBroker(tmp_path / "kafka")
+    broker = LocalBroker(tmp_path / "kafka", start_timeout=300)  # a restart on a busy machine is slow
     broker.start()
     try:
         bootstrap = broker.bootstrap
