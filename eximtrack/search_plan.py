@@ -161,6 +161,21 @@ TIME_ROWS_PER_MESSAGE = 2
 # needs (+50): a few are other versions of one row not merged away yet, or rows that have moved on since
 ROW_MARGIN = 1.25
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
+# A search whose conditions test columns search_time does not hold (a size, a spam score, the delivery type)
+# re-checks them on the rows it fetches: its rounds read candidates that fail them. Once the rounds so far
+# (at least SCAN_AFTER_ROUNDS) say that filling the page would take more than SCAN_ROUNDS more of them, its
+# candidates are read from `latest` itself, every version, with the search's own conditions (`scan_latest`):
+# one pass over the columns those conditions read, which costs 0.1-2.5 s at 1e8 events where rounds of
+# search_time's newest rows took seconds to minutes (a size no message has: over 10 minutes; BENCHMARKS.md).
+SCAN_AFTER_ROUNDS = 3
+SCAN_ROUNDS = 16
+# Newest first, the scan reads a slice of time before the rounds' bound (`latest`'s minmax index on sendunixtime
+# and its monthly partitions skip the rest), 4x longer each time the slice did not fill the page, from 4x the
+# span the rounds covered (at least an hour); past SCAN_MAX_SPAN_MS, or the search's own start, it reads the
+# rest at once. Matches spread over the whole store (a size over 4.99 MB at 1e8: 1.8 s for one pass) are
+# found in the newest slices.
+SCAN_FIRST_SPAN_MS = 3_600_000
+SCAN_MAX_SPAN_MS = 4 * 366 * 86_400_000
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
 RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
@@ -280,6 +295,8 @@ class SearchPlan:
     # (index_grams, from the sample of common_text_sql); a filter not named keeps its LIKE
     text_grams: dict[int, tuple[str, ...]] = field(default_factory=dict)
     tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test
+    # the candidates are read from `latest` with the search's own conditions (may_scan_latest; run_pages)
+    scan_latest: bool = False
 
     # -- the access path ------------------------------------------------------------------------------
 
@@ -413,13 +430,25 @@ class SearchPlan:
     def candidate_source(self, params: dict) -> CandidateSource:
         """The table, conditions and settings of the candidates: search_keys for a key filter, else
         search_time (a phrase also by its word pairs, unless it is read without the text indexes: text_index
-        False; a text filter with `candidate_settings`)."""
+        False; a text filter with `candidate_settings`); `latest` with the search's own conditions once
+        run_pages chose to scan it (scan_latest)."""
+        if self.scan_latest:
+            params.update(self.params)
+            return CandidateSource("latest", list(self.conds), time_column="sendunixtime")
         f = self.key_filter()
         if f is not None:
             return CandidateSource("search_keys", self._key_conditions(f, params) + self._window(params))
         conds = self._time_conditions(params, pairs=self.text_index is not False)
         settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
         return CandidateSource("search_time", conds.sql + self._window(params), settings)
+
+    def may_scan_latest(self) -> bool:
+        """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
+        text filter (search_time narrows neither by value), with conditions on columns search_time does not
+        hold, which only the fetch's re-check would test. Every version of `latest` is read, so the rows
+        found are a superset of the answer (each row's newest version among them); the fetch, FINAL, keeps
+        the rows whose latest state matches, as for every other candidate."""
+        return self.key_filter() is None and not self.has_text_filter() and not self.tested <= OUTCOME_COLUMNS
 
     def has_text_filter(self) -> bool:
         """A case-insensitive filter on columns of search_time.text (its text index narrows the candidates)."""
@@ -462,25 +491,30 @@ class SearchPlan:
             return RECIPIENT_TABLE, ["recipient_lower LIKE {c_prefix:String}"], params
         if not (self.selective() or (by_outcome and self.types is not None)):
             return "latest", [], params
-        table, conds, _ = self.candidate_source(params)
-        where = " WHERE " + " AND ".join(conds) if conds else ""
-        return "latest", [f"{KEY} IN (SELECT msgtime, server, msgid FROM {table}{where})"], params
+        source = self.candidate_source(params)
+        where = " WHERE " + " AND ".join(source.conditions) if source.conditions else ""
+        return "latest", [f"{KEY} IN (SELECT msgtime, server, msgid FROM {source.table}{where})"], params
 
-    def candidates(self, direction: str, bound_ms: int | None, k: int) -> tuple[str, dict]:
-        """The first `k` candidates in sort order from `bound_ms` (inclusive) on: (ts ms, server, msgid,
-        msgtime[, the recipient's value on a recipient path]). Ordered by `ts` alone, so that the access
-        path is read in its own order and stops early."""
+    def candidates(
+        self, direction: str, bound_ms: int | None, k: int, edge_ms: int | None = None
+    ) -> tuple[str, dict]:
+        """The first `k` candidates in sort order from `bound_ms` (inclusive) on, and (newest first) not
+        before `edge_ms` if given: (ts ms, server, msgid, msgtime[, the recipient's value on a recipient
+        path]). Ordered by `ts` alone, so that the access path is read in its own order and stops early."""
         params: dict = {"c_k": k}
-        table, conds, settings = self.candidate_source(params)
+        table, conds, settings, ts = self.candidate_source(params)
         if bound_ms is not None:
             params["c_bound"] = bound_ms
             op = "<=" if direction == "DESC" else ">="
-            conds.append(f"ts {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
+            conds.append(f"{ts} {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
+        if edge_ms is not None:
+            params["c_edge"] = edge_ms
+            conds.append(f"{ts} >= fromUnixTimestamp64Milli({{c_edge:Int64}}, 'UTC')")
         where = " WHERE " + " AND ".join(conds) if conds else ""
         value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
         sql = (
-            f"SELECT toUnixTimestamp64Milli(ts), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
-            f"ORDER BY ts {direction} LIMIT {{c_k:UInt64}}{settings}"
+            f"SELECT toUnixTimestamp64Milli({ts}), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
+            f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}{settings}"
         )
         return sql, params
 
@@ -562,7 +596,7 @@ class SearchPlan:
         only and no yield hint. A round then fetches the messages of the page's rows, not a message per
         row: at 1e8 events a page of 101 rows by part of a sender's domain is 76 messages (1e7: the newest
         page is 50)."""
-        if self.key_filter() is not None or self.expected_yield is not None:
+        if self.key_filter() is not None or self.expected_yield is not None or self.scan_latest:
             return False
         return not self.filters_some_columns()
 
@@ -633,9 +667,10 @@ class TimeConditions:
 class CandidateSource(NamedTuple):
     """Where a search's candidates are read (`SearchPlan.candidate_source`)."""
 
-    table: str  # search_keys or search_time
+    table: str  # search_keys, search_time or (scan_latest) latest
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
+    time_column: str = "ts"  # the arrival time the candidates are ordered by
 
 
 def candidate_settings(indexed: bool, pairs: bool) -> str:
@@ -773,6 +808,9 @@ def run_pages(
     fetched = 0  # messages (candidate rows, by_rows) named so far: with len(out), how many rows each yields
     per_message = 1.0  # candidates read per distinct message (versions, recipients)
     by_rows = plan.names_rows()  # rounds count candidate rows (first_rows), not messages
+    read = rounds = 0  # candidates read and rounds run so far (scan_latest)
+    first_ms = None  # the first candidate's time: with `bound`, the span the rounds covered
+    span = edge = None  # scan_latest, newest first: the slice of time read, and its oldest end
     while len(out) < rows:
         missing = rows - len(out)
         want = missing if by_rows else plan.first_messages(missing)
@@ -782,9 +820,15 @@ def run_pages(
             # candidates to name them (one per row, by_rows)
             want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
             k = max(k, math.ceil((want * widen + 1) * (1.0 if by_rows else per_message)))
-        _, cands = run(*plan.candidates(direction, bound, k))
-        if not cands:
+        _, cands = run(*plan.candidates(direction, bound, k, edge))
+        if not cands and edge is None:
             break
+        if not cands:  # nothing in this slice: the next one, older and longer
+            bound, edge, span = next_slice(plan, edge, span)
+            continue
+        read += len(cands)
+        rounds += 1
+        first_ms = int(cands[0][0]) if first_ms is None else first_ms
         exhausted_k = len(cands) >= k
         per_message = len(cands) / len({(c[1], c[2]) for c in cands})
         if by_rows:
@@ -814,17 +858,50 @@ def run_pages(
             conds.append(time_side(direction, bound, extra, "f_from", before=False))
         if full:
             conds.append(time_side(direction, last, extra, "f_to", before=True))
+        elif edge is not None:  # the whole slice was read: its rows, not older ones
+            conds.append(time_side(direction, edge - 1, extra, "f_to", before=True))
         sql, params = fetch_sql(conds, extra, rows - len(out))
         round_names, got = run(sql, params)
         names = round_names or names  # an empty result names no columns (chDB): keep an earlier round's
         out.extend(got)
         fetched += len(named) if by_rows else len(keys)
+        if not full and edge is not None:
+            bound, edge, span = next_slice(plan, edge, span)
+            continue
         if not full:
             break
         bound = last
         if exhausted_k and not cut:  # every candidate read was used: read more per round
             k *= GROWTH
+        if scans_instead(plan, rounds, read, len(out), rows, k):
+            plan = dataclasses.replace(plan, scan_latest=True)
+            by_rows = False
+            fetched = len(out)  # the scan's candidates pass the conditions: no failed ones to make up for
+            if direction == "DESC":
+                span = max(SCAN_FIRST_SPAN_MS, GROWTH * abs(first_ms - bound)) // GROWTH
+                bound, edge, span = next_slice(plan, bound + 1, span)
     return names, out
+
+
+def next_slice(plan: SearchPlan, edge: int, span: int) -> tuple[int, int | None, int]:
+    """The slice of a newest-first scan (scan_latest) after the one that began at `edge` (ms, inclusive):
+    (its bound: just before `edge`, its own oldest end or None for all the rest, its span: GROWTH times
+    `span`). The rest at once past SCAN_MAX_SPAN_MS or the search's start."""
+    span *= GROWTH
+    start = edge - 1 - span
+    if span > SCAN_MAX_SPAN_MS or start <= (plan.since_ms or 0):
+        return edge - 1, None, span
+    return edge - 1, start, span
+
+
+def scans_instead(plan: SearchPlan, rounds: int, read: int, found: int, rows: int, k: int) -> bool:
+    """Whether run_pages' next rounds read `latest` itself (scan_latest): the plan allows it (may_scan_latest),
+    SCAN_AFTER_ROUNDS rounds ran, and at the yield so far (`found` rows of `read` candidates) the page's
+    other rows would take more than SCAN_ROUNDS more rounds of `k` candidates."""
+    if plan.scan_latest or rounds < SCAN_AFTER_ROUNDS or not plan.may_scan_latest():
+        return False
+    needed = (rows - found) * read / found if found else math.inf
+    return needed > SCAN_ROUNDS * k
 
 
 __all__ = [
@@ -843,9 +920,11 @@ __all__ = [
     "decide_text_grams",
     "decide_text_read",
     "msgid_second",
+    "next_slice",
     "phrase_pairs",
     "token_edges",
     "run_pages",
+    "scans_instead",
     "text_sample",
     "time_side",
 ]

@@ -332,7 +332,7 @@ def test_access_path_choice():
     def source(params, scope=None):
         plan = build_search_query(params, scope).plan
         bound: dict = {}
-        table, conds, _ = plan.candidate_source(bound)
+        table, conds, *_ = plan.candidate_source(bound)
         return table, conds, bound, plan
 
     table, conds, bound, plan = source({"recipient": "Bob@Example.com", "failure": "1"})
@@ -873,3 +873,61 @@ def test_a_searchs_total_reads_text_as_its_page_did():
     before = phrase.count()
     phrase.fetch(sampled((5_000, 11_155)), None, 101)  # common: read without the index
     assert phrase.fetched_plan.text_index is False and phrase.count() == before
+
+
+def test_a_filter_search_time_cannot_test_switches_its_candidates_to_a_scan_of_latest():
+    """A size, a spam score or the delivery type is only re-checked on the fetched rows. When the rounds of
+    search_time's newest rows find few rows that pass it, run_pages reads the candidates from `latest` with the
+    search's own conditions instead (scan_latest): after SCAN_AFTER_ROUNDS rounds, once the yield so far says
+    the page needs more than SCAN_ROUNDS more rounds. A search that search_time narrows (a text filter, an
+    indexed value, outcomes and times only) never does."""
+    import math
+
+    from eximtrack.search_plan import SCAN_AFTER_ROUNDS, SCAN_ROUNDS, run_pages, scans_instead
+    from eximtrack.web.query import build_search_query
+
+    def plan(params):
+        return build_search_query(params, None).plan
+
+    for params in ({"minsize": "10000000"}, {"spamscore": "7.5"}, {"deliverytype": "remote", "failure": "1"}):
+        assert plan(params).may_scan_latest(), params
+    for params in (
+        {"failure": "1", "startdate": "1780000000"},  # search_time tests outcomes and times itself
+        {"all": "invoice", "minsize": "1000"},  # its text narrows the candidates
+        {"recipient": "a@b.c", "minsize": "1000"},  # an indexed value is the path
+        {},
+    ):
+        assert not plan(params).may_scan_latest(), params
+    p = plan({"minsize": "10000000"})
+    assert not scans_instead(p, SCAN_AFTER_ROUNDS - 1, 10**6, 0, 101, 1000)  # not before its rounds
+    assert scans_instead(p, SCAN_AFTER_ROUNDS, 10_000, 0, 101, 1000)  # nothing found: no yield to wait for
+    at = math.floor(SCAN_ROUNDS * 1000 * 10 / 100)  # 10 rows found: 91 more need 9.1x the candidates read
+    assert not scans_instead(p, SCAN_AFTER_ROUNDS, at, 10, 101, 1000)
+    assert scans_instead(p, SCAN_AFTER_ROUNDS, at + 200, 10, 101, 1000)
+    assert not scans_instead(plan({"all": "x", "minsize": "1"}), 9, 10**6, 0, 101, 1000)
+
+    # through run_pages: rounds of search_time that name rows failing the size, then one scan of latest
+    statements = []
+
+    def run(sql, params):
+        statements.append(sql)
+        if "c_k" in params:
+            if "FROM latest" in sql:  # the scan: every candidate passes; 150 messages
+                return ["ts", "server", "msgid", "msgtime"], [
+                    (10**5 - i, "w", f"s{i}", 1) for i in range(150)
+                ]
+            n = params["c_k"]
+            start = params.get("c_bound", 10**6)
+            return ["ts", "server", "msgid", "msgtime"], [
+                (start - i, "w", f"m{start - i}", 1) for i in range(n)
+            ]
+        keys = params["f_keys"]
+        return ["k"], [(k,) for k in keys if k[2].startswith("s")][: params["lim"]]
+
+    names, rows = run_pages(run, p, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+    scans = [
+        s for s in statements if "FROM latest WHERE size >= {" in s and "ORDER BY sendunixtime DESC" in s
+    ]
+    rounds = [s for s in statements if "FROM search_time" in s]
+    assert len(rows) == 101 and len(scans) == 1 and len(rounds) == SCAN_AFTER_ROUNDS
+    assert statements.index(scans[0]) > statements.index(rounds[-1])
