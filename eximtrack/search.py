@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eximtrack.search_plan import SearchPlan, TextFilter, decide_text_grams, token_edges
+from eximtrack.search_plan import SearchPlan, TextFilter, decide_read_all, token_edges
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -301,8 +301,9 @@ def build_search(
     run: Callable[[str, dict], tuple[list[str], list[tuple]]] | None = None,
 ) -> tuple[str, dict]:
     """ONE statement for every row `filters` match (`eximtrack search`). With `run` (the store's), a text
-    value on the time path asks the trigram index for its rarer trigrams only, as a page does
-    (`search_plan.decide_text_grams`: one sample statement first)."""
+    value on the time path asks the trigram index for its rarer trigrams only, as a page does, and rare
+    conditions search_time does not hold read the messages a scan of `latest` names
+    (`search_plan.decide_read_all`: a sample or a count statement first)."""
     f = _filters(filters)
     b = ConditionBuilder(f.match or "eq")
     if f.recipient:
@@ -347,7 +348,7 @@ def build_search(
     b.time_window(parse_time(f.since, "since"), parse_time(f.until, "until"))
     plan = b.plan(f.scope)
     if run is not None:
-        plan = decide_text_grams(run, plan)
+        plan = decide_read_all(run, plan)
     # an indexed value or a text filter: read only the rows or messages the access paths name
     table, access, aparams = plan.read_all()
     where_conds = list(plan.conds) + access

@@ -176,6 +176,10 @@ SCAN_ROUNDS = 16
 # found in the newest slices.
 SCAN_FIRST_SPAN_MS = 3_600_000
 SCAN_MAX_SPAN_MS = 4 * 366 * 86_400_000
+# A read of every row (another sort order, an export, a total) with such conditions reads `latest FINAL` for the
+# messages the scan names when it names at most this many rows (every version; `decide_scan` counts them
+# first), instead of all of `latest FINAL` (~12 s at 1e8 events): a common size would name most of the store.
+SCAN_MAX_ROWS = 100_000
 KEY = "(msgtime, server, msgid)"
 RECIPIENT_TABLE = "latest_by_recipient"
 RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
@@ -479,8 +483,9 @@ class SearchPlan:
 
         A recipient access path reads latest_by_recipient's range of that recipient or prefix (its rows
         exactly: the cost is the size of the answer); another indexed value or a text filter (or, with
-        `by_outcome`, an outcome filter) reads `latest` for `(msgtime, server, msgid) IN (all candidates)`;
-        anything else reads `latest` with the search's own conditions only."""
+        `by_outcome`, an outcome filter; or conditions `decide_scan` found rare in `latest`: scan_latest)
+        reads `latest` for `(msgtime, server, msgid) IN (all candidates)`; anything else reads `latest` with
+        the search's own conditions only."""
         params: dict = {}
         f = self.recipient_filter()
         if f is not None:
@@ -489,7 +494,7 @@ class SearchPlan:
                 return RECIPIENT_TABLE, ["recipient_lower = {c_value:String}"], params
             params["c_prefix"] = like_escape(f.value) + "%"
             return RECIPIENT_TABLE, ["recipient_lower LIKE {c_prefix:String}"], params
-        if not (self.selective() or (by_outcome and self.types is not None)):
+        if not (self.selective() or self.scan_latest or (by_outcome and self.types is not None)):
             return "latest", [], params
         source = self.candidate_source(params)
         where = " WHERE " + " AND ".join(source.conditions) if source.conditions else ""
@@ -761,6 +766,29 @@ def decide_text_grams(
     return dataclasses.replace(plan, text_index=True, text_grams=grams) if grams else plan
 
 
+def decide_scan(run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan) -> SearchPlan:
+    """`plan` for a read of every row it matches, with its candidates from a scan of `latest` (scan_latest)
+    when it may (may_scan_latest) and the scan names at most SCAN_MAX_ROWS rows (one count statement, which
+    stops there); `plan` itself otherwise. A new plan: the caller's is not changed."""
+    if plan.scan_latest or not plan.may_scan_latest():
+        return plan
+    where = " WHERE " + " AND ".join(plan.conds) if plan.conds else ""
+    sql = f"SELECT count() FROM (SELECT 1 FROM latest{where} LIMIT {SCAN_MAX_ROWS + 1})"
+    got = run(sql, dict(plan.params))[1]
+    if got and got[0][0] <= SCAN_MAX_ROWS:
+        return dataclasses.replace(plan, scan_latest=True)
+    return plan
+
+
+def decide_read_all(
+    run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan
+) -> SearchPlan:
+    """`plan` for a read of every row it matches (`eximtrack search`, another order, an export): its text
+    values' trigrams (`decide_text_grams`) and whether its candidates come from a scan of `latest`
+    (`decide_scan`) decided."""
+    return decide_scan(run, decide_text_grams(run, plan))
+
+
 def text_sample(
     run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan: SearchPlan
 ) -> tuple[int, int, tuple] | None:
@@ -917,6 +945,8 @@ __all__ = [
     "TextFilter",
     "TimeConditions",
     "candidate_settings",
+    "decide_read_all",
+    "decide_scan",
     "decide_text_grams",
     "decide_text_read",
     "msgid_second",

@@ -52,7 +52,7 @@ from starlette.staticfiles import StaticFiles
 from eximtrack import stats
 from eximtrack.jsonable import json_bytes, jsonable, jsonable_rows
 from eximtrack.search import Scope, run_show
-from eximtrack.search_plan import decide_text_grams
+from eximtrack.search_plan import decide_read_all
 from eximtrack.web import query as q
 from eximtrack.web.auth import Account, AuthError, TokenStore
 from eximtrack.web.openapi import OPERATIONS, Operation, document
@@ -249,7 +249,7 @@ def search(app: App, call: Call) -> dict:
         "limit": sq.limit,
     }
     if with_total:
-        csql, cparams = sq.count()
+        csql, cparams = sq.count(app.run)
         payload["total"] = int(app.query(csql, cparams).result_rows[0][0])
     return payload
 
@@ -273,7 +273,7 @@ def search_csv(app: App, call: Call) -> Export:
             return data
 
         if app.stream_exports:
-            sql, bound = sq.page(None, None, plan=decide_text_grams(app.run, sq.plan))
+            sql, bound = sq.page(None, None, plan=decide_read_all(app.run, sq.plan))
             with app.lock:
                 names, rows = app.store.stream(sql, bound, readonly=True)
                 writer.writerow(names)

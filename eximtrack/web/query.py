@@ -32,7 +32,8 @@ from eximtrack.search_plan import (
     OUTCOME_TABLE,
     TEXT_COLUMNS,
     SearchPlan,
-    decide_text_grams,
+    decide_read_all,
+    decide_scan,
     decide_text_read,
     run_pages,
 )
@@ -310,7 +311,7 @@ class SearchQuery:
     limit: int | None = None  # page size asked for (search), None for exports
     keys: list | None = None  # decoded cursor
     # the plan the last fetch read with, its text reads decided by its sample (decide_text_read, or
-    # decide_text_grams for a read of every row in another order): the same
+    # decide_read_all for a read of every row in another order: also whether it scans `latest`): the same
     # request's count() reads that way too, without sampling again
     fetched_plan: SearchPlan | None = None
 
@@ -339,7 +340,7 @@ class SearchQuery:
     ) -> tuple[str, dict]:
         """ONE statement for the `rows` rows after `keys` (None: from the start; rows None: all of them).
         Without extra conditions it reads `latest` only for the candidates of a selective access path (of
-        `plan`: the search's own, or the same with its text reads decided, `decide_text_grams`)."""
+        `plan`: the search's own, or the same with its reads decided, `decide_read_all`)."""
         b = ConditionBuilder("eq")
         b.params = dict(self.params)
         conds = list(self.conds)
@@ -375,7 +376,7 @@ class SearchQuery:
         rows are read from `latest` directly (search_time has no order on msgid: finding its candidates
         read the whole table, 0.8 s at 1e8 events)."""
         if self.sort_column != "sendunixtime":
-            self.fetched_plan = decide_text_grams(run, self.plan)
+            self.fetched_plan = decide_read_all(run, self.plan)
             return run(*self.page(keys, rows, plan=self.fetched_plan))
         if self.plan.msgtime_fixed:
             return run(*self.page(keys, rows, [], {}))
@@ -386,16 +387,22 @@ class SearchQuery:
         self.fetched_plan = decide_text_read(run, self.plan, rows)
         return run_pages(run, self.fetched_plan, self.sort_dir, keys, rows, fetch_sql)
 
-    def count(self) -> tuple[str, dict]:
+    def count(
+        self, run: Callable[[str, dict], tuple[list[str], list[tuple]]] | None = None
+    ) -> tuple[str, dict]:
         """The SQL of the exact total: on latest_outcomes when every condition tests its columns (a search by
-        outcome, time, server or msgid: SearchPlan.outcome_count), else on the rows the access path names."""
+        outcome, time, server or msgid: SearchPlan.outcome_count), else on the rows the access path names.
+        With `run`, conditions search_time does not hold count the rows a scan of `latest` names when they
+        are few (`decide_scan`: one statement first)."""
         if self.plan.outcome_count():
             where = (" WHERE " + " AND ".join(self.conds)) if self.conds else ""
             return f"SELECT count() AS total FROM {OUTCOME_TABLE} FINAL{where}", dict(self.params)
         # after a fetch that chose a value's rarer trigrams for the index, with them too (an `all` address:
         # 73 -> 51 ms at 1e8 events); a read its sample sent past the index keeps the indexes here, as before
         fetched = self.fetched_plan
-        plan = fetched if fetched is not None and fetched.text_grams else self.plan
+        plan = fetched if fetched is not None and (fetched.text_grams or fetched.scan_latest) else self.plan
+        if run is not None:
+            plan = decide_scan(run, plan)
         table, access, params = plan.read_all(by_outcome=True)
         conds, params = list(self.conds) + access, dict(self.params) | params
         where = (" WHERE " + " AND ".join(conds)) if conds else ""

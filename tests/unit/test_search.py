@@ -931,3 +931,40 @@ def test_a_filter_search_time_cannot_test_switches_its_candidates_to_a_scan_of_l
     rounds = [s for s in statements if "FROM search_time" in s]
     assert len(rows) == 101 and len(scans) == 1 and len(rounds) == SCAN_AFTER_ROUNDS
     assert statements.index(scans[0]) > statements.index(rounds[-1])
+
+
+def test_a_read_of_every_row_scans_latest_only_for_conditions_a_count_finds_rare():
+    """A total, an export or another order reads every row at once: conditions search_time does not hold read
+    `latest FINAL` for the messages a scan of `latest` names when it names at most SCAN_MAX_ROWS rows (one
+    count statement, LIMIT SCAN_MAX_ROWS + 1), else all of `latest FINAL` as before; others never count."""
+    from eximtrack.search_plan import SCAN_MAX_ROWS, decide_scan
+    from eximtrack.web.query import build_search_query
+
+    for found, scans in ((0, True), (SCAN_MAX_ROWS, True), (SCAN_MAX_ROWS + 1, False)):
+        asked = []
+
+        def run(sql, params, found=found, asked=asked):
+            asked.append((sql, params))
+            return ["c"], [(found,)]
+
+        sq = build_search_query({"minsize": "5000000", "type": "failure"}, None)
+        plan = decide_scan(run, sq.plan)
+        assert plan.scan_latest is scans and not sq.plan.scan_latest
+        ((sql, params),) = asked
+        assert sql.startswith("SELECT count() FROM (SELECT 1 FROM latest WHERE ") and "size >= {" in sql
+        assert sql.endswith(f"LIMIT {SCAN_MAX_ROWS + 1})") and 5000000 in params.values()
+        table, access, _ = plan.read_all()
+        assert table == "latest" and bool(access) is scans
+        if scans:
+            assert access[0].startswith(
+                "(msgtime, server, msgid) IN (SELECT msgtime, server, msgid FROM latest"
+            )
+        csql, _ = sq.count(run)
+        assert ("IN (SELECT msgtime, server, msgid FROM latest WHERE" in csql) is scans
+    for params in ({"failure": "1"}, {"all": "x", "minsize": "1"}, {"recipient": "a@b.c", "minsize": "1"}):
+
+        def never(sql, params):
+            raise AssertionError(sql)
+
+        sq = build_search_query(params, None)
+        assert decide_scan(never, sq.plan) is sq.plan
