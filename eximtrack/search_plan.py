@@ -164,11 +164,13 @@ MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
 # A search whose conditions test columns search_time does not hold (a size, a spam score, the delivery type)
 # re-checks them on the rows it fetches: its rounds read candidates that fail them. Once the rounds so far
 # (at least SCAN_AFTER_ROUNDS) say that filling the page would take more than SCAN_ROUNDS more of them, its
-# candidates are read from `latest` itself, every version, with the search's own conditions (`scan_latest`):
-# one pass over the columns those conditions read, which costs 0.1-2.5 s at 1e8 events where rounds of
-# search_time's newest rows took seconds to minutes (a size no message has: over 10 minutes; BENCHMARKS.md).
-SCAN_AFTER_ROUNDS = 3
-SCAN_ROUNDS = 16
+# candidates are read from `latest` itself, every version, with the search's own conditions (`scan_latest`),
+# in slices of time (below): at 1e8 events a slice costs less than a round (~50-110 ms: the fetch of up to
+# 4,096 messages), and rounds of search_time's newest rows took seconds to minutes for a rare condition (a
+# size no message has: over 10 minutes). After 1 round and more than 4: a spam score in 0.2 % of the rows
+# 0.67 -> 0.10 s, after 3 and 16 it did not switch; a size in 7 % 70 -> 44 ms (docs/BENCHMARKS.md).
+SCAN_AFTER_ROUNDS = 1
+SCAN_ROUNDS = 4
 # Newest first, the scan reads a slice of time before the rounds' bound (`latest`'s minmax index on sendunixtime
 # and its monthly partitions skip the rest), 4x longer each time the slice did not fill the page, from 4x the
 # span the rounds covered (at least an hour); past SCAN_MAX_SPAN_MS, or the search's own start, it reads the
@@ -812,7 +814,8 @@ def run_pages(
     fetch_sql: Callable[[list[str], dict, int], tuple[str, dict]],
 ) -> tuple[list[str], list[tuple]]:
     """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
-    path. `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
+    path (and, for conditions search_time does not hold and few rows passing them, through slices of a scan of
+    `latest`: scans_instead, next_slice). `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
     cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows). A server's
     search by outcome first reads its expected yield (`yield_sql`) to size the first round.
 

@@ -614,7 +614,7 @@ def test_filters_search_time_cannot_test_scan_latest_and_return_the_naive_rows(s
                 f"SELECT {KEY}, type FROM latest FINAL WHERE {where} ORDER BY sendunixtime ASC, {KEY} "
                 "SETTINGS use_skip_indexes = 0", bound).result_rows]  # fmt: skip
             assert pages(params, 9, "asc") == oldest, (forced, params)
-    assert any(scans[: len(cases)]) and sum(scans[len(cases) :]) > sum(scans[: len(cases)]) and sliced
+    assert any(scans[: len(cases)]) and sliced
     assert _naive(store, cases[0][1], cases[0][2]) and not _naive(store, cases[1][1], cases[1][2])
 
 
