@@ -694,7 +694,8 @@ class LocalCluster:
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> dict[int, int | None]:
         """SIGTERM every node at once, then wait for each; their exit codes. Stopped one after another, the
         last node had lost the controller quorum its controlled shutdown asks, and waited out `timeout` for
-        a SIGKILL (34 s for 3 nodes)."""
+        a SIGKILL (34 s for 3 nodes). Together, a node much slower than the others can still find the quorum
+        gone and be left to the SIGKILL."""
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             exits = pool.map(lambda node: node.stop(timeout), self.nodes.values())
             codes = dict(zip(self.nodes, exits, strict=True))

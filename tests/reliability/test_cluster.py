@@ -111,9 +111,14 @@ def test_broker_kills_in_a_three_node_cluster_lose_and_double_nothing(tmp_path):
         assert rows(stack.sql(HISTORY)) == want_history
         fleet.assert_truth(got)
         stack.stop()
-        # the nodes stop together, each by its own controlled shutdown: none is left to a SIGKILL
+        # the nodes stop together, each by its own controlled shutdown. A controlled shutdown needs a
+        # controller quorum to approve it: a node slower than the others (a busy machine) can find the other
+        # two gone and is then left to the SIGKILL (seen once, in session (39)'s test run). Stopped one after
+        # another, the last node always was (LocalCluster.stop); two left to it would mean they no longer
+        # stop together.
         codes = cluster.stop()
-        assert set(codes) == set(cluster.nodes) and -signal.SIGKILL not in codes.values(), codes
+        assert set(codes) == set(cluster.nodes) and None not in codes.values(), codes
+        assert list(codes.values()).count(-signal.SIGKILL) <= 1, codes
         assert not any(node.running() for node in cluster.nodes.values())
     finally:
         measured.set()
