@@ -182,7 +182,7 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
     )
     assert max(figures) < 15
     # a burst of messages that stay open (one state each): the worker hands each record's table changelog to
-    # Kafka before the next record, so faust's producer queue never holds more than one record's states and
+    # Kafka before the next record, so faust's producer queue holds about one record's states and
     # the offsets are committed as the burst goes (before: the queue grew by hundreds a record, commits waited
     # for it, and a worker killed after the burst re-did all of it)
     burst = _open_messages(15_000)
@@ -197,7 +197,10 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
         time.sleep(0.5)
     metrics = stack.stream_metrics()
     print(f"\nafter a burst of {len(burst)} open messages: {metrics}")
-    assert 0 < metrics["eximtrack_stream_producer_queue_peak_records"] <= 2 * BATCH_MAX_LINES
+    # about one record's states; faust's flush stops waiting after 0.1 s without a send, so a saturated machine
+    # leaves a few records' (2,398 in a CI run beside another test run); without the back-pressure the queue
+    # grew by hundreds a record (78k after 100k new messages: ~12k for this burst at that rate)
+    assert 0 < metrics["eximtrack_stream_producer_queue_peak_records"] <= 8 * BATCH_MAX_LINES
     time.sleep(3)  # a few commit intervals (1 s)
     # recovery: SIGKILL and restart the sink, then the worker; a line appended right after the restart is
     # stored without waiting for the dead member's session to expire (45 s): both are static group members
