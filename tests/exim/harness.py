@@ -121,6 +121,9 @@ def find_exim() -> str:
     raise EximMissing("exim4 not found: install exim4-daemon-light (make deps)")
 
 
+DAEMON_START_TRIES = 3  # ports tried for the daemon (free_port's port can be taken before Exim binds it)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -556,6 +559,22 @@ class EximRun:
         return "tls_advertise_hosts = *"
 
     def start_daemon(self) -> None:
+        """Start the daemon on self.port. free_port() only names a port that was free: another process (a
+        broker or a server of the other test process) can take it before Exim binds. Exim then logs the
+        bind failure and keeps retrying, and the probe may reach the other listener. So the daemon counts
+        as started once its pid file is written and it answers; otherwise it is killed, its log line
+        dropped (the log is the test input) and it starts again on another port."""
+        for _ in range(DAEMON_START_TRIES):
+            if self._start_daemon_on_port():
+                return
+            for pid in self._our_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            (self.rt / "log" / "mainlog").write_text("")
+            self.port = free_port()
+        raise HarnessError(f"exim daemon did not start on any of {DAEMON_START_TRIES} ports")
+
+    def _start_daemon_on_port(self) -> bool:
         pidfile = self.rt / "run" / "daemon.pid"
         r = subprocess.run(
             [self.exim, "-C", str(self.cfg), "-bd", "-oX", str(self.port), "-oP", str(pidfile)],
@@ -566,19 +585,23 @@ class EximRun:
         )
         if r.returncode != 0:
             raise HarnessError(f"exim daemon failed to start: {r.stdout}{r.stderr}")
+        mainlog = self.rt / "log" / "mainlog"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.recv(512)
-                    s.sendall(b"QUIT\r\n")
-                    s.recv(512)
-                break
+                if f"bind() to port {self.port} ".encode() in mainlog.read_bytes():
+                    return False  # taken by another process: Exim waits 30 s to retry
+            if pidfile.exists():
+                with contextlib.suppress(OSError):
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                        s.recv(512)
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(512)
+                    # that probe connection is in the log too ("SMTP connection ... lost"/no MAIL): harmless
+                    self.daemon_pid = int(pidfile.read_text().split()[0])
+                    return True
             time.sleep(0.05)
-        else:
-            raise HarnessError("exim daemon does not accept connections")
-        # that probe connection is in the log too ("SMTP connection ... lost"/no MAIL): harmless noise
-        self.daemon_pid = int(pidfile.read_text().split()[0])
+        raise HarnessError("exim daemon does not accept connections")
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

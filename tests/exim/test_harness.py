@@ -290,3 +290,30 @@ def test_noise_lines(res):
     # +smtp_syntax_error and +smtp_incomplete_transaction are only in +all
     assert ('SMTP syntax error in "FOOBAR"' in log) is (res.mode == "all")
     assert ("incomplete transaction (connection lost) from <alice@local.test>" in log) is (res.mode == "all")
+
+
+def test_the_daemon_starts_on_another_port_when_its_port_was_taken(tmp_path):
+    """free_port() names a port that was free; another process can bind it before Exim does (seen: Exim
+    logged the bind failure and waited to retry, the probe reached the other listener, the harness found no
+    pid file). The daemon is then started again on another port, and the log holds no trace of the try."""
+    import socket
+
+    from tests.exim.harness import EximRun, find_exim
+
+    if os.geteuid() != 0:
+        pytest.fail("the real-Exim harness must run as root", pytrace=False)
+    find_exim()
+    run = EximRun(tmp_path, "default")
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        run.setup()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run.port = taken.getsockname()[1]
+        run.start_daemon()
+        assert run.port != taken.getsockname()[1] and run.daemon_pid
+        os.kill(run.daemon_pid, 0)  # alive, and its pid file named it
+        assert b"bind()" not in (run.rt / "log" / "mainlog").read_bytes()
+    finally:
+        taken.close()
+        run.stop()
