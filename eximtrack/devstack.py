@@ -17,15 +17,8 @@ import uuid
 from pathlib import Path
 
 from eximtrack.local_broker import LocalBroker, fetch
+from eximtrack.ports import free_port
 from schemas import topics as T
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Component:
@@ -115,7 +108,7 @@ class DevStack:
         store only, an embedded one admits one process)."""
         name = "sink" if n == 1 else f"sink{n}"
         if name not in self.components:
-            port = _free_port()
+            port = free_port()
             extra = [] if n == 1 else ["--instance-id", f"{self.prefix}sink-{n}"]
             self._component(name, [
                 "sink", "--brokers", self.bootstrap, "--store", self.store, "--topic-prefix", self.prefix,
@@ -129,7 +122,7 @@ class DevStack:
             comp = self._component(name, [
                 "stream", "--brokers", self.bootstrap, "--topic-prefix", self.prefix, "--app-id", self.app_id,
                 "--data-dir", str(self.workdir / f"faust{n}"), "--instance-id", f"{self.app_id}-{n}",
-                "--web-port", str(_free_port())])  # fmt: skip
+                "--web-port", str(free_port())])  # fmt: skip
             comp.metrics_port = int(comp.args[-1])
         return self.components[name]
 
@@ -172,7 +165,7 @@ class DevStack:
             else ["--no-accounts"]
         )
         if name not in self.components:
-            port = _free_port()
+            port = free_port()
             self._component(name, [
                 "ship", "--server", server, "--tz", tz, "--brokers", self.bootstrap, *maps,
                 "--topic", self.prefix + T.RAW_LINES.name, "--accounts-topic", self.prefix + T.ACCOUNTS.name,

@@ -42,6 +42,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from eximtrack.ports import free_port, port_free
+
 # 4.1.x: the newest line that kafka-python 3 and aiokafka 0.14 were both tested against at the time of
 # writing (field notes: Maven Central serves 4.0-4.4; kafka-python is tested up to 4.3).
 DEFAULT_VERSION = "4.1.1"
@@ -119,24 +121,6 @@ def fetch(version: str = DEFAULT_VERSION, *, quiet: bool = True) -> Path:
 
 
 # ----------------------------------------------------------------------------------- kafka protocol
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the JVM does for a server socket: connections of the previous run in TIME_WAIT do not make
-        # the port unusable for listening.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -556,24 +540,24 @@ class LocalBroker:
     def _pick_controller_port(self, state: dict, formatted: bool) -> int:
         if formatted and state.get("controller_port"):
             port = int(state["controller_port"])
-            if not _port_free(port):
+            if not port_free(port, reuse=True):
                 raise BrokerError(
                     f"controller port {port} of the formatted work dir {self.workdir} is taken; "
                     "stop whatever holds it or start from an empty work dir"
                 )
             return port
-        return _free_port()
+        return free_port()
 
     def _pick_port(self, state: dict) -> int:
         if self.requested_port:
-            if not _port_free(self.requested_port):
+            if not port_free(self.requested_port, reuse=True):
                 raise BrokerError(f"port {self.requested_port} on 127.0.0.1 is already in use")
             return self.requested_port
         last = state.get("port")
-        if last and last != self.controller_port and _port_free(int(last)):
+        if last and last != self.controller_port and port_free(int(last), reuse=True):
             return int(last)
         while True:
-            port = _free_port()
+            port = free_port()
             if port != self.controller_port:
                 return port
 
@@ -657,13 +641,13 @@ class LocalCluster:
             saved = json.loads(layout_path.read_text())
             layout = ClusterLayout(saved["cluster_id"], {int(k): tuple(v) for k, v in saved["ports"].items()})
             if len(layout.ports) != nodes or not all(
-                _port_free(p) for pair in layout.ports.values() for p in pair
+                port_free(p, reuse=True) for pair in layout.ports.values() for p in pair
             ):
                 raise ValueError("another layout")
         except (OSError, ValueError, KeyError):
             ports: set[int] = set()
             while len(ports) < 2 * nodes:
-                ports.add(_free_port())
+                ports.add(free_port())
             it = iter(sorted(ports))
             layout = ClusterLayout(_cluster_id(), {n: (next(it), next(it)) for n in range(1, nodes + 1)})
             layout_path.write_text(

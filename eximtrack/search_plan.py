@@ -814,10 +814,11 @@ def run_pages(
     fetch_sql: Callable[[list[str], dict, int], tuple[str, dict]],
 ) -> tuple[list[str], list[tuple]]:
     """The first `rows` rows after `cursor` (API keys: sendunixtime ms, server, msgid, …) through the access
-    path (and, for conditions search_time does not hold and few rows passing them, through slices of a scan of
-    `latest`: scans_instead, next_slice). `fetch_sql(extra conditions, extra params, limit)` builds the fetch from `plan.fetch_table()` (with the
-    cursor's own keyset condition); `run(sql, params)` executes and returns (column names, rows). A server's
-    search by outcome first reads its expected yield (`yield_sql`) to size the first round.
+    path (and, for conditions search_time does not hold and few rows passing them, through slices of a scan
+    of `latest`: scans_instead, next_slice). `fetch_sql(extra conditions, extra params, limit)` builds the
+    fetch from `plan.fetch_table()` (with the cursor's own keyset condition); `run(sql, params)` executes and
+    returns (column names, rows). A server's search by outcome first reads its expected yield (`yield_sql`)
+    to size the first round.
 
     Each round reads up to k candidates from `bound` on. If k came back, the last one's time T may be shared
     by candidates not read yet, so the round returns only rows strictly before T in sort order and the next

@@ -14,13 +14,13 @@ own image started with testcontainers instead (``EXIMTRACK_TEST_DOCKER=0`` force
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 
 import pytest
 
 from eximtrack.local_broker import BrokerError, LocalBroker, fetch
+from eximtrack.ports import free_port
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:26.9"
@@ -60,12 +60,6 @@ def docker_available() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class DockerKafka:
     """Apache Kafka 4.x (KRaft, single node) in a testcontainers container; same surface as LocalBroker."""
 
@@ -74,7 +68,7 @@ class DockerKafka:
     def __init__(self) -> None:
         from testcontainers.core.container import DockerContainer
 
-        port = _free_port()
+        port = free_port()
         self.bootstrap = f"127.0.0.1:{port}"
         self.timings: dict[str, float] = {}
         self.container = (

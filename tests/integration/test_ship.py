@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from eximtrack.local_broker import LocalBroker
+from eximtrack.ports import free_port
 from producers.publish import BATCH_MAX_LINES, decode_raw_lines, key_partition
 from producers.topics import ensure_topics
 from schemas.records import RawLine
@@ -37,12 +37,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_topics(bootstrap: str) -> tuple[str, str]:
