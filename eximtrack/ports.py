@@ -3,9 +3,9 @@ controller, the dev stack's metrics and web ports.
 
 A port the kernel picks (a bind to port 0) lies in its ephemeral range, the range it also hands to every
 outgoing connection as its local port. Between being named and being bound by the process told to use it, such
-a port can be taken by any client connecting meanwhile (seen in the test suite: a broker's clients took the
-port the real-Exim harness had named for its daemon). `free_port` picks below that range instead, at random
-among ports that bind.
+a port can be taken by any client connecting meanwhile (seen in the test suite: the port the real-Exim
+harness had named for its daemon was taken before Exim bound it). `free_port` picks below that range
+instead, at random among ports that bind.
 """
 
 from __future__ import annotations
