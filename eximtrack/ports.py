@@ -1,5 +1,5 @@
 """Local TCP ports for the processes eximtrack starts on this machine: a local Kafka broker's listener and
-controller, the dev stack's metrics and web ports.
+controller, the dev stack's metrics and web ports (and the test suite's real-Exim daemon).
 
 A port the kernel picks (a bind to port 0) lies in its ephemeral range, the range it also hands to every
 outgoing connection as its local port. Between being named and being bound by the process told to use it, such

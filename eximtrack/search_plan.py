@@ -774,12 +774,13 @@ def decide_scan(run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan:
     stops there); `plan` itself otherwise. A new plan: the caller's is not changed."""
     if plan.scan_latest or not plan.may_scan_latest():
         return plan
-    where = " WHERE " + " AND ".join(plan.conds) if plan.conds else ""
-    sql = f"SELECT count() FROM (SELECT 1 FROM latest{where} LIMIT {SCAN_MAX_ROWS + 1})"
-    got = run(sql, dict(plan.params))[1]
-    if got and got[0][0] <= SCAN_MAX_ROWS:
-        return dataclasses.replace(plan, scan_latest=True)
-    return plan
+    scan = dataclasses.replace(plan, scan_latest=True)
+    params: dict = {}
+    source = scan.candidate_source(params)  # the rows the scan reads, counted
+    where = " WHERE " + " AND ".join(source.conditions) if source.conditions else ""
+    sql = f"SELECT count() FROM (SELECT 1 FROM {source.table}{where} LIMIT {SCAN_MAX_ROWS + 1})"
+    got = run(sql, params)[1]
+    return scan if got and got[0][0] <= SCAN_MAX_ROWS else plan
 
 
 def decide_read_all(

@@ -42,6 +42,8 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 
+from eximtrack.ports import free_port
+
 MODES = ("default", "cpanel", "all")
 
 LOG_SELECTORS = {
@@ -122,12 +124,6 @@ def find_exim() -> str:
 
 
 DAEMON_START_TRIES = 3  # ports tried for the daemon (free_port's port can be taken before Exim binds it)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 ID_RE = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{11}-[0-9A-Za-z]{4}|[0-9A-Za-z]{6}-[0-9A-Za-z]{2})"
