@@ -1,6 +1,6 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022
-(search_keys, search_time, latest_by_recipient, latest_outcomes) and fill them again from the stored rows of
-`latest`.
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022/026
+(search_keys, search_time, latest_by_recipient, latest_outcomes, search_outcome_keys) and fill them again from
+the stored rows of `latest`.
 
 The materialized views keep them current on every insert, and the migrations backfill them once, so this is
 needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone).
@@ -18,7 +18,7 @@ import time
 
 from sinks.clickhouse import migrations
 
-TABLES = ("search_keys", "search_time", "latest_by_recipient", "latest_outcomes")
+TABLES = ("search_keys", "search_time", "latest_by_recipient", "latest_outcomes", "search_outcome_keys")
 
 
 _VIEW = re.compile(
@@ -29,7 +29,7 @@ _VIEW = re.compile(
 
 def backfill_statements() -> list[tuple[str, str]]:
     """[(table, INSERT … SELECT … FROM latest)] for each access-path table: its view's newest query (the
-    CREATE of migrations 007/011/018, or a later MODIFY QUERY: 009's server keys, 022's row identities) over all
+    CREATE of migrations 007/011/018/026, or a later MODIFY QUERY: 009's server keys, 022's row identities) over all
     of `latest`. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
     tables (ReplacingMergeTree) fold the duplicates themselves."""
     target: dict[str, str] = {}  # view -> table
@@ -78,13 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "rebuild-search-index",
-        help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes) from the stored latest rows",
+        help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes, "
+        "search_outcome_keys) from the stored latest rows",
     )
     p.add_argument(
         "--table",
         action="append",
         choices=TABLES,
-        help="rebuild only this table (repeatable; default: all four)",
+        help="rebuild only this table (repeatable; default: all of them)",
     )
     cli.add_store_arg(p)
     p.set_defaults(func=cmd_rebuild)

@@ -11,12 +11,17 @@ The tables are those of schemas/clickhouse/007_read_paths.sql:
     latest FINAL ORDER BY (msgtime, server, msgid, …)         the latest state, fetched by primary key
     latest_by_recipient FINAL ORDER BY (recipient_lower, msgtime, server, msgid, …)
                                                               the same rows, one recipient's together (011)
+    search_outcome_keys (field, value, type, ts, server, msgid, msgtime)
+                                                              search_keys' rows of the versions whose outcome
+                                                              is not a success nor in progress (026)
 
 A search is a list of AND-ed conditions on `latest` (eximtrack/search.py builds them) plus, for each text
 filter, a `TextFilter` saying which columns it tests, how, and with which value. `plan()` picks:
 
   * KEYS: an eq/begins filter on indexed columns (recipient, sender, domain, Message-ID, account, …), or else
-    the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value;
+    the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value, or of
+    search_outcome_keys rows with that value and outcome when every outcome asked is one it holds (a
+    failure, a deferral, …: the value's rows of that outcome, not every message of the value);
   * TIME: anything else under a sendunixtime sort: candidates are search_time rows read newest first, narrowed
     by what the index rows can say (time window, type, server, msgid, and for each text filter a
     `text LIKE '%value%'` served by its text index);
@@ -189,6 +194,12 @@ RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
 # columns (wide parts): a count whose conditions test nothing else reads a few bytes per row there
 OUTCOME_TABLE = "latest_outcomes"
 OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime", "actionunixtime"})
+# search_outcome_keys (migration 026): search_keys' rows again with the outcome, for the versions whose outcome
+# is one of these (not a success, most rows; not in progress, every placeholder). A key filter or a scope with
+# outcomes among them only reads its candidates there: the value's rows of those outcomes, one range, instead of
+# every message of the value (most of them delivered) fetched to be re-checked.
+OUTCOME_KEYS_TABLE = "search_outcome_keys"
+KEYED_OUTCOMES = frozenset({"archive", "defer", "failure", "filtered", "rejected"})
 
 
 def token_edges(value: str, match: str) -> list[tuple[str, bool, bool]]:
@@ -434,7 +445,8 @@ class SearchPlan:
         return f.value.lower() if f.case_sensitive else f.value
 
     def candidate_source(self, params: dict) -> CandidateSource:
-        """The table, conditions and settings of the candidates: search_keys for a key filter, else
+        """The table, conditions and settings of the candidates: search_keys for a key filter (with only
+        KEYED_OUTCOMES asked: search_outcome_keys, its rows of those outcomes), else
         search_time (a phrase also by its word pairs, unless it is read without the text indexes: text_index
         False; a text filter with `candidate_settings`); `latest` with the search's own conditions once
         run_pages chose to scan it (scan_latest)."""
@@ -443,10 +455,19 @@ class SearchPlan:
             return CandidateSource("latest", list(self.conds), time_column="sendunixtime")
         f = self.key_filter()
         if f is not None:
-            return CandidateSource("search_keys", self._key_conditions(f, params) + self._window(params))
+            conds = self._key_conditions(f, params) + self._window(params)
+            if self.keyed_outcomes():
+                params["c_types"] = sorted(self.types or ())
+                return CandidateSource(OUTCOME_KEYS_TABLE, [*conds, "type IN {c_types:Array(String)}"])
+            return CandidateSource("search_keys", conds)
         conds = self._time_conditions(params, pairs=self.text_index is not False)
         settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
         return CandidateSource("search_time", conds.sql + self._window(params), settings)
+
+    def keyed_outcomes(self) -> bool:
+        """Whether a key path's candidates come from search_outcome_keys: the outcomes asked for are all among
+        KEYED_OUTCOMES, whose versions write rows there (an outcome filter; the fetch re-checks it)."""
+        return bool(self.types) and set(self.types or ()) <= KEYED_OUTCOMES
 
     def may_scan_latest(self) -> bool:
         """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
@@ -637,7 +658,7 @@ class SearchPlan:
         time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
         no other once merged: migration 022), so most of them still have it."""
         types = sorted(self.types or ())
-        if not types:
+        if not types or self.keyed_outcomes():  # search_outcome_keys names only rows that had the outcome
             return None
         params: dict = {}
         conds = []
@@ -674,7 +695,7 @@ class TimeConditions:
 class CandidateSource(NamedTuple):
     """Where a search's candidates are read (`SearchPlan.candidate_source`)."""
 
-    table: str  # search_keys, search_time or (scan_latest) latest
+    table: str  # search_keys, search_outcome_keys, search_time or (scan_latest) latest
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
     time_column: str = "ts"  # the arrival time the candidates are ordered by
@@ -940,6 +961,8 @@ def scans_instead(plan: SearchPlan, rounds: int, read: int, found: int, rows: in
 __all__ = [
     "GRAMS_INDEX",
     "KEY_FIELDS",
+    "KEYED_OUTCOMES",
+    "OUTCOME_KEYS_TABLE",
     "OUTCOME_TABLE",
     "PAIR_COLUMNS",
     "PAIRS_COLUMN",

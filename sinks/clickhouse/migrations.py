@@ -49,6 +49,7 @@ TTL_BASE = {
     # unknown (ts = 0) counts from its message's time (msgtime), not from 1970
     "search_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
     "search_time": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
+    "search_outcome_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # search_keys' by outcome (026)
 }
 
 log = logging.getLogger("eximtrack.migrations")

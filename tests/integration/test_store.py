@@ -960,6 +960,64 @@ def test_an_upgraded_store_gets_the_narrow_copy_and_counts_there(url, store):
     assert total({"type": "success"}) == 1
 
 
+def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outcome_there(url, store):
+    """Migration 026 on a store filled before it: every stored version of `latest` whose outcome is not a
+    success nor in progress writes search_keys' rows with its outcome (a stale deferral too; no tombstone, no
+    success), a search by a value or a scope and such an outcome reads its candidates there and returns the
+    latest state's rows, and later inserts reach the table through its view."""
+    from eximtrack.search import Scope
+    from eximtrack.web.query import build_search_query
+
+    store.command("SYSTEM STOP MERGES latest")  # each insert's versions stay in a part of their own
+    store.insert_events(
+        [
+            ev("k1", "inprogress", msgid="1key00-000001-AA", recipient="a@x.org", user="acct", version=1),
+            ev("k2-old", "defer", msgid="1key00-000001-AA", recipient="b@x.org", user="acct", t=5),
+            ev("k3", "defer", msgid="1key00-000002-AA", recipient="c@x.org", user="acct", t=3),
+        ]
+    )
+    store.insert_events(
+        [
+            ev("k1-del", "inprogress", msgid="1key00-000001-AA", recipient="a@x.org", user="acct", version=2,
+               is_deleted=1),
+            ev("k2", "failure", msgid="1key00-000001-AA", recipient="b@x.org", user="acct", t=9),
+            ev("k3-ok", "success", msgid="1key00-000002-AA", recipient="c@x.org", user="acct", t=4),
+            ev("k4", "rejected", msgid="1key00-000003-AA", recipient="d@y.org", user="other", t=4),
+        ]
+    )  # fmt: skip
+    store.command("DROP VIEW search_outcome_keys_mv")
+    store.command("DROP TABLE search_outcome_keys")
+    store.command("DELETE FROM schema_migrations WHERE version = 26")
+    upgraded = Store.open(url)
+    rows = upgraded.query(
+        "SELECT DISTINCT msgid, type FROM search_outcome_keys WHERE field = 'user' AND value = 'acct' "
+        "ORDER BY msgid, type"
+    ).result_rows
+    assert rows == [
+        ("1key00-000001-AA", "defer"),
+        ("1key00-000001-AA", "failure"),
+        ("1key00-000002-AA", "defer"),
+    ]
+    assert (
+        count(upgraded, "SELECT countIf(type IN ('success', 'inprogress', '')) FROM search_outcome_keys") == 0
+    )
+    upgraded.command("SYSTEM START MERGES latest")
+
+    def page(params, scope=None) -> list[tuple]:
+        sq = build_search_query(params, scope)
+        assert "search_outcome_keys" in sq.plan.candidates("DESC", None, 10)[0]
+        names, got = sq.fetch(store_run(upgraded), None, 101)
+        return sorted((r[names.index("recipient")], r[names.index("type")]) for r in got)
+
+    assert page({"failure": "1"}, Scope(user="acct")) == [("b@x.org", "failure")]
+    assert page({"defer": "1"}, Scope(user="acct")) == []  # both deferrals are stale: a failure, a success
+    assert page({"user": "other", "failure": "1"}) == [("d@y.org", "rejected")]
+    upgraded.insert_events(
+        [ev("k5", "defer", msgid="1key00-000004-AA", recipient="e@x.org", user="acct", t=30)]
+    )
+    assert page({"defer": "1"}, Scope(user="acct")) == [("e@x.org", "defer")]
+
+
 def test_the_embedded_engine_caches_decompressed_blocks(store):
     """chDB starts with a cache of decompressed blocks ($EXIMTRACK_CHDB_CACHE_MB, default 1 GiB), and both of
     the store's sessions (the writer's and the read-only one) use it; a query can still turn it off."""
@@ -1019,6 +1077,7 @@ def test_retention(url, store):
         "log_lines",
         "search_keys",
         "search_time",
+        "search_outcome_keys",
     ]
     ttl = store.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_keys'"

@@ -23,6 +23,7 @@ BY_MESSAGE = {
     "latest_outcomes",
     "log_lines",
     "search_keys",
+    "search_outcome_keys",
     "search_time",
     "search_time_next",
 }

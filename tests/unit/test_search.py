@@ -17,7 +17,7 @@ from eximtrack.search import (
     parse_sort,
     parse_time,
 )
-from schemas.records import EVENT_FIELDS
+from schemas.records import EVENT_FIELDS, OUTCOMES
 
 
 def _placeholders(sql: str) -> set[str]:
@@ -296,7 +296,7 @@ def test_a_recipient_path_reads_the_recipient_ordered_copy():
         {"c_value": "bob@example.com"},
     )
     sql, _ = plan.candidates("DESC", None, 10)
-    assert "toUInt32(msgtime), value FROM search_keys" in sql
+    assert "toUInt32(msgtime), value FROM search_outcome_keys" in sql  # failures: migration 026's rows
     assert plan.fetch_keys([(1000, "mx1", "1abc00-000001-AA", 77, "bob@example.com")] * 2) == [
         ("bob@example.com", 77, "mx1", "1abc00-000001-AA")
     ]
@@ -324,7 +324,9 @@ def test_a_recipient_path_reads_the_recipient_ordered_copy():
 
 
 def test_access_path_choice():
-    """An indexed eq/begins value reads search_keys, anything else search_time, and the choice is only a
+    """An indexed eq/begins value reads search_keys (search_outcome_keys for outcomes other than a success:
+    test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys), anything else search_time, and
+    the choice is only a
     narrowing: every condition stays in the statement that reads `latest`."""
     from eximtrack.search import Scope
     from eximtrack.web.query import build_search_query
@@ -335,7 +337,7 @@ def test_access_path_choice():
         table, conds, *_ = plan.candidate_source(bound)
         return table, conds, bound, plan
 
-    table, conds, bound, plan = source({"recipient": "Bob@Example.com", "failure": "1"})
+    table, conds, bound, plan = source({"recipient": "Bob@Example.com", "success": "1"})
     assert (
         table == "search_keys"
         and bound["c_fields"] == ["recipient"]
@@ -356,8 +358,10 @@ def test_access_path_choice():
     _, _, bound, _ = source({"failure": "1"}, Scope(user="Bob"))
     assert bound["c_fields"] == ["deliveryuser", "user"] and bound["c_value"] == "bob"
     # the server (migration 009), as is: only when no other key and no scope narrows more
-    table, conds, bound, _ = source({"server": "MX1.example", "failure": "1"})
+    table, conds, bound, _ = source({"server": "MX1.example", "success": "1"})
     assert table == "search_keys" and bound["c_fields"] == ["server"] and bound["c_value"] == "MX1.example"
+    table, conds, bound, _ = source({"server": "MX1.example", "failure": "1"})  # its failures' rows (026)
+    assert table == "search_outcome_keys" and bound["c_value"] == "MX1.example"
     _, _, bound, _ = source({"server": "mx1", "domain": "b.c"})
     assert bound["c_fields"] == ["domain"]
     _, _, bound, _ = source({"server": "mx1"}, Scope(user="Bob"))
@@ -674,15 +678,16 @@ def test_a_server_search_by_outcome_sizes_its_first_round_by_the_outcome_share_o
     assert "server = {y_server:String}" in sql and params == {"y_server": "web01"}
     assert f"hour >= toStartOfHour(now()) - INTERVAL {YIELD_SAMPLE_HOURS} HOUR" in sql
     sql, params = build_search_query(
-        {"server": "web01", "failure": "1", "enddate": "1780000000"}, None
+        {"server": "web01", "inprogress": "1", "defer": "1", "enddate": "1780000000"}, None
     ).plan.yield_sql()
-    assert "sum(failure) + sum(rejected), sum(rows) + sum(rejected)" in sql
+    assert "sum(deferred) + sum(inprogress), sum(rows) + sum(rejected)" in sql
     assert "fromUnixTimestamp64Milli({y_until:Int64}, 'UTC')) - INTERVAL" in sql
     assert params == {"y_server": "web01", "y_until": 1780000000000}
     for params in (
         {"server": "web01"},  # no outcome filter: every candidate yields
         {"server": "web01", "type": "success", "recipient": "a@b.c"},  # the recipient is the path
         {"server": "web0", "server_searchmatch": "begins", "type": "success"},
+        {"server": "web01", "failure": "1"},  # search_outcome_keys names the server's failures only (026)
     ):
         assert build_search_query(params, None).plan.yield_sql() is None, params
     for found, first in (([(80, 100)], math.ceil(101 / 0.8 * BROAD_YIELD_MARGIN)), ([(0, 0)], 101)):
@@ -968,3 +973,45 @@ def test_a_read_of_every_row_scans_latest_only_for_conditions_a_count_finds_rare
 
         sq = build_search_query(params, None)
         assert decide_scan(never, sq.plan) is sq.plan
+
+
+def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
+    """A key filter or a tenant's scope with every outcome asked among KEYED_OUTCOMES (failures, deferrals, …)
+    reads its candidates from search_outcome_keys (migration 026), narrowed to those outcomes, for a page, a
+    read of every row and a total; with a success, in progress or no outcome asked, or on the time path, it
+    reads what it read before. A server's outcome search then needs no yield hint."""
+    from eximtrack.search import Scope
+    from eximtrack.search_plan import KEYED_OUTCOMES, OUTCOME_KEYS_TABLE
+    from eximtrack.web.query import build_search_query
+
+    assert set(OUTCOMES) - {"success", "inprogress"} == KEYED_OUTCOMES
+    cases = [
+        ({"failure": "1"}, Scope(user="Acct"), ["failure", "rejected"]),
+        ({"defer": "1"}, Scope(reseller="res"), ["defer"]),
+        ({"domain": "big.example", "failure": "1", "defer": "1"}, None, ["defer", "failure", "rejected"]),
+        ({"sender": "a@b.example", "type": "filtered"}, None, ["filtered"]),
+        ({"server": "mx1", "failure": "1"}, None, ["failure", "rejected"]),
+    ]
+    for params, scope, types in cases:
+        plan = build_search_query(params, scope).plan
+        assert plan.keyed_outcomes(), params
+        sql, bound = plan.candidates("DESC", None, 10)
+        assert f"FROM {OUTCOME_KEYS_TABLE} WHERE field" in sql and "type IN {c_types:Array(String)}" in sql
+        assert bound["c_types"] == types, params
+        table, access, bound = plan.read_all(by_outcome=True)
+        assert table == "latest" and f"FROM {OUTCOME_KEYS_TABLE} WHERE" in access[0], params
+        assert bound["c_types"] == types
+        assert plan.yield_sql() is None, params
+    for params, scope in [
+        ({"success": "1"}, Scope(user="acct")),
+        ({"failure": "1", "success": "1"}, Scope(user="acct")),
+        ({"inprogress": "1", "domain": "big.example"}, None),
+        ({"domain": "big.example"}, None),
+        ({"failure": "1"}, None),  # the time path: search_time has the outcome of each row
+        ({"subject": "invoice", "failure": "1"}, None),
+    ]:
+        plan = build_search_query(params, scope).plan
+        assert not plan.keyed_outcomes() or plan.key_filter() is None, params
+        sql, _ = plan.candidates("DESC", None, 10)
+        assert OUTCOME_KEYS_TABLE not in sql, params
+    assert build_search_query({"server": "mx1", "success": "1"}, None).plan.yield_sql() is not None
