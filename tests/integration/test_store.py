@@ -1261,14 +1261,16 @@ def test_rebuild_search_index_refills_the_access_paths(store):
                 server="mx-Rebuild",
                 recipient="Rebuild@Example.org",
                 subject="Rebuilt index",
-            )
+            ),
+            ev("rb2", "failure", msgid="1reb00-000002-AA", server="mx-Rebuild", recipient="b@x.org", user="rebuilder"),
         ]
-    )
+    )  # fmt: skip
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
     # migration 009: the server is a key, as is (server filters are case-sensitive)
     keys = "SELECT count() FROM search_keys FINAL WHERE field = 'server' AND value = 'mx-Rebuild'"
-    assert store.query(keys).result_rows[0][0] == 1
-    assert ids(search(store, server="mx-Rebuild")) == ["rb1"] and search(store, server="mx-rebuild") == []
+    assert store.query(keys).result_rows[0][0] == 2  # one row per message
+    assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
+    assert search(store, server="mx-rebuild") == []
     for table in search_index.TABLES:
         store.command(f"TRUNCATE TABLE {table}")
     assert search(store, recipient="rebuild@example.org") == []
@@ -1276,7 +1278,8 @@ def test_rebuild_search_index_refills_the_access_paths(store):
     assert set(done) == set(search_index.TABLES) and all(n > 0 for n in done.values())
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
     assert ids(search(store, subject="rebuilt", match="begins")) == ["rb1"]
-    assert ids(search(store, server="mx-Rebuild")) == ["rb1"]
+    assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
+    assert ids(search(store, user="rebuilder", type="failure")) == ["rb2"]  # search_outcome_keys (026)
     # 009's backfill once more (a migration resumed after a crash): duplicates only, folded
     from sinks.clickhouse.migrations import load_migrations
 
@@ -1284,4 +1287,4 @@ def test_rebuild_search_index_refills_the_access_paths(store):
         for _, statement in migration.steps():
             if statement.startswith("INSERT INTO search_keys") and "'server' AS field" in statement:
                 store.command(statement)
-    assert store.query(keys).result_rows[0][0] == 1
+    assert store.query(keys).result_rows[0][0] == 2
