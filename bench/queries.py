@@ -669,6 +669,9 @@ def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
         "failures_24h": failures,
         "deferred_24h": {"defer": "1", "startdate": d1},
         "server_type": {"server": p["server"], "type": "success"},
+        # a value with outcomes other than a success (search_outcome_keys, migration 026)
+        "domain_failures": {"domain": p["big_domain"], "failure": "1"},
+        "server_deferred": {"server": p["server"], "defer": "1"},
         "newest": {},
     }  # fmt: skip
     out = {name: ("/api/v1/search", params, 1) for name, params in searches.items()}

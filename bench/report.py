@@ -35,6 +35,8 @@ QUERY_LABELS = {
     "failures_24h": "failures in the last 24 h across the fleet (API page)",
     "deferred_24h": "deferred in the last 24 h across the fleet (API page)",
     "server_type": "one server, delivered only (API page)",
+    "domain_failures": "the biggest sender domain's failures (API page)",
+    "server_deferred": "one server's deferrals (API page)",
     "newest": "the newest page, no filter (API)",
     "failures_page10": "the 10th cursor page of a fleet-wide failure search (API)",
     "total_recipient": "recipient page + exact total (`with_total=1`)",
