@@ -1015,3 +1015,16 @@ def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
         sql, _ = plan.candidates("DESC", None, 10)
         assert OUTCOME_KEYS_TABLE not in sql, params
     assert build_search_query({"server": "mx1", "success": "1"}, None).plan.yield_sql() is not None
+
+
+def test_the_outcome_keys_view_writes_the_outcomes_the_planner_reads_there():
+    """search_outcome_keys' view (the newest one the migrations define, which a rebuild also runs) writes the
+    versions of exactly KEYED_OUTCOMES: one outcome the planner sends there that the view does not write
+    would lose rows; one more written only costs disk."""
+    from eximtrack.search_index import backfill_statements
+    from eximtrack.search_plan import KEYED_OUTCOMES, OUTCOME_KEYS_TABLE
+
+    sql = dict(backfill_statements())[OUTCOME_KEYS_TABLE]
+    listed = re.search(r"WHERE is_deleted = 0 AND type IN \(([^)]*)\)\s*$", sql)
+    assert listed, sql
+    assert {t.strip().strip("'") for t in listed.group(1).split(",")} == KEYED_OUTCOMES
