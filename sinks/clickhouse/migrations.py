@@ -280,12 +280,22 @@ def ensure_retention(
     client, days: int, tables: dict[str, str] | None = None, cluster: cluster_layout.Cluster | None = None
 ) -> list[str]:
     """Set the TTL of `tables` ({table: time expression the TTL counts from}; default: the data tables) to
-    `days` (0 removes the TTL); returns the tables changed."""
+    `days` (0 removes the TTL); returns the tables changed. A table the store does not have yet (a store laid
+    out by a release before the migration that creates it) is left to that migration: Store.open gives the
+    tables of the migrations it applied the store's retention."""
     days = int(days)
     if days < 0:
         raise ValueError("retention days must be >= 0")
+    present = {
+        name
+        for (name,) in client.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase()"
+        ).result_rows
+    }
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
+        if cluster_layout.stored(table, cluster) not in present:
+            continue
         if current_retention(client, table, cluster) == days:
             continue
         if days == 0:

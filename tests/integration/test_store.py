@@ -328,6 +328,7 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
     assert "index_granularity = 256," in engine  # migration 023 after 022
     assert upgraded.query(layout, {"t": "search_time_next"}).result_rows == []
     assert migrations.current_retention(upgraded.client, "search_time") == 30  # the store's, not the CREATE's
+    assert migrations.current_retention(upgraded.client, "search_outcome_keys") == 30  # created by 026
 
     def found() -> list:
         out = []
