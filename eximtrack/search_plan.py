@@ -656,9 +656,10 @@ class SearchPlan:
         keeps its share. A sizing hint for the first round, never a condition: it sums every snapshot row
         (superseded ones too) and ignores hours not snapshotted yet. None for every other search: on the
         time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
-        no other once merged: migration 022), so most of them still have it."""
+        no other once merged: migration 022), so most of them still have it; with only KEYED_OUTCOMES the
+        candidates are the server's rows that had them (search_outcome_keys)."""
         types = sorted(self.types or ())
-        if not types or self.keyed_outcomes():  # search_outcome_keys names only rows that had the outcome
+        if not types or self.keyed_outcomes():
             return None
         params: dict = {}
         conds = []
