@@ -15,12 +15,12 @@ has both columns (events, latest, latest_by_recipient, latest_outcomes, log_line
 search_outcome_keys). So the latest-state logic (ReplacingMergeTree FINAL: every version of a row is on the
 row's shard) and the per-message access paths stay shard-local. The other tables get
 `cityHash64(<their ORDER BY>)`, so that the versions of one key of a Replacing table (the rollup totals, the
-thresholds, schema_migrations) also meet on one shard and FINAL stays exact. Materialized views are per node and read and write the local tables
-(`latest_mv TO latest_local … FROM events_local`): an event inserted through `events` lands on its message's
-shard and feeds that shard's latest row, access paths and hourly set states there. `events_rollup` (a Null
-table that only feeds the hourly views, migration 020) is Null on every node too, and sharded by message like
-`events`. The set states (uniqExact)
-of the aggregates merge across shards when read through the Distributed tables, so the counters stay exact.
+thresholds, schema_migrations) also meet on one shard and FINAL stays exact. Materialized views are per node
+and read and write the local tables (`latest_mv TO latest_local … FROM events_local`): an event inserted
+through `events` lands on its message's shard and feeds that shard's latest row, access paths and hourly set
+states there. `events_rollup` (a Null table that only feeds the hourly views, migration 020) is Null on every
+node too, and sharded by message like `events`. The set states (uniqExact) of the aggregates merge across
+shards when read through the Distributed tables, so the counters stay exact.
 
 Views are created on every node over the Distributed tables, with `GLOBAL IN` for their subqueries (an hour's
 insert counter or a snapshot's pins are sums over all shards, not per shard). Backfills (`INSERT … SELECT`)

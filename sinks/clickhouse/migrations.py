@@ -241,7 +241,12 @@ def current_retention(client, table: str, cluster: cluster_layout.Cluster | None
     ).result_rows
     if not rows:
         raise RuntimeError(f"table {table} does not exist")
-    m = _TTL_DAYS.search(rows[0][0])
+    return _ttl_days(rows[0][0])
+
+
+def _ttl_days(engine_full: str) -> int:
+    """The TTL days of a table's `engine_full` (0 = no TTL)."""
+    m = _TTL_DAYS.search(engine_full)
     return int(m.group(1)) if m else 0
 
 
@@ -286,17 +291,15 @@ def ensure_retention(
     days = int(days)
     if days < 0:
         raise ValueError("retention days must be >= 0")
-    present = {
-        name
-        for (name,) in client.query(
-            "SELECT name FROM system.tables WHERE database = currentDatabase()"
+    engines = dict(
+        client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
         ).result_rows
-    }
+    )  # on a cluster, the local tables of the node the client is on
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
-        if cluster_layout.stored(table, cluster) not in present:
-            continue
-        if current_retention(client, table, cluster) == days:
+        engine = engines.get(cluster_layout.stored(table, cluster))
+        if engine is None or _ttl_days(engine) == days:
             continue
         if days == 0:
             client.command(f"ALTER TABLE {cluster_layout.target(table, cluster)} REMOVE TTL")
