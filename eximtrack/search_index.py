@@ -1,11 +1,13 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022/026
-(search_keys, search_time, latest_by_recipient, latest_outcomes, search_outcome_keys) and fill them again from
-the stored rows of `latest`.
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022/026/027
+(search_keys, search_time, latest_by_recipient, latest_outcomes, search_outcome_keys, search_inflight_keys) and
+fill them again from the stored rows of `latest`.
 
 The materialized views keep them current on every insert, and the migrations backfill them once, so this is
 needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone).
 Each table is filled by its view's newest query as the migrations define it (one source of truth: what the
-view writes for a new row is what a rebuild writes).
+view writes for a new row is what a rebuild writes), except search_inflight_keys: its view folds each insert
+(a placeholder and its tombstone in one insert write nothing), which over all of `latest` would write every
+tombstone; it is refilled by its migration's backfill, the rows in progress now.
 Searches that read an access path miss rows while it runs; inserts arriving meanwhile are indexed by the
 views (duplicates collapse).
 """
@@ -18,7 +20,16 @@ import time
 
 from sinks.clickhouse import migrations
 
-TABLES = ("search_keys", "search_time", "latest_by_recipient", "latest_outcomes", "search_outcome_keys")
+TABLES = (
+    "search_keys",
+    "search_time",
+    "latest_by_recipient",
+    "latest_outcomes",
+    "search_outcome_keys",
+    "search_inflight_keys",
+)
+# tables refilled by their migration's own backfill (`INSERT INTO <table> …`), not by their view's query
+BACKFILLED_BY_MIGRATION = frozenset({"search_inflight_keys"})
 
 
 _VIEW = re.compile(
@@ -30,21 +41,25 @@ _VIEW = re.compile(
 def backfill_statements() -> list[tuple[str, str]]:
     """[(table, INSERT … SELECT … FROM latest)] for each access-path table: its view's newest query (the
     CREATE of migrations 007/011/018/026, or a later MODIFY QUERY: 009's server keys, 022's row identities) over
-    all of `latest`. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
+    all of `latest`; for BACKFILLED_BY_MIGRATION its migration's backfill. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
     tables (ReplacingMergeTree) fold the duplicates themselves."""
     target: dict[str, str] = {}  # view -> table
     newest: dict[str, str] = {}  # view -> its newest SELECT
+    inserts: dict[str, str] = {}  # table -> its migration's newest backfill (BACKFILLED_BY_MIGRATION)
     for migration in migrations.load_migrations():
         for _, statement in migration.steps():
             m = _VIEW.match(statement.strip())
             if m is None:
+                table = statement.split()[2] if statement.startswith("INSERT INTO ") else ""
+                if table in BACKFILLED_BY_MIGRATION:
+                    inserts[table] = statement.strip()
                 continue
             view = m.group(1) or m.group(3)
             if m.group(2):
                 target[view] = m.group(2)
             newest[view] = m.group(4).replace("SELECT DISTINCT ", "SELECT ", 1)
-    by_table = {table: newest[view] for view, table in target.items()}
-    return [(table, f"INSERT INTO {table} {by_table[table]}") for table in TABLES]
+    by_table = {table: f"INSERT INTO {table} {newest[view]}" for view, table in target.items()}
+    return [(table, inserts.get(table) or by_table[table]) for table in TABLES]
 
 
 def rebuild(store, tables: tuple[str, ...] = TABLES, progress=print) -> list[tuple[str, int, float]]:
@@ -79,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "rebuild-search-index",
         help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes, "
-        "search_outcome_keys) from the stored latest rows",
+        "search_outcome_keys, search_inflight_keys) from the stored latest rows",
     )
     p.add_argument(
         "--table",

@@ -14,6 +14,9 @@ The tables are those of schemas/clickhouse/007_read_paths.sql:
     search_outcome_keys (field, value, type, ts, server, msgid, msgtime)
                                                               search_keys' rows of the versions whose outcome
                                                               is not a success nor in progress (026)
+    search_inflight_keys (field, value, ts, server, msgid, recipient, deliveredto, version, is_deleted)
+                                                              search_keys' rows of the rows in progress, and
+                                                              the tombstones that end them (027)
 
 A search is a list of AND-ed conditions on `latest` (eximtrack/search.py builds them) plus, for each text
 filter, a `TextFilter` saying which columns it tests, how, and with which value. `plan()` picks:
@@ -21,7 +24,8 @@ filter, a `TextFilter` saying which columns it tests, how, and with which value.
   * KEYS: an eq/begins filter on indexed columns (recipient, sender, domain, Message-ID, account, …), or else
     the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value, or of
     search_outcome_keys rows with that value and outcome when every outcome asked is one it holds (a
-    failure, a deferral, …: the value's rows of that outcome, not every message of the value);
+    failure, a deferral, …: the value's rows of that outcome, not every message of the value), or of
+    search_inflight_keys rows with that value when only rows in progress are asked for;
   * TIME: anything else under a sendunixtime sort: candidates are search_time rows read newest first, narrowed
     by what the index rows can say (time window, type, server, msgid, and for each text filter a
     `text LIKE '%value%'` served by its text index);
@@ -200,6 +204,12 @@ OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime
 # every message of the value (most of them delivered) fetched to be re-checked.
 OUTCOME_KEYS_TABLE = "search_outcome_keys"
 KEYED_OUTCOMES = frozenset({"archive", "defer", "failure", "filtered", "rejected"})
+# search_inflight_keys (migration 027): search_keys' rows of the rows in progress (placeholders), with their
+# identity and version, and the tombstones that end them (ReplacingMergeTree: merged, a pair folds). A key
+# filter or a scope asking for rows in progress only reads its candidates there: the value's placeholders not
+# ended yet, instead of every message of the value fetched to find it delivered.
+INFLIGHT_KEYS_TABLE = "search_inflight_keys"
+INFLIGHT_OUTCOMES = frozenset({"inprogress"})
 
 
 def token_edges(value: str, match: str) -> list[tuple[str, bool, bool]]:
@@ -459,6 +469,8 @@ class SearchPlan:
             if self.keyed_outcomes():
                 params["c_types"] = sorted(self.types or ())
                 return CandidateSource(OUTCOME_KEYS_TABLE, [*conds, "type IN {c_types:Array(String)}"])
+            if self.inflight_only():
+                return CandidateSource(INFLIGHT_KEYS_TABLE, [*conds, "is_deleted = 0"])
             return CandidateSource("search_keys", conds)
         conds = self._time_conditions(params, pairs=self.text_index is not False)
         settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
@@ -468,6 +480,13 @@ class SearchPlan:
         """Whether a key path's candidates come from search_outcome_keys: the outcomes asked for are all among
         KEYED_OUTCOMES, whose versions write rows there (an outcome filter; the fetch re-checks it)."""
         return bool(self.types) and set(self.types or ()) <= KEYED_OUTCOMES
+
+    def inflight_only(self) -> bool:
+        """Whether a key path's candidates come from search_inflight_keys: only rows in progress are asked for
+        (INFLIGHT_OUTCOMES), whose latest version is a placeholder not ended there (the fetch re-checks it).
+        Its tombstones not merged yet are left out by `is_deleted = 0`, not by FINAL: a placeholder ended
+        since is a stale candidate, and the read stays a plain range read newest first."""
+        return bool(self.types) and set(self.types or ()) <= INFLIGHT_OUTCOMES
 
     def may_scan_latest(self) -> bool:
         """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
@@ -657,9 +676,10 @@ class SearchPlan:
         (superseded ones too) and ignores hours not snapshotted yet. None for every other search: on the
         time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
         no other once merged: migration 022), so most of them still have it; with only KEYED_OUTCOMES the
-        candidates are the server's rows that had them (search_outcome_keys)."""
+        candidates are the server's rows that had them (search_outcome_keys), with only rows in progress its
+        placeholders not ended (search_inflight_keys)."""
         types = sorted(self.types or ())
-        if not types or self.keyed_outcomes():
+        if not types or self.keyed_outcomes() or self.inflight_only():
             return None
         params: dict = {}
         conds = []
@@ -696,7 +716,7 @@ class TimeConditions:
 class CandidateSource(NamedTuple):
     """Where a search's candidates are read (`SearchPlan.candidate_source`)."""
 
-    table: str  # search_keys, search_outcome_keys, search_time or (scan_latest) latest
+    table: str  # search_keys, search_outcome_keys, search_inflight_keys, search_time or (scan_latest) latest
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
     time_column: str = "ts"  # the arrival time the candidates are ordered by
@@ -961,6 +981,8 @@ def scans_instead(plan: SearchPlan, rounds: int, read: int, found: int, rows: in
 
 __all__ = [
     "GRAMS_INDEX",
+    "INFLIGHT_KEYS_TABLE",
+    "INFLIGHT_OUTCOMES",
     "KEY_FIELDS",
     "KEYED_OUTCOMES",
     "OUTCOME_KEYS_TABLE",

@@ -50,6 +50,13 @@ TTL_BASE = {
     "search_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
     "search_time": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
     "search_outcome_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # search_keys' by outcome (026)
+    "search_inflight_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # ... of rows in progress (027)
+}
+# TTL rules a table keeps whatever its retention (after the retention's rule; none of them in days, so that the
+# retention's days stay the TTL's first `toIntervalDay`): search_inflight_keys deletes its tombstones a day
+# after they were written (migration 027).
+TTL_KEPT = {
+    "search_inflight_keys": "written + toIntervalHour(24) DELETE WHERE is_deleted = 1",
 }
 
 log = logging.getLogger("eximtrack.migrations")
@@ -264,11 +271,20 @@ def ensure_ttl_bases(
         ):
             continue
         client.command(
-            f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days}) "
+            f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {ttl_rules(table, base, days)} "
             "SETTINGS materialize_ttl_after_modify = 0"
         )
         changed.append(table)
     return changed
+
+
+def ttl_rules(table: str, base: str, days: int) -> str:
+    """The TTL of `table` with `days` of retention counted from `base` (none: 0), and the rules it always keeps
+    (TTL_KEPT); '' for no TTL at all."""
+    rules = [f"{base} + toIntervalDay({days})"] if days else []
+    if table in TTL_KEPT:
+        rules.append(TTL_KEPT[table])
+    return ", ".join(rules)
 
 
 def _ttl_clause(client, table: str) -> str:
@@ -301,11 +317,10 @@ def ensure_retention(
         engine = engines.get(cluster_layout.stored(table, cluster))
         if engine is None or _ttl_days(engine) == days:
             continue
-        if days == 0:
+        rules = ttl_rules(table, base, days)
+        if not rules:
             client.command(f"ALTER TABLE {cluster_layout.target(table, cluster)} REMOVE TTL")
         else:
-            client.command(
-                f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {base} + toIntervalDay({days})"
-            )
+            client.command(f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {rules}")
         changed.append(table)
     return changed

@@ -1019,6 +1019,87 @@ def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outco
     assert page({"defer": "1"}, Scope(user="acct")) == [("e@x.org", "defer")]
 
 
+def test_an_upgraded_store_gets_the_inflight_keys_and_searches_rows_in_progress_there(url, store):
+    """Migration 027 on a store filled before it: the rows in progress now write search_keys' rows with their
+    identity (an ended placeholder none); a search by a scope for rows in progress reads its candidates there
+    and returns the latest state's rows. Later inserts reach the table through its view, folded per insert:
+    a placeholder and its tombstone in one insert write nothing, a tombstone of a placeholder inserted before
+    writes its rows (a stale candidate until merged, dropped by the fetch), and the table keeps the store's
+    retention with its rule deleting tombstones a day after they were written."""
+    from eximtrack.search import Scope
+    from eximtrack.web.query import build_search_query
+
+    store.command("SYSTEM STOP MERGES latest")  # each insert's versions stay in a part of their own
+    store.insert_events(
+        [
+            ev("p1", "inprogress", msgid="1fly00-000001-AA", recipient="a@x.org", user="acct", version=1),
+            ev("p2", "inprogress", msgid="1fly00-000001-AA", recipient="b@x.org", user="acct", version=1),
+            ev("p3", "inprogress", msgid="1fly00-000002-AA", recipient="c@x.org", user="acct", version=1),
+        ]
+    )
+    store.insert_events(
+        [
+            ev("p1-del", "inprogress", msgid="1fly00-000001-AA", recipient="a@x.org", user="acct", version=2,
+               is_deleted=1),
+            ev("s1", "success", msgid="1fly00-000001-AA", recipient="a@x.org", deliveredto="a@x.org", user="acct",
+               t=2),
+        ]
+    )  # fmt: skip
+    store.command("DROP VIEW search_inflight_keys_mv")
+    store.command("DROP TABLE search_inflight_keys")
+    store.command("DELETE FROM schema_migrations WHERE version = 27")
+    upgraded = Store.open(url)
+    keyed = (
+        "SELECT DISTINCT recipient, is_deleted FROM search_inflight_keys WHERE field = 'user' AND value = 'acct' "
+        "ORDER BY recipient, is_deleted"
+    )
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("c@x.org", 0)]
+    upgraded.command("SYSTEM START MERGES latest")
+    upgraded.command("SYSTEM STOP MERGES search_inflight_keys")  # until the pair below is shown unmerged
+
+    def page() -> list[str]:
+        sq = build_search_query({"inprogress": "1"}, Scope(user="acct"))
+        assert "FROM search_inflight_keys WHERE" in sq.plan.candidates("DESC", None, 10)[0]
+        names, got = sq.fetch(store_run(upgraded), None, 101)
+        assert all(r[names.index("type")] == "inprogress" for r in got)
+        return sorted(r[names.index("recipient")] for r in got)
+
+    assert page() == ["b@x.org", "c@x.org"]
+    # b's tombstone alone: written (its placeholder is in the table), a stale candidate until merged
+    upgraded.insert_events(
+        [ev("p2-del", "inprogress", msgid="1fly00-000001-AA", recipient="b@x.org", user="acct", version=2,
+            is_deleted=1)]
+    )  # fmt: skip
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("b@x.org", 1), ("c@x.org", 0)]
+    assert page() == ["c@x.org"]
+    # a placeholder ended in its own insert writes nothing; one still open when its insert ends does
+    upgraded.insert_events(
+        [
+            ev("p4", "inprogress", msgid="1fly00-000003-AA", recipient="d@x.org", user="acct", version=1),
+            ev("p4-del", "inprogress", msgid="1fly00-000003-AA", recipient="d@x.org", user="acct", version=2,
+               is_deleted=1),
+            ev("f4", "failure", msgid="1fly00-000003-AA", recipient="d@x.org", deliveredto="d@x.org",
+               user="acct", t=3),
+            ev("p5", "inprogress", msgid="1fly00-000004-AA", recipient="e@x.org", user="acct", version=1, t=4),
+        ]
+    )  # fmt: skip
+    assert count(upgraded, "SELECT count() FROM search_inflight_keys WHERE msgid = '1fly00-000003-AA'") == 0
+    assert page() == ["c@x.org", "e@x.org"]
+    upgraded.command("SYSTEM START MERGES search_inflight_keys")
+    upgraded.command("OPTIMIZE TABLE search_inflight_keys FINAL")  # b's pair folds: its tombstone is left
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 1), ("c@x.org", 0), ("e@x.org", 0)]
+    # the store's retention, and the tombstones' rule kept whatever the retention
+    ttl = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_inflight_keys'"
+    kept = "written + toIntervalHour(24) WHERE is_deleted = 1"
+    assert migrations.current_retention(
+        upgraded.client, "search_inflight_keys"
+    ) == migrations.current_retention(upgraded.client, "search_keys")
+    for days in (0, 45):
+        migrations.ensure_retention(upgraded.client, days)
+        assert migrations.current_retention(upgraded.client, "search_inflight_keys") == days
+        assert kept in count(upgraded, ttl)
+
+
 def test_the_embedded_engine_caches_decompressed_blocks(store):
     """chDB starts with a cache of decompressed blocks ($EXIMTRACK_CHDB_CACHE_MB, default 1 GiB), and both of
     the store's sessions (the writer's and the read-only one) use it; a query can still turn it off."""
@@ -1079,6 +1160,7 @@ def test_retention(url, store):
         "search_keys",
         "search_time",
         "search_outcome_keys",
+        "search_inflight_keys",
     ]
     ttl = store.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_keys'"
@@ -1264,12 +1346,14 @@ def test_rebuild_search_index_refills_the_access_paths(store):
                 subject="Rebuilt index",
             ),
             ev("rb2", "failure", msgid="1reb00-000002-AA", server="mx-Rebuild", recipient="b@x.org", user="rebuilder"),
+            ev("rb3", "inprogress", msgid="1reb00-000003-AA", server="mx-Rebuild", recipient="c@x.org",
+               user="rebuilder"),
         ]
     )  # fmt: skip
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
     # migration 009: the server is a key, as is (server filters are case-sensitive)
     keys = "SELECT count() FROM search_keys FINAL WHERE field = 'server' AND value = 'mx-Rebuild'"
-    assert store.query(keys).result_rows[0][0] == 2  # one row per message
+    assert store.query(keys).result_rows[0][0] == 3  # one row per message
     assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
     assert search(store, server="mx-rebuild") == []
     for table in search_index.TABLES:
@@ -1281,6 +1365,7 @@ def test_rebuild_search_index_refills_the_access_paths(store):
     assert ids(search(store, subject="rebuilt", match="begins")) == ["rb1"]
     assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
     assert ids(search(store, user="rebuilder", type="failure")) == ["rb2"]  # search_outcome_keys (026)
+    assert ids(search(store, user="rebuilder", type="inprogress")) == ["rb3"]  # search_inflight_keys (027)
     # 009's backfill once more (a migration resumed after a crash): duplicates only, folded
     from sinks.clickhouse.migrations import load_migrations
 
@@ -1288,4 +1373,4 @@ def test_rebuild_search_index_refills_the_access_paths(store):
         for _, statement in migration.steps():
             if statement.startswith("INSERT INTO search_keys") and "'server' AS field" in statement:
                 store.command(statement)
-    assert store.query(keys).result_rows[0][0] == 2
+    assert store.query(keys).result_rows[0][0] == 3

@@ -1028,3 +1028,62 @@ def test_the_outcome_keys_view_writes_the_outcomes_the_planner_reads_there():
     listed = re.search(r"WHERE is_deleted = 0 AND type IN \(([^)]*)\)\s*$", sql)
     assert listed, sql
     assert {t.strip().strip("'") for t in listed.group(1).split(",")} == KEYED_OUTCOMES
+
+
+def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
+    """A key filter or a tenant's scope asking for rows in progress only reads its candidates from
+    search_inflight_keys (migration 027), without its tombstones, for a page, a read of every row and a
+    total, and needs no yield hint; with another outcome besides, no outcome, or on the time path, it reads
+    what it read before."""
+    from eximtrack.search import Scope
+    from eximtrack.search_plan import INFLIGHT_KEYS_TABLE, INFLIGHT_OUTCOMES
+    from eximtrack.web.query import build_search_query
+
+    assert {"inprogress"} == INFLIGHT_OUTCOMES and set(OUTCOMES) >= INFLIGHT_OUTCOMES
+    for params, scope in [
+        ({"inprogress": "1"}, Scope(user="Acct")),
+        ({"inprogress": "1"}, Scope(reseller="res")),
+        ({"domain": "big.example", "type": "inprogress"}, None),
+        ({"server": "mx1", "inprogress": "1"}, None),
+        ({"recipient": "a@b.example", "inprogress": "1"}, None),
+    ]:
+        plan = build_search_query(params, scope).plan
+        assert plan.inflight_only() and not plan.keyed_outcomes(), params
+        sql, _ = plan.candidates("DESC", None, 10)
+        assert f"FROM {INFLIGHT_KEYS_TABLE} WHERE field" in sql and sql.count("is_deleted = 0") == 1, params
+        table, access, _ = plan.read_all(by_outcome=True)
+        if plan.recipient_filter() is None:  # a recipient's rows are read whole from latest_by_recipient
+            assert table == "latest" and f"FROM {INFLIGHT_KEYS_TABLE} WHERE" in access[0], params
+        assert plan.yield_sql() is None, params
+    for params, scope in [
+        ({"inprogress": "1", "failure": "1"}, Scope(user="acct")),
+        ({"success": "1"}, Scope(user="acct")),
+        ({"domain": "big.example"}, None),
+        ({"inprogress": "1"}, None),  # the time path: search_time has the outcome of each row
+    ]:
+        plan = build_search_query(params, scope).plan
+        sql, _ = plan.candidates("DESC", None, 10)
+        assert INFLIGHT_KEYS_TABLE not in sql, params
+
+
+def test_the_inflight_keys_view_writes_every_version_in_progress():
+    """search_inflight_keys' view reads every version in progress and every tombstone of `latest`, folds
+    them per row identity (newest version first), and drops only a row whose newest version is a tombstone
+    with its placeholder in the same insert; its rebuild reads the rows in progress of `latest FINAL`. A
+    version in progress the view does not read would lose rows."""
+    from eximtrack.search_index import backfill_statements
+    from eximtrack.search_plan import INFLIGHT_KEYS_TABLE
+    from sinks.clickhouse.migrations import load_migrations
+
+    view = [
+        s
+        for m in load_migrations()
+        for s in m.statements()
+        if s.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {INFLIGHT_KEYS_TABLE}_mv ")
+    ]
+    assert len(view) == 1
+    assert "WHERE type = 'inprogress' OR is_deleted = 1" in view[0]
+    assert "GROUP BY server, msgid, recipient, deliveredto" in view[0]
+    assert "HAVING newest_deleted = 0 OR placeholders = 0" in view[0]
+    rebuild = dict(backfill_statements())[INFLIGHT_KEYS_TABLE]
+    assert "FROM latest FINAL" in rebuild and rebuild.rstrip(";").endswith("WHERE type = 'inprogress'")
