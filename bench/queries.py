@@ -672,6 +672,8 @@ def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
         # a value with outcomes other than a success (search_outcome_keys, migration 026)
         "domain_failures": {"domain": p["big_domain"], "failure": "1"},
         "server_deferred": {"server": p["server"], "defer": "1"},
+        # a value's rows in progress only (search_inflight_keys, migration 027)
+        "domain_in_flight": {"domain": p["big_domain"], "inprogress": "1"},
         "newest": {},
     }  # fmt: skip
     out = {name: ("/api/v1/search", params, 1) for name, params in searches.items()}

@@ -37,6 +37,7 @@ QUERY_LABELS = {
     "server_type": "one server, delivered only (API page)",
     "domain_failures": "the biggest sender domain's failures (API page)",
     "server_deferred": "one server's deferrals (API page)",
+    "domain_in_flight": "the biggest sender domain's rows in progress (API page)",
     "newest": "the newest page, no filter (API)",
     "failures_page10": "the 10th cursor page of a fleet-wide failure search (API)",
     "total_recipient": "recipient page + exact total (`with_total=1`)",

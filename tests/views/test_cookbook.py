@@ -185,6 +185,19 @@ def check_failed_mail_of_customer_fast(store, sql):
     assert got and got == _rows(store, cookbook()["failed_mail_of_customer"], params)
 
 
+def check_mail_in_flight_of_domain(store, sql):
+    """The access-path form returns exactly the rows in progress of each sender domain in `latest FINAL`."""
+    naive = (
+        "SELECT sendunixtime, server, msgid, email, recipient FROM latest FINAL WHERE lower(domain) = "
+        "lower({domain:String}) AND type = 'inprogress' ORDER BY sendunixtime DESC, server, msgid, recipient"
+    )
+    domains = _rows(store, "SELECT DISTINCT domain FROM latest FINAL WHERE type = 'inprogress' AND domain != ''")
+    assert domains  # the logs leave some mail in progress
+    for (domain,) in domains:
+        got = _rows(store, sql, {"domain": domain})
+        assert got and got == _rows(store, naive, {"domain": domain}), domain
+
+
 def check_newest_by_subject_word(store, sql):
     word = _rows(
         store,
