@@ -191,7 +191,9 @@ def check_mail_in_flight_of_domain(store, sql):
         "SELECT sendunixtime, server, msgid, email, recipient FROM latest FINAL WHERE lower(domain) = "
         "lower({domain:String}) AND type = 'inprogress' ORDER BY sendunixtime DESC, server, msgid, recipient"
     )
-    domains = _rows(store, "SELECT DISTINCT domain FROM latest FINAL WHERE type = 'inprogress' AND domain != ''")
+    domains = _rows(
+        store, "SELECT DISTINCT domain FROM latest FINAL WHERE type = 'inprogress' AND domain != ''"
+    )
     assert domains  # the logs leave some mail in progress
     for (domain,) in domains:
         got = _rows(store, sql, {"domain": domain})
