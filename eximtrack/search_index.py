@@ -41,8 +41,9 @@ _VIEW = re.compile(
 def backfill_statements() -> list[tuple[str, str]]:
     """[(table, INSERT … SELECT … FROM latest)] for each access-path table: its view's newest query (the
     CREATE of migrations 007/011/018/026, or a later MODIFY QUERY: 009's server keys, 022's row identities) over
-    all of `latest`; for BACKFILLED_BY_MIGRATION its migration's backfill. Without the views' DISTINCT: over a whole table it would hold every row in memory, while the
-    tables (ReplacingMergeTree) fold the duplicates themselves."""
+    all of `latest`, without the views' DISTINCT (over a whole table it would hold every row in memory, while
+    the tables, ReplacingMergeTree, fold the duplicates themselves); for BACKFILLED_BY_MIGRATION its
+    migration's own backfill."""
     target: dict[str, str] = {}  # view -> table
     newest: dict[str, str] = {}  # view -> its newest SELECT
     inserts: dict[str, str] = {}  # table -> its migration's newest backfill (BACKFILLED_BY_MIGRATION)
