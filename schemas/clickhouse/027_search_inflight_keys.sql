@@ -11,12 +11,12 @@
 -- searchable values of search_keys with the row's identity, version and `is_deleted` (ReplacingMergeTree):
 -- the placeholder's key rows, and the tombstone its first result writes (`is_deleted = 1`). Sorted by
 -- (field, value, ts), a value's rows in progress are one range read newest first. The view folds each insert
--- (GROUP BY the row identity, newest version first): a placeholder that got its tombstone in the same insert
--- writes nothing; a tombstone writes its key rows only when its placeholder came in an earlier insert. So
--- the table holds the rows in progress at the end of an insert, and the tombstones that cancel them, and its
--- merges fold each pair (the tombstone wins). A tombstone is deleted a day after it was written (TTL on
--- `written`, by then merged with its placeholder); one deleted earlier only lets its placeholder's key rows
--- come back as a candidate.
+-- by row identity, keeping its newest version's fields, and builds the key rows after the fold, for the rows
+-- it writes only: a placeholder that got its tombstone in the same insert writes nothing; a tombstone writes
+-- its key rows only when its placeholder came in an earlier insert. So the table holds the rows in progress
+-- at the end of an insert, and the tombstones that cancel them, and its merges fold each pair (the tombstone
+-- wins). A tombstone is deleted a day after it was written (TTL on `written`, by then merged with its
+-- placeholder); one deleted earlier only lets its placeholder's key rows come back as a candidate.
 --
 -- Exact like search_keys: every version whose outcome is `inprogress` is written (or folded into a newer one
 -- of its insert), and nothing but a newer version of the same row removes it, so the latest version of every
@@ -52,20 +52,26 @@ TTL addDays(toDateTime(if(ts = 0, msgtime, ts)), 31) + toIntervalDay(90),
 SETTINGS index_granularity = 8192;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS search_inflight_keys_mv TO search_inflight_keys AS
-SELECT kv.1 AS field, kv.2 AS value, ts, server, msgid, recipient, deliveredto, msgtime, newest_version AS version,
-    newest_deleted AS is_deleted
+SELECT kv.1 AS field, kv.2 AS value, ts, server, msgid, recipient, deliveredto, msgtime, version, is_deleted
 FROM
 (
-    SELECT server, msgid, recipient, deliveredto, any(msgtime) AS msgtime, max(version) AS newest_version,
-        argMax(is_deleted, version) AS newest_deleted, countIf(is_deleted = 0) AS placeholders,
-        argMax(sendunixtime, version) AS ts,
-        argMax(arrayFilter(kv -> kv.2 != '', [('recipient', lower(recipient)), ('deliveredto', if(lower(deliveredto) = lower(recipient), '', lower(deliveredto))), ('email', lower(email)), ('sender', if(lower(sender) = lower(email), '', lower(sender))), ('domain', lower(domain)), ('user', lower(user)), ('owner', lower(owner)), ('deliveryuser', lower(deliveryuser)), ('deliveryowner', lower(deliveryowner)), ('message_id', lower(message_id)), ('senderip', lower(senderip)), ('parent_msgid', parent_msgid), ('server', toString(server))]), version) AS kvs
-    FROM latest
-    WHERE type = 'inprogress' OR is_deleted = 1
-    GROUP BY server, msgid, recipient, deliveredto
-    HAVING newest_deleted = 0 OR placeholders = 0
+    SELECT server, msgid, recipient, deliveredto, msgtime, newest_version AS version, newest_deleted AS is_deleted,
+        newest.1 AS ts, newest.2 AS email, newest.3 AS sender, newest.4 AS domain, newest.5 AS user,
+        newest.6 AS owner, newest.7 AS deliveryuser, newest.8 AS deliveryowner, newest.9 AS message_id,
+        newest.10 AS senderip, newest.11 AS parent_msgid
+    FROM
+    (
+        SELECT server, msgid, recipient, deliveredto, any(msgtime) AS msgtime, max(version) AS newest_version,
+            argMax(is_deleted, version) AS newest_deleted, countIf(is_deleted = 0) AS placeholders,
+            argMax((sendunixtime, email, sender, domain, user, owner, deliveryuser, deliveryowner, message_id,
+                senderip, parent_msgid), version) AS newest
+        FROM latest
+        WHERE type = 'inprogress' OR is_deleted = 1
+        GROUP BY server, msgid, recipient, deliveredto
+        HAVING newest_deleted = 0 OR placeholders = 0
+    )
 )
-ARRAY JOIN kvs AS kv;
+ARRAY JOIN arrayFilter(kv -> kv.2 != '', [('recipient', lower(recipient)), ('deliveredto', if(lower(deliveredto) = lower(recipient), '', lower(deliveredto))), ('email', lower(email)), ('sender', if(lower(sender) = lower(email), '', lower(sender))), ('domain', lower(domain)), ('user', lower(user)), ('owner', lower(owner)), ('deliveryuser', lower(deliveryuser)), ('deliveryowner', lower(deliveryowner)), ('message_id', lower(message_id)), ('senderip', lower(senderip)), ('parent_msgid', parent_msgid), ('server', toString(server))]) AS kv;
 
 INSERT INTO search_inflight_keys (field, value, ts, server, msgid, recipient, deliveredto, msgtime, version, is_deleted)
 SELECT kv.1, kv.2, sendunixtime, server, msgid, recipient, deliveredto, msgtime, version, is_deleted

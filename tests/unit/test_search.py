@@ -1087,3 +1087,7 @@ def test_the_inflight_keys_view_writes_every_version_in_progress():
     assert "HAVING newest_deleted = 0 OR placeholders = 0" in view[0]
     rebuild = dict(backfill_statements())[INFLIGHT_KEYS_TABLE]
     assert "FROM latest FINAL" in rebuild and rebuild.rstrip(";").endswith("WHERE type = 'inprogress'")
+    # the view, its backfill and search_keys' view write the same keys of a row
+    keys = re.compile(r"ARRAY JOIN (arrayFilter\(.*?\)\]\)) AS kv", re.S)
+    search_keys = dict(backfill_statements())["search_keys"]
+    assert keys.search(view[0]).group(1) == keys.search(rebuild).group(1) == keys.search(search_keys).group(1)
