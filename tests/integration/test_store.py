@@ -131,10 +131,7 @@ def test_an_upgraded_store_gets_the_recipient_ordered_copy(url, store):
             ev("up3", "defer", msgid="1upg00-000002-AA", recipient="old@example.org", deliveredto="x", t=9),
         ]
     )
-    store.command("DROP VIEW latest_by_recipient_mv")
-    store.command("DROP TABLE latest_by_recipient")
-    store.command("DELETE FROM schema_migrations WHERE version = 11")
-    upgraded = Store.open(url)
+    upgraded = upgraded_from_before(url, store, "latest_by_recipient", 11)
     assert count(upgraded, "SELECT count() FROM latest_by_recipient") == count(
         upgraded, "SELECT count() FROM latest"
     )
@@ -278,6 +275,15 @@ def test_a_database_with_other_tables_is_laid_out_by_the_migrations(url):
     migrations.applied_versions(other.client)
     assert migrations.apply_baseline(other.client, migrations.load_migrations()) == []
     assert migrations.apply_migrations(other.client) == [m.version for m in migrations.load_migrations()]
+
+
+def upgraded_from_before(url: str, store: Store, table: str, version: int) -> Store:
+    """`store` as a release before migration `version` left it (that migration's table `table` and its view
+    `table`_mv dropped, the migration not recorded), opened again: the migration runs and backfills."""
+    store.command(f"DROP VIEW {table}_mv")
+    store.command(f"DROP TABLE {table}")
+    store.command(f"DELETE FROM schema_migrations WHERE version = {version}")
+    return Store.open(url)
 
 
 def store_before(url: str, version: int, tmp_path) -> Store:
@@ -936,10 +942,7 @@ def test_an_upgraded_store_gets_the_narrow_copy_and_counts_there(url, store):
         ]
     )
     store.insert_events([ev("n2", "failure", msgid="1nar00-000001-AA", recipient="b@x.org", t=9)])  # a replay
-    store.command("DROP VIEW latest_outcomes_mv")
-    store.command("DROP TABLE latest_outcomes")
-    store.command("DELETE FROM schema_migrations WHERE version = 18")
-    upgraded = Store.open(url)
+    upgraded = upgraded_from_before(url, store, "latest_outcomes", 18)
     state = "SELECT server, msgid, recipient, deliveredto, type, version, sendunixtime, actionunixtime FROM {} FINAL"
     got = sorted(upgraded.query(state.format("latest_outcomes")).result_rows)
     assert got == sorted(upgraded.query(state.format("latest")).result_rows) and len(got) == 3
@@ -986,10 +989,7 @@ def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outco
             ev("k4", "rejected", msgid="1key00-000003-AA", recipient="d@y.org", user="other", t=4),
         ]
     )  # fmt: skip
-    store.command("DROP VIEW search_outcome_keys_mv")
-    store.command("DROP TABLE search_outcome_keys")
-    store.command("DELETE FROM schema_migrations WHERE version = 26")
-    upgraded = Store.open(url)
+    upgraded = upgraded_from_before(url, store, "search_outcome_keys", 26)
     rows = upgraded.query(
         "SELECT DISTINCT msgid, type FROM search_outcome_keys WHERE field = 'user' AND value = 'acct' "
         "ORDER BY msgid, type"
@@ -1045,10 +1045,7 @@ def test_an_upgraded_store_gets_the_inflight_keys_and_searches_rows_in_progress_
                t=2),
         ]
     )  # fmt: skip
-    store.command("DROP VIEW search_inflight_keys_mv")
-    store.command("DROP TABLE search_inflight_keys")
-    store.command("DELETE FROM schema_migrations WHERE version = 27")
-    upgraded = Store.open(url)
+    upgraded = upgraded_from_before(url, store, "search_inflight_keys", 27)
     keyed = (
         "SELECT DISTINCT recipient, is_deleted FROM search_inflight_keys WHERE field = 'user' AND value = 'acct' "
         "ORDER BY recipient, is_deleted"
