@@ -263,12 +263,14 @@ def ensure_ttl_bases(
     """Rewrite, keeping its days, the TTL of every table whose TTL counts from another expression than
     `tables` says (default TTL_BASE: an older migration's TTL); returns the tables changed. Existing parts
     are not rewritten: their merges apply the new TTL."""
+    engines = _engines(client)
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
-        days = current_retention(client, table, cluster)
-        if not days or _ttl_clause(client, cluster_layout.stored(table, cluster)).startswith(
-            base.replace(" ", "")
-        ):
+        engine = engines.get(cluster_layout.stored(table, cluster))
+        if engine is None:
+            raise RuntimeError(f"table {table} does not exist")
+        days = _ttl_days(engine)
+        if not days or _ttl_clause(engine).startswith(base.replace(" ", "")):
             continue
         client.command(
             f"ALTER TABLE {cluster_layout.target(table, cluster)} MODIFY TTL {ttl_rules(table, base, days)} "
@@ -287,31 +289,33 @@ def ttl_rules(table: str, base: str, days: int) -> str:
     return ", ".join(rules)
 
 
-def _ttl_clause(client, table: str) -> str:
-    """The TTL expression of `table` as ClickHouse shows it, without spaces ('' when it has none)."""
-    engine = client.query(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-        parameters={"t": table},
-    ).result_rows[0][0]
-    _, _, ttl = engine.partition(" TTL ")
+def _ttl_clause(engine_full: str) -> str:
+    """The TTL expression of a table's `engine_full` as ClickHouse shows it, without spaces ('' when none)."""
+    _, _, ttl = engine_full.partition(" TTL ")
     return ttl.replace(" ", "")
+
+
+def _engines(client) -> dict[str, str]:
+    """{table: engine_full} of the current database (on a cluster, the local tables of the node the client is
+    on): one read for every table's TTL."""
+    return dict(
+        client.query(
+            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
+        ).result_rows
+    )
 
 
 def ensure_retention(
     client, days: int, tables: dict[str, str] | None = None, cluster: cluster_layout.Cluster | None = None
 ) -> list[str]:
     """Set the TTL of `tables` ({table: time expression the TTL counts from}; default: the data tables) to
-    `days` (0 removes the TTL); returns the tables changed. A table the store does not have yet (a store laid
-    out by a release before the migration that creates it) is left to that migration: Store.open gives the
-    tables of the migrations it applied the store's retention."""
+    `days` (0 removes the retention's rule; the rules of TTL_KEPT stay); returns the tables changed. A table
+    the store does not have yet (a store laid out by a release before the migration that creates it) is left
+    to that migration: Store.open gives the tables of the migrations it applied the store's retention."""
     days = int(days)
     if days < 0:
         raise ValueError("retention days must be >= 0")
-    engines = dict(
-        client.query(
-            "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"
-        ).result_rows
-    )  # on a cluster, the local tables of the node the client is on
+    engines = _engines(client)
     changed = []
     for table, base in (TTL_BASE if tables is None else tables).items():
         engine = engines.get(cluster_layout.stored(table, cluster))
