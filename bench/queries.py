@@ -674,6 +674,8 @@ def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
         "server_deferred": {"server": p["server"], "defer": "1"},
         # a value's rows in progress only (search_inflight_keys, migration 027)
         "domain_in_flight": {"domain": p["big_domain"], "inprogress": "1"},
+        # ... and its rows not delivered: deferred, failed or in progress (both tables)
+        "domain_not_delivered": {"domain": p["big_domain"], "defer": "1", "failure": "1", "inprogress": "1"},
         "newest": {},
     }  # fmt: skip
     out = {name: ("/api/v1/search", params, 1) for name, params in searches.items()}

@@ -38,6 +38,7 @@ QUERY_LABELS = {
     "domain_failures": "the biggest sender domain's failures (API page)",
     "server_deferred": "one server's deferrals (API page)",
     "domain_in_flight": "the biggest sender domain's rows in progress (API page)",
+    "domain_not_delivered": "the biggest sender domain's rows deferred, failed or in progress (API page)",
     "newest": "the newest page, no filter (API)",
     "failures_page10": "the 10th cursor page of a fleet-wide failure search (API)",
     "total_recipient": "recipient page + exact total (`with_total=1`)",

@@ -25,7 +25,8 @@ filter, a `TextFilter` saying which columns it tests, how, and with which value.
     the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value, or of
     search_outcome_keys rows with that value and outcome when every outcome asked is one it holds (a
     failure, a deferral, …: the value's rows of that outcome, not every message of the value), or of
-    search_inflight_keys rows with that value when only rows in progress are asked for;
+    search_inflight_keys rows with that value when only rows in progress are asked for, or the newest of
+    both when rows in progress and such outcomes are (mail not delivered: deferred, failed or in progress);
   * TIME: anything else under a sendunixtime sort: candidates are search_time rows read newest first, narrowed
     by what the index rows can say (time window, type, server, msgid, and for each text filter a
     `text LIKE '%value%'` served by its text index);
@@ -466,27 +467,42 @@ class SearchPlan:
         f = self.key_filter()
         if f is not None:
             conds = self._key_conditions(f, params) + self._window(params)
-            if self.keyed_outcomes():
-                params["c_types"] = sorted(self.types or ())
-                return CandidateSource(OUTCOME_KEYS_TABLE, [*conds, "type IN {c_types:Array(String)}"])
-            if self.inflight_only():
-                return CandidateSource(INFLIGHT_KEYS_TABLE, [*conds, "is_deleted = 0"])
+            branches = []
+            for table in self.outcome_tables():
+                if table == OUTCOME_KEYS_TABLE:
+                    params["c_types"] = sorted(set(self.types or ()) & KEYED_OUTCOMES)
+                    branches.append((table, [*conds, "type IN {c_types:Array(String)}"]))
+                else:
+                    branches.append((table, [*conds, "is_deleted = 0"]))
+            if branches:
+                (table, first), *more = branches
+                return CandidateSource(table, first, more=tuple(more))
             return CandidateSource("search_keys", conds)
         conds = self._time_conditions(params, pairs=self.text_index is not False)
         settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
         return CandidateSource("search_time", conds.sql + self._window(params), settings)
 
-    def keyed_outcomes(self) -> bool:
-        """Whether a key path's candidates come from search_outcome_keys: the outcomes asked for are all among
-        KEYED_OUTCOMES, whose versions write rows there (an outcome filter; the fetch re-checks it)."""
-        return bool(self.types) and set(self.types or ()) <= KEYED_OUTCOMES
-
-    def inflight_only(self) -> bool:
-        """Whether a key path's candidates come from search_inflight_keys: only rows in progress are asked for
-        (INFLIGHT_OUTCOMES), whose latest version is a placeholder not ended there (the fetch re-checks it).
-        Its tombstones not merged yet are left out by `is_deleted = 0`, not by FINAL: a placeholder ended
-        since is a stale candidate, and the read stays a plain range read newest first."""
-        return bool(self.types) and set(self.types or ()) <= INFLIGHT_OUTCOMES
+    def outcome_tables(self) -> tuple[str, ...]:
+        """The tables a key path's candidates come from when every outcome asked for has rows of its own
+        (an outcome filter; the fetch re-checks it), or () for search_keys (a success asked, or no outcome):
+        search_outcome_keys for those among KEYED_OUTCOMES, whose versions write rows there;
+        search_inflight_keys for rows in progress (INFLIGHT_OUTCOMES), whose latest version is a placeholder
+        not ended there. Its tombstones not merged yet are left out by `is_deleted = 0`, not by FINAL: a
+        placeholder ended since is a stale candidate, and the read stays a plain range read newest first.
+        Both when both are asked (a customer's mail not delivered: deferred, failed or in progress): each
+        holds a superset of its outcomes' rows, so the two together hold one of the answer, and the
+        candidates are the newest of both (`candidates`)."""
+        types = set(self.types or ())
+        if not types or not types <= KEYED_OUTCOMES | INFLIGHT_OUTCOMES:
+            return ()
+        return tuple(
+            table
+            for table, outcomes in (
+                (OUTCOME_KEYS_TABLE, KEYED_OUTCOMES),
+                (INFLIGHT_KEYS_TABLE, INFLIGHT_OUTCOMES),
+            )
+            if types & outcomes
+        )
 
     def may_scan_latest(self) -> bool:
         """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
@@ -538,9 +554,11 @@ class SearchPlan:
             return RECIPIENT_TABLE, ["recipient_lower LIKE {c_prefix:String}"], params
         if not (self.selective() or self.scan_latest or (by_outcome and self.types is not None)):
             return "latest", [], params
-        source = self.candidate_source(params)
-        where = " WHERE " + " AND ".join(source.conditions) if source.conditions else ""
-        return "latest", [f"{KEY} IN (SELECT msgtime, server, msgid FROM {source.table}{where})"], params
+        named = " UNION ALL ".join(
+            f"SELECT msgtime, server, msgid FROM {table}{where_clause(conds)}"
+            for table, conds in self.candidate_source(params).branches()
+        )
+        return "latest", [f"{KEY} IN ({named})"], params
 
     def candidates(
         self, direction: str, bound_ms: int | None, k: int, edge_ms: int | None = None
@@ -549,19 +567,33 @@ class SearchPlan:
         before `edge_ms` if given: (ts ms, server, msgid, msgtime[, the recipient's value on a recipient
         path]). Ordered by `ts` alone, so that the access path is read in its own order and stops early."""
         params: dict = {"c_k": k}
-        table, conds, settings, ts = self.candidate_source(params)
+        source = self.candidate_source(params)
+        ts = source.time_column
+        near = []
         if bound_ms is not None:
             params["c_bound"] = bound_ms
             op = "<=" if direction == "DESC" else ">="
-            conds.append(f"{ts} {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
+            near.append(f"{ts} {op} fromUnixTimestamp64Milli({{c_bound:Int64}}, 'UTC')")
         if edge_ms is not None:
             params["c_edge"] = edge_ms
-            conds.append(f"{ts} >= fromUnixTimestamp64Milli({{c_edge:Int64}}, 'UTC')")
-        where = " WHERE " + " AND ".join(conds) if conds else ""
+            near.append(f"{ts} >= fromUnixTimestamp64Milli({{c_edge:Int64}}, 'UTC')")
         value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
+        order = f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}"
+        branches = source.branches()
+        if len(branches) == 1:
+            table = f"{source.table}{where_clause(source.conditions + near)}"
+        else:  # the first k of each, each read in its own order; the first k of them all are among those
+            table = (
+                "("
+                + " UNION ALL ".join(
+                    f"(SELECT {ts}, server, msgid, msgtime{value} FROM {t}{where_clause(conds + near)} {order})"
+                    for t, conds in branches
+                )
+                + ")"
+            )
         sql = (
-            f"SELECT toUnixTimestamp64Milli({ts}), server, msgid, toUInt32(msgtime){value} FROM {table}{where} "
-            f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}{settings}"
+            f"SELECT toUnixTimestamp64Milli({ts}), server, msgid, toUInt32(msgtime){value} FROM {table} "
+            f"{order}{source.settings}"
         )
         return sql, params
 
@@ -679,7 +711,7 @@ class SearchPlan:
         candidates are the server's rows that had them (search_outcome_keys), with only rows in progress its
         placeholders not ended (search_inflight_keys)."""
         types = sorted(self.types or ())
-        if not types or self.keyed_outcomes() or self.inflight_only():
+        if not types or self.outcome_tables():
             return None
         params: dict = {}
         conds = []
@@ -699,7 +731,7 @@ class SearchPlan:
             if ms is not None:
                 params[name] = ms
                 conds.append(f"hour {op} toStartOfHour(fromUnixTimestamp64Milli({ph(name, 'Int64')}, 'UTC'))")
-        where = " WHERE " + " AND ".join(conds) if conds else ""
+        where = where_clause(conds)
         return f"SELECT {now}, {ever} FROM mail_hourly_snap{where}", params
 
 
@@ -720,6 +752,18 @@ class CandidateSource(NamedTuple):
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
     time_column: str = "ts"  # the arrival time the candidates are ordered by
+    more: tuple[
+        tuple[str, list[str]], ...
+    ] = ()  # further (table, conditions) read beside it (`outcome_tables`)
+
+    def branches(self) -> list[tuple[str, list[str]]]:
+        """Every (table, conditions) whose rows together are the candidates."""
+        return [(self.table, self.conditions), *self.more]
+
+
+def where_clause(conditions: Sequence[str]) -> str:
+    """` WHERE c1 AND c2 …`, or "" for no condition."""
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
 
 
 def candidate_settings(indexed: bool, pairs: bool) -> str:
@@ -819,8 +863,7 @@ def decide_scan(run: Callable[[str, dict], tuple[list[str], list[tuple]]], plan:
     scan = dataclasses.replace(plan, scan_latest=True)
     params: dict = {}
     source = scan.candidate_source(params)  # the rows the scan reads, counted
-    where = " WHERE " + " AND ".join(source.conditions) if source.conditions else ""
-    sql = f"SELECT count() FROM (SELECT 1 FROM {source.table}{where} LIMIT {SCAN_MAX_ROWS + 1})"
+    sql = f"SELECT count() FROM (SELECT 1 FROM {source.table}{where_clause(source.conditions)} LIMIT {SCAN_MAX_ROWS + 1})"
     got = run(sql, params)[1]
     return scan if got and got[0][0] <= SCAN_MAX_ROWS else plan
 

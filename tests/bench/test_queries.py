@@ -348,6 +348,9 @@ def test_builders_equal_naive_sql(store):
     flight = "type = 'inprogress'"
     f_domain, f_user, f_reseller = most("domain", flight), most("user", flight), most("owner", flight)
     f_rcpt = most("recipient", flight)
+    # rows not delivered (deferred, failed or in progress): candidates from both tables, the newest of each
+    open_, pending = f"(type = 'inprogress' OR {failures} OR {defers})", f"(type = 'inprogress' OR {defers})"
+    o_domain, o_user, o_rcpt = most("domain", open_), most("user", pending), most("recipient", open_)
     in_user = "(lower(user) = {v:String} OR lower(deliveryuser) = {v:String})"
     in_reseller = " OR ".join(
         f"lower({c}) = {{v:String}}" for c in ("owner", "user", "deliveryowner", "deliveryuser")
@@ -364,6 +367,14 @@ def test_builders_equal_naive_sql(store):
         ({"recipient": f_rcpt, "inprogress": "1"}, f"lower(recipient) = {{v:String}} AND {flight}", {"v": f_rcpt}),
         ({"inprogress": "1"}, f"{in_user} AND {flight}", {"v": f_user}, Scope(user=f_user)),
         ({"inprogress": "1"}, f"({in_reseller}) AND {flight}", {"v": f_reseller}, Scope(reseller=f_reseller)),
+        (
+            {"domain": o_domain, "defer": "1", "failure": "1", "inprogress": "1"},
+            f"lower(domain) = {{v:String}} AND {open_}", {"v": o_domain},
+        ),
+        ({"server": p["server"], "defer": "1", "inprogress": "1"}, f"server = {{v:String}} AND {pending}", {"v": p["server"]}),
+        ({"recipient": o_rcpt, "failure": "1", "inprogress": "1"}, f"lower(recipient) = {{v:String}} AND (type = 'inprogress' OR {failures})", {"v": o_rcpt}),
+        ({"defer": "1", "inprogress": "1"}, f"{in_user} AND {pending}", {"v": o_user}, Scope(user=o_user)),
+        ({"failure": "1", "inprogress": "1"}, f"({in_reseller}) AND (type = 'inprogress' OR {failures})", {"v": f_reseller}, Scope(reseller=f_reseller)),
     ]  # fmt: skip
 
     def check_every_case():
@@ -718,6 +729,19 @@ def test_access_paths_are_read_as_planned(store):
     ).count()
     plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
     assert "latest_outcomes" in plan and "search_time" not in plan and "idx_sendunixtime" in plan
+    # a value's rows not delivered: the newest of each of its two tables (026, 027), each by its primary key
+    sq = q.build_search_query({"sender": store.probes["sender"], "defer": "1", "inprogress": "1"}, None)
+    plan = "\n".join(
+        r[0]
+        for r in store.query(
+            f"EXPLAIN indexes = 1 {sq.plan.candidates('DESC', None, 300)[0]}",
+            sq.plan.candidates("DESC", None, 300)[1],
+        ).result_rows
+    )
+    for table in ("search_outcome_keys", "search_inflight_keys"):
+        read = plan.split(f".{table})", 1)  # ReadFromMergeTree (<database>.<table>)
+        assert len(read) == 2 and "PrimaryKey" in read[1].split("ReadFromMergeTree", 1)[0], plan
+        assert "value" in read[1].split("PrimaryKey", 1)[1].split("Condition", 1)[0], plan
 
 
 def test_fill_resumes_after_a_stop(tmp_path):

@@ -678,9 +678,9 @@ def test_a_server_search_by_outcome_sizes_its_first_round_by_the_outcome_share_o
     assert "server = {y_server:String}" in sql and params == {"y_server": "web01"}
     assert f"hour >= toStartOfHour(now()) - INTERVAL {YIELD_SAMPLE_HOURS} HOUR" in sql
     sql, params = build_search_query(
-        {"server": "web01", "inprogress": "1", "defer": "1", "enddate": "1780000000"}, None
+        {"server": "web01", "success": "1", "defer": "1", "enddate": "1780000000"}, None
     ).plan.yield_sql()
-    assert "sum(deferred) + sum(inprogress), sum(rows) + sum(rejected)" in sql
+    assert "sum(archive) + sum(deferred) + sum(filtered) + sum(success), sum(rows) + sum(rejected)" in sql
     assert "fromUnixTimestamp64Milli({y_until:Int64}, 'UTC')) - INTERVAL" in sql
     assert params == {"y_server": "web01", "y_until": 1780000000000}
     for params in (
@@ -688,6 +688,7 @@ def test_a_server_search_by_outcome_sizes_its_first_round_by_the_outcome_share_o
         {"server": "web01", "type": "success", "recipient": "a@b.c"},  # the recipient is the path
         {"server": "web0", "server_searchmatch": "begins", "type": "success"},
         {"server": "web01", "failure": "1"},  # search_outcome_keys names the server's failures only (026)
+        {"server": "web01", "inprogress": "1", "defer": "1"},  # and with 027 its rows in progress too
     ):
         assert build_search_query(params, None).plan.yield_sql() is None, params
     for found, first in (([(80, 100)], math.ceil(101 / 0.8 * BROAD_YIELD_MARGIN)), ([(0, 0)], 101)):
@@ -994,7 +995,7 @@ def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
     ]
     for params, scope, types in cases:
         plan = build_search_query(params, scope).plan
-        assert plan.keyed_outcomes(), params
+        assert plan.outcome_tables() == (OUTCOME_KEYS_TABLE,), params
         sql, bound = plan.candidates("DESC", None, 10)
         assert f"FROM {OUTCOME_KEYS_TABLE} WHERE field" in sql and "type IN {c_types:Array(String)}" in sql
         assert bound["c_types"] == types, params
@@ -1011,7 +1012,7 @@ def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
         ({"subject": "invoice", "failure": "1"}, None),
     ]:
         plan = build_search_query(params, scope).plan
-        assert not plan.keyed_outcomes() or plan.key_filter() is None, params
+        assert OUTCOME_KEYS_TABLE not in plan.outcome_tables() or plan.key_filter() is None, params
         sql, _ = plan.candidates("DESC", None, 10)
         assert OUTCOME_KEYS_TABLE not in sql, params
     assert build_search_query({"server": "mx1", "success": "1"}, None).plan.yield_sql() is not None
@@ -1033,8 +1034,8 @@ def test_the_outcome_keys_view_writes_the_outcomes_the_planner_reads_there():
 def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
     """A key filter or a tenant's scope asking for rows in progress only reads its candidates from
     search_inflight_keys (migration 027), without its tombstones, for a page, a read of every row and a
-    total, and needs no yield hint; with another outcome besides, no outcome, or on the time path, it reads
-    what it read before."""
+    total, and needs no yield hint; with a success besides, no outcome, or on the time path, it reads what it
+    read before."""
     from eximtrack.search import Scope
     from eximtrack.search_plan import INFLIGHT_KEYS_TABLE, INFLIGHT_OUTCOMES
     from eximtrack.web.query import build_search_query
@@ -1048,7 +1049,7 @@ def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
         ({"recipient": "a@b.example", "inprogress": "1"}, None),
     ]:
         plan = build_search_query(params, scope).plan
-        assert plan.inflight_only() and not plan.keyed_outcomes(), params
+        assert plan.outcome_tables() == (INFLIGHT_KEYS_TABLE,), params
         sql, _ = plan.candidates("DESC", None, 10)
         assert f"FROM {INFLIGHT_KEYS_TABLE} WHERE field" in sql and sql.count("is_deleted = 0") == 1, params
         table, access, _ = plan.read_all(by_outcome=True)
@@ -1056,7 +1057,7 @@ def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
             assert table == "latest" and f"FROM {INFLIGHT_KEYS_TABLE} WHERE" in access[0], params
         assert plan.yield_sql() is None, params
     for params, scope in [
-        ({"inprogress": "1", "failure": "1"}, Scope(user="acct")),
+        ({"inprogress": "1", "success": "1"}, Scope(user="acct")),
         ({"success": "1"}, Scope(user="acct")),
         ({"domain": "big.example"}, None),
         ({"inprogress": "1"}, None),  # the time path: search_time has the outcome of each row
@@ -1064,6 +1065,55 @@ def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
         plan = build_search_query(params, scope).plan
         sql, _ = plan.candidates("DESC", None, 10)
         assert INFLIGHT_KEYS_TABLE not in sql, params
+
+
+def test_a_key_path_for_rows_not_delivered_reads_the_newest_of_both_outcome_tables():
+    """A key filter or a tenant's scope asking for rows in progress and outcomes of KEYED_OUTCOMES (a
+    customer's mail not delivered) reads its candidates from search_outcome_keys (those outcomes) and
+    search_inflight_keys (without its tombstones): the first k of each, newest first, and the first k of
+    them all; a read of every row and a total name the rows of both. No yield hint."""
+    from eximtrack.search import Scope
+    from eximtrack.search_plan import INFLIGHT_KEYS_TABLE, OUTCOME_KEYS_TABLE
+    from eximtrack.web.query import build_search_query
+
+    for params, scope, types in [
+        (
+            {"defer": "1", "failure": "1", "inprogress": "1"},
+            Scope(user="Acct"),
+            ["defer", "failure", "rejected"],
+        ),
+        ({"domain": "big.example", "defer": "1", "inprogress": "1"}, None, ["defer"]),
+        ({"server": "mx1", "type": "inprogress,failure"}, None, ["failure"]),
+        ({"recipient": "a@b.example", "failure": "1", "inprogress": "1"}, None, ["failure", "rejected"]),
+    ]:
+        plan = build_search_query(params, scope).plan
+        assert plan.outcome_tables() == (OUTCOME_KEYS_TABLE, INFLIGHT_KEYS_TABLE), params
+        sql, bound = plan.candidates("ASC", 1_000, 10)
+        assert bound["c_types"] == types and bound["c_k"] == 10, params
+        inner = sql.split(" FROM (", 1)[1].rsplit(") ORDER BY ts ASC LIMIT {c_k:UInt64}", 1)
+        assert len(inner) == 2 and inner[1] == "", sql  # the first k of them all
+        branches = inner[0].split(" UNION ALL ")
+        assert len(branches) == 2, sql
+        for branch, table, only in zip(
+            branches,
+            (OUTCOME_KEYS_TABLE, INFLIGHT_KEYS_TABLE),
+            ("type IN {c_types:Array(String)}", "is_deleted = 0"),
+            strict=True,
+        ):
+            assert f"FROM {table} WHERE field" in branch and only in branch, branch
+            # each its first k from the bound on, in its own order
+            assert "ts >= fromUnixTimestamp64Milli({c_bound:Int64}, 'UTC')" in branch, branch
+            assert branch.endswith("ORDER BY ts ASC LIMIT {c_k:UInt64})"), branch
+        if plan.recipient_filter() is not None:
+            assert all(b.startswith("(SELECT ts, server, msgid, msgtime, value FROM") for b in branches)
+        table, access, bound = plan.read_all(by_outcome=True)
+        if plan.recipient_filter() is None:
+            assert table == "latest" and access[0].count(" UNION ALL ") == 1, access
+            assert (
+                f"FROM {OUTCOME_KEYS_TABLE} WHERE" in access[0]
+                and f"FROM {INFLIGHT_KEYS_TABLE} WHERE" in access[0]
+            )
+        assert plan.yield_sql() is None, params
 
 
 def test_the_inflight_keys_view_writes_every_version_in_progress():
