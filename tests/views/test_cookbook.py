@@ -200,6 +200,24 @@ def check_mail_in_flight_of_domain(store, sql):
         assert got and got == _rows(store, naive, {"domain": domain}), domain
 
 
+def check_mail_not_delivered_of_domain(store, sql):
+    """The two access paths together return exactly each sender domain's rows deferred, failed or in progress
+    in `latest FINAL`; and some domain has rows of both kinds, so neither table alone would do."""
+    open_ = "type IN ('defer', 'failure', 'rejected', 'inprogress')"
+    naive = (
+        "SELECT sendunixtime, server, msgid, email, recipient, type FROM latest FINAL WHERE lower(domain) = "
+        f"lower({{domain:String}}) AND {open_} ORDER BY sendunixtime DESC, server, msgid, recipient"
+    )
+    domains = _rows(store, f"SELECT DISTINCT domain FROM latest FINAL WHERE {open_} AND domain != ''")
+    assert domains
+    kinds = set()
+    for (domain,) in domains:
+        got = _rows(store, sql, {"domain": domain})
+        assert got and got == _rows(store, naive, {"domain": domain}), domain
+        kinds.add(frozenset("inprogress" if r[-1] == "inprogress" else "other" for r in got))
+    assert frozenset({"inprogress", "other"}) in kinds
+
+
 def check_newest_by_subject_word(store, sql):
     word = _rows(
         store,
