@@ -44,6 +44,11 @@ class SinkMetrics:
         self.last_commit = Gauge(
             "eximtrack_sink_last_commit_timestamp_seconds", "Unix time of the last offset commit.", registry=r
         )
+        self.consumer_remade = Counter(
+            "eximtrack_sink_consumer_remade",
+            "Kafka consumers closed and made anew after a time without a partition (group_watch.py).",
+            registry=r,
+        )
         self.lag = Gauge(
             "eximtrack_sink_consumer_lag_records",
             "Records between the committed position and the end of each assigned partition (after each batch).",

@@ -18,6 +18,9 @@ A crash anywhere before 5 replays the batches since the last commit: harmless, b
 deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing
 a query sees), and the aggregates keep set states of ids (the same event counted twice is counted once).
 
+Between batches it also watches its group membership (sinks/clickhouse/group_watch.py): a consumer that has
+had no partition for `group_timeout` seconds is closed and made anew, its pending rollup inserted first.
+
 Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
 settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
 dashboards; a failure is logged, never fatal).
@@ -41,6 +44,8 @@ from schemas import topics as T
 from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
 from sinks.clickhouse.decode import DecodedBatch
+from sinks.clickhouse.group_watch import DEFAULT_TIMEOUT as GROUP_TIMEOUT
+from sinks.clickhouse.group_watch import GroupWatch
 from sinks.clickhouse.metrics import SinkMetrics
 from sinks.clickhouse.retry import REJECT, backoff, classify
 from sinks.clickhouse.rollup_feed import DEFAULT_SECONDS as ROLLUP_SECONDS
@@ -68,12 +73,14 @@ class Sink:
 
     def __init__(self, store, brokers: str, *, prefix: str = "", group: str = "eximtrack-sink",
                  batch_size: int = 20000, batch_seconds: float = 1.0, max_retry_seconds: float | None = None,
-                 instance_id: str | None = None, rollup_seconds: float = ROLLUP_SECONDS) -> None:  # fmt: skip
+                 instance_id: str | None = None, rollup_seconds: float = ROLLUP_SECONDS,
+                 group_timeout: float = GROUP_TIMEOUT) -> None:  # fmt: skip
         """`instance_id` gives the sink a static group membership (Kafka KIP-345), as the worker has: a sink
         restarted after a crash takes its partitions back at once instead of waiting for the dead member's
         session to expire (45 s: the ~40 s pause seen after a SIGKILL). `rollup_seconds`: how long a batch's
-        events wait for the hourly aggregates' insert (0: with every batch)."""
-        from kafka import KafkaConsumer, KafkaProducer
+        events wait for the hourly aggregates' insert (0: with every batch). `group_timeout`: seconds without
+        a partition before the consumer is made anew (GroupWatch; 0 = never)."""
+        from kafka import KafkaProducer
 
         self.store = store
         self.kinds = {
@@ -94,20 +101,45 @@ class Sink:
         # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
         self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
         self.alerts = None  # eximtrack/alerts/runner.py AlertLoop, with --alerts
-        self.consumer = KafkaConsumer(
-            *self.kinds,
-            bootstrap_servers=brokers.split(","),
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_poll_records,
-            max_poll_interval_ms=600_000,  # a long store outage must not get us kicked out of the group
-            group_instance_id=instance_id,
-        )
+        self.consumer_config = {
+            "bootstrap_servers": brokers.split(","),
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": self.max_poll_records,
+            "max_poll_interval_ms": 600_000,  # a long store outage must not get us kicked out of the group
+            "group_instance_id": instance_id,
+        }
+        self.consumer = self._new_consumer()
+        self.group_watch = GroupWatch(group_timeout, now=time.monotonic())
         self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all", linger_ms=5)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _new_consumer(self):
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(*self.kinds, **self.consumer_config)
+
+    def _watch_group(self) -> None:
+        """Make the consumer anew when it has had no partition for the GroupWatch's time: what was inserted
+        and not committed is consumed again by whoever gets its partitions (harmless, as after a crash)."""
+        now = time.monotonic()
+        since = self.group_watch.since
+        if not self.group_watch.check(bool(self.consumer.assignment()), now):
+            return
+        log.warning(
+            "no partition assigned for %.0f s: the Kafka consumer is made anew (same group, same instance id)",
+            now - since,
+        )
+        self.metrics.consumer_remade.inc()
+        self._finish()
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=5000)
+        except Exception as exc:  # a consumer in this state may not close cleanly; it is dropped either way
+            log.warning("closing the old consumer: %s", exc)
+        self.consumer = self._new_consumer()
 
     def run(self) -> None:
         from kafka.errors import KafkaError
@@ -131,6 +163,7 @@ class Sink:
                     log.warning("Kafka unavailable (%s); retrying in %.1fs", exc, delay)
                     if self._stop.wait(delay):
                         break
+                self._watch_group()
         except SinkStopped as exc:
             log.info("%s", exc)
         finally:
@@ -370,6 +403,13 @@ def register(subparsers) -> None:
         help="static group membership id, stable across restarts (default: host + group + store); give each "
         "sink of one host its own when several write to one server store",
     )
+    p.add_argument(
+        "--group-timeout",
+        type=float,
+        default=GROUP_TIMEOUT,
+        help="seconds without a partition assigned before the Kafka consumer is made anew (doubling while it "
+        "finds none, up to 10 min; 0 = never; default %(default)s)",
+    )
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus /metrics, /healthz and /readyz on this port (0 = any free port)")  # fmt: skip
     p.add_argument(
@@ -417,7 +457,7 @@ def _run(args) -> int:
     instance = args.instance_id or default_instance_id(args.group, store.url.display())
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
                 batch_seconds=args.batch_seconds, instance_id=instance,
-                rollup_seconds=args.rollup_seconds)  # fmt: skip
+                rollup_seconds=args.rollup_seconds, group_timeout=args.group_timeout)  # fmt: skip
     if args.alerts:
         from eximtrack.alerts.rules import load_rules
         from eximtrack.alerts.runner import AlertLoop

@@ -299,3 +299,70 @@ def test_the_sinks_parts_have_the_trigram_index_from_their_insert(tmp_path, kafk
     assert grams_index_reads(store, "zqxjvk") == ("Parts: 0/1", "Granules: 0/1")
     _, got = q.build_search_query({"all": "te-launch"}, None).fetch(store_run(store), None, 10)
     assert len(got) == 6
+
+
+def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_has_them(
+    tmp_path, kafka_bootstrap
+):
+    """A sink whose consumer has had no partition for `group_timeout` closes it and makes a new one (same
+    group, same static instance id; the wait doubling while it finds none); once the member holding the
+    partitions leaves, the new consumer gets them and what waited is stored. Here another member holds the
+    only partition of each topic (range assignment: its instance id sorts first); what the watch exists for is
+    kafka-python's group join stopping short of an assignment after a coordinator's death (group_watch.py)."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+
+    prefix = f"sinkw-{uuid.uuid4().hex[:8]}."
+    names = [prefix + t.name for t in (T.EVENTS, T.REJECTS, T.LOG_LINES)]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(n, 1, 1) for n in names])
+    admin.close()
+    group = prefix + "sink"
+    hog = KafkaConsumer(*names, bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False,
+                        group_instance_id="aa-hog", session_timeout_ms=6000)  # fmt: skip
+    t0 = time.monotonic()
+    while len(hog.assignment()) < 3 and time.monotonic() - t0 < 60:
+        hog.poll(timeout_ms=200)
+    assert len(hog.assignment()) == 3
+    hogging = threading.Event()
+    hogging.set()
+
+    def keep_polling():  # the hog stays in the group, reading nothing it commits
+        while hogging.is_set():
+            hog.poll(timeout_ms=200)
+        hog.close()  # a static member: its partitions go when its session expires (6 s)
+
+    hog_thread = threading.Thread(target=keep_polling)
+    hog_thread.start()
+    store = own_store(tmp_path)
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=group, instance_id="zz-sink", group_timeout=1.0)
+    runner = threading.Thread(target=sink.run)
+    runner.start()
+    try:
+        t0 = time.monotonic()
+        while sink.metrics.consumer_remade._value.get() < 2 and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        assert sink.metrics.consumer_remade._value.get() >= 2
+        assert sink.group_watch.wait >= 4.0  # doubled after each remake that found no partition
+        now = time.time()
+        events = [
+            DeliveryEvent(event_id=f"w{i}", type="success", server="s1", msgid=f"1abcD{i}-000000-AA",
+                          recipient=f"r{i}@example.net", sendunixtime=now - 60 + i,
+                          actionunixtime=now - 30 + i, version=1).to_wire()
+            for i in range(3)
+        ]  # fmt: skip
+        publish(kafka_bootstrap, names[0], events)
+        hogging.clear()
+        hog_thread.join(30)
+        t0 = time.monotonic()
+        stored = 0
+        while stored < 3 and time.monotonic() - t0 < 90:
+            time.sleep(0.5)
+            stored = store.query("SELECT count() FROM events FINAL").result_rows[0][0]
+        assert stored == 3
+        assert len(sink.consumer.assignment()) == 3 and sink.group_watch.wait == 1.0
+        assert runner.is_alive()
+    finally:
+        hogging.clear()
+        sink.stop()
+        runner.join(60)
