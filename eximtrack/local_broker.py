@@ -699,6 +699,18 @@ class LocalCluster:
     def restart(self, node_id: int) -> None:
         self.nodes[node_id].start()
 
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP one node: alive to TCP, answering nothing (a frozen VM, a blackholed host)."""
+        pid = self.nodes[node_id].pid
+        if pid is not None and _pid_alive(pid):
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT a node `pause` stopped."""
+        pid = self.nodes[node_id].pid
+        if pid is not None and _pid_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
     def controller(self) -> int | None:
         """The node id of the active controller, as a live node's metadata says (None if none answers)."""
         from kafka import KafkaAdminClient

@@ -18,8 +18,9 @@ A crash anywhere before 5 replays the batches since the last commit: harmless, b
 deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing
 a query sees), and the aggregates keep set states of ids (the same event counted twice is counted once).
 
-Between batches it also watches its group membership (sinks/clickhouse/group_watch.py): a consumer that has
-had no partition for `group_timeout` seconds is closed and made anew, its pending rollup inserted first.
+Between batches it also watches its consumer (sinks/clickhouse/group_watch.py): one that has consumed nothing
+for `group_timeout` seconds while it has no partition, or while records wait on its partitions, is closed
+and made anew, its pending rollup inserted first.
 
 Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
 settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
@@ -79,7 +80,8 @@ class Sink:
         restarted after a crash takes its partitions back at once instead of waiting for the dead member's
         session to expire (45 s: the ~40 s pause seen after a SIGKILL). `rollup_seconds`: how long a batch's
         events wait for the hourly aggregates' insert (0: with every batch). `group_timeout`: seconds without
-        a partition before the consumer is made anew (GroupWatch; 0 = never)."""
+        a record, while records wait or no partition is assigned, before the consumer is made anew
+        (GroupWatch; 0 = never)."""
         from kafka import KafkaProducer
 
         self.store = store
@@ -122,15 +124,18 @@ class Sink:
 
         return KafkaConsumer(*self.kinds, **self.consumer_config)
 
-    def _watch_group(self) -> None:
-        """Make the consumer anew when it has had no partition for the GroupWatch's time: what was inserted
-        and not committed is consumed again by whoever gets its partitions (harmless, as after a crash)."""
+    def _watch_group(self, consumed: bool) -> None:
+        """Make the consumer anew when it stopped getting records it should get (GroupWatch): what was
+        inserted and not committed is consumed again by whoever gets its partitions (harmless, as after a
+        crash)."""
         now = time.monotonic()
         since = self.group_watch.since
-        if not self.group_watch.check(bool(self.consumer.assignment()), now):
+        assigned = bool(self.consumer.assignment())
+        if not self.group_watch.check(consumed, assigned, now, self._records_waiting):
             return
         log.warning(
-            "no partition assigned for %.0f s: the Kafka consumer is made anew (same group, same instance id)",
+            "%s for %.0f s: the Kafka consumer is made anew (same group, same instance id)",
+            "records waiting and none consumed" if assigned else "no partition assigned",
             now - since,
         )
         self.metrics.consumer_remade.inc()
@@ -141,14 +146,28 @@ class Sink:
             log.warning("closing the old consumer: %s", exc)
         self.consumer = self._new_consumer()
 
+    def _records_waiting(self) -> bool | None:
+        """Whether any assigned partition holds records past this consumer's position, by the partitions'
+        leaders (not the group's coordinator); None when they or the position cannot be had."""
+        parts = list(self.consumer.assignment())
+        try:
+            ends = self.consumer.end_offsets(parts, timeout_ms=10_000)
+            return any(
+                (ends.get(tp) or 0) > (self.consumer.position(tp, timeout_ms=5000) or 0) for tp in parts
+            )
+        except Exception as exc:  # a timeout, a broker gone: cannot tell
+            log.info("records waiting: cannot tell (%s)", exc)
+            return None
+
     def run(self) -> None:
         from kafka.errors import KafkaError
 
         attempt = 0
         try:
             while not self._stop.is_set():
+                consumed = 0
                 try:
-                    self.run_once()
+                    consumed = self.run_once()
                     self.metrics.kafka(True)
                     attempt = 0
                     self.snapshots.maybe()
@@ -163,7 +182,7 @@ class Sink:
                     log.warning("Kafka unavailable (%s); retrying in %.1fs", exc, delay)
                     if self._stop.wait(delay):
                         break
-                self._watch_group()
+                self._watch_group(consumed > 0)
         except SinkStopped as exc:
             log.info("%s", exc)
         finally:
@@ -407,8 +426,8 @@ def register(subparsers) -> None:
         "--group-timeout",
         type=float,
         default=GROUP_TIMEOUT,
-        help="seconds without a partition assigned before the Kafka consumer is made anew (doubling while it "
-        "finds none, up to 10 min; 0 = never; default %(default)s)",
+        help="seconds without a record, while records wait or no partition is assigned, before the Kafka "
+        "consumer is made anew (doubling while that goes on, up to 10 min; 0 = never; default %(default)s)",
     )
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus /metrics, /healthz and /readyz on this port (0 = any free port)")  # fmt: skip

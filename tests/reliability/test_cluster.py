@@ -124,3 +124,101 @@ def test_broker_kills_in_a_three_node_cluster_lose_and_double_nothing(tmp_path):
         measured.set()
         stack.stop()
         cluster.stop()
+
+
+def test_a_sink_whose_group_coordinator_freezes_mid_rebalance_stores_again(tmp_path):
+    """The group's coordinator paused (SIGSTOP: a frozen VM) just as a second member makes the sink's group
+    rebalance: kafka-python keeps sending its JoinGroup to the paused node, keeps its old partitions and gets
+    nothing from them, for as long as the node stays paused (over 5 min, measured). The sink's group watch
+    sees records waiting and none consumed for `group_timeout`, makes its consumer anew, which finds the new
+    coordinator, and stores again."""
+    import uuid
+
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from producers.topics import ensure_topics
+    from schemas import topics as T
+    from schemas.records import DeliveryEvent, dumps_json
+    from sinks.clickhouse.sink import Sink
+    from sinks.clickhouse.store import Store, current_chdb_path
+
+    cluster = LocalCluster(tmp_path / "kafka", 3, die_with_parent=True).start()
+    paused: list[int] = []
+    going = threading.Event()
+    going.set()
+    sink = runner = None
+    try:
+        boot = cluster.bootstrap
+        prefix = f"frz-{uuid.uuid4().hex[:6]}."
+        ensure_topics(boot, prefix=prefix)
+        path = current_chdb_path() or str(tmp_path / "store")
+        store = Store.open(f"chdb://{path}?database=frz_{uuid.uuid4().hex[:8]}")
+        sink = Sink(
+            store, boot, prefix=prefix, group=prefix + "sink", instance_id="frz-sink", group_timeout=5.0
+        )
+        runner = threading.Thread(target=sink.run)
+        runner.start()
+        producer = KafkaProducer(bootstrap_servers=boot, acks="all")
+
+        def publish():  # an event every 0.2 s, whatever the brokers do
+            i = 0
+            while going.is_set():
+                now = time.time()
+                event = DeliveryEvent(event_id=f"f{i}", type="success", server="s1", msgid=f"1abcD{i % 9}-000000-AA",
+                                      recipient=f"r{i}@example.net", sendunixtime=now - 60,
+                                      actionunixtime=now - 30, version=1).to_wire()  # fmt: skip
+                try:
+                    producer.send(prefix + T.EVENTS.name, key=f"k{i}".encode(), value=dumps_json([event]))
+                except Exception:  # a send refused while the brokers settle: the next one goes on
+                    pass
+                i += 1
+                time.sleep(0.2)
+
+        writer = threading.Thread(target=publish, daemon=True)
+        writer.start()
+
+        def stored() -> int:
+            return store.query("SELECT count() FROM events").result_rows[0][0]
+
+        t0 = time.monotonic()
+        while stored() == 0 and time.monotonic() - t0 < 120:
+            time.sleep(0.5)
+        assert stored() > 0
+        coordinator = int(str(sink.consumer._coordinator.coordinator_id).rsplit("-", 1)[-1])
+        names = [prefix + t.name for t in (T.EVENTS, T.REJECTS, T.LOG_LINES)]
+        other_going = threading.Event()
+        other_going.set()
+
+        def other_member():
+            member = KafkaConsumer(
+                *names, bootstrap_servers=boot, group_id=prefix + "sink", enable_auto_commit=False
+            )
+            while other_going.is_set():
+                member.poll(timeout_ms=100)
+            member.close(timeout_ms=3000)
+
+        other = threading.Thread(target=other_member, daemon=True)
+        other.start()
+        t1 = time.monotonic()
+        while not sink.consumer._coordinator.rebalance_in_progress() and time.monotonic() - t1 < 60:
+            time.sleep(0.0005)
+        cluster.pause(coordinator)
+        paused.append(coordinator)
+        frozen = time.monotonic()
+        other_going.clear()
+        before = stored()
+        while stored() <= before + 5 and time.monotonic() - frozen < 120:
+            time.sleep(0.5)
+        took = time.monotonic() - frozen
+        print(f"\nfrozen coordinator {coordinator}: stored again after {took:.1f} s")
+        assert stored() > before + 5, "nothing stored in the 120 s after the coordinator froze"
+        assert sink.metrics.consumer_remade._value.get() >= 1
+        other.join(30)
+    finally:
+        going.clear()
+        for node in paused:
+            cluster.resume(node)
+        if sink is not None:
+            sink.stop()
+            runner.join(60)
+        cluster.stop()
