@@ -709,7 +709,7 @@ class SearchPlan:
         time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
         no other once merged: migration 022), so most of them still have it; with only KEYED_OUTCOMES the
         candidates are the server's rows that had them (search_outcome_keys), with only rows in progress its
-        placeholders not ended (search_inflight_keys)."""
+        placeholders not ended (search_inflight_keys), with both the newest of the two."""
         types = sorted(self.types or ())
         if not types or self.outcome_tables():
             return None
