@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from eximtrack.search_plan import SearchPlan, TextFilter, decide_read_all, token_edges
+from eximtrack.search_plan import SearchPlan, TextFilter, decide_read_all, token_edges, where_clause
 from schemas.records import EVENT_FIELDS, OUTCOMES, SHOW_GROUPS
 
 MATCH_MODES = ("eq", "begins", "contains")
@@ -369,7 +369,7 @@ def build_search(
             raise SearchError("limit must be >= 0")
         limit = " LIMIT " + _ph(b.param(n, "limit"), "UInt64")
 
-    where = (" WHERE " + " AND ".join(where_conds)) if where_conds else ""
+    where = where_clause(where_conds)
     # The inner query filters and sorts on the real columns (DateTime64, usable by the skip indexes); the
     # outer one only converts times to epoch seconds, so its aliases cannot shadow a column in WHERE.
     sql = (

@@ -1051,4 +1051,5 @@ __all__ = [
     "scans_instead",
     "text_sample",
     "time_side",
+    "where_clause",
 ]

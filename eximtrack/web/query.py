@@ -36,6 +36,7 @@ from eximtrack.search_plan import (
     decide_scan,
     decide_text_read,
     run_pages,
+    where_clause,
 )
 from schemas.records import OUTCOMES, SHOW_GROUPS
 
@@ -360,7 +361,7 @@ class SearchQuery:
         if rows is not None:
             b.params["lim"] = rows
             limit = " LIMIT {lim:UInt64}"
-        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        where = where_clause(conds)
         sql = (
             f"SELECT {select_list('r.')} FROM (SELECT * FROM {table} FINAL{where} "
             f"ORDER BY {', '.join(order)}{limit}) AS r"
@@ -395,7 +396,7 @@ class SearchQuery:
         With `run`, conditions search_time does not hold count the rows a scan of `latest` names when they
         are few (`decide_scan`: one statement first)."""
         if self.plan.outcome_count():
-            where = (" WHERE " + " AND ".join(self.conds)) if self.conds else ""
+            where = where_clause(self.conds)
             return f"SELECT count() AS total FROM {OUTCOME_TABLE} FINAL{where}", dict(self.params)
         # after a fetch that chose a value's rarer trigrams for the index, with them too (an `all` address:
         # 73 -> 51 ms at 1e8 events); a read its sample sent past the index keeps the indexes here, as before
@@ -405,7 +406,7 @@ class SearchQuery:
             plan = decide_scan(run, plan)
         table, access, params = plan.read_all(by_outcome=True)
         conds, params = list(self.conds) + access, dict(self.params) | params
-        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        where = where_clause(conds)
         return f"SELECT count() AS total FROM {table} FINAL{where}", params
 
 
