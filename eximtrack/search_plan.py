@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from sinks.clickhouse.retry import error_code
 from stream.clock import msgid_time
 
 # Columns whose values search_keys holds (lower-case), and the fields to read for a filter on one of them:
@@ -159,6 +160,12 @@ MAX_UNINDEXED_ROWS = 500_000
 # address read 30x the rows (docs/BENCHMARKS.md, session 36).
 COMMON_GRAM_SHARE = 0.05
 MIN_INDEX_GRAMS = 4
+# ... and at most MAX_INDEX_GRAMS of the rare ones: every trigram asked is a posting list read over the whole
+# table, and past a few rare ones they no longer narrow the rows (an address of 26 characters at 1e8: 19 rare
+# trigrams 26 ms of postings for 118 rows, 6 of them 8 ms for 119; docs/BENCHMARKS.md, session 43). They are
+# taken rarest first and, among those, not overlapping one taken already (three or more apart in the value's
+# trigrams): overlapping trigrams mostly come together (`th0` and `h0@`), distant ones narrow independently
+MAX_INDEX_GRAMS = 8
 MAX_SAMPLED_GRAMS = 64  # a longer value keeps its LIKE (multiSearchAllPositions takes at most 255 needles)
 MIN_YIELD = 1 / 40  # the first round fetches at most 40x the page's messages (and MAX_ROUND_MESSAGES)
 GROWTH = 4  # candidates read per round grow 4x
@@ -171,6 +178,16 @@ TIME_ROWS_PER_MESSAGE = 2
 # needs (+50): a few are other versions of one row not merged away yet, or rows that have moved on since
 ROW_MARGIN = 1.25
 MAX_ROUND_MESSAGES = 4096  # messages fetched in one round at most
+# A round through a text index reads its candidates unordered (optimize_read_in_order = 0) while the index leaves
+# at most UNORDERED_GRANULES_PER_CANDIDATE granules of search_time per candidate asked. Read in order, ClickHouse
+# merges the parts' reverse reads into one stream: the slower way to read granules that are all needed anyway (a
+# rare address at 1e8 events: 59 against 38-43 ms; docs/BENCHMARKS.md, session 43). The bound is max_rows_to_read,
+# which ClickHouse checks once the index has chosen the granules and before it reads them: a value with more
+# candidates fails there (~10 ms) and its rounds are read in order from then on (run_pages). A round returns its
+# first k in sort order either way, or an error, never a part of them (read_overflow_mode = 'throw').
+UNORDERED_GRANULES_PER_CANDIDATE = 3
+SEARCH_TIME_GRANULE_ROWS = 256  # search_time's index_granularity (migration 023)
+TOO_MANY_ROWS = 158  # ClickHouse's error code for a read past max_rows_to_read
 # A search whose conditions test columns search_time does not hold (a size, a spam score, the delivery type)
 # re-checks them on the rows it fetches: its rounds read candidates that fail them. Once the rounds so far
 # (at least SCAN_AFTER_ROUNDS) say that filling the page would take more than SCAN_ROUNDS more of them, its
@@ -268,19 +285,33 @@ def value_grams(value: str) -> list[str] | None:
 
 def index_grams(grams: Sequence[str], rows_with: Sequence[int], sampled: int) -> tuple[str, ...] | None:
     """The trigrams of a value to ask the trigram index for, given how many of `sampled` newest rows hold each
-    (`rows_with`, aligned with `grams`): those in at most COMMON_GRAM_SHARE of them, or the MIN_INDEX_GRAMS
-    rarest when fewer are; None when every trigram is kept (the LIKE asks the index for the same). Any subset
-    is exact: every row holding the value holds all of its trigrams, and the value itself is checked on every
-    row the index lets through; the subset only changes what is read."""
+    (`rows_with`, aligned with `grams`): those in at most COMMON_GRAM_SHARE of them (at most MAX_INDEX_GRAMS:
+    spread_rarest), or the MIN_INDEX_GRAMS rarest when fewer are; None when every trigram is kept (the LIKE asks
+    the index for the same). Any subset is exact: every row holding the value holds all of its trigrams, and
+    the value itself is checked on every row the index lets through; the subset only changes what is read."""
     if sampled <= 0 or len(grams) != len(rows_with) or len(grams) <= MIN_INDEX_GRAMS:
         return None
-    rare = [g for g, n in zip(grams, rows_with, strict=True) if n <= COMMON_GRAM_SHARE * sampled]
+    rare = [i for i, n in enumerate(rows_with) if n <= COMMON_GRAM_SHARE * sampled]
+    if len(rare) < MIN_INDEX_GRAMS:
+        rare = sorted(range(len(grams)), key=lambda i: (rows_with[i], i))[:MIN_INDEX_GRAMS]
+    elif len(rare) > MAX_INDEX_GRAMS:
+        rare = spread_rarest(rare, rows_with, MAX_INDEX_GRAMS)
     if len(rare) == len(grams):
         return None
-    if len(rare) < MIN_INDEX_GRAMS:
-        rarest = sorted(range(len(grams)), key=lambda i: (rows_with[i], i))[:MIN_INDEX_GRAMS]
-        rare = [grams[i] for i in sorted(rarest)]
-    return tuple(rare)
+    return tuple(grams[i] for i in sorted(rare))
+
+
+def spread_rarest(candidates: Sequence[int], rows_with: Sequence[int], n: int) -> list[int]:
+    """`n` of the trigram positions `candidates`: rarest first (fewest `rows_with`, then the earlier), skipping
+    one within two positions of a position taken already, then the rarest of those skipped if fewer than `n`
+    were taken."""
+    order = sorted(candidates, key=lambda i: (rows_with[i], i))
+    taken: list[int] = []
+    for i in order:
+        if len(taken) < n and all(abs(i - j) >= 3 for j in taken):
+            taken.append(i)
+    taken += [i for i in order if i not in taken][: n - len(taken)]
+    return taken
 
 
 @dataclass(frozen=True)
@@ -325,6 +356,9 @@ class SearchPlan:
     tested: frozenset[str] = frozenset()  # the columns (or expressions) of `latest` the conditions test
     # the candidates are read from `latest` with the search's own conditions (may_scan_latest; run_pages)
     scan_latest: bool = False
+    # rounds through a text index are read in order: a round read unordered found more granules than its bound
+    # (UNORDERED_GRANULES_PER_CANDIDATE; run_pages)
+    index_in_order: bool = False
 
     # -- the access path ------------------------------------------------------------------------------
 
@@ -479,8 +513,19 @@ class SearchPlan:
                 return CandidateSource(table, first, more=tuple(more))
             return CandidateSource("search_keys", conds)
         conds = self._time_conditions(params, pairs=self.text_index is not False)
+        indexed = conds.text and self.text_index is not False
         settings = candidate_settings(self.text_index is not False, conds.pairs) if conds.text else ""
-        return CandidateSource("search_time", conds.sql + self._window(params), settings)
+        return CandidateSource(
+            "search_time", conds.sql + self._window(params), settings, text_indexed=indexed
+        )
+
+    def reads_unordered(self) -> bool:
+        """Whether a round's candidates are read unordered, within UNORDERED_GRANULES_PER_CANDIDATE granules per
+        candidate: through a text index, until a round found more (index_in_order)."""
+        if self.index_in_order:
+            return False
+        source = self.candidate_source({})
+        return source.text_indexed and not source.more
 
     def outcome_tables(self) -> tuple[str, ...]:
         """The tables a key path's candidates come from when every outcome asked for has rows of its own
@@ -579,6 +624,12 @@ class SearchPlan:
             near.append(f"{ts} >= fromUnixTimestamp64Milli({{c_edge:Int64}}, 'UTC')")
         value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
         order = f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}"
+        settings = source.settings
+        if self.reads_unordered():
+            bound = max(1, int(k * UNORDERED_GRANULES_PER_CANDIDATE * SEARCH_TIME_GRANULE_ROWS))  # 0: none
+            settings += (", " if settings else " SETTINGS ") + (
+                f"optimize_read_in_order = 0, max_rows_to_read = {bound}, read_overflow_mode = 'throw'"
+            )
         branches = source.branches()
         if len(branches) == 1:
             table = f"{source.table}{where_clause(source.conditions + near)}"
@@ -593,7 +644,7 @@ class SearchPlan:
             )
         sql = (
             f"SELECT toUnixTimestamp64Milli({ts}), server, msgid, toUInt32(msgtime){value} FROM {table} "
-            f"{order}{source.settings}"
+            f"{order}{settings}"
         )
         return sql, params
 
@@ -752,6 +803,7 @@ class CandidateSource(NamedTuple):
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
     time_column: str = "ts"  # the arrival time the candidates are ordered by
+    text_indexed: bool = False  # search_time read through a text index (reads_unordered)
     more: tuple[
         tuple[str, list[str]], ...
     ] = ()  # further (table, conditions) read beside it (`outcome_tables`)
@@ -938,7 +990,15 @@ def run_pages(
             # candidates to name them (one per row, by_rows)
             want = min(math.ceil(missing * fetched / max(len(out), 1) * 1.5), MAX_ROUND_MESSAGES)
             k = max(k, math.ceil((want * widen + 1) * (1.0 if by_rows else per_message)))
-        _, cands = run(*plan.candidates(direction, bound, k, edge))
+        try:
+            _, cands = run(*plan.candidates(direction, bound, k, edge))
+        except (
+            Exception
+        ) as exc:  # more granules than an unordered round's bound: this one and the next in order
+            if not plan.reads_unordered() or error_code(exc) != TOO_MANY_ROWS:
+                raise
+            plan = dataclasses.replace(plan, index_in_order=True)
+            _, cands = run(*plan.candidates(direction, bound, k, edge))
         if not cands and edge is None:
             break
         if not cands:  # nothing in this slice: the next one, older and longer
@@ -1045,10 +1105,12 @@ __all__ = [
     "decide_text_read",
     "msgid_second",
     "next_slice",
+    "index_grams",
     "phrase_pairs",
     "token_edges",
     "run_pages",
     "scans_instead",
+    "spread_rarest",
     "text_sample",
     "time_side",
     "where_clause",

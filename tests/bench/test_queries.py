@@ -517,6 +517,50 @@ def test_a_rare_address_asks_the_trigram_index_for_its_rarer_trigrams(store):
         assert pages[0] == pages[1] and pages[0], size
 
 
+def test_text_rounds_read_unordered_or_in_order_past_their_bound_give_the_same_pages(store, monkeypatch):
+    """A round through a text index is read unordered under max_rows_to_read (reads_unordered); the pages,
+    their cursors' next pages and the pages of a value too common for the bound (ClickHouse refuses the
+    unordered read before reading: TOO_MANY_ROWS, then the round is read in order) are the rows of the same
+    plan read in order only."""
+    import dataclasses
+
+    from eximtrack import search_plan
+    from eximtrack.search_plan import run_pages
+    from eximtrack.web import query as q
+
+    def pages(plan, sq, size, asked):
+        def run(sql, params):
+            asked.append(sql)
+            return store_run(store)(sql, params)
+
+        names, first = run_pages(run, plan, "DESC", None, size, lambda c, p, n: sq.page(None, n, c, p))
+        keys = sq.cursor_keys(dict(zip(names, first[-1], strict=True))) if first else None
+        after = run_pages(run, plan, "DESC", keys, size, lambda c, p, n: sq.page(keys, n, c, p))[1]
+        return first, after
+
+    for value in (store.probes["recipient"].lower(), store.probes["subject_word"].lower()):
+        sq = q.build_search_query({"all": value}, None)
+        plan = dataclasses.replace(sq.plan, text_index=True)
+        assert plan.reads_unordered()
+        in_order = dataclasses.replace(plan, index_in_order=True)
+        for size in (3, 8, 101):
+            asked: list[str] = []
+            want = pages(in_order, sq, size, asked)
+            assert want[0] and not any("max_rows_to_read" in s for s in asked)
+            asked.clear()
+            assert pages(plan, sq, size, asked) == want, (value, size)
+            assert any("optimize_read_in_order = 0, max_rows_to_read" in s for s in asked)
+            with monkeypatch.context() as m:  # a bound of a few rows: every first round is refused
+                m.setattr(search_plan, "SEARCH_TIME_GRANULE_ROWS", 0.01)
+                asked.clear()
+                assert pages(plan, sq, size, asked) == want, (value, size)
+            bounded = [n for n, s in enumerate(asked) if "max_rows_to_read" in s]
+            # each refused and read again in order: the same statement without the bound
+            assert bounded and all(
+                asked[n + 1] == asked[n].split(" SETTINGS optimize_read_in_order")[0] for n in bounded
+            ), asked
+
+
 def test_reads_of_every_row_ask_the_trigram_index_for_a_values_rarer_trigrams(store):
     """`eximtrack search` (one statement, every row), a search in another order and the streamed CSV export
     read every candidate through the index; after the same sample as a page (decide_text_grams) they too ask

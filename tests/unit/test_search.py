@@ -285,6 +285,7 @@ def test_a_recipient_path_reads_the_recipient_ordered_copy():
     (migration 011): a page fetches (recipient, msgtime, server, msgid) keys named by the candidates' values,
     a read of every row names the recipient's range directly. Other paths, a recipient filter that is not the
     path (contains), or a more selective key keep reading `latest`."""
+
     from eximtrack.search import Scope
     from eximtrack.web.query import build_search_query
 
@@ -328,6 +329,8 @@ def test_access_path_choice():
     test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys), anything else search_time, and
     the choice is only a
     narrowing: every condition stays in the statement that reads `latest`."""
+    import dataclasses
+
     from eximtrack.search import Scope
     from eximtrack.web.query import build_search_query
 
@@ -377,11 +380,14 @@ def test_access_path_choice():
     # through the text index: a LIKE alone is left to PREWHERE (the key columns read lazily for the rows it
     # keeps) and to the trigram index; a phrase's word pairs keep every condition in WHERE, where the LIKE
     # goes first, and are the only index asked (the phrase's trigrams would cost more than they skip)
-    plan = build_search_query({"all": "ann.lee@mail.example"}, None).plan
+    # (a round read in order: index_in_order; unordered ones: test_a_rare_text_value_is_read_unordered_…)
+    plan = dataclasses.replace(
+        build_search_query({"all": "ann.lee@mail.example"}, None).plan, index_in_order=True
+    )
     sql = plan.candidates("DESC", None, 10)[0]
     assert "text LIKE" in sql and "SETTINGS" not in sql
     plan = build_search_query({"subject": "order invoice", "subject_searchmatch": "contains"}, None).plan
-    sql = plan.candidates("DESC", None, 10)[0]
+    sql = dataclasses.replace(plan, index_in_order=True).candidates("DESC", None, 10)[0]
     assert "hasAllTokens(" in sql and sql.endswith(
         "SETTINGS optimize_move_to_prewhere = 0, ignore_data_skipping_indices = 'grams_text'"
     )
@@ -742,7 +748,10 @@ def test_a_common_text_term_is_read_in_time_order_without_the_text_index():
         assert build_search_query(params, None).plan.common_text_sql() is None, params
     for share, settings in (
         ((800, 10_000), " SETTINGS optimize_move_to_prewhere = 0, use_skip_indexes = 0"),
-        ((0, 10_000), " LIMIT {c_k:UInt64}"),
+        (
+            (0, 10_000),
+            "optimize_read_in_order = 0, max_rows_to_read = 135936, read_overflow_mode = 'throw'",
+        ),  # the index
     ):
         plan = build_search_query({"all": "invoice"}, None).plan
         reads = []
@@ -786,15 +795,79 @@ def test_a_search_by_an_exact_msgid_reads_latest_by_its_arrival_second_without_c
     assert any("search_time" in s for s, _ in asked), asked
 
 
+def test_a_rare_text_value_is_read_unordered_within_a_bound_and_in_order_past_it():
+    """A round through a text index reads unordered with max_rows_to_read at UNORDERED_GRANULES_PER_CANDIDATE
+    granules per candidate and read_overflow_mode 'throw' (a result is whole or an error); when ClickHouse
+    refuses it (TOO_MANY_ROWS), the same round and every later one are read in order, with no bound. Another
+    error, or a refusal of a round that had no bound, is not taken for that. Key paths and reads without the
+    text index never get the bound."""
+    import dataclasses
+
+    from eximtrack.search_plan import SEARCH_TIME_GRANULE_ROWS, UNORDERED_GRANULES_PER_CANDIDATE, run_pages
+    from eximtrack.web.query import build_search_query
+
+    plan = build_search_query({"all": "ann.lee@mail.example"}, None).plan
+    assert plan.reads_unordered()
+    sql = plan.candidates("DESC", None, 10)[0]
+    bound = 10 * UNORDERED_GRANULES_PER_CANDIDATE * SEARCH_TIME_GRANULE_ROWS
+    assert sql.endswith(
+        f"SETTINGS optimize_read_in_order = 0, max_rows_to_read = {bound}, read_overflow_mode = 'throw'"
+    )
+    phrase = build_search_query({"subject": "order invoice", "subject_searchmatch": "contains"}, None).plan
+    assert phrase.candidates("DESC", None, 10)[0].endswith(
+        "ignore_data_skipping_indices = 'grams_text', optimize_read_in_order = 0, "
+        f"max_rows_to_read = {bound}, read_overflow_mode = 'throw'"
+    )
+    assert not dataclasses.replace(plan, text_index=False).reads_unordered()  # newest first, no index
+    for params in ({"recipient": "ann@x.example"}, {"failure": "1"}, {}):
+        other = build_search_query(params, None).plan
+        assert not other.reads_unordered() and "max_rows_to_read" not in other.candidates("DESC", None, 10)[0]
+
+    class TooManyRows(Exception):
+        pass
+
+    def pages(refuse: str):
+        reads = []
+
+        def run(sql, params):
+            if "c_k" not in params:
+                return ["n"], [(0, 4096)] if sql.startswith("SELECT countIf(") else []
+            reads.append(sql)
+            if "max_rows_to_read" in sql and refuse:
+                raise TooManyRows(refuse)
+            return ["ts", "server", "msgid", "msgtime"], []
+
+        run_pages(run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
+        return reads
+
+    unordered = pages("")
+    assert len(unordered) == 1 and "optimize_read_in_order = 0" in unordered[0]
+    refused = pages(
+        "Code: 158. DB::Exception: Limit for rows (controlled by 'max_rows_to_read' setting) exceeded"
+    )
+    assert len(refused) == 2 and "max_rows_to_read" in refused[0] and "SETTINGS" not in refused[1]
+    assert refused[1].split(" SETTINGS")[0] == refused[0].split(" SETTINGS")[0]  # the same round
+    with pytest.raises(TooManyRows):
+        pages("Code: 159. DB::Exception: Timeout exceeded")
+
+
 def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
     """The sample that decides the text index also counts, per trigram of the value, the sampled rows holding
     it; a trigram in more than COMMON_GRAM_SHARE of them is left out of what the index is asked (its postings
-    are long), keeping at least MIN_INDEX_GRAMS of the rarest; the value itself is then checked by
+    are long), keeping at least MIN_INDEX_GRAMS of the rarest and at most MAX_INDEX_GRAMS of them, spread over
+    the value; the value itself is then checked by
     `position`, which the index does not analyse. Phrases (word pairs), values with few trigrams, non-ASCII
     values and reads without the index keep their LIKE."""
     import dataclasses
 
-    from eximtrack.search_plan import MIN_INDEX_GRAMS, index_grams, run_pages, value_grams
+    from eximtrack.search_plan import (
+        MAX_INDEX_GRAMS,
+        MIN_INDEX_GRAMS,
+        index_grams,
+        run_pages,
+        spread_rarest,
+        value_grams,
+    )
     from eximtrack.web.query import build_search_query
 
     assert value_grams("mia@hotmail.com") == [
@@ -814,6 +887,39 @@ def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
     assert index_grams(grams, [1] * 8, 11_155) is None  # all rare: the LIKE asks for the same
     assert index_grams(grams, [0] * 8, 0) is None  # nothing sampled
     assert index_grams(grams, [1, 2], 100) is None  # counts that do not line up
+    # more than MAX_INDEX_GRAMS rare ones (an address): that many, rarest first, none within two positions of
+    # one taken already while such are left, then the rarest of the others
+    long = value_grams("sophia.thomas0@outlook.com")
+    counts = [
+        55,
+        55,
+        65,
+        55,
+        47,
+        27,
+        39,
+        130,
+        93,
+        169,
+        80,
+        1,
+        9,
+        23,
+        161,
+        270,
+        161,
+        161,
+        1196,
+        1257,
+        161,
+        174,
+    ]
+    counts += [1612, 1403]
+    chosen = index_grams(long, counts, 4096)
+    assert len(chosen) == MAX_INDEX_GRAMS == 8
+    assert chosen == ("sop", "a.t", "hom", "as0", "s0@", "@ou", "tlo", "ok.")  # s0@ the rarest skipped
+    assert spread_rarest([0, 1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 1, 1, 1], 3) == [0, 3, 6]
+    assert spread_rarest([0, 1, 2, 3], [5, 1, 2, 9], 3) == [1, 2, 0]  # none apart enough: the rarest
 
     plan = build_search_query({"all": "Mia@Hotmail.com"}, None).plan
     assert plan.gram_filters() == [(0, value_grams("mia@hotmail.com"))]
@@ -824,7 +930,10 @@ def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
         "WHERE hasAllTokens(text, {c_grams0:Array(String)}) AND position(text, {c_text0:String}) > 0 " in sql
     )
     assert params["c_grams0"] == ["mia", "ia@", "a@h", "@ho"] and params["c_text0"] == "mia@hotmail.com"
-    assert "text LIKE" in like and "SETTINGS" not in sql and "c_like0" not in params
+    assert "text LIKE" in like and "c_like0" not in params
+    assert sql.endswith(
+        "LIMIT {c_k:UInt64} SETTINGS optimize_read_in_order = 0, max_rows_to_read = 77568, read_overflow_mode = 'throw'"
+    )
     unindexed = dataclasses.replace(chosen, text_index=False).candidates("DESC", None, 101)[0]
     assert "text LIKE" in unindexed and "hasAllTokens" not in unindexed
     phrase = build_search_query({"subject": "Player Config Product"}, None).plan
@@ -832,8 +941,12 @@ def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
     assert build_search_query({"msgid": "1abcde-000001-AB"}, None).plan.gram_filters() == []
 
     for counts, want in (
-        ([900, 900, 900, 900, 10, 10, 10, 10, 10, 4000, 4000, 4000, 4000], "hasAllTokens(text,"),
-        ([10] * 13, "text LIKE"),
+        (
+            [900, 900, 900, 900, 10, 10, 10, 10, 10, 4000, 4000, 4000, 4000],
+            ["hot", "otm", "tma", "mai", "ail"],
+        ),
+        # every trigram rare, more than MAX_INDEX_GRAMS: those spread over the value
+        ([10] * 13, ["mia", "ia@", "a@h", "@ho", "hot", "tma", "il.", "com"]),
     ):
         reads = []
 
@@ -845,10 +958,9 @@ def test_a_text_value_asks_the_trigram_index_for_its_rarer_trigrams():
             return ["ts", "server", "msgid", "msgtime"], []
 
         run_pages(run, plan, "DESC", None, 101, lambda conds, extra, n: ("fetch", {**extra, "lim": n}))
-        assert reads and want in reads[0][0], reads
-        if want.startswith("hasAllTokens"):
-            assert reads[0][1]["c_grams0"] == ["hot", "otm", "tma", "mai", "ail"]
-            assert "ignore_data_skipping_indices" not in reads[0][0]
+        assert reads and "hasAllTokens(text," in reads[0][0], reads
+        assert reads[0][1]["c_grams0"] == want
+        assert "ignore_data_skipping_indices" not in reads[0][0]
         assert plan.text_grams == {}  # decided again by the next page
 
 
