@@ -49,7 +49,17 @@ CHDB_SETTINGS = {"use_uncompressed_cache": 1}
 # one run, and no faster afterwards (1e8 events, 18 queries, runs alternating with and without: the same
 # medians; docs/BENCHMARKS.md, session 36). A long-lived `eximtrack serve` met one such slow request per query
 # shape. The writer's session (the views' expressions on every insert) keeps the default.
-READ_SETTINGS = {"compile_expressions": 0, "compile_aggregate_expressions": 0, "compile_sort_description": 0}
+# It also chooses the granules a skip index keeps before reading (use_skip_indexes_on_data_read = 0), not while
+# reading each one (26.x's default): a read through search_time's text indexes that is not a newest-first round
+# took 10-40 % less (`eximtrack search` of a rare address at 1e8 events 117-123 -> 100-104 ms, part of a domain
+# 272-291 -> 244-250, the counts of `with_total` 5-10 % less; the queries suite the same within its spread;
+# docs/BENCHMARKS.md, session 43). A server's profile sets the same (deploy/clickhouse/users.d/eximtrack.xml).
+READ_SETTINGS = {
+    "compile_expressions": 0,
+    "compile_aggregate_expressions": 0,
+    "compile_sort_description": 0,
+    "use_skip_indexes_on_data_read": 0,
+}
 # Every insert runs the materialized views it feeds in parallel instead of one after another (ClickHouse's
 # default): `events` feeds seven, `latest` four more, and that chain is most of an insert's cost. Same rows,
 # same durability (the insert returns after every view wrote); on the 2-core box an insert of the busy
