@@ -83,32 +83,35 @@ class ReadPlan:
         cls, range_sql: str, days_sql: str | None = None, window_by: bool = False, bounded: bool = True
     ) -> str:
         """One statement of rows (kind, time, seen, writer, days, hours, start, horizon, keys), one branch
-        of a UNION ALL per source, so that ClickHouse reads them side by side (one statement of scalar
-        subqueries read them one after another: the plan of a 30-day stats request 26-27 against 22-23 ms at
-        1e8 events, of a day's 16-17 against 13; docs/BENCHMARKS.md, session 43): 'z' the rollup horizon (`time`); 'c' per hour of `range_sql` (a condition on `hour`)
-        its insert counter (`seen`); 's' per (hour, seen) of the range's recorded snapshots the smallest
-        writer; with `days_sql` (a condition on `day` selecting the whole days of the range) 'd' per (day,
-        seen) of their recorded daily snapshots the smallest writer; with `window_by` 'w' the two newest
-        window snapshots of the grouping bound as {hr_by:String} and the span bound as {hr_span:Int32}
-        (seconds): writer, pinned days, pinned hours, start, horizon, keys, `seen` their `taken_at` in ms.
+        of a UNION ALL per source, so that ClickHouse reads them side by side (as scalar subqueries of one
+        SELECT they were read one after another: the plan of a 30-day stats request took 26-27 ms at 1e8
+        events, 22-23 so; a day's 16-17 and 13; docs/BENCHMARKS.md, session 43):
+        - 'z' the rollup horizon (`time`);
+        - 'c' per hour of `range_sql` (a condition on `hour`) its insert counter (`seen`);
+        - 's' per (hour, seen) of the range's recorded snapshots the smallest writer;
+        - with `days_sql` (a condition on `day` selecting the whole days of the range), 'd' per (day, seen) of
+          their recorded daily snapshots the smallest writer;
+        - with `window_by`, 'w' the two newest window snapshots of the grouping bound as {hr_by:String} and
+          the span bound as {hr_span:Int32} (seconds): writer, pinned days, pinned hours, start, horizon,
+          keys, and in `seen` their `taken_at` in ms.
         `of` keeps what lies from the horizon on and joins the counters with the snapshots. A range not
         `bounded` below (every stored hour) reads the hours from the horizon on only."""
         if not bounded:
             range_sql = f"({range_sql}) AND hour >= {HORIZON_SQL}"
-        nothing = (
+        no_window = (  # the columns of a window record, empty in the other branches
             "CAST([], 'Array(Tuple(Date, UInt64, UInt64))'), CAST([], 'Array(Tuple(DateTime(\\'UTC\\'), UInt64, "
             "UInt64))'), toDateTime(0, 'UTC'), toDateTime(0, 'UTC'), toUInt64(0)"
         )
         branches = [
-            f"SELECT 'z' AS kind, max(r.horizon) AS time, toUInt64(0) AS seen, toUInt64(0) AS writer, {nothing} "
+            f"SELECT 'z' AS kind, max(r.horizon) AS time, toUInt64(0) AS seen, toUInt64(0) AS writer, {no_window} "
             "FROM rollup_state AS r WHERE r.name = 'mail_hourly'",
-            f"SELECT 'c', hour, sum(inserts), 0, {nothing} FROM mail_hourly WHERE ({range_sql}) GROUP BY hour",
-            f"SELECT 's', hour, seen, min(writer), {nothing} FROM mail_hourly_snap_hours WHERE ({range_sql}) "
+            f"SELECT 'c', hour, sum(inserts), 0, {no_window} FROM mail_hourly WHERE ({range_sql}) GROUP BY hour",
+            f"SELECT 's', hour, seen, min(writer), {no_window} FROM mail_hourly_snap_hours WHERE ({range_sql}) "
             "GROUP BY hour, seen",
         ]
         if days_sql is not None:
             branches.append(
-                f"SELECT 'd', toDateTime(day, 'UTC'), seen, min(writer), {nothing} FROM mail_daily_snap_days "
+                f"SELECT 'd', toDateTime(day, 'UTC'), seen, min(writer), {no_window} FROM mail_daily_snap_days "
                 f"WHERE ({days_sql}) GROUP BY day, seen"
             )
         if window_by:

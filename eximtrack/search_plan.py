@@ -626,7 +626,8 @@ class SearchPlan:
         order = f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}"
         settings = source.settings
         if self.reads_unordered():
-            bound = max(1, int(k * UNORDERED_GRANULES_PER_CANDIDATE * SEARCH_TIME_GRANULE_ROWS))  # 0: none
+            # at least 1: max_rows_to_read = 0 is no limit
+            bound = max(1, int(k * UNORDERED_GRANULES_PER_CANDIDATE * SEARCH_TIME_GRANULE_ROWS))
             settings += (", " if settings else " SETTINGS ") + (
                 f"optimize_read_in_order = 0, max_rows_to_read = {bound}, read_overflow_mode = 'throw'"
             )
@@ -992,9 +993,8 @@ def run_pages(
             k = max(k, math.ceil((want * widen + 1) * (1.0 if by_rows else per_message)))
         try:
             _, cands = run(*plan.candidates(direction, bound, k, edge))
-        except (
-            Exception
-        ) as exc:  # more granules than an unordered round's bound: this one and the next in order
+        except Exception as exc:
+            # more granules than an unordered round's bound: this round and the next ones in order
             if not plan.reads_unordered() or error_code(exc) != TOO_MANY_ROWS:
                 raise
             plan = dataclasses.replace(plan, index_in_order=True)
