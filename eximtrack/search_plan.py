@@ -519,12 +519,13 @@ class SearchPlan:
             "search_time", conds.sql + self._window(params), settings, text_indexed=indexed
         )
 
-    def reads_unordered(self) -> bool:
+    def reads_unordered(self, source: CandidateSource | None = None) -> bool:
         """Whether a round's candidates are read unordered, within UNORDERED_GRANULES_PER_CANDIDATE granules per
-        candidate: through a text index, until a round found more (index_in_order)."""
+        candidate: through a text index, until a round found more (index_in_order). `source`: this plan's
+        candidate_source when the caller has built it already."""
         if self.index_in_order:
             return False
-        source = self.candidate_source({})
+        source = source or self.candidate_source({})
         return source.text_indexed and not source.more
 
     def outcome_tables(self) -> tuple[str, ...]:
@@ -625,7 +626,7 @@ class SearchPlan:
         value = ", value" if self.recipient_filter() is not None else ""  # search_keys' lower(recipient)
         order = f"ORDER BY {ts} {direction} LIMIT {{c_k:UInt64}}"
         settings = source.settings
-        if self.reads_unordered():
+        if self.reads_unordered(source):
             # at least 1: max_rows_to_read = 0 is no limit
             bound = max(1, int(k * UNORDERED_GRANULES_PER_CANDIDATE * SEARCH_TIME_GRANULE_ROWS))
             settings += (", " if settings else " SETTINGS ") + (
