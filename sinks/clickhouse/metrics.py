@@ -46,7 +46,8 @@ class SinkMetrics:
         )
         self.consumer_remade = Counter(
             "eximtrack_sink_consumer_remade",
-            "Kafka consumers closed and made anew after a time without a partition (group_watch.py).",
+            "Kafka consumers closed and made anew after a time without records, with no partition assigned or "
+            "records waiting (group_watch.py).",
             registry=r,
         )
         self.lag = Gauge(
