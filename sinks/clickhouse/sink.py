@@ -111,8 +111,11 @@ class Sink:
             "max_poll_records": self.max_poll_records,
             "max_poll_interval_ms": 600_000,  # a long store outage must not get us kicked out of the group
             "group_instance_id": instance_id,
+            # kafka-python gives one bootstrap attempt the whole of this: a broker that accepts connections
+            # and never answers (paused, blackholed) would hold a new consumer for its default 30 s
+            "bootstrap_timeout_ms": 10_000,
         }
-        self.consumer = self._new_consumer()
+        self.consumer = self._new_consumer()  # None while a consumer made anew has found no broker
         self.group_watch = GroupWatch(group_timeout, now=time.monotonic())
         self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all", linger_ms=5)
 
@@ -128,6 +131,8 @@ class Sink:
         """Make the consumer anew when it stopped getting records it should get (GroupWatch): what was
         inserted and not committed is consumed again by whoever gets its partitions (harmless, as after a
         crash)."""
+        if self.consumer is None:  # being made anew (run)
+            return
         now = time.monotonic()
         since = self.group_watch.since
         assigned = bool(self.consumer.assignment())
@@ -144,7 +149,7 @@ class Sink:
             self.consumer.close(autocommit=False, timeout_ms=5000)
         except Exception as exc:  # a consumer in this state may not close cleanly; it is dropped either way
             log.warning("closing the old consumer: %s", exc)
-        self.consumer = self._new_consumer()
+        self.consumer = None  # made by run's next round, retried while no broker answers
 
     def _records_waiting(self) -> bool | None:
         """Whether any assigned partition holds records past this consumer's position, by the partitions'
@@ -167,6 +172,8 @@ class Sink:
             while not self._stop.is_set():
                 consumed = 0
                 try:
+                    if self.consumer is None:
+                        self.consumer = self._new_consumer()  # KafkaError when no broker lets it bootstrap
                     consumed = self.run_once()
                     self.metrics.kafka(True)
                     attempt = 0
@@ -201,13 +208,15 @@ class Sink:
         try:
             with ENGINE_LOCK:
                 self.store.insert_rollup_encoded(data)
-            self.consumer.commit()
+            if self.consumer is not None:
+                self.consumer.commit()
         except Exception as exc:  # the batches stay uncommitted: replayed, harmless
             log.warning("pending rollup of %d events not inserted at stop (%s); replayed later", rows, exc)
 
     def close(self) -> None:
         try:
-            self.consumer.close(autocommit=False)
+            if self.consumer is not None:
+                self.consumer.close(autocommit=False)
         finally:
             self.producer.close()
 

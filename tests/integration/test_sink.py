@@ -308,7 +308,11 @@ def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_ha
     group, same static instance id; the wait doubling while it finds none); once the member holding the
     partitions leaves, the new consumer gets them and what waited is stored. Here another member holds the
     only partition of each topic (range assignment: its instance id sorts first); what the watch exists for is
-    kafka-python's group join stopping short of an assignment after a coordinator's death (group_watch.py)."""
+    kafka-python's group join stopping short of an assignment after a coordinator's death (group_watch.py).
+    While the consumer is made anew no broker answers at first (a listener that never replies, as a paused
+    broker): the sink keeps trying and goes on once one does, instead of its loop dying."""
+    import socket
+
     from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
 
@@ -336,9 +340,28 @@ def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_ha
     hog_thread.start()
     store = own_store(tmp_path)
     sink = Sink(store, kafka_bootstrap, prefix=prefix, group=group, instance_id="zz-sink", group_timeout=1.0)
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    real = dict(sink.consumer_config)
+    sink.consumer_config.update(
+        bootstrap_servers=[f"127.0.0.1:{silent.getsockname()[1]}"], bootstrap_timeout_ms=1000
+    )
     runner = threading.Thread(target=sink.run)
     runner.start()
     try:
+        t0 = time.monotonic()
+        while (
+            not (sink.consumer is None and sink.metrics.kafka_up._value.get() == 0)
+            and time.monotonic() - t0 < 60
+        ):
+            time.sleep(0.05)
+        assert (
+            sink.consumer is None and sink.metrics.kafka_up._value.get() == 0
+        )  # remade, and found no broker
+        time.sleep(3)  # more attempts fail
+        assert runner.is_alive() and sink.consumer is None
+        sink.consumer_config.update(real)
         t0 = time.monotonic()
         while sink.metrics.consumer_remade._value.get() < 2 and time.monotonic() - t0 < 60:
             time.sleep(0.2)
@@ -363,6 +386,7 @@ def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_ha
         assert len(sink.consumer.assignment()) == 3 and sink.group_watch.wait == 1.0
         assert runner.is_alive()
     finally:
+        silent.close()
         hogging.clear()
         sink.stop()
         runner.join(60)
