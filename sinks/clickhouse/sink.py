@@ -24,7 +24,8 @@ and made anew, its pending rollup inserted first.
 
 Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
 settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
-dashboards; a failure is logged, never fatal).
+dashboards; a failure is logged, never fatal). With `--close-hours-after-days N` it also rolls the hours older
+than N days up into plain totals, a day at a time (sinks/clickhouse/closing_schedule.py).
 
 In embedded mode (chdb://) this process owns the store (chDB allows one process per directory), so it also
 serves read-only queries for the CLI and the web page on 127.0.0.1 (sinks/clickhouse/query_server.py).
@@ -44,6 +45,7 @@ from eximtrack import stats_snapshots
 from schemas import topics as T
 from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
+from sinks.clickhouse.closing_schedule import ClosingSchedule
 from sinks.clickhouse.decode import DecodedBatch
 from sinks.clickhouse.group_watch import DEFAULT_TIMEOUT as GROUP_TIMEOUT
 from sinks.clickhouse.group_watch import GroupWatch
@@ -75,7 +77,7 @@ class Sink:
     def __init__(self, store, brokers: str, *, prefix: str = "", group: str = "eximtrack-sink",
                  batch_size: int = 20000, batch_seconds: float = 1.0, max_retry_seconds: float | None = None,
                  instance_id: str | None = None, rollup_seconds: float = ROLLUP_SECONDS,
-                 group_timeout: float = GROUP_TIMEOUT) -> None:  # fmt: skip
+                 group_timeout: float = GROUP_TIMEOUT, close_hours_after_days: int = 0) -> None:  # fmt: skip
         """`instance_id` gives the sink a static group membership (Kafka KIP-345), as the worker has: a sink
         restarted after a crash takes its partitions back at once instead of waiting for the dead member's
         session to expire (45 s: the ~40 s pause seen after a SIGKILL). `rollup_seconds`: how long a batch's
@@ -102,6 +104,12 @@ class Sink:
         self._stop = threading.Event()
         # stats snapshots of the hours written (eximtrack/stats_snapshots.py), at most every 30 s
         self.snapshots = stats_snapshots.Refresher(store, lock=ENGINE_LOCK)
+        # the hours older than close_hours_after_days rolled into totals, their states dropped (0: never)
+        self.closing = (
+            ClosingSchedule(store, close_hours_after_days, lock=ENGINE_LOCK)
+            if close_hours_after_days > 0
+            else None
+        )
         self.alerts = None  # eximtrack/alerts/runner.py AlertLoop, with --alerts
         self.consumer_config = {
             "bootstrap_servers": brokers.split(","),
@@ -178,6 +186,8 @@ class Sink:
                     self.metrics.kafka(True)
                     attempt = 0
                     self.snapshots.maybe()
+                    if self.closing is not None:
+                        self.closing.maybe()
                     if self.alerts is not None:
                         self.alerts.maybe()
                 except KafkaError as exc:
@@ -438,6 +448,15 @@ def register(subparsers) -> None:
         help="seconds without a record, while records wait or no partition is assigned, before the Kafka "
         "consumer is made anew (doubling while that goes on, up to 10 min; 0 = never; default %(default)s)",
     )
+    p.add_argument(
+        "--close-hours-after-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="roll the hours older than N days up into mail_hourly_totals and drop their set states, a day at a "
+        "time between batches (what `eximtrack rollup --drop-states` does, which cannot open an embedded store "
+        "the sink holds; 16 is safe: docs/SQL.md; default 0 = never)",
+    )
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus /metrics, /healthz and /readyz on this port (0 = any free port)")  # fmt: skip
     p.add_argument(
@@ -485,7 +504,8 @@ def _run(args) -> int:
     instance = args.instance_id or default_instance_id(args.group, store.url.display())
     sink = Sink(store, args.brokers, prefix=args.topic_prefix, group=args.group, batch_size=args.batch_size,
                 batch_seconds=args.batch_seconds, instance_id=instance,
-                rollup_seconds=args.rollup_seconds, group_timeout=args.group_timeout)  # fmt: skip
+                rollup_seconds=args.rollup_seconds, group_timeout=args.group_timeout,
+                close_hours_after_days=args.close_hours_after_days)  # fmt: skip
     if args.alerts:
         from eximtrack.alerts.rules import load_rules
         from eximtrack.alerts.runner import AlertLoop

@@ -390,3 +390,48 @@ def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_ha
         hogging.clear()
         sink.stop()
         runner.join(60)
+
+
+def test_a_sink_told_to_close_hours_rolls_the_old_ones_up_between_batches(tmp_path, kafka_bootstrap):
+    """`--close-hours-after-days`: the sink's loop runs the hour closing (sinks/clickhouse/closing_schedule.py)
+    on the store it holds, which `eximtrack rollup` could not open beside it; the numbers read stay."""
+    from eximtrack.stats import rollup_horizon
+
+    prefix = f"sinkc-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    store = own_store(tmp_path)
+    old = time.time() - 20 * 86400  # closed 16 days after its hour ends
+    store.insert_events(
+        [
+            DeliveryEvent(
+                event_id=f"c{i}",
+                type="success",
+                server="s1",
+                msgid=f"1abcC{i}-000000-AA",
+                recipient=f"r{i}@example.net",
+                sendunixtime=old + 60 * i,
+                actionunixtime=old + 60 * i + 5,
+                protocol="esmtps",  # an arrival's row: mail_hourly counts it
+                version=1,
+            )
+            for i in range(5)
+        ]
+    )
+    sent = store.query("SELECT sum(messages) FROM mail_hourly_all").result_rows[0][0]
+    assert sent == 5 and store.query("SELECT count() FROM mail_hourly_totals").result_rows[0][0] == 0
+    sink = Sink(store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", close_hours_after_days=16,
+                batch_seconds=0.2)  # fmt: skip
+    sink.closing.due = 0  # due now instead of a minute after the start
+    runner = threading.Thread(target=sink.run)
+    runner.start()
+    try:
+        t0 = time.monotonic()
+        while rollup_horizon(store).timestamp() < old and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        assert rollup_horizon(store).timestamp() > old
+        assert store.query("SELECT count() FROM mail_hourly_totals").result_rows[0][0] > 0
+        assert store.query("SELECT sum(messages) FROM mail_hourly_all").result_rows[0][0] == sent
+        assert sink.closing.steps >= 1 and runner.is_alive()
+    finally:
+        sink.stop()
+        runner.join(60)
