@@ -5,11 +5,12 @@ than N days into mail_hourly_totals and drops their set states, as `eximtrack ro
 Why the sink: an embedded store admits one process, and while the sink runs that is the sink, so a timer
 running `eximtrack rollup` cannot open it; the states would then grow for the aggregates' whole TTL.
 
-Each step rolls at most `step` (a day) of hours past the horizon: merging a day's states at 1e8 events takes
-about half a second, and the sink's inserts wait for it, so a store with weeks to close catches up one step
-every `catch_up_seconds` instead of stalling once. Caught up, it looks again every `check_seconds`. The
-horizon starts at the first stored hour, not in the empty past before it. A failed step is logged and tried
-again at the next check: closing hours saves space and reading time, exact numbers never depend on it.
+Each step rolls at most `step` (an hour) of hours past the horizon, and the sink's inserts wait for it: an
+hour's states at 1e8 events (~20k keys) take 0.21-0.34 s to roll, a day's 4-5 s (docs/BENCHMARKS.md, session
+44), so a store with weeks to close catches up a step every `catch_up_seconds` instead of stalling once.
+Caught up, it looks again every `check_seconds`. The horizon starts at the first stored hour, not in the empty
+past before it. A failed step is logged and tried again at the next check: closing hours saves space and
+reading time, exact numbers never depend on it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 log = logging.getLogger("eximtrack.sink")
 
-STEP = timedelta(days=1)
-CHECK_SECONDS = 3600.0
-CATCH_UP_SECONDS = 60.0
+STEP = timedelta(hours=1)
+CHECK_SECONDS = 600.0
+CATCH_UP_SECONDS = 10.0
 FIRST_AFTER_SECONDS = 60.0  # not while the sink starts
 
 

@@ -25,7 +25,7 @@ and made anew, its pending rollup inserted first.
 Between batches, at most every 30 s, it refreshes the hourly stats snapshots of the hours written that
 settled (unchanged since the previous refresh; eximtrack/stats_snapshots.py: a speed-up for `stats` and the
 dashboards; a failure is logged, never fatal). With `--close-hours-after-days N` it also rolls the hours older
-than N days up into plain totals, a day at a time (sinks/clickhouse/closing_schedule.py).
+than N days up into plain totals, an hour at a time (sinks/clickhouse/closing_schedule.py).
 
 In embedded mode (chdb://) this process owns the store (chDB allows one process per directory), so it also
 serves read-only queries for the CLI and the web page on 127.0.0.1 (sinks/clickhouse/query_server.py).
@@ -453,8 +453,8 @@ def register(subparsers) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="roll the hours older than N days up into mail_hourly_totals and drop their set states, a day at a "
-        "time between batches (what `eximtrack rollup --drop-states` does, which cannot open an embedded store "
+        help="roll the hours older than N days up into mail_hourly_totals and drop their set states, an hour at "
+        "a time between batches (what `eximtrack rollup --drop-states` does, which cannot open an embedded store "
         "the sink holds; 16 is safe: docs/SQL.md; default 0 = never)",
     )
     p.add_argument("--metrics-port", type=int, default=None,
