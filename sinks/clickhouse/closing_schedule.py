@@ -20,6 +20,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from eximtrack.stats import rollup, rollup_horizon
+
 log = logging.getLogger("eximtrack.sink")
 
 STEP = timedelta(hours=1)
@@ -58,13 +60,8 @@ class ClosingSchedule:
                  first_after: float = FIRST_AFTER_SECONDS) -> None:  # fmt: skip
         if after_days <= 0:
             raise ValueError("hours are closed at least a day after they end")
-        self.store, self.after, self.lock, self.clock, self.step = (
-            store,
-            timedelta(days=after_days),
-            lock,
-            clock,
-            step,
-        )
+        self.store, self.lock, self.clock = store, lock, clock
+        self.after, self.step = timedelta(days=after_days), step
         self.check_seconds, self.catch_up_seconds = check_seconds, catch_up_seconds
         self.due = clock() + first_after
         self.steps = 0
@@ -75,8 +72,6 @@ class ClosingSchedule:
         now = self.clock()
         if now < self.due:
             return None
-        from eximtrack.stats import rollup, rollup_horizon
-
         target = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0) - self.after
         try:
             with self.lock if self.lock is not None else contextlib.nullcontext():
