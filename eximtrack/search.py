@@ -105,14 +105,25 @@ def scope_filter(scope: Scope | None) -> TextFilter | None:
     return TextFilter(sender_cols + rcpt_cols, "eq", ascii_lower(str(getattr(scope, kind)).strip()))
 
 
-def select_list(prefix: str = "") -> str:
-    """The result columns (the DeliveryEvent fields, times as epoch seconds) of rows read as `prefix`."""
+# A search's rows are read by one SELECT that filters and sorts on the stored columns (the times as
+# DateTime64, usable by the skip indexes) and converts the times for the result (select_list): its aliases
+# are named like the columns, and prefer_column_name_to_alias keeps them from shadowing those columns in
+# WHERE and ORDER BY. A converting SELECT around the reading one planned 1.5-2.6 ms slower per statement at
+# 1e8 events, the same rows (docs/BENCHMARKS.md, session 44).
+RESULT_SETTINGS = " SETTINGS prefer_column_name_to_alias = 1"
+
+
+def result_rows_sql(source: str, where: str, order: Sequence[str], limit: str = "") -> str:
+    """The result rows (select_list) of `source` (a table read with FINAL, and its PREWHERE if any) that
+    `where` keeps (a WHERE clause or ''), sorted by `order`, up to `limit` (a LIMIT clause or '')."""
+    return f"SELECT {select_list()} FROM {source}{where} ORDER BY {', '.join(order)}{limit}{RESULT_SETTINGS}"
+
+
+def select_list() -> str:
+    """The result columns: the DeliveryEvent fields, times as epoch seconds (named like their columns)."""
     cols = []
     for name in EVENT_FIELDS:
-        if name in TIME_COLUMNS:
-            cols.append(f"toUnixTimestamp64Milli({prefix}{name}) / 1000 AS {name}")
-        else:
-            cols.append(f"{prefix}{name}" if not prefix else f"{prefix}{name} AS {name}")
+        cols.append(f"toUnixTimestamp64Milli({name}) / 1000 AS {name}" if name in TIME_COLUMNS else name)
     return ", ".join(cols)
 
 
@@ -369,13 +380,7 @@ def build_search(
             raise SearchError("limit must be >= 0")
         limit = " LIMIT " + _ph(b.param(n, "limit"), "UInt64")
 
-    where = where_clause(where_conds)
-    # The inner query filters and sorts on the real columns (DateTime64, usable by the skip indexes); the
-    # outer one only converts times to epoch seconds, so its aliases cannot shadow a column in WHERE.
-    sql = (
-        f"SELECT {select_list('r.')} FROM (SELECT * FROM {table} FINAL{where} "
-        f"ORDER BY {', '.join(order)}{limit}) AS r"
-    )
+    sql = result_rows_sql(f"{table} FINAL", where_clause(where_conds), order, limit)
     return sql, b.params
 
 
@@ -452,10 +457,10 @@ def build_show(
         cond_rows = f"{cond} AND {visible}"
     else:
         cond_rows = cond
-    attempts = (
-        f"SELECT {select_list('e.')} FROM (SELECT * FROM events FINAL PREWHERE {key} "
-        f"WHERE {cond_rows} AND is_deleted = 0 "
-        "ORDER BY server, actionunixtime, version, recipient, event_id) AS e"
+    attempts = result_rows_sql(
+        f"events FINAL PREWHERE {key}",
+        f" WHERE {cond_rows} AND is_deleted = 0",
+        ("server", "actionunixtime", "version", "recipient", "event_id"),
     )
     # children are found through search_keys (field parent_msgid), then read from `latest` by primary key;
     # `has_children` asks search_keys first (a superset: every version of a child row writes its key), so
@@ -464,9 +469,8 @@ def build_show(
     child_keys = "FROM search_keys WHERE field = 'parent_msgid' AND value = {msgid:String}"
     has_children = f"SELECT 1 {child_keys}{' AND server = {server:String}' if server else ''} LIMIT 1"
     child_cond += f" AND (msgtime, server, msgid) IN (SELECT msgtime, server, msgid {child_keys})"
-    children = (
-        f"SELECT {select_list('c.')} FROM (SELECT * FROM latest FINAL WHERE {child_cond}{child_scope} "
-        "ORDER BY server, sendunixtime, msgid, recipient) AS c"
+    children = result_rows_sql(
+        "latest FINAL", f" WHERE {child_cond}{child_scope}", ("server", "sendunixtime", "msgid", "recipient")
     )
     lines = (
         "SELECT server, msgid, toUnixTimestamp64Milli(logunixtime) / 1000 AS logunixtime, line, line_id "
@@ -533,6 +537,8 @@ __all__ = [
     "Scope",
     "SearchFilters",
     "build_search",
+    "RESULT_SETTINGS",
+    "result_rows_sql",
     "build_show",
     "arrival_from_attempts",
     "run_show",

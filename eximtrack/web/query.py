@@ -25,8 +25,8 @@ from eximtrack.search import (
     build_show,
     parse_sort,
     parse_time,
+    result_rows_sql,
     scope_condition,
-    select_list,
 )
 from eximtrack.search_plan import (
     OUTCOME_TABLE,
@@ -361,12 +361,7 @@ class SearchQuery:
         if rows is not None:
             b.params["lim"] = rows
             limit = " LIMIT {lim:UInt64}"
-        where = where_clause(conds)
-        sql = (
-            f"SELECT {select_list('r.')} FROM (SELECT * FROM {table} FINAL{where} "
-            f"ORDER BY {', '.join(order)}{limit}) AS r"
-        )
-        return sql, b.params
+        return result_rows_sql(f"{table} FINAL", where_clause(conds), order, limit), b.params
 
     def fetch(
         self, run: Callable[[str, dict], tuple[list[str], list[tuple]]], keys: list | None, rows: int

@@ -8,6 +8,7 @@ import pytest
 
 from eximtrack.search import (
     ARRIVAL_FIELDS,
+    RESULT_SETTINGS,
     Scope,
     SearchError,
     SearchFilters,
@@ -35,9 +36,20 @@ def test_no_filters_reads_latest_final_all_rows():
 
 def test_result_columns_are_event_fields():
     sql, _ = build_search(None)
-    select = sql.split(" FROM (", 1)[0]
+    select = sql.split(" FROM ", 1)[0]
     names = [part.rsplit(" AS ", 1)[-1].strip() for part in select[len("SELECT ") :].split(", ")]
     assert tuple(names) == EVENT_FIELDS
+
+
+def test_result_rows_are_read_filtered_and_converted_by_one_select():
+    """The times are converted in the SELECT that filters and sorts on them: prefer_column_name_to_alias keeps
+    the aliases named like the columns from shadowing them in WHERE and ORDER BY (without it, `sendunixtime >
+    …` would compare the converted number)."""
+    sql, _ = build_search(SearchFilters(since="2026-11-01", until="2026-11-02"))
+    assert sql.count("SELECT") == 1 and sql.endswith(RESULT_SETTINGS)
+    assert "toUnixTimestamp64Milli(sendunixtime) / 1000 AS sendunixtime" in sql and "WHERE" in sql
+    shows = build_show("1abcD0-000000-AA", "s1")
+    assert shows["attempts"][0].endswith(RESULT_SETTINGS) and shows["children"][0].endswith(RESULT_SETTINGS)
 
 
 def test_values_are_bound_never_inlined():
