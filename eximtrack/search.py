@@ -108,8 +108,8 @@ def scope_filter(scope: Scope | None) -> TextFilter | None:
 # A search's rows are read by one SELECT that filters and sorts on the stored columns (the times as
 # DateTime64, usable by the skip indexes) and converts the times for the result (select_list): its aliases
 # are named like the columns, and prefer_column_name_to_alias keeps them from shadowing those columns in
-# WHERE and ORDER BY. A converting SELECT around the reading one planned 1.5-2.6 ms slower per statement at
-# 1e8 events, the same rows (docs/BENCHMARKS.md, session 44).
+# WHERE and ORDER BY. With a converting SELECT around the reading one, a fetch took 1.5-2.6 ms longer at
+# 1e8 events, for the same rows (docs/BENCHMARKS.md, session 44).
 RESULT_SETTINGS = " SETTINGS prefer_column_name_to_alias = 1"
 
 
