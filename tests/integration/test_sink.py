@@ -350,15 +350,14 @@ def test_a_sink_without_partitions_makes_its_consumer_anew_and_stores_once_it_ha
     runner = threading.Thread(target=sink.run)
     runner.start()
     try:
+
+        def remade_and_no_broker() -> bool:
+            return sink.consumer is None and sink.metrics.kafka_up._value.get() == 0
+
         t0 = time.monotonic()
-        while (
-            not (sink.consumer is None and sink.metrics.kafka_up._value.get() == 0)
-            and time.monotonic() - t0 < 60
-        ):
+        while not remade_and_no_broker() and time.monotonic() - t0 < 60:
             time.sleep(0.05)
-        assert (
-            sink.consumer is None and sink.metrics.kafka_up._value.get() == 0
-        )  # remade, and found no broker
+        assert remade_and_no_broker()
         time.sleep(3)  # more attempts fail
         assert runner.is_alive() and sink.consumer is None
         sink.consumer_config.update(real)
