@@ -15,12 +15,13 @@ reading time, exact numbers never depend on it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 
 from eximtrack.stats import rollup, rollup_horizon
+from eximtrack.stats_snapshots import as_utc
 
 log = logging.getLogger("eximtrack.sink")
 
@@ -35,8 +36,7 @@ def first_stored_hour(store) -> datetime | None:
     rows = store.query("SELECT min(hour), count() FROM mail_hourly", readonly=True).result_rows
     if not rows or not rows[0][1]:
         return None
-    hour = rows[0][0]
-    return hour if hour.tzinfo else hour.replace(tzinfo=UTC)
+    return as_utc(rows[0][0])
 
 
 def next_step(
@@ -60,7 +60,7 @@ class ClosingSchedule:
                  first_after: float = FIRST_AFTER_SECONDS) -> None:  # fmt: skip
         if after_days <= 0:
             raise ValueError("hours are closed at least a day after they end")
-        self.store, self.lock, self.clock = store, lock, clock
+        self.store, self.lock, self.clock = store, lock or nullcontext(), clock
         self.after, self.step = timedelta(days=after_days), step
         self.check_seconds, self.catch_up_seconds = check_seconds, catch_up_seconds
         self.due = clock() + first_after
@@ -74,7 +74,7 @@ class ClosingSchedule:
             return None
         target = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0) - self.after
         try:
-            with self.lock if self.lock is not None else contextlib.nullcontext():
+            with self.lock:
                 until = next_step(
                     rollup_horizon(self.store), first_stored_hour(self.store), target, self.step
                 )
