@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eximtrack import hourly_read, stats_snapshots, window_snapshots
+from eximtrack import hourly_read, reasons, stats_snapshots, window_snapshots
 from eximtrack.window_snapshots import WINDOW_BY
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
@@ -466,8 +466,9 @@ BACKFILLED_LATER = ("spam_hourly",)
 
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows), with the insert counters of migrations 008, 014 and 019, and the backfills of the aggregates added
-    later (BACKFILLED_LATER); `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
+    rows), with the insert counters of migrations 008, 014 and 019, reasons_hourly's template of 028, and the
+    backfills of the aggregates added later (BACKFILLED_LATER); `final=True` reads `events FINAL` /
+    `rejects FINAL` (one version per event id)."""
     found = migrations.load_migrations()
     migration = next(m for m in found if m.name == "backfill_aggregates")
     later = [
@@ -483,6 +484,15 @@ def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
                     f"migration 004's {table} backfill has changed: update backfill_statements"
                 )
             statement = statement.replace(last, last.rstrip("\n") + ",\n    count() AS inserts\n")
+        if table == "reasons_hourly":  # its view's template since migration 028
+            old_template = f"{reasons.sql_expression('message')} AS template,"
+            if old_template not in statement:
+                raise RuntimeError(
+                    "migration 004's reasons_hourly backfill has changed: update backfill_statements"
+                )
+            statement = statement.replace(
+                old_template, f"{reasons.sql_expression('message', 'deliverydomain')} AS template,"
+            )
         if final:
             statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
         out.append((table, statement))

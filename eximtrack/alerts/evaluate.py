@@ -244,7 +244,7 @@ class Context:
     def reasons(self, col: str, key: str) -> tuple[str, ...]:
         """The top deferral and failure reasons (templates) of a sender's mail of the last hours."""
         rows = self.run(
-            f"SELECT {sql_expression('message')} AS reason, count() AS n FROM latest "
+            f"SELECT {sql_expression('message', 'deliverydomain')} AS reason, count() AS n FROM latest "
             f"WHERE msgtime >= {{prev:{T}}} AND type IN ('defer', 'failure') AND {SCOPE_COLUMN[col]} = {{k:String}} "
             "GROUP BY reason ORDER BY n DESC, reason LIMIT 3",
             {"prev": self.t["prev"], "k": key},

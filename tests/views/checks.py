@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from eximtrack.reasons import sql_expression
 
-TEMPLATE = sql_expression("message")
+TEMPLATE = sql_expression("message", "deliverydomain")  # a deferral's or failure's (migration 028)
+REJECTION_TEMPLATE = sql_expression("message")  # a rejection has no delivery domain
 HOUR_ARRIVAL = "toStartOfHour(toDateTime(sendunixtime, 'UTC'))"
 HOUR_ACTION = "toStartOfHour(toDateTime(actionunixtime, 'UTC'))"
 MAIL_KEY = "hour, server, owner, user, domain, sender, outbound"
@@ -96,7 +97,7 @@ PAIRS: dict[str, tuple[str, str]] = {
         """SELECT hour, server, senderip, template, uniqExactMerge(rejections), uniqExactMerge(senders),
                uniqExactMerge(recipients)
             FROM rejections_hourly GROUP BY hour, server, senderip, template""",
-        f"""SELECT {HOUR_ACTION} AS hour, server, senderip, {TEMPLATE} AS template, count(), uniqExact(email),
+        f"""SELECT {HOUR_ACTION} AS hour, server, senderip, {REJECTION_TEMPLATE} AS template, count(), uniqExact(email),
                uniqExact(recipient)
             FROM latest FINAL WHERE type = 'rejected' GROUP BY hour, server, senderip, template""",
     ),
