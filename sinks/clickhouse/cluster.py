@@ -60,6 +60,7 @@ _ALTER = re.compile(r"^ALTER TABLE (\w+) ")
 _INSERT = re.compile(r"^INSERT INTO (\w+)(\s*\([^)]*\))?")
 _DROP = re.compile(r"^DROP (VIEW|TABLE) IF EXISTS (\w+)$")
 _EXCHANGE = re.compile(r"^EXCHANGE TABLES (\w+) AND (\w+)$")
+_TRUNCATE = re.compile(r"^TRUNCATE TABLE IF EXISTS (\w+)$")
 _COLUMN_CHANGE = re.compile(r"^(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN\b")
 _SOURCE = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b")
 
@@ -214,6 +215,8 @@ class Cluster:
                 self.distributed(a, creates[b], replace=True),
                 self.distributed(b, creates[a], replace=True),
             ]
+        if m := _TRUNCATE.match(sql):  # the rows are in the local tables of every node
+            return [f"TRUNCATE TABLE IF EXISTS {self.target(m.group(1))}"]
         raise ClusterSchemaError(f"no cluster form for the statement {sql[:80]!r}")
 
     def _local_table(self, table: str, create: str) -> str:

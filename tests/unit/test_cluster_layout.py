@@ -113,6 +113,20 @@ def test_the_exchange_of_latest_gives_both_distributed_tables_their_new_columns_
     assert steps[i + 1][1].startswith("CREATE OR REPLACE TABLE latest ON CLUSTER fleet AS latest_local")
 
 
+def test_migration_028_rewrites_and_empties_the_local_tables_of_every_node():
+    steps = [s for m, _, s in STEPS if m.version == 28]
+    assert steps[0].startswith("ALTER TABLE reasons_hourly_mv ON CLUSTER fleet MODIFY QUERY")
+    assert "FROM events_rollup_local" in steps[0]
+    assert steps[1].startswith(
+        "INSERT INTO reasons_hourly (hour,"
+    )  # each shard from and into its local table
+    assert steps[2].startswith("ALTER TABLE reasons_hourly_local ON CLUSTER fleet DELETE WHERE")
+    assert steps[3:] == [
+        "TRUNCATE TABLE IF EXISTS reasons_hourly_snap_hours_local ON CLUSTER fleet",
+        "TRUNCATE TABLE IF EXISTS reasons_hourly_snap_local ON CLUSTER fleet",
+    ]
+
+
 def test_conditions_look_at_the_parts_of_every_replica():
     conds = [w for _, w, _ in STEPS if w and "system.parts" in w]
     assert conds and all("clusterAllReplicas(fleet, system.parts)" in w and "_local'" in w for w in conds)
