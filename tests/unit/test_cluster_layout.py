@@ -117,9 +117,9 @@ def test_migration_028_rewrites_and_empties_the_local_tables_of_every_node():
     steps = [s for m, _, s in STEPS if m.version == 28]
     assert steps[0].startswith("ALTER TABLE reasons_hourly_mv ON CLUSTER fleet MODIFY QUERY")
     assert "FROM events_rollup_local" in steps[0]
-    assert steps[1].startswith(
-        "INSERT INTO reasons_hourly (hour,"
-    )  # each shard from and into its local table
+    # the copy: each shard from and into its local table
+    assert steps[1].startswith("INSERT INTO reasons_hourly (hour,")
+    assert "SETTINGS parallel_distributed_insert_select = 2" in steps[1]
     assert steps[2].startswith("ALTER TABLE reasons_hourly_local ON CLUSTER fleet DELETE WHERE")
     assert steps[3:] == [
         "TRUNCATE TABLE IF EXISTS reasons_hourly_snap_hours_local ON CLUSTER fleet",
