@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from eximtrack.broker_probe import metadata_brokers
 from eximtrack.ports import free_port, port_free
 
 # 4.1.x: the newest line that kafka-python 3 and aiokafka 0.14 were both tested against at the time of
@@ -118,50 +118,6 @@ def fetch(version: str = DEFAULT_VERSION, *, quiet: bool = True) -> Path:
         shutil.rmtree(libs, ignore_errors=True)
         os.replace(tmp, libs)
     return libs
-
-
-# ----------------------------------------------------------------------------------- kafka protocol
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return bytes(buf)
-
-
-def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[int, str, int]]:
-    """Send one Metadata v4 request (all topics) and return the brokers it lists as (id, host, port).
-
-    Hand-written so that starting and probing a broker needs no client library. Metadata v4 is in the
-    range every 4.x broker serves (4.0 briefly dropped v0-v3 and brought them back, apache/kafka#18716;
-    v4 was never affected). Request header v1, response header v0: both non-flexible.
-    """
-    client_id = b"eximtrack-probe"
-    body = struct.pack(">i", -1) + b"\x00"  # topics = null (all), allow_auto_topic_creation = false
-    header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
-    req = header + body
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(struct.pack(">i", len(req)) + req)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        resp = _recv_exact(sock, size)
-    pos = 4 + 4  # correlation id, throttle_time_ms
-    (n,) = struct.unpack_from(">i", resp, pos)
-    pos += 4
-    brokers = []
-    for _ in range(max(n, 0)):
-        node_id, hlen = struct.unpack_from(">ih", resp, pos)
-        pos += 6
-        bhost = resp[pos : pos + hlen].decode()
-        pos += hlen
-        (bport, rlen) = struct.unpack_from(">ih", resp, pos)
-        pos += 6 + max(rlen, 0)
-        brokers.append((node_id, bhost, bport))
-    return brokers
 
 
 def _die_with_parent() -> None:

@@ -40,6 +40,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.codec import has_lz4, has_zstd
 from kafka.partitioner.default import murmur2
 
+from eximtrack.broker_probe import answering
 from producers.tail import Line
 from schemas.records import MAX_BATCH_LINES, SCHEMA_VERSION, RawLine, decode_raw_record
 from schemas.topics import ACCOUNTS, ACCOUNTS_MAX_BYTES, RAW_LINES, raw_line_key
@@ -194,7 +195,11 @@ class Publisher:
 
     def connect(self) -> None:
         """Create the producer. Raises a KafkaError (KafkaTimeoutError) if no broker answers in time."""
-        self.producer = self._factory(**self.config)
+        # from the servers that answer now (eximtrack/broker_probe.py): kafka-python would give one picked at
+        # random its whole bootstrap timeout, a frozen broker included
+        self.producer = self._factory(
+            **dict(self.config, bootstrap_servers=answering(self.config["bootstrap_servers"]))
+        )
         # kafka-python 3.0.12 does not pass ``allow_auto_create_topics`` on to the metadata object of its
         # connection manager, so every producer metadata request asks the broker to auto-create the topic
         # (seen here: a missing raw-lines topic came back with 1 partition). Set it where it is read;
@@ -206,7 +211,7 @@ class Publisher:
     def _topic_partitions(self, topic: str) -> int | None:
         """Partition count of ``topic`` from an admin Metadata request that never auto-creates."""
         admin = self._admin_factory(
-            bootstrap_servers=self.config["bootstrap_servers"],
+            bootstrap_servers=answering(self.config["bootstrap_servers"]),
             client_id=f"{self.config['client_id']}-check",
             request_timeout_ms=10_000,
             bootstrap_timeout_ms=5_000,

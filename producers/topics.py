@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError, for_code
 
+from eximtrack.broker_probe import answering
 from schemas.topics import ALL_TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,16 @@ def resolve(
     return out
 
 
+def admin_client(bootstrap: str) -> KafkaAdminClient:
+    """An admin client bootstrapped from the servers of `bootstrap` that answer now
+    (eximtrack/broker_probe.py): kafka-python would give a randomly picked one its whole bootstrap timeout,
+    then fail, and a component that checks its topics at start would exit with a broker frozen."""
+    return KafkaAdminClient(bootstrap_servers=answering(bootstrap), client_id="eximtrack-topics")
+
+
 def cluster_replication_factor(bootstrap: str) -> int:
     """The replication factor eximtrack gives its topics on this cluster: min(3, number of brokers)."""
-    client = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eximtrack-topics")
+    client = admin_client(bootstrap)
     try:
         return min(3, len(client.describe_cluster()["brokers"]))
     finally:
@@ -73,7 +81,7 @@ def ensure_topics(
     :raises TopicMismatch: an existing topic has a different partition count.
     """
     own = admin is None
-    client = admin or KafkaAdminClient(bootstrap_servers=bootstrap, client_id="eximtrack-topics")
+    client = admin or admin_client(bootstrap)
     try:
         brokers = len(client.describe_cluster()["brokers"])
         rf = replication_factor or min(3, brokers)

@@ -46,6 +46,7 @@ from faust.tables import TableManager
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from eximtrack.broker_probe import answering
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
 from stream.accounts import AccountMap
@@ -359,9 +360,7 @@ class RecordGaps:
         from kafka import KafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.topic, partition)
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.brokers.split(","), enable_auto_commit=False, group_id=None
-        )
+        consumer = KafkaConsumer(**helper_client_config(self.brokers))
         try:
             consumer.assign([tp])
             consumer.seek(tp, start)
@@ -383,6 +382,23 @@ class RecordGaps:
         last = self.last_handled(partition)
         if last is None or offset > last:
             self.table[str(partition)] = offset
+
+
+# kafka-python gives a bootstrap attempt the whole of this (30 s by default): the servers are probed first
+# (helper_client_config), so it is spent only on a broker that froze between the probe and the client
+HELPER_BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def helper_client_config(brokers: str) -> dict:
+    """Settings of the worker's own kafka-python consumers (no group, no commits): bootstrapped from the
+    servers of `brokers` that answer now (eximtrack/broker_probe.py), so that a broker that accepts
+    connections and never answers neither holds nor fails them."""
+    return {
+        "bootstrap_servers": answering(brokers),
+        "bootstrap_timeout_ms": HELPER_BOOTSTRAP_TIMEOUT_MS,
+        "enable_auto_commit": False,
+        "group_id": None,
+    }
 
 
 class PartitionOffsets:
@@ -412,8 +428,8 @@ class PartitionOffsets:
         from kafka import KafkaConsumer, TopicPartition
 
         if self.consumer is None:
-            self.consumer = KafkaConsumer(bootstrap_servers=self.brokers.split(","), enable_auto_commit=False,
-                                          group_id=None, request_timeout_ms=self.TIMEOUT_MS + 1000)  # fmt: skip
+            self.consumer = KafkaConsumer(**helper_client_config(self.brokers),
+                                          request_timeout_ms=self.TIMEOUT_MS + 1000)  # fmt: skip
         try:
             answer = getattr(self.consumer, question)(
                 [TopicPartition(self.topic, p) for p in partitions], timeout_ms=self.TIMEOUT_MS
@@ -480,11 +496,20 @@ class AccountsFeed:
         read_to = self._read_to
         return read_to is None or self._offsets.ends(sorted(read_to)) != read_to
 
+    def refresh_or_keep(self) -> bool:
+        """`refresh`, keeping the maps read before when it fails (a broker away or frozen: logged). The
+        worker's minute timer calls this: an exception out of a faust timer crashes the worker."""
+        try:
+            self.refresh()
+            return True
+        except Exception as exc:
+            log.warning("reading the accounts topic failed: %s; the maps read before stay", exc)
+            return False
+
     def refresh(self) -> int:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=self.brokers.split(","), enable_auto_commit=False, group_id=None,
-                                 consumer_timeout_ms=2000)  # fmt: skip
+        consumer = KafkaConsumer(**helper_client_config(self.brokers), consumer_timeout_ms=2000)
         try:
             parts = consumer.partitions_for_topic(self.topic) or set()
             tps = [TopicPartition(self.topic, p) for p in parts]
@@ -593,7 +618,8 @@ def create_app(
     0 turns the watchdog off (docs/GUARANTEES.md)."""
     app = faust.App(
         app_id,
-        broker=[f"kafka://{b.strip()}" for b in brokers.split(",")],
+        # the servers that answer first: aiokafka bootstraps from them in this order, each for its request timeout
+        broker=[f"kafka://{b}" for b in answering(brokers)],
         # Each table is kept in a local RocksDB per partition (rocksdict) under `data_dir`, with the offset of
         # the changelog it reflects: a restarted worker reads only the changelog written since, not all of it
         # (memory:// replayed the whole topic: 141 s after the pipeline bench's drains). The changelog stays the durable
@@ -622,6 +648,12 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=instance_id,
         broker_session_timeout=session_timeout,
+        # The topics are eximtrack's (schemas/topics.py: `_run` ensures them and the changelogs before the app
+        # starts), so faust declares none: its CreateTopics for topics that exist went to a broker that
+        # forwarded it to a frozen controller and held the start for its 30 s timeout (a frozen broker of
+        # three; docs/GUARANTEES.md). Its leader topic is for `on_leader` timers, which this app has none of.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         TableManager=PromptTableManager,
     )
     raw_topic = app.topic(prefix + T.RAW_LINES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
@@ -789,7 +821,7 @@ def create_app(
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():
-        await app.loop.run_in_executor(None, accounts_table.refresh)
+        await app.loop.run_in_executor(None, accounts_table.refresh_or_keep)
 
     def raw_positions() -> Iterator[tuple[TP, int]]:
         """Each assigned raw-lines partition and the offset of its last record processed, -1 before the

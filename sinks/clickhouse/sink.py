@@ -42,6 +42,7 @@ import threading
 import time
 
 from eximtrack import stats_snapshots
+from eximtrack.broker_probe import answering
 from schemas import topics as T
 from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
@@ -125,7 +126,7 @@ class Sink:
         }
         self.consumer = self._new_consumer()  # None while a consumer made anew has found no broker
         self.group_watch = GroupWatch(group_timeout, now=time.monotonic())
-        self.producer = KafkaProducer(bootstrap_servers=brokers.split(","), acks="all", linger_ms=5)
+        self.producer = KafkaProducer(bootstrap_servers=answering(brokers), acks="all", linger_ms=5)
 
     def stop(self) -> None:
         self._stop.set()
@@ -133,7 +134,12 @@ class Sink:
     def _new_consumer(self):
         from kafka import KafkaConsumer
 
-        return KafkaConsumer(*self.kinds, **self.consumer_config)
+        # from the servers that answer now (eximtrack/broker_probe.py); when none does, all of them, and the
+        # bootstrap timeout above bounds the attempt (the loop makes it again)
+        config = dict(
+            self.consumer_config, bootstrap_servers=answering(self.consumer_config["bootstrap_servers"])
+        )
+        return KafkaConsumer(*self.kinds, **config)
 
     def _watch_group(self, consumed: bool) -> None:
         """Make the consumer anew when it stopped getting records it should get (GroupWatch): what was

@@ -86,7 +86,7 @@ class DockerKafka:
         )
 
     def start(self) -> DockerKafka:
-        from eximtrack.local_broker import metadata_brokers
+        from eximtrack.broker_probe import metadata_brokers
 
         t0 = time.monotonic()
         self.container.start()

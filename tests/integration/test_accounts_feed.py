@@ -49,3 +49,30 @@ def test_an_unknown_server_reads_the_topic_again_only_when_it_grew(
     publish(kafka_bootstrap, unique_topic, "nomaps")
     assert feed.get("nomaps")["server"] == "nomaps" and len(reads) == 2
     assert feed.get("web1") is not None and len(reads) == 2  # a known server never asks
+
+
+def test_a_failed_refresh_keeps_the_maps_read_before(kafka_bootstrap, unique_topic, monkeypatch):
+    """The worker's minute timer refreshes through refresh_or_keep: a broker that stopped answering fails
+    the read (an exception out of a faust timer would crash the worker), and the maps read before stay."""
+    import socket
+
+    import stream.app as app_module
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(unique_topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+    publish(kafka_bootstrap, unique_topic, "web1")
+    feed = AccountsFeed(kafka_bootstrap, unique_topic)
+    assert feed.refresh_or_keep() is True and set(feed.maps) == {"web1"}
+    silent = socket.socket()  # accepts connections and never answers: a frozen broker
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        monkeypatch.setattr(app_module, "HELPER_BOOTSTRAP_TIMEOUT_MS", 500)
+        feed.brokers = f"127.0.0.1:{silent.getsockname()[1]}"
+        assert feed.refresh_or_keep() is False
+        assert set(feed.maps) == {"web1"}
+    finally:
+        silent.close()

@@ -8,7 +8,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from eximtrack.local_broker import BrokerError, LocalBroker, metadata_brokers
+from eximtrack.broker_probe import metadata_brokers
+from eximtrack.local_broker import BrokerError, LocalBroker
 
 pytestmark = [pytest.mark.kafka]
 

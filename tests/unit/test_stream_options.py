@@ -88,3 +88,12 @@ def test_one_producer_batch_holds_the_changelog_of_a_record(tmp_path):
         per_record.append(table.written - before)
     assert len(per_record) > 50 and sorted(per_record)[len(per_record) // 2] > 20_000  # a busy server
     assert max(per_record) <= PRODUCER_BATCH_BYTES
+
+
+def test_faust_declares_no_topic_of_its_own(tmp_path):
+    """eximtrack creates every topic (schemas/topics.py, ensured before the worker starts): faust's own
+    CreateTopics of existing topics waited out a frozen controller (30 s at start), and its leader topic
+    serves `on_leader` timers this app does not have."""
+    conf = create_app("127.0.0.1:1", data_dir=str(tmp_path)).conf
+    assert conf.topic_allow_declare is False
+    assert conf.topic_disable_leader is True
