@@ -77,10 +77,13 @@ def split_servers(brokers: str | Sequence[str]) -> list[str]:
 
 
 def answers(server: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether `server` (`host:port`) answers a Metadata request within `timeout` seconds."""
-    host, _, port = server.rpartition(":")
+    """Whether `server` (`host[:port]`, Kafka's 9092 when no port is given) answers a Metadata request within
+    `timeout` seconds."""
+    host, sep, port = server.rpartition(":")
+    if not sep or host.endswith(":") or not port.isdigit():  # "kafka1", or an IPv6 address without a port
+        host, port = server, "9092"
     try:
-        return bool(metadata_brokers(host.strip("[]") or "127.0.0.1", int(port), timeout))
+        return bool(metadata_brokers(host.strip("[]"), int(port), timeout))
     except (OSError, ValueError, struct.error):
         return False
 
