@@ -12,6 +12,14 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from stream.app import AccountsFeed
 
 
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
 def publish(bootstrap: str, topic: str, server: str) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
@@ -25,11 +33,7 @@ def publish(bootstrap: str, topic: str, server: str) -> None:
 def test_an_unknown_server_reads_the_topic_again_only_when_it_grew(
     kafka_bootstrap, unique_topic, monkeypatch
 ):
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(unique_topic, num_partitions=2, replication_factor=1)])
-    finally:
-        admin.close()
+    create_topic(kafka_bootstrap, unique_topic, 2)
     publish(kafka_bootstrap, unique_topic, "web1")
     feed = AccountsFeed(kafka_bootstrap, unique_topic)
     reads = []
@@ -54,21 +58,15 @@ def test_an_unknown_server_reads_the_topic_again_only_when_it_grew(
 def test_a_failed_refresh_keeps_the_maps_read_before(kafka_bootstrap, unique_topic, monkeypatch):
     """The worker's minute timer refreshes through refresh_or_keep: a broker that stopped answering fails
     the read (an exception out of a faust timer would crash the worker), and the maps read before stay."""
-    import socket
-
     import stream.app as app_module
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(unique_topic, num_partitions=1, replication_factor=1)])
-    finally:
-        admin.close()
+    create_topic(kafka_bootstrap, unique_topic, 1)
     publish(kafka_bootstrap, unique_topic, "web1")
     feed = AccountsFeed(kafka_bootstrap, unique_topic)
     assert feed.refresh_or_keep() is True and set(feed.maps) == {"web1"}
-    silent = socket.socket()  # accepts connections and never answers: a frozen broker
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(4)
+    from tests.integration.test_broker_probe import silent_listener
+
+    silent = silent_listener()  # accepts connections and never answers: a frozen broker
     try:
         monkeypatch.setattr(app_module, "HELPER_BOOTSTRAP_TIMEOUT_MS", 500)
         feed.brokers = f"127.0.0.1:{silent.getsockname()[1]}"

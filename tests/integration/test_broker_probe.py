@@ -15,27 +15,25 @@ from eximtrack.ports import free_port
 pytestmark = [pytest.mark.kafka]
 
 
+def silent_listener() -> socket.socket:
+    """A socket that accepts connections (the kernel's backlog) and never answers: a frozen broker."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
 @pytest.fixture
 def silent():
-    """A `host:port` that accepts connections (the kernel's backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    try:
+    """A `host:port` that accepts connections and never answers."""
+    with silent_listener() as sock:
         yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 @pytest.fixture
-def silent2(silent):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    try:
+def silent2():
+    with silent_listener() as sock:
         yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 def test_the_servers_that_answer_in_the_order_given(kafka_bootstrap, silent):
