@@ -53,13 +53,15 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=answering(bootstrap), client_id="eximtrack-topics")
 
 
-def cluster_replication_factor(bootstrap: str) -> int:
-    """The replication factor eximtrack gives its topics on this cluster: min(3, number of brokers)."""
-    client = admin_client(bootstrap)
+def cluster_replication_factor(bootstrap: str, admin: KafkaAdminClient | None = None) -> int:
+    """The replication factor eximtrack gives its topics on this cluster: min(3, number of brokers).
+    `admin`: an existing admin client to use (not closed); otherwise one is opened and closed."""
+    client = admin or admin_client(bootstrap)
     try:
         return min(3, len(client.describe_cluster()["brokers"]))
     finally:
-        client.close()
+        if admin is None:
+            client.close()
 
 
 def ensure_topics(

@@ -1016,11 +1016,15 @@ def _run(args) -> int:
     import hashlib
     import socket
 
-    from producers.topics import cluster_replication_factor, ensure_topics
+    from producers.topics import admin_client, cluster_replication_factor, ensure_topics
 
-    ensure_topics(args.brokers, prefix=args.topic_prefix)
-    ensure_topics(args.brokers, changelog_topics(args.app_id))
-    replication = cluster_replication_factor(args.brokers)
+    admin = admin_client(args.brokers)  # one probe of the servers and one client for the three questions
+    try:
+        ensure_topics(args.brokers, prefix=args.topic_prefix, admin=admin)
+        ensure_topics(args.brokers, changelog_topics(args.app_id), admin=admin)
+        replication = cluster_replication_factor(args.brokers, admin=admin)
+    finally:
+        admin.close()
     instance = (
         args.instance_id
         or f"{socket.gethostname()}-{hashlib.sha1(os.path.abspath(args.data_dir).encode()).hexdigest()[:8]}"

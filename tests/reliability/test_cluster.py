@@ -118,8 +118,8 @@ def test_broker_kills_and_a_frozen_broker_in_a_three_node_cluster_lose_and_doubl
         # out faust's 30 s CreateTopics of its existing topics. (Requests the running clients had in flight to
         # the frozen node wait out their timeouts: docs/GUARANTEES.md, known limits.)
         time.sleep(3.0)
-        frozen = int(cluster.bootstrap.split(",")[0].rsplit(":", 1)[1])
-        frozen = next(n for n, (port, _) in cluster.layout.ports.items() if port == frozen)
+        first_port = int(cluster.bootstrap.split(",")[0].rsplit(":", 1)[1])
+        frozen = next(n for n, (port, _) in cluster.layout.ports.items() if port == first_port)
         cluster.pause(frozen)
         try:
             time.sleep(5.0)  # fenced: its partitions and groups moved to the two others
