@@ -52,6 +52,7 @@ from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_reco
 from stream.accounts import AccountMap
 from stream.join import Joiner, MessageState, state_ends
 from stream.metrics import WorkerMetrics
+from stream.send_guard import exit_on_lost_send
 from stream.stall_detector import Stall, StallDetector
 
 log = logging.getLogger("eximtrack.stream")
@@ -257,10 +258,17 @@ class ShipperPositions:
     once WRITE_EVERY lines were applied since the last write, or a new file was seen, so the changelog gets
     at most one record per Kafka record (one per WRITE_EVERY lines for single-line records). After a worker
     crash the table may be up to WRITE_EVERY lines (or one batch) behind: a shipper re-send inside that
-    window that coincides with a worker crash is applied again (same event ids; docs/GUARANTEES.md)."""
+    window that coincides with a worker crash is applied again (same event ids; docs/GUARANTEES.md).
+
+    The positions also keep the raw-lines offset of the last Kafka record applied (under RECORD, which no
+    file id can be: those hold colons). A record at or below it is the worker's own replay (a restart after
+    a crash or a lost send, a stall's fetch again), not a shipper's re-send, which always comes in a newer
+    record: its lines are not skipped by position, since their output may never have reached Kafka, and the
+    joiner's replay rule re-emits what they made."""
 
     KEEP_FILES = 8
     WRITE_EVERY = 200
+    RECORD = "record"
 
     def __init__(self, table) -> None:
         self.table = table
@@ -274,23 +282,36 @@ class ShipperPositions:
             files = self.cache[server] = dict(self.table.get(server) or {})
         return files
 
+    def replayed(self, server: str, record_offset: int) -> bool:
+        """Whether the raw-lines record at `record_offset` (of the server's partition) was applied before."""
+        last = self._files(server).get(self.RECORD)
+        return last is not None and record_offset <= last
+
     def seen(self, server: str, file_id: str, offset: int) -> bool:
-        if not file_id or offset < 0:
+        if not file_id or offset < 0 or file_id == self.RECORD:
             return False
         last = self._files(server).get(file_id)
         return last is not None and offset <= last
 
     def advance(self, server: str, file_id: str, offset: int) -> None:
-        if not file_id or offset < 0:
+        if not file_id or offset < 0 or file_id == self.RECORD:
             return
         files = self._files(server)
-        if file_id not in files:
+        last = files.get(file_id)
+        if last is None:
             self.new_file.add(server)
-        files[file_id] = offset
-        if len(files) > self.KEEP_FILES:
-            for k in sorted(files, key=files.get)[: len(files) - self.KEEP_FILES]:
+        if last is None or offset > last:  # a replayed line does not move a position back
+            files[file_id] = offset
+        ids = [k for k in files if k != self.RECORD]
+        if len(ids) > self.KEEP_FILES:
+            for k in sorted(ids, key=files.get)[: len(ids) - self.KEEP_FILES]:
                 del files[k]
         self.unsaved[server] = self.unsaved.get(server, 0) + 1
+
+    def applied(self, server: str, record_offset: int) -> None:
+        """The end of a raw-lines record of the server: remembered with the positions (saved with them)."""
+        files = self._files(server)
+        files[self.RECORD] = max(record_offset, files.get(self.RECORD, -1))
 
     def save(self, server: str) -> bool:
         """End of a Kafka record: write the server's positions if a new file was seen or WRITE_EVERY lines
@@ -603,8 +624,9 @@ def create_app(
     expiry: float | None = None,
     instance_id: str | None = None,
     replication_factor: int = 1,
-    session_timeout: float = 60.0,
+    session_timeout: float = 30.0,
     stall_timeout: float = 60.0,
+    request_timeout: float = 30.0,
 ) -> faust.App:
     """Build the faust app. `prefix` is put before every topic name (tests use one per test).
 
@@ -615,7 +637,13 @@ def create_app(
     (a worker that died for good and was replaced by one with another id).
     `stall_timeout`: seconds an assigned raw-lines partition may keep records waiting without its processed
     offset moving before the stall watchdog fetches it again (and, a timeout later, exits for a restart);
-    0 turns the watchdog off (docs/GUARANTEES.md)."""
+    0 turns the watchdog off (docs/GUARANTEES.md).
+    `request_timeout`: seconds a request to a broker may go unanswered before the client gives up on it (a
+    frozen broker: it leads, say, most partitions, until the cluster fences it and the client learns the new
+    leaders): the consumer's (with the session timeout if that is longer: faust requires it) and the
+    producer's, whose failed sends end the worker for a restart (stream/send_guard.py); faust's defaults, 90 s
+    and 20 min, held the worker that long behind one frozen broker (docs/GUARANTEES.md)."""
+    consumer_timeout = max(request_timeout, session_timeout)
     app = faust.App(
         app_id,
         # the servers that answer first: aiokafka bootstraps from them in this order, each for its request timeout
@@ -648,6 +676,11 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         consumer_group_instance_id=instance_id,
         broker_session_timeout=session_timeout,
+        broker_request_timeout=consumer_timeout,
+        # a JoinGroup waits at the coordinator up to the rebalance timeout, and aiokafka sends it with the
+        # request timeout: shorter, so a slow rebalance is not taken for a frozen coordinator
+        broker_rebalance_timeout=max(1.0, min(60.0, consumer_timeout - 5.0)),
+        producer_request_timeout=request_timeout,
         # The topics are eximtrack's (schemas/topics.py: `_run` ensures them and the changelogs before the app
         # starts), so faust declares none: its CreateTopics for topics that exist went to a broker that
         # forwarded it to a frozen controller and held the start for its 30 s timeout (a frozen broker of
@@ -656,6 +689,7 @@ def create_app(
         topic_disable_leader=True,
         TableManager=PromptTableManager,
     )
+    exit_on_lost_send(app.producer)  # a short producer timeout, and no commit past a record it lost
     raw_topic = app.topic(prefix + T.RAW_LINES.name, key_type=bytes, value_type=bytes, value_serializer="raw")
     events_topic = app.topic(prefix + T.EVENTS.name, value_serializer="raw")
     rejects_topic = app.topic(prefix + T.REJECTS.name, value_serializer="raw")
@@ -756,8 +790,9 @@ def create_app(
         rejects: list[dict] = []
         log_lines: list[dict] = []
         base = offset * MAX_BATCH_LINES  # seq: monotone per partition across and within records
+        replay = positions.replayed(server, offset)  # the worker's own replay: no line is a shipper's re-send
         for i, rl in enumerate(lines):
-            if positions.seen(server, rl.file_id, rl.offset):
+            if not replay and positions.seen(server, rl.file_id, rl.offset):
                 counters["shipper_repeats"] += 1
                 continue
             out = joiner.process(rl.line, rl.file_id, rl.offset, seq=base + i)
@@ -769,6 +804,7 @@ def create_app(
                 log_lines.append(ll.to_dict())
             positions.advance(server, rl.file_id, rl.offset)
         joiner.states.flush()  # the write-back cache: each touched state once per record
+        positions.applied(server, offset)
         positions.save(server)
         key = server.encode()
         await send_array(events_topic, key, events)
@@ -1000,9 +1036,14 @@ def register(subparsers) -> None:
     p.add_argument("--instance-id", default=None,
                    help="static group membership id, stable across restarts (default: host + data dir)")  # fmt: skip
     p.add_argument("--session-timeout", type=float,
-                   default=float(os.environ.get("EXIMTRACK_STREAM_SESSION_TIMEOUT", "60")),
-                   help="seconds before a silent worker's partitions go to the others (default 60, or "
+                   default=float(os.environ.get("EXIMTRACK_STREAM_SESSION_TIMEOUT", "30")),
+                   help="seconds before a silent worker's partitions go to the others (default 30, or "
                         "$EXIMTRACK_STREAM_SESSION_TIMEOUT; at least 6, the broker's minimum)")  # fmt: skip
+    p.add_argument("--request-timeout", type=float,
+                   default=float(os.environ.get("EXIMTRACK_STREAM_REQUEST_TIMEOUT", "30")),
+                   help="seconds a broker may leave a request unanswered before the worker's clients give up "
+                        "on it; a record the producer then could not deliver exits the worker (70) for a "
+                        "restart (default 30, or $EXIMTRACK_STREAM_REQUEST_TIMEOUT)")  # fmt: skip
     p.add_argument("--stall-timeout", type=float,
                    default=float(os.environ.get("EXIMTRACK_STREAM_STALL_TIMEOUT", "60")),
                    help="seconds an assigned raw-lines partition may keep records waiting without progress "
@@ -1032,7 +1073,7 @@ def _run(args) -> int:
     app = create_app(args.brokers, app_id=args.app_id, prefix=args.topic_prefix, data_dir=args.data_dir,
                      web_port=args.web_port, expiry=args.expiry, instance_id=instance,
                      replication_factor=replication, session_timeout=args.session_timeout,
-                     stall_timeout=args.stall_timeout)  # fmt: skip
+                     stall_timeout=args.stall_timeout, request_timeout=args.request_timeout)  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
     app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)

@@ -180,6 +180,31 @@ def test_shipper_positions_dedupe_per_line_and_save_once_per_record():
     assert pos.seen("w1", "f2", 0)
 
 
+def test_shipper_positions_tell_the_workers_own_replay_from_a_shippers_resend():
+    """A record at or below the last one applied is the worker's replay (its output may be lost): positions
+    skip none of its lines, and replaying it moves no position back. A re-send comes in a newer record."""
+    table = CountingTable()
+    pos = ShipperPositions(table)
+    assert not pos.replayed("w1", 0)
+    for record, offsets in ((10, range(0, 100, 10)), (11, range(100, 250, 10))):
+        assert not pos.replayed("w1", record)
+        for off in offsets:
+            pos.advance("w1", "1:2:ab", off)
+        pos.applied("w1", record)
+    assert pos.save("w1") and table["w1"] == {"1:2:ab": 240, ShipperPositions.RECORD: 11}
+    pos.forget()  # a restart: read back from the table
+    assert pos.replayed("w1", 10) and pos.replayed("w1", 11) and not pos.replayed("w1", 12)
+    assert pos.seen("w1", "1:2:ab", 50)  # what record 12 (a shipper's re-send) skips
+    pos.advance("w1", "1:2:ab", 50)  # record 10 replayed
+    pos.applied("w1", 10)
+    assert pos.seen("w1", "1:2:ab", 240) and not pos.replayed("w1", 12)  # nothing moved back
+    for n in range(10):  # the record offset is not a file: never trimmed as one, never counted as one
+        pos.advance("w1", f"1:{n + 3}:cd", 0)
+    assert pos.save("w1")
+    assert len(table["w1"]) == ShipperPositions.KEEP_FILES + 1 and table["w1"][ShipperPositions.RECORD] == 11
+    assert not pos.seen("w1", ShipperPositions.RECORD, 0)
+
+
 def test_sweep_over_the_table_ends_the_same_states_without_decoding_them(monkeypatch):
     lines = (SAMPLES / "mainlog-all.log").read_text().splitlines()
     plain = Joiner("web1", "UTC")

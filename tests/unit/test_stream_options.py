@@ -23,13 +23,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_session_timeout_from_the_option_or_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("EXIMTRACK_STREAM_SESSION_TIMEOUT", raising=False)
-    assert parse([]).session_timeout == 60.0
+    assert parse([]).session_timeout == 30.0
     assert parse(["--session-timeout", "12.5"]).session_timeout == 12.5
     monkeypatch.setenv("EXIMTRACK_STREAM_SESSION_TIMEOUT", "10")
     assert parse([]).session_timeout == 10.0
     app = create_app("127.0.0.1:1", data_dir=str(tmp_path), session_timeout=10.0)
     assert app.conf.broker_session_timeout == 10.0
-    assert create_app("127.0.0.1:1", data_dir=str(tmp_path)).conf.broker_session_timeout == 60.0
+    assert create_app("127.0.0.1:1", data_dir=str(tmp_path)).conf.broker_session_timeout == 30.0
+
+
+def test_request_timeouts_give_up_on_a_silent_broker_in_seconds_not_minutes(monkeypatch, tmp_path):
+    """faust's defaults held the worker 90 s (consumer) and up to 20 min (producer) behind a frozen broker.
+    The consumer's timeout is never below the session timeout (faust refuses it), a JoinGroup's wait at the
+    coordinator (the rebalance timeout) stays inside it, and the producer's failed sends end the worker."""
+    monkeypatch.delenv("EXIMTRACK_STREAM_REQUEST_TIMEOUT", raising=False)
+    assert parse([]).request_timeout == 30.0
+    monkeypatch.setenv("EXIMTRACK_STREAM_REQUEST_TIMEOUT", "12")
+    assert parse([]).request_timeout == 12.0 and parse(["--request-timeout", "8"]).request_timeout == 8.0
+    conf = create_app("127.0.0.1:1", data_dir=str(tmp_path)).conf
+    assert (conf.broker_request_timeout, conf.producer_request_timeout) == (30.0, 30.0)
+    assert conf.broker_rebalance_timeout == 25.0
+    conf = create_app("127.0.0.1:1", data_dir=str(tmp_path), request_timeout=10.0, session_timeout=20.0).conf
+    assert (conf.broker_request_timeout, conf.broker_session_timeout, conf.producer_request_timeout) == (
+        20,
+        20,
+        10,
+    )
+    assert conf.broker_rebalance_timeout < conf.broker_request_timeout
 
 
 def test_stall_timeout_from_the_option_or_the_environment(monkeypatch, tmp_path):

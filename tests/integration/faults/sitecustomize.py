@@ -13,7 +13,12 @@ in, which the stall watchdog must heal.
 
 $EXIMTRACK_TEST_STUCK_PARTITION: once the injected pause ($EXIMTRACK_TEST_PAUSE_PARTITION_AFTER) stopped fetching a raw-lines
 partition, faust's consumer no longer resumes or seeks that partition, so the stall watchdog's in-place fetch
-cannot help and its second remedy (exit for a restart) is what the test sees."""
+cannot help and its second remedy (exit for a restart) is what the test sees.
+
+$EXIMTRACK_TEST_FAIL_SEND_AFTER=N: the producer's Nth produce request that carries an events record is not sent;
+half a second later its batches fail with RequestTimedOutError, as aiokafka fails them when a leader left the
+request unanswered for the request timeout (the batch expired meanwhile, so it is not retried). The send
+guard (stream/send_guard.py) must end the worker before an offset commit passes the lost records."""
 
 import os
 
@@ -76,3 +81,30 @@ if os.environ.get("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER"):
                     self.pause_partitions({tp})
 
     _consumer.Consumer.getmany = pausing_getmany
+
+if os.environ.get("EXIMTRACK_TEST_FAIL_SEND_AFTER"):
+    import asyncio
+    import logging
+
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.producer import sender as _sender
+
+    fail_after = int(os.environ["EXIMTRACK_TEST_FAIL_SEND_AFTER"])
+    produced = [0]
+    send_produce = _sender.SendProduceReqHandler.do
+
+    async def failing_do(self, node_id):
+        if any(tp.topic.endswith(".events") for tp in self._batches):
+            produced[0] += 1
+            if produced[0] == fail_after:
+                logging.getLogger("eximtrack.stream").warning(
+                    "EXIMTRACK_TEST_FAIL_SEND_AFTER: produce request %d to node %s fails: %s",
+                    fail_after, node_id, sorted(f"{tp.topic}[{tp.partition}]" for tp in self._batches),
+                )  # fmt: skip
+                await asyncio.sleep(0.5)
+                for batch in self._batches.values():
+                    batch.failure(exception=RequestTimedOutError())
+                return
+        return await send_produce(self, node_id)
+
+    _sender.SendProduceReqHandler.do = failing_do
