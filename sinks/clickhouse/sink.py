@@ -6,7 +6,8 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
   2. decode it (sinks/clickhouse/decode.py: JSON arrays of events / rejects / log lines straight into
      Arrow columns): a record that can never be inserted (not JSON, too large) goes to the dead-letter topic
      with the reason, and so does each element of an array that is unusable (wrong schema), on its own;
-     the dead-letter producer is flushed (acks=all),
+     the dead-letter producer is flushed (acks=all) before the commit, and a dead letter it could not
+     deliver commits nothing: the batches are read again (DeadLetterLost),
   3. insert events, rejects and lines through clickhouse-connect; a transient error is retried inside the
      loop with capped, jittered backoff (sinks/clickhouse/retry.py) — the sink blocks, Kafka lag is the
      buffer; a permanent error is narrowed down to the bad records, which are dead-lettered,
@@ -14,7 +15,8 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
      the batches held by the `RollupFeed` are `rollup_seconds` old (or many, or the sink is idle or
      stopping): one insert for several batches, since its cost is mostly fixed per insert,
   5. only then commit the consumer offsets; a batch whose rollup is still pending is not committed.
-A crash anywhere before 5 replays the batches since the last commit: harmless, because every record has a
+A crash anywhere before 5 replays the batches since the last commit, and so does a Kafka error in the loop
+(the consumer is made anew at the committed offsets; its position was past them): harmless, because every record has a
 deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing
 a query sees), and the aggregates keep set states of ids (the same event counted twice is counted once).
 
@@ -67,6 +69,11 @@ class SinkStopped(Exception):
     """Raised inside a retry loop when the sink is asked to stop: the batch is left uncommitted."""
 
 
+class DeadLetterLost(Exception):
+    """A dead letter of the batches since the last commit was not delivered (the producer gave up on it):
+    nothing is committed, and the consumer is made anew at the committed offsets, so they are read again."""
+
+
 # a batch at least this old (seconds since its first record) closes when a poll of CAUGHT_UP_POLL finds no more
 CAUGHT_UP_AGE = 0.25
 CAUGHT_UP_POLL = 0.05
@@ -85,7 +92,6 @@ class Sink:
         events wait for the hourly aggregates' insert (0: with every batch). `group_timeout`: seconds without
         a record, while records wait or no partition is assigned, before the consumer is made anew
         (GroupWatch; 0 = never)."""
-        from kafka import KafkaProducer
 
         self.store = store
         self.kinds = {
@@ -126,10 +132,18 @@ class Sink:
         }
         self.consumer = self._new_consumer()  # None while a consumer made anew has found no broker
         self.group_watch = GroupWatch(group_timeout, now=time.monotonic())
-        self.producer = KafkaProducer(bootstrap_servers=answering(brokers), acks="all", linger_ms=5)
+        self.brokers = brokers
+        self.producer = self._new_producer()
+        self.dead_letters_sent: list = []  # their delivery futures since the last commit (checked by _commit)
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _new_producer(self):
+        """The dead-letter producer, from the servers that answer now."""
+        from kafka import KafkaProducer
+
+        return KafkaProducer(bootstrap_servers=answering(self.brokers), acks="all", linger_ms=5)
 
     def _new_consumer(self):
         from kafka import KafkaConsumer
@@ -159,11 +173,17 @@ class Sink:
         )
         self.metrics.consumer_remade.inc()
         self._finish()
+        self._drop_consumer()
+
+    def _drop_consumer(self) -> None:
+        """Close the consumer without committing; run's next round makes a new one (retried while no broker
+        answers), which starts at the group's committed offsets."""
+        self.dead_letters_sent.clear()  # what they belonged to is read again
         try:
             self.consumer.close(autocommit=False, timeout_ms=5000)
         except Exception as exc:  # a consumer in this state may not close cleanly; it is dropped either way
             log.warning("closing the old consumer: %s", exc)
-        self.consumer = None  # made by run's next round, retried while no broker answers
+        self.consumer = None
 
     def _records_waiting(self) -> bool | None:
         """Whether any assigned partition holds records past this consumer's position, by the partitions'
@@ -196,13 +216,23 @@ class Sink:
                         self.closing.maybe()
                     if self.alerts is not None:
                         self.alerts.maybe()
-                except KafkaError as exc:
+                except (KafkaError, DeadLetterLost) as exc:
                     self.metrics.kafka(False)
-                    # The broker went away (a poll or the offset commit failed). What was inserted and not
-                    # committed is consumed again later: harmless (idempotent tables). Wait and go on.
+                    # The broker went away (a poll, a dead letter or the offset commit failed), maybe in the
+                    # middle of a batch. The batches since the last commit are read again by a new consumer
+                    # (from the group's committed offsets; this one's position is past them): what was
+                    # inserted is inserted again, harmless (idempotent tables), and nothing polled is skipped.
                     delay = backoff(attempt, base=0.5, cap=10.0)
                     attempt += 1
-                    log.warning("Kafka unavailable (%s); retrying in %.1fs", exc, delay)
+                    log.warning(
+                        "Kafka unavailable (%s); reading again from the last commit in %.1fs", exc, delay
+                    )
+                    if self.consumer is not None:
+                        self.rollup.take()  # those batches' rollup comes again with them
+                        self._drop_consumer()
+                    if isinstance(exc, DeadLetterLost):  # kafka-python's producer can stay failed after one
+                        self.producer.close(timeout=5)
+                        self.producer = self._new_producer()
                     if self._stop.wait(delay):
                         break
                 self._watch_group(consumed > 0)
@@ -225,7 +255,7 @@ class Sink:
             with ENGINE_LOCK:
                 self.store.insert_rollup_encoded(data)
             if self.consumer is not None:
-                self.consumer.commit()
+                self._commit()
         except Exception as exc:  # the batches stay uncommitted: replayed, harmless
             log.warning("pending rollup of %d events not inserted at stop (%s); replayed later", rows, exc)
 
@@ -321,6 +351,10 @@ class Sink:
 
     def _commit(self) -> None:
         self.producer.flush()
+        lost = [f for f in self.dead_letters_sent if f.failed()]
+        if lost:
+            raise DeadLetterLost(f"{len(lost)} dead letter(s) not delivered ({lost[0].exception!r})")
+        self.dead_letters_sent.clear()
         self.consumer.commit()
         self.metrics.last_commit.set(time.time())
 
@@ -400,7 +434,9 @@ class Sink:
     def _dead_letter(self, topic: str, partition: int, offset: int, reason: str, value: bytes | None,
                      server: str | None = None, msgid: str | None = None) -> None:  # fmt: skip
         self.metrics.dead_letters.inc()
-        self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
+        self.dead_letters_sent.append(
+            self.producer.send(self.dead_topic, dead_letter_record(topic, partition, offset, reason, value))
+        )
         where = {k: v for k, v in (("server", server), ("msgid", msgid)) if v}
         log.warning("dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra=where)
 

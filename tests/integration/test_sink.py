@@ -434,3 +434,68 @@ def test_a_sink_told_to_close_hours_rolls_the_old_ones_up_between_batches(tmp_pa
     finally:
         sink.stop()
         runner.join(60)
+
+
+def letters_sent(sink) -> float:
+    return sink.metrics.registry.get_sample_value("eximtrack_sink_dead_letters_total") or 0.0
+
+
+def test_a_dead_letter_the_broker_refuses_commits_nothing_and_is_sent_again(tmp_path, kafka_bootstrap):
+    """A dead letter the producer could not deliver (here the broker refuses it: the dead-letter topic's
+    `max.message.bytes` made too small) must not be committed past: the batch would be lost without its
+    letter. The sink commits nothing and reads the batches again from the last commit, until the letter is
+    delivered (the topic fixed); then it commits, and the good record is stored once."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    prefix = f"sinkdl-{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    dead_topic = prefix + T.DEAD_LETTER.name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+
+    def letter_limit(limit: int) -> None:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, dead_topic, {"max.message.bytes": str(limit)})]
+        )
+
+    def committed() -> int:
+        offsets = admin.list_group_offsets({prefix + "sink": None}).get(prefix + "sink", {})
+        return sum(o.offset for o in offsets.values() if o.offset > 0)
+
+    letter_limit(100)  # below any dead letter
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(prefix + T.EVENTS.name, key=b"s1", value=b"this is not JSON " * 20).get(timeout=30)
+    producer.close()
+    now = time.time()
+    good = DeliveryEvent(event_id="g1", type="success", server="s1", msgid="1abcG1-000000-AA",
+                         recipient="r@example.net", sendunixtime=now - 60, actionunixtime=now - 30, version=1)  # fmt: skip
+    publish(kafka_bootstrap, prefix + T.EVENTS.name, [good.to_wire()])
+    store = own_store(tmp_path)
+    sink = Sink(
+        store, kafka_bootstrap, prefix=prefix, group=prefix + "sink", batch_seconds=0.5, rollup_seconds=0
+    )
+    runner = threading.Thread(target=sink.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while letters_sent(sink) < 2 and time.monotonic() < deadline:  # sent, read again, sent
+            time.sleep(0.2)
+        assert letters_sent(sink) >= 2, "the batch was not read again"
+        assert committed() == 0  # nothing committed past the letter the broker refused
+        letter_limit(1_048_588)  # fixed: the next try delivers it
+        deadline = time.monotonic() + 60
+        while committed() < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert committed() == 2
+    finally:
+        sink.stop()
+        runner.join(30)
+        admin.close()
+    assert store.query("SELECT event_id FROM events FINAL").result_rows == [("g1",)]
+    dead = KafkaConsumer(dead_topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                         consumer_timeout_ms=5000)  # fmt: skip
+    try:
+        letters = [json.loads(rec.value) for rec in dead]
+    finally:
+        dead.close()
+    assert letters and all(letter["offset"] == 0 for letter in letters)
