@@ -1710,6 +1710,10 @@ impl Joiner {
             let mut s = st.borrow_mut();
             if let Some(seq) = seq {
                 if seq <= s.hw {
+                    drop(s);
+                    // written back (once per record): the replayed record's changelog may never have
+                    // reached Kafka, while the local copy of the state already holds it
+                    self.state_set(py, msgid, &st)?;
                     return Ok(true);
                 }
             }
@@ -1746,10 +1750,17 @@ impl Joiner {
                 if let Some(seq) = seq {
                     if seq <= st.borrow().hw {
                         self.stats[REPLAYED] += 1;
-                        let s = st.borrow();
-                        for ev in s.rows.values() {
-                            self.emit(py, out, ev)?;
+                        {
+                            let s = st.borrow();
+                            for ev in s.rows.values() {
+                                self.emit(py, out, ev)?;
+                            }
                         }
+                        // written back too (once per record: the table's write-back cache): the state's
+                        // changelog from the first pass may never have reached Kafka (a worker crash, a lost
+                        // send), while the worker's local copy already holds it; a worker rebuilding this
+                        // partition from the changelog later must find it
+                        self.state_set(py, &msgid, &st)?;
                         return Ok(());
                     }
                 }

@@ -143,6 +143,26 @@ def _joined(lines: list[str], batch: int, replay_every: int = 0):
     return j, events, table
 
 
+def test_a_replayed_record_writes_its_states_back_once():
+    """A worker's local table holds a record's states before their changelog reached Kafka; after a crash or
+    a lost send the record is replayed, and the replay writes each state it touched back (once, at the flush),
+    so that a worker that later rebuilds the partition from the changelog finds them. It changes none."""
+    lines = (SAMPLES / "mainlog-all.log").read_text().splitlines()[:60]
+    table = CountingTable()
+    j = Joiner("web1", "UTC", states=TableStates(table, "web1"))
+    for i, text in enumerate(lines):
+        j.process(text, "f", i, seq=7 * MAX_BATCH_LINES + i)
+    j.states.flush()
+    before = dict(table)
+    open_msgids = {key for key in table}
+    table.sets = 0
+    for i, text in enumerate(lines):  # the same record again (same Kafka offset)
+        j.process(text, "f", i, seq=7 * MAX_BATCH_LINES + i)
+    j.states.flush()
+    assert dict(table) == before  # no state changed
+    assert table.sets == len(open_msgids) > 0  # each written back once
+
+
 @pytest.mark.parametrize("mode", ["cpanel", "all", "default"])
 def test_cached_states_give_the_same_result_as_a_dict(mode):
     lines = (SAMPLES / f"mainlog-{mode}.log").read_text().splitlines()
