@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import TopicAlreadyExistsError, for_code
+from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from eximtrack.broker_probe import answering
 from schemas.topics import ALL_TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
+
+# seconds a component's start-up checks against Kafka are tried again before it exits (retry_at_start)
+START_RETRY_SECONDS = 60.0
+
+T = TypeVar("T")
 
 # Kafka error code 36: TOPIC_ALREADY_EXISTS -- another process created it between our check and create.
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno
@@ -148,3 +155,28 @@ def ensure_topics(
     finally:
         if own:
             client.close()
+
+
+def retry_at_start(
+    call: Callable[[], T],
+    what: str,
+    seconds: float = START_RETRY_SECONDS,
+    sleep: Callable[[float], object] = time.sleep,
+) -> T:
+    """`call()` (a component's start-up check against Kafka: its topics, the replication, a first read) tried
+    again while it raises a Kafka error, for up to `seconds`, then that error. A broker that froze after the
+    probe, a partition whose leader is moving after a broker's loss: a request then times out (seen: the 3-node
+    test's worker exited at start, `RequestTimedOutError` after 10 s, with a node just frozen). `call` makes its
+    clients itself, so each try bootstraps anew from the servers that answer."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            delay = min(5.0, 0.5 * 2**attempt)
+            attempt += 1
+            log.warning("%s failed (%r); trying again in %.1f s", what, exc, delay)
+            sleep(delay)

@@ -1058,15 +1058,18 @@ def _run(args) -> int:
     import hashlib
     import socket
 
-    from producers.topics import admin_client, cluster_replication_factor, ensure_topics
+    from producers.topics import admin_client, cluster_replication_factor, ensure_topics, retry_at_start
 
-    admin = admin_client(args.brokers)  # one probe of the servers and one client for the three questions
-    try:
-        ensure_topics(args.brokers, prefix=args.topic_prefix, admin=admin)
-        ensure_topics(args.brokers, changelog_topics(args.app_id), admin=admin)
-        replication = cluster_replication_factor(args.brokers, admin=admin)
-    finally:
-        admin.close()
+    def check_topics() -> int:
+        admin = admin_client(args.brokers)  # one probe of the servers and one client for the three questions
+        try:
+            ensure_topics(args.brokers, prefix=args.topic_prefix, admin=admin)
+            ensure_topics(args.brokers, changelog_topics(args.app_id), admin=admin)
+            return cluster_replication_factor(args.brokers, admin=admin)
+        finally:
+            admin.close()
+
+    replication = retry_at_start(check_topics, "the topic check")
     instance = (
         args.instance_id
         or f"{socket.gethostname()}-{hashlib.sha1(os.path.abspath(args.data_dir).encode()).hexdigest()[:8]}"
@@ -1076,6 +1079,6 @@ def _run(args) -> int:
                      replication_factor=replication, session_timeout=args.session_timeout,
                      stall_timeout=args.stall_timeout, request_timeout=args.request_timeout)  # fmt: skip
     discard_stale_tables(app.conf.tabledir)
-    app.eximtrack_accounts.refresh()  # type: ignore[attr-defined]
+    retry_at_start(app.eximtrack_accounts.refresh, "reading the accounts topic")  # type: ignore[attr-defined]
     run_worker(app, args.loglevel)
     return 0

@@ -16,9 +16,10 @@ Commit order (docs/GUARANTEES.md), the one rule this module exists for:
      stopping): one insert for several batches, since its cost is mostly fixed per insert,
   5. only then commit the consumer offsets; a batch whose rollup is still pending is not committed.
 A crash anywhere before 5 replays the batches since the last commit, and so does a Kafka error in the loop
-(the consumer is made anew at the committed offsets; its position was past them): harmless, because every record has a
-deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice changes nothing
-a query sees), and the aggregates keep set states of ids (the same event counted twice is counted once).
+(the consumer is made anew at the committed offsets; its position was past them): harmless, because every
+record has a deterministic id and the tables are ReplacingMergeTrees read with FINAL (the same insert twice
+changes nothing a query sees), and the aggregates keep set states of ids (the same event counted twice is
+counted once).
 
 Between batches it also watches its consumer (sinks/clickhouse/group_watch.py): one that has consumed nothing
 for `group_timeout` seconds while it has no partition, or while records wait on its partitions, is closed
@@ -92,7 +93,6 @@ class Sink:
         events wait for the hourly aggregates' insert (0: with every batch). `group_timeout`: seconds without
         a record, while records wait or no partition is assigned, before the consumer is made anew
         (GroupWatch; 0 = never)."""
-
         self.store = store
         self.kinds = {
             prefix + T.EVENTS.name: "event",
@@ -530,11 +530,12 @@ def default_instance_id(group: str, store_url: str) -> str:
 def _run(args) -> int:
     from eximtrack import logs
     from eximtrack.gc_policy import tune_for_throughput
-    from producers.topics import ensure_topics
+    from producers.topics import ensure_topics, retry_at_start
     from sinks.clickhouse.store import Store
 
     logs.configure("sink", logging.INFO)
-    ensure_topics(args.brokers, prefix=args.topic_prefix)  # idempotent: the sink may start before the worker
+    # idempotent: the sink may start before the worker
+    retry_at_start(lambda: ensure_topics(args.brokers, prefix=args.topic_prefix), "the topic check")
     store = Store.open(args.store, wait_for_lock=args.lock_wait)
     server = None
     if store.url.backend == "chdb":
