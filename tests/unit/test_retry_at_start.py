@@ -22,23 +22,19 @@ def test_a_check_that_times_out_is_tried_again_with_growing_waits():
     assert len(calls) == 4 and waits == [0.5, 1.0, 2.0]
 
 
-def test_the_error_is_raised_once_the_time_is_up():
+@pytest.mark.parametrize(
+    ("error", "seconds"),
+    [
+        (KafkaTimeoutError("Unable to bootstrap"), 0),  # a Kafka error once the time is up
+        (ValueError("a topic with the wrong partition count"), 60),  # not Kafka's: never tried again
+    ],
+)
+def test_the_error_is_raised_without_a_wait(error, seconds):
     waits = []
 
     def check():
-        raise KafkaTimeoutError("Unable to bootstrap")
+        raise error
 
-    with pytest.raises(KafkaTimeoutError):
-        retry_at_start(check, "the topic check", seconds=0, sleep=waits.append)
-    assert waits == []
-
-
-def test_an_error_that_is_not_kafkas_is_not_retried():
-    waits = []
-
-    def check():
-        raise ValueError("a topic with the wrong partition count")
-
-    with pytest.raises(ValueError):
-        retry_at_start(check, "the topic check", seconds=60, sleep=waits.append)
+    with pytest.raises(type(error)):
+        retry_at_start(check, "the topic check", seconds=seconds, sleep=waits.append)
     assert waits == []
