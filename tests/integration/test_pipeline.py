@@ -456,12 +456,18 @@ def start_on_an_empty_log(stack, tmp_path: Path, server: str) -> Path:
     return live
 
 
-def exit_code(component, timeout: float) -> int | None:
-    """Wait up to `timeout` s for the component to exit; its exit code (None: still running)."""
-    deadline = time.monotonic() + timeout
-    while component.alive() and time.monotonic() < deadline:
+def shipped_until_the_worker_exits(stack, tmp_path: Path, server: str, gen: Path, faults: dict):
+    """Start the stack with the worker's `faults` (and JSON logs), ship `gen` as `server` about a record at a
+    time, and wait up to 60 s for the worker to exit for a restart (70); the worker."""
+    stack.env.update(with_faults({**faults, "EXIMTRACK_LOG_FORMAT": "json"}))
+    live = start_on_an_empty_log(stack, tmp_path, server)
+    append_in_batches(live, gen.read_text().splitlines(keepends=True), 100, 0.05)
+    worker = stack.components["stream"]
+    deadline = time.monotonic() + 60
+    while worker.alive() and time.monotonic() < deadline:
         time.sleep(0.2)
-    return component.proc.poll()
+    assert worker.proc.poll() == 70, worker.tail()
+    return worker
 
 
 def start_without_faults(worker, *faults: str) -> None:
@@ -572,12 +578,9 @@ def test_a_partition_still_stalled_after_the_fetch_makes_the_worker_exit_for_a_r
     write_log(gen, "all", n_rounds=6, salt=31)
     want, want_counts = expected(tmp_path, "stall2", gen)
     part = key_partition(b"stall2", RAW_LINE_PARTITIONS)
-    stack.env.update(with_faults({"EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
-                                  "EXIMTRACK_TEST_STUCK_PARTITION": "1", "EXIMTRACK_LOG_FORMAT": "json"}))  # fmt: skip
-    live = start_on_an_empty_log(stack, tmp_path, "stall2")
-    append_in_batches(live, gen.read_text().splitlines(keepends=True), 100, 0.05)
-    worker = stack.components["stream"]
-    assert exit_code(worker, timeout=60) == 70, worker.tail()
+    worker = shipped_until_the_worker_exits(stack, tmp_path, "stall2", gen, {
+        "EXIMTRACK_STREAM_STALL_TIMEOUT": "5", "EXIMTRACK_TEST_PAUSE_PARTITION_AFTER": "3",
+        "EXIMTRACK_TEST_STUCK_PARTITION": "1"})  # fmt: skip
     log = json_log(worker)
     paused = [r for r in log if r["message"].startswith("EXIMTRACK_TEST_PAUSE_PARTITION_AFTER")]
     stalled = [r for r in log if f"raw-lines[{part}] stalled" in r["message"]]
@@ -616,11 +619,9 @@ def test_a_record_the_producer_could_not_deliver_makes_the_worker_exit_before_co
     gen = tmp_path / "gen.log"
     write_log(gen, "all", n_rounds=6, salt=37)
     want, want_counts = expected(tmp_path, "lost1", gen)
-    stack.env.update(with_faults({"EXIMTRACK_TEST_FAIL_SEND_AFTER": "3", "EXIMTRACK_LOG_FORMAT": "json"}))
-    live = start_on_an_empty_log(stack, tmp_path, "lost1")
-    append_in_batches(live, gen.read_text().splitlines(keepends=True), 100, 0.05)
-    worker = stack.components["stream"]
-    assert exit_code(worker, timeout=60) == 70, worker.tail()
+    worker = shipped_until_the_worker_exits(
+        stack, tmp_path, "lost1", gen, {"EXIMTRACK_TEST_FAIL_SEND_AFTER": "3"}
+    )
     log = json_log(worker)
     failed = [r for r in log if r["message"].startswith("EXIMTRACK_TEST_FAIL_SEND_AFTER")]
     exited = [r for r in log if r["level"] == "CRITICAL" and "was not delivered" in r["message"]]
