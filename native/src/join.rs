@@ -30,7 +30,9 @@ pub const NOTE_CAP: i64 = 256;
 pub const SWEEP_EVERY: u64 = 4096;
 /// … and at least this much event time.
 pub const SWEEP_MIN_INTERVAL: f64 = 30.0;
-/// `MessageState.to_dict()`: rows as differences from the arrival (1: rows as full events).
+/// `MessageState.to_dict()`: rows as differences from the arrival (1: rows as full events). The key `gone`
+/// (removed rows' tombstones, the same form) is written only when there are some: a worker of the code before
+/// it reads such a state, ignoring them, and this code reads a state without it.
 pub const STATE_FORMAT: i64 = 2;
 /// schemas.records.DeliveryEvent's fields, in order (checked when the class is registered).
 pub const EVENT_FIELDS: [&str; 40] = [
@@ -956,6 +958,21 @@ fn arrival_dict<'py>(py: Python<'py>, a: &ArrivalCell) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+/// (recipient, deliveredto) -> a new DeliveryEvent of each event.
+fn events_by_key<'py>(
+    py: Python<'py>,
+    events: &IndexMap<(Str, Str), Event>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for ((r, t), ev) in events {
+        d.set_item(
+            PyTuple::new(py, [r.as_str(), t.as_str()])?,
+            event_py(py, ev, None, None)?,
+        )?;
+    }
+    Ok(d)
+}
+
 /// Everything the joiner holds for one message. Bounded: ends on Completed (+grace) or expiry.
 #[pyclass(module = "eximtrack_core", name = "MessageState")]
 pub struct State {
@@ -963,6 +980,9 @@ pub struct State {
     arrival: ArrivalSlot,
     pre: Option<Py<PyDict>>,
     rows: IndexMap<(Str, Str), Event>,
+    /// the tombstone last emitted for each row removed (a placeholder its first result replaced, a deferred
+    /// row superseded): a replay re-emits them with the rows, since the first pass's output may be lost
+    gone: IndexMap<(Str, Str), Event>,
     #[pyo3(get, set)]
     frozen: i64,
     #[pyo3(get, set)]
@@ -982,6 +1002,7 @@ impl State {
             arrival: ArrivalSlot::Absent,
             pre: None,
             rows: IndexMap::new(),
+            gone: IndexMap::new(),
             frozen: 0,
             completed_at: 0.0,
             last_seen: 0.0,
@@ -1089,17 +1110,22 @@ impl State {
     fn to_dict_impl<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let recs = records()?;
         let (t, other) = self.template(py);
-        let rows = PyList::empty(py);
-        for ev in self.rows.values() {
-            let row = PyDict::new(py);
-            for (i, name) in recs.names.iter().enumerate() {
-                let v = ev.get(i);
-                if i < 3 || other[i] || !val_eq(v, t.get(i)) {
-                    row.set_item(name.bind(py), val_py(py, v))?;
+        // each row as its difference from the template
+        let diffs = |events: &IndexMap<(Str, Str), Event>| -> PyResult<Bound<'py, PyList>> {
+            let list = PyList::empty(py);
+            for ev in events.values() {
+                let row = PyDict::new(py);
+                for (i, name) in recs.names.iter().enumerate() {
+                    let v = ev.get(i);
+                    if i < 3 || other[i] || !val_eq(v, t.get(i)) {
+                        row.set_item(name.bind(py), val_py(py, v))?;
+                    }
                 }
+                list.append(row)?;
             }
-            rows.append(row)?;
-        }
+            Ok(list)
+        };
+        let rows = diffs(&self.rows)?;
         let out = PyDict::new(py);
         out.set_item("v", STATE_FORMAT)?;
         out.set_item("completed_at", self.completed_at)?;
@@ -1112,6 +1138,9 @@ impl State {
         out.set_item("frozen", self.frozen)?;
         if self.notes != 0 {
             out.set_item("notes", self.notes)?;
+        }
+        if !self.gone.is_empty() {
+            out.set_item("gone", diffs(&self.gone)?)?;
         }
         Ok(out)
     }
@@ -1150,8 +1179,10 @@ impl State {
             None => false,
         };
         let template = if format2 { Some(st.template(py)) } else { None };
-        if let Some(rows) = data.get_item("rows")? {
-            for d in rows.try_iter()? {
+        // rows stored as differences from the template (format 2) or whole (format 1), by their keys
+        let read_rows = |list: Bound<'_, PyAny>| -> PyResult<IndexMap<(Str, Str), Event>> {
+            let mut events = IndexMap::new();
+            for d in list.try_iter()? {
                 let d = d?;
                 let d = d.cast::<PyDict>()?;
                 let mut ev = match &template {
@@ -1177,9 +1208,15 @@ impl State {
                         EVENT_FIELDS[i]
                     )));
                 }
-                st.rows
-                    .insert((ev.recipient.clone(), ev.deliveredto.clone()), ev);
+                events.insert((ev.recipient.clone(), ev.deliveredto.clone()), ev);
             }
+            Ok(events)
+        };
+        if let Some(rows) = data.get_item("rows")? {
+            st.rows = read_rows(rows)?;
+        }
+        if let Some(gone) = data.get_item("gone")? {
+            st.gone = read_rows(gone)?;
         }
         let num = |key: &str, default: f64| -> PyResult<f64> {
             match data.get_item(key)? {
@@ -1305,14 +1342,13 @@ impl State {
     /// (recipient, deliveredto) -> the row's last DeliveryEvent (a new dict of new events each time).
     #[getter]
     fn rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for ((r, t), ev) in &self.rows {
-            d.set_item(
-                PyTuple::new(py, [r.as_str(), t.as_str()])?,
-                event_py(py, ev, None, None)?,
-            )?;
-        }
-        Ok(d)
+        events_by_key(py, &self.rows)
+    }
+
+    /// (recipient, deliveredto) -> the tombstone of a row removed, that a replay emits again (a new dict).
+    #[getter]
+    fn gone<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        events_by_key(py, &self.gone)
     }
 
     #[setter]
@@ -1751,7 +1787,14 @@ impl Joiner {
                     if seq <= st.borrow().hw {
                         self.stats[REPLAYED] += 1;
                         {
+                            // the tombstones of rows it no longer holds first (the first pass's may be
+                            // in the lost output too), then the rows
                             let s = st.borrow();
+                            for (key, tomb) in &s.gone {
+                                if !s.rows.contains_key(key) {
+                                    self.emit(py, out, tomb)?;
+                                }
+                            }
                             for ev in s.rows.values() {
                                 self.emit(py, out, ev)?;
                             }
@@ -2172,6 +2215,7 @@ impl Joiner {
         tomb.version = (row.version + 1).max(version_of(ts, rank(&row.etype)?, st.has_arrival()));
         tomb.actionunixtime = ts;
         self.emit(py, out, &tomb)?;
+        st.gone.insert(key.clone(), tomb);
         Ok(row)
     }
 
@@ -2465,7 +2509,8 @@ impl Joiner {
 
     /// Parse and apply one line. `seq` is the line's position in a replayable source (the Kafka offset in
     /// the stream app): a line whose message state has already applied it (seq <= state.hw) changes
-    /// nothing and re-emits the message's current rows instead, so a replay after a crash is harmless.
+    /// nothing and re-emits the message's current rows and its removed rows' tombstones instead, so a
+    /// replay after a crash is harmless.
     #[pyo3(signature = (line, file_id=None, offset=None, seq=None))]
     fn process<'py>(
         &mut self,

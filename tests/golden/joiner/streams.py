@@ -5,7 +5,7 @@ ids, versions and every field — and the same rejects; this file pins what the 
 Streams, each joined by its own `Joiner` as one server's log:
 - every real-Exim sample (samples/mainlog-*.log) and every golden case's input, line by line as `ingest`
   feeds them (no sequence numbers), and again as the stream worker does (sequence numbers), with the last
-  third of the lines replayed after a simulated crash (`seq <= hw`: re-emitted rows, not applied twice);
+  third of the lines replayed after a simulated crash (`seq <= hw`: the rows and the removed rows' tombstones re-emitted, not applied twice);
 - generated fleet logs (bench/generate.py: both id formats, the default mix and the busy cPanel server's),
   kept in the golden file itself, since the generator may change;
 - lines mutated from the real ones (fixed seed, as the fuzz test mutates them): the reject paths.
