@@ -1,13 +1,14 @@
-"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022/026/027
-(search_keys, search_time, latest_by_recipient, latest_outcomes, search_outcome_keys, search_inflight_keys) and
-fill them again from the stored rows of `latest`.
+"""`eximtrack rebuild-search-index`: empty the access-path tables of migrations 007/009/011/018/021/022/026/027/029
+(search_keys, search_time, latest_by_recipient, latest_outcomes, search_outcome_keys, search_inflight_keys,
+search_deferred_keys) and fill them again from the stored rows of `latest`.
 
 The materialized views keep them current on every insert, and the migrations backfill them once, so this is
 needed when they were emptied or damaged by hand (a dropped partition, a restored backup of `latest` alone).
 Each table is filled by its view's newest query as the migrations define it (one source of truth: what the
-view writes for a new row is what a rebuild writes), except search_inflight_keys: its view folds each insert
-(a placeholder and its tombstone in one insert write nothing), which over all of `latest` would write every
-tombstone; it is refilled by its migration's backfill, the rows in progress now.
+view writes for a new row is what a rebuild writes), except search_inflight_keys and search_deferred_keys: their views fold
+each insert (a placeholder and its tombstone, a deferral and its end, in one insert write nothing), which over
+all of `latest` would write every end; they are refilled by their migrations' backfills, the rows in progress
+and the rows deferred now.
 Searches that read an access path miss rows while it runs; inserts arriving meanwhile are indexed by the
 views (duplicates collapse).
 """
@@ -27,9 +28,10 @@ TABLES = (
     "latest_outcomes",
     "search_outcome_keys",
     "search_inflight_keys",
+    "search_deferred_keys",
 )
 # tables refilled by their migration's own backfill (`INSERT INTO <table> …`), not by their view's query
-BACKFILLED_BY_MIGRATION = frozenset({"search_inflight_keys"})
+BACKFILLED_BY_MIGRATION = frozenset({"search_inflight_keys", "search_deferred_keys"})
 
 
 _VIEW = re.compile(
@@ -95,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "rebuild-search-index",
         help="refill the search access paths (search_keys, search_time, latest_by_recipient, latest_outcomes, "
-        "search_outcome_keys, search_inflight_keys) from the stored latest rows",
+        "search_outcome_keys, search_inflight_keys, search_deferred_keys) from the stored latest rows",
     )
     p.add_argument(
         "--table",

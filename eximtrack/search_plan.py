@@ -13,20 +13,24 @@ The tables are those of schemas/clickhouse/007_read_paths.sql:
                                                               the same rows, one recipient's together (011)
     search_outcome_keys (field, value, type, ts, server, msgid, msgtime)
                                                               search_keys' rows of the versions whose outcome
-                                                              is not a success nor in progress (026)
+                                                              is a failure, a rejection, filtered or archived
+                                                              (026; deferrals until 029)
     search_inflight_keys (field, value, ts, server, msgid, recipient, deliveredto, version, is_deleted)
                                                               search_keys' rows of the rows in progress, and
                                                               the tombstones that end them (027)
+    search_deferred_keys (the same columns)                   search_keys' rows of the rows deferred, and the
+                                                              later versions that end them (029)
 
 A search is a list of AND-ed conditions on `latest` (eximtrack/search.py builds them) plus, for each text
 filter, a `TextFilter` saying which columns it tests, how, and with which value. `plan()` picks:
 
   * KEYS: an eq/begins filter on indexed columns (recipient, sender, domain, Message-ID, account, …), or else
-    the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value, or of
-    search_outcome_keys rows with that value and outcome when every outcome asked is one it holds (a
-    failure, a deferral, …: the value's rows of that outcome, not every message of the value), or of
-    search_inflight_keys rows with that value when only rows in progress are asked for, or the newest of
-    both when rows in progress and such outcomes are (mail not delivered: deferred, failed or in progress);
+    the tenant's scope: candidates are the (ts, server, msgid) of search_keys rows with that value, or, when
+    every outcome asked has a table of its own, the newest of those tables' rows with that value:
+    search_outcome_keys' of the outcome (a failure, a rejection, …: the value's rows of that outcome, not
+    every message of the value), search_deferred_keys' for deferrals (the value's rows deferred now, not
+    every one deferred once and delivered since), search_inflight_keys' for rows in progress (mail not
+    delivered, for instance: deferred, failed or in progress, from all three);
   * TIME: anything else under a sendunixtime sort: candidates are search_time rows read newest first, narrowed
     by what the index rows can say (time window, type, server, msgid, and for each text filter a
     `text LIKE '%value%'` served by its text index);
@@ -217,17 +221,30 @@ RECIPIENT_KEY = "(recipient_lower, msgtime, server, msgid)"
 OUTCOME_TABLE = "latest_outcomes"
 OUTCOME_COLUMNS = frozenset({"type", "server", "msgid", "msgtime", "sendunixtime", "actionunixtime"})
 # search_outcome_keys (migration 026): search_keys' rows again with the outcome, for the versions whose outcome
-# is one of these (not a success, most rows; not in progress, every placeholder). A key filter or a scope with
-# outcomes among them only reads its candidates there: the value's rows of those outcomes, one range, instead of
-# every message of the value (most of them delivered) fetched to be re-checked.
+# is one of these (not a success, most rows; not in progress, every placeholder; deferrals since migration 029
+# in a table of their own, below). A key filter or a scope with outcomes among them only reads its candidates
+# there: the value's rows of those outcomes, one range, instead of every message of the value (most of them
+# delivered) fetched to be re-checked.
 OUTCOME_KEYS_TABLE = "search_outcome_keys"
 KEYED_OUTCOMES = frozenset({"archive", "defer", "failure", "filtered", "rejected"})
+# search_deferred_keys (migration 029): search_keys' rows of the rows deferred, with their identity and version,
+# and the later versions that end them (ReplacingMergeTree: merged, a pair folds), as search_inflight_keys for
+# placeholders. Deferrals are read there, not in search_outcome_keys (whose view no longer writes them): most
+# rows deferred once were delivered since, and each of those was a candidate fetched to be dropped.
+DEFERRED_KEYS_TABLE = "search_deferred_keys"
+DEFERRED_OUTCOMES = frozenset({"defer"})
 # search_inflight_keys (migration 027): search_keys' rows of the rows in progress (placeholders), with their
 # identity and version, and the tombstones that end them (ReplacingMergeTree: merged, a pair folds). A key
 # filter or a scope asking for rows in progress only reads its candidates there: the value's placeholders not
 # ended yet, instead of every message of the value fetched to find it delivered.
 INFLIGHT_KEYS_TABLE = "search_inflight_keys"
 INFLIGHT_OUTCOMES = frozenset({"inprogress"})
+# (table, the outcomes whose rows it names) of the key path's outcome tables, in the order their branches read
+OUTCOME_KEY_TABLES = (
+    (OUTCOME_KEYS_TABLE, KEYED_OUTCOMES - DEFERRED_OUTCOMES),
+    (DEFERRED_KEYS_TABLE, DEFERRED_OUTCOMES),
+    (INFLIGHT_KEYS_TABLE, INFLIGHT_OUTCOMES),
+)
 
 
 def token_edges(value: str, match: str) -> list[tuple[str, bool, bool]]:
@@ -491,7 +508,7 @@ class SearchPlan:
 
     def candidate_source(self, params: dict) -> CandidateSource:
         """The table, conditions and settings of the candidates: search_keys for a key filter (with only
-        KEYED_OUTCOMES asked: search_outcome_keys, its rows of those outcomes), else
+        outcomes that have tables of their own asked: those tables, `outcome_tables`), else
         search_time (a phrase also by its word pairs, unless it is read without the text indexes: text_index
         False; a text filter with `candidate_settings`); `latest` with the search's own conditions once
         run_pages chose to scan it (scan_latest)."""
@@ -504,7 +521,7 @@ class SearchPlan:
             branches = []
             for table in self.outcome_tables():
                 if table == OUTCOME_KEYS_TABLE:
-                    params["c_types"] = sorted(set(self.types or ()) & KEYED_OUTCOMES)
+                    params["c_types"] = sorted(set(self.types or ()) & dict(OUTCOME_KEY_TABLES)[table])
                     branches.append((table, [*conds, "type IN {c_types:Array(String)}"]))
                 else:
                     branches.append((table, [*conds, "is_deleted = 0"]))
@@ -531,24 +548,18 @@ class SearchPlan:
     def outcome_tables(self) -> tuple[str, ...]:
         """The tables a key path's candidates come from when every outcome asked for has rows of its own
         (an outcome filter; the fetch re-checks it), or () for search_keys (a success asked, or no outcome):
-        search_outcome_keys for those among KEYED_OUTCOMES, whose versions write rows there;
-        search_inflight_keys for rows in progress (INFLIGHT_OUTCOMES), whose latest version is a placeholder
-        not ended there. Its tombstones not merged yet are left out by `is_deleted = 0`, not by FINAL: a
-        placeholder ended since is a stale candidate, and the read stays a plain range read newest first.
-        Both when both are asked (a customer's mail not delivered: deferred, failed or in progress): each
-        holds a superset of its outcomes' rows, so the two together hold one of the answer, and the
-        candidates are the newest of both (`candidates`)."""
+        search_outcome_keys for those among KEYED_OUTCOMES but deferrals, whose versions write rows there;
+        search_deferred_keys for deferrals (DEFERRED_OUTCOMES), whose latest version is a deferral not ended
+        there, and search_inflight_keys for rows in progress (INFLIGHT_OUTCOMES), whose latest version is a
+        placeholder not ended there. Their ends not merged yet are left out by `is_deleted = 0`, not by FINAL:
+        a row ended since is a stale candidate, and the read stays a plain range read newest first. Several
+        when several are asked (a customer's mail not delivered: deferred, failed or in progress): each holds
+        a superset of its outcomes' rows, so together they hold one of the answer, and the candidates are the
+        newest of them all (`candidates`)."""
         types = set(self.types or ())
         if not types or not types <= KEYED_OUTCOMES | INFLIGHT_OUTCOMES:
             return ()
-        return tuple(
-            table
-            for table, outcomes in (
-                (OUTCOME_KEYS_TABLE, KEYED_OUTCOMES),
-                (INFLIGHT_KEYS_TABLE, INFLIGHT_OUTCOMES),
-            )
-            if types & outcomes
-        )
+        return tuple(table for table, outcomes in OUTCOME_KEY_TABLES if types & outcomes)
 
     def may_scan_latest(self) -> bool:
         """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
@@ -760,9 +771,10 @@ class SearchPlan:
         keeps its share. A sizing hint for the first round, never a condition: it sums every snapshot row
         (superseded ones too) and ignores hours not snapshotted yet. None for every other search: on the
         time path the candidates of an outcome are the rows whose newest version has it (search_time keeps
-        no other once merged: migration 022), so most of them still have it; with only KEYED_OUTCOMES the
-        candidates are the server's rows that had them (search_outcome_keys), with only rows in progress its
-        placeholders not ended (search_inflight_keys), with both the newest of the two."""
+        no other once merged: migration 022), so most of them still have it; with only outcomes that have
+        tables of their own the candidates are the server's rows that had them (search_outcome_keys), its
+        deferrals and placeholders not ended (search_deferred_keys, search_inflight_keys), or the newest of
+        several of those."""
         types = sorted(self.types or ())
         if not types or self.outcome_tables():
             return None
@@ -801,7 +813,7 @@ class TimeConditions:
 class CandidateSource(NamedTuple):
     """Where a search's candidates are read (`SearchPlan.candidate_source`)."""
 
-    table: str  # search_keys, search_outcome_keys, search_inflight_keys, search_time or (scan_latest) latest
+    table: str  # search_keys, an outcome table (OUTCOME_KEY_TABLES), search_time or (scan_latest) latest
     conditions: list[str]
     settings: str = ""  # the statement's SETTINGS clause (`candidate_settings`), or ""
     time_column: str = "ts"  # the arrival time the candidates are ordered by
@@ -1085,11 +1097,14 @@ def scans_instead(plan: SearchPlan, rounds: int, read: int, found: int, rows: in
 
 __all__ = [
     "GRAMS_INDEX",
+    "DEFERRED_KEYS_TABLE",
+    "DEFERRED_OUTCOMES",
     "INFLIGHT_KEYS_TABLE",
     "INFLIGHT_OUTCOMES",
     "KEY_FIELDS",
     "KEYED_OUTCOMES",
     "OUTCOME_KEYS_TABLE",
+    "OUTCOME_KEY_TABLES",
     "OUTCOME_TABLE",
     "PAIR_COLUMNS",
     "PAIRS_COLUMN",

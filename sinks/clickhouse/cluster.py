@@ -12,7 +12,7 @@ Every table `t` of the migrations becomes two:
 
 The sharding key keeps every row of a message on one shard: `cityHash64(server, msgid)` for each table that
 has both columns (events, latest, latest_by_recipient, latest_outcomes, log_lines, search_keys, search_time,
-search_outcome_keys, search_inflight_keys). So the latest-state logic (ReplacingMergeTree FINAL: every
+search_outcome_keys, search_inflight_keys, search_deferred_keys). So the latest-state logic (ReplacingMergeTree FINAL: every
 version of a row is on the row's shard) and the per-message access paths stay shard-local. The other tables get
 `cityHash64(<their ORDER BY>)`, so that the versions of one key of a Replacing table (the rollup totals, the
 thresholds, schema_migrations) also meet on one shard and FINAL stays exact. Materialized views are per node

@@ -51,12 +51,14 @@ TTL_BASE = {
     "search_time": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",
     "search_outcome_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # search_keys' by outcome (026)
     "search_inflight_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # ... of rows in progress (027)
+    "search_deferred_keys": "addDays(toDateTime(if(ts = 0, msgtime, ts)), 31)",  # ... of rows deferred (029)
 }
 # TTL rules a table keeps whatever its retention (after the retention's rule; none of them in days, so that the
 # retention's days stay the TTL's first `toIntervalDay`): search_inflight_keys deletes its tombstones a day
-# after they were written (migration 027).
+# after they were written (migration 027), search_deferred_keys the ends of its deferrals (029).
 TTL_KEPT = {
     "search_inflight_keys": "written + toIntervalHour(24) DELETE WHERE is_deleted = 1",
+    "search_deferred_keys": "written + toIntervalHour(24) DELETE WHERE is_deleted = 1",
 }
 
 log = logging.getLogger("eximtrack.migrations")

@@ -404,6 +404,16 @@ def test_builders_equal_naive_sql(store):
     unmerged = _rows(store, opens)[0][0]
     store.command("OPTIMIZE TABLE search_inflight_keys FINAL")
     assert _rows(store, opens)[0][0] < unmerged and _rows(store, in_flight)[0][0] == 0
+    # and every row deferred now in search_deferred_keys (029), whose ends (the moved rows' failures after
+    # their success's attempts) cancel the older deferrals inserted after them once merged
+    deferred = in_flight.replace("'inprogress'", "'defer'").replace(
+        "search_inflight_keys", "search_deferred_keys"
+    )
+    assert _rows(store, deferred)[0][0] == 0
+    opens = opens.replace("search_inflight_keys", "search_deferred_keys")
+    unmerged = _rows(store, opens)[0][0]
+    store.command("OPTIMIZE TABLE search_deferred_keys FINAL")
+    assert _rows(store, opens)[0][0] < unmerged and _rows(store, deferred)[0][0] == 0
     # search_time merged (migration 022): each row's newest version only, the out-of-order older versions and
     # the placeholders (by their tombstones) folded away, while `latest` stays unmerged
     before = _rows(store, "SELECT count() FROM search_time")[0][0]
@@ -773,10 +783,12 @@ def test_access_paths_are_read_as_planned(store):
     ).count()
     plan = "\n".join(r[0] for r in store.query(f"EXPLAIN indexes = 1 {sql}", bound).result_rows)
     assert "latest_outcomes" in plan and "search_time" not in plan and "idx_sendunixtime" in plan
-    # a value's rows not delivered: the newest of each of its two tables (026, 027), each by its primary key
-    sq = q.build_search_query({"sender": store.probes["sender"], "defer": "1", "inprogress": "1"}, None)
+    # a value's rows not delivered: the newest of each of its tables (026, 029, 027), each by its primary key
+    params = {"sender": store.probes["sender"], "defer": "1", "failure": "1", "inprogress": "1"}
+    sq = q.build_search_query(params, None)
     plan, _ = _primary_keys(store, *sq.plan.candidates("DESC", None, 300))
-    for table in ("search_outcome_keys", "search_inflight_keys"):
+    assert len(sq.plan.outcome_tables()) == 3
+    for table in sq.plan.outcome_tables():
         read = plan.split(f".{table})", 1)  # ReadFromMergeTree (<database>.<table>)
         assert len(read) == 2 and "PrimaryKey" in read[1].split("ReadFromMergeTree", 1)[0], plan
         assert "value" in read[1].split("PrimaryKey", 1)[1].split("Condition", 1)[0], plan

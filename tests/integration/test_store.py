@@ -1071,12 +1071,92 @@ def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outco
         return sorted((r[names.index("recipient")], r[names.index("type")]) for r in got)
 
     assert page({"failure": "1"}, Scope(user="acct")) == [("b@x.org", "failure")]
-    assert page({"defer": "1"}, Scope(user="acct")) == []  # both deferrals are stale: a failure, a success
     assert page({"user": "other", "failure": "1"}) == [("d@y.org", "rejected")]
+    # (deferrals are read from search_deferred_keys since migration 029, which had run on this store)
     upgraded.insert_events(
-        [ev("k5", "defer", msgid="1key00-000004-AA", recipient="e@x.org", user="acct", t=30)]
+        [ev("k5", "failure", msgid="1key00-000004-AA", recipient="e@x.org", user="acct", t=30)]
     )
-    assert page({"defer": "1"}, Scope(user="acct")) == [("e@x.org", "defer")]
+    assert page({"failure": "1"}, Scope(user="acct")) == [("b@x.org", "failure"), ("e@x.org", "failure")]
+
+
+def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_there(url, tmp_path):
+    """Migration 029 on a store filled before it: the rows deferred now write search_keys' rows with their
+    identity (a deferral ended since, none), and search_outcome_keys loses its deferrals (its view writes no
+    more); a search by a scope or a value for deferrals reads its candidates there and returns the latest
+    state's rows. Later inserts reach the table through its view, folded per insert: a deferral and its end
+    in one insert write nothing, a result after a deferral inserted before writes the end (a stale candidate
+    until merged, dropped by the fetch), and the table keeps the store's retention with its rule deleting
+    ends a day after they were written."""
+    from eximtrack.search import Scope
+    from eximtrack.web.query import build_search_query
+
+    old = store_before(url, 28, tmp_path)
+    old.command("SYSTEM STOP MERGES latest")  # each insert's versions stay in a part of their own
+    old.insert_events(
+        [
+            ev("d1", "defer", msgid="1dfr00-000001-AA", recipient="a@x.org", user="acct", attempts=1, t=1),
+            ev("d2", "defer", msgid="1dfr00-000001-AA", recipient="b@x.org", user="acct", attempts=1, t=1),
+            ev("d3", "defer", msgid="1dfr00-000002-AA", recipient="c@x.org", user="acct", attempts=1, t=1),
+            ev("f9", "failure", msgid="1dfr00-000009-AA", recipient="z@x.org", user="acct", attempts=1, t=1),
+        ]
+    )
+    old.insert_events(
+        [ev("s1", "success", msgid="1dfr00-000001-AA", recipient="a@x.org", user="acct", attempts=2, t=2)]
+    )
+    assert count(old, "SELECT countIf(type = 'defer') FROM search_outcome_keys") > 0
+    upgraded = Store.open(url)
+    keyed = (
+        "SELECT DISTINCT recipient, is_deleted FROM search_deferred_keys WHERE field = 'user' AND value = 'acct' "
+        "ORDER BY recipient, is_deleted"
+    )
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("c@x.org", 0)]
+    assert count(upgraded, "SELECT countIf(type = 'defer') FROM search_outcome_keys") == 0
+    assert count(upgraded, "SELECT countIf(type = 'failure') FROM search_outcome_keys") > 0
+    upgraded.command("SYSTEM START MERGES latest")
+    upgraded.command("SYSTEM STOP MERGES search_deferred_keys")  # until the pair below is shown unmerged
+
+    def page(params=None, scope=Scope(user="acct")) -> list[str]:
+        sq = build_search_query(params or {"defer": "1"}, scope)
+        assert "FROM search_deferred_keys WHERE" in sq.plan.candidates("DESC", None, 10)[0]
+        names, got = sq.fetch(store_run(upgraded), None, 101)
+        assert all(r[names.index("type")] == "defer" for r in got)
+        return sorted(r[names.index("recipient")] for r in got)
+
+    assert page() == ["b@x.org", "c@x.org"]
+    assert page({"recipient": "c@x.org", "defer": "1"}, None) == ["c@x.org"]
+    # b's result after its deferral, alone: its end is written (the deferral is in the table), a stale
+    # candidate until merged; the view writes no deferral into search_outcome_keys any more
+    upgraded.insert_events(
+        [ev("s2", "success", msgid="1dfr00-000001-AA", recipient="b@x.org", user="acct", attempts=2, t=3)]
+    )
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("b@x.org", 1), ("c@x.org", 0)]
+    assert page() == ["c@x.org"]
+    # a deferral ended in its own insert writes nothing; one still open when its insert ends does, and its
+    # retry (a newer deferral of the same row) replaces it
+    upgraded.insert_events(
+        [
+            ev("d4", "defer", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=1, t=3),
+            ev("f4", "failure", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=2, t=4),
+            ev("d5", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=1, t=4),
+        ]
+    )
+    upgraded.insert_events(
+        [ev("d5-2", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=2, t=9)]
+    )
+    assert count(upgraded, "SELECT count() FROM search_deferred_keys WHERE msgid = '1dfr00-000003-AA'") == 0
+    assert count(upgraded, "SELECT countIf(type = 'defer') FROM search_outcome_keys") == 0
+    assert page() == ["c@x.org", "e@x.org"]
+    upgraded.command("SYSTEM START MERGES search_deferred_keys")
+    upgraded.command("OPTIMIZE TABLE search_deferred_keys FINAL")  # b's pair folds: its end is left
+    assert upgraded.query(keyed).result_rows == [("b@x.org", 1), ("c@x.org", 0), ("e@x.org", 0)]
+    assert page() == ["c@x.org", "e@x.org"]
+    # the store's retention, and the ends' rule kept whatever the retention
+    ttl = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_deferred_keys'"
+    kept = "written + toIntervalHour(24) WHERE is_deleted = 1"
+    for days in (0, 45):
+        migrations.ensure_retention(upgraded.client, days)
+        assert migrations.current_retention(upgraded.client, "search_deferred_keys") == days
+        assert kept in count(upgraded, ttl)
 
 
 def test_an_upgraded_store_gets_the_inflight_keys_and_searches_rows_in_progress_there(url, store):

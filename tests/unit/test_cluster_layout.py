@@ -25,6 +25,7 @@ BY_MESSAGE = {
     "search_keys",
     "search_outcome_keys",
     "search_inflight_keys",
+    "search_deferred_keys",
     "search_time",
     "search_time_next",
 }

@@ -1101,31 +1101,34 @@ def test_a_read_of_every_row_scans_latest_only_for_conditions_a_count_finds_rare
 
 
 def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
-    """A key filter or a tenant's scope with every outcome asked among KEYED_OUTCOMES (failures, deferrals, …)
-    reads its candidates from search_outcome_keys (migration 026), narrowed to those outcomes, for a page, a
-    read of every row and a total; with a success, in progress or no outcome asked, or on the time path, it
-    reads what it read before. A server's outcome search then needs no yield hint."""
+    """A key filter or a tenant's scope with every outcome asked among KEYED_OUTCOMES reads its candidates from
+    search_outcome_keys (migration 026) for failures, rejections, filtered and archived rows, narrowed to
+    those outcomes, and from search_deferred_keys (029, without the ends of its deferrals) for deferrals, for
+    a page, a read of every row and a total; with a success, in progress or no outcome asked, or on the time
+    path, it reads what it read before. A server's outcome search then needs no yield hint."""
     from eximtrack.search import Scope
-    from eximtrack.search_plan import KEYED_OUTCOMES, OUTCOME_KEYS_TABLE
+    from eximtrack.search_plan import DEFERRED_KEYS_TABLE, KEYED_OUTCOMES, OUTCOME_KEYS_TABLE
     from eximtrack.web.query import build_search_query
 
     assert set(OUTCOMES) - {"success", "inprogress"} == KEYED_OUTCOMES
     cases = [
         ({"failure": "1"}, Scope(user="Acct"), ["failure", "rejected"]),
-        ({"defer": "1"}, Scope(reseller="res"), ["defer"]),
-        ({"domain": "big.example", "failure": "1", "defer": "1"}, None, ["defer", "failure", "rejected"]),
+        ({"defer": "1"}, Scope(reseller="res"), None),
+        ({"server": "mx1", "defer": "1"}, None, None),
         ({"sender": "a@b.example", "type": "filtered"}, None, ["filtered"]),
         ({"server": "mx1", "failure": "1"}, None, ["failure", "rejected"]),
     ]
     for params, scope, types in cases:
         plan = build_search_query(params, scope).plan
-        assert plan.outcome_tables() == (OUTCOME_KEYS_TABLE,), params
+        table = OUTCOME_KEYS_TABLE if types else DEFERRED_KEYS_TABLE
+        assert plan.outcome_tables() == (table,), params
         sql, bound = plan.candidates("DESC", None, 10)
-        assert f"FROM {OUTCOME_KEYS_TABLE} WHERE field" in sql and "type IN {c_types:Array(String)}" in sql
-        assert bound["c_types"] == types, params
-        table, access, bound = plan.read_all(by_outcome=True)
-        assert table == "latest" and f"FROM {OUTCOME_KEYS_TABLE} WHERE" in access[0], params
-        assert bound["c_types"] == types
+        only = "type IN {c_types:Array(String)}" if types else "is_deleted = 0"
+        assert f"FROM {table} WHERE field" in sql and only in sql, params
+        assert bound.get("c_types") == types, params
+        read, access, bound = plan.read_all(by_outcome=True)
+        assert read == "latest" and f"FROM {table} WHERE" in access[0], params
+        assert bound.get("c_types") == types
         assert plan.yield_sql() is None, params
     for params, scope in [
         ({"success": "1"}, Scope(user="acct")),
@@ -1134,25 +1137,59 @@ def test_a_key_path_with_outcomes_other_than_a_success_reads_the_outcome_keys():
         ({"domain": "big.example"}, None),
         ({"failure": "1"}, None),  # the time path: search_time has the outcome of each row
         ({"subject": "invoice", "failure": "1"}, None),
+        ({"defer": "1"}, None),
     ]:
         plan = build_search_query(params, scope).plan
-        assert OUTCOME_KEYS_TABLE not in plan.outcome_tables() or plan.key_filter() is None, params
+        tables = {OUTCOME_KEYS_TABLE, DEFERRED_KEYS_TABLE} & set(plan.outcome_tables())
+        assert not tables or plan.key_filter() is None, params
         sql, _ = plan.candidates("DESC", None, 10)
-        assert OUTCOME_KEYS_TABLE not in sql, params
+        assert OUTCOME_KEYS_TABLE not in sql and DEFERRED_KEYS_TABLE not in sql, params
     assert build_search_query({"server": "mx1", "success": "1"}, None).plan.yield_sql() is not None
 
 
-def test_the_outcome_keys_view_writes_the_outcomes_the_planner_reads_there():
+def test_the_outcome_keys_views_write_the_outcomes_the_planner_reads_there():
     """search_outcome_keys' view (the newest one the migrations define, which a rebuild also runs) writes the
-    versions of exactly KEYED_OUTCOMES: one outcome the planner sends there that the view does not write
-    would lose rows; one more written only costs disk."""
+    versions of exactly the outcomes the planner reads there (OUTCOME_KEY_TABLES), and search_deferred_keys'
+    view every deferral: one outcome the planner sends to a table that its view does not write would lose
+    rows; one more written only costs disk. Every outcome of KEYED_OUTCOMES has one table."""
     from eximtrack.search_index import backfill_statements
-    from eximtrack.search_plan import KEYED_OUTCOMES, OUTCOME_KEYS_TABLE
+    from eximtrack.search_plan import (
+        DEFERRED_KEYS_TABLE,
+        DEFERRED_OUTCOMES,
+        KEYED_OUTCOMES,
+        OUTCOME_KEY_TABLES,
+        OUTCOME_KEYS_TABLE,
+    )
+    from sinks.clickhouse.migrations import load_migrations
 
+    tables = dict(OUTCOME_KEY_TABLES)
+    assert tables[OUTCOME_KEYS_TABLE] | tables[DEFERRED_KEYS_TABLE] == KEYED_OUTCOMES
+    assert not tables[OUTCOME_KEYS_TABLE] & tables[DEFERRED_KEYS_TABLE]
     sql = dict(backfill_statements())[OUTCOME_KEYS_TABLE]
     listed = re.search(r"WHERE is_deleted = 0 AND type IN \(([^)]*)\)\s*$", sql)
     assert listed, sql
-    assert {t.strip().strip("'") for t in listed.group(1).split(",")} == KEYED_OUTCOMES
+    assert {t.strip().strip("'") for t in listed.group(1).split(",")} == tables[OUTCOME_KEYS_TABLE]
+    # the deferrals' view reads every deferral (and the versions that end one); its rebuild the rows
+    # deferred now; both write the keys search_keys' view writes
+    assert {"defer"} == DEFERRED_OUTCOMES
+    view = [
+        s
+        for m in load_migrations()
+        for s in m.statements()
+        if s.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {DEFERRED_KEYS_TABLE}_mv ")
+    ]
+    assert len(view) == 1
+    assert (
+        "WHERE type = 'defer' OR (attempts > 1 AND type IN ('success', 'failure', 'filtered', 'archive'))"
+        in view[0]
+    )
+    assert "GROUP BY server, msgid, recipient, deliveredto" in view[0]
+    assert "HAVING newest_ended = 0 OR deferrals = 0" in view[0]
+    rebuild = dict(backfill_statements())[DEFERRED_KEYS_TABLE]
+    assert "FROM latest FINAL" in rebuild and rebuild.rstrip(";").endswith("WHERE type = 'defer'")
+    keys = re.compile(r"ARRAY JOIN (arrayFilter\(.*?\)\]\)) AS kv", re.S)
+    search_keys = dict(backfill_statements())["search_keys"]
+    assert keys.search(view[0]).group(1) == keys.search(rebuild).group(1) == keys.search(search_keys).group(1)
 
 
 def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
@@ -1191,39 +1228,42 @@ def test_a_key_path_for_rows_in_progress_only_reads_the_inflight_keys():
         assert INFLIGHT_KEYS_TABLE not in sql, params
 
 
-def test_a_key_path_for_rows_not_delivered_reads_the_newest_of_both_outcome_tables():
-    """A key filter or a tenant's scope asking for rows in progress and outcomes of KEYED_OUTCOMES (a
-    customer's mail not delivered) reads its candidates from search_outcome_keys (those outcomes) and
-    search_inflight_keys (without its tombstones): the first k of each, newest first, and the first k of
-    them all; a read of every row and a total name the rows of both. No yield hint."""
+def test_a_key_path_for_rows_not_delivered_reads_the_newest_of_its_outcome_tables():
+    """A key filter or a tenant's scope asking for several outcomes that have tables of their own (a
+    customer's mail not delivered: deferred, failed or in progress) reads its candidates from each:
+    search_outcome_keys (its outcomes), search_deferred_keys and search_inflight_keys (without their ends):
+    the first k of each, newest first, and the first k of them all; a read of every row and a total name the
+    rows of all. No yield hint."""
     from eximtrack.search import Scope
-    from eximtrack.search_plan import INFLIGHT_KEYS_TABLE, OUTCOME_KEYS_TABLE
+    from eximtrack.search_plan import DEFERRED_KEYS_TABLE, INFLIGHT_KEYS_TABLE, OUTCOME_KEYS_TABLE
     from eximtrack.web.query import build_search_query
 
-    for params, scope, types in [
+    keyed, deferred, inflight = (
+        (OUTCOME_KEYS_TABLE, "type IN {c_types:Array(String)}"),
+        (DEFERRED_KEYS_TABLE, "is_deleted = 0"),
+        (INFLIGHT_KEYS_TABLE, "is_deleted = 0"),
+    )
+    for params, scope, types, tables in [
         (
             {"defer": "1", "failure": "1", "inprogress": "1"},
             Scope(user="Acct"),
-            ["defer", "failure", "rejected"],
+            ["failure", "rejected"],
+            (keyed, deferred, inflight),
         ),
-        ({"domain": "big.example", "defer": "1", "inprogress": "1"}, None, ["defer"]),
-        ({"server": "mx1", "type": "inprogress,failure"}, None, ["failure"]),
-        ({"recipient": "a@b.example", "failure": "1", "inprogress": "1"}, None, ["failure", "rejected"]),
-    ]:
+        ({"domain": "big.example", "defer": "1", "inprogress": "1"}, None, None, (deferred, inflight)),
+        ({"domain": "big.example", "defer": "1", "failure": "1"}, None, ["failure", "rejected"], (keyed, deferred)),
+        ({"server": "mx1", "type": "inprogress,failure"}, None, ["failure"], (keyed, inflight)),
+        ({"recipient": "a@b.example", "failure": "1", "inprogress": "1"}, None, ["failure", "rejected"], (keyed, inflight)),
+    ]:  # fmt: skip
         plan = build_search_query(params, scope).plan
-        assert plan.outcome_tables() == (OUTCOME_KEYS_TABLE, INFLIGHT_KEYS_TABLE), params
+        assert plan.outcome_tables() == tuple(t for t, _ in tables), params
         sql, bound = plan.candidates("ASC", 1_000, 10)
-        assert bound["c_types"] == types and bound["c_k"] == 10, params
+        assert bound.get("c_types") == types and bound["c_k"] == 10, params
         inner = sql.split(" FROM (", 1)[1].rsplit(") ORDER BY ts ASC LIMIT {c_k:UInt64}", 1)
         assert len(inner) == 2 and inner[1] == "", sql  # the first k of them all
         branches = inner[0].split(" UNION ALL ")
-        assert len(branches) == 2, sql
-        for branch, table, only in zip(
-            branches,
-            (OUTCOME_KEYS_TABLE, INFLIGHT_KEYS_TABLE),
-            ("type IN {c_types:Array(String)}", "is_deleted = 0"),
-            strict=True,
-        ):
+        assert len(branches) == len(tables), sql
+        for branch, (table, only) in zip(branches, tables, strict=True):
             assert f"FROM {table} WHERE field" in branch and only in branch, branch
             # each its first k from the bound on, in its own order
             assert "ts >= fromUnixTimestamp64Milli({c_bound:Int64}, 'UTC')" in branch, branch
@@ -1232,11 +1272,8 @@ def test_a_key_path_for_rows_not_delivered_reads_the_newest_of_both_outcome_tabl
             assert all(b.startswith("(SELECT ts, server, msgid, msgtime, value FROM") for b in branches)
         table, access, bound = plan.read_all(by_outcome=True)
         if plan.recipient_filter() is None:
-            assert table == "latest" and access[0].count(" UNION ALL ") == 1, access
-            assert (
-                f"FROM {OUTCOME_KEYS_TABLE} WHERE" in access[0]
-                and f"FROM {INFLIGHT_KEYS_TABLE} WHERE" in access[0]
-            )
+            assert table == "latest" and access[0].count(" UNION ALL ") == len(tables) - 1, access
+            assert all(f"FROM {t} WHERE" in access[0] for t, _ in tables)
         assert plan.yield_sql() is None, params
 
 
