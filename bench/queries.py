@@ -669,12 +669,13 @@ def api_requests(p: dict) -> dict[str, tuple[str, dict, int]]:
         "failures_24h": failures,
         "deferred_24h": {"defer": "1", "startdate": d1},
         "server_type": {"server": p["server"], "type": "success"},
-        # a value with outcomes other than a success (search_outcome_keys, migration 026)
+        # a value with outcomes other than a success (search_outcome_keys, migration 026), deferred only
+        # (search_deferred_keys, migration 029)
         "domain_failures": {"domain": p["big_domain"], "failure": "1"},
         "server_deferred": {"server": p["server"], "defer": "1"},
         # a value's rows in progress only (search_inflight_keys, migration 027)
         "domain_in_flight": {"domain": p["big_domain"], "inprogress": "1"},
-        # ... and its rows not delivered: deferred, failed or in progress (both tables)
+        # ... and its rows not delivered: deferred, failed or in progress (all three tables)
         "domain_not_delivered": {"domain": p["big_domain"], "defer": "1", "failure": "1", "inprogress": "1"},
         "newest": {},
     }  # fmt: skip

@@ -12,12 +12,13 @@
 -- later version, written with `is_deleted = 1`: a result after a deferral (a version of another outcome with
 -- more than one attempt: only a deferral counts an attempt and leaves the row open), or the tombstone of a
 -- deferral superseded by its recipient's delivery. The view folds each insert by row identity, keeping its
--- newest version's fields, and builds the key rows after the fold, for the rows it writes only: a deferral
--- ended in the same insert writes nothing; an end writes its key rows only when no deferral of its row came in
--- the same insert. So the table holds the rows deferred at the end of an insert, and the ends that cancel
--- them, and its merges fold each pair (the end wins). An end is deleted a day after it was written (TTL on
--- `written`, by then merged with its deferral); one deleted earlier only lets its deferral's key rows come back
--- as a candidate.
+-- newest version's fields, and writes the key rows of that newest version: a deferral's, or an end. Unlike a
+-- placeholder (027), a row has many deferrals, one per attempt, and an earlier insert may have written one:
+-- so an end is written even when a deferral of its row came in the same insert (the busy cPanel server's log,
+-- ingested, left 1,046 of 1,533 ends unwritten with 027's rule). So the table holds the rows deferred at the
+-- end of an insert, and the ends that cancel them, and its merges fold each pair (the end wins). An end is
+-- deleted a day after it was written (TTL on `written`, by then merged with its deferral); one deleted earlier
+-- only lets its deferral's key rows come back as a candidate.
 --
 -- Exact like search_keys: every version whose outcome is `defer` is written (or folded into a newer one of its
 -- insert), and nothing but a newer version of the same row removes it, so the latest version of every row
@@ -66,13 +67,11 @@ FROM
     (
         SELECT server, msgid, recipient, deliveredto, any(msgtime) AS msgtime, max(version) AS newest_version,
             argMax(toUInt8(is_deleted = 1 OR type != 'defer'), version) AS newest_ended,
-            countIf(type = 'defer' AND is_deleted = 0) AS deferrals,
             argMax((sendunixtime, email, sender, domain, user, owner, deliveryuser, deliveryowner, message_id,
                 senderip, parent_msgid), version) AS newest
         FROM latest
         WHERE type = 'defer' OR (attempts > 1 AND type IN ('success', 'failure', 'filtered', 'archive'))
         GROUP BY server, msgid, recipient, deliveredto
-        HAVING newest_ended = 0 OR deferrals = 0
     )
 )
 ARRAY JOIN arrayFilter(kv -> kv.2 != '', [('recipient', lower(recipient)), ('deliveredto', if(lower(deliveredto) = lower(recipient), '', lower(deliveredto))), ('email', lower(email)), ('sender', if(lower(sender) = lower(email), '', lower(sender))), ('domain', lower(domain)), ('user', lower(user)), ('owner', lower(owner)), ('deliveryuser', lower(deliveryuser)), ('deliveryowner', lower(deliveryowner)), ('message_id', lower(message_id)), ('senderip', lower(senderip)), ('parent_msgid', parent_msgid), ('server', toString(server))]) AS kv;

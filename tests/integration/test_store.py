@@ -1086,7 +1086,8 @@ def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_the
     state's rows. Later inserts reach the table through its view, folded per insert: a deferral and its end
     in one insert write nothing, a result after a deferral inserted before writes the end (a stale candidate
     until merged, dropped by the fetch), and the table keeps the store's retention with its rule deleting
-    ends a day after they were written."""
+    ends a day after they were written. A row has a deferral per attempt, so an end is written even when a
+    deferral of its row came in its insert: an earlier insert may have written another."""
     from eximtrack.search import Scope
     from eximtrack.web.query import build_search_query
 
@@ -1131,24 +1132,38 @@ def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_the
     )
     assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("b@x.org", 1), ("c@x.org", 0)]
     assert page() == ["c@x.org"]
-    # a deferral ended in its own insert writes nothing; one still open when its insert ends does, and its
-    # retry (a newer deferral of the same row) replaces it
+    # a deferral and its row's result in one insert write the end only; one still open when its insert ends
+    # writes its keys, and its retry (a newer deferral of the same row) replaces them; a row deferred in an
+    # earlier insert and deferred again and delivered in a later one gets its end
     upgraded.insert_events(
         [
             ev("d4", "defer", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=1, t=3),
             ev("f4", "failure", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=2, t=4),
             ev("d5", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=1, t=4),
+            ev("d6", "defer", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=1, t=4),
         ]
     )
     upgraded.insert_events(
-        [ev("d5-2", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=2, t=9)]
+        [
+            ev("d5-2", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=2, t=9),
+            ev("d6-2", "defer", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=2, t=9),
+            ev("s6", "success", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=3, t=10),
+        ]
     )
-    assert count(upgraded, "SELECT count() FROM search_deferred_keys WHERE msgid = '1dfr00-000003-AA'") == 0
+    ended = "SELECT countIf(is_deleted = 0), countIf(is_deleted = 1) FROM search_deferred_keys WHERE msgid = {m:String}"
+    assert upgraded.query(ended, {"m": "1dfr00-000003-AA"}).result_rows[0][0] == 0
+    assert upgraded.query(ended, {"m": "1dfr00-000005-AA"}).result_rows[0][1] > 0
     assert count(upgraded, "SELECT countIf(type = 'defer') FROM search_outcome_keys") == 0
     assert page() == ["c@x.org", "e@x.org"]
     upgraded.command("SYSTEM START MERGES search_deferred_keys")
-    upgraded.command("OPTIMIZE TABLE search_deferred_keys FINAL")  # b's pair folds: its end is left
-    assert upgraded.query(keyed).result_rows == [("b@x.org", 1), ("c@x.org", 0), ("e@x.org", 0)]
+    upgraded.command("OPTIMIZE TABLE search_deferred_keys FINAL")  # each pair folds: its end is left
+    assert upgraded.query(keyed).result_rows == [
+        ("b@x.org", 1),
+        ("c@x.org", 0),
+        ("d@x.org", 1),
+        ("e@x.org", 0),
+        ("f@x.org", 1),
+    ]
     assert page() == ["c@x.org", "e@x.org"]
     # the store's retention, and the ends' rule kept whatever the retention
     ttl = "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_deferred_keys'"

@@ -1184,7 +1184,7 @@ def test_the_outcome_keys_views_write_the_outcomes_the_planner_reads_there():
         in view[0]
     )
     assert "GROUP BY server, msgid, recipient, deliveredto" in view[0]
-    assert "HAVING newest_ended = 0 OR deferrals = 0" in view[0]
+    assert "HAVING" not in view[0]  # an end even with a deferral of its row in its insert: an earlier one
     rebuild = dict(backfill_statements())[DEFERRED_KEYS_TABLE]
     assert "FROM latest FINAL" in rebuild and rebuild.rstrip(";").endswith("WHERE type = 'defer'")
     keys = re.compile(r"ARRAY JOIN (arrayFilter\(.*?\)\]\)) AS kv", re.S)
