@@ -1325,6 +1325,7 @@ def test_retention(url, store):
         "search_time",
         "search_outcome_keys",
         "search_inflight_keys",
+        "search_deferred_keys",
     ]
     ttl = store.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'search_keys'"
@@ -1512,12 +1513,14 @@ def test_rebuild_search_index_refills_the_access_paths(store):
             ev("rb2", "failure", msgid="1reb00-000002-AA", server="mx-Rebuild", recipient="b@x.org", user="rebuilder"),
             ev("rb3", "inprogress", msgid="1reb00-000003-AA", server="mx-Rebuild", recipient="c@x.org",
                user="rebuilder"),
+            ev("rb4", "defer", msgid="1reb00-000004-AA", server="mx-Rebuild", recipient="d@x.org", user="rebuilder",
+               attempts=1),
         ]
     )  # fmt: skip
     assert ids(search(store, recipient="rebuild@example.org")) == ["rb1"]
     # migration 009: the server is a key, as is (server filters are case-sensitive)
     keys = "SELECT count() FROM search_keys FINAL WHERE field = 'server' AND value = 'mx-Rebuild'"
-    assert store.query(keys).result_rows[0][0] == 3  # one row per message
+    assert store.query(keys).result_rows[0][0] == 4  # one row per message
     assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
     assert search(store, server="mx-rebuild") == []
     for table in search_index.TABLES:
@@ -1530,6 +1533,7 @@ def test_rebuild_search_index_refills_the_access_paths(store):
     assert ids(search(store, server="mx-Rebuild", type="success")) == ["rb1"]
     assert ids(search(store, user="rebuilder", type="failure")) == ["rb2"]  # search_outcome_keys (026)
     assert ids(search(store, user="rebuilder", type="inprogress")) == ["rb3"]  # search_inflight_keys (027)
+    assert ids(search(store, user="rebuilder", type="defer")) == ["rb4"]  # search_deferred_keys (029)
     # 009's backfill once more (a migration resumed after a crash): duplicates only, folded
     from sinks.clickhouse.migrations import load_migrations
 
@@ -1537,4 +1541,4 @@ def test_rebuild_search_index_refills_the_access_paths(store):
         for _, statement in migration.steps():
             if statement.startswith("INSERT INTO search_keys") and "'server' AS field" in statement:
                 store.command(statement)
-    assert store.query(keys).result_rows[0][0] == 3
+    assert store.query(keys).result_rows[0][0] == 4
