@@ -135,6 +135,9 @@ def test_broker_kills_and_a_frozen_broker_in_a_three_node_cluster_lose_and_doubl
                     break
                 time.sleep(0.2)
             worker_back = time.monotonic() - t0
+            if worker_back > 10:  # where the restart's time went (its log: start-up checks, recovery)
+                print(f"\nthe worker restarted processed again after {worker_back:.1f} s; its log:")
+                print(stack.components["stream"].tail(60))
             assert stack.components["stream"].alive(), stack.components["stream"].tail()
             stack.components["sink"].kill()
             stack.components["sink"].start()
