@@ -1096,9 +1096,9 @@ def scans_instead(plan: SearchPlan, rounds: int, read: int, found: int, rows: in
 
 
 __all__ = [
-    "GRAMS_INDEX",
     "DEFERRED_KEYS_TABLE",
     "DEFERRED_OUTCOMES",
+    "GRAMS_INDEX",
     "INFLIGHT_KEYS_TABLE",
     "INFLIGHT_OUTCOMES",
     "KEY_FIELDS",
