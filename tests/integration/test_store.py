@@ -1091,19 +1091,21 @@ def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_the
     from eximtrack.search import Scope
     from eximtrack.web.query import build_search_query
 
+    def mail(event_id, type_, message, recipient, attempts, t):  # a version of a row of account acct's mail
+        return ev(event_id, type_, msgid=f"1dfr00-00000{message}-AA", recipient=recipient, user="acct",
+                  attempts=attempts, t=t)  # fmt: skip
+
     old = store_before(url, 28, tmp_path)
     old.command("SYSTEM STOP MERGES latest")  # each insert's versions stay in a part of their own
     old.insert_events(
         [
-            ev("d1", "defer", msgid="1dfr00-000001-AA", recipient="a@x.org", user="acct", attempts=1, t=1),
-            ev("d2", "defer", msgid="1dfr00-000001-AA", recipient="b@x.org", user="acct", attempts=1, t=1),
-            ev("d3", "defer", msgid="1dfr00-000002-AA", recipient="c@x.org", user="acct", attempts=1, t=1),
-            ev("f9", "failure", msgid="1dfr00-000009-AA", recipient="z@x.org", user="acct", attempts=1, t=1),
+            mail("d1", "defer", 1, "a@x.org", 1, 1),
+            mail("d2", "defer", 1, "b@x.org", 1, 1),
+            mail("d3", "defer", 2, "c@x.org", 1, 1),
+            mail("f9", "failure", 9, "z@x.org", 1, 1),
         ]
     )
-    old.insert_events(
-        [ev("s1", "success", msgid="1dfr00-000001-AA", recipient="a@x.org", user="acct", attempts=2, t=2)]
-    )
+    old.insert_events([mail("s1", "success", 1, "a@x.org", 2, 2)])
     assert count(old, "SELECT countIf(type = 'defer') FROM search_outcome_keys") > 0
     upgraded = Store.open(url)
     keyed = (
@@ -1127,9 +1129,7 @@ def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_the
     assert page({"recipient": "c@x.org", "defer": "1"}, None) == ["c@x.org"]
     # b's result after its deferral, alone: its end is written (the deferral is in the table), a stale
     # candidate until merged; the view writes no deferral into search_outcome_keys any more
-    upgraded.insert_events(
-        [ev("s2", "success", msgid="1dfr00-000001-AA", recipient="b@x.org", user="acct", attempts=2, t=3)]
-    )
+    upgraded.insert_events([mail("s2", "success", 1, "b@x.org", 2, 3)])
     assert upgraded.query(keyed).result_rows == [("b@x.org", 0), ("b@x.org", 1), ("c@x.org", 0)]
     assert page() == ["c@x.org"]
     # a deferral and its row's result in one insert write the end only; one still open when its insert ends
@@ -1137,17 +1137,17 @@ def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_the
     # earlier insert and deferred again and delivered in a later one gets its end
     upgraded.insert_events(
         [
-            ev("d4", "defer", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=1, t=3),
-            ev("f4", "failure", msgid="1dfr00-000003-AA", recipient="d@x.org", user="acct", attempts=2, t=4),
-            ev("d5", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=1, t=4),
-            ev("d6", "defer", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=1, t=4),
+            mail("d4", "defer", 3, "d@x.org", 1, 3),
+            mail("f4", "failure", 3, "d@x.org", 2, 4),
+            mail("d5", "defer", 4, "e@x.org", 1, 4),
+            mail("d6", "defer", 5, "f@x.org", 1, 4),
         ]
     )
     upgraded.insert_events(
         [
-            ev("d5-2", "defer", msgid="1dfr00-000004-AA", recipient="e@x.org", user="acct", attempts=2, t=9),
-            ev("d6-2", "defer", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=2, t=9),
-            ev("s6", "success", msgid="1dfr00-000005-AA", recipient="f@x.org", user="acct", attempts=3, t=10),
+            mail("d5-2", "defer", 4, "e@x.org", 2, 9),
+            mail("d6-2", "defer", 5, "f@x.org", 2, 9),
+            mail("s6", "success", 5, "f@x.org", 3, 10),
         ]
     )
     ended = "SELECT countIf(is_deleted = 0), countIf(is_deleted = 1) FROM search_deferred_keys WHERE msgid = {m:String}"
