@@ -22,8 +22,8 @@ A thin I/O shell around `stream.join.Joiner` (the same joiner `eximtrack ingest`
   record's states), and faust flushes the producer (events, and the table changelog) before it commits the
   source offsets. After a crash, records past the
   committed offset are processed again: a message whose state already applied a line (`seq <= hw`)
-  re-emits its current rows and its removed rows' tombstones instead of applying it twice, and a line the shipper re-sent (same file id
-  and offset, in a newer record) is recognised by the per-server position table and skipped. The sink makes
+  re-emits its current rows and its removed rows' tombstones instead of applying it twice, and a line the
+  shipper re-sent (same file id and offset, in a newer record) is recognised by the per-server position table and skipped. The sink makes
   the repeats harmless (ReplacingMergeTree by event id + version). A record the producer could not deliver
   ends the worker before the next commit (stream/send_guard.py), so it is replayed too.
 - Bad records (not JSON, wrong schema, huge, a malformed line in a batch) go to the dead-letter topic with
