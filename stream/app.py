@@ -20,12 +20,12 @@ A thin I/O shell around `stream.join.Joiner` (the same joiner `eximtrack ingest`
   (faust-streaming#606: concurrency > 1 can commit past in-flight events). Each record's table changelog is
   handed to the Kafka client before the next record (back-pressure: faust's producer queue stays at one
   record's states), and faust flushes the producer (events, and the table changelog) before it commits the
-  source offsets. After a crash, records past the
-  committed offset are processed again: a message whose state already applied a line (`seq <= hw`)
-  re-emits its current rows and its removed rows' tombstones instead of applying it twice, and a line the
-  shipper re-sent (same file id and offset, in a newer record) is recognised by the per-server position table and skipped. The sink makes
-  the repeats harmless (ReplacingMergeTree by event id + version). A record the producer could not deliver
-  ends the worker before the next commit (stream/send_guard.py), so it is replayed too.
+  source offsets. After a crash, records past the committed offset are processed again: a message whose
+  state already applied a line (`seq <= hw`) re-emits its current rows and its removed rows' tombstones
+  instead of applying it twice, and a line the shipper re-sent (same file id and offset, in a newer record)
+  is recognised by the per-server position table and skipped. The sink makes the repeats harmless
+  (ReplacingMergeTree by event id + version). A record the producer could not deliver ends the worker before
+  the next commit (stream/send_guard.py), so it is replayed too.
 - Bad records (not JSON, wrong schema, huge, a malformed line in a batch) go to the dead-letter topic with
   the reason; the agent goes on.
 """
