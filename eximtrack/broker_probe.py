@@ -10,7 +10,10 @@ fails a client that bootstraps from it, and both client libraries do bootstrap f
 
 So the components ask first (:func:`answering`) and hand the clients the servers that answered, in the
 order given; when none answers, all of them, and the clients' own timeouts and retries decide as before.
-Once bootstrapped, a client works from the cluster's metadata, which a fenced broker leaves.
+Once bootstrapped, a client works from the cluster's metadata, which a fenced broker leaves. Until it is
+fenced, a frozen broker is still in that metadata: kafka-python then gives a connection to it 10 s to set up
+(`socket_connection_setup_timeout_ms`), eximtrack's clients :data:`CONNECTION_SETUP_TIMEOUT_MS`
+(:func:`client_settings`).
 
 The probe is hand-written so that starting and probing a broker needs no client library (also used by
 eximtrack/local_broker.py to see a broker it started come up).
@@ -23,11 +26,17 @@ import struct
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from functools import partial
 
 # seconds a server may take to answer the probe when none has answered yet (a broker still starting)
 PROBE_TIMEOUT = 3.0
 # seconds the others get once one server has answered: a live broker answers in milliseconds, even busy
 ANSWER_GRACE = 0.5
+# milliseconds a kafka-python client gives a new connection to one broker (its TCP connect and ApiVersions
+# exchange) before dropping it and trying another; kafka-python's default is 10 s. A broker frozen and not yet
+# fenced is still in the metadata a client bootstraps from: the 3-node test's worker, restarted 5 s after a
+# freeze, picked it for its topic check and waited the 10 s in 4 of 14 runs.
+CONNECTION_SETUP_TIMEOUT_MS = 3_000
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -119,3 +128,18 @@ def answering(
     finally:
         pool.shutdown(wait=False)  # a probe left waiting ends at its own timeout
     return [s for s in servers if s in good] or servers
+
+
+def client_settings(brokers: str | Sequence[str], timeout: float = PROBE_TIMEOUT) -> dict:
+    """Settings of a kafka-python client (admin, consumer or producer) that a frozen broker holds for seconds,
+    not for kafka-python's timeouts: bootstrapped from the servers of `brokers` that answer now
+    (:func:`answering`), and a connection to a broker that never answers given up after
+    CONNECTION_SETUP_TIMEOUT_MS (through `kafka_client`: the clients take the setting only there)."""
+    from kafka.net.compat import KafkaNetClient
+
+    return {
+        "bootstrap_servers": answering(brokers, timeout),
+        "kafka_client": partial(
+            KafkaNetClient, socket_connection_setup_timeout_ms=CONNECTION_SETUP_TIMEOUT_MS
+        ),
+    }

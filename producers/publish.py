@@ -40,7 +40,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.codec import has_lz4, has_zstd
 from kafka.partitioner.default import murmur2
 
-from eximtrack.broker_probe import answering
+from eximtrack.broker_probe import client_settings
 from producers.tail import Line
 from schemas.records import MAX_BATCH_LINES, SCHEMA_VERSION, RawLine, decode_raw_record
 from schemas.topics import ACCOUNTS, ACCOUNTS_MAX_BYTES, RAW_LINES, raw_line_key
@@ -198,7 +198,7 @@ class Publisher:
         # from the servers that answer now (eximtrack/broker_probe.py): kafka-python would give one picked at
         # random its whole bootstrap timeout, a frozen broker included
         self.producer = self._factory(
-            **dict(self.config, bootstrap_servers=answering(self.config["bootstrap_servers"]))
+            **dict(self.config, **client_settings(self.config["bootstrap_servers"]))
         )
         # kafka-python 3.0.12 does not pass ``allow_auto_create_topics`` on to the metadata object of its
         # connection manager, so every producer metadata request asks the broker to auto-create the topic
@@ -211,7 +211,7 @@ class Publisher:
     def _topic_partitions(self, topic: str) -> int | None:
         """Partition count of ``topic`` from an admin Metadata request that never auto-creates."""
         admin = self._admin_factory(
-            bootstrap_servers=answering(self.config["bootstrap_servers"]),
+            **client_settings(self.config["bootstrap_servers"]),
             client_id=f"{self.config['client_id']}-check",
             request_timeout_ms=10_000,
             bootstrap_timeout_ms=5_000,

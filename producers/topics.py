@@ -17,7 +17,7 @@ from typing import TypeVar
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from eximtrack.broker_probe import answering
+from eximtrack.broker_probe import client_settings
 from schemas.topics import ALL_TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
     """An admin client bootstrapped from the servers of `bootstrap` that answer now
     (eximtrack/broker_probe.py): kafka-python would give a randomly picked one its whole bootstrap timeout,
     then fail, and a component that checks its topics at start would exit with a broker frozen."""
-    return KafkaAdminClient(bootstrap_servers=answering(bootstrap), client_id="eximtrack-topics")
+    return KafkaAdminClient(**client_settings(bootstrap), client_id="eximtrack-topics")
 
 
 def cluster_replication_factor(bootstrap: str, admin: KafkaAdminClient | None = None) -> int:

@@ -47,7 +47,7 @@ from faust.tables import TableManager
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eximtrack.broker_probe import answering
+from eximtrack.broker_probe import answering, client_settings
 from schemas import topics as T
 from schemas.records import MAX_BATCH_LINES, dead_letter_record, decode_raw_record, dumps_json
 from stream.accounts import AccountMap
@@ -416,7 +416,7 @@ def helper_client_config(brokers: str) -> dict:
     servers of `brokers` that answer now (eximtrack/broker_probe.py), so that a broker that accepts
     connections and never answers neither holds nor fails them."""
     return {
-        "bootstrap_servers": answering(brokers),
+        **client_settings(brokers),
         "bootstrap_timeout_ms": HELPER_BOOTSTRAP_TIMEOUT_MS,
         "enable_auto_commit": False,
         "group_id": None,

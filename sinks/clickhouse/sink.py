@@ -45,7 +45,7 @@ import threading
 import time
 
 from eximtrack import stats_snapshots
-from eximtrack.broker_probe import answering
+from eximtrack.broker_probe import client_settings
 from schemas import topics as T
 from schemas.records import dead_letter_record
 from sinks.clickhouse import encode
@@ -143,16 +143,14 @@ class Sink:
         """The dead-letter producer, from the servers that answer now."""
         from kafka import KafkaProducer
 
-        return KafkaProducer(bootstrap_servers=answering(self.brokers), acks="all", linger_ms=5)
+        return KafkaProducer(**client_settings(self.brokers), acks="all", linger_ms=5)
 
     def _new_consumer(self):
         from kafka import KafkaConsumer
 
         # from the servers that answer now (eximtrack/broker_probe.py); when none does, all of them, and the
         # bootstrap timeout above bounds the attempt (the loop makes it again)
-        config = dict(
-            self.consumer_config, bootstrap_servers=answering(self.consumer_config["bootstrap_servers"])
-        )
+        config = dict(self.consumer_config, **client_settings(self.consumer_config["bootstrap_servers"]))
         return KafkaConsumer(*self.kinds, **config)
 
     def _watch_group(self, consumed: bool) -> None:
