@@ -1079,6 +1079,80 @@ def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outco
     assert page({"failure": "1"}, Scope(user="acct")) == [("b@x.org", "failure"), ("e@x.org", "failure")]
 
 
+def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(url):
+    """Migration 031. An administrator's `removed by` / `cancelled by` (a queue cleared by hand) closes a
+    message's open rows with a `failure` of the same identity, its attempts kept and no tombstone (the real
+    joiner, on lines of Exim's log). Closed in a later insert than the open row, a placeholder ends its
+    search_inflight_keys rows and a row deferred once (one attempt) its search_deferred_keys rows; before 031
+    both stayed candidates of every "in progress" or "deferred" search of their values until the TTL. A first
+    attempt's own failure (one attempt too) writes nothing to search_deferred_keys."""
+    from stream.join import join_lines
+
+    store = Store.open(url)
+
+    def at(seconds: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(NOW - 3600 + seconds))
+
+    def arrival(msgid: str, rcpt: str) -> str:
+        return (
+            f"{at(0)} {msgid} <= alice@example.com H=(x) [192.0.2.1] P=esmtpa A=dovecot_login:alice@example.com "
+            f'S=1234 id={msgid}@example.com T="hi" for {rcpt}'
+        )
+
+    def attempt(msgid: str, rcpt: str, mark: str, text: str) -> str:
+        return (
+            f"{at(60)} {msgid} {mark} {rcpt} R=dkim_lookuphost T=remote_smtp{' defer (-44)' if mark == '==' else ''} "
+            f"H=mx.remote.test [198.51.100.7]: SMTP error from remote mail server after RCPT TO:<{rcpt}>: {text}"
+        )
+
+    ids = ["1tQ0a1-000001-AA", "1tQ0a2-000002-AA", "1tQ0a3-000003-AA"]
+    opened = [
+        arrival(ids[0], "bob@remote.test"),  # in progress, then removed
+        arrival(ids[1], "carol@remote.test"),  # deferred once, then cancelled
+        attempt(ids[1], "carol@remote.test", "==", "451 greylisted"),
+        arrival(ids[2], "dan@remote.test"),  # failed at its first attempt, in the later insert
+    ]
+    closed = [
+        f"{at(600)} {ids[0]} removed by root",
+        f"{at(600)} {ids[1]} cancelled by root",
+        attempt(ids[2], "dan@remote.test", "**", "550 no such user"),
+    ]
+    _, first = join_lines("web1", opened)
+    _, both = join_lines("web1", opened + closed)
+    sent = {e.event_id for e in first.events}
+    later = [e for e in both.events if e.event_id not in sent]
+    assert [(e.msgid, e.type, e.attempts) for e in later if not e.is_deleted] == [
+        (ids[0], "failure", 0),
+        (ids[1], "failure", 1),
+        (ids[2], "failure", 1),
+    ]
+    live = (
+        "SELECT DISTINCT msgid FROM {table} FINAL WHERE is_deleted = 0 AND msgid IN {{ids:Array(String)}} "
+        "ORDER BY msgid"
+    )
+
+    def open_in(table: str) -> list[str]:
+        return [r[0] for r in store.query(live.format(table=table), {"ids": ids}).result_rows]
+
+    store.insert_events(first.events)
+    assert open_in("search_inflight_keys") == [ids[0], ids[2]]
+    assert open_in("search_deferred_keys") == [ids[1]]
+    store.insert_events(later)
+    assert open_in("search_inflight_keys") == []
+    assert open_in("search_deferred_keys") == []
+    # the first attempt's own failure is no end of a deferral: nothing of its message in the table
+    assert (
+        count(store, "SELECT count() FROM search_deferred_keys WHERE msgid = {m:String}", {"m": ids[2]}) == 0
+    )
+    # an end meets its open row's key rows one for one (the same values), so the merges fold every pair
+    pairs = (
+        "SELECT field, value, msgid, groupArray(is_deleted) AS d FROM {table} WHERE msgid IN {{ids:Array(String)}} "
+        "GROUP BY field, value, msgid HAVING d != [0, 1] AND d != [1, 0]"
+    )
+    for table in ("search_inflight_keys", "search_deferred_keys"):
+        assert store.query(pairs.format(table=table), {"ids": ids[:2]}).result_rows == [], table
+
+
 def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_there(url, tmp_path):
     """Migration 029 on a store filled before it: the rows deferred now write search_keys' rows with their
     identity (a deferral ended since, none), and search_outcome_keys loses its deferrals (its view writes no
