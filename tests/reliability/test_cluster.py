@@ -232,10 +232,13 @@ def test_a_client_gives_up_a_connection_to_a_frozen_broker_in_seconds(tmp_path):
 
 def test_a_sink_whose_group_coordinator_freezes_mid_rebalance_stores_again(tmp_path):
     """The group's coordinator paused (SIGSTOP: a frozen VM) just as a second member makes the sink's group
-    rebalance: kafka-python keeps sending its JoinGroup to the paused node, keeps its old partitions and gets
-    nothing from them, for as long as the node stays paused (over 5 min, measured). The sink's group watch
+    rebalance: kafka-python kept sending its JoinGroup to the paused node, kept its old partitions and got
+    nothing from them, for as long as the node stayed paused (over 5 min, measured). The sink's group watch
     sees records waiting and none consumed for `group_timeout`, makes its consumer anew, which finds the new
-    coordinator, and stores again."""
+    coordinator, and stores again. Since the clients give a connection 3 s to set up
+    (broker_probe.client_settings), the consumer sometimes finds the new coordinator itself (its coordinator
+    marked dead, its FindCoordinator to the paused node given up after the 3 s): 2 of 5 runs. Either way the
+    sink stores again."""
     import uuid
 
     from kafka import KafkaConsumer, KafkaProducer
@@ -250,7 +253,7 @@ def test_a_sink_whose_group_coordinator_freezes_mid_rebalance_stores_again(tmp_p
     paused: list[int] = []
     going = threading.Event()
     going.set()
-    sink = runner = None
+    sink = runner = producer = None
     try:
         boot = cluster.bootstrap
         prefix = f"frz-{uuid.uuid4().hex[:6]}."
@@ -314,9 +317,11 @@ def test_a_sink_whose_group_coordinator_freezes_mid_rebalance_stores_again(tmp_p
         while stored() <= before + 5 and time.monotonic() - frozen < 120:
             time.sleep(0.5)
         took = time.monotonic() - frozen
-        print(f"\nfrozen coordinator {coordinator}: stored again after {took:.1f} s")
+        remade = sink.metrics.consumer_remade._value.get()
+        print(
+            f"\nfrozen coordinator {coordinator}: stored again after {took:.1f} s, the consumer remade {remade:.0f}x"
+        )
         assert stored() > before + 5, "nothing stored in the 120 s after the coordinator froze"
-        assert sink.metrics.consumer_remade._value.get() >= 1
         other.join(30)
     finally:
         going.clear()
@@ -325,4 +330,6 @@ def test_a_sink_whose_group_coordinator_freezes_mid_rebalance_stores_again(tmp_p
         if sink is not None:
             sink.stop()
             runner.join(60)
+        if producer is not None:  # closed while the brokers still answer (a producer left to the garbage
+            producer.close(timeout=5)  # collector flushes against a stopped cluster, and warns)
         cluster.stop()
