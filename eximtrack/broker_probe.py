@@ -135,11 +135,12 @@ def client_settings(brokers: str | Sequence[str], timeout: float = PROBE_TIMEOUT
     not for kafka-python's timeouts: bootstrapped from the servers of `brokers` that answer now
     (:func:`answering`), and a connection to a broker that never answers given up after
     CONNECTION_SETUP_TIMEOUT_MS (through `kafka_client`: the clients take the setting only there)."""
-    from kafka.net.compat import KafkaNetClient
+    from kafka import KafkaAdminClient
 
+    network_client = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]  # the one all three clients default to
     return {
         "bootstrap_servers": answering(brokers, timeout),
         "kafka_client": partial(
-            KafkaNetClient, socket_connection_setup_timeout_ms=CONNECTION_SETUP_TIMEOUT_MS
+            network_client, socket_connection_setup_timeout_ms=CONNECTION_SETUP_TIMEOUT_MS
         ),
     }
