@@ -1081,7 +1081,8 @@ def test_an_upgraded_store_gets_the_outcome_keys_and_searches_by_value_and_outco
 
 def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(url):
     """Migration 031. An administrator's `removed by` / `cancelled by` (a queue cleared by hand) closes a
-    message's open rows with a `failure` of the same identity, its attempts kept and no tombstone (the real
+    message's open rows with a `failure` of the same identity, its attempts kept and no tombstone, and so does
+    a bounce's `error ignored` (the real
     joiner, on lines of Exim's log). Closed in a later insert than the open row, a placeholder ends its
     search_inflight_keys rows and a row deferred once (one attempt) its search_deferred_keys rows; before 031
     both stayed candidates of every "in progress" or "deferred" search of their values until the TTL. A first
@@ -1105,17 +1106,21 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
             f"H=mx.remote.test [198.51.100.7]: SMTP error from remote mail server after RCPT TO:<{rcpt}>: {text}"
         )
 
-    ids = ["1tQ0a1-000001-AA", "1tQ0a2-000002-AA", "1tQ0a3-000003-AA"]
+    ids = ["1tQ0a1-000001-AA", "1tQ0a2-000002-AA", "1tQ0a3-000003-AA", "1tQ0a4-000004-AA"]
     opened = [
         arrival(ids[0], "bob@remote.test"),  # in progress, then removed
         arrival(ids[1], "carol@remote.test"),  # deferred once, then cancelled
         attempt(ids[1], "carol@remote.test", "==", "451 greylisted"),
         arrival(ids[2], "dan@remote.test"),  # failed at its first attempt, in the later insert
+        # a bounce deferred once, then its error ignored
+        f'{at(0)} {ids[3]} <= <> R={ids[2]} U=mailnull P=local S=1234 T="Mail delivery failed" for eve@remote.test',
+        attempt(ids[3], "eve@remote.test", "==", "451 greylisted"),
     ]
     closed = [
         f"{at(600)} {ids[0]} removed by root",
         f"{at(600)} {ids[1]} cancelled by root",
         attempt(ids[2], "dan@remote.test", "**", "550 no such user"),
+        f"{at(600)} {ids[3]} eve@remote.test: error ignored",
     ]
     _, first = join_lines("web1", opened)
     _, both = join_lines("web1", opened + closed)
@@ -1125,6 +1130,7 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
         (ids[0], "failure", 0),
         (ids[1], "failure", 1),
         (ids[2], "failure", 1),
+        (ids[3], "failure", 1),
     ]
     live = (
         "SELECT DISTINCT msgid FROM {table} FINAL WHERE is_deleted = 0 AND msgid IN {{ids:Array(String)}} "
@@ -1136,7 +1142,7 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
 
     store.insert_events(first.events)
     assert open_in("search_inflight_keys") == [ids[0], ids[2]]
-    assert open_in("search_deferred_keys") == [ids[1]]
+    assert open_in("search_deferred_keys") == [ids[1], ids[3]]
     store.insert_events(later)
     assert open_in("search_inflight_keys") == []
     assert open_in("search_deferred_keys") == []
@@ -1150,7 +1156,9 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
         "GROUP BY field, value, msgid HAVING d != [0, 1] AND d != [1, 0]"
     )
     for table in ("search_inflight_keys", "search_deferred_keys"):
-        assert store.query(pairs.format(table=table), {"ids": ids[:2]}).result_rows == [], table
+        assert store.query(pairs.format(table=table), {"ids": [ids[0], ids[1], ids[3]]}).result_rows == [], (
+            table
+        )
 
 
 def test_an_upgraded_store_gets_the_deferred_keys_and_searches_rows_deferred_there(url, tmp_path):
