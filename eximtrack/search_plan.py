@@ -376,6 +376,9 @@ class SearchPlan:
     # rounds through a text index are read in order: a round read unordered found more granules than its bound
     # (UNORDERED_GRANULES_PER_CANDIDATE; run_pages)
     index_in_order: bool = False
+    # the candidates of search_inflight_keys / search_deferred_keys are read with FINAL, which folds each end
+    # not merged yet with the key rows it ends: a round named candidates whose rows had ended (run_pages)
+    fold_ends: bool = False
 
     # -- the access path ------------------------------------------------------------------------------
 
@@ -524,7 +527,8 @@ class SearchPlan:
                     params["c_types"] = sorted(set(self.types or ()) & dict(OUTCOME_KEY_TABLES)[table])
                     branches.append((table, [*conds, "type IN {c_types:Array(String)}"]))
                 else:
-                    branches.append((table, [*conds, "is_deleted = 0"]))
+                    final = " FINAL" if self.fold_ends else ""
+                    branches.append((table + final, [*conds, "is_deleted = 0"]))
             if branches:
                 (table, first), *more = branches
                 return CandidateSource(table, first, more=tuple(more))
@@ -552,7 +556,8 @@ class SearchPlan:
         search_deferred_keys for deferrals (DEFERRED_OUTCOMES), whose latest version is a deferral not ended
         there, and search_inflight_keys for rows in progress (INFLIGHT_OUTCOMES), whose latest version is a
         placeholder not ended there. Their ends not merged yet are left out by `is_deleted = 0`, not by FINAL:
-        a row ended since is a stale candidate, and the read stays a plain range read newest first. Several
+        a row ended since is a stale candidate, and the read stays a plain range read newest first, until a
+        round finds stale candidates (run_pages: then FINAL folds them, `fold_ends`). Several
         when several are asked (a customer's mail not delivered: deferred, failed or in progress): each holds
         a superset of its outcomes' rows, so together they hold one of the answer, and the candidates are the
         newest of them all (`candidates`)."""
@@ -560,6 +565,13 @@ class SearchPlan:
         if not types or not types <= KEYED_OUTCOMES | INFLIGHT_OUTCOMES:
             return ()
         return tuple(table for table, outcomes in OUTCOME_KEY_TABLES if types & outcomes)
+
+    def ends_unfolded(self) -> bool:
+        """Whether the candidates come from a table that holds ends (search_inflight_keys,
+        search_deferred_keys), read without folding them (fold_ends)."""
+        if self.fold_ends or self.key_filter() is None:
+            return False
+        return bool({INFLIGHT_KEYS_TABLE, DEFERRED_KEYS_TABLE} & set(self.outcome_tables()))
 
     def may_scan_latest(self) -> bool:
         """Whether the candidates may be read from `latest` itself (scan_latest): on the time path without a
@@ -1051,10 +1063,15 @@ def run_pages(
             conds.append(time_side(direction, last, extra, "f_to", before=True))
         elif edge is not None:  # the whole slice was read: its rows, not older ones
             conds.append(time_side(direction, edge - 1, extra, "f_to", before=True))
-        sql, params = fetch_sql(conds, extra, rows - len(out))
+        limit = rows - len(out)
+        sql, params = fetch_sql(conds, extra, limit)
         round_names, got = run(sql, params)
         names = round_names or names  # an empty result names no columns (chDB): keep an earlier round's
         out.extend(got)
+        if len(got) < min(len(keys), limit) and plan.ends_unfolded():
+            # fewer rows than messages named: some had ended, their ends not merged yet with their key rows
+            # (a live store's merges may take days to fold them): the next rounds fold them as they read
+            plan = dataclasses.replace(plan, fold_ends=True)
         fetched += len(named) if by_rows else len(keys)
         if not full and edge is not None:
             bound, edge, span = next_slice(plan, edge, span)
