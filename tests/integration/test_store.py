@@ -1165,10 +1165,10 @@ def test_a_search_in_progress_or_deferred_folds_the_ends_its_first_round_finds_n
     """A server's queue, mostly ended in a later insert than its rows were queued (600 messages removed by
     an administrator, 300 deferred and then delivered; the real joiner on Exim's lines), the parts not
     merged: the ends sit in another part than the key rows they end, and the candidates' plain range read
-    names every ended row. The page of mail in progress (or deferred) is the newest 30 rows still open, and
-    when the first round's fetch finds rows that had ended, the next rounds read the candidates with FINAL,
-    which folds each end with its key rows: the page is exact and takes a few statements, not a round per
-    page of stale candidates through the whole queue (12 statements and 0.44 s here before, session (50))."""
+    names every ended row. A page of 30 of the mail in progress (or deferred) holds the 15 rows still open,
+    and when the first round's fetch finds rows that had ended, the next rounds read the candidates with
+    FINAL, which folds each end with its key rows: the page is exact and takes a few statements, not a round
+    per page of stale candidates through the whole queue (10 statements before, session (50))."""
     from eximtrack.web.query import build_search_query
     from stream.join import join_lines
 
@@ -1204,17 +1204,10 @@ def test_a_search_in_progress_or_deferred_folds_the_ends_its_first_round_finds_n
     sent = {e.event_id for e in first.events}
     store.insert_events(first.events)
     store.insert_events([e for e in both.events if e.event_id not in sent])
-    for table in (
-        "search_inflight_keys",
-        "search_deferred_keys",
-    ):  # not merged: the ends in a part of their own
-        assert (
-            count(
-                store,
-                f"SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = '{table}'",
-            )
-            == 2
-        )
+    parts = "SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = {t:String}"
+    # not merged: the ends in a part of their own
+    for table in ("search_inflight_keys", "search_deferred_keys"):
+        assert count(store, parts, {"t": table}) == 2, table
     run = store_run(store)
     for flag, still_open in (("inprogress", range(900, 915)), ("defer", range(915, 930))):
         statements = []
