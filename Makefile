@@ -71,7 +71,7 @@ fuzz: venv ## fuzz the parser+joiner with a million random and mutated lines
 chaos: venv ## fault injection: 30 random SIGKILLs of shipper/worker/sink/broker while shipping
 	EXIMTRACK_CHAOS_KILLS=30 $(BIN)/pytest -q -s tests/reliability/test_chaos.py
 
-bench: deps ## all benchmarks (~3 h on 2 cores; the 1e8-event store: a 1-2 h fill, 54 GB) -> bench/results.json, docs/BENCHMARKS.md
+bench: deps ## all benchmarks (~3 h on 2 cores; the 1e8-event store: a 1.5-2 h fill, 55 GB, ~60 GB free while it fills) -> bench/results.json, docs/BENCHMARKS.md
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.report
 
