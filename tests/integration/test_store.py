@@ -56,6 +56,16 @@ def search(store, **filters) -> list[dict]:
     return store.query_dicts(sql, params)
 
 
+def joined_in_two_inserts(server: str, opened: list[str], closed: list[str]) -> tuple[list, list]:
+    """The real joiner's events of `opened`, then those that `closed` adds (the events of a second insert)."""
+    from stream.join import join_lines
+
+    _, first = join_lines(server, opened)
+    _, both = join_lines(server, opened + closed)
+    sent = {e.event_id for e in first.events}
+    return first.events, [e for e in both.events if e.event_id not in sent]
+
+
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -1087,7 +1097,6 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
     search_inflight_keys rows and a row deferred once (one attempt) its search_deferred_keys rows; before 031
     both stayed candidates of every "in progress" or "deferred" search of their values until the TTL. A first
     attempt's own failure (one attempt too) writes nothing to search_deferred_keys."""
-    from stream.join import join_lines
 
     store = Store.open(url)
 
@@ -1122,10 +1131,7 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
         attempt(ids[2], "dan@remote.test", "**", "550 no such user"),
         f"{at(600)} {ids[3]} eve@remote.test: error ignored",
     ]
-    _, first = join_lines("web1", opened)
-    _, both = join_lines("web1", opened + closed)
-    sent = {e.event_id for e in first.events}
-    later = [e for e in both.events if e.event_id not in sent]
+    first, later = joined_in_two_inserts("web1", opened, closed)
     assert [(e.msgid, e.type, e.attempts) for e in later if not e.is_deleted] == [
         (ids[0], "failure", 0),
         (ids[1], "failure", 1),
@@ -1140,7 +1146,7 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
     def open_in(table: str) -> list[str]:
         return [r[0] for r in store.query(live.format(table=table), {"ids": ids}).result_rows]
 
-    store.insert_events(first.events)
+    store.insert_events(first)
     assert open_in("search_inflight_keys") == [ids[0], ids[2]]
     assert open_in("search_deferred_keys") == [ids[1], ids[3]]
     store.insert_events(later)
@@ -1170,7 +1176,6 @@ def test_a_search_in_progress_or_deferred_folds_the_ends_its_first_round_finds_n
     FINAL, which folds each end with its key rows: the page is exact and takes a few statements, not a round
     per page of stale candidates through the whole queue (10 statements before, session (50))."""
     from eximtrack.web.query import build_search_query
-    from stream.join import join_lines
 
     store = Store.open(url)
 
@@ -1199,11 +1204,9 @@ def test_a_search_in_progress_or_deferred_folds_the_ends_its_first_round_finds_n
                 f'{at(5001)} {m} => {rcpt(i)} R=dkim_lookuphost T=remote_smtp H=mx.remote.test [198.51.100.7] C="250 ok"'
             )
             closed.append(f"{at(5002)} {m} Completed")
-    _, first = join_lines("web9", opened)
-    _, both = join_lines("web9", opened + closed)
-    sent = {e.event_id for e in first.events}
-    store.insert_events(first.events)
-    store.insert_events([e for e in both.events if e.event_id not in sent])
+    first, later = joined_in_two_inserts("web9", opened, closed)
+    store.insert_events(first)
+    store.insert_events(later)
     parts = "SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = {t:String}"
     # not merged: the ends in a part of their own
     for table in ("search_inflight_keys", "search_deferred_keys"):
