@@ -11,7 +11,7 @@ Every pattern uses only syntax both engines read the same way (no look-around, `
 `\\b`); tests/views/test_reasons.py checks that both give the same template for every reason in the samples
 and that the migrations embed exactly these expressions.
 
-What is replaced (in this order):
+What is replaced (in this order, RULES):
   * e-mail addresses, with their angle brackets          -> <addr>
   * Exim message ids (16 and 23 characters)              -> <id>
   * IPv6 in brackets / IPv4 with an optional :port       -> [<ip>] / <ip>
@@ -19,18 +19,21 @@ What is replaced (in this order):
   * tokens mixing letters and digits (queue ids, hashes) -> <id>
   * numbers, except SMTP reply codes (2xx/4xx/5xx) and enhanced status codes (4.7.1), which are the reason
     itself                                                 -> <n>
-then runs of white space become one space;
-  * the row's own delivery domain, where the text names it as a whole name or as the end of a host's name
-    (`template(text, domain)`, `sql_expression(col, domain_col)`): "user unknown in example.com",
-    "retry time not reached for any host for 'example.com'", "mx1.example.com"  -> <domain>
-then the ends are trimmed and the text is cut at MAX_CHARS characters.
+then runs of white space become one space, the ends are trimmed and the text is cut at MAX_CHARS characters.
 
-The domain rule (migration 028) is what lets "top deferral reasons" group one reason across destinations:
-Exim's own texts and many remote servers' name the recipient's domain, and without it every destination
-made a template of its own (at 1e8 events the bench store had 105k templates a day). The domain is
-`reasons_hourly`'s `deliverydomain` dimension already, so nothing is lost. It matches the domain as written
-(case-sensitive: Exim writes domains in lower case), made of ASCII name characters and with a dot (so that
-no placeholder can match, and a template's rules applied to a template change nothing).
+With the row's own delivery domain (`template(text, domain)`, `sql_expression(col, domain_col)`: deferrals
+and failures), the domain is replaced first, right after the white space and the addresses, where the text
+names it as a whole name or as the end of a host's name: "user unknown in example.com", "retry time not
+reached for any host for 'example.com'", "mx1.example.com" -> <domain>, "<id>.<domain>". First, because the
+other rules cut a domain with digits apart ("shop24.de" -> "<id>.de", migration 032).
+
+The domain rule (migrations 028 and 032) is what lets "top deferral reasons" group one reason across
+destinations: Exim's own texts and many remote servers' name the recipient's domain, and without it every
+destination made a template of its own (at 1e8 events the bench store had 105k templates a day; with the
+rule after the others, still 31k, nearly all of them domains with a digit). The domain is `reasons_hourly`'s
+`deliverydomain` dimension already, so nothing is lost. It matches the domain as written (case-sensitive:
+Exim writes domains in lower case), made of ASCII name characters and with a dot (so that no placeholder can
+match, and a template's rules applied to a template change nothing).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ RULES: tuple[tuple[str, str], ...] = (
     ),
     (r"[\t\n\f\r ]+", " "),
 )
+ADDRESS_RULE, WHITE_SPACE_RULE = RULES[0], RULES[-1]
 
 _COMPILED = tuple((re.compile(p, re.ASCII), r) for p, r in RULES)
 
@@ -71,7 +75,7 @@ _COMPILED = tuple((re.compile(p, re.ASCII), r) for p, r in RULES)
 # without a dot is never replaced (`<domain>` itself holds the run "domain").
 NAME_RUN = r"[0-9A-Za-z_.-]*[0-9A-Za-z_-]"
 _NAME_RUN = re.compile(NAME_RUN)
-MARK = "\n"  # never in the text here: the white-space rule turned every newline into a space
+MARK = "\n"  # never in the text here: the white-space rule turned every newline into a space first
 DOMAIN = "<domain>"
 
 
@@ -90,10 +94,14 @@ def template(text: str | None, domain: str | None = None) -> str:
     if not text:
         return ""
     out = text
-    for rx, repl in _COMPILED:
-        out = rx.sub(repl, out)
+    rules = _COMPILED
     if domain is not None:
+        for rx, repl in (_COMPILED[-1], _COMPILED[0]):
+            out = rx.sub(repl, out)
         out = _without_domain(out, domain)
+        rules = _COMPILED[1:]
+    for rx, repl in rules:
+        out = rx.sub(repl, out)
     return out.strip(" ")[:MAX_CHARS]
 
 
@@ -104,17 +112,23 @@ def _sql_string(value: str) -> str:
 def sql_expression(column: str, domain_column: str | None = None) -> str:
     """The ClickHouse expression computing `template(column)` (RE2 replaceRegexpAll chain), or with
     `domain_column`, `template(column, domain_column)` (one constant pattern, then plain replacements)."""
+    def apply(expr: str, rules: tuple[tuple[str, str], ...]) -> str:
+        for pattern, repl in rules:
+            expr = f"replaceRegexpAll({expr}, {_sql_string(pattern)}, {_sql_string(repl)})"
+        return expr
+
     expr = column
-    for pattern, repl in RULES:
-        expr = f"replaceRegexpAll({expr}, {_sql_string(pattern)}, {_sql_string(repl)})"
+    rules = RULES
     if domain_column:
         mark = "'\\n'"  # MARK
         d = f"if(position({domain_column}, '.') > 0, {domain_column}, '')"
+        expr = apply(expr, (WHITE_SPACE_RULE, ADDRESS_RULE))
         expr = f"replaceRegexpAll({expr}, {_sql_string(NAME_RUN)}, concat({mark}, '\\\\0', {mark}))"
         expr = f"replaceAll({expr}, concat({mark}, {d}, {mark}), concat({mark}, '{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, concat('.', {d}, {mark}), concat('.{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, {mark}, '')"
-    return f"leftUTF8(trimBoth({expr}), {MAX_CHARS})"
+        rules = RULES[1:]
+    return f"leftUTF8(trimBoth({apply(expr, rules)}), {MAX_CHARS})"
 
 
 __all__ = [

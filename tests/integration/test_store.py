@@ -573,6 +573,49 @@ def test_an_upgraded_store_groups_each_reason_without_its_delivery_domain(url, t
     assert not checks.mismatches(upgraded, only=reason_pairs)
 
 
+def test_an_upgraded_store_groups_the_reasons_of_destinations_with_digits_in_their_names(url, tmp_path):
+    """Migration 032 on a store filled by 028's template: a deferral naming its own domain with a digit
+    ("(shop1.de)") had kept a template per destination ("(shop<id>.de)"); after the upgrade both destinations'
+    deferrals are one template, the snapshots are taken again, the hourly reasons equal the direct
+    aggregation, and running the migration's steps again (a crash mid-way) changes no number."""
+    from eximtrack import stats_snapshots
+    from tests.views import checks
+
+    def deferral(i: int, domain: str) -> DeliveryEvent:
+        rcpt = f"u{i}@{domain}"
+        return ev(f"d{i}", "defer", msgid=f"1rsn32-00000{i}-AA", recipient=rcpt, deliveredto=rcpt,
+                  deliverydomain=domain, attempts=1, message=f"451 4.7.1 try again later ({domain})")  # fmt: skip
+
+    old = store_before(url, 31, tmp_path)
+    old.insert_events([deferral(1, "shop1.de"), deferral(2, "shop2.de"), deferral(3, "x.org")])
+    stats_snapshots.refresh(old)
+    templates = "SELECT template, sum(attempts) FROM reasons_hourly_all GROUP BY template ORDER BY template"
+    assert old.query(templates).result_rows == [
+        ("451 4.7.1 try again later (<domain>)", 1),
+        ("451 4.7.1 try again later (<id>.de)", 2),
+    ]
+
+    upgraded = Store.open(url)
+    one = [("451 4.7.1 try again later (<domain>)", 3)]
+    assert upgraded.query(templates).result_rows == one
+    assert count(upgraded, "SELECT count() FROM reasons_hourly_snap_hours") == 0
+    reason_pairs = tuple(n for n in checks.PAIRS if n.startswith("reasons_hourly"))
+    assert not checks.mismatches(upgraded, only=reason_pairs)
+    stats_snapshots.refresh(upgraded)
+    assert count(upgraded, "SELECT count() FROM reasons_hourly_snap_hours") > 0
+    assert upgraded.query(templates).result_rows == one
+    assert not checks.mismatches(upgraded, only=reason_pairs)
+
+    upgraded.insert_events([deferral(4, "shop4.de")])  # through the view: the same template
+    assert upgraded.query(templates).result_rows == [("451 4.7.1 try again later (<domain>)", 4)]
+    [m32] = [m for m in migrations.load_migrations() if m.version == 32]
+    for when, statement in m32.steps():
+        if when is None or migrations.condition_holds(upgraded.client, when):
+            upgraded.command(statement)
+    assert upgraded.query(templates).result_rows == [("451 4.7.1 try again later (<domain>)", 4)]
+    assert not checks.mismatches(upgraded, only=reason_pairs)
+
+
 def test_an_upgraded_store_finds_phrases_through_the_pairs_index_of_a_column_written_for_old_parts(
     url, tmp_path
 ):

@@ -46,6 +46,16 @@ DOMAIN_CASES = {
     ("over quota for a+b.example", "a+b.example"): "over quota for a+b.example",  # not a name's characters
     ("über bücher.example.", "bücher.example"): "über bücher.example.",
     ("(.example.com) ..example.com", "example.com"): "(.<domain>) ..<domain>",
+    # a domain with a digit is replaced before the other rules cut it apart (migration 032)
+    (
+        "451 4.7.7 account temporarily deferred, try again later (video-player1.de)",
+        "video-player1.de",
+    ): "451 4.7.7 account temporarily deferred, try again later (<domain>)",
+    (
+        "H=mx1.shop24.de [192.0.2.7]: 450 shop24.de busy, <bob@shop24.de>",
+        "shop24.de",
+    ): "H=<id>.<domain> [<ip>]: 450 <domain> busy, <addr>",
+    ("over quota for 1und1.de and 1und1.de2", "1und1.de"): "over quota for <domain> and <id>.<id>",
 }
 
 
@@ -107,11 +117,15 @@ def test_migration_embeds_the_generated_expression():
     # migration 014 redefines reasons_hourly_mv (its insert counter) with the same expression
     sql = (MIGRATIONS_DIR / "014_event_hour_snapshots.sql").read_text(encoding="utf-8")
     assert sql.count(f"{expr} AS template,") == sql.count("AS template,") == 1
-    # migration 028: reasons_hourly_mv's template with the row's delivery domain, the stored rows re-templated
-    # from their example text
-    sql = (MIGRATIONS_DIR / "028_reason_templates_without_domain.sql").read_text(encoding="utf-8")
+    # migrations 028 and 032: reasons_hourly_mv's template with the row's delivery domain (032: replaced
+    # before the other rules), the stored rows re-templated from their example text; 032 has today's rule
+    sql = (MIGRATIONS_DIR / "032_reason_domains_before_other_rules.sql").read_text(encoding="utf-8")
     assert sql.count(f"{reasons.sql_expression('message', 'deliverydomain')} AS template,") == 1
     assert sql.count("AS template,") == 1
     example = reasons.sql_expression("example", "deliverydomain")
     assert sql.count(f"{example} AS retemplated,") == 1
     assert sql.count(f"WHERE template != {example}") == 3
+    old = (MIGRATIONS_DIR / "028_reason_templates_without_domain.sql").read_text(encoding="utf-8")
+    assert old.count("AS template,") == old.count("AS retemplated,") == 1
+    assert old.count("WHERE template != leftUTF8(") == 3
+    assert old != sql and reasons.sql_expression("message", "deliverydomain") not in old
