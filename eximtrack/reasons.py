@@ -109,26 +109,29 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _replaced(expr: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """`expr` wrapped in one replaceRegexpAll per rule, in order."""
+    for pattern, repl in rules:
+        expr = f"replaceRegexpAll({expr}, {_sql_string(pattern)}, {_sql_string(repl)})"
+    return expr
+
+
 def sql_expression(column: str, domain_column: str | None = None) -> str:
     """The ClickHouse expression computing `template(column)` (RE2 replaceRegexpAll chain), or with
-    `domain_column`, `template(column, domain_column)` (one constant pattern, then plain replacements)."""
-    def apply(expr: str, rules: tuple[tuple[str, str], ...]) -> str:
-        for pattern, repl in rules:
-            expr = f"replaceRegexpAll({expr}, {_sql_string(pattern)}, {_sql_string(repl)})"
-        return expr
-
+    `domain_column`, `template(column, domain_column)` (the domain rule after the white space and the
+    addresses: one constant pattern, then plain replacements)."""
     expr = column
     rules = RULES
     if domain_column:
         mark = "'\\n'"  # MARK
         d = f"if(position({domain_column}, '.') > 0, {domain_column}, '')"
-        expr = apply(expr, (WHITE_SPACE_RULE, ADDRESS_RULE))
+        expr = _replaced(expr, (WHITE_SPACE_RULE, ADDRESS_RULE))
         expr = f"replaceRegexpAll({expr}, {_sql_string(NAME_RUN)}, concat({mark}, '\\\\0', {mark}))"
         expr = f"replaceAll({expr}, concat({mark}, {d}, {mark}), concat({mark}, '{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, concat('.', {d}, {mark}), concat('.{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, {mark}, '')"
         rules = RULES[1:]
-    return f"leftUTF8(trimBoth({apply(expr, rules)}), {MAX_CHARS})"
+    return f"leftUTF8(trimBoth({_replaced(expr, rules)}), {MAX_CHARS})"
 
 
 __all__ = [
