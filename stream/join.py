@@ -102,7 +102,8 @@ class Joiner(eximtrack_core.Joiner):
     `process(line, file_id="", offset=-1, seq=None) -> JoinOutput` parses and applies one line (`seq`: the
     line's position in a replayable source, the Kafka offset in the stream app: a line whose message state has
     already applied it (seq <= state.hw) changes nothing and re-emits the message's current rows, and the
-    tombstones of the rows it removed (`MessageState.gone`), instead, so a replay after a crash is harmless;
+    tombstones of the rows it removed (`MessageState.gone`, kept once a line came with a `seq`), instead, so a
+    replay after a crash is harmless;
     the state is written back to `states`, whose changelog from the first pass may have been lost).
     `sweep(now)` ends finished and idle states (called by `process` itself
     every SWEEP_EVERY lines, by event time). `latest()` folds every event emitted so far the way the
