@@ -22,10 +22,11 @@ What is replaced (in this order, RULES):
 then runs of white space become one space, the ends are trimmed and the text is cut at MAX_CHARS characters.
 
 With the row's own delivery domain (`template(text, domain)`, `sql_expression(col, domain_col)`: deferrals
-and failures), the domain is replaced first, right after the white space and the addresses, where the text
-names it as a whole name or as the end of a host's name: "user unknown in example.com", "retry time not
-reached for any host for 'example.com'", "mx1.example.com" -> <domain>, "<id>.<domain>". First, because the
-other rules cut a domain with digits apart ("shop24.de" -> "<id>.de", migration 032).
+and failures), the domain is replaced before the other rules (right after the white space and the
+addresses), where the text names it as a whole name or as the end of a host's name: "user unknown in
+example.com", "retry time not reached for any host for 'example.com'", "mx1.example.com" -> <domain>,
+"<id>.<domain>". Before them, because they cut a domain with digits apart ("shop24.de" -> "<id>.de",
+migration 032).
 
 The domain rule (migrations 028 and 032) is what lets "top deferral reasons" group one reason across
 destinations: Exim's own texts and many remote servers' name the recipient's domain, and without it every
@@ -96,7 +97,7 @@ def template(text: str | None, domain: str | None = None) -> str:
     out = text
     rules = _COMPILED
     if domain is not None:
-        for rx, repl in (_COMPILED[-1], _COMPILED[0]):
+        for rx, repl in (_COMPILED[-1], _COMPILED[0]):  # WHITE_SPACE_RULE, ADDRESS_RULE
             out = rx.sub(repl, out)
         out = _without_domain(out, domain)
         rules = _COMPILED[1:]

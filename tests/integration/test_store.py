@@ -296,6 +296,15 @@ def upgraded_from_before(url: str, store: Store, table: str, version: int) -> St
     return Store.open(url)
 
 
+def run_steps_again(store: Store, version: int) -> None:
+    """Run migration `version`'s steps once more, each under its condition, as a migration interrupted by a
+    crash and started again does."""
+    [migration] = [m for m in migrations.load_migrations() if m.version == version]
+    for when, statement in migration.steps():
+        if when is None or migrations.condition_holds(store.client, when):
+            store.command(statement)
+
+
 def store_before(url: str, version: int, tmp_path) -> Store:
     """A store laid out by the migrations up to `version` only (as a release before the next ones left it)."""
     import shutil
@@ -387,10 +396,7 @@ def test_an_upgraded_store_keeps_the_newest_version_of_each_row_in_search_time(u
     assert count(upgraded, "SELECT count() FROM search_time") == 4
     assert found()[0] == (["n", "s2"], ["n", "s2"]) and found()[2] == (["n"], ["n"])
     # the migration's steps once more, as after a crash before it was recorded: its guards skip the re-layout
-    [m22] = [m for m in migrations.load_migrations() if m.version == 22]
-    for when, statement in m22.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 22)
     assert count(upgraded, "SELECT count() FROM search_time") == 4
     assert found()[0] == (["n", "s2"], ["n", "s2"])
 
@@ -447,10 +453,7 @@ def test_an_upgraded_store_has_search_time_in_small_granules_with_the_same_rows(
     )
     assert count(upgraded, "SELECT count() FROM search_time") == 4  # through the view, into the new layout
     assert found() == [["s"], ["f", "n"], ["f", "n", "s"]]
-    [m23] = [m for m in migrations.load_migrations() if m.version == 23]
-    for when, statement in m23.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 23)
     assert count(upgraded, "SELECT count() FROM search_time") == 4
     assert found() == [["s"], ["f", "n"], ["f", "n", "s"]]
 
@@ -505,10 +508,7 @@ def test_an_upgraded_store_finds_parts_of_words_through_a_trigram_index_built_fo
         "AND table = 'search_time' AND command LIKE '%MATERIALIZE INDEX grams_text%'"
     )
     assert upgraded.query(mutations).result_rows == [(1, 1)]
-    [m24] = [m for m in migrations.load_migrations() if m.version == 24]
-    for when, statement in m24.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 24)
     assert upgraded.query(mutations).result_rows == [(1, 1)]
     assert found(upgraded) == [["s"], ["s"], ["f", "n"], ["n", "s"], []]
 
@@ -565,10 +565,7 @@ def test_an_upgraded_store_groups_each_reason_without_its_delivery_domain(url, t
     upgraded.insert_events([bounce(4, "z.com")])  # the same hour: one group with the migrated rows
     assert upgraded.query(top).result_rows == [("550 5.1.1 <addr>: user unknown in <domain>", 3)]
     assert not checks.mismatches(upgraded, only=reason_pairs)
-    [m28] = [m for m in migrations.load_migrations() if m.version == 28]
-    for when, statement in m28.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 28)
     assert upgraded.query(top).result_rows == [("550 5.1.1 <addr>: user unknown in <domain>", 3)]
     assert not checks.mismatches(upgraded, only=reason_pairs)
 
@@ -608,10 +605,7 @@ def test_an_upgraded_store_groups_the_reasons_of_destinations_with_digits_in_the
 
     upgraded.insert_events([deferral(4, "shop4.de")])  # through the view: the same template
     assert upgraded.query(templates).result_rows == [("451 4.7.1 try again later (<domain>)", 4)]
-    [m32] = [m for m in migrations.load_migrations() if m.version == 32]
-    for when, statement in m32.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 32)
     assert upgraded.query(templates).result_rows == [("451 4.7.1 try again later (<domain>)", 4)]
     assert not checks.mismatches(upgraded, only=reason_pairs)
 
@@ -679,10 +673,7 @@ def test_an_upgraded_store_finds_phrases_through_the_pairs_index_of_a_column_wri
         "AND table = 'search_time' AND command LIKE '%MATERIALIZE %' AND command LIKE '%pairs%'"
     )
     assert upgraded.query(mutations).result_rows == [(2, 1)]  # the column's, the index's
-    [m25] = [m for m in migrations.load_migrations() if m.version == 25]
-    for when, statement in m25.steps():
-        if when is None or migrations.condition_holds(upgraded.client, when):
-            upgraded.command(statement)
+    run_steps_again(upgraded, 25)
     assert upgraded.query(expr).result_rows == [(PAIRS_COLUMN,)]
     assert upgraded.query(mutations).result_rows == [(2, 1)]
     assert found(upgraded) == [["n", "s"], ["f"], []]
