@@ -572,9 +572,10 @@ def test_an_upgraded_store_groups_each_reason_without_its_delivery_domain(url, t
 
 def test_an_upgraded_store_groups_the_reasons_of_destinations_with_digits_in_their_names(url, tmp_path):
     """Migration 032 on a store filled by 028's template: a deferral naming its own domain with a digit
-    ("(shop1.de)") had kept a template per destination ("(shop<id>.de)"); after the upgrade both destinations'
-    deferrals are one template, the snapshots are taken again, the hourly reasons equal the direct
-    aggregation, and running the migration's steps again (a crash mid-way) changes no number."""
+    ("(shop1.de)") had the other rules' template ("(<id>.de)"), apart from the same deferral of a domain
+    without one; after the upgrade all three destinations' deferrals are one template, the snapshots are
+    taken again, the hourly reasons equal the direct aggregation, and running the migration's steps again (a
+    crash mid-way) changes no number."""
     from eximtrack import stats_snapshots
     from tests.views import checks
 
