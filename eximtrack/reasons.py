@@ -65,8 +65,17 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"[\t\n\f\r ]+", " "),
 )
 ADDRESS_RULE, WHITE_SPACE_RULE = RULES[0], RULES[-1]
+# with a delivery domain: these rules, then the domain rule, then the others (not the white space again: no
+# rule makes a run of it, every replacement is a non-empty placeholder)
+BEFORE_DOMAIN = (WHITE_SPACE_RULE, ADDRESS_RULE)
+AFTER_DOMAIN = RULES[1:-1]
 
-_COMPILED = tuple((re.compile(p, re.ASCII), r) for p, r in RULES)
+
+def _compiled(rules: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern, str], ...]:
+    return tuple((re.compile(p, re.ASCII), r) for p, r in rules)
+
+
+_COMPILED, _BEFORE_DOMAIN, _AFTER_DOMAIN = map(_compiled, (RULES, BEFORE_DOMAIN, AFTER_DOMAIN))
 
 # The domain rule marks each run of name characters (a domain, a host's name, a word), without its trailing
 # dots (a sentence's full stop), with MARK on both sides, replaces a marked run that is the domain or ends in
@@ -97,10 +106,10 @@ def template(text: str | None, domain: str | None = None) -> str:
     out = text
     rules = _COMPILED
     if domain is not None:
-        for rx, repl in (_COMPILED[-1], _COMPILED[0]):  # WHITE_SPACE_RULE, ADDRESS_RULE
+        for rx, repl in _BEFORE_DOMAIN:
             out = rx.sub(repl, out)
         out = _without_domain(out, domain)
-        rules = _COMPILED[1:]
+        rules = _AFTER_DOMAIN
     for rx, repl in rules:
         out = rx.sub(repl, out)
     return out.strip(" ")[:MAX_CHARS]
@@ -126,16 +135,19 @@ def sql_expression(column: str, domain_column: str | None = None) -> str:
     if domain_column:
         mark = "'\\n'"  # MARK
         d = f"if(position({domain_column}, '.') > 0, {domain_column}, '')"
-        expr = _replaced(expr, (WHITE_SPACE_RULE, ADDRESS_RULE))
+        expr = _replaced(expr, BEFORE_DOMAIN)
         expr = f"replaceRegexpAll({expr}, {_sql_string(NAME_RUN)}, concat({mark}, '\\\\0', {mark}))"
         expr = f"replaceAll({expr}, concat({mark}, {d}, {mark}), concat({mark}, '{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, concat('.', {d}, {mark}), concat('.{DOMAIN}', {mark}))"
         expr = f"replaceAll({expr}, {mark}, '')"
-        rules = RULES[1:]
+        rules = AFTER_DOMAIN
     return f"leftUTF8(trimBoth({_replaced(expr, rules)}), {MAX_CHARS})"
 
 
 __all__ = [
+    "ADDRESS_RULE",
+    "AFTER_DOMAIN",
+    "BEFORE_DOMAIN",
     "DOMAIN",
     "MAX_CHARS",
     "MARK",
@@ -143,4 +155,5 @@ __all__ = [
     "RULES",
     "sql_expression",
     "template",
+    "WHITE_SPACE_RULE",
 ]
