@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, as_utc
+from eximtrack.stats_snapshots import DAILY_COUNTERS, DAILY_KEYS, HORIZON_SQL, MAIL, Snapshotted, as_utc
 from eximtrack.window_snapshots import SPANS, WINDOW_BY
 
 KEY_COLUMNS = ("hour", "server", "owner", "user", "domain", "sender", "outbound")
@@ -198,15 +198,15 @@ class ReadPlan:
         return cls(horizon, dirty, clean, rolled, days, window)
 
 
-def classified_hours_sql(range_sql: str) -> str:
+def classified_hours_sql(range_sql: str, table: Snapshotted = MAIL) -> str:
     """[(hour, insert counter, smallest writer of a snapshot recorded at that counter, or 0)] for the hours
-    of `range_sql` (a condition on `hour`) from the rollup horizon on: the classification `mail_hourly_all`
-    makes of every stored hour, for one range (clean: writer != 0, dirty: 0)."""
-    rng = f"({range_sql}) AND hour >= {HORIZON_SQL}"
+    of `range_sql` (a condition on `hour`; from the rollup horizon on where `table` has one): the
+    classification `<table>_all` makes of every stored hour, for one range (clean: writer != 0, dirty: 0)."""
+    rng = f"({range_sql}) AND hour >= {HORIZON_SQL}" if table.rolled else f"({range_sql})"
     return (
         "(SELECT groupArray((c.hour, c.n, r.w)) FROM "
-        f"(SELECT hour, sum(inserts) AS n FROM mail_hourly WHERE {rng} GROUP BY hour) AS c "
-        f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM mail_hourly_snap_hours WHERE {rng} "
+        f"(SELECT hour, sum(inserts) AS n FROM {table.states} WHERE {rng} GROUP BY hour) AS c "
+        f"LEFT JOIN (SELECT hour, seen, min(writer) AS w FROM {table.recorded} WHERE {rng} "
         "GROUP BY hour, seen) AS r ON c.hour = r.hour AND c.n = r.seen)"
     )
 

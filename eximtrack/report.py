@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from eximtrack.hourly_read import classified_hours_sql
-from eximtrack.stats_snapshots import HORIZON_SQL
+from eximtrack.stats_snapshots import HORIZON_SQL, MAIL, REASONS, Snapshotted
 
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "eximtrack-clickhouse"}
 _VAR = re.compile(r"\$VAR\((\w+)\)")
@@ -61,11 +61,14 @@ class Dashboard:
     tags: tuple[str, ...] = field(default=("eximtrack",))
 
 
-# the hours of the range as mail_hourly_all classifies every stored hour: (hour, insert counter, smallest
-# writer of a snapshot recorded at that counter, or 0)
-_HOURS_OF_RANGE = (
-    f"(SELECT x.1 AS h, x.2 AS n, x.3 AS w FROM (SELECT arrayJoin({classified_hours_sql('$RANGE')}) AS x))"
-)
+def _hours_of_range(table: Snapshotted = MAIL) -> str:
+    """The hours of the range as `<table>_all` classifies every stored hour: (h: hour, n: insert counter,
+    w: smallest writer of a snapshot recorded at that counter, or 0)."""
+    hours = classified_hours_sql("$RANGE", table)
+    return f"(SELECT x.1 AS h, x.2 AS n, x.3 AS w FROM (SELECT arrayJoin({hours}) AS x))"
+
+
+_HOURS_OF_RANGE = _hours_of_range()
 
 
 def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
@@ -84,6 +87,22 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
     SELECT hour, {sums} FROM mail_hourly_v WHERE $RANGE AND hour >= {HORIZON_SQL}
         AND hour IN (SELECT h FROM {_HOURS_OF_RANGE} WHERE w = 0)
         GROUP BY hour)"""
+
+
+# The deferrals of the range as (template, attempts) rows, for the top deferral reasons: `reasons_hourly_all`'s
+# rule (each hour's snapshot recorded at its current insert counter, else its merged states) with the hours
+# classified for the panel's range only, and the snapshot branch summed per (hour, seen, writer, type,
+# template), which the `by_template` projection of `reasons_hourly_snap` answers (migration 014) instead of the
+# per-key rows. Since migration 032 groups destinations with digits in their names, a day's deferrals have tens
+# of templates per hour: at 1e8 events the projection holds ~1k rows of a day where the table holds ~420k
+# (35 -> 22 ms p50, docs/BENCHMARKS.md). The dirty hours are merged per key, as the view merges them.
+_DEFERRALS_BY_TEMPLATE = f"""(SELECT template, sum(attempts) AS attempts FROM reasons_hourly_snap
+        WHERE $RANGE AND type = 'defer' AND (hour, seen, writer) IN (SELECT h, n, w FROM {_hours_of_range(REASONS)} WHERE w != 0)
+        GROUP BY hour, seen, writer, type, template
+    UNION ALL
+    SELECT template, uniqExactMerge(attempts) AS attempts FROM reasons_hourly
+        WHERE $RANGE AND type = 'defer' AND hour IN (SELECT h FROM {_hours_of_range(REASONS)} WHERE w = 0)
+        GROUP BY hour, server, type, deliverydomain, host, ip, template)"""
 
 
 def _top_series_sql(source: str, series: str, value: str, top: int = 5) -> str:
@@ -268,10 +287,9 @@ REASONS = Dashboard(
             "defer_reasons",
             "Top deferral reasons (templates)",
             "bar",
-            """SELECT template,
+            f"""SELECT template,
     sum(attempts) AS attempts
-FROM reasons_hourly_all
-WHERE $RANGE AND type = 'defer'
+FROM {_DEFERRALS_BY_TEMPLATE}
 GROUP BY template
 ORDER BY attempts DESC, template
 LIMIT 12""",

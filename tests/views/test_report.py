@@ -23,6 +23,9 @@ AGGREGATES = {
     "mail_hourly_v",
     "rollup_state",
     "reasons_hourly",
+    # the top deferral reasons read reasons_hourly_all's sources directly (report._DEFERRALS_BY_TEMPLATE)
+    "reasons_hourly_snap",
+    "reasons_hourly_snap_hours",
     "delays_hourly",
     "rejections_hourly",
     "activity_hourly",
@@ -133,6 +136,70 @@ def test_the_fleet_per_hour_panels_equal_mail_hourly_all(populated):
         want = populated.query(report.report_sql(sql), params).result_rows
         got = report.run_panel(populated, panels[name], t_from, t_to, {})[1]
         assert want and got == want, name
+
+
+TOP_DEFERRAL_REASONS_FROM_THE_VIEW = """SELECT template, sum(attempts) AS attempts
+FROM reasons_hourly_all WHERE $RANGE AND type = 'defer'
+GROUP BY template ORDER BY attempts DESC, template LIMIT 12"""
+
+
+@pytest.mark.store
+def test_the_top_deferral_reasons_equal_reasons_hourly_all(populated):
+    """The top deferral reasons read the sources of `reasons_hourly_all` themselves (hours classified for the
+    range only, the snapshots summed per template through the `by_template` projection): the rows of the
+    view, over the whole store and its last two hours, with every hour clean, with an hour written since its
+    snapshot whose stale snapshot is marked (it must be read from the states), and with no snapshot at all."""
+    from datetime import UTC, timedelta
+
+    lo, hi = populated.query(
+        "SELECT min(hour), max(hour) FROM reasons_hourly WHERE type = 'defer'"
+    ).result_rows[0]
+    lo, hi = lo.replace(tzinfo=UTC), hi.replace(tzinfo=UTC) + timedelta(hours=1)
+    panel = next(
+        p
+        for d in report.DASHBOARDS
+        for p in d.panels
+        if (d.uid, p.id) == ("eximtrack-reasons", "defer_reasons")
+    )
+    assert "reasons_hourly_all" not in panel.sql
+
+    def check() -> None:
+        for t_from, t_to in ((lo, hi), (hi - timedelta(hours=2), hi)):
+            params = {"t_from": t_from, "t_to": t_to}
+            want = populated.query(report.report_sql(TOP_DEFERRAL_REASONS_FROM_THE_VIEW), params).result_rows
+            assert want, t_from
+            assert report.run_panel(populated, panel, t_from, t_to, {})[1] == want, t_from
+
+    stats_snapshots.refresh(populated)
+    assert not stats_snapshots.dirty_hours(populated, stats_snapshots.REASONS)
+    check()
+    # the busiest deferral hour becomes dirty (a key's counter moves, its numbers do not), and its stale
+    # snapshot is marked: read through the projection, the panel would count 1000 more attempts per row
+    hour = populated.query(
+        "SELECT hour FROM reasons_hourly_snap WHERE type = 'defer' GROUP BY hour ORDER BY count() DESC, hour LIMIT 1"
+    ).result_rows[0][0]
+    keys = "server, type, deliverydomain, host, ip, template"
+    populated.command(
+        f"INSERT INTO reasons_hourly (hour, {keys}, inserts) SELECT hour, {keys}, 1 FROM reasons_hourly "
+        "WHERE hour = {h:DateTime('UTC')} AND type = 'defer' LIMIT 1",
+        {"h": hour},
+    )
+    mark = "ALTER TABLE reasons_hourly_snap UPDATE attempts = attempts {} 1000 WHERE hour = {{h:DateTime('UTC')}} "
+    mark += "SETTINGS mutations_sync = 2"
+    populated.command(mark.format("+"), {"h": hour})
+    marked = (
+        "SELECT sum(attempts) FROM reasons_hourly_snap WHERE hour = {h:DateTime('UTC')} AND type = 'defer' "
+    )
+    marked += "GROUP BY hour, seen, writer, type, template LIMIT 1"
+    assert populated.query(marked, {"h": hour}).result_rows[0][0] >= 1000  # (the projection has the mark too)
+    assert [h for h, _ in stats_snapshots.dirty_hours(populated, stats_snapshots.REASONS)] == [
+        hour.replace(tzinfo=UTC)
+    ]
+    check()
+    populated.command(mark.format("-"), {"h": hour})
+    populated.command("TRUNCATE TABLE reasons_hourly_snap_hours")
+    check()
+    stats_snapshots.refresh(populated)
 
 
 @pytest.mark.store
