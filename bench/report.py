@@ -63,6 +63,8 @@ def query_target_ms(name: str) -> float:
 
 
 GROWTH_LIMIT = 1.5  # issue 11: p95 at 1e8 ÷ p95 at 1e7, every query
+# issue 11: disk per event may grow by at most a third over the 268–367 bytes of the store before it
+DISK_LIMIT_BYTES = 367 * 4 / 3
 
 
 def growth(small: dict, big: dict) -> dict | None:
@@ -152,6 +154,7 @@ def targets(r: dict) -> list[tuple[str, str, str, str]]:
                              f"{ok} of {len(stats)} met; worst {_ms(stats[slow]['p95'])} ms ({slow})",
                              _met(ok == len(stats))))  # fmt: skip
             rows += growth_target(q)
+            rows += disk_target(q, scale)
             break
     fp = s.get("footprint", {})
     if "worker_table_bytes" in fp:
@@ -205,6 +208,20 @@ def growth_target(q: dict) -> list[tuple[str, str, str, str]]:
         said += f"; {len(over)} above, {len(over) - len(same_rows)} of them returning more rows at 1e8"
         said += f"; worst {found[over[0]]['ratio']:.2f} ({over[0]})"
     return [("Growth of p95 from 1e7 to 1e8 events", f"≤ {GROWTH_LIMIT}× every query", said, _met(not over))]
+
+
+def disk_target(q: dict, scale: str) -> list[tuple[str, str, str, str]]:
+    """The targets-table row of the disk limit: bytes on disk per stored event of the `scale` store, in all
+    and per group of tables, when the queries suite measured them."""
+    bpe = q.get("_meta", {}).get(scale, {}).get("bytes_per_event")
+    if not isinstance(bpe, dict) or not bpe.get("total"):
+        return []
+    groups = (("events", "events"), ("latest", "latest"), ("aggregates", "aggregates"),
+              ("search", "search access paths"))  # fmt: skip
+    parts = ", ".join(f"{name} {_n(bpe[k])}" for k, name in groups if k in bpe)
+    said = f"{_n(bpe['total'])} B" + (f" ({parts})" if parts else "")
+    return [(f"Disk per stored event at {scale} events", f"≤ {_n(DISK_LIMIT_BYTES)} B (a third over 268–367)",
+             said, _met(bpe["total"] <= DISK_LIMIT_BYTES))]  # fmt: skip
 
 
 def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:

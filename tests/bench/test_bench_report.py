@@ -1,4 +1,4 @@
-"""bench/report.py's judgement of the growth rule (issue 11: p95 at 1e8 ÷ p95 at 1e7 ≤ 1.5), pure."""
+"""bench/report.py's judgement of issue 11's growth rule (p95 at 1e8 ÷ p95 at 1e7 ≤ 1.5) and disk limit, pure."""
 
 from bench import report
 
@@ -29,6 +29,21 @@ def test_the_targets_table_counts_the_queries_over_the_limit():
     ok = _queries({"a": {"p95": 10}}, {"a": {"p95": 15}})
     assert report.growth_target(ok)[0][3] == "✅ met"
     assert report.growth_target({"1e7": {"a": {"p95": 1}}, "_meta": {}}) == []
+
+
+def test_the_targets_table_judges_the_disk_per_event_against_a_third_over_the_old_store():
+    over = {"_meta": {"1e8": {"bytes_per_event": {"total": 578.7, "events": 71.2, "search": 317.1}}}}
+    ((what, target, said, verdict),) = report.disk_target(over, "1e8")
+    assert "1e8" in what and "489" in target and verdict == "❌ missed"
+    assert said.startswith("579 B (events 71,") and "search access paths 317" in said
+    within = {"_meta": {"1e7": {"bytes_per_event": {"total": 480.0}}}}
+    assert report.disk_target(within, "1e7")[0][2:] == ("480 B", "✅ met")
+    assert report.disk_target({"_meta": {}}, "1e8") == [] and report.disk_target({}, "1e7") == []
+    # in the rendered table, with the queries of that scale
+    q = {"1e8": {"msgid": {"p50": 5, "p95": 6, "rows": 1}}, **over}
+    assert any(
+        row[0] == "Disk per stored event at 1e8 events" for row in report.targets({"suites": {"queries": q}})
+    )
 
 
 def test_the_report_says_when_and_where_each_suite_ran():
