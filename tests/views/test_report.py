@@ -173,14 +173,15 @@ def test_the_top_deferral_reasons_equal_reasons_hourly_all(populated):
     stats_snapshots.refresh(populated)
     assert not stats_snapshots.dirty_hours(populated, stats_snapshots.REASONS)
     check()
-    # the busiest deferral hour becomes dirty (a key's counter moves, its numbers do not), and its stale
-    # snapshot is marked: read through the projection, the panel would count 1000 more attempts per row
+    # the busiest deferral hour becomes dirty (a key's counter moves, its numbers and example do not: the
+    # shared store keeps them), and its stale snapshot is marked: read through the projection, the panel would
+    # count 1000 more attempts per row
     hour = populated.query(
         "SELECT hour FROM reasons_hourly_snap WHERE type = 'defer' GROUP BY hour ORDER BY count() DESC, hour LIMIT 1"
     ).result_rows[0][0]
     keys = "server, type, deliverydomain, host, ip, template"
     populated.command(
-        f"INSERT INTO reasons_hourly (hour, {keys}, inserts) SELECT hour, {keys}, 1 FROM reasons_hourly "
+        f"INSERT INTO reasons_hourly (hour, {keys}, example, inserts) SELECT hour, {keys}, example, 1 FROM reasons_hourly FINAL "
         "WHERE hour = {h:DateTime('UTC')} AND type = 'defer' LIMIT 1",
         {"h": hour},
     )
