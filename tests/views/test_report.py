@@ -39,6 +39,28 @@ AGGREGATES = {
 }
 
 
+def dirty_the_busiest_hour(store, table, keys: str, counter: str, where: str = "", copied: str = ""):
+    """Make the hour with the most snapshot rows of `table` (a stats_snapshots.Snapshotted; `where`: a condition
+    on its snapshot rows and states) dirty: the insert counter of one of its keys moves (a row of the key with
+    `inserts` 1 and its `copied` columns: its numbers and those columns do not change, so the shared store keeps
+    them), and its stale snapshot is marked (`counter` + 1000 in each of its rows). The hour, and the call that
+    takes the mark off again."""
+    cond = f" AND {where}" if where else ""
+    hour = store.query(
+        f"SELECT hour FROM {table.rows} WHERE 1{cond} GROUP BY hour ORDER BY count() DESC, hour LIMIT 1"
+    ).result_rows[0][0]
+    cols = ", ".join(c for c in (keys, copied) if c)
+    store.command(
+        f"INSERT INTO {table.states} (hour, {cols}, inserts) SELECT hour, {cols}, 1 FROM {table.states} FINAL "
+        f"WHERE hour = {{h:DateTime('UTC')}}{cond} LIMIT 1",
+        {"h": hour},
+    )
+    mark = f"ALTER TABLE {table.rows} UPDATE {counter} = {counter} {{}} 1000 WHERE hour = {{{{h:DateTime('UTC')}}}} "
+    mark += "SETTINGS mutations_sync = 2"
+    store.command(mark.format("+"), {"h": hour})
+    return hour, lambda: store.command(mark.format("-"), {"h": hour})
+
+
 def test_committed_dashboards_match_the_generator():
     from eximtrack import ops_dashboard  # the Prometheus one: tests/unit/test_ops_dashboard.py
 
@@ -173,21 +195,12 @@ def test_the_top_deferral_reasons_equal_reasons_hourly_all(populated):
     stats_snapshots.refresh(populated)
     assert not stats_snapshots.dirty_hours(populated, stats_snapshots.REASONS)
     check()
-    # the busiest deferral hour becomes dirty (a key's counter moves, its numbers and example do not: the
-    # shared store keeps them), and its stale snapshot is marked: read through the projection, the panel would
-    # count 1000 more attempts per row
-    hour = populated.query(
-        "SELECT hour FROM reasons_hourly_snap WHERE type = 'defer' GROUP BY hour ORDER BY count() DESC, hour LIMIT 1"
-    ).result_rows[0][0]
-    keys = "server, type, deliverydomain, host, ip, template"
-    populated.command(
-        f"INSERT INTO reasons_hourly (hour, {keys}, example, inserts) SELECT hour, {keys}, example, 1 FROM reasons_hourly FINAL "
-        "WHERE hour = {h:DateTime('UTC')} AND type = 'defer' LIMIT 1",
-        {"h": hour},
-    )
-    mark = "ALTER TABLE reasons_hourly_snap UPDATE attempts = attempts {} 1000 WHERE hour = {{h:DateTime('UTC')}} "
-    mark += "SETTINGS mutations_sync = 2"
-    populated.command(mark.format("+"), {"h": hour})
+    # the busiest deferral hour becomes dirty, and its stale snapshot is marked: read through the projection,
+    # the panel would count 1000 more attempts per row
+    hour, unmark = dirty_the_busiest_hour(
+        populated, stats_snapshots.REASONS, "server, type, deliverydomain, host, ip, template", "attempts",
+        where="type = 'defer'", copied="example",
+    )  # fmt: skip
     marked = (
         "SELECT sum(attempts) FROM reasons_hourly_snap WHERE hour = {h:DateTime('UTC')} AND type = 'defer' "
     )
@@ -197,7 +210,7 @@ def test_the_top_deferral_reasons_equal_reasons_hourly_all(populated):
         hour.replace(tzinfo=UTC)
     ]
     check()
-    populated.command(mark.format("-"), {"h": hour})
+    unmark()
     populated.command("TRUNCATE TABLE reasons_hourly_snap_hours")
     check()
     stats_snapshots.refresh(populated)
@@ -311,25 +324,13 @@ def test_the_top_sending_domains_chart_reads_its_view_once_and_equals_a_top_list
         populated.query("SELECT uniqExact(domain) FROM mail_hourly WHERE outbound = 1").result_rows[0][0] > 2
     )
     check()
-    # the busiest hour becomes dirty (the counter of one of its keys moves, its numbers do not: the shared
-    # store keeps its keys and numbers), and its stale snapshot is marked
-    hour = populated.query(
-        "SELECT hour FROM mail_hourly_snap GROUP BY hour ORDER BY count() DESC, hour LIMIT 1"
-    ).result_rows[0][0]
-    keys = "server, owner, user, domain, sender, outbound"
-    populated.command(
-        f"INSERT INTO mail_hourly (hour, {keys}, inserts) SELECT hour, {keys}, 1 FROM mail_hourly "
-        "WHERE hour = {h:DateTime('UTC')} LIMIT 1",
-        {"h": hour},
+    # the busiest hour becomes dirty, and its stale snapshot is marked
+    hour, unmark = dirty_the_busiest_hour(
+        populated, stats_snapshots.MAIL, "server, owner, user, domain, sender, outbound", "messages"
     )
-    mark = (
-        "ALTER TABLE mail_hourly_snap UPDATE messages = messages {} 1000 WHERE hour = {{h:DateTime('UTC')}} "
-    )
-    mark += "SETTINGS mutations_sync = 2"
-    populated.command(mark.format("+"), {"h": hour})
     assert [h for h, _ in stats_snapshots.dirty_hours(populated)] == [hour.replace(tzinfo=UTC)]
     check()
-    populated.command(mark.format("-"), {"h": hour})
+    unmark()
     stats_snapshots.refresh(populated)
 
 
