@@ -61,14 +61,15 @@ class Dashboard:
     tags: tuple[str, ...] = field(default=("eximtrack",))
 
 
-def _hours_of_range(table: Snapshotted = MAIL) -> str:
+def _hours_of_range(table: Snapshotted) -> str:
     """The hours of the range as `<table>_all` classifies every stored hour: (h: hour, n: insert counter,
     w: smallest writer of a snapshot recorded at that counter, or 0)."""
     hours = classified_hours_sql("$RANGE", table)
     return f"(SELECT x.1 AS h, x.2 AS n, x.3 AS w FROM (SELECT arrayJoin({hours}) AS x))"
 
 
-_HOURS_OF_RANGE = _hours_of_range()
+_HOURS_OF_RANGE = _hours_of_range(MAIL)
+_REASON_HOURS_OF_RANGE = _hours_of_range(REASONS)
 
 
 def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
@@ -97,11 +98,11 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
 # of templates per hour: at 1e8 events the projection holds ~1k rows of a day where the table holds ~420k
 # 35.9 -> 27.5 ms p50 in alternating rounds, docs/BENCHMARKS.md. The dirty hours are merged per key, as the view merges them.
 _DEFERRALS_BY_TEMPLATE = f"""(SELECT template, sum(attempts) AS attempts FROM reasons_hourly_snap
-        WHERE $RANGE AND type = 'defer' AND (hour, seen, writer) IN (SELECT h, n, w FROM {_hours_of_range(REASONS)} WHERE w != 0)
+        WHERE $RANGE AND type = 'defer' AND (hour, seen, writer) IN (SELECT h, n, w FROM {_REASON_HOURS_OF_RANGE} WHERE w != 0)
         GROUP BY hour, seen, writer, type, template
     UNION ALL
     SELECT template, uniqExactMerge(attempts) AS attempts FROM reasons_hourly
-        WHERE $RANGE AND type = 'defer' AND hour IN (SELECT h FROM {_hours_of_range(REASONS)} WHERE w = 0)
+        WHERE $RANGE AND type = 'defer' AND hour IN (SELECT h FROM {_REASON_HOURS_OF_RANGE} WHERE w = 0)
         GROUP BY hour, server, type, deliverydomain, host, ip, template)"""
 
 
