@@ -27,6 +27,9 @@ joiner (stream/join.py) emits for a fleet:
     Final states: success 86 %, filtered 2 %, archive 1 %, failure 5 %, still deferred 3 % (1..4 defers),
     still in progress 3 % (placeholder only);
   * so `events` holds ~3.3 events per `latest` row; `latest FINAL` holds one row per real recipient row.
+Once filled, a store is brought to what a live one holds at its clock where wall-clock time matters: the ends
+of the open rows' key tables, which their TTL deletes a day after they were written, are deleted when older
+(`expire_ends`), and the stats snapshots are built as the sink builds them.
 
 `run(quick, workdir)` builds (or reuses: a store whose `events` holds the asked number of events within 2 %
 is used as it is) one store per scale, then times every query through the real builders (eximtrack/search.py,
@@ -578,6 +581,38 @@ def fill(
     }
 
 
+# The ends (is_deleted = 1) of the key tables of open rows (migrations 027, 029) are deleted by the tables'
+# TTL a day after they were written (`written + INTERVAL 24 HOUR WHERE is_deleted = 1`, at a TTL merge, which
+# ClickHouse runs at most every merge_with_ttl_timeout per partition). `written` is the insert's wall clock, so
+# a live store keeps about a day of them, but the fill writes five weeks of ends within its hour or two: left
+# as they are, the store would hold ~35 days of them (at 1e8 63 M rows, 28 bytes per event) where a live
+# store at the same clock holds ~1 day. expire_ends() deletes what the TTL would have deleted by the store's
+# clock. An end's version is that of the event that wrote it (`ms·8 + rank·2 + 1`, the joiner's and the
+# fill's rule), so its milliseconds are when a live sink would have written it, within the pipeline's second.
+ENDS_TABLES = ("search_deferred_keys", "search_inflight_keys")
+ENDS_TTL_HOURS = 24  # the tables' TTL on `written` (tests/bench/test_queries.py checks it against the schema)
+
+
+def expire_ends(store, clock: float) -> dict:
+    """Delete the ends of ENDS_TABLES that a live store would no longer hold at `clock` (epoch seconds): those
+    written more than ENDS_TTL_HOURS plus one TTL-merge interval before it. Waits for the deletion; a second
+    call with the same clock deletes nothing. Returns {table: rows deleted} and "seconds"."""
+    timeout = int(
+        _one(store, "SELECT value FROM system.merge_tree_settings WHERE name = 'merge_with_ttl_timeout'")[0]
+    )
+    cut_ms = int((clock - ENDS_TTL_HOURS * 3600 - timeout) * 1000)
+    old = f"is_deleted = 1 AND intDiv(version, 8) < {cut_ms}"
+    out: dict = {}
+    t0 = time.perf_counter()
+    for table in ENDS_TABLES:
+        n = int(_one(store, f"SELECT count() FROM {table} WHERE {old}")[0])
+        if n:
+            store.command(f"ALTER TABLE {table} DELETE WHERE {old} SETTINGS mutations_sync = 2")
+        out[table] = n
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 # -- probes and queries ---------------------------------------------------------------------------------
 
 
@@ -846,6 +881,10 @@ def measure_store(
     else:
         probes = pick_probes(store)
         probes_path.write_text(json.dumps(probes))
+    ends = expire_ends(store, probes["now"])
+    if any(ends[t] for t in ENDS_TABLES):
+        deleted = ", ".join(f"{t} {ends[t]:,}" for t in ENDS_TABLES)
+        log(f"ends past their TTL at the store's clock deleted ({deleted}) in {ends['seconds']:.1f} s")
     # what the sink does every 30 s: snapshot the hours written (the first time: every hour of the fill), and
     # build the window snapshots for the hour of the store's clock (its newest arrival, the "now" of every
     # probe), as a live sink builds them for the wall clock: a store filled days ago is measured as it was
@@ -885,6 +924,7 @@ def measure_store(
         "disk": disk,
         "probes": probes,
         "snapshots": snapshots,
+        "ends_expired": ends,
         "queries": {},
     }
 

@@ -829,3 +829,66 @@ def test_fill_resumes_after_a_stop(tmp_path):
     assert _rows(parts, digest) == _rows(whole, digest)
     hours = "SELECT groupBitXor(cityHash64(hour, server, user, messages, rows, success)) FROM mail_hourly_v"
     assert _rows(parts, hours) == _rows(whole, hours)
+
+
+def test_the_ends_ttl_the_fill_emulates_is_the_tables():
+    """expire_ends() deletes what the key tables' TTL on `written` deletes: the same tables, the same interval
+    (a change of the schema's TTL must change the bench's emulation of it)."""
+    import re
+    from pathlib import Path
+
+    ddl = (Path(__file__).resolve().parents[2] / "schemas" / "clickhouse_baseline.sql").read_text()
+    for table in Q.ENDS_TABLES:
+        create = next(s for s in ddl.split(";\n") if f"CREATE TABLE IF NOT EXISTS {table} " in s)
+        hours = re.findall(r"written \+ toIntervalHour\((\d+)\) WHERE is_deleted = 1", create)
+        assert hours == [str(Q.ENDS_TTL_HOURS)], (table, hours)
+    ttl_tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) [^;]*written \+ toInterval", ddl))
+    assert ttl_tables == set(Q.ENDS_TABLES)
+
+
+def test_expire_ends_deletes_what_the_ttl_would_have_by_the_stores_clock(tmp_path):
+    """On a filled store, the ends written more than the TTL (plus a TTL merge's interval) before the store's
+    clock are deleted and nothing else: the younger ends and every key row stay, a second run deletes
+    nothing, and the searches that read those tables still return the naive latest-state rows."""
+    path = current_chdb_path() or str(tmp_path)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EXIMTRACK_RETENTION_DAYS", "0")
+    try:
+        st = Store.open(f"chdb://{path}?database=benchq_{uuid.uuid4().hex[:10]}")
+    finally:
+        mp.undo()
+    Q.fill(st.client, 60_000, seed=5, end=1_780_000_000, chunk_slots=20_000)
+    clock = Q.pick_probes(st)["now"]
+    timeout = _rows(st, "SELECT value FROM system.merge_tree_settings WHERE name = 'merge_with_ttl_timeout'")
+    cut_ms = int((clock - Q.ENDS_TTL_HOURS * 3600 - int(timeout[0][0])) * 1000)
+
+    def counts(table):
+        return _rows(
+            st,
+            f"SELECT countIf(is_deleted = 1 AND intDiv(version, 8) < {cut_ms}), "
+            f"countIf(is_deleted = 1 AND intDiv(version, 8) >= {cut_ms}), "
+            f"groupBitXor(cityHash64(field, value, server, msgid, recipient, deliveredto, version, is_deleted) "
+            f"* (is_deleted = 0 OR intDiv(version, 8) >= {cut_ms})) FROM {table}",
+        )[0]
+
+    before = {t: counts(t) for t in Q.ENDS_TABLES}
+    assert before["search_deferred_keys"][0] > 0 and before["search_deferred_keys"][1] > 0  # both kinds
+    done = Q.expire_ends(st, clock)
+    for t in Q.ENDS_TABLES:
+        old, young, rest = counts(t)
+        assert done[t] == before[t][0]
+        assert (old, young, rest) == (0, before[t][1], before[t][2]), t
+    assert all(n == 0 for t, n in Q.expire_ends(st, clock).items() if t in Q.ENDS_TABLES)
+    server = _rows(
+        st,
+        "SELECT server FROM latest FINAL WHERE type = 'defer' GROUP BY server ORDER BY count() DESC LIMIT 1",
+    )[0][0]
+    for api_params, where, params in [
+        ({"defer": "1"}, "type = 'defer'", {}),
+        ({"server": server, "defer": "1"}, "server = {v:String} AND type = 'defer'", {"v": server}),
+        ({"server": server, "inprogress": "1"}, "server = {v:String} AND type = 'inprogress'", {"v": server}),
+    ]:
+        want = _naive(st, where, params)
+        assert want, api_params
+        got = _api_pages(st, api_params, 100, max_pages=3)
+        assert got == want[:300], api_params
