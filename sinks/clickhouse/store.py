@@ -33,7 +33,7 @@ from eximtrack.config import (
 from eximtrack.search_plan import GRAMS_INDEX
 from schemas.records import EVENT_FIELDS
 from sinks.clickhouse import cluster as cluster_layout
-from sinks.clickhouse import encode, migrations
+from sinks.clickhouse import migrations
 
 log = logging.getLogger("eximtrack.store")
 
@@ -319,6 +319,9 @@ class Store:
     def _insert(self, table: str, records: Iterable, batch_rows: int, insert=None) -> int:
         """`records` encoded for `table` in batches of `batch_rows`, each given to `insert(bytes)` (default:
         into `table`); returns how many."""
+        # pyarrow only where a command writes: a read against a ClickHouse server starts ~0.14 s sooner
+        from sinks.clickhouse import encode
+
         insert = insert or (lambda data: self.insert_encoded(table, data))
         records = records if isinstance(records, list) else list(records)
         for batch in _batches(records, max(1, batch_rows)):
@@ -336,6 +339,8 @@ class Store:
 
     def _raw_insert(self, table: str, encoded_as: str, data: bytes) -> None:
         """`data` (Arrow IPC of `encode.TABLES[encoded_as]`'s columns) into `table`."""
+        from sinks.clickhouse import encode
+
         fields = encode.TABLES[encoded_as][0]
         self.client.raw_insert(table, list(fields), data, settings=dict(self.insert_settings), fmt="Arrow")
 
