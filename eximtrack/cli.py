@@ -30,7 +30,7 @@ from schemas.records import OUTCOMES, SHOW_GROUPS
 # EXTENSION COMMANDS: the modules below are imported lazily (only if they exist) and must expose
 # `register(subparsers)`, which adds their subcommands and sets `func=<handler(args) -> int>` as the default
 # of each. A command's start imports its own module only (found here by name: `eximtrack stats` without the
-# Kafka clients and faust, ~1 s sooner); `--help` and an unknown command import them all, in this order.
+# Kafka clients and faust, ~0.5 s sooner); `--help` and an unknown command import them all, in this order.
 # Add a new module with the commands it registers (tests/unit/test_deploy.py checks them); nothing else in
 # this file needs to change.
 EXTENSION_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -532,7 +532,7 @@ def build_parser(
     """The parser with the built-in commands and (if load_extensions) those of EXTENSION_MODULES: when
     `command` is one of EXTENSION_COMMANDS, only its module's (every command's start skips importing the
     others: `eximtrack stream` ~0.5 s sooner without pyarrow, clickhouse-connect, matplotlib …, `eximtrack
-    stats` ~1 s without faust and the Kafka clients); else all of them, in order, until one registered
+    stats` ~0.5 s without faust and the Kafka clients); else all of them, in order, until one registered
     `command`. Returns it with the [(module, error)] of extension modules that exist but failed to load."""
     parser = _Parser(prog="eximtrack", description="Track Delivery for a fleet of Exim servers.")
     from eximtrack import __version__
