@@ -19,7 +19,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.timing import cpu_steal, cpu_times
+from bench.timing import box_speed, cpu_steal, cpu_times
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ("core", "ingest", "footprint", "pipeline", "scaleout", "queries")
@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {}
     results.setdefault("suites", {})
     results["machine"] = machine()
-    # each suite also keeps where it ran: a later run of other suites replaces the header's machine and commit
-    ran_on = {k: results["machine"].get(k, "?") for k in ("cpu", "commit")}
+    results["machine"]["speed"] = box_speed(3 if args.quick else 7)
+    # each suite also keeps where it ran, and how fast the box was when this run began: a later run of other
+    # suites replaces the header's machine and commit
+    ran_on = {k: results["machine"].get(k, "?") for k in ("cpu", "commit", "speed")}
     results["quick"] = args.quick
     failed = []
     for name in names:

@@ -233,16 +233,27 @@ def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:
 def suite_runs(suites: dict) -> str:
     """When (and, where recorded, on which CPU and commit) each suite's numbers were measured: a run of some
     suites leaves the others' results as they were."""
-    runs = []
+    runs, speeds = [], []
     for name, d in suites.items():
         where = d.get("_machine")
         runs.append(
             f"{name} {d.get('measured_at', '?')[:10]}"
             + (f" ({where.get('cpu', '?')}, `{where.get('commit', '?')}`)" if where else "")
         )
-    return (
+        speed = (where or {}).get("speed") or {}
+        if speed.get("python_ms") is not None:
+            ch = speed.get("clickhouse_ms")
+            speeds.append(f"{name} {_n(speed['python_ms'])} / {_n(ch) if ch is not None else '?'}")
+    out = (
         "When each suite ran: " + ", ".join(runs) + " (CPU and commit recorded per suite since session (33))."
     )
+    if speeds:
+        out += (
+            " How fast the box was when each suite's run began (`bench.timing.box_speed`: median ms of a fixed "
+            "Python loop / a fixed one-thread ClickHouse aggregation; lower is faster; the same CPU model "
+            "drifts by tens of percent between days): " + ", ".join(speeds) + "."
+        )
+    return out
 
 
 def render(r: dict) -> str:

@@ -3,12 +3,16 @@
 A `Sample` is what the results file and the report hold for one number: the median of the runs plus the
 spread, so a reader sees how noisy a figure was on this machine. `cpu_steal` says how much of the machine's
 CPU time its hypervisor gave to other guests while a suite ran: on a shared VM the same code measured 2x
-apart between hours, and the steal is what a reader needs to compare two runs.
+apart between hours, and the steal is what a reader needs to compare two runs. The box also drifts with no
+steal at all (the same statements 1.1-1.5x slower between sessions on one CPU model): `box_speed` times two
+fixed workloads, so that runs on different days can be compared (`python -m bench.timing`).
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -92,3 +96,47 @@ def cpu_steal(before: tuple[int, ...], after: tuple[int, ...]) -> float | None:
     delta = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(delta)
     return delta[7] / total if total > 0 else None
+
+
+# A fixed ClickHouse workload on one thread: hashing and summing 100 M numbers (~0.15-0.2 s).
+SPEED_SQL = "SELECT sum(cityHash64(number)) FROM numbers(100000000) SETTINGS max_threads = 1"
+_SPEED_CHILD = f"""
+import time, chdb
+chdb.query("SELECT 1")
+for _ in range({{runs}}):
+    t0 = time.perf_counter()
+    chdb.query({SPEED_SQL!r})
+    print((time.perf_counter() - t0) * 1000)
+"""
+
+
+def python_work() -> int:
+    """A fixed pure-Python workload (integer arithmetic in a loop, ~0.1-0.2 s)."""
+    t = 0
+    for i in range(2_000_000):
+        t = (t * 31 + i) & 0xFFFFFFFF
+    return t
+
+
+def box_speed(runs: int = 7) -> dict:
+    """How fast this box is now: the median milliseconds (lower is faster) of two fixed single-threaded
+    workloads, `python_work` and SPEED_SQL in chDB (in a child process: chDB admits one store per process).
+    {"python_ms", "clickhouse_ms", "runs"}; clickhouse_ms is None when chDB cannot run."""
+    python_ms = [timed(python_work)[0] * 1000 for _ in range(runs)]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _SPEED_CHILD.format(runs=runs)],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        clickhouse_ms = [float(x) for x in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        clickhouse_ms = []
+    return {
+        "python_ms": round(percentile(python_ms, 50), 1),
+        "clickhouse_ms": round(percentile(clickhouse_ms, 50), 1) if clickhouse_ms else None,
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    print(box_speed())

@@ -39,8 +39,10 @@ def test_every_suite_ran(quick):
         assert "error" not in suite, (name, suite)
         # Linux: the hypervisor's share of the CPU time is recorded
         assert 0.0 <= suite["cpu_steal"] <= 1.0, (name, suite.get("cpu_steal"))
-        # and where it ran: this run's CPU and commit
-        assert suite["_machine"] == {k: quick["machine"][k] for k in ("cpu", "commit")}, name
+        # and where it ran: this run's CPU and commit, and how fast the box was when the run began
+        assert suite["_machine"] == {k: quick["machine"][k] for k in ("cpu", "commit", "speed")}, name
+    speed = quick["machine"]["speed"]
+    assert speed["python_ms"] > 0 and speed["clickhouse_ms"] > 0 and speed["runs"] == 3
     assert quick["machine"]["cores"] >= 1 and quick["quick"] is True
 
 

@@ -60,3 +60,13 @@ def test_the_report_says_when_and_where_each_suite_ran():
     rendered = report.render({"machine": xeon, "suites": {"core": {}, "queries": queries}})
     assert "Last run on **Xeon**" in rendered and "When each suite ran: core ?" in rendered
     assert "queries ? (Xeon, `33722d4`)" in rendered and "| 5.0 / 6.0 |" in rendered
+
+
+def test_the_report_says_how_fast_the_box_was_for_each_suite():
+    fast = {"cpu": "EPYC", "commit": "a", "speed": {"python_ms": 120.4, "clickhouse_ms": 160.0, "runs": 7}}
+    slow = {"cpu": "EPYC", "commit": "b", "speed": {"python_ms": 151.0, "clickhouse_ms": None, "runs": 7}}
+    said = report.suite_runs(
+        {"core": {"_machine": fast}, "queries": {"_machine": slow}, "ingest": {"_machine": {"cpu": "EPYC"}}}
+    )
+    assert "core 120 / 160, queries 151 / ?." in said and "ingest" not in said.split("How fast")[1]
+    assert "How fast" not in report.suite_runs({"core": {"_machine": {"cpu": "EPYC"}}})

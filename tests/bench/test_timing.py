@@ -1,8 +1,8 @@
-"""bench/timing.py: percentiles, and the hypervisor's share of the CPU time (/proc/stat's steal)."""
+"""bench/timing.py: percentiles, the hypervisor's share of the CPU time (/proc/stat's steal), the box's speed."""
 
 import pytest
 
-from bench.timing import cpu_steal, cpu_times, percentile, summarize
+from bench.timing import box_speed, cpu_steal, cpu_times, percentile, python_work, summarize
 
 STAT = "cpu  {} 0 {} {} {} 0 {} {} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
 
@@ -31,3 +31,12 @@ def test_percentile_interpolates_and_summarize_keeps_the_spread():
     assert percentile([5], 99) == 5
     s = summarize([3.0, 1.0, 2.0], "s")
     assert (s.median, s.min, s.max, s.runs, s.unit) == (2.0, 1.0, 3.0, 3, "s")
+
+
+def test_box_speed_times_both_workloads_here():
+    """The probe runs its Python loop here and its ClickHouse aggregation in a real chDB child, and reports
+    their medians (no speed is asserted: the numbers are what they are on this box)."""
+    speed = box_speed(runs=2)
+    assert speed["runs"] == 2 and speed["python_ms"] > 0
+    assert speed["clickhouse_ms"] is not None and speed["clickhouse_ms"] > 0
+    assert python_work() == python_work()  # a fixed workload: the same result every time
