@@ -118,6 +118,7 @@ def test_report_renders_from_the_results(quick, tmp_path):
     text = doc.read_text()
     assert "quick (smoke) sizes" in text and "eximstats" in text and "Freshness" in text
     assert "(steal;" in text and "pipeline " in text.split("(steal;", 1)[1].split("\n\n", 1)[0]
+    assert "How fast the box was" in text and "queries " in text.split("How fast the box was", 1)[1]
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "Core (parse + join) vs eximstats" in readme.read_text()
     # the hand-written parts around the markers survive
