@@ -96,7 +96,8 @@ def _fleet_hourly_sql(counters: tuple[str, ...]) -> str:
 # template), which the `by_template` projection of `reasons_hourly_snap` answers (migration 014) instead of the
 # per-key rows. Since migration 032 groups destinations with digits in their names, a day's deferrals have tens
 # of templates per hour: at 1e8 events the projection holds ~1k rows of a day where the table holds ~420k
-# 35.9 -> 27.5 ms p50 in alternating rounds, docs/BENCHMARKS.md. The dirty hours are merged per key, as the view merges them.
+# (the panel 35.9 -> 27.5 ms p50 in alternating rounds, docs/BENCHMARKS.md). The dirty hours are merged per
+# key, as the view merges them.
 _DEFERRALS_BY_TEMPLATE = f"""(SELECT template, sum(attempts) AS attempts FROM reasons_hourly_snap
         WHERE $RANGE AND type = 'defer' AND (hour, seen, writer) IN (SELECT h, n, w FROM {_REASON_HOURS_OF_RANGE} WHERE w != 0)
         GROUP BY hour, seen, writer, type, template
