@@ -1202,6 +1202,115 @@ def test_rows_closed_without_an_attempt_end_their_in_progress_and_deferred_keys(
         )
 
 
+# migration 033: the free strings a tombstone of `latest` / `latest_by_recipient` no longer stores
+TOMBSTONE_EMPTIED = (
+    "event_id", "email", "sender", "user", "domain", "senderhost", "senderip", "subject", "message_id",
+    "parent_msgid", "deliveryuser", "deliverydomain", "host", "ip", "message", "confirmation",
+)  # fmt: skip
+
+
+def tombstone_strings(store: Store, table: str) -> list[tuple]:
+    """(msgid, recipient, deliveredto, type, each emptied column) of `table`'s tombstones, stored as they are."""
+    cols = ", ".join(TOMBSTONE_EMPTIED)
+    sql = (
+        f"SELECT msgid, recipient, deliveredto, type, {cols} FROM {table} WHERE is_deleted = 1 ORDER BY msgid"
+    )
+    return store.query(sql).result_rows
+
+
+def placeholders_delivered(msgids: list[str]) -> tuple[list, list]:
+    """The real joiner's events of messages in progress (each with its placeholder), then of their deliveries
+    (each a tombstone of its placeholder and a success)."""
+
+    def at(seconds: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(NOW - 3600 + seconds))
+
+    opened, closed = [], []
+    for i, msgid in enumerate(msgids):
+        rcpt = f"rcpt{i}@remote.test"
+        opened.append(
+            f"{at(0)} {msgid} <= alice@example.com H=(x) [192.0.2.1] P=esmtpa A=dovecot_login:alice@example.com "
+            f'S=1234 id={msgid}@example.com T="Quarterly invoice {i}" for {rcpt}'
+        )
+        closed.append(
+            f"{at(60)} {msgid} => {rcpt} R=dkim_lookuphost T=remote_smtp H=mx.remote.test [198.51.100.7] "
+            f'C="250 OK id=q{i}"'
+        )
+        closed.append(f"{at(61)} {msgid} Completed")
+    return joined_in_two_inserts("web1", opened, closed)
+
+
+def test_a_tombstone_stores_no_free_strings_and_its_keys_still_end(url):
+    """Migration 033. A placeholder's tombstone keeps its identity, version, type and times in `latest` and
+    `latest_by_recipient`, but not its free strings: a column TTL, expired for tombstones only, empties them
+    where the rows are stored (the merges apply it). The views that read `latest` as it is inserted still get
+    the tombstone whole: its ends in search_inflight_keys carry every value of the placeholder's keys, and fold
+    them. `events` keeps every string. The searches find the deliveries, and nothing in progress."""
+    store = Store.open(url)
+    ids = ["1tQ1a1-000001-AA", "1tQ1a2-000002-AA"]
+    first, later = placeholders_delivered(ids)
+    assert [(e.type, e.is_deleted) for e in first] == [("inprogress", 0), ("inprogress", 0)]
+    assert sorted((e.type, e.is_deleted) for e in later) == [("inprogress", 1)] * 2 + [("success", 0)] * 2
+    store.insert_events(first)
+    store.insert_events(later)
+    for table in ("latest", "latest_by_recipient"):
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+        stored = tombstone_strings(store, table)
+        assert [r[:4] for r in stored] == [
+            (m, f"rcpt{i}@remote.test", "", "inprogress") for i, m in enumerate(ids)
+        ]
+        assert all(value == "" for r in stored for value in r[4:]), (table, stored)
+        live = store.query(f"SELECT email, subject, event_id FROM {table} FINAL ORDER BY msgid").result_rows
+        assert [(e, s) for e, s, _ in live] == [
+            ("alice@example.com", f"Quarterly invoice {i}") for i in range(2)
+        ]
+        assert all(event_id for _, _, event_id in live)
+    # the events keep the tombstones whole
+    assert (
+        count(store, "SELECT count() FROM events WHERE is_deleted = 1 AND email = 'alice@example.com'") == 2
+    )
+    # every key row of the placeholders met its end (the same field and value), so nothing is in progress
+    pairs = (
+        "SELECT field, value, msgid, groupArray(is_deleted) AS d FROM search_inflight_keys "
+        "GROUP BY field, value, msgid HAVING d != [0, 1] AND d != [1, 0]"
+    )
+    assert store.query(pairs).result_rows == []
+    assert (
+        count(store, "SELECT count() FROM search_inflight_keys WHERE field = 'email' AND is_deleted = 1") == 2
+    )
+    assert [r["type"] for r in search(store, sender="alice@example.com")] == ["success", "success"]
+    assert search(store, sender="alice@example.com", type="inprogress") == []
+
+
+def test_an_upgraded_store_empties_the_strings_of_its_stored_tombstones(url, tmp_path):
+    """Migration 033 on a store filled before it: the stored tombstones' free strings are emptied (MATERIALIZE
+    TTL, waited for), every live row and every search reads as before, and running the steps again (a crash
+    mid-way) changes nothing."""
+    old = store_before(url, 32, tmp_path)
+    ids = ["1tQ1b1-000001-AA", "1tQ1b2-000002-AA", "1tQ1b3-000003-AA"]
+    first, later = placeholders_delivered(ids)
+    old.insert_events(first)
+    old.insert_events(later)
+    assert all(
+        r[5] == "alice@example.com" for r in tombstone_strings(old, "latest")
+    )  # email, as stored before
+    rows = "SELECT * FROM {table} FINAL ORDER BY msgid, recipient, deliveredto"
+    before = {t: old.query(rows.format(table=t)).result_rows for t in ("latest", "latest_by_recipient")}
+    found_before = search(old, sender="alice@example.com")
+
+    upgraded = Store.open(url)
+    assert 33 in migrations.applied_versions(upgraded.client)
+    for table in ("latest", "latest_by_recipient"):
+        stored = tombstone_strings(upgraded, table)
+        assert len(stored) == 3 and all(value == "" for r in stored for value in r[4:]), (table, stored)
+        assert upgraded.query(rows.format(table=table)).result_rows == before[table]
+    assert search(upgraded, sender="alice@example.com") == found_before
+    run_steps_again(upgraded, 33)
+    for table in ("latest", "latest_by_recipient"):
+        assert upgraded.query(rows.format(table=table)).result_rows == before[table]
+        assert all(value == "" for r in tombstone_strings(upgraded, table) for value in r[4:])
+
+
 def test_a_search_in_progress_or_deferred_folds_the_ends_its_first_round_finds_not_merged(url):
     """A server's queue, mostly ended in a later insert than its rows were queued (600 messages removed by
     an administrator, 300 deferred and then delivered; the real joiner on Exim's lines), the parts not
