@@ -8,12 +8,13 @@
 -- accounts, hosts, IPs, subject, Message-ID, message and confirmation.
 --
 -- What: those columns get a column TTL that has expired for a tombstone, and never for any other row
--- (2106-01-01, the last year a DateTime holds). ClickHouse applies a column TTL where it writes a part (each
--- insert's part is rewritten by a TTL merge, and the merges apply it as they go): a tombstone keeps its
+-- (2106-01-01, the last year a DateTime holds). ClickHouse applies a column TTL where it writes a part out of
+-- other parts (every merge of a part that holds an expired value, and a TTL merge at most every
+-- merge_with_ttl_timeout per partition), not where an insert writes its block: a tombstone keeps its
 -- identity (server, msgid, recipient, deliveredto), its version, times, type, numbers and LowCardinality
 -- columns, and its free strings become ''. The views that read `latest` as it is inserted (the search keys,
 -- their ends in search_inflight_keys and search_deferred_keys, search_time, latest_by_recipient) see the
--- inserted rows, strings and all: a column TTL is applied to what is stored, not to the insert's block. The
+-- inserted rows, strings and all (tests/integration/test_store.py: the placeholders' keys still end). The
 -- rows and versions are unchanged, so FINAL, replays and every search give what they gave.
 --
 -- Upgrade in place: the TTL is set without touching the parts, then MATERIALIZE TTL rewrites the stored parts
