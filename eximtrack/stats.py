@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eximtrack import hourly_read, reasons, stats_snapshots, window_snapshots
+from eximtrack import hourly_read, stats_snapshots, window_snapshots
 from eximtrack.window_snapshots import WINDOW_BY
 from sinks.clickhouse import migrations
 from sinks.clickhouse.store import store_run
@@ -451,25 +451,25 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
 # -- rebuild ---------------------------------------------------------------------------------------------
 
 
-# the aggregates with an insert counter (snapshotted: 008, 014) and the last line of their backfill's SELECT
-_WITH_INSERT_COUNTER = {
-    "mail_hourly": "    max(actionunixtime) AS last_event\n",
-    "activity_hourly": "    max(actionunixtime) AS last_event\n",
-    "reasons_hourly": "    any(message) AS example\n",
-    "delays_hourly": "    max(greatest(toInt64(0), dateDiff('millisecond', sendunixtime, actionunixtime))) AS max_delay_ms\n",
-}
-
-
 # later migrations that add an aggregate with its own backfill (INSERT … SELECT of its view's SELECT)
 BACKFILLED_LATER = ("spam_hourly",)
+# the migration whose views' SELECTs the aggregates it laid out anew have now (their sets of 64-bit elements)
+RELAID_BY = "aggregate_sets_of_64_bit_elements"
+_RELAID_VIEW = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)_next_mv TO \w+ AS\n(SELECT\n.*)$", re.S
+)
 
 
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
-    """[(aggregate table, INSERT … SELECT statement)] of migration 004 (the views' SELECTs over the stored
-    rows), with the insert counters of migrations 008, 014 and 019, reasons_hourly's template of 028, and the
-    backfills of the aggregates added later (BACKFILLED_LATER); `final=True` reads `events FINAL` /
-    `rejects FINAL` (one version per event id)."""
+    """[(aggregate table, INSERT … SELECT statement)]: each aggregate's view's SELECT over the stored rows, as
+    migration 004 (and BACKFILLED_LATER) backfilled them, those that migration 034 laid out anew with its
+    views' SELECT (the insert counters, reasons' templates and sets of 64-bit elements they have now);
+    `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
     found = migrations.load_migrations()
+    relaid = {}
+    for statement in next(m for m in found if m.name == RELAID_BY).statements():
+        if m := _RELAID_VIEW.match(statement):
+            relaid[m.group(1)] = m.group(2).replace("\nFROM events_rollup\n", "\nFROM events\n")
     migration = next(m for m in found if m.name == "backfill_aggregates")
     later = [
         s for m in found if m.name in BACKFILLED_LATER for s in m.statements() if s.startswith("INSERT INTO ")
@@ -477,25 +477,13 @@ def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     out = []
     for statement in [*migration.statements(), *later]:
         table = statement.split()[2]
-        last = _WITH_INSERT_COUNTER.get(table)
-        if last is not None:
-            if last not in statement:
-                raise RuntimeError(
-                    f"migration 004's {table} backfill has changed: update backfill_statements"
-                )
-            statement = statement.replace(last, last.rstrip("\n") + ",\n    count() AS inserts\n")
-        if table == "reasons_hourly":  # its view's template since migration 028
-            old_template = f"{reasons.sql_expression('message')} AS template,"
-            if old_template not in statement:
-                raise RuntimeError(
-                    "migration 004's reasons_hourly backfill has changed: update backfill_statements"
-                )
-            statement = statement.replace(
-                old_template, f"{reasons.sql_expression('message', 'deliverydomain')} AS template,"
-            )
+        if table in relaid:
+            statement = f"INSERT INTO {table}\n{relaid.pop(table)}"
         if final:
             statement = re.sub(r"\nFROM (events|rejects)\n", r"\nFROM \1 FINAL\n", statement)
         out.append((table, statement))
+    if relaid:
+        raise RuntimeError(f"no backfill of migration 004 for {sorted(relaid)}: update backfill_statements")
     return out
 
 

@@ -61,6 +61,11 @@ TTL_KEPT = {
     "search_deferred_keys": "written + toIntervalHour(24) DELETE WHERE is_deleted = 1",
 }
 
+# the aggregates migration 034 lays out anew (their sets of 64-bit elements), and one it does not, whose TTL
+# days are the retention `retention --aggregates-days` gave every aggregate
+RELAID_AGGREGATES = ("mail_hourly", "activity_hourly", "reasons_hourly", "delays_hourly")
+RETAINED_AGGREGATE = "rejections_hourly"
+
 log = logging.getLogger("eximtrack.migrations")
 
 _TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.S)
@@ -201,10 +206,21 @@ def apply_migrations(
 
 def migrate(client, cluster: cluster_layout.Cluster | None = None, baseline: bool = True) -> list[int]:
     """What opening a store does to its layout: the pending migrations (`apply_migrations`), then the TTL
-    bases (`ensure_ttl_bases`); returns the versions applied now."""
+    bases (`ensure_ttl_bases`) and, after a migration, the aggregates' retention on the aggregates it laid out
+    anew (`keep_aggregate_retention`); returns the versions applied now."""
     applied = apply_migrations(client, cluster=cluster, baseline=baseline)
     ensure_ttl_bases(client, cluster=cluster)
+    if applied:
+        keep_aggregate_retention(client, cluster=cluster)
     return applied
+
+
+def keep_aggregate_retention(client, cluster: cluster_layout.Cluster | None = None) -> list[str]:
+    """Give the aggregates a migration laid out anew (RELAID_AGGREGATES, created with the default TTL) the
+    retention of the others (`retention --aggregates-days` sets them all alike: RETAINED_AGGREGATE's is
+    theirs); returns the tables changed."""
+    days = current_retention(client, RETAINED_AGGREGATE, cluster)
+    return ensure_retention(client, days, {t: "hour" for t in RELAID_AGGREGATES}, cluster=cluster)
 
 
 def apply_baseline(client, known: list[Migration]) -> list[int]:

@@ -9,6 +9,7 @@ import pytest
 
 from eximtrack import cli
 from eximtrack.stats import AGGREGATE_TABLES, backfill_statements, rollup, rollup_horizon
+from sinks.clickhouse import migrations
 from sinks.clickhouse.migrations import MIGRATIONS_DIR
 from sinks.clickhouse.store import Store
 from tests.views import checks
@@ -93,3 +94,72 @@ def test_rollup_keeps_the_numbers_and_ignores_later_reinserts(capsys, url, gener
     ingest(url, "s-all", SAMPLES / "mainlog-all.log")
     assert not checks.mismatches(store, only=checks.ROLLUP_PAIRS)
     assert checks.totals(store) == before
+
+
+SETS_034 = {
+    "mail_hourly": ("messages", "recipients", "rcpt_addresses", "rows_seen", "defer_attempts", "rejected"),
+    "activity_hourly": ("events", "rows"),
+    "reasons_hourly": ("attempts", "recipients", "messages"),
+    "delays_hourly": ("rows",),
+}
+
+
+def set_types(store) -> set[str]:
+    return {
+        store.query(
+            "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
+            "AND name = {c:String}",
+            {"t": table, "c": column},
+        ).result_rows[0][0]
+        for table, columns in SETS_034.items()
+        for column in columns
+    }
+
+
+@pytest.mark.store
+def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_later_versions_fold_into(
+    url, tmp_path, generated_logs
+):
+    """Migration 034 on a store filled before it (half of a generated server's log, so many of its rows
+    have later versions to come, and a real Exim sample): every count stays what it was, then the whole log
+    ingested again (the first half replayed, the rest the rows' later versions) gives exactly what the oracle
+    over the stored events gives: the new views' elements are the converted ones of the same rows. The
+    store's aggregate retention is kept, and running the steps again changes nothing."""
+    from eximtrack.ingest import ingest_files
+    from tests.integration.test_store import run_steps_again, store_before
+
+    old = store_before(url, 33, tmp_path)
+    server, path = generated_logs[0]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = tmp_path / "first-half.log"
+    first.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    ingest_files(old, [str(first)], server=server, background=False)
+    ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
+    # `retention --aggregates-days 400` set before the upgrade
+    old.command("ALTER TABLE rejections_hourly MODIFY TTL hour + toIntervalDay(400)")
+    assert set_types(old) != {"AggregateFunction(uniqExact, UInt64)"}
+    assert not checks.mismatches(old)
+    before = checks.totals(old)
+    sizes = (
+        "SELECT sum(bytes_on_disk) FROM system.parts "
+        "WHERE database = currentDatabase() AND active AND table = 'mail_hourly'"
+    )
+    old.command("OPTIMIZE TABLE mail_hourly FINAL")
+    bytes_before = old.query(sizes).result_rows[0][0]
+
+    upgraded = Store.open(url)
+    assert set_types(upgraded) == {"AggregateFunction(uniqExact, UInt64)"}
+    assert checks.totals(upgraded) == before
+    assert not checks.mismatches(upgraded)
+    upgraded.command("OPTIMIZE TABLE mail_hourly FINAL")
+    assert upgraded.query(sizes).result_rows[0][0] < 0.7 * bytes_before
+    for table in SETS_034:
+        assert migrations.current_retention(upgraded.client, table) == 400, table
+    assert not upgraded.query("SHOW TABLES LIKE '%_next%'").result_rows
+
+    ingest(url, server, path)
+    assert not checks.mismatches(upgraded)
+    after = checks.totals(upgraded)
+    assert after["rows"] > before["rows"] and after["success"] > before["success"]
+    run_steps_again(upgraded, 34)
+    assert not checks.mismatches(upgraded) and checks.totals(upgraded) == after
