@@ -28,7 +28,7 @@
 
 
 -- mail_hourly: the new layout beside the old one, fed by its own view from now on
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'messages' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'rows_seen' AND type != 'AggregateFunction(uniqExact, UInt64)'
 CREATE TABLE IF NOT EXISTS mail_hourly_next
 (
     hour DateTime('UTC'),
@@ -64,7 +64,7 @@ ORDER BY (hour, server, owner, user, domain, sender, outbound)
 TTL hour + toIntervalDay(730)
 SETTINGS deduplicate_merge_projection_mode = 'rebuild';
 
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'messages' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'rows_seen' AND type != 'AggregateFunction(uniqExact, UInt64)'
 CREATE MATERIALIZED VIEW IF NOT EXISTS mail_hourly_next_mv TO mail_hourly_next AS
 SELECT
     toStartOfHour(toDateTime(sendunixtime, 'UTC')) AS hour,
@@ -97,7 +97,7 @@ WHERE protocol != '' OR type = 'rejected'
 GROUP BY hour, server, owner, user, domain, sender, outbound;
 
 -- mail_hourly: its stored states, each element cut to its first 64 bits
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'messages' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'rows_seen' AND type != 'AggregateFunction(uniqExact, UInt64)'
 INSERT INTO mail_hourly_next (hour, server, owner, user, domain, sender, outbound, messages, bytes, recipients, rcpt_addresses, rows_seen, rows_removed, rows_deferred_or_final, rows_final, rows_success, rows_filtered, rows_archive, rows_failure, rows_deferred_ever, rows_defer_or_fail_ever, defer_attempts, rejected, last_event, inserts)
 SELECT
     hour,
@@ -128,7 +128,7 @@ SELECT
 FROM mail_hourly;
 
 -- mail_hourly: the layouts exchanged, its view writing the new states, the old layout dropped
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'messages' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'mail_hourly' AND name = 'rows_seen' AND type != 'AggregateFunction(uniqExact, UInt64)'
 EXCHANGE TABLES mail_hourly AND mail_hourly_next;
 
 ALTER TABLE mail_hourly_mv MODIFY QUERY
@@ -167,7 +167,7 @@ DROP VIEW IF EXISTS mail_hourly_next_mv;
 DROP TABLE IF EXISTS mail_hourly_next;
 
 -- activity_hourly: the new layout beside the old one, fed by its own view from now on
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'events' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'rows' AND type != 'AggregateFunction(uniqExact, UInt64)'
 CREATE TABLE IF NOT EXISTS activity_hourly_next
 (
     hour DateTime('UTC'),
@@ -185,7 +185,7 @@ ORDER BY (hour, server, type)
 TTL hour + toIntervalDay(730)
 SETTINGS deduplicate_merge_projection_mode = 'rebuild';
 
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'events' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'rows' AND type != 'AggregateFunction(uniqExact, UInt64)'
 CREATE MATERIALIZED VIEW IF NOT EXISTS activity_hourly_next_mv TO activity_hourly_next AS
 SELECT
     toStartOfHour(toDateTime(actionunixtime, 'UTC')) AS hour,
@@ -200,7 +200,7 @@ WHERE is_deleted = 0
 GROUP BY hour, server, type;
 
 -- activity_hourly: its stored states, each element cut to its first 64 bits
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'events' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'rows' AND type != 'AggregateFunction(uniqExact, UInt64)'
 INSERT INTO activity_hourly_next (hour, server, type, events, rows, last_event, inserts)
 SELECT
     hour,
@@ -213,7 +213,7 @@ SELECT
 FROM activity_hourly;
 
 -- activity_hourly: the layouts exchanged, its view writing the new states, the old layout dropped
---@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'events' AND type != 'AggregateFunction(uniqExact, UInt64)'
+--@when SELECT count() > 0 FROM system.columns WHERE database = currentDatabase() AND table = 'activity_hourly' AND name = 'rows' AND type != 'AggregateFunction(uniqExact, UInt64)'
 EXCHANGE TABLES activity_hourly AND activity_hourly_next;
 
 ALTER TABLE activity_hourly_mv MODIFY QUERY
