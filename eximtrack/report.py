@@ -220,7 +220,7 @@ SERVER = Dashboard(
             "Slowest destination domains (p90 delay, remote success)",
             "bar",
             """SELECT deliverydomain,
-    toFloat64(bitShiftRight(quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)[2], 64)) / 1000 AS p90_seconds
+    toFloat64(bitShiftRight(quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)[2], 32)) / 1000 AS p90_seconds
 FROM delays_hourly
 WHERE $RANGE AND server = $VAR(server) AND type = 'success'
 GROUP BY deliverydomain

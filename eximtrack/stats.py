@@ -453,8 +453,9 @@ def rollup(store, until: datetime, drop_states: bool = False) -> dict:
 
 # later migrations that add an aggregate with its own backfill (INSERT … SELECT of its view's SELECT)
 BACKFILLED_LATER = ("spam_hourly",)
-# the migration whose views' SELECTs the aggregates it laid out anew have now (their sets of 64-bit elements)
-RELAID_BY = "aggregate_sets_of_64_bit_elements"
+# the migrations whose views' SELECTs the aggregates they laid out anew have now (sets of 64-bit elements:
+# 034; delays_hourly's quantiles of 64-bit elements: 035), the later first
+RELAID_BY = ("delay_quantiles_of_64_bit_elements", "aggregate_sets_of_64_bit_elements")
 _RELAID_VIEW = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)_next_mv TO \w+ AS\n(SELECT\n.*)$", re.S
 )
@@ -462,14 +463,15 @@ _RELAID_VIEW = re.compile(
 
 def backfill_statements(final: bool = False) -> list[tuple[str, str]]:
     """[(aggregate table, INSERT … SELECT statement)]: each aggregate's view's SELECT over the stored rows, as
-    migration 004 (and BACKFILLED_LATER) backfilled them, those that migration 034 laid out anew with its
-    views' SELECT (the insert counters, reasons' templates and sets of 64-bit elements they have now);
+    migration 004 (and BACKFILLED_LATER) backfilled them, those that migrations 034 and 035 laid out anew with
+    their views' SELECT (the insert counters, reasons' templates and 64-bit elements they have now);
     `final=True` reads `events FINAL` / `rejects FINAL` (one version per event id)."""
     found = migrations.load_migrations()
     relaid = {}
-    for statement in next(m for m in found if m.name == RELAID_BY).statements():
-        if m := _RELAID_VIEW.match(statement):
-            relaid[m.group(1)] = m.group(2).replace("\nFROM events_rollup\n", "\nFROM events\n")
+    for name in RELAID_BY:
+        for statement in next(m for m in found if m.name == name).statements():
+            if (m := _RELAID_VIEW.match(statement)) and m.group(1) not in relaid:
+                relaid[m.group(1)] = m.group(2).replace("\nFROM events_rollup\n", "\nFROM events\n")
     migration = next(m for m in found if m.name == "backfill_aggregates")
     later = [
         s for m in found if m.name in BACKFILLED_LATER for s in m.statements() if s.startswith("INSERT INTO ")

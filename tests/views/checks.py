@@ -75,10 +75,10 @@ PAIRS: dict[str, tuple[str, str]] = {
     # quantiles of each final row's delay, straight from latest FINAL (quantileExact on plain milliseconds)
     "delays_hourly": (
         """SELECT hour, server, deliverydomain, type, transport_is_remote, uniqExactMerge(rows),
-               arrayMap(v -> toInt64(bitShiftRight(v, 64)), quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)),
-               arrayMap(v -> toInt64(bitShiftRight(v, 64)),
+               arrayMap(v -> toInt64(bitShiftRight(v, 32)), quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)),
+               arrayMap(v -> toInt64(bitShiftRight(v, 32)),
                         quantilesExactDistinctMerge(0.5, 0.9, 0.99)(queue_time_ms)),
-               arrayMap(v -> toInt64(bitShiftRight(v, 64)),
+               arrayMap(v -> toInt64(bitShiftRight(v, 32)),
                         quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delivery_time_ms)),
                max(max_delay_ms)
             FROM delays_hourly GROUP BY hour, server, deliverydomain, type, transport_is_remote""",

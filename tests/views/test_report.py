@@ -254,7 +254,7 @@ def test_the_fleet_delay_panel_equals_the_merged_states(populated):
     fleet = next(d for d in report.DASHBOARDS if d.uid == "eximtrack-fleet")
     panel = next(p for p in fleet.panels if p.id == "delay")
     merged = """SELECT hour AS time,
-        arrayMap(v -> toFloat64(bitShiftRight(v, 64)) / 1000, quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)) AS q,
+        arrayMap(v -> toFloat64(bitShiftRight(v, 32)) / 1000, quantilesExactDistinctMerge(0.5, 0.9, 0.99)(delay_ms)) AS q,
         q[1], q[2], q[3] FROM delays_hourly WHERE $RANGE AND type = 'success' AND transport_is_remote = 1
         GROUP BY time ORDER BY time"""
     params = {"t_from": t_from, "t_to": t_to}
