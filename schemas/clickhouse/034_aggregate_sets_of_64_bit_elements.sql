@@ -1,6 +1,6 @@
 -- eximtrack ClickHouse schema, migration 034: the hourly aggregates' sets hold 64-bit elements, not 128-bit.
 --
--- Why: the set states (uniqExact) of mail_hourly, activity_hourly, reasons_hourly and delays_hourly were 87 of
+-- Why: the set states (uniqExact) of mail_hourly, activity_hourly, reasons_hourly and delays_hourly were 80 of
 -- the 532 bytes per event of the 1e8 bench store (issue 11's disk limit is ~489). uniqExact keeps each
 -- element of a set of strings as its 128-bit SipHash, 16 bytes that do not compress, and a row is in up to 11
 -- sets of mail_hourly. A set is read only for its size, and a set holds the rows of one hour and one key (a
@@ -20,8 +20,8 @@
 -- new element, so a row's later versions, hashed by the new views, fall on the elements its earlier versions
 -- left. Per table: the new layout beside the old one (`t_next`, fed by its own view from the first step on),
 -- the stored states converted into it, the two exchanged, the view's SELECT replaced, `t_next` dropped. An
--- insert while this runs (a server with its sink running) is counted by one view or both (sets: once); between
--- the exchange and the view's new SELECT an insert fails and the sink retries it. The insert counters are
+-- insert while this runs (a server with its sink running) is counted by one view or both (sets: once); from
+-- the exchange until the next two statements ran, an insert fails and the sink retries it. The insert counters are
 -- copied, so the hourly snapshots stay valid. `--@when` lines make each step before the exchange run only
 -- while the old layout is in place (a crash mid-way is resumed). The new tables get the aggregates' retention
 -- from Store.open (like the data tables of 022). Time and disk: docs/BENCHMARKS.md, session (55).
