@@ -61,8 +61,8 @@ TTL_KEPT = {
     "search_deferred_keys": "written + toIntervalHour(24) DELETE WHERE is_deleted = 1",
 }
 
-# the aggregates migration 034 lays out anew (their sets of 64-bit elements), and one it does not, whose TTL
-# days are the retention `retention --aggregates-days` gave every aggregate
+# the aggregates migrations 034 and 035 lay out anew (their sets and delay quantiles of 64-bit elements), and
+# one they do not, whose TTL days are the retention `retention --aggregates-days` gave every aggregate
 RELAID_AGGREGATES = ("mail_hourly", "activity_hourly", "reasons_hourly", "delays_hourly")
 RETAINED_AGGREGATE = "rejections_hourly"
 
