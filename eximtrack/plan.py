@@ -27,7 +27,7 @@ MEASURED = {
     "events_per_line": 0.512,
     "raw_bytes_per_line": 143,
     # ingest suite: every table together (events, latest, access paths, aggregates, raw message lines)
-    "store_bytes_per_event": 625,
+    "store_bytes_per_event": 564,
     # pipeline suite: the worker's RSS, and its growth per open message (100k more open messages)
     "worker_base_rss_mib": 231,
     "worker_bytes_per_open_message": 306,
