@@ -104,26 +104,19 @@ SETS_034 = {
 }
 
 
-def set_types(store) -> set[str]:
-    return {
-        store.query(
-            "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = {t:String} "
-            "AND name = {c:String}",
-            {"t": table, "c": column},
-        ).result_rows[0][0]
-        for table, columns in SETS_034.items()
-        for column in columns
-    }
+QUANTILES_035 = {"delays_hourly": ("delay_ms", "queue_time_ms", "delivery_time_ms")}
 
 
-def quantile_types(store) -> set[str]:
-    return {
-        r[0]
-        for r in store.query(
-            "SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'delays_hourly' "
-            "AND name IN ('delay_ms', 'queue_time_ms', 'delivery_time_ms')"
-        ).result_rows
-    }
+def column_types(store, columns: dict[str, tuple[str, ...]]) -> set[str]:
+    """The distinct types of `columns` ({table: its columns})."""
+    pairs = [(table, column) for table, names in columns.items() for column in names]
+    rows = store.query(
+        "SELECT type FROM system.columns WHERE database = currentDatabase() "
+        "AND (table, name) IN {p:Array(Tuple(String, String))}",
+        {"p": pairs},
+    ).result_rows
+    assert len(rows) == len(pairs)
+    return {r[0] for r in rows}
 
 
 @pytest.mark.store
@@ -148,7 +141,7 @@ def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_lat
     ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
     # `retention --aggregates-days 400` set before the upgrade
     old.command("ALTER TABLE rejections_hourly MODIFY TTL hour + toIntervalDay(400)")
-    assert set_types(old) != {"AggregateFunction(uniqExact, UInt64)"}
+    assert column_types(old, SETS_034) != {"AggregateFunction(uniqExact, UInt64)"}
     # the oracle decodes delays as 035 stores them: the rest agrees before the upgrade
     assert not checks.mismatches(old, only=[n for n in checks.PAIRS if not n.startswith("delays")])
     before = checks.totals(old)
@@ -160,8 +153,10 @@ def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_lat
     bytes_before = old.query(sizes).result_rows[0][0]
 
     upgraded = Store.open(url)
-    assert set_types(upgraded) == {"AggregateFunction(uniqExact, UInt64)"}
-    assert quantile_types(upgraded) == {"AggregateFunction(quantilesExactDistinct(0.5, 0.9, 0.99), UInt64)"}
+    assert column_types(upgraded, SETS_034) == {"AggregateFunction(uniqExact, UInt64)"}
+    assert column_types(upgraded, QUANTILES_035) == {
+        "AggregateFunction(quantilesExactDistinct(0.5, 0.9, 0.99), UInt64)"
+    }
     assert checks.totals(upgraded) == before
     assert not checks.mismatches(upgraded)
     upgraded.command("OPTIMIZE TABLE mail_hourly FINAL")
