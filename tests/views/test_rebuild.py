@@ -172,3 +172,80 @@ def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_lat
     run_steps_again(upgraded, 34)
     run_steps_again(upgraded, 35)
     assert not checks.mismatches(upgraded) and checks.totals(upgraded) == after
+
+
+# migration 036: the tables the snapshot refresher writes, each compressed with ZSTD(3)
+SNAPSHOT_TABLES_036 = (
+    "mail_hourly_snap", "mail_daily_snap", "mail_window_snap", "activity_hourly_snap", "reasons_hourly_snap",
+    "delays_fleet_snap",
+)  # fmt: skip
+
+
+def part_codecs(store, tables: tuple[str, ...]) -> dict[str, set[str]]:
+    """{table: the codecs of its active parts and of their projections' parts}."""
+    found: dict[str, set[str]] = {t: set() for t in tables}
+    for system in ("parts", "projection_parts"):
+        rows = store.query(
+            f"SELECT DISTINCT table, default_compression_codec FROM system.{system} "
+            "WHERE database = currentDatabase() AND active AND table IN {t:Array(String)}",
+            {"t": list(tables)},
+        ).result_rows
+        for table, codec in rows:
+            found[table].add(codec)
+    return found
+
+
+def rewrites(store) -> int:
+    return store.query(
+        "SELECT count() FROM system.mutations WHERE database = currentDatabase() "
+        "AND command LIKE '%REWRITE PARTS%'"
+    ).result_rows[0][0]
+
+
+@pytest.mark.store
+def test_an_upgraded_store_keeps_its_snapshots_row_for_row_in_zstd_parts_and_writes_new_ones_so(
+    url, tmp_path, generated_logs
+):
+    """Migration 036 on a store whose snapshot tables were written before it (LZ4 parts, projections
+    included): each stored part is rewritten as ZSTD(3) in the background, row for row, the bookkeeping
+    tables stay as they were, the snapshots written and merged later are ZSTD(3) as well, and the steps run
+    again start no second rewrite."""
+    from eximtrack import stats_snapshots
+    from eximtrack.ingest import ingest_files
+    from tests.integration.test_store import mutations_done, run_steps_again, store_before
+
+    old = store_before(url, 35, tmp_path)
+    server, path = generated_logs[0]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = tmp_path / "first-half.log"
+    first.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    ingest_files(old, [str(first)], server=server, background=False)
+    ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
+    stats_snapshots.refresh(old)
+    rows = {t: old.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in SNAPSHOT_TABLES_036}
+    assert all(rows.values()), {t: len(r) for t, r in rows.items()}
+    assert set().union(*part_codecs(old, SNAPSHOT_TABLES_036).values()) == {"LZ4"}
+    books = ("mail_hourly_snap_hours", "mail_daily_snap_days", "reasons_hourly_snap_hours")
+    recorded = {t: old.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in books}
+
+    upgraded = Store.open(url)
+    assert 36 in migrations.applied_versions(upgraded.client)
+    mutations_done(upgraded, SNAPSHOT_TABLES_036)  # REWRITE PARTS, not waited for by the open
+    assert rewrites(upgraded) == len(SNAPSHOT_TABLES_036)
+    assert part_codecs(upgraded, SNAPSHOT_TABLES_036) == {t: {"ZSTD(3)"} for t in SNAPSHOT_TABLES_036}
+    for table in SNAPSHOT_TABLES_036:
+        assert upgraded.query(f"SELECT * FROM {table} ORDER BY ALL").result_rows == rows[table], table
+    for table in books:
+        assert upgraded.query(f"SELECT * FROM {table} ORDER BY ALL").result_rows == recorded[table], table
+    assert set().union(*part_codecs(upgraded, books).values()) == {"LZ4"}
+    assert not checks.mismatches(upgraded)
+
+    run_steps_again(upgraded, 36)
+    assert rewrites(upgraded) == len(SNAPSHOT_TABLES_036)
+
+    ingest(url, server, path)  # the rest of the log: `ingest` refreshes the snapshots it changed
+    for table in SNAPSHOT_TABLES_036:
+        upgraded.command(f"OPTIMIZE TABLE {table} FINAL")
+    assert part_codecs(upgraded, SNAPSHOT_TABLES_036) == {t: {"ZSTD(3)"} for t in SNAPSHOT_TABLES_036}
+    assert upgraded.query("SELECT count() FROM mail_hourly_snap").result_rows[0][0] > len(rows["mail_hourly_snap"])
+    assert not checks.mismatches(upgraded)
