@@ -4,22 +4,21 @@
 -- snapshot tables (the finalised numbers of the hourly aggregates per hour, day and 30-day window: 008, 013,
 -- 014, 017, 019) had no codec of their own, so every part the refresher writes and every small merge is LZ4;
 -- chDB writes only merged parts of over ~100 MB with ZSTD(3) (its own rule), and a ClickHouse server writes
--- LZ4 unless its `<compression>` configuration says otherwise. At 1e8 their LZ4 parts held 2.3 times the bytes
--- per row of their ZSTD(3) parts (mail_daily_snap: 0.69 against 0.29 bytes per row, its projections
--- included); at 1e7, where every part was LZ4, the snapshot tables held 36 bytes per event.
+-- LZ4 unless its `<compression>` configuration says otherwise. At 1e8 their LZ4 parts held 1.7-2.4 times the
+-- bytes per row of their ZSTD(3) parts (mail_daily_snap: 69 against 29 bytes per row, its projections
+-- included); at 1e7, where every part was LZ4, the snapshot tables held 36 bytes per event, 18 with ZSTD(3).
 --
 -- What: the table setting default_compression_codec = 'ZSTD(3)' (every column, projection parts included,
--- in new parts and every merge). The snapshot tables are written by the refresher (a few statements a
--- minute, each a few thousand rows), never by an insert of the sink's batches, so the codec costs no
--- insert on the write path (session (32) measured ZSTD on the tables each batch writes: the freshness tail
--- doubled). The bookkeeping tables (`*_snap_hours`, `_days`, `_windows`) hold a row per hour or day and keep
--- LZ4.
+-- in new parts and every merge). The snapshot tables are written by the refresher (every 30 s in the sink,
+-- at the end of `ingest`), never by the inserts of the sink's batches (session (32) measured ZSTD on the
+-- tables every batch writes: the freshness tail doubled); a refresh compresses its rows once. The
+-- bookkeeping tables (`*_snap_hours`, `_days`, `_windows`) hold a row per hour or day and keep LZ4.
 --
 -- Upgrade in place: ALTER TABLE ... REWRITE PARTS rewrites each stored part with the new setting (a mutation
 -- per table, part for part: the parts and rows stay as they were), not waited for (`mutations_sync = 0`, as
--- in 033): seconds at 1e8 (docs/BENCHMARKS.md, session (56)), during which the refresher writes and the reads
--- read as before. Each runs only while a part of its table is not ZSTD(3) and no such mutation is pending, so
--- the steps run again after a crash start no second rewrite.
+-- in 033): 12 s at 1e7 events, 29 s at 1e8 (docs/BENCHMARKS.md, session (56)), during which the refresher
+-- writes and the reads read as before. Each runs only while a part of its table is not ZSTD(3) and no such
+-- mutation is pending, so the steps run again after a crash start no second rewrite.
 
 -- mail_hourly_snap
 ALTER TABLE mail_hourly_snap MODIFY SETTING default_compression_codec = 'ZSTD(3)';
