@@ -63,8 +63,11 @@ def query_target_ms(name: str) -> float:
 
 
 GROWTH_LIMIT = 1.5  # issue 11: p95 at 1e8 ÷ p95 at 1e7, every query
-# issue 11: disk per event may grow by at most a third over the 268–367 bytes of the store before it
+# issue 11: disk per event may grow by at most a third over the 268–367 bytes of the store before it (268 was
+# the 1e8 query store, 331 the 1e7 one, 367 the ingested corpus with its raw lines): the range's top, and the
+# 1e8 store's own figure, the stricter reading of the same sentence
 DISK_LIMIT_BYTES = 367 * 4 / 3
+DISK_LIMIT_1E8_OWN = 268 * 4 / 3
 
 
 def growth(small: dict, big: dict) -> dict | None:
@@ -220,8 +223,11 @@ def disk_target(q: dict, scale: str) -> list[tuple[str, str, str, str]]:
               ("search", "search access paths"))  # fmt: skip
     parts = ", ".join(f"{name} {_n(bpe[k])}" for k, name in groups if k in bpe)
     said = f"{_n(bpe['total'])} B" + (f" ({parts})" if parts else "")
+    status = _met(bpe["total"] <= DISK_LIMIT_BYTES)
+    if bpe["total"] > DISK_LIMIT_1E8_OWN:
+        status += f" (over {_n(DISK_LIMIT_1E8_OWN)}, a third over the 1e8 store's own 268)"
     return [(f"Disk per stored event at {scale} events", f"≤ {_n(DISK_LIMIT_BYTES)} B (a third over 268–367)",
-             said, _met(bpe["total"] <= DISK_LIMIT_BYTES))]  # fmt: skip
+             said, status)]  # fmt: skip
 
 
 def _worst_query(q: dict, scale: str) -> tuple[str, float] | None:
