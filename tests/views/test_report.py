@@ -343,3 +343,77 @@ def test_report_command_writes_pngs(capsys, populated, tmp_path):
     assert len(pngs) == sum(len(d.panels) for d in report.DASHBOARDS)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
     assert "fleet__outcomes.png" in (out / "index.html").read_text()
+
+
+ABUSE_FLAGS = (
+    "SELECT sender, unique_recipients, defer_fail_rows, defer_fail_percent, max_unique_recipients, "
+    "max_defer_fail_percent, min_defer_fail_rows, over_recipients, over_defer_fail FROM abuse_senders_hourly"
+)
+
+
+def abuse_flags_as_the_rule_says(rows: list[tuple], thresholds: dict[str, float]) -> list[tuple]:
+    """Each row's thresholds and flags as `abuse_senders_hourly` defines them, computed here: NULL where a
+    threshold is missing, and SQL's AND of a false and a NULL is false."""
+    most, percent, least = (
+        thresholds.get(name)
+        for name in (
+            "sender_unique_recipients_per_hour",
+            "sender_defer_fail_percent",
+            "sender_defer_fail_min_rows",
+        )
+    )
+
+    def compared(value, limit):
+        return None if limit is None else value >= limit
+
+    out = []
+    for sender, recipients, defer_fail, pct, *_ in rows:
+        over_recipients = compared(recipients, most)
+        both = (compared(defer_fail, least), compared(pct, percent))
+        over_defer_fail = False if False in both else None if None in both else True
+        flags = tuple(None if f is None else int(f) for f in (over_recipients, over_defer_fail))
+        out.append((sender, recipients, defer_fail, pct, most, percent, least, *flags))
+    return out
+
+
+@pytest.mark.store
+def test_the_abuse_flags_follow_the_thresholds_as_set_and_are_null_without_one(url, generated_logs):
+    """`abuse_senders_hourly` reads its three thresholds in one subquery (migration 037): every sender's
+    thresholds and flags are the rule applied to its numbers, with the seeded thresholds, after two of them
+    are changed (newer rows of `abuse_thresholds`) so that some senders are flagged and some not, and NULL
+    where a threshold is gone, as before."""
+    from sinks.clickhouse.store import Store
+    from tests.views.conftest import ingest
+
+    server, path = generated_logs[0]
+    ingest(url, server, path)
+    store = Store.open(url)
+
+    def thresholds() -> dict[str, float]:
+        return dict(store.query("SELECT name, value FROM abuse_thresholds FINAL").result_rows)
+
+    rows = store.query(ABUSE_FLAGS).result_rows
+    assert len(rows) >= 4 and len(thresholds()) == 4
+    assert rows == abuse_flags_as_the_rule_says(rows, thresholds())
+
+    middle = sorted(r[1] for r in rows)[len(rows) // 2]
+    store.command(
+        "INSERT INTO abuse_thresholds (name, value, updated_at) VALUES "
+        "('sender_unique_recipients_per_hour', {m:Float64}, now64(3) + 1), "
+        "('sender_defer_fail_min_rows', 1, now64(3) + 1), ('sender_defer_fail_percent', 5, now64(3) + 1)",
+        {"m": middle},
+    )
+    rows = store.query(ABUSE_FLAGS).result_rows
+    assert thresholds()["sender_unique_recipients_per_hour"] == middle
+    assert rows == abuse_flags_as_the_rule_says(rows, thresholds())
+    assert {r[7] for r in rows} == {0, 1} and {r[8] for r in rows} == {0, 1}
+
+    store.command("DELETE FROM abuse_thresholds WHERE name = 'sender_defer_fail_percent'")
+    rows = store.query(ABUSE_FLAGS).result_rows
+    assert "sender_defer_fail_percent" not in thresholds()
+    assert rows == abuse_flags_as_the_rule_says(rows, thresholds())
+    assert (
+        {r[5] for r in rows} == {None}
+        and {r[8] for r in rows} == {0, None}
+        and {r[7] for r in rows} == {0, 1}
+    )
