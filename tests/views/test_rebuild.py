@@ -119,6 +119,23 @@ def column_types(store, columns: dict[str, tuple[str, ...]]) -> set[str]:
     return {r[0] for r in rows}
 
 
+def store_with_half_a_log(url: str, version: int, tmp_path, generated_logs):
+    """(a store laid out by the migrations up to `version` only, the server and path of the generated log it
+    holds the first half of): that half and a real-Exim sample ingested, so that many of its rows have later
+    versions to come."""
+    from eximtrack.ingest import ingest_files
+    from tests.integration.test_store import store_before
+
+    old = store_before(url, version, tmp_path)
+    server, path = generated_logs[0]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    first = tmp_path / "first-half.log"
+    first.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    ingest_files(old, [str(first)], server=server, background=False)
+    ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
+    return old, server, path
+
+
 @pytest.mark.store
 def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_later_versions_fold_into(
     url, tmp_path, generated_logs
@@ -129,16 +146,9 @@ def test_an_upgraded_store_keeps_every_count_in_sets_of_64_bit_elements_that_lat
     rows' later versions) gives exactly what the oracle over the stored events gives: the new views' elements
     are the converted ones of the same rows. The store's aggregate retention is kept, and running the steps
     again changes nothing."""
-    from eximtrack.ingest import ingest_files
-    from tests.integration.test_store import run_steps_again, store_before
+    from tests.integration.test_store import run_steps_again
 
-    old = store_before(url, 33, tmp_path)
-    server, path = generated_logs[0]
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    first = tmp_path / "first-half.log"
-    first.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
-    ingest_files(old, [str(first)], server=server, background=False)
-    ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
+    old, server, path = store_with_half_a_log(url, 33, tmp_path, generated_logs)
     # `retention --aggregates-days 400` set before the upgrade
     old.command("ALTER TABLE rejections_hourly MODIFY TTL hour + toIntervalDay(400)")
     assert column_types(old, SETS_034) != {"AggregateFunction(uniqExact, UInt64)"}
@@ -211,16 +221,9 @@ def test_an_upgraded_store_keeps_its_snapshots_row_for_row_in_zstd_parts_and_wri
     tables stay as they were, the snapshots written and merged later are ZSTD(3) as well, and the steps run
     again start no second rewrite."""
     from eximtrack import stats_snapshots
-    from eximtrack.ingest import ingest_files
-    from tests.integration.test_store import mutations_done, run_steps_again, store_before
+    from tests.integration.test_store import mutations_done, run_steps_again
 
-    old = store_before(url, 35, tmp_path)
-    server, path = generated_logs[0]
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    first = tmp_path / "first-half.log"
-    first.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
-    ingest_files(old, [str(first)], server=server, background=False)
-    ingest_files(old, [str(SAMPLES / "mainlog-all.log")], server="s-all", background=False)
+    old, server, path = store_with_half_a_log(url, 35, tmp_path, generated_logs)
     stats_snapshots.refresh(old)
     rows = {t: old.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in SNAPSHOT_TABLES_036}
     assert all(rows.values()), {t: len(r) for t, r in rows.items()}

@@ -379,9 +379,9 @@ def abuse_flags_as_the_rule_says(rows: list[tuple], thresholds: dict[str, float]
 @pytest.mark.store
 def test_the_abuse_flags_follow_the_thresholds_as_set_and_are_null_without_one(url, generated_logs):
     """`abuse_senders_hourly` reads its three thresholds in one subquery (migration 037): every sender's
-    thresholds and flags are the rule applied to its numbers, with the seeded thresholds, after two of them
-    are changed (newer rows of `abuse_thresholds`) so that some senders are flagged and some not, and NULL
-    where a threshold is gone, as before."""
+    thresholds and flags are the rule applied to its numbers, with the seeded thresholds, after three of
+    them are changed (newer rows of `abuse_thresholds`) so that some senders are flagged and some not, and
+    NULL where a threshold is gone, as before."""
     from sinks.clickhouse.store import Store
     from tests.views.conftest import ingest
 
