@@ -206,10 +206,18 @@ def part_codecs(store, tables: tuple[str, ...]) -> dict[str, set[str]]:
 
 
 def rewrites(store) -> int:
-    return store.query(
+    from tests.integration.test_store import count
+
+    return count(
+        store,
         "SELECT count() FROM system.mutations WHERE database = currentDatabase() "
-        "AND command LIKE '%REWRITE PARTS%'"
-    ).result_rows[0][0]
+        "AND command LIKE '%REWRITE PARTS%'",
+    )
+
+
+def rows_of(store, tables: tuple[str, ...]) -> dict[str, list[tuple]]:
+    """{table: every row of it, in order}."""
+    return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in tables}
 
 
 @pytest.mark.store
@@ -225,21 +233,19 @@ def test_an_upgraded_store_keeps_its_snapshots_row_for_row_in_zstd_parts_and_wri
 
     old, server, path = store_with_half_a_log(url, 35, tmp_path, generated_logs)
     stats_snapshots.refresh(old)
-    rows = {t: old.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in SNAPSHOT_TABLES_036}
+    rows = rows_of(old, SNAPSHOT_TABLES_036)
     assert all(rows.values()), {t: len(r) for t, r in rows.items()}
     assert set().union(*part_codecs(old, SNAPSHOT_TABLES_036).values()) == {"LZ4"}
     books = ("mail_hourly_snap_hours", "mail_daily_snap_days", "reasons_hourly_snap_hours")
-    recorded = {t: old.query(f"SELECT * FROM {t} ORDER BY ALL").result_rows for t in books}
+    recorded = rows_of(old, books)
 
     upgraded = Store.open(url)
     assert 36 in migrations.applied_versions(upgraded.client)
     mutations_done(upgraded, SNAPSHOT_TABLES_036)  # REWRITE PARTS, not waited for by the open
     assert rewrites(upgraded) == len(SNAPSHOT_TABLES_036)
     assert part_codecs(upgraded, SNAPSHOT_TABLES_036) == {t: {"ZSTD(3)"} for t in SNAPSHOT_TABLES_036}
-    for table in SNAPSHOT_TABLES_036:
-        assert upgraded.query(f"SELECT * FROM {table} ORDER BY ALL").result_rows == rows[table], table
-    for table in books:
-        assert upgraded.query(f"SELECT * FROM {table} ORDER BY ALL").result_rows == recorded[table], table
+    assert rows_of(upgraded, SNAPSHOT_TABLES_036) == rows
+    assert rows_of(upgraded, books) == recorded
     assert set().union(*part_codecs(upgraded, books).values()) == {"LZ4"}
     assert not checks.mismatches(upgraded)
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from eximtrack import cli, report, stats_snapshots
-from tests.views.conftest import ROOT
+from tests.views.conftest import ROOT, ingest
 
 GRAFANA = ROOT / "deploy" / "grafana"
 AGGREGATES = {
@@ -383,7 +383,6 @@ def test_the_abuse_flags_follow_the_thresholds_as_set_and_are_null_without_one(u
     them are changed (newer rows of `abuse_thresholds`) so that some senders are flagged and some not, and
     NULL where a threshold is gone, as before."""
     from sinks.clickhouse.store import Store
-    from tests.views.conftest import ingest
 
     server, path = generated_logs[0]
     ingest(url, server, path)
