@@ -3,7 +3,8 @@
 Each run starts from an empty chDB store and runs the console script once per server file — exactly what a
 user types (process start, migrations, parse, join, inserts into events/latest/aggregates/log_lines) —
 then checks that the store holds one Track Delivery row per row of the generator's truth, so a run that
-stored too little (or too much) cannot report a speed.
+stored too little (or too much) cannot report a speed. On the busy cPanel server's file it also measures the
+most `ingest` could reach on this machine (bench/ingest_bound.py: each part's CPU against the cores).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import eximstats
+from bench import eximstats, ingest_bound
 from bench.corpus import comparison_corpus, single_server_corpus
 from bench.timing import summarize, timed
 
@@ -61,8 +62,13 @@ def run(quick: bool, workdir: Path) -> dict:
     """The comparison corpus (several servers, the default mix), then one busy cPanel server's log."""
     out = measure(*comparison_corpus(workdir, quick), workdir, runs=2 if quick else 3)
     out["corpus"]["id_format"] = "old (16 chars)"
-    single = measure(*single_server_corpus(workdir, quick), workdir, runs=2 if quick else 3)
+    files, manifest = single_server_corpus(workdir, quick)
+    single = measure(files, manifest, workdir, runs=2 if quick else 3)
     single.pop("disk")
+    # what this machine allows at best on that file: each part's CPU against its cores (bench/ingest_bound.py)
+    ((server, path),) = files.items()
+    eximstats_s = single["corpus"]["lines"] / single["eximstats"]["median"]
+    single["bound"] = ingest_bound.measure(path, server, workdir, eximstats_s, runs=2)
     out["single_server"] = single
     return out
 

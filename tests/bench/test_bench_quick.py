@@ -84,6 +84,15 @@ def test_core_and_ingest_read_the_same_files_as_eximstats(quick):
     assert one["truth_rows"] / one["corpus"]["messages"] > ing["truth_rows"] / manifest["totals"]["messages"]
     for s in (one["eximstats"], one["ingest_lines"]):
         assert 0 < s["min"] <= s["median"] <= s["max"] and s["runs"] >= 2
+    # what this machine allows on that file: every part measured in real processes, the views costing the
+    # inserts more than a store without any, and the measured ingest below the bound (which leaves out merges
+    # and process start)
+    b = one["bound"]
+    assert set(b["cpu_s"]) == {"join", "encode", "open", "insert", "insert_bare"}
+    assert all(c["median"] > 0 and c["runs"] >= 2 for c in b["cpu_s"].values())
+    assert b["cpu_s"]["insert"]["median"] > b["cpu_s"]["insert_bare"]["median"]
+    assert 0 < b["ratio_bound"] < b["ratio_bound_bare"] and b["cores"] == os.cpu_count()
+    assert one["ratio"] <= b["ratio_bound"] * 1.25
 
 
 def test_pipeline_stored_everything_and_measured_freshness(quick):
