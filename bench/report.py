@@ -100,6 +100,16 @@ def _ms(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
 
 
+def drain_budget(cpu: dict[str, float], lines_per_s: float, cores: int, target: float) -> str:
+    """The drain's CPU per line, by process, against what `target` lines/s on `cores` cores leaves a line."""
+    per_line = {name: used * 1e6 / lines_per_s for name, used in cpu.items()}
+    parts = ", ".join(f"{name} {us:.0f}" for name, us in sorted(per_line.items(), key=lambda kv: -kv[1]))
+    return (
+        f"Per line of that drain, in µs of CPU: {parts}; {sum(per_line.values()):.0f} in all, where "
+        f"{_n(target)} lines/s on {cores} cores leaves {cores * 1e6 / target:.0f} a line for every process."
+    )
+
+
 def _spread(s: dict) -> str:
     return f"{_n(s['median'])} ({_n(s['min'])}–{_n(s['max'])}, {s['runs']} runs)"
 
@@ -349,6 +359,10 @@ def render(r: dict) -> str:
         if cpu:
             out += ["", f"All processes together used {sum(cpu.values()):.2f} of the machine's "
                     f"{pipe.get('cores', '?')} cores during the drain."]  # fmt: skip
+            if pipe.get("cores") and d.get("lines_per_s"):
+                out[-1] += " " + drain_budget(
+                    cpu, d["lines_per_s"], pipe["cores"], pipe.get("target_lines_per_s", 30_000)
+                )
         rec = pipe.get("recovery_s")
         if rec:
             out += ["", "Recovery: each component SIGKILLed and started again at once, then a line appended; seconds "

@@ -76,3 +76,14 @@ def test_the_report_says_how_fast_the_box_was_for_each_suite():
     )
     assert "core 120 / 160, queries 151 / ?." in said and "ingest" not in said.split("How fast")[1]
     assert "How fast" not in report.suite_runs({"core": {"_machine": {"cpu": "EPYC"}}})
+
+
+def test_the_drain_says_its_cpu_per_line_against_what_the_target_leaves_a_line():
+    cpu = {"sink": 0.9, "stream": 0.6, "kafka broker": 0.3, "ship-web01": 0.06}
+    said = report.drain_budget(cpu, 15_000, 2, 30_000)
+    # cores x 1e6 / lines/s, largest first; 30k lines/s on 2 cores leave 67 µs a line
+    assert said.startswith(
+        "Per line of that drain, in µs of CPU: sink 60, stream 40, kafka broker 20, ship-web01 4;"
+    )
+    assert "124 in all, where 30,000 lines/s on 2 cores leaves 67 a line" in said
+    assert "leaves 133 a line" in report.drain_budget(cpu, 15_000, 4, 30_000)
