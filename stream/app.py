@@ -38,11 +38,15 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 import faust
 import orjson
+
+# faust's own record of the event being processed: table writes go to its partition (flush_held sets it)
+from faust.streams import _current_event
 from faust.tables import TableManager
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -76,7 +80,16 @@ ROCKSDB_OPTIONS = {
 }
 
 
-_DELETED = object()  # a write-back cache entry: the state was deleted while processing this record
+# The joiners' states are written to the `messages` table (and its changelog) once per touched message per
+# flush, and a flush comes after this many lines or this many seconds since the first record it holds,
+# whichever is first (or at once while the group rebalances). Most messages arrive, are delivered and complete
+# within a few thousand lines of each other: flushed every record (500 lines) the pipeline's corpus wrote
+# 0.29 states a line, every 10,000 lines 0.15, and a state never written needs no changelog record. The
+# records' offsets are acked, so committed, only by the flush that wrote their states (docs/GUARANTEES.md).
+STATE_FLUSH_LINES = 10_000
+STATE_FLUSH_SECONDS = 1.0
+
+_DELETED = object()  # a write-back cache entry: the state was deleted since the last flush
 
 
 class _StoredState:
@@ -155,14 +168,15 @@ class OpenStates:
 class TableStates(MutableMapping):
     """The joiner's `states` mapping for one server, stored in the faust `messages` table as the compact JSON
     bytes of `MessageState.to_bytes()` (dicts, as older versions stored, are read too), with a write-back
-    cache for one Kafka record.
+    cache for the Kafka records held since the last flush.
 
-    A raw-lines record holds many lines, and several of them usually touch the same message. While one record
-    is processed, every state read or written is kept in `cache` (reads see the cached copy first, deletes
-    too); :meth:`flush` then writes each state that was set or deleted to the table ONCE -- one changelog
-    record per touched message per Kafka record instead of one per line -- and empties the cache. The agent
-    calls flush() at the end of every record, before the record's offset can be committed. Which states
-    exist, and when they end, is read from `open` (an `OpenStates` shared by the servers of one worker)."""
+    The lines of a message usually come close together, in one record or a few. While records are processed,
+    every state read or written is kept in `cache` (reads see the cached copy first, deletes too);
+    :meth:`flush` then writes each state that was set or deleted to the table ONCE -- one changelog record per
+    touched message per flush instead of one per line, and none for a message that began and ended in between
+    -- and empties the cache. The agent calls flush() every STATE_FLUSH_LINES lines or STATE_FLUSH_SECONDS
+    (`HeldRecords`), before the offsets of the records it covers are acked. Which states exist, and when they
+    end, is read from `open` (an `OpenStates` shared by the servers of one worker)."""
 
     def __init__(self, table, server: str, open_states: OpenStates | None = None) -> None:
         self.table = table
@@ -249,6 +263,39 @@ class TableStates(MutableMapping):
         for msgid, hit in list(cache.items()):
             if hit is not _DELETED and msgid not in index:
                 yield msgid, hit
+
+
+class HeldRecords:
+    """The raw-lines records processed since the last flush of the states, by partition, in order, with their
+    stream and their server (None: dead-lettered): their acks wait for that flush. Due after
+    STATE_FLUSH_LINES lines, STATE_FLUSH_SECONDS after the first one was held, or at once while the group
+    rebalances."""
+
+    def __init__(self, lines: int = STATE_FLUSH_LINES, seconds: float = STATE_FLUSH_SECONDS) -> None:
+        self.max_lines = lines
+        self.max_seconds = seconds
+        self.by_partition: dict[int, tuple[set[str], list[tuple[object, object]]]] = {}
+        self.lines = 0
+        self.since = 0.0  # when the first record held was
+
+    def hold(self, partition: int, server: str | None, stream, event, lines: int, now: float) -> None:
+        if not self.by_partition:
+            self.since = now
+        servers, records = self.by_partition.setdefault(partition, (set(), []))
+        if server is not None:
+            servers.add(server)
+        records.append((stream, event))
+        self.lines += lines
+
+    def due(self, now: float, rebalancing: bool = False) -> bool:
+        return bool(self.by_partition) and (
+            rebalancing or self.lines >= self.max_lines or now - self.since >= self.max_seconds
+        )
+
+    def take(self) -> dict[int, tuple[set[str], list[tuple[object, object]]]]:
+        """{partition: (its servers, its records oldest first)} of the records held; none held after."""
+        held, self.by_partition, self.lines = self.by_partition, {}, 0
+        return held
 
 
 class ShipperPositions:
@@ -727,6 +774,8 @@ def create_app(
         "dead_letters": 0,
         "shipper_repeats": 0,
         "gap_records_recovered": 0,
+        "state_writes": 0,  # states written to (or deleted from) the messages table by the flushes
+        "state_flushes": 0,
     }
     app.eximtrack_counters = counters  # type: ignore[attr-defined]
     raw_topic_name = prefix + T.RAW_LINES.name
@@ -739,6 +788,10 @@ def create_app(
         acc_version = json.dumps(acc, sort_keys=True) if acc else ""
         held = joiners.get(server)
         if held is None or held[0].clock.tz != tz:
+            if (
+                held is not None
+            ):  # its states cached since the last flush (this record's partition: the current event)
+                counters["state_writes"] += held[0].states.flush()
             j = Joiner(server, tz, keep_latest=False, states=TableStates(messages, server, open_states), **kw)
             held = (j, "")
             joiners[server] = held
@@ -774,15 +827,16 @@ def create_app(
         await send_array(topic, key, items[:mid])
         await send_array(topic, key, items[mid:])
 
-    async def handle(value: bytes | None, topic: str, partition: int, offset: int) -> None:
-        """One raw-lines record: decode, join every line, send one array per output topic."""
+    async def handle(value: bytes | None, topic: str, partition: int, offset: int) -> str | None:
+        """One raw-lines record: decode, join every line, send one array per output topic; the record's
+        server (None: dead-lettered)."""
         try:
             lines = decode_raw_record(value)
         except ValueError as exc:
             counters["dead_letters"] += 1
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc)
             await dead_topic.send(value=dead_letter_record(topic, partition, offset, str(exc), value))
-            return
+            return None
         first = lines[0]
         server = first.server
         counters["lines"] += len(lines)
@@ -804,9 +858,7 @@ def create_app(
             for ll in out.lines:
                 log_lines.append(ll.to_dict())
             positions.advance(server, rl.file_id, rl.offset)
-        joiner.states.flush()  # the write-back cache: each touched state once per record
-        positions.applied(server, offset)
-        positions.save(server)
+        positions.applied(server, offset)  # written with the states, by flush_held()
         key = server.encode()
         await send_array(events_topic, key, events)
         await send_array(rejects_topic, key, rejects)
@@ -817,8 +869,9 @@ def create_app(
         # background task hands the queue to the Kafka client only while the agent waits, which a busy agent
         # seldom does: the queue grew by hundreds of records per record (78k after 100k new messages), held
         # ~4 KB per open message, and every offset commit (which first empties it) waited 10-30 s, so a
-        # killed worker re-did that much. Handing this record's changelog over before the next record keeps
-        # the queue at one record's states and commits within the commit interval (docs/GUARANTEES.md).
+        # killed worker re-did that much. Handing this record's sends over before the next record (and a
+        # flush's changelog at its end: flush_held) keeps the queue at about one flush's states and commits
+        # within the commit interval (docs/GUARANTEES.md).
         # faust's flush() returns once no message went out for 0.1 s: on a saturated machine a few records'
         # states can be left (2,398 records, ~5 records' states, in a CI run beside another test run). Asked
         # again until the queue was empty (or below one record's states), the pipeline drained ~10 % slower
@@ -826,17 +879,47 @@ def create_app(
         queued = app.producer.buffer.size
         gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
         await app.producer.buffer.flush()
+        return server
 
     # When the agent took the record it is handling (monotonic), None between records: a worker held inside
     # one record (its output blocked) has every partition waiting, which is not a partition faust stopped
     # fetching, and the stall watchdog does not judge it.
     in_record: dict[str, float | None] = {"since": None}
 
+    unflushed = HeldRecords()  # the records whose states are not written yet
+
+    async def flush_held() -> None:
+        """Write the states and shipper positions the held records produced to their tables, then ack those
+        records: faust commits a raw-lines offset only after flushing its producer, so never before the
+        changelog of the states of the lines below it. Nothing in between gives way to another task.
+
+        faust puts a table write into the partition (changelog and RocksDB) of the event being processed,
+        `current_event()`, and the worker's tables are partitioned as raw-lines is: each partition's states
+        are written with one of its own held records as the current event (a server's lines are all in
+        one partition: the shipper keys them by server)."""
+        for servers, records in unflushed.take().values():
+            token = _current_event.set(weakref.ref(records[-1][1]))
+            try:
+                for server in servers:
+                    if server in joiners:
+                        counters["state_writes"] += joiners[server][0].states.flush()
+                    positions.save(server)
+            finally:
+                _current_event.reset(token)
+            for stream, event in records:
+                await stream.ack(event)  # (no await inside: the acks follow the writes at once)
+        counters["state_flushes"] += 1
+        queued = app.producer.buffer.size
+        gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
+        await app.producer.buffer.flush()  # the changelog handed to the Kafka client (see handle)
+
     @app.agent(raw_topic, concurrency=1)
     async def join(stream):
-        async for event in stream.events():
+        manual = stream.noack()  # a record is acked by the flush that writes its states
+        async for event in manual.events():
             msg = event.message
             in_record["since"] = time.monotonic()
+            lines, server = 0, None
             try:
                 # records faust skipped (raw-lines offsets are contiguous: no compaction, no transactions)
                 async for missed in gaps.missing_before(msg.partition, msg.offset):
@@ -849,12 +932,25 @@ def create_app(
                     )
                     for rec in missed:
                         counters["gap_records_recovered"] += 1
-                        await handle(rec.value, msg.topic, msg.partition, rec.offset)
-                await handle(event.value, msg.topic, msg.partition, msg.offset)
+                        server = await handle(rec.value, msg.topic, msg.partition, rec.offset)
+                before = counters["lines"]
+                server = await handle(event.value, msg.topic, msg.partition, msg.offset) or server
+                lines = counters["lines"] - before
                 gaps.done(msg.partition, msg.offset)
                 counters["records"] += 1
             finally:
+                # held even when the record raised: faust acked such a record before, and the flush acks it
+                unflushed.hold(msg.partition, server, manual, event, lines, time.monotonic())
                 in_record["since"] = None
+            if unflushed.due(time.monotonic(), app.rebalancing):
+                await flush_held()
+
+    @app.timer(STATE_FLUSH_SECONDS / 4)
+    async def flush_idle():
+        """Flush what the agent holds when no record comes to trigger it (a pause in the load, or a
+        rebalance: faust waits for every record taken to be acked before it gives partitions up)."""
+        if in_record["since"] is None and unflushed.due(time.monotonic(), app.rebalancing):
+            await flush_held()
 
     @app.timer(ACCOUNTS_REFRESH_SECONDS)
     async def refresh_accounts():

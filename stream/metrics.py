@@ -31,6 +31,8 @@ COUNTER_HELP = {
     "dead_letters": "Raw-lines records that could not be decoded (sent to the dead-letter topic).",
     "shipper_repeats": "Lines a shipper sent again (already processed; skipped).",
     "gap_records_recovered": "Raw-lines records faust skipped, read again and processed.",
+    "state_writes": "Join states written to or deleted from the messages table (one changelog record each).",
+    "state_flushes": "Flushes of the join states (each acks the raw-lines records processed before it).",
 }
 
 
@@ -72,7 +74,7 @@ class WorkerMetrics:
             yield CounterMetricFamily(f"eximtrack_stream_{key}", text, value=self.counters.get(key, 0))
         yield GaugeMetricFamily(
             "eximtrack_stream_producer_queue_peak_records",
-            "The most changelog records faust's producer buffer held at the end of a record.",
+            "The most changelog records faust's producer buffer held at the end of a record or a state flush.",
             value=self.gauges.get("producer_queue_peak_records", 0),
         )
         yield GaugeMetricFamily(

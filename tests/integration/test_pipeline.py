@@ -21,6 +21,7 @@ from eximtrack.demo_log import SAMPLES, write_log
 from eximtrack.devstack import DevStack
 from producers.publish import BATCH_MAX_LINES, key_partition
 from schemas.topics import RAW_LINE_PARTITIONS
+from stream.app import STATE_FLUSH_LINES
 from stream.clock import base62
 
 pytestmark = [pytest.mark.kafka, pytest.mark.store, pytest.mark.slow]
@@ -192,11 +193,12 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
         f"\nfreshness (append -> searchable, incl. a CLI process start per poll): {[round(f, 2) for f in figures]}"
     )
     assert max(figures) < 15
-    # a burst of messages that stay open (one state each): the worker hands each record's table changelog to
-    # Kafka before the next record, so faust's producer queue holds about one record's states and
-    # the offsets are committed as the burst goes (before: the queue grew by hundreds a record, commits waited
-    # for it, and a worker killed after the burst re-did all of it)
-    burst = _open_messages(15_000)
+    # a burst of messages that stay open (one state each): the worker writes the states every
+    # STATE_FLUSH_LINES lines and hands each flush's table changelog to Kafka before the next record, so
+    # faust's producer queue holds about one flush's states and the offsets are committed as the burst goes
+    # (before: the queue grew by hundreds a record, ~0.78 records per new message, commits waited for it,
+    # and a worker killed after the burst re-did all of it)
+    burst = _open_messages(30_000)
     with open(log, "a") as fh:
         for k in range(0, len(burst), 3000):
             fh.write("".join(burst[k : k + 3000]))
@@ -206,12 +208,22 @@ def test_line_becomes_searchable_within_seconds(tmp_path, stack):
     while stack.stream_metrics()["eximtrack_stream_lines_total"] < before + len(burst):
         assert time.monotonic() < deadline, "the burst was not processed"
         time.sleep(0.5)
+    # the last lines' states are written by the flush STATE_FLUSH_SECONDS after their record at the latest
+    deadline = time.monotonic() + 30
+    while stack.stream_metrics()["eximtrack_stream_state_writes_total"] < len(burst):
+        assert time.monotonic() < deadline, "the burst's states were not all written"
+        time.sleep(0.5)
     metrics = stack.stream_metrics()
     print(f"\nafter a burst of {len(burst)} open messages: {metrics}")
-    # about one record's states; faust's flush stops waiting after 0.1 s without a send, so a saturated machine
-    # leaves a few records' (2,398 in a CI run beside another test run); without the back-pressure the queue
-    # grew by hundreds a record (78k after 100k new messages: ~12k for this burst at that rate)
-    assert 0 < metrics["eximtrack_stream_producer_queue_peak_records"] <= 8 * BATCH_MAX_LINES
+    # about one flush's states (a line of the burst opens one message); faust's flush stops waiting after 0.1 s
+    # without a send, so a saturated machine leaves a few records' (2,398 in a CI run beside another test
+    # run); without the back-pressure the queue grew by hundreds a record (78k after 100k new messages: ~23k
+    # for this burst at that rate)
+    assert (
+        0 < metrics["eximtrack_stream_producer_queue_peak_records"] <= STATE_FLUSH_LINES + 8 * BATCH_MAX_LINES
+    )
+    # every state of the burst was written (above: the messages stay open), in flushes of many records each
+    assert metrics["eximtrack_stream_state_flushes_total"] < metrics["eximtrack_stream_records_total"]
     time.sleep(3)  # a few commit intervals (1 s)
     # recovery: SIGKILL and restart the sink, then the worker; a line appended right after the restart is
     # stored without waiting for the dead member's session to expire (45 s): both are static group members
