@@ -267,7 +267,7 @@ class TableStates(MutableMapping):
 
 class HeldRecords:
     """The raw-lines records processed since the last flush of the states, by partition, in order, with their
-    stream and their server (None: dead-lettered): their acks wait for that flush. Due after
+    stream and the servers whose lines they held (none: dead-lettered): their acks wait for that flush. Due after
     STATE_FLUSH_LINES lines, STATE_FLUSH_SECONDS after the first one was held, or at once while the group
     rebalances."""
 
@@ -278,12 +278,12 @@ class HeldRecords:
         self.lines = 0
         self.since = 0.0  # when the first record held was
 
-    def hold(self, partition: int, server: str | None, stream, event, lines: int, now: float) -> None:
+    def hold(self, partition: int, servers: set[str], stream, event, lines: int, now: float) -> None:
+        """Hold a record of `partition` (its `lines`) and the `servers` whose lines it held."""
         if not self.by_partition:
             self.since = now
-        servers, records = self.by_partition.setdefault(partition, (set(), []))
-        if server is not None:
-            servers.add(server)
+        held_servers, records = self.by_partition.setdefault(partition, (set(), []))
+        held_servers |= servers
         records.append((stream, event))
         self.lines += lines
 
@@ -788,9 +788,9 @@ def create_app(
         acc_version = json.dumps(acc, sort_keys=True) if acc else ""
         held = joiners.get(server)
         if held is None or held[0].clock.tz != tz:
-            if (
-                held is not None
-            ):  # its states cached since the last flush (this record's partition: the current event)
+            # a joiner replaced writes the states it cached since the last flush first (under the current
+            # event: this record's, of the server's partition)
+            if held is not None:
                 counters["state_writes"] += held[0].states.flush()
             j = Joiner(server, tz, keep_latest=False, states=TableStates(messages, server, open_states), **kw)
             held = (j, "")
@@ -827,18 +827,22 @@ def create_app(
         await send_array(topic, key, items[:mid])
         await send_array(topic, key, items[mid:])
 
-    async def handle(value: bytes | None, topic: str, partition: int, offset: int) -> str | None:
-        """One raw-lines record: decode, join every line, send one array per output topic; the record's
-        server (None: dead-lettered)."""
+    # the servers whose lines the record being handled held (several with the records faust skipped): the
+    # flush that acks it writes their states (even when the record raised half-way)
+    record_servers: set[str] = set()
+
+    async def handle(value: bytes | None, topic: str, partition: int, offset: int) -> None:
+        """One raw-lines record: decode, join every line, send one array per output topic."""
         try:
             lines = decode_raw_record(value)
         except ValueError as exc:
             counters["dead_letters"] += 1
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, exc)
             await dead_topic.send(value=dead_letter_record(topic, partition, offset, str(exc), value))
-            return None
+            return
         first = lines[0]
         server = first.server
+        record_servers.add(server)
         counters["lines"] += len(lines)
         joiner = joiner_for(server, first.tz)
         events: list[dict] = []
@@ -879,7 +883,6 @@ def create_app(
         queued = app.producer.buffer.size
         gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
         await app.producer.buffer.flush()
-        return server
 
     # When the agent took the record it is handling (monotonic), None between records: a worker held inside
     # one record (its output blocked) has every partition waiting, which is not a partition faust stopped
@@ -919,7 +922,8 @@ def create_app(
         async for event in manual.events():
             msg = event.message
             in_record["since"] = time.monotonic()
-            lines, server = 0, None
+            lines = 0
+            record_servers.clear()
             try:
                 # records faust skipped (raw-lines offsets are contiguous: no compaction, no transactions)
                 async for missed in gaps.missing_before(msg.partition, msg.offset):
@@ -932,15 +936,15 @@ def create_app(
                     )
                     for rec in missed:
                         counters["gap_records_recovered"] += 1
-                        server = await handle(rec.value, msg.topic, msg.partition, rec.offset)
+                        await handle(rec.value, msg.topic, msg.partition, rec.offset)
                 before = counters["lines"]
-                server = await handle(event.value, msg.topic, msg.partition, msg.offset) or server
+                await handle(event.value, msg.topic, msg.partition, msg.offset)
                 lines = counters["lines"] - before
                 gaps.done(msg.partition, msg.offset)
                 counters["records"] += 1
             finally:
                 # held even when the record raised: faust acked such a record before, and the flush acks it
-                unflushed.hold(msg.partition, server, manual, event, lines, time.monotonic())
+                unflushed.hold(msg.partition, set(record_servers), manual, event, lines, time.monotonic())
                 in_record["since"] = None
             if unflushed.due(time.monotonic(), app.rebalancing):
                 await flush_held()

@@ -309,15 +309,18 @@ def test_held_records_are_due_by_lines_by_age_or_a_rebalance_and_taken_by_partit
 
     held = HeldRecords(lines=1000, seconds=1.0)
     assert not held.due(0.0) and not held.due(99.0, rebalancing=True)  # nothing held: nothing to flush
-    held.hold(3, "web1", "s", "e1", 400, now=10.0)
-    held.hold(5, "web2", "s", "e2", 400, now=10.2)
-    held.hold(3, None, "s", "e3", 0, now=10.3)  # dead-lettered: acked with its partition, no server
+    held.hold(3, {"web1"}, "s", "e1", 400, now=10.0)
+    held.hold(5, {"web2"}, "s", "e2", 400, now=10.2)
+    held.hold(3, set(), "s", "e3", 0, now=10.3)  # dead-lettered: acked with its partition, no server
     assert not held.due(10.5) and held.due(10.5, rebalancing=True)
     assert held.due(11.0)  # a second after the first record held
-    held.hold(3, "web1", "s", "e4", 200, now=10.6)
+    held.hold(3, {"web1", "web9"}, "s", "e4", 200, now=10.6)  # with a skipped record's
     assert held.due(10.6)  # 1,000 lines
     taken = held.take()
-    assert taken == {3: ({"web1"}, [("s", "e1"), ("s", "e3"), ("s", "e4")]), 5: ({"web2"}, [("s", "e2")])}
+    assert taken == {
+        3: ({"web1", "web9"}, [("s", "e1"), ("s", "e3"), ("s", "e4")]),
+        5: ({"web2"}, [("s", "e2")]),
+    }
     assert not held.due(99.0) and held.take() == {}
-    held.hold(5, "web2", "s", "e5", 1, now=50.0)  # the age counts from the first record held since
+    held.hold(5, {"web2"}, "s", "e5", 1, now=50.0)  # the age counts from the first record held since
     assert not held.due(50.9) and held.due(51.0)
