@@ -19,9 +19,9 @@ from schemas.topics import RAW_LINE_PARTITIONS
 # The measured costs (bench/results.json; `measured_from` recomputes each from the results file).
 MEASURED = {
     # pipeline suite, drain: lines/s ÷ the cores each process used during it
-    "worker_lines_per_core": 20787,
-    "sink_lines_per_core": 16794,  # the embedded store: ClickHouse's insert work is in the sink's process
-    "broker_lines_per_core": 60263,
+    "worker_lines_per_core": 27293,
+    "sink_lines_per_core": 20058,  # the embedded store: ClickHouse's insert work is in the sink's process
+    "broker_lines_per_core": 91548,
     # core suite corpus (4 servers, the generator's default mix)
     "lines_per_message": 8.57,
     "events_per_line": 0.512,
@@ -29,8 +29,8 @@ MEASURED = {
     # ingest suite: every table together (events, latest, access paths, aggregates, raw message lines)
     "store_bytes_per_event": 564,
     # pipeline suite: the worker's RSS, and its growth per open message (100k more open messages)
-    "worker_base_rss_mib": 231,
-    "worker_bytes_per_open_message": 306,
+    "worker_base_rss_mib": 251,
+    "worker_bytes_per_open_message": 542,
     # queries suite: the largest store measured (events); the per-shard bound of this plan
     "events_per_shard": 100_000_000,
 }
