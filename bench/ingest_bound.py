@@ -50,9 +50,6 @@ def parts(path: str, server: str, store_dir: str, views: bool) -> dict:
     from sinks.clickhouse.store import Store
 
     tune_for_throughput()
-    t = _cpu()
-    join_files(make_joiner(server), [path], lambda table, records: None)
-    join = _cpu() - t
     batches: list[tuple[str, bytes]] = []
     encode = 0.0
 
@@ -62,7 +59,9 @@ def parts(path: str, server: str, store_dir: str, views: bool) -> dict:
         batches.append((table, arrow_ipc(table, records)))
         encode += _cpu() - t
 
+    t = _cpu()
     join_files(make_joiner(server), [path], encoded)
+    join = _cpu() - t - encode
     shutil.rmtree(store_dir, ignore_errors=True)
     t = _cpu()
     store = Store.open(f"chdb://{store_dir}")

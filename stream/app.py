@@ -827,6 +827,13 @@ def create_app(
         await send_array(topic, key, items[:mid])
         await send_array(topic, key, items[mid:])
 
+    async def hand_over_sends() -> None:
+        """Hand faust's producer queue (the records sent, the tables' changelog) to the Kafka client now,
+        recording how many records it held (the back-pressure described in handle)."""
+        queued = app.producer.buffer.size
+        gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
+        await app.producer.buffer.flush()
+
     # the servers whose lines the record being handled held (several with the records faust skipped): the
     # flush that acks it writes their states (even when the record raised half-way)
     record_servers: set[str] = set()
@@ -880,9 +887,7 @@ def create_app(
         # states can be left (2,398 records, ~5 records' states, in a CI run beside another test run). Asked
         # again until the queue was empty (or below one record's states), the pipeline drained ~10 % slower
         # (docs/BENCHMARKS.md, session 39): the agent then waited for every send.
-        queued = app.producer.buffer.size
-        gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
-        await app.producer.buffer.flush()
+        await hand_over_sends()
 
     # When the agent took the record it is handling (monotonic), None between records: a worker held inside
     # one record (its output blocked) has every partition waiting, which is not a partition faust stopped
@@ -912,9 +917,7 @@ def create_app(
             for stream, event in records:
                 await stream.ack(event)  # (no await inside: the acks follow the writes at once)
         counters["state_flushes"] += 1
-        queued = app.producer.buffer.size
-        gauges["producer_queue_peak_records"] = max(gauges["producer_queue_peak_records"], queued)
-        await app.producer.buffer.flush()  # the changelog handed to the Kafka client (see handle)
+        await hand_over_sends()
 
     @app.agent(raw_topic, concurrency=1)
     async def join(stream):
